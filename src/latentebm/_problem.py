@@ -1,0 +1,83 @@
+"""Turn user arguments (arrays, tensors, operators) into one validated problem on one device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._validation import as_tensor, check_lam, check_same_device_dtype
+from .operators import DenseDictionary, LinearOperator
+
+
+@dataclass
+class Problem:
+    """``Y`` (batch, *signal_dims) and ``op`` on the same device and dtype; ``numpy_out`` says
+    whether results go back to the caller as NumPy arrays."""
+
+    Y: torch.Tensor
+    op: LinearOperator
+    lam: float
+    numpy_out: bool
+
+
+def as_operator(W: Any, *, like: torch.Tensor | None = None) -> LinearOperator:
+    """An operator from an operator, a tensor or an array (NumPy ``W`` follows ``like``)."""
+    if isinstance(W, LinearOperator):
+        return W
+    if isinstance(W, torch.Tensor):
+        return DenseDictionary(W)
+    W_t = as_tensor(W, "W", ndim=2)
+    if like is not None:
+        W_t = W_t.to(device=like.device, dtype=like.dtype)
+    return DenseDictionary(W_t)
+
+
+def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2, 4)) -> Problem:
+    """Validate ``Y``, ``W`` and ``lam`` together.
+
+    NumPy ``Y`` with a tensor or operator ``W`` is moved to ``W``'s device and dtype; a tensor
+    ``Y`` must already match them (no silent transfers between devices or precisions).
+    """
+    lam = check_lam(lam)
+    numpy_out = not isinstance(Y, torch.Tensor)
+    Y_t = as_tensor(Y, "Y", ndim=signal_ndim)
+    if isinstance(W, (LinearOperator, torch.Tensor)):
+        op = as_operator(W)
+        if numpy_out:
+            Y_t = Y_t.to(device=op.device, dtype=op.dtype)
+        elif isinstance(W, torch.Tensor):
+            as_tensor(W, "W", ndim=2)
+    else:
+        op = as_operator(W, like=Y_t)
+    check_same_device_dtype(Y_t, "Y", W=_probe(op))
+    op.check_signal(Y_t, "Y")
+    return Problem(Y=Y_t, op=op, lam=lam, numpy_out=numpy_out)
+
+
+def prepare_code(Z: Any, name: str, problem: Problem) -> torch.Tensor:
+    """Validate a code (``z0`` or ``Z``) against the problem's shapes, device and dtype."""
+    expected = (problem.Y.shape[0], *problem.op.code_shape(tuple(problem.Y.shape[1:])))
+    if isinstance(Z, torch.Tensor):
+        Z_t = as_tensor(Z, name)
+        check_same_device_dtype(problem.Y, "Y", **{name: Z_t})
+    else:
+        Z_t = as_tensor(Z, name).to(device=problem.Y.device, dtype=problem.Y.dtype)
+    if tuple(Z_t.shape) != expected:
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(Z_t.shape)}")
+    return Z_t
+
+
+def to_output(t: torch.Tensor, numpy_out: bool) -> Any:
+    """Back to NumPy when the caller passed NumPy."""
+    if numpy_out:
+        return t.detach().cpu().numpy()
+    return t
+
+
+def _probe(op: LinearOperator) -> torch.Tensor:
+    return torch.empty(0, device=op.device, dtype=op.dtype)
+
+
+__all__ = ["Problem", "prepare", "prepare_code", "to_output", "as_operator"]

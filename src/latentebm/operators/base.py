@@ -1,0 +1,90 @@
+"""The linear decoder interface shared by every solver: ``y = A z``."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+
+def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner product over every non-batch dimension: shape ``(batch,)``."""
+    return (a * b).flatten(1).sum(1)
+
+
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(batch,)`` tensor so it broadcasts against ``like`` (batch-first)."""
+    return v.reshape(v.shape[0], *([1] * (like.dim() - 1)))
+
+
+class LinearOperator(abc.ABC):
+    """A linear decoder ``A`` with its adjoint.
+
+    Signals are batch-first ``(batch, *signal_dims)``, codes ``(batch, *code_dims)``.
+    Operators are snapshots of their parameters: caches (Gram matrix, Lipschitz constant) are
+    dropped by :meth:`normalize_` and by :meth:`invalidate`, which callers use after any other
+    in-place change.
+    """
+
+    def __init__(self) -> None:
+        self._lipschitz_cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    @property
+    @abc.abstractmethod
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device: ...
+
+    @property
+    @abc.abstractmethod
+    def n_atoms(self) -> int: ...
+
+    @abc.abstractmethod
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``A z``: codes ``(batch, *code_dims)`` to signals ``(batch, *signal_dims)``."""
+
+    @abc.abstractmethod
+    def adjoint(self, r: torch.Tensor) -> torch.Tensor:
+        """``Aᵀ r``: signals to code-shaped tensors."""
+
+    @abc.abstractmethod
+    def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the code of one signal of shape ``signal_shape`` (batch dim excluded)."""
+
+    @abc.abstractmethod
+    def check_signal(self, y: torch.Tensor, name: str = "Y") -> None:
+        """Raise ``ValueError`` naming ``name`` if ``y`` cannot be decoded by this operator."""
+
+    @abc.abstractmethod
+    def normalize_(self) -> LinearOperator:
+        """Rescale atoms to unit Euclidean norm in place; returns ``self``."""
+
+    def gram(self, z: torch.Tensor) -> torch.Tensor:
+        """``AᵀA z``; operators override this when a cheaper route exists."""
+        return self.adjoint(self.decode(z))
+
+    def invalidate(self) -> None:
+        """Forget cached quantities after the parameters changed in place."""
+        self._lipschitz_cache.clear()
+
+    def lipschitz(self, signal_shape: tuple[int, ...], n_iter: int = 100) -> torch.Tensor:
+        """An upper estimate of ``λ_max(AᵀA)`` for signals of ``signal_shape``, as a 0-dim tensor.
+
+        Power iteration from a fixed start vector, entirely on the operator's device (no host
+        synchronisation), times a 1 % safety margin so that a step ``1/L`` is a descent step.
+        """
+        key = (*tuple(signal_shape), n_iter)
+        if key not in self._lipschitz_cache:
+            shape = (1, *self.code_shape(tuple(signal_shape)))
+            gen = torch.Generator().manual_seed(0)
+            v = torch.randn(shape, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
+            v = v / v.norm()
+            estimate = v.new_zeros(())
+            for _ in range(n_iter):
+                w = self.gram(v)
+                estimate = (w * v).sum()
+                v = w / w.norm().clamp_min(torch.finfo(self.dtype).tiny)
+            self._lipschitz_cache[key] = estimate.clamp_min(torch.finfo(self.dtype).tiny) * 1.01
+        return self._lipschitz_cache[key]

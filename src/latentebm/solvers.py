@@ -155,10 +155,11 @@ class _State:
         self.x, self.Gx = z, Gz
         self.t = torch.ones(Y.shape[0], dtype=Y.dtype, device=Y.device)
         self.energy = torch.full_like(self.t, float("inf"))
+        self.signs = torch.zeros_like(z, dtype=torch.int8)
         self.L = L
 
     def keep(self, mask: torch.Tensor) -> None:
-        for name in ("idx", "Y", "b", "z", "Gz", "x", "Gx", "t", "energy"):
+        for name in ("idx", "Y", "b", "z", "Gz", "x", "Gx", "t", "energy", "signs"):
             setattr(self, name, getattr(self, name)[mask])
         if self.L.dim() > 0:
             self.L = self.L[mask]
@@ -224,7 +225,13 @@ def proximal_gradient(
             keep = ~done
             state.keep(keep)
             yy_active = yy_active[keep]
-    return {"z": out_z, "gap": out_gap, "energy": out_energy, "converged": out_conv, "n_iter": out_iter}
+    return {
+        "z": out_z,
+        "gap": out_gap,
+        "energy": out_energy,
+        "converged": out_conv,
+        "n_iter": out_iter,
+    }
 
 
 def _smooth_energy(yy: torch.Tensor, state: _State) -> torch.Tensor:
@@ -289,36 +296,44 @@ def _polish(
     The candidate replaces ``z`` only where its certified gap is smaller, so the step can help
     but never hurt; once the support and signs are right it is exact to rounding.
     """
-    support = state.z != 0
-    size = support.sum(1)
-    eligible = (size > 0) & (size <= max_support) & (gap > tol * energy)
-    if not bool(eligible.any()):
+    signs = torch.sign(state.z).to(torch.int8)
+    stable = (signs == state.signs).all(1)
+    state.signs = signs
+    size = (signs != 0).sum(1)
+    eligible = stable & (size > 0) & (size <= max_support) & (gap > tol * energy)
+    rows = torch.nonzero(eligible).flatten()
+    if rows.numel() == 0:
         return energy, gap
-    k = int(size[eligible].max())
-    order = torch.argsort(support.to(torch.int8), dim=1, descending=True, stable=True)[:, :k]
-    valid = torch.arange(k, device=order.device) < size[:, None]
+    k = int(size[rows].max())
+    z, b, Y = state.z[rows], state.b[rows], state.Y[rows]
+    sub_signs = signs[rows]
+    order = torch.argsort(sub_signs.abs(), dim=1, descending=True, stable=True)[:, :k]
+    valid = torch.arange(k, device=order.device) < size[rows, None]
     G = op.gram_matrix()
     G_ss = G[order[:, :, None], order[:, None, :]]
     pair_valid = valid[:, :, None] & valid[:, None, :]
     eye = torch.eye(k, dtype=G.dtype, device=G.device).expand_as(G_ss)
     G_ss = torch.where(pair_valid, G_ss, eye)
-    signs = torch.sign(state.z).gather(1, order)
-    rhs = torch.where(valid, state.b.gather(1, order) - lam * signs, torch.zeros_like(signs))
+    s = sub_signs.gather(1, order).to(z.dtype)
+    rhs = torch.where(valid, b.gather(1, order) - lam * s, torch.zeros_like(s))
     # Solved in float64: the systems are small, and float32 would cap the accuracy at cond·eps.
     sol, info = torch.linalg.solve_ex(G_ss.double(), rhs.double().unsqueeze(-1))
-    sol = sol.squeeze(-1).to(G.dtype)
-    consistent = ((torch.sign(sol) == signs) | ~valid).all(1) & torch.isfinite(sol).all(1)
-    ok = eligible & (info == 0) & consistent
+    sol = sol.squeeze(-1).to(z.dtype)
+    consistent = ((torch.sign(sol) == s) | ~valid).all(1) & torch.isfinite(sol).all(1)
+    ok = (info == 0) & consistent
     if not bool(ok.any()):
         return energy, gap
-    candidate = torch.zeros_like(state.z).scatter(1, order, torch.where(valid, sol, 0))
-    cand_energy, cand_gap = energy_and_gap(op, state.Y, candidate, lam, reg)
-    better = ok & (cand_gap < gap)
-    mask = better[:, None]
-    state.z = torch.where(mask, candidate, state.z)
-    state.Gz = torch.where(mask, op.gram(state.z), state.Gz)
-    state.x = torch.where(mask, state.z, state.x)
-    state.Gx = torch.where(mask, state.Gz, state.Gx)
-    state.t = torch.where(better, torch.ones_like(state.t), state.t)
-    state.energy = torch.where(better, cand_energy, state.energy)
-    return torch.where(better, cand_energy, energy), torch.where(better, cand_gap, gap)
+    candidate = torch.zeros_like(z).scatter(1, order, torch.where(valid, sol, 0))
+    cand_energy, cand_gap = energy_and_gap(op, Y, candidate, lam, reg)
+    better = ok & (cand_gap < gap[rows])
+    rows, candidate = rows[better], candidate[better]
+    state.z[rows] = candidate
+    state.Gz[rows] = op.gram(candidate)
+    state.x[rows] = candidate
+    state.Gx[rows] = state.Gz[rows]
+    state.t[rows] = 1
+    state.energy[rows] = cand_energy[better]
+    energy, gap = energy.clone(), gap.clone()
+    energy[rows] = cand_energy[better]
+    gap[rows] = cand_gap[better]
+    return energy, gap

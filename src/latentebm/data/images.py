@@ -1,0 +1,366 @@
+"""Natural images: loading, whitening, local contrast normalisation and patch extraction.
+
+Images are float64 arrays in [0, 1], ``(H, W)`` for grey and ``(H, W, C)`` for colour.
+Patches are rows, ``(n_patches, size*size*C)``, each flattened in C order from
+``(size, size, C)`` (so for colour the channel index varies fastest).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "load_images",
+    "whiten_1f",
+    "zca_whiten",
+    "local_contrast_normalize",
+    "extract_patches",
+    "natural_patches",
+    "SKIMAGE_PHOTOS",
+    "IMAGE_EXTENSIONS",
+]
+
+#: Photographs bundled with scikit-image (no download needed): grey ones, then colour ones.
+SKIMAGE_GREY_PHOTOS = ("camera", "moon", "grass", "gravel", "brick")
+SKIMAGE_COLOUR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+SKIMAGE_PHOTOS = SKIMAGE_GREY_PHOTOS + SKIMAGE_COLOUR_PHOTOS
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(value, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+    return float(value)
+
+
+def _check_image(image, name: str = "image") -> np.ndarray:
+    """A finite real ``(H, W)`` or ``(H, W, C)`` array, returned as float64."""
+    arr = np.asarray(image)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name} must have shape (H, W) or (H, W, C), got shape {arr.shape}")
+    if min(arr.shape) == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _rng(seed) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"seed must be an int or numpy.random.Generator, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    return np.random.default_rng(int(seed))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _to_float(img: np.ndarray, grey: bool, source: str) -> np.ndarray:
+    from skimage.color import gray2rgb, rgb2gray
+    from skimage.util import img_as_float64
+
+    if img.ndim == 3 and img.shape[2] == 4:  # drop alpha
+        img = img[..., :3]
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+        raise ValueError(f"{source}: expected a grey, RGB or RGBA image, got shape {img.shape}")
+    out = img_as_float64(img)
+    if grey and out.ndim == 3:
+        out = rgb2gray(out)
+    elif not grey and out.ndim == 2:
+        out = gray2rgb(out)
+    return np.clip(out, 0.0, 1.0)
+
+
+def load_images(
+    folder: str | os.PathLike | None = None,
+    *,
+    grey: bool = True,
+    max_images: int | None = None,
+) -> list[np.ndarray]:
+    """Load natural photographs as float64 arrays in [0, 1].
+
+    ``folder=None`` gives scikit-image's bundled photographs (offline): with ``grey=True`` all
+    of :data:`SKIMAGE_PHOTOS` converted to grey ``(H, W)``; with ``grey=False`` only the colour
+    ones, ``(H, W, 3)``. Otherwise every PNG/JPEG/TIFF file in ``folder`` (sorted by name) is
+    read; with ``grey=False`` grey files are repeated over three channels and alpha dropped.
+    """
+    if not isinstance(grey, bool):
+        raise TypeError(f"grey must be a bool, got {type(grey).__name__}")
+    if max_images is not None:
+        max_images = _check_int(max_images, "max_images")
+
+    if folder is None:
+        import skimage.data
+
+        names = SKIMAGE_PHOTOS if grey else SKIMAGE_COLOUR_PHOTOS
+        names = names[:max_images]
+        return [_to_float(getattr(skimage.data, n)(), grey, f"skimage.data.{n}") for n in names]
+
+    if not isinstance(folder, str | os.PathLike):
+        raise TypeError(f"folder must be a path or None, got {type(folder).__name__}")
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"folder {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"folder {str(path)!r} is not a directory")
+    files = sorted(
+        p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not files:
+        raise FileNotFoundError(
+            f"folder {str(path)!r} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    from skimage import io
+
+    images = []
+    for file in files[:max_images]:
+        try:
+            img = io.imread(file)
+        except Exception as exc:  # noqa: BLE001 - every reader failure means the same thing
+            raise ValueError(
+                f"folder {str(path)!r}: cannot read image {file.name!r}: {exc}"
+            ) from exc
+        images.append(_to_float(np.asarray(img), grey, f"folder {str(path)!r}: {file.name!r}"))
+    return images
+
+
+# --------------------------------------------------------------------------- whitening
+
+
+def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> np.ndarray:
+    """Olshausen & Field's zero-phase whitening filter, applied in the Fourier domain.
+
+    ``R(f) = f · exp(−(f / f0)^4)`` with ``f`` the radial spatial frequency and
+    ``f0 = f0_ratio × Nyquist`` (0.4 × Nyquist is their 200 cycles/picture at 512 pixels).
+    The ramp flattens the ~1/f amplitude spectrum of natural images; the exponential cuts
+    the noisy corners near Nyquist. ``image`` is ``(H, W)`` or ``(H, W, C)`` (each channel
+    filtered alike). ``pad=True`` mirrors the image to twice its size first so the periodic
+    FFT sees no edge discontinuity. Returns float64, same shape, each channel with zero mean
+    and the whole image with unit variance.
+    """
+    img = _check_image(image)
+    f0_ratio = _check_positive(f0_ratio, "f0_ratio")
+    if not isinstance(pad, bool):
+        raise TypeError(f"pad must be a bool, got {type(pad).__name__}")
+    h, w = img.shape[:2]
+    if h < 2 or w < 2:
+        raise ValueError(f"image must be at least 2x2 pixels, got shape {img.shape}")
+
+    chans = img[..., None] if img.ndim == 2 else img
+    chans = chans - chans.mean(axis=(0, 1))
+    if pad:
+        chans = np.pad(chans, ((0, h), (0, w), (0, 0)), mode="symmetric")
+    ph, pw = chans.shape[:2]
+    fy = np.fft.fftfreq(ph)[:, None]  # cycles per pixel; Nyquist is 0.5
+    fx = np.fft.rfftfreq(pw)[None, :]
+    f = np.hypot(fy, fx)
+    filt = f * np.exp(-((f / (0.5 * f0_ratio)) ** 4))
+    spectrum = np.fft.rfft2(chans, axes=(0, 1)) * filt[..., None]
+    out = np.fft.irfft2(spectrum, s=(ph, pw), axes=(0, 1))[:h, :w]
+
+    out = out - out.mean(axis=(0, 1))
+    std = out.std()
+    if std <= 1e-12 * max(1.0, np.abs(img).max()):
+        raise ValueError("image is constant (or has no content below the cut-off); cannot whiten")
+    out /= std
+    return out[..., 0] if img.ndim == 2 else out
+
+
+def zca_whiten(
+    patches: np.ndarray, eps: float = 1e-2
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """ZCA-whiten rows of ``patches`` ``(n, d)``.
+
+    With ``μ`` the mean row and ``C = U Λ Uᵀ`` the covariance, returns
+    ``(X − μ) M`` where ``M = U (Λ + eps)^(−1/2) Uᵀ`` (symmetric), together with ``(μ, M)`` so
+    new data can be whitened the same way: ``(X_new − μ) @ M``. ``eps`` (in the squared units
+    of the data) damps the noisy low-variance directions.
+    """
+    x = np.asarray(patches)
+    if x.dtype == object or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise TypeError(f"patches must be a real numeric array, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"patches must have shape (n, d), got shape {x.shape}")
+    if x.shape[0] < 2 or x.shape[1] < 1:
+        raise ValueError(f"patches needs at least 2 rows and 1 column, got shape {x.shape}")
+    x = x.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("patches contains NaN or infinite values")
+    eps = _check_positive(eps, "eps")
+
+    mean = x.mean(axis=0)
+    xc = x - mean
+    cov = xc.T @ xc / x.shape[0]
+    evals, evecs = np.linalg.eigh(cov)
+    evals = np.clip(evals, 0.0, None)
+    matrix = (evecs / np.sqrt(evals + eps)) @ evecs.T
+    return xc @ matrix, (mean, matrix)
+
+
+def local_contrast_normalize(image: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """Subtractive then divisive local normalisation with a Gaussian window of width ``sigma``.
+
+    ``v = x − G_σ * x`` (per channel), ``s = sqrt(G_σ * v²)`` (averaged over channels), and the
+    output is ``v / max(s, mean(s))`` so flat regions are not amplified. ``image`` is
+    ``(H, W)`` or ``(H, W, C)``; returns float64 of the same shape (zeros for a flat image).
+    """
+    img = _check_image(image)
+    sigma = _check_positive(sigma, "sigma")
+    spatial = (sigma, sigma) if img.ndim == 2 else (sigma, sigma, 0.0)
+    v = img - ndimage.gaussian_filter(img, spatial, mode="reflect")
+    local_var = ndimage.gaussian_filter(v * v, spatial, mode="reflect")
+    if img.ndim == 3:
+        local_var = local_var.mean(axis=2, keepdims=True)
+    s = np.sqrt(np.clip(local_var, 0.0, None))
+    floor = max(float(s.mean()), np.finfo(np.float64).tiny)
+    return v / np.maximum(s, floor)
+
+
+# --------------------------------------------------------------------------- patches
+
+
+def _as_image_list(images) -> list[np.ndarray]:
+    if isinstance(images, np.ndarray):
+        images = [images]
+    elif not isinstance(images, Sequence) or isinstance(images, str | bytes):
+        raise TypeError(
+            f"images must be an array or a sequence of arrays, got {type(images).__name__}"
+        )
+    if len(images) == 0:
+        raise ValueError("images is empty")
+    out = [_check_image(img, f"images[{i}]") for i, img in enumerate(images)]
+    channels = {1 if img.ndim == 2 else img.shape[2] for img in out}
+    if len(channels) > 1:
+        raise ValueError(f"images mixes grey and colour / channel counts {sorted(channels)}")
+    return out
+
+
+def extract_patches(
+    images: np.ndarray | Sequence[np.ndarray],
+    size: int,
+    n_patches: int,
+    *,
+    seed: int | np.random.Generator,
+    remove_mean: bool = True,
+) -> np.ndarray:
+    """Cut ``n_patches`` square patches at uniformly random positions.
+
+    ``images`` is one ``(H, W[, C])`` array or a sequence of them (same channel count). Every
+    valid top-left position across all images is equally likely. Returns float64
+    ``(n_patches, size*size*C)``; with ``remove_mean`` each patch's mean (DC) is subtracted.
+    The same ``seed`` gives the same patches.
+    """
+    imgs = _as_image_list(images)
+    size = _check_int(size, "size")
+    n_patches = _check_int(n_patches, "n_patches")
+    if not isinstance(remove_mean, bool):
+        raise TypeError(f"remove_mean must be a bool, got {type(remove_mean).__name__}")
+    for i, img in enumerate(imgs):
+        if size > min(img.shape[:2]):
+            raise ValueError(f"size={size} is larger than images[{i}] of shape {img.shape}")
+    rng = _rng(seed)
+
+    counts = np.array([(im.shape[0] - size + 1) * (im.shape[1] - size + 1) for im in imgs])
+    flat = rng.integers(0, counts.sum(), size=n_patches)
+    which = np.searchsorted(np.cumsum(counts), flat, side="right")
+    offset = flat - np.concatenate(([0], np.cumsum(counts)[:-1]))[which]
+
+    n_chan = 1 if imgs[0].ndim == 2 else imgs[0].shape[2]
+    out = np.empty((n_patches, size * size * n_chan))
+    for i, img in enumerate(imgs):
+        sel = np.flatnonzero(which == i)
+        if sel.size == 0:
+            continue
+        rows, cols = np.divmod(offset[sel], img.shape[1] - size + 1)
+        img3 = img[..., None] if img.ndim == 2 else img
+        windows = np.lib.stride_tricks.sliding_window_view(img3, (size, size), axis=(0, 1))
+        # windows[r, c] has shape (C, size, size); reorder to (size, size, C) then flatten.
+        out[sel] = windows[rows, cols].transpose(0, 2, 3, 1).reshape(sel.size, -1)
+    if remove_mean:
+        out -= out.mean(axis=1, keepdims=True)
+    return out
+
+
+def natural_patches(
+    size: int = 12,
+    n_patches: int = 10000,
+    *,
+    images: str | os.PathLike | Sequence[np.ndarray] | None = None,
+    whiten: str = "1f",
+    grey: bool = True,
+    seed: int | np.random.Generator = 0,
+) -> np.ndarray:
+    """Whitened natural-image patches ready for dictionary learning.
+
+    ``images``: ``None`` for scikit-image's photographs, a folder path, or a list of arrays.
+    ``whiten``: ``"1f"`` (Olshausen & Field filter on each whole image before cutting),
+    ``"zca"`` (ZCA on the patches, eps 1% of the mean patch variance) or ``"none"``.
+    Patches have their mean removed and the whole set is scaled to unit overall variance.
+    Returns float32 ``(n_patches, size*size)`` (``size*size*3`` with ``grey=False``).
+    """
+    if whiten not in ("1f", "zca", "none"):
+        raise ValueError(f"whiten must be '1f', 'zca' or 'none', got {whiten!r}")
+    if not isinstance(grey, bool):
+        raise TypeError(f"grey must be a bool, got {type(grey).__name__}")
+    if images is None or isinstance(images, str | os.PathLike):
+        imgs = load_images(images, grey=grey)
+    else:
+        imgs = _as_image_list(images)
+        if grey and imgs[0].ndim == 3:
+            imgs = [_rgb_to_grey(im, f"images[{i}]") for i, im in enumerate(imgs)]
+    if whiten == "1f":
+        imgs = [whiten_1f(im) for im in imgs]
+    x = extract_patches(imgs, size, n_patches, seed=seed, remove_mean=True)
+    if whiten == "zca":
+        if n_patches < 2:
+            raise ValueError(f"n_patches must be >= 2 for whiten='zca', got {n_patches}")
+        x = x / _overall_std(x)
+        x, _ = zca_whiten(x, eps=1e-2)
+    return (x / _overall_std(x)).astype(np.float32)
+
+
+def _rgb_to_grey(img: np.ndarray, name: str) -> np.ndarray:
+    from skimage.color import rgb2gray
+
+    if img.shape[2] == 1:
+        return img[..., 0]
+    if img.shape[2] in (3, 4):
+        return rgb2gray(img[..., :3])
+    raise ValueError(f"{name} must be grey, RGB or RGBA for grey=True, got shape {img.shape}")
+
+
+def _overall_std(x: np.ndarray) -> float:
+    std = float(x.std())
+    if std == 0.0:
+        raise ValueError("the patches are all constant; use images with some texture")
+    return std

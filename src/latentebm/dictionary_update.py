@@ -1,0 +1,87 @@
+"""Dictionary updates for sparse coding, as pure functions on tensors.
+
+Shapes: ``W`` ``(n_features, n_atoms)``, ``Y`` ``(batch, n_features)``, ``Z`` ``(batch, n_atoms)``,
+sufficient statistics ``A = Σ z zᵀ`` ``(n_atoms, n_atoms)`` and ``B = Σ y zᵀ``
+``(n_features, n_atoms)`` (Mairal, Bach, Ponce & Sapiro, JMLR 2010).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def normalize_columns_(W: torch.Tensor) -> torch.Tensor:
+    """Rescale every column of ``W`` to unit Euclidean norm, in place."""
+    return W.div_(W.norm(dim=0, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny))
+
+
+def forgetting_factor(step: int, batch_size: int) -> float:
+    """Mairal et al.'s (2010, §3.4.3) weight on past statistics at mini-batch ``step`` (1-based):
+    ``θ = t·η`` while ``t < η``, else ``η² + t − η``; ``β = (θ + 1 − η) / (θ + 1)``."""
+    eta = batch_size
+    theta = step * eta if step < eta else eta * eta + step - eta
+    return (theta + 1 - eta) / (theta + 1)
+
+
+def accumulate_statistics_(
+    A: torch.Tensor, B: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, step: int
+) -> None:
+    """``A ← βA + ZᵀZ/n``, ``B ← βB + YᵀZ/n`` in place; β from :func:`forgetting_factor`."""
+    beta = forgetting_factor(step, Y.shape[0])
+    A.mul_(beta).add_(Z.T @ Z, alpha=1.0 / Y.shape[0])
+    B.mul_(beta).add_(Y.T @ Z, alpha=1.0 / Y.shape[0])
+
+
+def block_coordinate_update_(
+    W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, n_passes: int = 1
+) -> None:
+    """Minimise ``½tr(WᵀWA) − tr(WᵀB)`` one column at a time, each column then set to unit norm.
+
+    Column ``j``: ``u = w_j + (b_j − W a_j) / A_jj``, ``w_j = u / ‖u‖``. Unused atoms
+    (``A_jj == 0``) are left alone here; :func:`reinitialize_atoms_` deals with them.
+    """
+    diag = torch.diagonal(A)
+    tiny = torch.finfo(W.dtype).tiny
+    for _ in range(n_passes):
+        for j in range(W.shape[1]):
+            step = (B[:, j] - W @ A[:, j]) / diag[j].clamp_min(tiny)
+            u = W[:, j] + torch.where(diag[j] > 0, step, torch.zeros_like(step))
+            W[:, j] = u / u.norm().clamp_min(tiny)
+
+
+def sgd_update_(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, lr: float) -> None:
+    """Projected SGD: ``W ← W − lr·(WZᵀ − Yᵀ)Z / n``, then unit-norm columns."""
+    residual = Z @ W.T - Y
+    W.sub_(residual.T @ Z, alpha=lr / Y.shape[0])
+    normalize_columns_(W)
+
+
+def reinitialize_atoms_(
+    W: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    dead: torch.Tensor,
+    Y: torch.Tensor,
+    Z: torch.Tensor,
+) -> int:
+    """Replace the atoms flagged in ``dead`` by the worst-reconstructed residuals of the batch.
+
+    Each dead atom becomes one of the largest residuals ``y − Wz`` (unit-normalised), in order
+    of decreasing residual norm; its rows and columns of the statistics are cleared. Returns how
+    many atoms were replaced.
+    """
+    dead_idx = torch.nonzero(dead).flatten()
+    n_dead = min(int(dead_idx.numel()), Y.shape[0])
+    if n_dead == 0:
+        return 0
+    dead_idx = dead_idx[:n_dead]
+    residual = Y - Z @ W.T
+    worst = torch.argsort(residual.norm(dim=1), descending=True, stable=True)[:n_dead]
+    new_atoms = residual[worst].T
+    W[:, dead_idx] = new_atoms / new_atoms.norm(dim=0, keepdim=True).clamp_min(
+        torch.finfo(W.dtype).tiny
+    )
+    A[dead_idx, :] = 0
+    A[:, dead_idx] = 0
+    B[:, dead_idx] = 0
+    return n_dead

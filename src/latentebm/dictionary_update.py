@@ -15,19 +15,23 @@ def normalize_columns_(W: torch.Tensor) -> torch.Tensor:
     return W.div_(W.norm(dim=0, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny))
 
 
-def forgetting_factor(step: int, batch_size: int) -> float:
-    """Mairal et al.'s (2010, §3.4.3) weight on past statistics at mini-batch ``step`` (1-based):
-    ``θ = t·η`` while ``t < η``, else ``η² + t − η``; ``β = (θ + 1 − η) / (θ + 1)``."""
-    eta = batch_size
-    theta = step * eta if step < eta else eta * eta + step - eta
-    return (theta + 1 - eta) / (theta + 1)
+def forgetting_factor(step: int, rho: float = 8.0) -> float:
+    """Weight on past statistics at mini-batch ``step`` (1-based): ``β = (1 − 1/t)^ρ``
+    (Mairal et al. 2010, §3.4.2). ``ρ > 0`` forgets the statistics gathered with early, poor
+    dictionaries faster; ρ = 8 recovered planted dictionaries reliably in our tests."""
+    return (1.0 - 1.0 / step) ** rho if step > 1 else 0.0
 
 
 def accumulate_statistics_(
-    A: torch.Tensor, B: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, step: int
+    A: torch.Tensor,
+    B: torch.Tensor,
+    Y: torch.Tensor,
+    Z: torch.Tensor,
+    step: int,
+    rho: float = 8.0,
 ) -> None:
     """``A ← βA + ZᵀZ/n``, ``B ← βB + YᵀZ/n`` in place; β from :func:`forgetting_factor`."""
-    beta = forgetting_factor(step, Y.shape[0])
+    beta = forgetting_factor(step, rho)
     A.mul_(beta).add_(Z.T @ Z, alpha=1.0 / Y.shape[0])
     B.mul_(beta).add_(Y.T @ Z, alpha=1.0 / Y.shape[0])
 

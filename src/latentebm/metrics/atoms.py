@@ -1,0 +1,532 @@
+"""What do the atoms look like? Quantitative shape metrics for learned dictionaries.
+
+Conventions shared by every function here:
+
+- ``atoms`` is ``(n_atoms, n_features)``: one flattened atom per row, i.e. ``W.T`` for a
+  dictionary ``W`` of shape ``(n_features, n_atoms)``. Rows reshape in C order to
+  ``image_shape`` = ``(h, w)`` or ``(h, w, channels)``.
+- Image coordinates: ``x`` is the column index, ``y`` the row index (pointing down), both in
+  pixels with the first pixel's centre at 0. Angles are in radians, measured from the +x axis
+  towards +y.
+- Inputs are NumPy arrays (torch tensors are accepted and copied to the CPU); NaN/inf, wrong
+  rank or shape raise ``ValueError`` naming the argument.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import least_squares
+from scipy.signal import fftconvolve
+
+from .._validation import as_tensor
+
+__all__ = [
+    "LOCALIZED_THRESHOLD",
+    "GOOD_GABOR_R2",
+    "DoGFit",
+    "GaborFit",
+    "centre_surround_score",
+    "fit_dog",
+    "fit_gabor",
+    "fit_gabors",
+    "gabor_summary",
+    "localization_score",
+    "localization_summary",
+    "orientation_spread",
+]
+
+#: Score at or above which :func:`localization_summary` counts an atom as localised.
+LOCALIZED_THRESHOLD = 0.75
+#: R² at or above which a Gabor fit counts as good in :func:`gabor_summary`.
+GOOD_GABOR_R2 = 0.8
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """``x`` as a finite float64 NumPy array of the given rank (``ValueError`` names ``name``)."""
+    t = as_tensor(x, name, ndim=ndim, dtype=torch.float64)
+    return t.detach().cpu().numpy()
+
+
+def check_image_shape(image_shape: Any, name: str = "image_shape") -> tuple[int, ...]:
+    """``(h, w)`` or ``(h, w, channels)`` with positive integer entries."""
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a tuple of ints, got {image_shape!r}") from exc
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"{name} must be (h, w) or (h, w, channels) with sizes >= 1, got {shape}")
+    if any(int(s) != s for s in image_shape):
+        raise ValueError(f"{name} must hold integers, got {image_shape!r}")
+    return shape
+
+
+def atoms_as_images(atoms: Any, image_shape: Any, name: str = "atoms") -> np.ndarray:
+    """Validate ``(n_atoms, n_features)`` atoms and reshape them to ``(n_atoms, *image_shape)``."""
+    shape = check_image_shape(image_shape)
+    arr = as_float_array(atoms, name, ndim=2)
+    if arr.shape[1] != math.prod(shape):
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features per atom but image_shape {shape} "
+            f"holds {math.prod(shape)}"
+        )
+    return arr.reshape((arr.shape[0], *shape))
+
+
+def _image_2d(x: Any, name: str, min_size: int = 3) -> np.ndarray:
+    arr = as_float_array(x, name, ndim=2)
+    if min(arr.shape) < min_size:
+        raise ValueError(f"{name} must be at least {min_size}x{min_size}, got shape {arr.shape}")
+    return arr
+
+
+# ----------------------------------------------------------------------------- localisation
+
+
+def _disc(radius: float) -> np.ndarray:
+    r = int(math.floor(radius))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (xx**2 + yy**2 <= radius**2 + 1e-9).astype(np.float64)
+
+
+def localization_score(
+    atoms: Any, image_shape: Sequence[int], *, radius: float | None = None
+) -> np.ndarray:
+    """Share of each atom's energy that the best-placed disc of a fixed radius holds.
+
+    ``energy = atom**2`` (summed over colour channels); the score is
+    ``max over disc centres c of  sum_{|p - c| <= radius} energy(p) / sum_p energy(p)``,
+    with centres on the pixel grid. Range (0, 1]: near 1 for a spatially localised stroke or
+    blob that fits in the disc, low for an atom spread over the image (a whole digit, a
+    plane wave, noise). Taking the best disc (not one at the energy centroid) keeps curved
+    strokes scoring high; small diffuse noise lowers the score by its share of the energy.
+
+    The background is taken to be 0 (true for MNIST-like data; subtract your background
+    first otherwise). ``radius`` defaults to ``0.2 * min(h, w)`` (5.6 px for 28×28 MNIST).
+    An all-zero atom scores NaN. Returns ``(n_atoms,)`` float64.
+    """
+    imgs = atoms_as_images(atoms, image_shape)
+    h, w = imgs.shape[1:3]
+    if radius is None:
+        radius = 0.2 * min(h, w)
+    if isinstance(radius, bool) or not (
+        isinstance(radius, Real) and math.isfinite(radius) and radius >= 0.5
+    ):
+        raise ValueError(f"radius must be a finite number >= 0.5 pixels, got {radius!r}")
+    energy = imgs**2
+    if energy.ndim == 4:
+        energy = energy.sum(axis=3)
+    total = energy.sum(axis=(1, 2))
+    in_disc = fftconvolve(energy, _disc(radius)[None], mode="same", axes=(1, 2))
+    best = in_disc.reshape(len(energy), -1).max(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(total > 0, best / np.where(total > 0, total, 1.0), np.nan)
+    return np.clip(score, 0.0, 1.0)
+
+
+def localization_summary(
+    atoms: Any,
+    image_shape: Sequence[int],
+    *,
+    radius: float | None = None,
+    threshold: float = LOCALIZED_THRESHOLD,
+) -> dict[str, float]:
+    """Median / mean :func:`localization_score` and the share of atoms scoring ``>= threshold``.
+
+    The default threshold (0.75) was calibrated on 28×28 at the default radius (5.6 px):
+    synthetic pen strokes (6-14 px lines and arcs) have median 1.00 and 99 % score >= 0.75
+    (84 % still do with 20 % of their energy in white noise); the 10 000 MNIST test digits
+    have median 0.51 (5-95 %: 0.37-0.68) and 0.4 % score >= 0.75; pure noise scores ~0.16.
+    All-zero atoms (NaN score) are left out and counted in ``n_zero``.
+    """
+    scores = localization_score(atoms, image_shape, radius=radius)
+    h, w = check_image_shape(image_shape)[:2]
+    valid = scores[np.isfinite(scores)]
+    nan = float("nan")
+    return {
+        "n_atoms": int(scores.size),
+        "n_zero": int(scores.size - valid.size),
+        "radius": float(0.2 * min(h, w) if radius is None else radius),
+        "threshold": float(threshold),
+        "median": float(np.median(valid)) if valid.size else nan,
+        "mean": float(valid.mean()) if valid.size else nan,
+        "share_localized": float((valid >= threshold).mean()) if valid.size else nan,
+    }
+
+
+# ----------------------------------------------------------------------------- Gabor fits
+
+
+@dataclass(frozen=True)
+class GaborFit:
+    """A 2-D Gabor fitted to one atom (pixel units, conventions in the module docstring).
+
+    ``g(x, y) = amplitude · exp(−u²/(2 sigma_x²) − v²/(2 sigma_y²)) · cos(2π frequency u + phase)
+    + offset`` with ``u = (x − x0) cos θ + (y − y0) sin θ`` (along the carrier's wave vector)
+    and ``v = −(x − x0) sin θ + (y − y0) cos θ`` (along the stripes). So ``theta`` ∈ [0, π) is the
+    direction the grating varies in (edges/stripes run at ``theta + π/2``), ``frequency`` is in
+    cycles/pixel ∈ [0, 0.5], ``phase`` ∈ (−π, π] (0: even/symmetric, ±π/2: odd/edge-like),
+    ``amplitude`` ≥ 0. ``r2 = 1 − SS_res / SS_tot`` on the atom's pixels; NaN (and NaN
+    parameters) for a constant atom.
+    """
+
+    x0: float
+    y0: float
+    theta: float
+    frequency: float
+    phase: float
+    sigma_x: float
+    sigma_y: float
+    amplitude: float
+    offset: float
+    r2: float
+
+
+def _gabor_parts(p: np.ndarray, x: np.ndarray, y: np.ndarray):
+    x0, y0, th, f, ph, sx, sy, a, c = p
+    ct, st = math.cos(th), math.sin(th)
+    dx, dy = x - x0, y - y0
+    u = dx * ct + dy * st
+    v = -dx * st + dy * ct
+    env = np.exp(-(u**2) / (2 * sx**2) - v**2 / (2 * sy**2))
+    arg = 2 * math.pi * f * u + ph
+    return u, v, ct, st, env, np.cos(arg), np.sin(arg), a, c
+
+
+def _gabor_residual(p: np.ndarray, x: np.ndarray, y: np.ndarray, target: np.ndarray) -> np.ndarray:
+    _, _, _, _, env, cos, _, a, c = _gabor_parts(p, x, y)
+    return a * env * cos + c - target
+
+
+def _gabor_jacobian(p: np.ndarray, x: np.ndarray, y: np.ndarray, target: np.ndarray) -> np.ndarray:
+    u, v, ct, st, env, cos, sin, a, _ = _gabor_parts(p, x, y)
+    f, sx, sy = p[3], p[5], p[6]
+    ec, es = env * cos, env * sin
+    d_u = a * (-(u / sx**2) * ec - 2 * math.pi * f * es)  # ∂g/∂u
+    d_v = -a * (v / sy**2) * ec  # ∂g/∂v
+    jac = np.empty((x.size, 9))
+    jac[:, 0] = -d_u * ct + d_v * st  # x0
+    jac[:, 1] = -d_u * st - d_v * ct  # y0
+    jac[:, 2] = d_u * v - d_v * u  # theta
+    jac[:, 3] = -a * es * 2 * math.pi * u  # frequency
+    jac[:, 4] = -a * es  # phase
+    jac[:, 5] = a * ec * u**2 / sx**3
+    jac[:, 6] = a * ec * v**2 / sy**3
+    jac[:, 7] = ec
+    jac[:, 8] = 1.0
+    return jac
+
+
+def _fft_peak(img: np.ndarray) -> tuple[float, float]:
+    """(frequency in cycles/pixel, wave-vector angle) of the strongest non-DC Fourier peak."""
+    h, w = img.shape
+    n = max(32, 2 * max(h, w))
+    spec = np.abs(np.fft.rfft2(img - img.mean(), s=(n, n)))
+    spec[0, 0] = 0.0
+    i, j = np.unravel_index(int(np.argmax(spec)), spec.shape)
+    fy = np.fft.fftfreq(n)[i]
+    fx = np.fft.rfftfreq(n)[j]
+    return float(math.hypot(fx, fy)), float(math.atan2(fy, fx))
+
+
+def _initial_guesses(
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, n_keep: int
+) -> list[np.ndarray]:
+    """Grid over centre, orientation, frequency and width; phase, amplitude and offset solved
+    by linear least squares for each grid point; the ``n_keep`` best points are returned."""
+    h, w = img.shape
+    t = img.ravel()
+    e = (t - t.mean()) ** 2
+    centres = [(float((e * x).sum() / e.sum()), float((e * y).sum() / e.sum()))]
+    k = int(np.argmax(e))
+    centres.append((float(x[k]), float(y[k])))
+    f_peak, th_peak = _fft_peak(img)
+    f_lo = 1.0 / (2 * max(h, w))
+    freqs = np.clip(np.array([0.7, 1.0, 1.4]) * max(f_peak, f_lo), f_lo, 0.45)
+    thetas = np.concatenate([[th_peak % math.pi], np.arange(8) * math.pi / 8])
+    sigmas = np.array([0.15, 0.3]) * min(h, w)
+    grid = np.array(
+        [(cx, cy, th, f, s) for cx, cy in centres for th in thetas for f in freqs for s in sigmas]
+    )
+    cx, cy, th, f, s = (grid[:, i : i + 1] for i in range(5))
+    u = (x - cx) * np.cos(th) + (y - cy) * np.sin(th)
+    v = -(x - cx) * np.sin(th) + (y - cy) * np.cos(th)
+    env = np.exp(-(u**2 + v**2) / (2 * s**2))
+    arg = 2 * math.pi * f * u
+    basis = np.stack([env * np.cos(arg), env * np.sin(arg), np.ones_like(u)], axis=2)
+    gram = basis.transpose(0, 2, 1) @ basis + 1e-9 * np.eye(3)
+    coef = np.linalg.solve(gram, (basis.transpose(0, 2, 1) @ t)[:, :, None])[:, :, 0]
+    sse = (((basis @ coef[:, :, None])[:, :, 0] - t) ** 2).sum(axis=1)
+    order = np.argsort(sse)[:n_keep]
+    starts = []
+    for i in order:
+        ca, sa, c = coef[i]
+        starts.append(
+            np.array(
+                [
+                    *grid[i, :2],
+                    grid[i, 2],
+                    grid[i, 3],
+                    math.atan2(-sa, ca),
+                    grid[i, 4],
+                    grid[i, 4],
+                    math.hypot(ca, sa),
+                    c,
+                ]
+            )
+        )
+    return starts
+
+
+def _canonical_gabor(p: np.ndarray, scale: float, r2: float) -> GaborFit:
+    x0, y0, th, f, ph, sx, sy, a, c = (float(v) for v in p)
+    if a < 0:
+        a, ph = -a, ph + math.pi
+    th = th % (2 * math.pi)
+    if th >= math.pi:  # θ + π flips u, which is the same Gabor with the phase negated
+        th, ph = th - math.pi, -ph
+    ph = math.pi - (math.pi - ph) % (2 * math.pi)  # wrap to (−π, π]
+    return GaborFit(x0, y0, th, f, ph, sx, sy, a * scale, c * scale, r2)
+
+
+def fit_gabor(atom_2d: Any, *, n_starts: int = 3) -> GaborFit:
+    """Fit a 2-D Gabor (see :class:`GaborFit`) to one ``(h, w)`` atom by least squares.
+
+    Deterministic: a grid of starts (centres at the energy centroid and the energy peak,
+    orientations every π/8 plus the FFT peak's, frequencies around the FFT peak, two widths;
+    phase/amplitude/offset solved linearly) is ranked, and the ``n_starts`` best are refined
+    with ``scipy.optimize.least_squares`` (analytic Jacobian) under bounds: centre inside the
+    patch, frequency in [0, 0.5] cycles/pixel, envelope widths in [0.5, max(h, w)] pixels.
+    """
+    img = _image_2d(atom_2d, "atom_2d")
+    if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
+        raise ValueError(f"n_starts must be a positive integer, got {n_starts!r}")
+    h, w = img.shape
+    nan = float("nan")
+    scale = float(img.std())
+    if scale <= 1e-12 * max(1.0, float(np.abs(img).max())):
+        return GaborFit(nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+    t = (img / scale).ravel()
+    yy, xx = np.mgrid[0:h, 0:w]
+    x, y = xx.ravel().astype(np.float64), yy.ravel().astype(np.float64)
+    big = float(max(h, w))
+    lo = np.array([-0.5, -0.5, -np.inf, 0.0, -np.inf, 0.5, 0.5, -np.inf, -np.inf])
+    hi = np.array([w - 0.5, h - 0.5, np.inf, 0.5, np.inf, big, big, np.inf, np.inf])
+    best = None
+    for p0 in _initial_guesses(img / scale, x, y, n_starts):
+        p0 = np.clip(p0, lo + 1e-6, hi - 1e-6)
+        res = least_squares(
+            _gabor_residual,
+            p0,
+            jac=_gabor_jacobian,
+            bounds=(lo, hi),
+            args=(x, y, t),
+            method="trf",
+            x_scale="jac",
+            max_nfev=200,
+            ftol=1e-6,
+            xtol=1e-6,
+        )
+        if best is None or res.cost < best.cost:
+            best = res
+    ss_tot = float(((t - t.mean()) ** 2).sum())
+    r2 = 1.0 - 2.0 * float(best.cost) / ss_tot
+    return _canonical_gabor(best.x, scale, r2)
+
+
+def fit_gabors(atoms: Any, patch_shape: Sequence[int], *, n_starts: int = 3) -> list[GaborFit]:
+    """:func:`fit_gabor` on every row of ``atoms`` ``(n_atoms, h*w)``; ``patch_shape = (h, w)``."""
+    shape = check_image_shape(patch_shape, "patch_shape")
+    if len(shape) != 2:
+        raise ValueError(f"patch_shape must be (h, w) for grey-level atoms, got {shape}")
+    if min(shape) < 3:
+        raise ValueError(f"patch_shape must be at least 3x3, got {shape}")
+    imgs = atoms_as_images(atoms, shape)
+    return [fit_gabor(img, n_starts=n_starts) for img in imgs]
+
+
+def orientation_spread(thetas: Any) -> float:
+    """Circular spread of orientations (axial data, period π), in [0, 1].
+
+    ``1 − |mean(exp(2iθ))|``: 0 when all orientations are identical, close to 1 when they are
+    spread uniformly over [0, π) (exactly 1 for evenly spaced angles; about ``1 − 1/√n`` on
+    average for ``n`` random ones). ``thetas``: 1-D, radians, any range (θ and θ + π agree).
+    """
+    th = as_float_array(thetas, "thetas", ndim=1)
+    return float(1.0 - abs(np.exp(2j * th).mean()))
+
+
+def gabor_summary(fits: Sequence[GaborFit], *, r2_threshold: float = GOOD_GABOR_R2) -> dict:
+    """Summary statistics of Gabor fits.
+
+    Keys: ``n_atoms``, ``n_constant`` (NaN fits, left out of every statistic), ``median_r2``,
+    ``mean_r2``, ``share_r2_ge_0_8``, and over the good fits (``r2 >= r2_threshold``):
+    ``n_good``, ``orientation_spread`` (see :func:`orientation_spread`), ``mean_orientation``
+    (circular mean on doubled angles, radians in [0, π)), ``orientation_resultant``
+    (``|mean exp(2iθ)|``), ``median_frequency`` (cycles/pixel), ``median_sigma`` (geometric
+    mean of the two widths, pixels), ``median_aspect_ratio`` (``sigma_y / sigma_x``: >1 means
+    elongated along the stripes), ``median_abs_phase``. NaN where there is nothing to summarise.
+    """
+    if isinstance(fits, GaborFit) or not all(isinstance(f, GaborFit) for f in fits):
+        raise ValueError("fits must be a sequence of GaborFit (from fit_gabors)")
+    if len(fits) == 0:
+        raise ValueError("fits is empty")
+    nan = float("nan")
+    r2 = np.array([f.r2 for f in fits], dtype=np.float64)
+    ok = np.isfinite(r2)
+    good = [f for f, g in zip(fits, ok & (r2 >= r2_threshold), strict=True) if g]
+    out: dict[str, float | int] = {
+        "n_atoms": len(fits),
+        "n_constant": int((~ok).sum()),
+        "median_r2": float(np.median(r2[ok])) if ok.any() else nan,
+        "mean_r2": float(r2[ok].mean()) if ok.any() else nan,
+        "share_r2_ge_0_8": float((r2[ok] >= 0.8).mean()) if ok.any() else nan,
+        "r2_threshold": float(r2_threshold),
+        "n_good": len(good),
+    }
+    if good:
+        th = np.array([f.theta for f in good])
+        mean_vec = np.exp(2j * th).mean()
+        sx = np.array([f.sigma_x for f in good])
+        sy = np.array([f.sigma_y for f in good])
+        out.update(
+            orientation_spread=float(1.0 - abs(mean_vec)),
+            orientation_resultant=float(abs(mean_vec)),
+            mean_orientation=float((np.angle(mean_vec) / 2) % math.pi),
+            median_frequency=float(np.median([f.frequency for f in good])),
+            median_sigma=float(np.median(np.sqrt(sx * sy))),
+            median_aspect_ratio=float(np.median(sy / sx)),
+            median_abs_phase=float(np.median(np.abs([f.phase for f in good]))),
+        )
+    else:
+        for key in (
+            "orientation_spread",
+            "orientation_resultant",
+            "mean_orientation",
+            "median_frequency",
+            "median_sigma",
+            "median_aspect_ratio",
+            "median_abs_phase",
+        ):
+            out[key] = nan
+    return out
+
+
+# ----------------------------------------------------------------------------- centre-surround
+
+
+@dataclass(frozen=True)
+class DoGFit:
+    """An isotropic difference of Gaussians fitted to one filter (pixel units).
+
+    ``g(r) = amplitude · [exp(−r²/(2 σ_c²)) − balance · (σ_c/σ_s)² · exp(−r²/(2 σ_s²))]``
+    (``σ_c = sigma_c``, ``σ_s = sigma_s``), ``r`` the distance to ``(x0, y0)``,
+    ``sigma_s > sigma_c`` and no constant offset (the surround *is* the background).
+    ``balance`` ∈ [0, 2] is the surround's integrated weight over the centre's, with the
+    opposite sign: 0 is a plain blob, 1 a zero-mean (balanced) DoG.
+    ``amplitude`` < 0 is an off-centre cell. ``r2 = 1 − SS_res/SS_tot`` (NaN: constant filter).
+    """
+
+    x0: float
+    y0: float
+    amplitude: float
+    sigma_c: float
+    sigma_s: float
+    balance: float
+    r2: float
+
+
+def _dog_parts(p: np.ndarray, x: np.ndarray, y: np.ndarray):
+    x0, y0, a, sc, ratio, k = p
+    dx, dy = x - x0, y - y0
+    r2 = dx**2 + dy**2
+    centre = np.exp(-r2 / (2 * sc**2))
+    surround = np.exp(-r2 / (2 * (sc * ratio) ** 2))
+    return dx, dy, r2, centre, surround, a, sc, ratio, k
+
+
+def _dog_residual(p: np.ndarray, x: np.ndarray, y: np.ndarray, target: np.ndarray) -> np.ndarray:
+    _, _, _, centre, surround, a, _, ratio, k = _dog_parts(p, x, y)
+    return a * (centre - k / ratio**2 * surround) - target
+
+
+def _dog_jacobian(p: np.ndarray, x: np.ndarray, y: np.ndarray, target: np.ndarray) -> np.ndarray:
+    dx, dy, r2, centre, surround, a, sc, ratio, k = _dog_parts(p, x, y)
+    weighted = centre - k / ratio**4 * surround  # ∂/∂(x0, y0) share this factor
+    jac = np.empty((x.size, 6))
+    jac[:, 0] = a * dx / sc**2 * weighted
+    jac[:, 1] = a * dy / sc**2 * weighted
+    jac[:, 2] = centre - k / ratio**2 * surround
+    jac[:, 3] = a * r2 / sc**3 * weighted
+    jac[:, 4] = -a * k * surround * (r2 / (sc**2 * ratio**5) - 2 / ratio**3)
+    jac[:, 5] = -a / ratio**2 * surround
+    return jac
+
+
+def fit_dog(filter_2d: Any) -> DoGFit:
+    """Least-squares fit of :class:`DoGFit` to a ``(h, w)`` filter.
+
+    A few deterministic starts: centre at the largest-magnitude pixel and at the energy centroid,
+    centre width 1 px or ``min(h, w)/8``, surround ``3×`` wider, balance 1. Bounds: centre
+    inside the patch, ``sigma_c`` ∈ [0.3, max(h, w)/2], ``sigma_s / sigma_c`` ∈ [1.2, 10].
+    """
+    img = _image_2d(filter_2d, "filter_2d")
+    h, w = img.shape
+    nan = float("nan")
+    t = img.ravel()
+    ss_tot = float(((t - t.mean()) ** 2).sum())
+    if ss_tot <= 1e-24 * max(1.0, float((t**2).sum())):
+        return DoGFit(nan, nan, nan, nan, nan, nan, nan)
+    scale = float(np.abs(t).max())
+    t = t / scale
+    yy, xx = np.mgrid[0:h, 0:w]
+    x, y = xx.ravel().astype(np.float64), yy.ravel().astype(np.float64)
+    e = t**2
+    k = int(np.argmax(e))
+    centres = [(x[k], y[k]), (float((e * x).sum() / e.sum()), float((e * y).sum() / e.sum()))]
+    lo = np.array([-0.5, -0.5, -np.inf, 0.3, 1.2, 0.0])
+    hi = np.array([w - 0.5, h - 0.5, np.inf, max(h, w) / 2, 10.0, 2.0])
+    best = None
+    for cx, cy in centres:
+        for sc in (1.0, max(1.0, min(h, w) / 8)):
+            amp = t[int(round(cy)) * w + int(round(cx))]
+            p0 = np.clip([cx, cy, amp if amp != 0 else 1.0, sc, 3.0, 1.0], lo + 1e-6, hi - 1e-6)
+            res = least_squares(
+                _dog_residual,
+                p0,
+                jac=_dog_jacobian,
+                bounds=(lo, hi),
+                args=(x, y, t),
+                x_scale="jac",
+                max_nfev=100,
+                ftol=1e-6,
+                xtol=1e-6,
+            )
+            if best is None or res.cost < best.cost:
+                best = res
+    x0, y0, a, sc, ratio, bal = (float(v) for v in best.x)
+    r2 = 1.0 - 2.0 * float(best.cost) * scale**2 / ss_tot
+    return DoGFit(x0, y0, a * scale, sc, sc * ratio, bal, r2)
+
+
+def centre_surround_score(filter_2d: Any) -> float:
+    """How much a ``(h, w)`` filter looks like a centre-surround (DoG) receptive field, in [0, 1].
+
+    ``max(R², 0) · min(balance, 1)`` of :func:`fit_dog`: the share of the filter's variance an
+    isotropic DoG explains, times how strongly the fitted surround opposes the centre
+    (0 for a plain blob, 1 for a balanced, zero-mean DoG). Oriented filters (Gabors, edges)
+    score lower because no isotropic DoG explains them. A constant filter scores 0.
+    """
+    fit = fit_dog(filter_2d)
+    if not math.isfinite(fit.r2):
+        return 0.0
+    return float(max(fit.r2, 0.0) * min(fit.balance, 1.0))

@@ -1,0 +1,105 @@
+"""Every public entry point rejects bad input with an error that names the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import latentebm as le
+
+rng = np.random.default_rng(0)
+W = rng.standard_normal((20, 30))
+Y = rng.standard_normal((4, 20))
+
+
+@pytest.mark.parametrize("solver", [le.fista, le.ista])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"Y": np.full((4, 20), np.nan)}, ValueError, "Y"),
+        ({"Y": np.full((4, 20), np.inf)}, ValueError, "Y"),
+        ({"W": np.full((20, 30), np.nan)}, ValueError, "W"),
+        ({"Y": np.zeros((0, 20))}, ValueError, "Y"),
+        ({"Y": np.zeros((4, 21))}, ValueError, "Y"),
+        ({"Y": np.zeros(20)}, ValueError, "Y"),
+        ({"W": np.zeros(20)}, ValueError, "W"),
+        ({"lam": -1.0}, ValueError, "lam"),
+        ({"lam": float("nan")}, ValueError, "lam"),
+        ({"lam": "big"}, TypeError, "lam"),
+        ({"Y": np.array([["a"] * 20] * 4)}, TypeError, "Y"),
+        ({"z0": np.zeros((4, 29))}, ValueError, "z0"),
+        ({"z0": np.full((4, 30), np.nan)}, ValueError, "z0"),
+        ({"max_iter": 0}, ValueError, "max_iter"),
+        ({"tol": -1e-3}, ValueError, "tol"),
+        ({"lipschitz": -2.0}, ValueError, "lipschitz"),
+    ],
+)
+def test_solver_rejects(solver, kwargs, error, name):
+    args = {"Y": Y, "W": W, "lam": 0.1, **kwargs}
+    Y_, W_, lam_ = args.pop("Y"), args.pop("W"), args.pop("lam")
+    with pytest.raises(error, match=name):
+        solver(Y_, W_, lam_, **args)
+
+
+def test_mismatched_torch_dtypes():
+    with pytest.raises(TypeError, match="dtype"):
+        le.fista(torch.tensor(Y, dtype=torch.float32), torch.tensor(W, dtype=torch.float64), 0.1)
+
+
+def test_integer_tensor_rejected():
+    with pytest.raises(TypeError, match="Y"):
+        le.fista(torch.zeros(4, 20, dtype=torch.int64), torch.tensor(W), 0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_mismatched_devices():
+    with pytest.raises(ValueError, match="device"):
+        le.fista(torch.tensor(Y).cuda(), torch.tensor(W), 0.1)
+
+
+def test_energy_and_gap_validate_codes():
+    with pytest.raises(ValueError, match="Z"):
+        le.lasso_energy(Y, W, np.zeros((4, 3)), 0.1)
+    with pytest.raises(ValueError, match="lam"):
+        le.duality_gap(Y, W, np.zeros((4, 30)), -0.1)
+    with pytest.raises(ValueError, match="Z"):
+        le.duality_gap(Y, W, -np.ones((4, 30)), 0.1, nonneg=True)
+
+
+def test_sparse_coding_rejects():
+    with pytest.raises(ValueError, match="lam"):
+        le.SparseCoding(20, 30, -1.0)
+    with pytest.raises(ValueError, match="n_atoms"):
+        le.SparseCoding(20, 0, 0.1)
+    with pytest.raises(ValueError, match="init"):
+        le.SparseCoding(20, 30, 0.1, init=np.zeros((20, 30)))
+    with pytest.raises(ValueError, match="init"):
+        le.SparseCoding(20, 30, 0.1, init=np.ones((20, 31)))
+    model = le.SparseCoding(20, 30, 0.1)
+    with pytest.raises(ValueError, match="Y"):
+        model.fit(np.zeros((10, 19)))
+    with pytest.raises(ValueError, match="Y"):
+        model.fit(np.full((10, 20), np.nan))
+    with pytest.raises(ValueError, match="Y"):
+        model.fit(np.zeros((0, 20)))
+    with pytest.raises(ValueError, match="method"):
+        model.fit(Y, method="magic")
+    with pytest.raises(ValueError, match="epochs"):
+        model.fit(Y, epochs=0)
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        le.SparseCoding.load(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="corrupt"):
+        le.SparseCoding.load(bad)
+    model = le.SparseCoding(20, 30, 0.1)
+    path = tmp_path / "model.safetensors"
+    model.save(path)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(ValueError, match="corrupt"):
+        le.SparseCoding.load(truncated)

@@ -52,7 +52,10 @@ def as_tensor(
             raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
         if arr.dtype != np.float64:
             arr = arr.astype(np.float32)
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:
+            arr = arr.copy()  # torch cannot wrap read-only memory (e.g. a memmap)
+        t = torch.from_numpy(arr)
     if dtype is not None and t.dtype != dtype:
         t = t.to(dtype)
     if device is not None:

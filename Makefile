@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` (offline sparse-coding demo) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+# The CPU build of PyTorch, installed before the package so pip never pulls a CUDA build.
+# On a GPU machine install your CUDA build of torch into $(VENV) first; it is kept.
+TORCH  ?= torch==2.13.0
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: install demo test lint benchmarks clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/latentebm sparse-coding --dataset mnist --sample --epochs 10 --out runs/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+
+test: lint
+	$(BIN)/python -m pytest -n 2 tests
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -1,0 +1,111 @@
+"""``latentebm sparse-coding``: the lecture's dictionaries, pen strokes on MNIST and Gabor-like
+edges on whitened natural-image patches."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from .. import viz
+from .._validation import resolve_device
+from ..data import load_mnist, mnist_vectors, natural_patches
+from ..metrics import fit_gabors, gabor_summary, localization_summary
+from ..models import SparseCoding
+from ._args import add_common_arguments
+from ._run import Run
+
+NAME = "sparse-coding"
+HELP = "learn a sparse-coding dictionary on MNIST (strokes) or natural image patches (edges)"
+DEFAULT_LAM = {"mnist": 0.5, "natural": 1.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=["mnist", "natural"], default="mnist")
+    parser.add_argument("--atoms", type=int, default=256, help="dictionary size (default: 256)")
+    parser.add_argument("--patch", type=int, default=12, help="natural: patch side (default: 12)")
+    parser.add_argument("--images", default=None,
+                        help="natural: folder of photographs (default: scikit-image's bundled)")
+    parser.add_argument("--n-train", type=int, default=None,
+                        help="training samples (default: all MNIST / 100000 patches)")
+    parser.add_argument("--n-test", type=int, default=2000, help="held-out samples (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--method", choices=["online", "sgd"], default="online")
+    parser.add_argument("--nonneg", action="store_true", help="non-negative codes")
+    parser.add_argument("--sample", action="store_true",
+                        help="mnist: use the small MNIST sample bundled with the package")
+    add_common_arguments(parser, epochs=5, lam=None)
+    parser.add_argument("--lam", type=float, default=None,
+                        help="λ of ½‖y − Wz‖² + λ‖z‖₁ (default: 0.5 for mnist, 1.0 for natural)")
+
+
+def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Training and held-out rows ``(n, n_features)`` and the image shape of one row."""
+    if args.dataset == "mnist":
+        kw = {"sample": True} if args.sample else {"data_dir": args.data_dir}
+        train = mnist_vectors(load_mnist("train", **kw)[0])
+        test = mnist_vectors(load_mnist("test", **kw)[0])
+        if args.n_train is not None:
+            train = train[: args.n_train]
+        return train, test[: args.n_test], (28, 28)
+    n_train = 100_000 if args.n_train is None else args.n_train
+    patches = natural_patches(args.patch, n_train + args.n_test, images=args.images,
+                              whiten="1f", seed=args.seed)
+    return patches[:n_train], patches[n_train:], (args.patch, args.patch)
+
+
+def run(args: argparse.Namespace) -> Run:
+    lam = DEFAULT_LAM[args.dataset] if args.lam is None else args.lam
+    device = resolve_device(args.device)
+    config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
+    config["lam"] = lam
+    run_dir = Run(args.out, config, resume=args.resume)
+    train, test, image_shape = load_data(args)
+
+    model = SparseCoding(train.shape[1], args.atoms, lam, nonneg=args.nonneg, seed=args.seed,
+                         device=device)
+    history = model.fit(train, epochs=args.epochs, batch_size=args.batch_size,
+                        method=args.method, checkpoint=run_dir.checkpoint, resume=args.resume,
+                        progress=not args.quiet)
+    train_seconds = run_dir.elapsed()
+
+    Y = torch.from_numpy(test).to(device)
+    codes = model.encode(Y, tol=1e-5, max_iter=2000)
+    residual = Y - model.decode(codes.z)
+    atoms = model.dictionary().T.cpu().numpy()
+    metrics = {
+        "dataset": args.dataset,
+        "n_train": int(train.shape[0]),
+        "n_test": int(test.shape[0]),
+        "lam": lam,
+        "test_mean_energy": float(codes.energy.mean()),
+        "test_mean_nonzeros": float((codes.z != 0).sum(1).float().mean()),
+        "test_relative_reconstruction_error": float(residual.pow(2).sum() / Y.pow(2).sum()),
+        "test_codes_converged": float(codes.converged.float().mean()),
+        "train_seconds": train_seconds,
+        "history": history,
+    }
+    viz.atom_grid(atoms, image_shape, run_dir.path("atoms.png"),
+                  title=f"{args.atoms} atoms, {args.dataset}, λ = {lam}")
+    epochs = np.arange(1, len(history) + 1)
+    viz.convergence_curves({"training energy": (epochs, [h["mean_energy"] for h in history])},
+                           run_dir.path("training_energy.png"), xlabel="epoch",
+                           ylabel="mean energy per sample", logy=False)
+    if args.dataset == "mnist":
+        metrics["strokes"] = localization_summary(atoms, image_shape)
+        n_show = min(16, test.shape[0])
+        pairs = np.concatenate([test[:n_show], residual[:n_show].neg().add(Y[:n_show]).cpu()])
+        viz.image_grid(pairs, run_dir.path("reconstructions.png"), image_shape=image_shape,
+                       n_cols=n_show, title="held-out digits (top) and reconstructions (bottom)")
+    else:
+        fits = fit_gabors(atoms, image_shape)
+        metrics["gabor"] = gabor_summary(fits)
+        good = [f for f in fits if np.isfinite(f.r2)]
+        viz.orientation_frequency([f.theta for f in good], [f.frequency for f in good],
+                                  run_dir.path("orientation_frequency.png"),
+                                  r2=[f.r2 for f in good],
+                                  title="Gabor fits: orientation and spatial frequency")
+    metrics["wall_seconds"] = run_dir.elapsed()
+    run_dir.write_metrics(metrics)
+    return run_dir

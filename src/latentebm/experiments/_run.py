@@ -41,7 +41,10 @@ class Run:
 
     @property
     def checkpoint(self) -> Path:
-        return self.out / "checkpoint.safetensors"
+        path = self.out / "checkpoint.safetensors"
+        if path not in self.written:
+            self.written.append(path)
+        return path
 
     def path(self, name: str) -> Path:
         """A file in the run folder; recorded so the CLI can list what was written."""

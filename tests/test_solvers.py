@@ -128,6 +128,8 @@ def test_lam_zero_is_least_squares():
     rng = np.random.default_rng(12)
     W = rng.standard_normal((40, 10))
     Y = rng.standard_normal((5, 40))
-    z = le.fista(Y, W, 0.0, tol=1e-12, max_iter=100_000).z
+    result = le.fista(Y, W, 0.0, tol=1e-12, max_iter=100_000)
+    assert result.all_converged and result.n_iter < 100_000
+    z = result.z
     expected = np.linalg.lstsq(W, Y.T, rcond=None)[0].T
     np.testing.assert_allclose(z, expected, atol=1e-6)

@@ -4,8 +4,13 @@
 """
 
 from .models import SparseCoding
+from .models.conv_autoencoder import ConvSparseAutoencoder
+from .models.conv_dictionary_learning import ConvDictionaryLearning
+from .models.lista import LISTA
+from .models.psd import PSD
+from .models.vae import VAE
 from .objective import duality_gap, lasso_energy
-from .operators import DenseDictionary, LinearOperator
+from .operators import ConvDictionary, DenseDictionary, LinearOperator
 from .regularizers import L1, NonNegL1, Regularizer
 from .solvers import SolverResult, fista, ista
 
@@ -13,6 +18,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SparseCoding",
+    "VAE",
+    "LISTA",
+    "PSD",
     "fista",
     "ista",
     "lasso_energy",
@@ -20,6 +28,9 @@ __all__ = [
     "SolverResult",
     "LinearOperator",
     "DenseDictionary",
+    "ConvDictionary",
+    "ConvDictionaryLearning",
+    "ConvSparseAutoencoder",
     "Regularizer",
     "L1",
     "NonNegL1",

@@ -68,6 +68,8 @@ def fista(
     ``sparse_encode`` and SPAMS; the lecture's λ is twice this one).
     tol: stop a sample when its duality gap is at most ``tol`` times its energy; by default
     1e-8 in float64 and 1e-5 in float32 (float32 rounding limits certifiable gaps to ~1e-6).
+    With ``lam = 0`` (least squares) the gap is uninformative and the rule becomes a relative
+    proximal-gradient norm ``‖z − prox(z − ∇f)‖ ≤ tol·‖Wᵀy‖``.
     z0: warm start, shape of the codes. nonneg: constrain ``z >= 0``.
     lipschitz: a known bound on ``λ_max(WᵀW)``; by default a power-iteration estimate.
     backtracking: find the step by backtracking line search instead (per sample).
@@ -214,6 +216,8 @@ def proximal_gradient(
         if can_polish:
             energy, gap = _polish(op, state, lam, reg, energy, gap, tol)
         done = gap <= tol * energy
+        if lam == 0:
+            done = _gradient_mapping_small(state, reg, tol)
         out_z[state.idx] = state.z
         out_gap[state.idx] = gap
         out_energy[state.idx] = energy
@@ -232,6 +236,13 @@ def proximal_gradient(
         "converged": out_conv,
         "n_iter": out_iter,
     }
+
+
+def _gradient_mapping_small(state: _State, reg: Regularizer, tol: float) -> torch.Tensor:
+    """With λ = 0 the Lasso dual is degenerate (the gap is the whole energy), so stop when the
+    proximal-gradient mapping ``‖z − prox(z − ∇f)‖`` is below ``tol·‖Aᵀy‖`` instead."""
+    step = state.z - reg.prox(state.z - (state.Gz - state.b), 0.0)
+    return batch_dot(step, step) <= tol * tol * batch_dot(state.b, state.b)
 
 
 def _smooth_energy(yy: torch.Tensor, state: _State) -> torch.Tensor:

@@ -18,7 +18,8 @@ from ._run import Run
 
 NAME = "sparse-coding"
 HELP = "learn a sparse-coding dictionary on MNIST (strokes) or natural image patches (edges)"
-DEFAULT_LAM = {"mnist": 0.5, "natural": 1.0}
+DEFAULT_LAM = {"mnist": 0.3, "natural": 1.0}
+DEFAULT_CODES = {"mnist": "nonneg", "natural": "signed"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,12 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-test", type=int, default=2000, help="held-out samples (default 2000)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--method", choices=["online", "sgd"], default="online")
-    parser.add_argument("--nonneg", action="store_true", help="non-negative codes")
+    parser.add_argument("--codes", choices=["signed", "nonneg"], default=None,
+                        help="code sign constraint (default: nonneg for mnist, signed for "
+                        "natural; non-negative codes give the cleanest pen strokes)")
+    parser.add_argument("--init", choices=["random", "data"], default="random",
+                        help="initial atoms: Gaussian noise, or training samples (default: random;"
+                        " sample-initialised atoms tend to stay whole digits)")
     parser.add_argument("--sample", action="store_true",
                         help="mnist: use the small MNIST sample bundled with the package")
     add_common_arguments(parser, epochs=5, lam=None)
     parser.add_argument("--lam", type=float, default=None,
-                        help="λ of ½‖y − Wz‖² + λ‖z‖₁ (default: 0.5 for mnist, 1.0 for natural)")
+                        help="λ of ½‖y − Wz‖² + λ‖z‖₁ (default: 0.3 for mnist, 1.0 for natural)")
 
 
 def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
@@ -59,30 +65,32 @@ def run(args: argparse.Namespace) -> Run:
     lam = DEFAULT_LAM[args.dataset] if args.lam is None else args.lam
     device = resolve_device(args.device)
     config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
-    config["lam"] = lam
+    codes = DEFAULT_CODES[args.dataset] if args.codes is None else args.codes
+    config.update(lam=lam, codes=codes)
     run_dir = Run(args.out, config, resume=args.resume)
     train, test, image_shape = load_data(args)
 
-    model = SparseCoding(train.shape[1], args.atoms, lam, nonneg=args.nonneg, seed=args.seed,
-                         device=device)
+    model = SparseCoding(train.shape[1], args.atoms, lam, nonneg=codes == "nonneg",
+                         init=args.init, seed=args.seed, device=device)
     history = model.fit(train, epochs=args.epochs, batch_size=args.batch_size,
                         method=args.method, checkpoint=run_dir.checkpoint, resume=args.resume,
                         progress=not args.quiet)
     train_seconds = run_dir.elapsed()
 
     Y = torch.from_numpy(test).to(device)
-    codes = model.encode(Y, tol=1e-5, max_iter=2000)
-    residual = Y - model.decode(codes.z)
+    result = model.encode(Y, tol=1e-5, max_iter=2000)
+    residual = Y - model.decode(result.z)
     atoms = model.dictionary().T.cpu().numpy()
     metrics = {
         "dataset": args.dataset,
         "n_train": int(train.shape[0]),
         "n_test": int(test.shape[0]),
         "lam": lam,
-        "test_mean_energy": float(codes.energy.mean()),
-        "test_mean_nonzeros": float((codes.z != 0).sum(1).float().mean()),
+        "codes": codes,
+        "test_mean_energy": float(result.energy.mean()),
+        "test_mean_nonzeros": float((result.z != 0).sum(1).float().mean()),
         "test_relative_reconstruction_error": float(residual.pow(2).sum() / Y.pow(2).sum()),
-        "test_codes_converged": float(codes.converged.float().mean()),
+        "test_codes_converged": float(result.converged.float().mean()),
         "train_seconds": train_seconds,
         "history": history,
     }

@@ -70,9 +70,8 @@ class SparseCoding(nn.Module):
         else:
             W = as_tensor(init, "init", ndim=2).to(torch.float64).cpu().clone()
             if tuple(W.shape) != (self.n_features, self.n_atoms):
-                raise ValueError(
-                    f"init must have shape ({self.n_features}, {self.n_atoms}), got {tuple(W.shape)}"
-                )
+                want = (self.n_features, self.n_atoms)
+                raise ValueError(f"init must have shape {want}, got {tuple(W.shape)}")
             if bool((W.norm(dim=0) == 0).any()):
                 raise ValueError("init has an all-zero column; atoms must be non-zero")
         self.W = nn.Parameter(normalize_columns_(W).to(device=device, dtype=dtype))

@@ -1,6 +1,7 @@
 """Linear decoders ``y = A z`` shared by the solvers."""
 
 from .base import LinearOperator, batch_dot, per_sample
+from .conv import ConvDictionary
 from .dense import DenseDictionary
 
-__all__ = ["LinearOperator", "DenseDictionary", "batch_dot", "per_sample"]
+__all__ = ["LinearOperator", "DenseDictionary", "ConvDictionary", "batch_dot", "per_sample"]

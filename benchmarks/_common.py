@@ -1,0 +1,250 @@
+"""Shared pieces of the benchmark harness: thread pinning, timing, energies, output files.
+
+:func:`pin_threads` must run before NumPy, SciPy or PyTorch are imported anywhere (``run.py``
+calls it first thing), because OpenBLAS / OpenMP read their thread counts at load time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SPAMS_PYTHON = HERE / ".venv-spams" / "bin" / "python"
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def pin_threads(n: int, wait_policy: str = "PASSIVE") -> dict[str, str]:
+    """Set the BLAS/OpenMP thread variables (inherited by the SPAMS subprocess too).
+
+    ``OMP_WAIT_POLICY=PASSIVE`` makes idle OpenMP threads sleep instead of spinning. On a
+    machine shared with other jobs, spinning threads of PyTorch's (and SPAMS') libgomp fight
+    the other processes for the cores: a 2-thread FISTA solve measured here took 70 s with the
+    default policy and 4.3 s with PASSIVE while the load average was ~7 on 2 cores.
+    """
+    for var in THREAD_VARS:
+        os.environ[var] = str(n)
+    if wait_policy:
+        os.environ["OMP_WAIT_POLICY"] = wait_policy
+    return {var: os.environ[var] for var in (*THREAD_VARS, "OMP_WAIT_POLICY") if var in os.environ}
+
+
+def limit_runtime_threads(n: int) -> dict[str, object]:
+    """After the imports: torch intra-op threads and threadpoolctl limits for NumPy/SciPy."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(n)
+    pools = [
+        {k: p.get(k) for k in ("internal_api", "num_threads", "version")} for p in threadpool_info()
+    ]
+    return {"torch_threads": torch.get_num_threads(), "threadpools": pools}
+
+
+def clock() -> float:
+    return time.perf_counter()
+
+
+class PausableClock:
+    """Wall clock that can be paused (while snapshots are taken or energies evaluated)."""
+
+    def __init__(self) -> None:
+        self.start = clock()
+        self.paused = 0.0
+        self._pause_started: float | None = None
+
+    def pause(self) -> None:
+        self._pause_started = clock()
+
+    def resume(self) -> None:
+        assert self._pause_started is not None
+        self.paused += clock() - self._pause_started
+        self._pause_started = None
+
+    def elapsed(self) -> float:
+        now = clock() if self._pause_started is None else self._pause_started
+        return now - self.start - self.paused
+
+
+def lasso_energy64(Y, W, Z, lam: float):
+    """Per-sample ``½‖y − Wz‖² + λ‖z‖₁`` in float64 NumPy, whatever the contender returned.
+
+    ``Y`` ``(n, n_features)``, ``W`` ``(n_features, n_atoms)``, ``Z`` ``(n, n_atoms)``.
+    """
+    import numpy as np
+
+    Y = np.asarray(Y, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    Z = np.asarray(Z, dtype=np.float64)
+    R = Y - Z @ W.T
+    return 0.5 * np.einsum("ij,ij->i", R, R) + lam * np.abs(Z).sum(1)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save_npy_atomic(path: Path, array) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def spams_version() -> str | None:
+    """The SPAMS version in ``benchmarks/.venv-spams``, or None when it is not importable."""
+    if not SPAMS_PYTHON.exists():
+        return None
+    code = "import importlib.metadata as m, spams; print(m.version('spams'))"
+    try:
+        out = subprocess.run(
+            [str(SPAMS_PYTHON), "-c", code], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment(threads: int, thread_info: dict) -> dict:
+    """Machine, thread settings and library versions, recorded with every table."""
+    import numpy as np
+    import scipy
+    import sklearn
+    import threadpoolctl
+    import torch
+
+    import latentebm
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit, dirty = "unknown", ""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "threads": threads,
+        "thread_env": {var: os.environ.get(var) for var in (*THREAD_VARS, "OMP_WAIT_POLICY")},
+        **thread_info,
+        "versions": {
+            "latentebm": latentebm.__version__,
+            "latentebm_commit": commit + ("+dirty" if dirty else ""),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__,
+            "threadpoolctl": threadpoolctl.__version__,
+            "spams": spams_version(),
+        },
+    }
+
+
+def environment_lines(env: dict) -> list[str]:
+    """The environment as markdown bullet lines for a table header."""
+    v = env["versions"]
+    pools = ", ".join(
+        f"{p['internal_api']} {p.get('version') or ''} x{p['num_threads']}".replace("  ", " ")
+        for p in env.get("threadpools", [])
+    )
+    spams = v["spams"] or "not available"
+    return [
+        f"- Machine: {env['cpu']}, {env['logical_cpus']} logical CPUs (shared with other "
+        f"users while measuring); {env['date']}",
+        f"- Threads: {env['threads']} for everyone: OMP/MKL/OPENBLAS_NUM_THREADS="
+        f"{env['threads']}, OMP_WAIT_POLICY={env['thread_env'].get('OMP_WAIT_POLICY')}, "
+        f"torch.set_num_threads({env['torch_threads']}), threadpoolctl "
+        f"limit {env['threads']} ({pools}), scikit-learn n_jobs as stated, SPAMS "
+        f"numThreads={env['threads']} (in its own process, same env variables)",
+        f"- Versions: latentebm {v['latentebm']} ({v['latentebm_commit']}), torch {v['torch']}, "
+        f"numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn {v['scikit-learn']}, "
+        f"SPAMS {spams} (benchmarks/.venv-spams, numpy<2, system OpenBLAS), "
+        f"Python {env['python']}",
+    ]
+
+
+def fmt_time(t: float | None) -> str:
+    if t is None:
+        return "—"
+    if t < 1e-3:
+        return f"{t * 1e6:.0f} µs"
+    if t < 1:
+        return f"{t * 1e3:.0f} ms"
+    if t < 100:
+        return f"{t:.2f} s"
+    return f"{t:.0f} s"
+
+
+def fmt_ratio(r: float | None) -> str:
+    if r is None:
+        return "—"
+    return f"{r:.2f}×" if r < 100 else f"{r:.0f}×"
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = {"l": "---", "r": "---:", "c": ":---:"}
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(marks[a] for a in align) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)

@@ -1,0 +1,272 @@
+"""B4: convolutional dictionary learning on 10 images, latentebm against SPORCO's
+``ConvBPDNDictLearn``: energy against wall clock, and time to within 1 % of the best final energy.
+
+Problem (identical for both, circular boundaries as in SPORCO):
+``min_{D, X} Σ_n ½‖Σ_m d_m ⊛ x_nm − s_n‖² + λ Σ ‖x_nm‖₁`` with ``‖d_m‖ = 1``, 32 filters of
+8x8, λ = 0.1, ``s_n`` the Tikhonov high-pass of the central 128x128 grey crops of kodim01..10
+(Kodak24). Both start from the same random dictionary (seed 0).
+
+The energy is recorded after every outer iteration: for SPORCO from its dictionary
+(``getdict()``) and coefficients (the better of the ADMM ``X`` and its sparse split variable
+``Y``) by one float64 NumPy function, inside a callback whose own time is subtracted; for
+latentebm the float64 energy its FISTA returns for the current dictionary (the callback only
+records it). Clock: SPORCO's ``solve_wo_eval`` timer minus the callback time; latentebm's
+wall clock of ``fit`` minus the callback time.
+
+    bash benchmarks/setup_sporco.sh
+    .venv/bin/python benchmarks/b4_conv_dictionary_learning.py [--threads 2]
+
+Writes ``benchmarks/results/B4.md``, ``benchmarks/results/B4.png`` and
+``benchmarks/results/raw/B4.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from b3_conv_sparse_coding import (
+    RAW,
+    SPORCO_PYTHON,
+    circular_energy,
+    load_image,
+    pin_threads,
+    tikhonov_highpass,
+)
+
+HERE = Path(__file__).resolve().parent
+LAM = 0.1
+N_ATOMS, KERNEL, CROP, N_IMAGES = 32, 8, 128, 10
+
+
+def images():
+    import numpy as np
+
+    return np.stack([tikhonov_highpass(load_image(f"kodim{i:02d}.png", CROP))
+                     for i in range(1, N_IMAGES + 1)])
+
+
+def initial_dictionary():
+    import numpy as np
+
+    D = np.random.default_rng(0).standard_normal((N_ATOMS, KERNEL, KERNEL))
+    return D / np.linalg.norm(D.reshape(N_ATOMS, -1), axis=1)[:, None, None]
+
+
+def total_energy(D, S, X) -> float:
+    """Σ over images; ``D`` ``(M, k, k)``, ``S`` ``(N, H, W)``, ``X`` ``(N, M, H, W)``."""
+    return sum(circular_energy(D, s, x, LAM) for s, x in zip(S, X, strict=True))
+
+
+# ----------------------------------------------------------------------------- SPORCO worker
+
+
+def sporco_worker(iterations: int, xmethod: str, dmethod: str, out: str) -> None:
+    import numpy as np
+    import sporco
+    import sporco.fft
+    from sporco.dictlrn import cbpdndl
+
+    sporco.fft.pyfftw_threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    S = images()
+    D0 = initial_dictionary()
+    s_arr = S.transpose(1, 2, 0)  # (H, W, N)
+    opt = cbpdndl.ConvBPDNDictLearn.Options({
+        "MaxMainIter": iterations, "Verbose": False, "IterTimer": "solve_wo_eval",
+        "CBPDN": {"rho": 50.0 * LAM + 0.5},
+        "CCMOD": {"rho": 10.0, "ZeroMean": False},
+    }, xmethod=xmethod, dmethod=dmethod)
+    trace = []
+    excluded = [0.0]
+
+    def callback(d) -> bool:
+        t0 = time.perf_counter()
+        elapsed = d.timer.elapsed("solve_wo_eval") - excluded[0]
+        D = np.asarray(d.getdict()).reshape(KERNEL, KERNEL, N_ATOMS).transpose(2, 0, 1)
+        candidates = [np.asarray(d.getcoef())]
+        if hasattr(d.xstep, "Y"):
+            candidates.append(np.asarray(d.xstep.Y))
+        energies = [total_energy(D, S, c.reshape(CROP, CROP, N_IMAGES, N_ATOMS)
+                                 .transpose(2, 3, 0, 1)) for c in candidates]
+        trace.append((elapsed, min(energies)))
+        excluded[0] += time.perf_counter() - t0
+        return False
+
+    opt["Callback"] = callback
+    learner = cbpdndl.ConvBPDNDictLearn(D0.transpose(1, 2, 0).copy(), s_arr, LAM, opt,
+                                        xmethod=xmethod, dmethod=dmethod)
+    learner.solve()
+    Path(out).write_text(json.dumps({"trace": trace, "sporco": sporco.__version__,
+                                     "pyfftw": sporco.fft.have_pyfftw}))
+
+
+def run_sporco(iterations: int, xmethod: str, dmethod: str) -> dict:
+    out = RAW / f"b4_sporco_{xmethod}_{dmethod}.json"
+    cmd = [str(SPORCO_PYTHON), str(Path(__file__).resolve()), "--sporco-worker",
+           "--iterations", str(iterations), "--xmethod", xmethod, "--dmethod", dmethod,
+           "--worker-out", str(out)]
+    subprocess.run(cmd, check=True, env=dict(os.environ))
+    return json.loads(out.read_text())
+
+
+# ----------------------------------------------------------------------------- latentebm
+
+
+def run_ours(iterations: int, max_iter: int, dict_steps: int) -> dict:
+    import torch
+
+    import latentebm as le
+
+    S = torch.from_numpy(images())[:, None]
+    model = le.ConvDictionaryLearning(N_ATOMS, KERNEL, 1, lam=LAM, boundary="circular",
+                                      init=initial_dictionary()[:, None], seed=0,
+                                      dtype=torch.float64)
+    trace = []
+    excluded = [0.0]
+    start = time.perf_counter()
+
+    def callback(step, _model, energy) -> None:
+        t0 = time.perf_counter()
+        trace.append((t0 - start - excluded[0], float(energy.sum())))
+        excluded[0] += time.perf_counter() - t0
+
+    model.fit(S, epochs=iterations, batch_size=N_IMAGES, tol=0.0, max_iter=max_iter,
+              dict_steps=dict_steps, replace_threshold=None, callback=callback,
+              progress=False)
+    final = float(model.energy(S).sum())  # free energy of the final dictionary, for reference
+    return {"trace": trace, "final_free_energy": final}
+
+
+def first_time_within(trace, level: float) -> float | None:
+    for seconds, energy in trace:
+        if energy <= level:
+            return seconds
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=200,
+                        help="outer iterations of every contender (default: 200)")
+    parser.add_argument("--out", default=str(HERE / "results" / "B4.md"))
+    parser.add_argument("--sporco-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--xmethod", default="admm", help=argparse.SUPPRESS)
+    parser.add_argument("--dmethod", default="cns", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sporco_worker:
+        sporco_worker(args.iterations, args.xmethod, args.dmethod, args.worker_out)
+        return
+    pin_threads(args.threads)
+    import numpy as np
+    import torch
+
+    import latentebm as le
+
+    torch.set_num_threads(args.threads)
+    RAW.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    runs: dict[str, dict] = {}
+    for max_iter, dict_steps in ((10, 5), (50, 10)):
+        label = f"latentebm ConvDictionaryLearning (FISTA ≤ {max_iter} it., {dict_steps} " \
+                "kernel steps per outer iteration)"
+        runs[label] = run_ours(args.iterations, max_iter, dict_steps)
+    sporco_note = "SPORCO not installed: run `bash benchmarks/setup_sporco.sh`"
+    if SPORCO_PYTHON.exists():
+        for xmethod, dmethod in (("admm", "cns"), ("pgm", "pgm")):
+            label = f"SPORCO ConvBPDNDictLearn (xmethod={xmethod}, dmethod={dmethod})"
+            try:
+                runs[label] = run_sporco(args.iterations, xmethod, dmethod)
+                sporco_note = f"SPORCO {runs[label]['sporco']} (pyfftw " \
+                              f"{'yes' if runs[label]['pyfftw'] else 'no'})"
+            except subprocess.CalledProcessError as exc:
+                runs[label] = {"trace": [], "error": str(exc)}
+    load_after = os.getloadavg()
+
+    finals = {k: min(e for _, e in r["trace"]) for k, r in runs.items() if r["trace"]}
+    best = min(finals.values())
+    level = 1.01 * best
+    rows = []
+    for label, r in runs.items():
+        if not r["trace"]:
+            rows.append(f"| {label} | failed: {r.get('error', '')} | | | |")
+            continue
+        t = first_time_within(r["trace"], level)
+        last_t, last_e = r["trace"][-1]
+        rows.append(f"| {label} | {last_e:.6g} | {(last_e - best) / best:.2%} | "
+                    f"{'not reached' if t is None else f'{t:.1f}'} | {last_t:.1f} |")
+    plot(runs, best, HERE / "results" / "B4.png")
+    ours = [first_time_within(r["trace"], level) for k, r in runs.items()
+            if k.startswith("latentebm") and r["trace"]]
+    theirs = [first_time_within(r["trace"], level) for k, r in runs.items()
+              if k.startswith("SPORCO") and r["trace"]]
+    ours = [t for t in ours if t is not None]
+    theirs = [t for t in theirs if t is not None]
+    lines = [
+        "# B4: convolutional dictionary learning, latentebm vs SPORCO",
+        "",
+        "How to reproduce:",
+        "",
+        "```",
+        "bash benchmarks/setup_sporco.sh",
+        f".venv/bin/python benchmarks/b4_conv_dictionary_learning.py --threads {args.threads} "
+        f"--iterations {args.iterations}",
+        "```",
+        "",
+        f"- Problem: Σ_n ½‖Σ_m d_m ⊛ x_nm − s_n‖² + λ‖x‖₁, ‖d_m‖ = 1, circular boundaries; "
+        f"{N_ATOMS} filters {KERNEL}x{KERNEL}, λ = {LAM}; s_n = Tikhonov high-pass of the "
+        f"central {CROP}x{CROP} grey crops of kodim01-{N_IMAGES:02d} (Kodak24). Same random "
+        "initial dictionary (seed 0) for everyone; float64 everywhere.",
+        f"- {args.iterations} outer iterations each. Energy after every outer iteration (see "
+        "the script's docstring for how each is read); the evaluation time is excluded.",
+        f"- Threads: {args.threads} for every contender. Shared machine: load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.",
+        f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
+        f"CPUs; torch {torch.__version__}, NumPy {np.__version__}, latentebm {le.__version__}; "
+        f"{sporco_note}. Curves: `results/B4.png`.",
+        "",
+        f"Best final energy (all contenders): {best:.6g}; target = 1 % above it.",
+        "",
+        "| contender | final energy | above best | time to within 1 % (s) | total time (s) |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+    ]
+    if ours and theirs:
+        lines += ["", f"Fastest SPORCO / fastest latentebm to within 1 %: "
+                  f"{min(theirs) / min(ours):.2f}."]
+    text = "\n".join(lines) + "\n"
+    Path(args.out).write_text(text)
+    (RAW / "B4.json").write_text(json.dumps(runs, indent=1))
+    print(text)
+
+
+def plot(runs: dict, best: float, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, r in runs.items():
+        if r["trace"]:
+            t, e = zip(*r["trace"], strict=True)
+            ax.plot(t, [(x - best) / best for x in e], label=label.replace(" per outer", "\nper"
+                                                                           " outer"))
+    ax.axhline(0.01, color="k", linestyle=":", linewidth=1, label="1 % above the best")
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("(E − E_best) / E_best")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""One module per lecture result. Each exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> Run``; the CLI registers every module listed in :data:`COMMANDS`."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+COMMANDS: tuple[str, ...] = (
+    "sparse_coding_cmd", "vae_cmd", "fuzzy_balls_cmd", "lista_cmd", "psd_cmd",
+    "conv_filters_cmd", "conv_colour_cmd", "pretrain_cmd",
+)
+
+
+def command_modules() -> list[ModuleType]:
+    return [importlib.import_module(f"{__name__}.{name}") for name in COMMANDS]

@@ -1,0 +1,101 @@
+"""``latentebm conv-colour``: a convolutional sparse auto-encoder with 9×9×3 kernels on colour
+photographs; the kernels, one image's code maps and how sparse those maps are."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from .. import viz
+from .._validation import resolve_device
+from ..data import load_images
+from ._run import Run
+from .conv_filters_cmd import (
+    add_model_arguments,
+    check_arguments,
+    evaluate,
+    filter_similarity,
+    image_tiles,
+    preprocess,
+    train_or_load,
+)
+
+NAME = "conv-colour"
+HELP = "convolutional sparse auto-encoder on colour photographs: 9x9x3 kernels, sparse code maps"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--filters", type=int, default=32, help="code maps (default: 32)")
+    parser.add_argument("--show-size", type=int, default=128,
+                        help="side of the held-out crop whose code maps are drawn (default: 128)")
+    add_model_arguments(parser, kernel=9, lam=0.5, tile=32, n_tiles=1200, batch_size=16,
+                        lr=0.01)
+
+
+def display(image: np.ndarray) -> np.ndarray:
+    """A preprocessed ``(C, H, W)`` image mapped to [0, 1] ``(H, W, C)`` for display
+    (zero at mid-grey, ±3 standard deviations at the ends)."""
+    scale = 3 * float(image.std()) or 1.0
+    return np.clip(0.5 + 0.5 * image.transpose(1, 2, 0) / scale, 0, 1)
+
+
+def run(args: argparse.Namespace) -> Run:
+    check_arguments(args)
+    if args.filters < 1 or args.show_size < args.kernel:
+        raise ValueError("--filters must be >= 1 and --show-size at least --kernel")
+    device = resolve_device(args.device)
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    run_dir = Run(args.out, config, resume=args.resume)
+    photos = load_images(args.images, grey=False)
+    images = preprocess(photos, args.preprocess)
+    # The last photograph is held out whole for the code-map figure; tiles come from the rest.
+    show_source, train_images = images[-1], images[:-1] or images
+    train_np, test_np = image_tiles(train_images, args.tile, args.n_tiles, args.n_test, args.seed)
+    train = torch.from_numpy(train_np).to(device)
+    test = torch.from_numpy(test_np).to(device)
+
+    model = train_or_load(args, run_dir, args.filters, 3, train, f"{args.filters:02d}")
+    encoder = model.encoder.detach().cpu().numpy()
+    decoder = model.decoder.detach().cpu().numpy()
+    viz.filter_bank_pair(encoder, decoder, run_dir.path("kernels.png"),
+                         title=f"{args.filters} colour kernels {args.kernel}x{args.kernel}x3")
+    viz.atom_grid(decoder.transpose(0, 2, 3, 1).reshape(args.filters, -1),
+                  (args.kernel, args.kernel, 3), run_dir.path("decoder_kernels.png"),
+                  title="decoder kernels")
+
+    h, w = show_source.shape[:2]
+    s = min(args.show_size, h, w)
+    r0, c0 = (h - s) // 2, (w - s) // 2
+    crop = show_source[r0 : r0 + s, c0 : c0 + s].transpose(2, 0, 1).astype(np.float32)
+    y = torch.from_numpy(crop[None].copy()).to(device)
+    out = model.infer(y, tol=1e-4, max_iter=1000, beta=0.0)
+    z = out["z"][0]
+    with torch.no_grad():
+        recon = model.decode(out["z"])[0].cpu().numpy()
+    viz.image_grid(np.stack([display(crop), display(recon)]), run_dir.path("image_pair.png"),
+                   n_cols=2, title="held-out crop (left) and its reconstruction (right)",
+                   value_range=(0.0, 1.0))
+    maps = z.cpu().numpy()
+    bound = float(np.abs(maps).max()) or 1.0
+    viz.image_grid(maps, run_dir.path("code_maps.png"), n_cols=8, value_range=(-bound, bound),
+                   title=f"code maps of the crop ({float((z != 0).float().mean()):.2%} non-zero;"
+                   " grey = 0)")
+    similarity = filter_similarity(encoder, decoder)
+    metrics = {
+        "n_train_tiles": int(train.shape[0]),
+        "n_test_tiles": int(test.shape[0]),
+        "n_photographs": len(photos),
+        "crop_code_nonzero_share": float((z != 0).float().mean()),
+        "crop_code_nonzero_share_per_map": [float(v) for v in (z != 0).float().mean((1, 2))],
+        "crop_relative_reconstruction_error": float(((crop - recon) ** 2).sum()
+                                                    / (crop**2).sum()),
+        "crop_codes_converged": bool(out["converged"].all()),
+        **evaluate(model, test),
+        "encoder_decoder_similarity_mean": float(similarity.mean()),
+        "history": model.history_,
+        "wall_seconds": run_dir.elapsed(),
+    }
+    run_dir.write_metrics(metrics)
+    return run_dir

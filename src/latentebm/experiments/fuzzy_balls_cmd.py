@@ -1,0 +1,223 @@
+"""``latentebm vae-fuzzy-balls``: the KL term as a spring on noisy codes.
+
+For each β, a VAE with a 2-D code is trained on dynamically binarised MNIST and the posteriors
+of test digits are drawn as ellipses (centre μ, half-axes σ) with the prior's unit circle.
+Without the spring (β = 0) the balls fly apart and shrink; at β = 1 they cluster by digit near
+the origin; a strong spring (large β) collapses them onto the prior (KL → 0, σ → 1). A second
+figure compares a fixed ball size (σ = ``--fixed-sigma``) with a learned one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import viz_vae
+from ..models.vae import VAE
+from ._args import add_common_arguments
+from ._run import Run
+from .vae_cmd import add_vae_arguments, binarized_mnist, evaluate, set_threads, train
+
+NAME = "vae-fuzzy-balls"
+HELP = "VAE codes as fuzzy balls: posterior ellipses and code statistics for several β"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, epochs=10, lam=None)
+    add_vae_arguments(parser, latent=2)
+    parser.add_argument(
+        "--betas",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.1, 1.0, 4.0, 16.0],
+        help="KL weights β to compare (default: 0 0.1 1 4 16)",
+    )
+    parser.add_argument(
+        "--n-plot", type=int, default=500, help="test digits drawn as ellipses (default: 500)"
+    )
+    parser.add_argument(
+        "--fixed-sigma",
+        type=float,
+        default=1.0,
+        help="posterior σ of the fixed-size model (default: 1)",
+    )
+    parser.add_argument(
+        "--sigma-beta",
+        type=float,
+        default=1.0,
+        help="β of the fixed- versus learned-σ comparison (default: 1)",
+    )
+
+
+def _tag(beta: float) -> str:
+    return f"beta_{beta:g}"
+
+
+def _train_one(
+    run: Run, name: str, model: VAE, data: dict[str, Any], plot_x: torch.Tensor, args
+) -> dict[str, Any]:
+    """Train (resumable, in ``run.out / name``) recording E‖μ‖² and mean σ of the plotted
+    digits after every epoch; write and return the test metrics."""
+
+    def record(m: VAE, entry: dict[str, Any]) -> None:
+        mu, logvar = m.posterior(plot_x)
+        entry["plot_e_mu_sq"] = float(mu.square().sum(1).mean())
+        entry["plot_mean_sigma"] = float(torch.exp(0.5 * logvar).mean())
+
+    timing = train(
+        model, data["train"], args, run.out / name / "checkpoint.safetensors", on_epoch_end=record
+    )
+    metrics = {
+        "beta": model.beta,
+        "learn_variance": model.learn_variance,
+        **timing,
+        **evaluate(model, data["test"], seed=args.seed),
+        "history": model.history_,
+    }
+    run.write_metrics(metrics, f"{name}/metrics.json")
+    return metrics
+
+
+def run(args: argparse.Namespace) -> Run:
+    set_threads(args)
+    if any(b < 0 for b in args.betas):
+        raise ValueError(f"--betas must be >= 0, got {args.betas}")
+    if args.latent != 2:
+        raise ValueError(f"--latent must be 2 to draw the codes as ellipses, got {args.latent}")
+    config = {
+        "command": NAME,
+        "latent": args.latent,
+        "hidden": args.hidden,
+        "encoder": args.encoder,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup_epochs": args.warmup_epochs,
+        "seed": args.seed,
+        "sample": args.sample,
+        "epochs": args.epochs,
+        "betas": args.betas,
+        "n_plot": args.n_plot,
+        "fixed_sigma": args.fixed_sigma,
+        "sigma_beta": args.sigma_beta,
+        "device": args.device,
+        "resume": args.resume,
+        "quiet": args.quiet,
+        "out": str(args.out),
+    }
+    run = Run(args.out, config, resume=args.resume)
+    data = binarized_mnist(args)
+    n_test = data["test"].shape[0]
+    if not 1 <= args.n_plot <= n_test:
+        raise ValueError(f"--n-plot must be in [1, {n_test}], got {args.n_plot}")
+    pick = torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed))
+    pick = pick[: args.n_plot]
+    plot_x = data["test"][pick.to(data["test"].device)]
+    plot_labels = np.asarray(data["labels"])[pick.numpy()]
+
+    def make(beta: float, learn_variance: bool = True) -> VAE:
+        return VAE(
+            (28, 28),
+            args.latent,
+            encoder=args.encoder,
+            hidden=tuple(args.hidden),
+            beta=beta,
+            learn_variance=learn_variance,
+            fixed_sigma=args.fixed_sigma,
+            seed=args.seed,
+            device=args.device,
+        )
+
+    panels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    summary: dict[str, Any] = {}
+    models: dict[float, VAE] = {}
+    histories: dict[float, list[dict[str, Any]]] = {}
+    for beta in args.betas:
+        model = make(beta)
+        m = _train_one(run, _tag(beta), model, data, plot_x, args)
+        models[beta], histories[beta] = model, m["history"]
+        summary[_tag(beta)] = {k: v for k, v in m.items() if k != "history"}
+        mu, logvar = model.posterior(plot_x)
+        sigma = torch.exp(0.5 * logvar)
+        title = (
+            f"β = {beta:g}: E‖μ‖² = {m['e_mu_sq']:.3g}, mean σ = "
+            f"{float(sigma.mean()):.2g}, KL = {m['kl']:.2f}"
+        )
+        viz_vae.posterior_ellipses(
+            mu.cpu(), sigma.cpu(), plot_labels, run.path(f"{_tag(beta)}/posterior.png"), title=title
+        )
+        panels[title.replace(": ", "\n", 1)] = (mu.cpu(), sigma.cpu())
+    viz_vae.posterior_panels(
+        panels,
+        plot_labels,
+        run.path("posterior_all_betas.png"),
+        suptitle=f"posteriors of {args.n_plot} test digits; dashed: prior's unit circle",
+    )
+    _codes_over_training(run, histories)
+
+    if args.sigma_beta in models:
+        learned, m_learned = models[args.sigma_beta], summary[_tag(args.sigma_beta)]
+    else:
+        learned = make(args.sigma_beta)
+        m_learned = _train_one(run, _tag(args.sigma_beta), learned, data, plot_x, args)
+    fixed = make(args.sigma_beta, learn_variance=False)
+    fixed_tag = f"fixed_sigma_{_tag(args.sigma_beta)}"
+    m_fixed = _train_one(run, fixed_tag, fixed, data, plot_x, args)
+    summary[fixed_tag] = {k: v for k, v in m_fixed.items() if k != "history"}
+    compare = {}
+    for label, model, m in (
+        ("learned σ", learned, m_learned),
+        (f"fixed σ = {args.fixed_sigma:g}", fixed, m_fixed),
+    ):
+        mu, logvar = model.posterior(plot_x)
+        title = f"{label}\ntest −ELBO {m['test_neg_elbo']:.1f}, KL {m['kl']:.2f}"
+        compare[title] = (mu.cpu(), torch.exp(0.5 * logvar).cpu())
+    viz_vae.posterior_panels(
+        compare,
+        plot_labels,
+        run.path("fixed_vs_learned_sigma.png"),
+        suptitle=f"β = {args.sigma_beta:g}: ball size fixed or learned",
+    )
+    run.write_metrics(summary)
+    for tag, m in summary.items():
+        print(
+            f"{tag:>22}: E‖μ‖² {m['e_mu_sq']:9.3g}  mean σ {np.round(m['mean_sigma_per_dim'], 3)}"
+            f"  KL {m['kl']:7.3f}  active {m['active_units']}  −ELBO {m['test_neg_elbo']:.2f}"
+        )
+    return run
+
+
+def _codes_over_training(run: Run, histories: dict[float, list[dict[str, Any]]]) -> None:
+    """E‖μ‖², mean σ and their ratio for the plotted digits after each epoch, one line per β."""
+    curves: dict[str, dict[str, tuple[list, list]]] = {"norm": {}, "sigma": {}, "ratio": {}}
+    for beta, hist in histories.items():
+        epochs = [h["epoch"] + 1 for h in hist]
+        norm = [h["plot_e_mu_sq"] for h in hist]
+        sigma = [h["plot_mean_sigma"] for h in hist]
+        label = f"β = {beta:g}"
+        curves["norm"][label] = (epochs, norm)
+        curves["sigma"][label] = (epochs, sigma)
+        curves["ratio"][label] = (epochs, [n / s**2 for n, s in zip(norm, sigma, strict=True)])
+    viz_vae.training_curves(
+        curves["norm"],
+        run.path("e_mu_sq_per_epoch.png"),
+        ylabel="E‖μ‖² (plotted test digits)",
+        title="squared code norm during training",
+        logy=True,
+    )
+    viz_vae.training_curves(
+        curves["sigma"],
+        run.path("sigma_per_epoch.png"),
+        ylabel="mean σ (plotted test digits)",
+        title="ball size during training",
+        logy=True,
+    )
+    viz_vae.training_curves(
+        curves["ratio"],
+        run.path("separation_per_epoch.png"),
+        ylabel="E‖μ‖² / (mean σ)²",
+        title="how far apart the balls are, relative to their size",
+        logy=True,
+    )

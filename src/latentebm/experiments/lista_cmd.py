@@ -1,0 +1,334 @@
+"""``latentebm lista``: LISTA variants against ISTA and FISTA on held-out data.
+
+As in Gregor & LeCun (2010), the networks are compared with the solvers they imitate.
+
+Learns (or loads) a dictionary, computes the optimal codes once, trains one network per depth K
+and variant (deeper ones grown from the trained shallower one), then measures on held-out data
+the relative code error, the energy excess, the ISTA/FISTA iterations needed to do as well,
+codes per second, and the iterations saved by warm-starting FISTA from the network's codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .. import viz
+from .._io import atomic_path
+from .._validation import resolve_device
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data import load_mnist, mnist_vectors, natural_patches
+from ..models import SparseCoding
+from ..models.lista import LISTA
+from ..solvers import fista
+from . import lista_eval as ev
+from ._args import add_common_arguments
+from ._run import Run
+
+NAME = "lista"
+HELP = "LISTA (tied, untied, CP, step-only) against ISTA and FISTA: error, iterations, speed"
+
+#: command-line name -> (LISTA variant, tied, label)
+VARIANTS: dict[str, tuple[str, bool, str]] = {
+    "lista": ("lista", False, "LISTA (untied)"),
+    "tied": ("lista", True, "LISTA (tied)"),
+    "cp": ("cp", False, "LISTA-CP"),
+    "step": ("step", False, "step-only (ALISTA-like)"),
+}
+DEFAULT_LR = {"cp": 1e-3}
+LIBRARY_FISTA_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120,
+                      150, 200, 250, 300, 400, 500)
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, *, n_train: int, n_test: int) -> None:
+    """Flags shared with ``latentebm psd``: which data and how much of it."""
+    parser.add_argument("--dataset", choices=("mnist", "natural"), default="mnist",
+                        help="MNIST digits or whitened natural-image patches (default: mnist)")
+    parser.add_argument("--atoms", type=int, default=256, help="dictionary size (default: 256)")
+    parser.add_argument("--n-train", type=int, default=n_train,
+                        help=f"training signals (default: {n_train})")
+    parser.add_argument("--n-test", type=int, default=n_test,
+                        help=f"held-out signals (default: {n_test})")
+    parser.add_argument("--patch-size", type=int, default=12,
+                        help="natural-image patch side (default: 12)")
+    parser.add_argument("--sample", action="store_true",
+                        help="use the MNIST sample bundled with the package (offline demo)")
+    parser.add_argument("--dictionary", default=None,
+                        help="a SparseCoding checkpoint to use instead of learning a dictionary")
+    parser.add_argument("--dict-epochs", type=int, default=1,
+                        help="epochs of dictionary learning when no --dictionary (default: 1)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, epochs=8, lam=0.5)
+    add_dataset_arguments(parser, n_train=60000, n_test=2000)
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10],
+                        help="depths K to train (default: 1 2 3 5 10)")
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
+                        help="which networks (default: all)")
+    parser.add_argument("--batch-size", type=int, default=256, help="mini-batch (default: 256)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="Adam step (default: 1e-3 for cp, 3e-3 for the others)")
+    parser.add_argument("--no-grow", action="store_true",
+                        help="train every depth from the ISTA initialisation instead of growing "
+                             "it from the trained shallower network")
+    parser.add_argument("--fista-iters", type=int, default=2000,
+                        help="FISTA iterations traced for the comparison (default: 2000)")
+    parser.add_argument("--ista-iters", type=int, default=5000,
+                        help="ISTA iterations traced for the comparison (default: 5000)")
+    parser.add_argument("--speed-samples", type=int, default=1000,
+                        help="held-out signals timed for codes per second (default: 1000)")
+    parser.add_argument("--warm-samples", type=int, default=500,
+                        help="held-out signals for the warm-start report (default: 500)")
+    parser.add_argument("--warm-tol", type=float, default=1e-4,
+                        help="relative duality gap for the warm-start report (default: 1e-4)")
+
+
+def load_dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Training and held-out rows (float32) and the image shape of one row."""
+    if args.n_train < 1 or args.n_test < 1:
+        raise ValueError("--n-train and --n-test must be positive")
+    if args.dataset == "mnist":
+        kw: dict[str, Any] = {"sample": True} if args.sample else {"data_dir": args.data_dir}
+        train, _ = load_mnist("train", **kw)
+        test, _ = load_mnist("test", **kw)
+        return mnist_vectors(train[: args.n_train]), mnist_vectors(test[: args.n_test]), (28, 28)
+    if args.sample:
+        raise ValueError("--sample applies to --dataset mnist only")
+    size = args.patch_size
+    X = natural_patches(size, args.n_train + args.n_test, seed=args.seed)
+    return X[: args.n_train], X[args.n_train :], (size, size)
+
+
+def dictionary_for(args: argparse.Namespace, run: Run, Y: torch.Tensor) -> SparseCoding:
+    """The ``--dictionary`` checkpoint, or a dictionary learned on (at most 20000 of) ``Y``."""
+    if args.dictionary:
+        sc = SparseCoding.load(args.dictionary, device=Y.device)
+        if sc.n_features != Y.shape[1]:
+            raise ValueError(
+                f"--dictionary has atoms of {sc.n_features} features but the data has "
+                f"{Y.shape[1]}"
+            )
+        return sc
+    sc = SparseCoding(Y.shape[1], args.atoms, args.lam, seed=args.seed, device=Y.device)
+    sc.fit(Y[:20000], epochs=args.dict_epochs, checkpoint=run.path("dictionary.safetensors"),
+           resume=args.resume, progress=not args.quiet)
+    return sc
+
+
+def optimal_codes(args, run: Run, Y: torch.Tensor, Yt: torch.Tensor, W: torch.Tensor):
+    """FISTA's codes of the training and held-out signals, cached in the run folder."""
+    path = run.path("targets.safetensors")
+    if args.resume and path.exists():
+        tensors, _ = load_checkpoint(path, kind="lista_targets")
+        Z, Zt = tensors["train"].to(Y), tensors["test"].to(Y)
+        if Z.shape == (Y.shape[0], W.shape[1]) and Zt.shape == (Yt.shape[0], W.shape[1]):
+            return Z, Zt, tensors["gap_max"].item()
+    start = time.perf_counter()
+    out, out_t = (fista(X, W, args.lam, max_iter=5000) for X in (Y, Yt))
+    gap_max = float(torch.cat([out.gap / out.energy, out_t.gap / out_t.energy]).max())
+    save_checkpoint(path, {"train": out.z, "test": out_t.z, "gap_max": torch.tensor(gap_max)},
+                    {"seconds": time.perf_counter() - start}, kind="lista_targets")
+    return out.z, out_t.z, gap_max
+
+
+def train_networks(args, run: Run, W, Y, Z) -> dict[tuple[str, int], LISTA]:
+    """One trained network per (variant, K); deeper ones grown from the shallower one."""
+    steps = sorted(set(args.steps))
+    if steps[0] < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    models: dict[tuple[str, int], LISTA] = {}
+    for name in args.variants:
+        variant, tied, _ = VARIANTS[name]
+        previous = None
+        for K in steps:
+            if previous is None or args.no_grow:
+                model = LISTA(W, args.lam, K, variant=variant, tied=tied, seed=args.seed)
+            else:
+                model = previous.grow(K)
+            lr = args.lr if args.lr is not None else DEFAULT_LR.get(name, 3e-3)
+            model.fit(Y, targets=Z, epochs=args.epochs, batch_size=args.batch_size, lr=lr,
+                      checkpoint=run.path(f"lista_{name}_K{K}.safetensors"),
+                      resume=args.resume, progress=not args.quiet)
+            models[(name, K)] = model
+            previous = model
+    return models
+
+
+def _synced(fn, device: torch.device):
+    def call():
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+    return call
+
+
+def evaluate(args, W, Yt, Zt, models) -> dict[str, Any]:
+    """The table rows and the curves behind the error-against-iterations figure."""
+    lam, device = args.lam, Yt.device
+    E_star = ev.energies(Yt, W, Zt, lam)
+    traces = {
+        "FISTA": ev.solver_trace(Yt, W, lam, Zt, args.fista_iters, accelerated=True),
+        "ISTA": ev.solver_trace(Yt, W, lam, Zt, args.ista_iters, accelerated=False),
+    }
+    grid = [k for k in LIBRARY_FISTA_GRID if k <= args.fista_iters]
+    library = ev.library_fista_trace(Yt, W, lam, Zt, grid)
+    Ysp = Yt[: args.speed_samples]
+    Ywarm = Yt[: args.warm_samples]
+    n_cold, cold_ok = ev.iterations_to_gap(Ywarm, W, lam, tol=args.warm_tol)
+    fista_speed: dict[int, float] = {}
+    rows = []
+    for (name, K), model in models.items():
+        model.eval()
+        Z = model.encode(Yt)
+        err = ev.relative_code_error(Z, Zt)
+        excess = ev.relative_energy_excess(ev.energies(Yt, W, Z, lam), E_star)
+        n_fista = ev.iterations_to_reach(traces["FISTA"], err)
+        n_ista = ev.iterations_to_reach(traces["ISTA"], err)
+        n_lib = ev.iterations_to_reach(library, err, grid)
+        cps = ev.codes_per_second(_synced(lambda m=model: m.encode(Ysp), device), Ysp.shape[0])
+        n_timed = n_fista or args.fista_iters
+        if n_timed not in fista_speed:
+            fista_speed[n_timed] = ev.codes_per_second(
+                _synced(lambda n=n_timed: ev.fista_fixed(Ysp, W, lam, n, plain=True), device),
+                Ysp.shape[0], repeats=2)
+        n_warm, warm_ok = ev.iterations_to_gap(Ywarm, W, lam, tol=args.warm_tol,
+                                               z0=model.encode(Ywarm))
+        warm = ev.warm_start_report(n_cold, n_warm)
+        warm["all_converged"] = bool(cold_ok and warm_ok)
+        rows.append({
+            "variant": name, "label": VARIANTS[name][2], "K": K,
+            "code_error": err, "energy_excess": excess,
+            "fista_iterations": n_fista, "fista_library_iterations": n_lib,
+            "ista_iterations": n_ista,
+            "lista_codes_per_s": cps, "fista_codes_per_s": fista_speed[n_timed],
+            "speedup": cps / fista_speed[n_timed],
+            "speedup_is_lower_bound": n_fista is None,
+            "warm_start": warm,
+            "train_code_error": model.history_[-1]["code_error"] if model.history_ else None,
+        })
+    return {"rows": rows, "traces": traces, "library_fista": {"iterations": grid,
+                                                              "code_error": library}}
+
+
+def _count(n: int | None, limit: int) -> str:
+    return f"> {limit}" if n is None else str(n)
+
+
+def markdown_table(rows: list[dict[str, Any]], args) -> str:
+    head = ("| variant | K | code error | energy excess | FISTA its | FISTA its (restart+polish)"
+            " | ISTA its | LISTA codes/s | FISTA codes/s (same error) | speed-up"
+            " | warm start: FISTA its saved |")
+    lines = [head, "|" + "---|" * 11]
+    library_limit = max(k for k in LIBRARY_FISTA_GRID if k <= args.fista_iters)
+    for r in rows:
+        w = r["warm_start"]
+        speed = f"{r['speedup']:.1f}×" + (" (≥)" if r["speedup_is_lower_bound"] else "")
+        lines.append(
+            f"| {r['label']} | {r['K']} | {r['code_error']:.3g} | {r['energy_excess']:.3g} | "
+            f"{_count(r['fista_iterations'], args.fista_iters)} | "
+            f"{_count(r['fista_library_iterations'], library_limit)} | "
+            f"{_count(r['ista_iterations'], args.ista_iters)} | "
+            f"{r['lista_codes_per_s']:.3g} | {r['fista_codes_per_s']:.3g} | {speed} | "
+            f"{w['saved_mean']:.1f} of {w['cold_mean']:.1f} ({100 * w['saved_fraction']:.0f} %) |"
+        )
+    notes = (
+        "\nCode error: Σ‖z̄ − z*‖² / Σ‖z*‖² on held-out data; energy excess: (ΣE(z̄) − ΣE(z*)) / "
+        "ΣE(z*). FISTA/ISTA its: iterations from zero (Beck & Teboulle, no restart) to reach "
+        "the same code error; 'restart+polish' is the library's default FISTA. FISTA codes/s: "
+        "FISTA run for that many iterations on the same signals. Warm start: mean iterations of "
+        f"the library's FISTA to a relative duality gap of {args.warm_tol:g}, from zero vs "
+        "from the network's codes.\n"
+    )
+    return "\n".join(lines) + "\n" + notes
+
+
+def error_figure(path, results, args, n_atoms: int) -> None:
+    """Gregor & LeCun's plot: code error against iterations (solvers) or steps K (networks)."""
+    fig = Figure(figsize=(7.0, 4.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name in ("ISTA", "FISTA"):
+        t = results["traces"][name]
+        ax.plot(np.arange(1, t.size + 1), t, linewidth=1.5, label=f"{name} (from zero)")
+    lib = results["library_fista"]
+    ax.plot(lib["iterations"], lib["code_error"], linewidth=1.2, linestyle="--",
+            label="FISTA, restart + support polish")
+    lowest = 1.0
+    for name, marker in zip(args.variants, "osD^v*xP", strict=False):
+        rows = [r for r in results["rows"] if r["variant"] == name]
+        errs = [r["code_error"] for r in rows]
+        lowest = min(lowest, *errs)
+        ax.plot([r["K"] for r in rows], errs, marker=marker, linewidth=1, markersize=6,
+                label=VARIANTS[name][2])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(max(lowest / 100, 1e-9), 1.5)
+    ax.set_xlabel("iterations (ISTA, FISTA) or steps K (LISTA)")
+    ax.set_ylabel("relative code error Σ‖z − z*‖² / Σ‖z*‖²")
+    ax.set_title(f"{args.dataset}, {n_atoms} atoms, λ = {args.lam:g}, held-out")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def figures(run: Run, args, results, models, W, image_shape) -> None:
+    error_figure(run.path("error_vs_iterations.png"), results, args, W.shape[1])
+    top = max(args.steps)
+    training = {
+        f"{VARIANTS[name][2]} K={K}": (
+            np.array([h["epoch"] + 1 for h in m.history_]),
+            np.array([h["code_error"] for h in m.history_]),
+        )
+        for (name, K), m in models.items()
+        if (K == top or name == args.variants[0]) and m.history_
+    }
+    if training:
+        viz.convergence_curves(training, run.path("training_curves.png"), xlabel="epoch",
+                               ylabel="training code error", title="LISTA training")
+    viz.atom_grid(W.T.cpu().numpy(), image_shape, run.path("dictionary.png"),
+                  title="dictionary W")
+
+
+def run(args: argparse.Namespace) -> Run:
+    if args.lam < 0:
+        raise ValueError(f"--lam must be >= 0, got {args.lam}")
+    for flag in ("fista_iters", "ista_iters", "speed_samples", "warm_samples", "epochs"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    device = resolve_device(args.device)
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    out = Run(args.out, config, resume=args.resume)
+    Y_np, Yt_np, image_shape = load_dataset(args)
+    Y = torch.from_numpy(Y_np).to(device)
+    Yt = torch.from_numpy(Yt_np).to(device)
+    sc = dictionary_for(args, out, Y)
+    W = sc.dictionary()
+    Z, Zt, gap_max = optimal_codes(args, out, Y, Yt, W)
+    models = train_networks(args, out, W, Y, Z)
+    results = evaluate(args, W, Yt, Zt, models)
+    table = markdown_table(results["rows"], args)
+    out.path("table.md").write_text(table)
+    out.write_metrics({"rows": results["rows"]}, "table.json")
+    figures(out, args, results, models, W, image_shape)
+    out.write_metrics({
+        "rows": results["rows"],
+        "targets_max_relative_gap": gap_max,
+        "fista_trace": results["traces"]["FISTA"],
+        "ista_trace": results["traces"]["ISTA"],
+        "library_fista": results["library_fista"],
+        "dictionary_lam": sc.lam,
+        "seconds": out.elapsed(),
+    })
+    if not args.quiet:
+        print(table)
+    return out

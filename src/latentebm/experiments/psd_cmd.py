@@ -1,0 +1,160 @@
+"""``latentebm psd``: predictive sparse decomposition (Kavukcuoglu, Ranzato & LeCun 2008).
+
+Trains one PSD model per encoder (``g ⊙ tanh(W_e y + b)`` and/or LISTA), then measures on
+held-out data how good the encoder's one-pass codes are for the Lasso energy of the learned
+decoder, against the optimum found by FISTA.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .. import viz
+from .._io import atomic_path
+from .._validation import resolve_device
+from ..models import SparseCoding
+from ..models.lista import LISTA
+from ..models.psd import ENCODERS, PSD
+from ..solvers import fista
+from . import lista_eval as ev
+from ._args import add_common_arguments
+from ._run import Run
+from .lista_cmd import add_dataset_arguments, load_dataset
+
+NAME = "psd"
+HELP = "predictive sparse decomposition: decoder, fast encoder, encoder-only code quality"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, epochs=5, lam=0.5)
+    add_dataset_arguments(parser, n_train=10000, n_test=2000)
+    parser.add_argument("--beta", type=float, default=1.0,
+                        help="weight β of the prediction term (β/2)‖z − Enc(y)‖² (default: 1)")
+    parser.add_argument("--encoders", nargs="+", choices=ENCODERS, default=list(ENCODERS),
+                        help="encoders to train, one model each (default: tanh lista)")
+    parser.add_argument("--steps", type=int, default=3, help="LISTA encoder depth (default: 3)")
+    parser.add_argument("--batch-size", type=int, default=256, help="mini-batch (default: 256)")
+    parser.add_argument("--lr-decoder", type=float, default=1.0,
+                        help="decoder gradient step (default: 1)")
+    parser.add_argument("--lr-encoder", type=float, default=3e-3,
+                        help="encoder Adam step (default: 3e-3)")
+    parser.add_argument("--fista-iters", type=int, default=1000,
+                        help="FISTA iterations traced for the comparison (default: 1000)")
+
+
+def encoder_filters(model: PSD) -> torch.Tensor:
+    """The encoder's input filters ``(n_atoms, n_features)``: ``W_e``, or LISTA's first layer."""
+    enc = model.encoder
+    if isinstance(enc, LISTA):
+        if enc.variant == "lista":
+            return enc.W_e.detach()
+        if enc.variant == "cp":
+            return enc.V[0].detach().T
+        return (enc.gamma[0] * enc.W.T).detach()
+    return enc.W_e.detach()
+
+
+def evaluate(model: PSD, Yt: torch.Tensor, args) -> dict[str, Any]:
+    """Encoder-only codes against FISTA's optimum of the Lasso on the learned decoder."""
+    W, lam = model.dictionary(), model.lam
+    P = model.predict(Yt)
+    opt = fista(Yt, W, lam, max_iter=5000)
+    E_enc = ev.energies(Yt, W, P, lam)
+    E_opt = opt.energy
+    err = ev.relative_code_error(P, opt.z)
+    trace = ev.solver_trace(Yt, W, lam, opt.z, args.fista_iters, accelerated=True)
+    n_cold, _ = ev.iterations_to_gap(Yt[:500], W, lam, tol=1e-4)
+    n_warm, _ = ev.iterations_to_gap(Yt[:500], W, lam, tol=1e-4, z0=P[:500])
+    return {
+        "lasso_energy_encoder": float(E_enc.mean()),
+        "lasso_energy_optimal": float(E_opt.mean()),
+        "energy_excess": ev.relative_energy_excess(E_enc, E_opt),
+        "per_sample_excess": ((E_enc - E_opt) / E_opt).cpu().numpy(),
+        "code_error": err,
+        "fista_iterations_same_error": ev.iterations_to_reach(trace, err),
+        "psd_free_energy": float(model.free_energy(Yt).mean()),
+        "warm_start": ev.warm_start_report(n_cold, n_warm),
+        "optimal_nonzeros": float((opt.z != 0).sum(1).double().mean()),
+    }
+
+
+def quality_figure(path, results: dict[str, dict[str, Any]]) -> None:
+    """Histogram of the per-sample relative energy excess of the encoder's codes."""
+    fig = Figure(figsize=(6.4, 4.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, r in results.items():
+        x = np.clip(r["per_sample_excess"], 1e-6, None)
+        ax.hist(x, bins=np.logspace(-4, 1, 60), histtype="step", linewidth=1.5,
+                label=f"{name} encoder (mean excess {100 * r['energy_excess']:.1f} %)")
+    ax.axvline(0.05, color="k", linestyle="--", linewidth=1, label="5 %")
+    ax.set_xscale("log")
+    ax.set_xlabel("(E(Enc(y)) − E(z*)) / E(z*), held-out")
+    ax.set_ylabel("signals")
+    ax.set_title("encoder-only codes against FISTA's optimum")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def run(args: argparse.Namespace) -> Run:
+    if args.lam < 0:
+        raise ValueError(f"--lam must be >= 0, got {args.lam}")
+    if args.beta < 0:
+        raise ValueError(f"--beta must be >= 0, got {args.beta}")
+    device = resolve_device(args.device)
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    out = Run(args.out, config, resume=args.resume)
+    Y_np, Yt_np, image_shape = load_dataset(args)
+    Y = torch.from_numpy(Y_np).to(device)
+    Yt = torch.from_numpy(Yt_np).to(device)
+    init: Any = "data"
+    if args.dictionary:
+        sc = SparseCoding.load(args.dictionary, device=device)
+        if sc.n_features != Y.shape[1] or sc.n_atoms != args.atoms:
+            raise ValueError(
+                f"--dictionary holds {sc.n_atoms} atoms of {sc.n_features} features; the run "
+                f"needs {args.atoms} atoms of {Y.shape[1]}"
+            )
+        init = sc.dictionary()
+    results, curves_energy = {}, {}
+    for name in args.encoders:
+        model = PSD(Y.shape[1], args.atoms, args.lam, args.beta, encoder=name,
+                    n_steps=args.steps, init=init, seed=args.seed, device=device)
+        model.fit(Y, epochs=args.epochs, batch_size=args.batch_size,
+                  lr_decoder=args.lr_decoder, lr_encoder=args.lr_encoder,
+                  checkpoint=out.path(f"psd_{name}.safetensors"), resume=args.resume,
+                  progress=not args.quiet)
+        results[name] = evaluate(model, Yt, args)
+        epochs = np.array([h["epoch"] + 1 for h in model.history_])
+        curves_energy[f"{name}: PSD energy at z"] = (
+            epochs, np.array([h["energy"] for h in model.history_]))
+        curves_energy[f"{name}: Lasso energy of Enc(y)"] = (
+            epochs, np.array([h["lasso_energy_encoder"] for h in model.history_]))
+        shape = (args.atoms, 1, *image_shape)
+        viz.filter_bank_pair(
+            encoder_filters(model).reshape(shape).cpu().numpy(),
+            model.dictionary().T.reshape(shape).cpu().numpy(),
+            out.path(f"filters_{name}.png"), titles=(f"encoder ({name})", "decoder W"),
+        )
+        results[name]["history"] = model.history_
+    viz.convergence_curves(curves_energy, out.path("energy_curves.png"), xlabel="epoch",
+                           ylabel="mean energy (training batches)", logy=False,
+                           title=f"PSD, λ = {args.lam:g}, β = {args.beta:g}")
+    quality_figure(out.path("code_quality.png"), results)
+    summary = {name: {k: v for k, v in r.items() if k != "per_sample_excess"}
+               for name, r in results.items()}
+    out.write_metrics({"encoders": summary, "seconds": out.elapsed()})
+    if not args.quiet:
+        for name, r in summary.items():
+            print(f"{name}: encoder-only Lasso energy {r['lasso_energy_encoder']:.4g} vs optimum "
+                  f"{r['lasso_energy_optimal']:.4g} (excess {100 * r['energy_excess']:.2f} %), "
+                  f"code error {r['code_error']:.3g}")
+    return out

@@ -1,0 +1,290 @@
+"""``latentebm vae``: the standard MLP VAE (784-400-20) on dynamically binarised MNIST.
+
+Writes the test −ELBO, the importance-sampled negative log-likelihood (k = 5000) with its
+standard errors, and figures of samples, reconstructions, an interpolation between two test
+digits, the training curves and (for a 2-D code) the decoded manifold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import viz_vae
+from .._validation import resolve_device
+from ..checkpoint import load_checkpoint
+from ..data import load_mnist, mnist_vectors
+from ..models.vae import VAE
+from ..models.vae_parts import binarize
+from ._args import add_common_arguments
+from ._run import Run
+
+NAME = "vae"
+HELP = "MLP VAE on dynamically binarised MNIST: test −ELBO, k-sample NLL, samples, manifold"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, epochs=50, lam=None)
+    add_vae_arguments(parser, latent=20)
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=5000,
+        help="importance samples per test digit for log p(x) (default: 5000)",
+    )
+    parser.add_argument(
+        "--nll-images",
+        type=int,
+        default=None,
+        help="score the k-sample NLL on N test digits drawn at random with --seed "
+        "(default: all 10000)",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop training after the epoch that passes this wall time (default: run all --epochs)",
+    )
+
+
+def add_vae_arguments(parser: argparse.ArgumentParser, *, latent: int) -> None:
+    """Flags shared with ``vae-fuzzy-balls``."""
+    parser.add_argument(
+        "--latent", type=int, default=latent, help=f"latent dimensions (default: {latent})"
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=[400],
+        help="hidden layer sizes of the MLP encoder (decoder mirrored; default: 400)",
+    )
+    parser.add_argument(
+        "--encoder",
+        choices=("mlp", "conv"),
+        default="mlp",
+        help="encoder/decoder networks (default: mlp)",
+    )
+    parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    parser.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=0.0,
+        help="β rises linearly from 0 over this many epochs (default: 0)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="use the bundled 2000/500-digit MNIST sample (offline demo)",
+    )
+
+
+def binarized_mnist(args: argparse.Namespace) -> dict[str, Any]:
+    """Training probabilities ``(60000, 784)`` in [0, 1] (binarised afresh each batch during
+    training), the test set binarised once with a fixed seed, and the test labels."""
+    kwargs = {"sample": True} if args.sample else {"data_dir": args.data_dir}
+    train_images, _ = load_mnist("train", **kwargs)
+    test_images, test_labels = load_mnist("test", **kwargs)
+    device = resolve_device(args.device)
+    train = torch.from_numpy(mnist_vectors(train_images)).to(device)
+    test_p = torch.from_numpy(mnist_vectors(test_images)).to(device)
+    gen = torch.Generator(device=device).manual_seed(1234)
+    return {"train": train, "test": binarize(test_p, gen), "labels": test_labels}
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def train(
+    model: VAE,
+    X: torch.Tensor,
+    args: argparse.Namespace,
+    checkpoint: Path,
+    *,
+    validation: torch.Tensor | None = None,
+    max_minutes: float | None = None,
+    on_epoch_end: Any = None,
+) -> dict[str, Any]:
+    """Fit epoch by epoch through the checkpoint (a resumed run equals an uninterrupted one),
+    stopping early once ``max_minutes`` of wall time have passed; ``on_epoch_end`` goes to
+    :meth:`VAE.fit`. NaN/inf during training becomes a ``ValueError``."""
+    start = time.perf_counter()
+    first = 0
+    if args.resume and checkpoint.exists():
+        first = int(load_checkpoint(checkpoint, kind="vae")[1].get("epoch", 0))
+    fit_args = dict(
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_epochs=args.warmup_epochs,
+        dynamic_binarization=True,
+        validation=validation,
+        on_epoch_end=on_epoch_end,
+        checkpoint=checkpoint,
+        progress=not args.quiet,
+    )
+    # one call per epoch, each resuming from the last; a finished run is only reloaded
+    targets = list(range(first + 1, args.epochs + 1)) or [first]
+    epochs_done = 0
+    for target in targets:
+        try:
+            model.fit(X, epochs=target, resume=args.resume or target > 1, **fit_args)
+        except FloatingPointError as exc:
+            raise ValueError(str(exc)) from exc
+        epochs_done += target > first
+        if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
+            break
+    seconds = sum(h["seconds"] for h in model.history_)
+    n = X.shape[0] * len(model.history_)
+    return {
+        "epochs": len(model.history_),
+        "epochs_this_call": epochs_done,
+        "train_seconds": seconds,
+        "images_per_second": n / seconds if seconds > 0 else float("nan"),
+    }
+
+
+def evaluate(model: VAE, X: torch.Tensor, *, seed: int) -> dict[str, Any]:
+    """Test −ELBO (one sample per digit), its two terms, KL per dimension, active units,
+    E‖μ‖², mean σ per dimension, the code-to-noise ratio E‖μ‖² / E‖σ‖² (how far apart the
+    balls are relative to their size) and the pixel MSE of the reconstruction from μ."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    model.eval()
+    mu, logvar = model.posterior(X)
+    rec, sq_err = 0.0, 0.0
+    with torch.no_grad():
+        for xb, mb in zip(X.split(1000), mu.split(1000), strict=True):
+            rec += float(model(xb, beta=1.0, generator=gen).reconstruction) * xb.shape[0]
+            sq_err += float((model.decode(mb).flatten(1) - xb.flatten(1)).square().mean(1).sum())
+    rec /= X.shape[0]
+    kl_dims = model.kl_per_dim(X)
+    sigma = torch.exp(0.5 * logvar)
+    return {
+        "test_neg_elbo": rec + float(kl_dims.sum()),
+        "reconstruction_nats": rec,
+        "kl": float(kl_dims.sum()),
+        "kl_per_dim": kl_dims.tolist(),
+        "active_units": model.active_units(X),
+        "e_mu_sq": float(mu.square().sum(1).mean()),
+        "mean_sigma_per_dim": sigma.mean(0).tolist(),
+        "code_to_noise": float(mu.square().sum(1).mean() / logvar.exp().sum(1).mean()),
+        "reconstruction_mse": sq_err / X.shape[0],
+    }
+
+
+def figures(model: VAE, run: Run, data: dict[str, Any], seed: int) -> None:
+    """Samples, reconstructions, an interpolation, curves, and the 2-D manifold."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    X, labels = data["test"], np.asarray(data["labels"])
+    viz_vae.sample_grid(model.sample(64, generator=gen).cpu(), run.path("samples.png"))
+    x = X[:30]
+    with torch.no_grad():
+        recon = model.decode(model.encode(x)[0])
+    viz_vae.reconstruction_pairs(x.cpu(), recon.cpu(), run.path("reconstructions.png"))
+    a = int(np.flatnonzero(labels == labels[0])[0])
+    b = int(np.flatnonzero(labels != labels[0])[0])
+    with torch.no_grad():
+        mu = model.encode(X[[a, b]])[0]
+        t = torch.linspace(0, 1, 11, device=mu.device, dtype=mu.dtype)[:, None]
+        path = model.decode((1 - t) * mu[0] + t * mu[1])
+    strip = torch.cat([X[a][None], path.flatten(1), X[b][None]])
+    viz_vae.interpolation_strip(
+        strip.cpu(),
+        run.path("interpolation.png"),
+        title="test digit, 11 decoded codes on the line between their means, test digit",
+    )
+    hist = model.history_
+    curves = {"train loss (−ELBO at β)": ([h["epoch"] for h in hist], [h["loss"] for h in hist])}
+    if hist and "val_neg_elbo" in hist[0]:
+        curves["test −ELBO"] = ([h["epoch"] for h in hist], [h["val_neg_elbo"] for h in hist])
+    viz_vae.training_curves(curves, run.path("training_curves.png"))
+    if model.latent_dim == 2:
+        grid = torch.tensor([_normal_quantile(q) for q in np.linspace(0.03, 0.97, 20)])
+        z1, z2 = torch.meshgrid(grid, grid.flip(0), indexing="xy")
+        codes = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(model.device, model.dtype)
+        with torch.no_grad():
+            imgs = model.decode(codes)
+        viz_vae.latent_manifold(imgs.cpu(), grid, run.path("manifold.png"))
+
+
+def _normal_quantile(q: float) -> float:
+    """Φ⁻¹(q), so a grid of quantiles covers the prior evenly in probability."""
+    return math.sqrt(2.0) * float(torch.erfinv(torch.tensor(2.0 * q - 1.0, dtype=torch.float64)))
+
+
+def run(args: argparse.Namespace) -> Run:
+    set_threads(args)
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    # evaluation settings (--k, --nll-images) may change on --resume; metrics.json records them
+    config = {
+        "command": NAME,
+        "latent": args.latent,
+        "hidden": args.hidden,
+        "encoder": args.encoder,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup_epochs": args.warmup_epochs,
+        "seed": args.seed,
+        "sample": args.sample,
+        "epochs": args.epochs,
+        "device": args.device,
+        "resume": args.resume,
+        "quiet": args.quiet,
+        "out": str(args.out),
+    }
+    run = Run(args.out, config, resume=args.resume)
+    data = binarized_mnist(args)
+    model = VAE(
+        (28, 28),
+        args.latent,
+        encoder=args.encoder,
+        hidden=tuple(args.hidden),
+        seed=args.seed,
+        device=args.device,
+    )
+    timing = train(
+        model,
+        data["train"],
+        args,
+        run.checkpoint,
+        validation=data["test"],
+        max_minutes=args.max_minutes,
+    )
+    metrics: dict[str, Any] = {**timing, **evaluate(model, data["test"], seed=args.seed)}
+    n_nll = data["test"].shape[0] if args.nll_images is None else args.nll_images
+    if not 1 <= n_nll <= data["test"].shape[0]:
+        raise ValueError(f"--nll-images must be in [1, {data['test'].shape[0]}], got {n_nll}")
+    n_test = data["test"].shape[0]
+    subset = torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed))[:n_nll]
+    x_nll = data["test"][subset.sort().values.to(data["test"].device)]
+    gen = torch.Generator(device=model.device).manual_seed(args.seed + 1)
+    started = time.perf_counter()
+    ll = model.log_likelihood(x_nll, k=args.k, generator=gen, progress=not args.quiet)
+    nll = ll.summary()
+    metrics["nll"] = {**nll, "seconds": time.perf_counter() - started}
+    gen_e = torch.Generator(device=model.device).manual_seed(args.seed)
+    metrics["neg_elbo_same_images"] = float(-model.elbo(x_nll, generator=gen_e).mean())
+    metrics["history"] = model.history_
+    run.write_metrics(metrics)
+    figures(model, run, data, args.seed)
+    print(
+        f"vae: {metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s "
+        f"({metrics['images_per_second']:.0f} img/s); test −ELBO {metrics['test_neg_elbo']:.2f}; "
+        f"NLL (k={args.k}, {n_nll} digits) {nll['nll']:.2f} ± {nll['se_mc']:.2f} (MC) "
+        f"± {nll['se_data']:.2f} (data) nats"
+    )
+    return run

@@ -1,0 +1,495 @@
+"""Convolutional sparse auto-encoder (Kavukcuoglu et al. 2010, "Learning convolutional feature
+hierarchies for visual recognition").
+
+- Encoder: ``Enc(y)_i = g_i · σ(W_i ⋆ y + b_i)``, a correlation with ``n_filters`` kernels
+  ``(channels, k, k)`` (the adjoint of a convolutional dictionary, so its maps have the code
+  shape), a non-linearity ``σ`` (``tanh``, or the shrinkage ``shrink_{θ_i}`` with a learned
+  threshold per map) and a learned gain ``g_i`` per map.
+- Decoder: linear, ``y ≈ Σ_i D_i * z_i`` with unit-norm kernels ``D_i``
+  (a :class:`~latentebm.operators.ConvDictionary`).
+
+Training modes:
+
+- ``"psd"`` (predictive sparse decomposition): per image the codes minimise
+  ``E(y, z) = ½‖y − Σ D_i * z_i‖² + λ‖z‖₁ + (β/2)‖z − Enc(y)‖²``, found by the shared FISTA
+  warm-started from ``Enc(y)``; then the decoder takes a gradient step on the reconstruction
+  term and the encoder on the prediction term, both at those codes.
+- ``"sparse-ae"``: ``z = Enc(y)`` directly; loss ``½‖y − Dz‖² + λ‖z‖₁`` by backpropagation.
+
+Losses are summed over pixels and averaged over the images of a batch; decoder kernels are
+renormalised to unit norm after every step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
+from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
+from ..operators import ConvDictionary, LinearOperator
+from ..operators.base import batch_dot
+from ..regularizers import L1, soft_threshold
+from ..solvers import proximal_gradient
+from ._interrupt import GracefulInterrupt
+from .conv_dictionary_learning import random_kernel_patches
+
+KIND = "conv_sparse_autoencoder"
+MODES = ("psd", "sparse-ae")
+NONLINEARITIES = ("tanh", "shrink")
+RESUME_KEYS = ["n_filters", "kernel_size", "channels", "lam", "mode", "nonlinearity", "beta",
+               "boundary", "seed", "batch_size", "n_images", "image_shape", "lr",
+               "lr_schedule"]
+
+
+class PredictionAugmented(LinearOperator):
+    """``[D; √β I]``: turns the PSD inference problem into a Lasso for the shared solver.
+
+    ``½‖y − Dz‖² + (β/2)‖z − e‖² = ½‖[y; √β e] − [D; √β I] z‖²``. Signals are the flattened
+    pair ``(batch, C·H·W + n_atoms·H'·W')`` built by :meth:`signal`.
+    """
+
+    def __init__(self, op: ConvDictionary, image_shape: tuple[int, int, int], beta: float):
+        super().__init__()
+        self.op = op
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.codes = op.code_shape(self.image_shape)
+        self.n_image = math.prod(self.image_shape)
+        self.beta = float(beta)
+        self.root = math.sqrt(self.beta)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.op.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.op.device
+
+    @property
+    def n_atoms(self) -> int:
+        return self.op.n_atoms
+
+    def signal(self, Y: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
+        """``[y; √β e]`` for images ``Y`` and predicted codes ``E``, ``(batch, n)``."""
+        return torch.cat([Y.flatten(1), self.root * E.flatten(1)], 1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.op.decode(z).flatten(1), self.root * z.flatten(1)], 1)
+
+    def adjoint(self, r: torch.Tensor) -> torch.Tensor:
+        image = r[:, : self.n_image].reshape(-1, *self.image_shape)
+        code = r[:, self.n_image :].reshape(-1, *self.codes)
+        return self.op.adjoint(image) + self.root * code
+
+    def gram(self, z: torch.Tensor) -> torch.Tensor:
+        return self.op.gram(z) + self.beta * z
+
+    def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self.codes
+
+    def check_signal(self, y: torch.Tensor, name: str = "Y") -> None:
+        expected = self.n_image + math.prod(self.codes)
+        if y.dim() != 2 or y.shape[1] != expected:
+            raise ValueError(f"{name} must have shape (batch, {expected}), got {tuple(y.shape)}")
+
+    def lipschitz(self, signal_shape: tuple[int, ...], n_iter: int = 100) -> torch.Tensor:
+        return self.op.lipschitz(self.image_shape) + self.beta
+
+    def normalize_(self) -> PredictionAugmented:
+        self.op.normalize_()
+        self.invalidate()
+        return self
+
+
+class ConvSparseAutoencoder(nn.Module):
+    """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
+
+    ``n_filters`` code maps, kernels ``(channels, kernel_size, kernel_size)`` in both halves.
+    ``lam``: λ of the L1 term (pixel sums; the lecture's λ is 2λ). ``mode``: ``"psd"`` or
+    ``"sparse-ae"``; ``beta``: weight of the prediction term in ``"psd"``. ``boundary``:
+    ``"full"`` (code maps larger than the image by ``k − 1``) or ``"circular"``.
+    """
+
+    def __init__(
+        self,
+        n_filters: int,
+        kernel_size: int,
+        channels: int = 1,
+        *,
+        lam: float = 0.1,
+        mode: str = "psd",
+        nonlinearity: str = "tanh",
+        beta: float = 1.0,
+        boundary: str = "full",
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.n_filters = check_int(n_filters, "n_filters", low=1)
+        self.kernel_size = check_int(kernel_size, "kernel_size", low=1)
+        self.channels = check_int(channels, "channels", low=1)
+        self.lam = check_lam(lam)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+        self.mode, self.nonlinearity = mode, nonlinearity
+        self.beta = check_scalar(beta, "beta", low=0.0)
+        ConvDictionary(torch.zeros(1, 1, 1, 1), boundary=boundary)  # validates ``boundary``
+        self.boundary = boundary
+        self.seed = check_int(seed, "seed", low=0)
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        device = resolve_device(device)
+        gen = torch.Generator().manual_seed(self.seed)
+        shape = (self.n_filters, self.channels, self.kernel_size, self.kernel_size)
+        dec = torch.randn(shape, generator=gen, dtype=torch.float64)
+        enc = torch.randn(shape, generator=gen, dtype=torch.float64)
+        fan_in = self.channels * self.kernel_size**2
+        kw = {"device": device, "dtype": dtype}
+        self.decoder = nn.Parameter(_unit(dec).to(**kw))
+        self.encoder = nn.Parameter((0.01 * enc / math.sqrt(fan_in)).to(**kw))
+        self.bias = nn.Parameter(torch.zeros(self.n_filters, **kw))
+        self.gain = nn.Parameter(torch.ones(self.n_filters, **kw))
+        self.threshold = nn.Parameter(torch.full((self.n_filters,), 0.1, **kw))
+        self._init_from_data = True
+        self.n_steps_ = 0
+        self.history_: list[dict[str, float]] = []
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    # ----------------------------------------------------------------- the two halves
+    def decoder_operator(self) -> ConvDictionary:
+        """The decoder as a (detached) convolutional dictionary."""
+        return ConvDictionary(self.decoder.detach(), boundary=self.boundary)
+
+    def predict(self, Y: torch.Tensor) -> torch.Tensor:
+        """``Enc(y)``: images ``(batch, channels, H, W)`` to code maps ``(batch, n_filters,
+        H', W')``, differentiable in the encoder's parameters."""
+        pre = ConvDictionary(self.encoder, boundary=self.boundary).adjoint(Y)
+        if self.nonlinearity == "tanh":
+            act = torch.tanh(pre + self.bias[None, :, None, None])
+        else:
+            act = soft_threshold(pre, self.threshold.clamp_min(0)[None, :, None, None])
+        return self.gain[None, :, None, None] * act
+
+    def decode(self, Z: torch.Tensor) -> torch.Tensor:
+        """``Σ_i D_i * z_i``, differentiable in the decoder kernels."""
+        return ConvDictionary(self.decoder, boundary=self.boundary).decode(Z)
+
+    def infer(
+        self, Y: torch.Tensor, *, tol: float = 1e-3, max_iter: int = 100, beta: float | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Codes minimising the PSD energy (``beta=0``: the plain Lasso), warm-started from
+        ``Enc(y)``. Returns the solver's dict (``z``, ``energy``, ``gap``, ...) plus ``pred``."""
+        beta = self.beta if beta is None else check_scalar(beta, "beta", low=0.0)
+        with torch.no_grad():
+            pred = self.predict(Y)
+            op = self.decoder_operator()
+            if beta > 0:
+                aug = PredictionAugmented(op, tuple(Y.shape[1:]), beta)
+                out = proximal_gradient(aug, aug.signal(Y, pred), self.lam, L1(), tol=tol,
+                                        max_iter=max_iter, z0=pred)
+            else:
+                out = proximal_gradient(op, Y, self.lam, L1(), tol=tol, max_iter=max_iter,
+                                        z0=pred)
+        out["pred"] = pred
+        return out
+
+    def encode(self, Y: Any, *, method: str = "encoder", tol: float = 1e-3,
+               max_iter: int = 100) -> torch.Tensor:
+        """Code maps of images ``Y``: ``method="encoder"`` gives ``Enc(y)``; ``"fista"`` the
+        optimal sparse codes of the decoder (plain Lasso, warm-started from ``Enc(y)``)."""
+        Y_t = self._images(Y)
+        if method == "encoder":
+            with torch.no_grad():
+                return self.predict(Y_t)
+        if method == "fista":
+            return self.infer(Y_t, tol=tol, max_iter=max_iter, beta=0.0)["z"]
+        raise ValueError(f"method must be 'encoder' or 'fista', got {method!r}")
+
+    def energy(self, Y: Any, *, tol: float = 1e-3, max_iter: int = 200) -> torch.Tensor:
+        """Per-image training energy, ``(batch,)``: in ``"psd"`` mode ``min_z E(y, z)``
+        (FISTA), in ``"sparse-ae"`` mode ``½‖y − D Enc(y)‖² + λ‖Enc(y)‖₁``."""
+        Y_t = self._images(Y)
+        if self.mode == "psd":
+            return self.infer(Y_t, tol=tol, max_iter=max_iter)["energy"]
+        with torch.no_grad():
+            Z = self.predict(Y_t)
+            r = Y_t - self.decode(Z)
+            return 0.5 * batch_dot(r, r) + self.lam * Z.abs().flatten(1).sum(1)
+
+    # ----------------------------------------------------------------- learning
+    def fit(
+        self,
+        Y: Any,
+        *,
+        epochs: int = 1,
+        batch_size: int = 16,
+        lr: float = 1e-3,
+        lr_schedule: str = "constant",
+        tol: float = 1e-2,
+        max_iter: int = 50,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 100,
+        resume: bool = False,
+        callback: Callable[[int, ConvSparseAutoencoder], None] | None = None,
+        progress: bool = True,
+    ) -> list[dict[str, float]]:
+        """Train on images ``Y`` ``(n_images, channels, H, W)`` with Adam (step ``lr``, kept
+        constant or, with ``lr_schedule="cosine"``, decayed to 0 over the ``epochs``).
+
+        ``"psd"``: FISTA codes to relative duality gap ``tol`` (at most ``max_iter``
+        iterations) per batch. Decoder kernels start from random windows of the data at the
+        first call. Checkpoints (``checkpoint`` every ``checkpoint_every`` steps, at the end and
+        on Ctrl-C) hold the parameters and Adam's state; ``resume=True`` continues from one,
+        and the seeded epoch order makes a resumed run equal an uninterrupted one.
+        Returns the per-epoch history.
+        """
+        Y_t = self._images(Y)
+        epochs = check_int(epochs, "epochs", low=1)
+        batch_size = min(check_int(batch_size, "batch_size", low=1), Y_t.shape[0])
+        lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        tol = check_scalar(tol, "tol", low=0.0)
+        max_iter = check_int(max_iter, "max_iter", low=1)
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
+        n = Y_t.shape[0]
+        steps_per_epoch = math.ceil(n / batch_size)
+        config = self._config(batch_size=batch_size, n_images=n,
+                              image_shape=list(Y_t.shape[1:]), lr=lr, lr_schedule=lr_schedule,
+                              epochs=epochs)
+        optimizer = self._make_optimizer(lr)
+        start_epoch, start_batch = 0, 0
+        if resume and checkpoint is not None and os.path.exists(checkpoint):
+            start_epoch, start_batch = self._restore(checkpoint, config, optimizer)
+        elif self._init_from_data and self.n_steps_ == 0:
+            gen = torch.Generator().manual_seed(self.seed + 1)
+            with torch.no_grad():
+                self.decoder.copy_(random_kernel_patches(Y_t, self.n_filters,
+                                                         self.kernel_size, gen))
+            self._init_from_data = False
+
+        bar = tqdm(total=epochs * steps_per_epoch,
+                   initial=start_epoch * steps_per_epoch + start_batch,
+                   disable=not progress, desc=f"conv auto-encoder ({self.mode})", unit="batch",
+                   leave=False)
+        position = (start_epoch, start_batch)
+
+        def save() -> None:
+            if checkpoint is not None:
+                self._save(checkpoint, config, optimizer, *position)
+
+        with GracefulInterrupt() as interrupt:
+            try:
+                for epoch in range(start_epoch, epochs):
+                    order = self._epoch_order(n, epoch, Y_t.device)
+                    first = start_batch if epoch == start_epoch else 0
+                    stats = _Stats.open(self.history_, epoch, resumed=first > 0)
+                    for batch in range(first, steps_per_epoch):
+                        idx = order[batch * batch_size : (batch + 1) * batch_size]
+                        if lr_schedule == "cosine":
+                            done = (epoch * steps_per_epoch + batch) / (epochs * steps_per_epoch)
+                            for group in optimizer.param_groups:
+                                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * done))
+                        record = self._step(Y_t[idx], optimizer, tol, max_iter)
+                        self.n_steps_ += 1
+                        stats.add(record)
+                        position = ((epoch, batch + 1) if batch + 1 < steps_per_epoch
+                                    else (epoch + 1, 0))
+                        bar.update(1)
+                        bar.set_postfix(energy=f"{stats.mean('energy'):.4g}",
+                                        nnz=f"{stats.mean('nnz_share'):.2%}")
+                        if callback is not None:
+                            callback(self.n_steps_, self)
+                        if self.n_steps_ % checkpoint_every == 0:
+                            save()
+                        interrupt.raise_if_requested()
+                    stats.close()
+            except KeyboardInterrupt:
+                save()
+                bar.close()
+                raise
+        bar.close()
+        save()
+        return self.history_
+
+    def _step(self, Y: torch.Tensor, optimizer: torch.optim.Optimizer, tol: float,
+              max_iter: int) -> dict[str, torch.Tensor]:
+        """One training step on a batch; returns per-batch sums for the history."""
+        batch = Y.shape[0]
+        optimizer.zero_grad(set_to_none=True)
+        if self.mode == "psd":
+            out = self.infer(Y, tol=tol, max_iter=max_iter)
+            Z = out["z"]
+            pred = self.predict(Y)
+            r = Y - self.decode(Z)
+            recon = 0.5 * batch_dot(r, r)
+            prediction = 0.5 * self.beta * batch_dot(Z - pred, Z - pred)
+            loss = (recon.sum() + prediction.sum()) / batch
+            energy = out["energy"]
+        else:
+            Z = self.predict(Y)
+            r = Y - self.decode(Z)
+            recon = 0.5 * batch_dot(r, r)
+            prediction = torch.zeros_like(recon)
+            energy = recon + self.lam * Z.abs().flatten(1).sum(1)
+            loss = energy.sum() / batch
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            self.decoder.div_(_norms(self.decoder).clamp_min(torch.finfo(Y.dtype).tiny))
+            self.threshold.clamp_(min=0)
+        Z = Z.detach()
+        return {
+            "energy": energy.detach().sum(),
+            "reconstruction": recon.detach().sum(),
+            "prediction": prediction.detach().sum(),
+            "relative_error": (2 * recon.detach() / batch_dot(Y, Y).clamp_min(1e-30)).sum(),
+            "nnz_share": (Z != 0).flatten(1).float().mean(1).sum(),
+            "images": torch.tensor(float(batch)),
+        }
+
+    def _make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        params = [self.decoder, self.encoder, self.gain]
+        params.append(self.bias if self.nonlinearity == "tanh" else self.threshold)
+        self._optimizer = torch.optim.Adam(params, lr=lr)
+        return self._optimizer
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the parameters and the configuration to a safetensors file."""
+        self._save(path, self._config(), None, None, None)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *,
+             device: str | torch.device | None = None) -> ConvSparseAutoencoder:
+        tensors, config = load_checkpoint(path, kind=KIND)
+        model = cls(config["n_filters"], config["kernel_size"], config["channels"],
+                    lam=config["lam"], mode=config["mode"], nonlinearity=config["nonlinearity"],
+                    beta=config["beta"], boundary=config["boundary"], seed=config["seed"],
+                    device=device, dtype=tensors["decoder"].dtype)
+        model._load_state(tensors, config)
+        return model
+
+    def _config(self, **extra: Any) -> dict[str, Any]:
+        return {"n_filters": self.n_filters, "kernel_size": self.kernel_size,
+                "channels": self.channels, "lam": self.lam, "mode": self.mode,
+                "nonlinearity": self.nonlinearity, "beta": self.beta,
+                "boundary": self.boundary, "seed": self.seed, **extra}
+
+    def _parameters_dict(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name).data
+                for name in ("decoder", "encoder", "bias", "gain", "threshold")}
+
+    def _save(self, path, config, optimizer, epoch, batch) -> None:
+        tensors = self._parameters_dict()
+        opt_meta: dict[str, Any] = {}
+        if optimizer is not None:
+            state = optimizer.state_dict()
+            for index, slots in state["state"].items():
+                for key, value in slots.items():
+                    tensors[f"adam.{index}.{key}"] = torch.as_tensor(value)
+            opt_meta = {"param_groups": state["param_groups"]}
+        meta = {**config, "n_steps": self.n_steps_, "epoch": epoch, "batch": batch,
+                "history": self.history_, "optimizer": opt_meta, "training": epoch is not None}
+        save_checkpoint(path, tensors, meta, kind=KIND)
+
+    def _restore(self, path, config, optimizer) -> tuple[int, int]:
+        tensors, saved = load_checkpoint(path, kind=KIND)
+        check_config_matches(saved, config, RESUME_KEYS)
+        if not saved.get("training"):
+            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
+        self._load_state(tensors, saved)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("adam."):
+                _, index, key = name.split(".", 2)
+                state.setdefault(int(index), {})[key] = value
+        optimizer.load_state_dict({"state": state,
+                                   "param_groups": saved["optimizer"]["param_groups"]})
+        return saved["epoch"], saved["batch"]
+
+    def _load_state(self, tensors, config) -> None:
+        for name, target in self._parameters_dict().items():
+            target.copy_(tensors[name].to(target.device, target.dtype))
+        self.n_steps_ = int(config.get("n_steps", 0))
+        self.history_ = list(config.get("history", []))
+        self._init_from_data = False
+
+    # ----------------------------------------------------------------- helpers
+    def _images(self, Y: Any) -> torch.Tensor:
+        if isinstance(Y, torch.Tensor) and Y.device != self.decoder.device:
+            raise ValueError(f"Y is on {Y.device} but the model is on {self.decoder.device}")
+        Y_t = as_tensor(Y, "Y", ndim=4).to(self.decoder.device, self.decoder.dtype)
+        self.decoder_operator().check_signal(Y_t, "Y")
+        return Y_t
+
+    def _epoch_order(self, n: int, epoch: int, device: torch.device) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=gen).to(device)
+
+
+def _norms(K: torch.Tensor) -> torch.Tensor:
+    return K.flatten(1).norm(dim=1)[:, None, None, None]
+
+
+def _unit(K: torch.Tensor) -> torch.Tensor:
+    return K / _norms(K)
+
+
+class _Stats:
+    """Per-epoch means of the step records, kept (partial) in the history for resumption."""
+
+    KEYS = ("energy", "reconstruction", "prediction", "relative_error", "nnz_share")
+
+    def __init__(self, history: list, epoch: int) -> None:
+        self.history, self.epoch = history, epoch
+        self.sums = dict.fromkeys(self.KEYS, 0.0)
+        self.count = 0.0
+        self.seconds = 0.0
+        self.start = time.perf_counter()
+
+    @classmethod
+    def open(cls, history: list, epoch: int, *, resumed: bool) -> _Stats:
+        stats = cls(history, epoch)
+        last = history[-1] if history else None
+        if resumed and last is not None and last.get("epoch") == epoch and last.get("partial"):
+            history.pop()
+            stats.count = float(last["images"])
+            stats.sums = {k: last[f"mean_{k}"] * stats.count for k in cls.KEYS}
+            stats.seconds = last["seconds"]
+        return stats
+
+    def mean(self, key: str) -> float:
+        return self.sums[key] / max(self.count, 1.0)
+
+    def add(self, record: dict[str, torch.Tensor]) -> None:
+        for key in self.KEYS:
+            self.sums[key] += float(record[key])
+        self.count += float(record["images"])
+        self._publish(partial=True)
+
+    def close(self) -> None:
+        self._publish(partial=False)
+
+    def _publish(self, partial: bool) -> None:
+        if self.history and self.history[-1].get("epoch") == self.epoch:
+            self.history.pop()
+        self.history.append({
+            "epoch": self.epoch, "images": self.count, "partial": partial,
+            "seconds": self.seconds + time.perf_counter() - self.start,
+            **{f"mean_{k}": self.mean(k) for k in self.KEYS},
+        })
+
+
+__all__ = ["ConvSparseAutoencoder", "PredictionAugmented", "MODES", "NONLINEARITIES"]

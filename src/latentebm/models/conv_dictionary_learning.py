@@ -1,0 +1,478 @@
+"""Convolutional dictionary learning: ``min Σ_n ½‖y_n − Σ_i K_i * z_ni‖² + λ‖z_n‖₁``.
+
+Alternating minimisation over mini-batches of images: codes by the shared FISTA (warm-started
+from each image's previous codes), then projected gradient steps on the kernels onto the unit
+ball ``‖K_i‖ ≤ 1`` with a backtracking step, after which every kernel is renormalised to unit
+norm and the stored codes of its map are rescaled by the inverse factor (the reconstruction is
+unchanged and ``‖z‖₁`` can only shrink, so the energy does not rise).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._problem import to_output
+from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
+from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
+from ..objective import lasso_energy
+from ..operators import ConvDictionary
+from ..regularizers import get_regularizer
+from ..solvers import SolverResult, fista, proximal_gradient
+from ._interrupt import GracefulInterrupt
+
+KIND = "conv_dictionary_learning"
+RESUME_KEYS = ["n_atoms", "kernel_size", "channels", "lam", "boundary", "nonneg", "seed",
+               "batch_size", "n_images", "image_shape", "warm_start", "dict_steps",
+               "replace_threshold"]
+
+
+def random_kernel_patches(
+    Y: torch.Tensor, n: int, size: int, gen: torch.Generator
+) -> torch.Tensor:
+    """``n`` random ``size × size`` windows of the images ``Y`` ``(N, C, H, W)``, mean removed
+    per channel and scaled to unit norm: ``(n, C, size, size)`` (all-flat windows become noise)."""
+    N, _, H, W = Y.shape
+    which = torch.randint(N, (n,), generator=gen)
+    rows = torch.randint(H - size + 1, (n,), generator=gen)
+    cols = torch.randint(W - size + 1, (n,), generator=gen)
+    patches = torch.stack(
+        [Y[int(i), :, int(r) : int(r) + size, int(c) : int(c) + size]
+         for i, r, c in zip(which, rows, cols, strict=True)]
+    )
+    patches = patches - patches.mean(dim=(2, 3), keepdim=True)
+    noise = torch.randn(patches.shape, generator=gen, dtype=torch.float64).to(patches)
+    norms = patches.flatten(1).norm(dim=1)
+    flat = norms <= 1e-8 * max(float(norms.max()), 1.0)
+    patches[flat] = noise[flat]
+    return patches / patches.flatten(1).norm(dim=1)[:, None, None, None]
+
+
+class ConvDictionaryLearning(nn.Module):
+    """Learn ``n_atoms`` unit-norm kernels ``(n_atoms, channels, k, k)`` from images.
+
+    ``lam`` is λ of ``½‖y − Σ K_i * z_i‖² + λ‖z‖₁`` (summed over pixels; the lecture's λ is 2λ).
+    ``boundary``: ``"full"`` (codes larger than the images by ``k − 1``; default) or
+    ``"circular"``, see :class:`~latentebm.operators.ConvDictionary`. ``init``: ``"data"``
+    (random windows of the first training images), ``"random"`` (Gaussian) or an array.
+    """
+
+    def __init__(
+        self,
+        n_atoms: int,
+        kernel_size: int,
+        channels: int = 1,
+        lam: float = 0.1,
+        *,
+        boundary: str = "full",
+        nonneg: bool = False,
+        init: Any = "data",
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.n_atoms = check_int(n_atoms, "n_atoms", low=1)
+        self.kernel_size = check_int(kernel_size, "kernel_size", low=1)
+        self.channels = check_int(channels, "channels", low=1)
+        self.lam = check_lam(lam)
+        self.nonneg = bool(nonneg)
+        self.seed = check_int(seed, "seed", low=0)
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        device = resolve_device(device)
+        shape = (self.n_atoms, self.channels, self.kernel_size, self.kernel_size)
+        ConvDictionary(torch.zeros(1, 1, 1, 1), boundary=boundary)  # validates ``boundary``
+        self.boundary = boundary
+        self._init_from_data = isinstance(init, str) and init == "data"
+        if isinstance(init, str):
+            if init not in ("data", "random"):
+                raise ValueError(f"init must be 'data', 'random' or an array, got {init!r}")
+            gen = torch.Generator().manual_seed(self.seed)
+            K = torch.randn(shape, generator=gen, dtype=torch.float64)
+        else:
+            K = as_tensor(init, "init", ndim=4).to(torch.float64).cpu().clone()
+            if tuple(K.shape) != shape:
+                raise ValueError(f"init must have shape {shape}, got {tuple(K.shape)}")
+            if bool((K.flatten(1).norm(dim=1) == 0).any()):
+                raise ValueError("init has an all-zero kernel; kernels must be non-zero")
+        K = K / K.flatten(1).norm(dim=1)[:, None, None, None]
+        self.kernels = nn.Parameter(K.to(device=device, dtype=dtype))
+        self.register_buffer(
+            "last_used", torch.zeros(self.n_atoms, dtype=torch.long, device=device)
+        )
+        self.step_lipschitz = 1.0
+        self.n_steps_ = 0
+        self.history_: list[dict[str, float]] = []
+
+    # ----------------------------------------------------------------- inference
+    def dictionary(self) -> torch.Tensor:
+        """The kernels, ``(n_atoms, channels, k, k)``, detached."""
+        return self.kernels.detach()
+
+    def operator(self) -> ConvDictionary:
+        return ConvDictionary(self.dictionary(), boundary=self.boundary)
+
+    def encode(
+        self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None
+    ) -> SolverResult:
+        """Optimal code maps of images ``Y`` ``(batch, channels, H, W)`` by FISTA."""
+        if isinstance(Y, torch.Tensor):
+            self._check_device(Y, "Y")
+        return fista(
+            Y, self.operator(), self.lam, tol=tol, max_iter=max_iter, z0=z0, nonneg=self.nonneg
+        )
+
+    def forward(self, Y: torch.Tensor) -> torch.Tensor:
+        return self.encode(Y).z
+
+    def decode(self, Z: Any) -> Any:
+        """``Σ_i K_i * z_i`` for code maps ``(batch, n_atoms, H', W')``."""
+        numpy_out = not isinstance(Z, torch.Tensor)
+        Z_t = as_tensor(Z, "Z", ndim=4).to(self.kernels.device, self.kernels.dtype)
+        op = self.operator()
+        op.check_code(Z_t, "Z")
+        return to_output(op.decode(Z_t), numpy_out)
+
+    def energy(self, Y: Any, Z: Any | None = None) -> Any:
+        """Per-image energy; with ``Z=None`` the free energy ``min_z E(y, z)``."""
+        if Z is None:
+            return self.encode(Y).energy
+        return lasso_energy(Y, self.operator(), Z, self.lam, nonneg=self.nonneg)
+
+    # ----------------------------------------------------------------- learning
+    def fit(
+        self,
+        Y: Any,
+        *,
+        epochs: int = 1,
+        batch_size: int = 8,
+        tol: float = 1e-3,
+        max_iter: int = 100,
+        dict_steps: int = 10,
+        replace_threshold: float | None = 0.9,
+        warm_start: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 50,
+        resume: bool = False,
+        callback: Callable[[int, ConvDictionaryLearning, torch.Tensor], None] | None = None,
+        progress: bool = True,
+    ) -> list[dict[str, float]]:
+        """Learn the kernels from images ``Y`` ``(n_images, channels, H, W)``.
+
+        Each mini-batch: codes by FISTA to relative duality gap ``tol`` (at most ``max_iter``
+        iterations), warm-started from the batch's previous codes when ``warm_start`` (codes of
+        every image are kept: ``n_images × n_atoms × H' × W'`` numbers); then ``dict_steps``
+        projected gradient steps on the kernels and the renormalisation. With
+        ``replace_threshold``, kernels unused for an epoch, or that duplicate a more used one
+        up to a shift, are re-initialised from the residual (``None``: never). ``callback(step,
+        model, batch_energy)`` runs after every step. Checkpoints and Ctrl-C as in
+        :meth:`latentebm.SparseCoding.fit`; the epoch order comes from the seed, so a resumed
+        run equals an uninterrupted one. Returns the per-epoch history.
+        """
+        Y_t = self._training_data(Y)
+        epochs = check_int(epochs, "epochs", low=1)
+        batch_size = min(check_int(batch_size, "batch_size", low=1), Y_t.shape[0])
+        tol = check_scalar(tol, "tol", low=0.0)
+        max_iter = check_int(max_iter, "max_iter", low=1)
+        dict_steps = check_int(dict_steps, "dict_steps", low=1)
+        if replace_threshold is not None:
+            replace_threshold = check_scalar(replace_threshold, "replace_threshold", low=0.0,
+                                             high=1.0, low_inclusive=False)
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
+        n = Y_t.shape[0]
+        steps_per_epoch = math.ceil(n / batch_size)
+        config = self._config(batch_size=batch_size, n_images=n,
+                              image_shape=list(Y_t.shape[1:]), warm_start=bool(warm_start),
+                              dict_steps=dict_steps, replace_threshold=replace_threshold)
+        code_shape = (n, *self.operator().code_shape(tuple(Y_t.shape[1:])))
+        codes = (torch.zeros(code_shape, device=Y_t.device, dtype=Y_t.dtype)
+                 if warm_start else None)
+        start_epoch, start_batch = 0, 0
+        if resume and checkpoint is not None and os.path.exists(checkpoint):
+            codes, start_epoch, start_batch = self._restore(checkpoint, config, codes)
+        elif self._init_from_data and self.n_steps_ == 0:
+            gen = torch.Generator().manual_seed(self.seed)
+            patches = random_kernel_patches(Y_t, self.n_atoms, self.kernel_size, gen)
+            self.kernels.data.copy_(patches)
+            self._init_from_data = False
+
+        reg = get_regularizer(self.nonneg)
+        bar = tqdm(total=epochs * steps_per_epoch,
+                   initial=start_epoch * steps_per_epoch + start_batch,
+                   disable=not progress, desc="conv dictionary", unit="batch", leave=False)
+        position = (start_epoch, start_batch)
+
+        def save() -> None:
+            if checkpoint is not None:
+                self._save(checkpoint, config, codes, *position)
+
+        with GracefulInterrupt() as interrupt:
+            try:
+                for epoch in range(start_epoch, epochs):
+                    order = self._epoch_order(n, epoch, Y_t.device)
+                    first = start_batch if epoch == start_epoch else 0
+                    stats = _Stats.open(self.history_, epoch, resumed=first > 0)
+                    for batch in range(first, steps_per_epoch):
+                        idx = order[batch * batch_size : (batch + 1) * batch_size]
+                        Yb = Y_t[idx]
+                        op = self.operator()
+                        with torch.no_grad():
+                            out = proximal_gradient(
+                                op, Yb, self.lam, reg, tol=tol, max_iter=max_iter,
+                                z0=None if codes is None else codes[idx],
+                            )
+                        Z = out["z"]
+                        scale = self._kernel_step_(Yb, Z, dict_steps)
+                        Z = Z * scale[None, :, None, None]
+                        if replace_threshold is not None:
+                            replaced = self._replace_atoms_(Yb, Z, replace_threshold,
+                                                            steps_per_epoch)
+                            Z[:, replaced] = 0
+                        if codes is not None:
+                            codes[idx] = Z
+                        self.n_steps_ += 1
+                        stats.add(out["energy"], Z)
+                        position = ((epoch, batch + 1) if batch + 1 < steps_per_epoch
+                                    else (epoch + 1, 0))
+                        bar.update(1)
+                        bar.set_postfix(energy=f"{stats.mean_energy:.4g}",
+                                        nnz=f"{stats.nnz_share:.3%}")
+                        if callback is not None:
+                            callback(self.n_steps_, self, out["energy"])
+                        if self.n_steps_ % checkpoint_every == 0:
+                            save()
+                        interrupt.raise_if_requested()
+                    stats.close()
+            except KeyboardInterrupt:
+                save()
+                bar.close()
+                raise
+        bar.close()
+        save()
+        return self.history_
+
+    def _kernel_step_(self, Y: torch.Tensor, Z: torch.Tensor, n_steps: int) -> torch.Tensor:
+        """Accelerated projected gradient (FISTA with function-value restart) on
+        ``½‖Y − Σ K_i * Z_i‖²`` over the unit balls ``‖K_i‖ ≤ 1``, step ``1/L`` by backtracking
+        from the last one; then unit-norm kernels. Returns the norms before the
+        renormalisation (the factor the codes must be multiplied by), ``(n_atoms,)``."""
+        K = self.kernels.data
+        L = self.step_lipschitz
+
+        def value_and_grad(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.enable_grad():
+                V = V.detach().clone().requires_grad_(True)
+                r = ConvDictionary(V, boundary=self.boundary).decode(Z) - Y
+                f = 0.5 * (r * r).sum()
+                (grad,) = torch.autograd.grad(f, V)
+            return f.detach(), grad
+
+        def value(V: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                r = ConvDictionary(V, boundary=self.boundary).decode(Z) - Y
+                return 0.5 * (r * r).sum()
+
+        x, t = K.clone(), 1.0
+        f_x = value(x)
+        for _ in range(n_steps):
+            f_y, grad = value_and_grad(K)
+            L = 0.5 * L
+            while True:
+                x_new = K - grad / L
+                x_new = x_new / x_new.flatten(1).norm(dim=1).clamp_min(1.0)[:, None, None, None]
+                d = x_new - K
+                f_new = value(x_new)
+                bound = f_y + (grad * d).sum() + 0.5 * L * (d * d).sum()
+                if bool(f_new <= bound + 1e-7 * f_y.abs()) or L > 1e30:
+                    break
+                L = 2.0 * L
+            if bool(f_new > f_x):  # restart: drop the momentum, step from the last iterate
+                K.copy_(x)
+                t = 1.0
+                continue
+            t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+            K.copy_(x_new + ((t - 1.0) / t_new) * (x_new - x))
+            x, f_x, t = x_new, f_new, t_new
+        K.copy_(x)
+        self.step_lipschitz = float(L)
+        norms = K.flatten(1).norm(dim=1)
+        scale = torch.where(norms > 1e-12, norms, torch.ones_like(norms))
+        K.div_(scale[:, None, None, None])
+        return scale
+
+    def _replace_atoms_(
+        self, Y: torch.Tensor, Z: torch.Tensor, threshold: float, dead_after: int
+    ) -> torch.Tensor:
+        """Re-initialise kernels unused for ``dead_after`` steps, or that match a more used
+        kernel up to a shift (normalised cross-correlation ``>= threshold``), from the windows of
+        the batch residual with the most energy. Returns the boolean mask of replaced kernels."""
+        K = self.kernels.data
+        k = self.kernel_size
+        usage = Z.abs().sum(dim=(0, 2, 3))
+        self.last_used[usage > 0] = self.n_steps_
+        # corr[i, j] = max over shifts of |<K_i, shift(K_j)>|, kernels have unit norm
+        corr = F.conv2d(K, K, padding=k - 1).abs().flatten(2).amax(2)
+        corr.fill_diagonal_(0)
+        more_used = (usage[None, :] > usage[:, None]) | (
+            (usage[None, :] == usage[:, None])
+            & (torch.arange(self.n_atoms, device=K.device)[None, :]
+               < torch.arange(self.n_atoms, device=K.device)[:, None])
+        )
+        dead = self.n_steps_ - self.last_used >= dead_after
+        replace = dead | ((corr >= threshold) & more_used).any(1)
+        n_new = int(replace.sum())
+        if n_new == 0:
+            return replace
+        with torch.no_grad():
+            residual = Y - ConvDictionary(K, boundary=self.boundary).decode(Z)
+            energy = F.avg_pool2d((residual * residual).sum(1, keepdim=True), k, stride=1)
+        flat = energy.flatten()
+        _, w_out = energy.shape[-2:]
+        per_image = energy[0, 0].numel()
+        new = []
+        for pos in torch.argsort(flat, descending=True)[: 16 * n_new].tolist():
+            n, rest = divmod(pos, per_image)
+            r, c = divmod(rest, w_out)
+            patch = residual[n, :, r : r + k, c : c + k]
+            if all(abs(float((patch * q).sum())) < threshold * float(patch.norm() * q.norm())
+                   for q in new):
+                new.append(patch)
+            if len(new) == n_new:
+                break
+        if len(new) < n_new:
+            return torch.zeros_like(replace)
+        patches = torch.stack(new)
+        patches = patches / patches.flatten(1).norm(dim=1).clamp_min(
+            torch.finfo(K.dtype).tiny)[:, None, None, None]
+        K[replace] = patches
+        self.last_used[replace] = self.n_steps_
+        return replace
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the kernels and the configuration to a safetensors file."""
+        self._save(path, self._config(), None, None, None)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, *, device: str | torch.device | None = None
+    ) -> ConvDictionaryLearning:
+        tensors, config = load_checkpoint(path, kind=KIND)
+        K = tensors["kernels"]
+        model = cls(config["n_atoms"], config["kernel_size"], config["channels"], config["lam"],
+                    boundary=config["boundary"], nonneg=config["nonneg"], init=K.numpy(),
+                    seed=config["seed"], device=device, dtype=K.dtype)
+        model._load_state(tensors, config)
+        return model
+
+    def _config(self, **extra: Any) -> dict[str, Any]:
+        return {"n_atoms": self.n_atoms, "kernel_size": self.kernel_size,
+                "channels": self.channels, "lam": self.lam, "boundary": self.boundary,
+                "nonneg": self.nonneg, "seed": self.seed, **extra}
+
+    def _save(self, path, config, codes, epoch, batch) -> None:
+        tensors = {"kernels": self.kernels.data, "last_used": self.last_used}
+        if codes is not None:
+            tensors["codes"] = codes
+        state = {**config, "n_steps": self.n_steps_, "epoch": epoch, "batch": batch,
+                 "history": self.history_, "step_lipschitz": self.step_lipschitz,
+                 "training": epoch is not None}
+        save_checkpoint(path, tensors, state, kind=KIND)
+
+    def _restore(self, path, config, codes) -> tuple[torch.Tensor | None, int, int]:
+        tensors, saved = load_checkpoint(path, kind=KIND)
+        check_config_matches(saved, config, RESUME_KEYS)
+        if not saved.get("training"):
+            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
+        self._load_state(tensors, saved)
+        if codes is not None:
+            codes = tensors["codes"].to(codes.device, codes.dtype)
+        return codes, saved["epoch"], saved["batch"]
+
+    def _load_state(self, tensors, config) -> None:
+        self.kernels.data.copy_(tensors["kernels"].to(self.kernels.device, self.kernels.dtype))
+        self.last_used.copy_(tensors["last_used"].to(self.last_used.device))
+        self.n_steps_ = int(config.get("n_steps", 0))
+        self.history_ = list(config.get("history", []))
+        self.step_lipschitz = float(config.get("step_lipschitz", 1.0))
+        self._init_from_data = False
+
+    # ----------------------------------------------------------------- helpers
+    def _check_device(self, Y: torch.Tensor, name: str) -> None:
+        if Y.device != self.kernels.device:
+            raise ValueError(f"{name} is on {Y.device} but the model is on {self.kernels.device}")
+
+    def _training_data(self, Y: Any) -> torch.Tensor:
+        if isinstance(Y, torch.Tensor):
+            self._check_device(Y, "Y")
+        Y_t = as_tensor(Y, "Y", ndim=4).to(self.kernels.device, self.kernels.dtype)
+        self.operator().check_signal(Y_t, "Y")
+        return Y_t
+
+    def _epoch_order(self, n: int, epoch: int, device: torch.device) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=gen).to(device)
+
+
+class _Stats:
+    """Per-epoch running means (energy per image, share of non-zero code entries), kept in the
+    history list so that a resumed epoch continues its sums."""
+
+    def __init__(self, history: list, epoch: int) -> None:
+        self.history, self.epoch = history, epoch
+        self.energy_sum = self.nnz = self.entries = 0.0
+        self.count = 0
+        self.seconds = 0.0
+        self.start = time.perf_counter()
+
+    @classmethod
+    def open(cls, history: list, epoch: int, *, resumed: bool) -> _Stats:
+        stats = cls(history, epoch)
+        last = history[-1] if history else None
+        if resumed and last is not None and last.get("epoch") == epoch and last.get("partial"):
+            history.pop()
+            stats.count = int(last["images"])
+            stats.energy_sum = last["mean_energy"] * stats.count
+            stats.entries = float(last["entries"])
+            stats.nnz = last["nnz_share"] * stats.entries
+            stats.seconds = last["seconds"]
+        return stats
+
+    @property
+    def mean_energy(self) -> float:
+        return self.energy_sum / max(self.count, 1)
+
+    @property
+    def nnz_share(self) -> float:
+        return self.nnz / max(self.entries, 1.0)
+
+    def add(self, energy: torch.Tensor, Z: torch.Tensor) -> None:
+        self.energy_sum += float(energy.sum())
+        self.nnz += float((Z != 0).sum())
+        self.entries += float(Z.numel())
+        self.count += Z.shape[0]
+        self._publish(partial=True)
+
+    def close(self) -> None:
+        self._publish(partial=False)
+
+    def _publish(self, partial: bool) -> None:
+        if self.history and self.history[-1].get("epoch") == self.epoch:
+            self.history.pop()
+        self.history.append({
+            "epoch": self.epoch, "mean_energy": self.mean_energy, "nnz_share": self.nnz_share,
+            "images": self.count, "entries": self.entries, "partial": partial,
+            "seconds": self.seconds + time.perf_counter() - self.start,
+        })
+
+
+__all__ = ["ConvDictionaryLearning", "random_kernel_patches"]

@@ -1,0 +1,438 @@
+"""Predictive sparse decomposition (Kavukcuoglu, Ranzato & LeCun 2008).
+
+``E(y, z) = ½‖y − Wz‖² + λ‖z‖₁ + (β/2)‖z − Enc(y)‖²`` with a decoder ``W`` ``(n_features,
+n_atoms)`` of unit-norm atoms and an encoder ``Enc(y) = g ⊙ tanh(W_e y + b)`` (``W_e``
+``(n_atoms, n_features)``, ``g`` a learned per-unit gain) or a :class:`~latentebm.LISTA` network.
+
+Inference stays in the library's solver: with ``p = Enc(y)``,
+``½‖y − Wz‖² + (β/2)‖z − p‖² = ½‖[y; √β p] − [W; √β I] z‖²``, so minimising ``E`` over ``z`` is a
+Lasso on the stacked dictionary ``[W; √β I]`` ``(n_features + n_atoms, n_atoms)``, solved by
+FISTA with its duality-gap certificate, warm-started from ``p``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._problem import to_output
+from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
+from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
+from ..dictionary_update import normalize_columns_, sgd_update_
+from ..operators import DenseDictionary, batch_dot
+from ..regularizers import L1
+from ..solvers import SolverResult, fista, proximal_gradient
+from ._interrupt import GracefulInterrupt
+from .lista import LISTA, VARIANTS, _cosine, _load_optimizer, _optimizer_tensors
+
+ENCODERS = ("tanh", "lista")
+KIND = "psd"
+RESUME_KEYS = [
+    "n_features", "n_atoms", "lam", "beta", "encoder", "n_steps", "variant", "seed", "epochs",
+    "batch_size", "lr_decoder", "lr_encoder", "tol", "max_iter", "n_samples",
+]
+
+
+class TanhEncoder(nn.Module):
+    """``g ⊙ tanh(W_e y + b)``: ``(batch, n_features)`` → ``(batch, n_atoms)``.
+
+    Initialised from a decoder ``W`` with ``W_e = Wᵀ/L``, ``b = 0``, ``g = 1`` so that the first
+    predictions are close to one ISTA step from zero.
+    """
+
+    def __init__(self, W: torch.Tensor, L: torch.Tensor) -> None:
+        super().__init__()
+        self.W_e = nn.Parameter(W.T / L)
+        self.b = nn.Parameter(torch.zeros(W.shape[1], dtype=W.dtype, device=W.device))
+        self.g = nn.Parameter(torch.ones(W.shape[1], dtype=W.dtype, device=W.device))
+
+    def forward(self, Y: torch.Tensor) -> torch.Tensor:
+        return self.g * torch.tanh(Y @ self.W_e.T + self.b)
+
+
+class PSD(nn.Module):
+    """Sparse coding with a trained feed-forward code predictor.
+
+    lam: λ ≥ 0; beta: β ≥ 0, the weight of the prediction term. encoder: ``"tanh"`` or
+    ``"lista"`` (then ``n_steps`` and ``variant`` configure the :class:`LISTA`). init: ``"data"``
+    (atoms drawn from the training samples at the first :meth:`fit`), ``"random"``, or an array
+    ``(n_features, n_atoms)`` such as a :class:`~latentebm.SparseCoding` dictionary.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_atoms: int,
+        lam: float,
+        beta: float = 1.0,
+        *,
+        encoder: str = "tanh",
+        n_steps: int = 3,
+        variant: str = "lista",
+        init: Any = "data",
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.n_features = check_int(n_features, "n_features", low=1)
+        self.n_atoms = check_int(n_atoms, "n_atoms", low=1)
+        self.lam = check_lam(lam)
+        self.beta = check_scalar(beta, "beta", low=0.0)
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.encoder_kind, self.variant = encoder, variant
+        self.n_steps = check_int(n_steps, "n_steps", low=1)
+        self.seed = check_int(seed, "seed", low=0)
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        device = resolve_device(device)
+        gen = torch.Generator().manual_seed(self.seed)
+        W = torch.randn(self.n_features, self.n_atoms, generator=gen, dtype=torch.float64)
+        self._init_from_data = isinstance(init, str) and init == "data"
+        if isinstance(init, str):
+            if init not in ("data", "random"):
+                raise ValueError(f"init must be 'data', 'random' or an array, got {init!r}")
+        else:
+            W = as_tensor(init, "init", ndim=2).detach().to("cpu", torch.float64).clone()
+            if tuple(W.shape) != (self.n_features, self.n_atoms):
+                raise ValueError(
+                    f"init must have shape ({self.n_features}, {self.n_atoms}), "
+                    f"got {tuple(W.shape)}"
+                )
+            if bool((W.norm(dim=0) == 0).any()):
+                raise ValueError("init has an all-zero column; atoms must be non-zero")
+        self.register_buffer("W", normalize_columns_(W).to(device=device, dtype=dtype))
+        self._build_encoder()
+        self.n_updates_ = 0
+        self.history_: list[dict[str, float]] = []
+
+    def _build_encoder(self) -> None:
+        W = self.W
+        if self.encoder_kind == "lista":
+            self.encoder = LISTA(W, self.lam, self.n_steps, variant=self.variant, seed=self.seed)
+        else:
+            L = DenseDictionary(W).lipschitz((self.n_features,))
+            self.encoder = TanhEncoder(W, L)
+
+    # ----------------------------------------------------------------- energy and inference
+    def dictionary(self) -> torch.Tensor:
+        """The decoder's atoms ``(n_features, n_atoms)``."""
+        return self.W
+
+    def predict(self, Y: Any) -> Any:
+        """The encoder's codes ``Enc(Y)`` ``(batch, n_atoms)`` in one pass, without gradient."""
+        numpy_out = not isinstance(Y, torch.Tensor)
+        with torch.no_grad():
+            P = self._encode(self._check_signals(Y))
+        return to_output(P, numpy_out)
+
+    def energy(self, Y: Any, Z: Any) -> Any:
+        """Per-sample ``½‖y − Wz‖² + λ‖z‖₁ + (β/2)‖z − Enc(y)‖²``, shape ``(batch,)``."""
+        numpy_out = not isinstance(Y, torch.Tensor)
+        Y_t = self._check_signals(Y)
+        Z_t = self._check_codes(Z, Y_t)
+        with torch.no_grad():
+            P = self._encode(Y_t)
+            r = Y_t - Z_t @ self.W.T
+            d = Z_t - P
+            prediction = 0.5 * self.beta * batch_dot(d, d)
+            E = 0.5 * batch_dot(r, r) + self.lam * Z_t.abs().sum(1) + prediction
+        return to_output(E, numpy_out)
+
+    def infer(self, Y: Any, *, tol: float | None = None, max_iter: int = 1000) -> SolverResult:
+        """``argmin_z E(y, z)`` by FISTA on the stacked problem, warm-started from ``Enc(y)``.
+
+        The result's ``energy`` is the PSD energy and ``gap`` its certified duality gap.
+        """
+        numpy_out = not isinstance(Y, torch.Tensor)
+        Y_t = self._check_signals(Y)
+        with torch.no_grad():
+            P = self._encode(Y_t)
+            Y_aug, op = self._stacked(Y_t, P)
+        if numpy_out:
+            Y_aug, P = Y_aug.cpu().numpy(), P.cpu().numpy()
+        return fista(Y_aug, op, self.lam, z0=P, tol=tol, max_iter=max_iter)
+
+    def free_energy(self, Y: Any, **kwargs: Any) -> Any:
+        """``min_z E(y, z)`` per sample (see :meth:`infer`)."""
+        return self.infer(Y, **kwargs).energy
+
+    def _encode(self, Y: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.encoder, LISTA):
+            return self.encoder.unroll(Y)[-1]
+        return self.encoder(Y)
+
+    def _stacked(self, Y: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, DenseDictionary]:
+        """``[y; √β p]`` ``(batch, n_features + n_atoms)`` and the dictionary ``[W; √β I]``."""
+        root = math.sqrt(self.beta)
+        eye = torch.eye(self.n_atoms, dtype=self.W.dtype, device=self.W.device)
+        op = DenseDictionary(torch.cat([self.W, root * eye], 0))
+        return torch.cat([Y, root * P], 1), op
+
+    # ----------------------------------------------------------------- learning
+    def fit(
+        self,
+        Y: Any,
+        *,
+        epochs: int = 10,
+        batch_size: int = 256,
+        lr_decoder: float = 1.0,
+        lr_encoder: float = 1e-3,
+        tol: float = 1e-4,
+        max_iter: int = 300,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 100,
+        resume: bool = False,
+        callback: Callable[[int, PSD], None] | None = None,
+        progress: bool = True,
+    ) -> list[dict[str, float]]:
+        """Alternate inference and learning on mini-batches of ``Y`` ``(n_samples, n_features)``.
+
+        Each step: ``z`` = FISTA on ``E`` (relative gap ``tol``, at most ``max_iter`` iterations)
+        warm-started from ``Enc(y)``; a projected gradient step ``lr_decoder`` on ``W`` for
+        ``½‖y − Wz‖²`` (then unit-norm columns); an Adam step ``lr_encoder`` on the encoder for
+        ``(β/2)‖z − Enc(y)‖²``. Both rates follow a cosine decay to 1/100 over ``epochs``.
+        Checkpoints and ``resume`` as in :meth:`SparseCoding.fit`. Returns the per-epoch
+        history: mean energy at ``z``, mean Lasso energy of the encoder's codes, mean
+        prediction error ``‖z − Enc(y)‖²``, mean FISTA iterations, seconds.
+        """
+        Y_t = self._check_signals(Y)
+        epochs = check_int(epochs, "epochs", low=1)
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        lr_decoder = check_scalar(lr_decoder, "lr_decoder", low=0.0)
+        lr_encoder = check_scalar(lr_encoder, "lr_encoder", low=0.0, low_inclusive=False)
+        tol = check_scalar(tol, "tol", low=0.0)
+        max_iter = check_int(max_iter, "max_iter", low=1)
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
+        n = Y_t.shape[0]
+        batch_size = min(batch_size, n)
+        steps_per_epoch = math.ceil(n / batch_size)
+        config = self._config(
+            epochs=epochs, batch_size=batch_size, lr_decoder=lr_decoder, lr_encoder=lr_encoder,
+            tol=tol, max_iter=max_iter, n_samples=n,
+        )
+        start_epoch, start_batch = 0, 0
+        resuming = resume and checkpoint is not None and os.path.exists(checkpoint)
+        if not resuming and self._init_from_data and self.n_updates_ == 0:
+            self._init_atoms_from(Y_t)
+        optimizer = torch.optim.Adam(self.encoder.parameters(), lr=lr_encoder)
+        if resuming:
+            start_epoch, start_batch = self._restore(checkpoint, config, optimizer)
+        total = epochs * steps_per_epoch
+        position = (start_epoch, start_batch)
+
+        def save() -> None:
+            if checkpoint is not None:
+                self._save(checkpoint, config, optimizer, *position)
+
+        bar = tqdm(total=total, initial=start_epoch * steps_per_epoch + start_batch,
+                   disable=not progress, desc=f"PSD ({self.encoder_kind})", unit="batch",
+                   leave=False)
+        with GracefulInterrupt() as interrupt:
+            try:
+                for epoch in range(start_epoch, epochs):
+                    order = self._epoch_order(n, epoch, Y_t.device)
+                    first = start_batch if epoch == start_epoch else 0
+                    stats = _EpochStats.open(self.history_, epoch, resumed=first > 0)
+                    for batch in range(first, steps_per_epoch):
+                        factor = _cosine(1.0, epoch * steps_per_epoch + batch, total)
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr_encoder * factor
+                        idx = order[batch * batch_size : (batch + 1) * batch_size]
+                        stats.add(self._update(optimizer, Y_t[idx], lr_decoder * factor,
+                                               tol, max_iter))
+                        self.n_updates_ += 1
+                        position = (
+                            (epoch, batch + 1) if batch + 1 < steps_per_epoch else (epoch + 1, 0)
+                        )
+                        bar.update(1)
+                        bar.set_postfix(energy=f"{stats.mean('energy'):.4g}")
+                        if callback is not None:
+                            callback(self.n_updates_, self)
+                        if self.n_updates_ % checkpoint_every == 0:
+                            save()
+                        interrupt.raise_if_requested()
+                    stats.close()
+            except KeyboardInterrupt:
+                save()
+                bar.close()
+                raise
+        bar.close()
+        save()
+        return self.history_
+
+    def _update(self, optimizer, Yb: torch.Tensor, lr_decoder: float, tol: float,
+                max_iter: int) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            P = self._encode(Yb)
+            Y_aug, op = self._stacked(Yb, P)
+            out = proximal_gradient(op, Y_aug, self.lam, L1(), z0=P, tol=tol, max_iter=max_iter)
+            Z = out["z"]
+            r = Yb - P @ self.W.T
+            lasso_pred = 0.5 * batch_dot(r, r) + self.lam * P.abs().sum(1)
+            sgd_update_(self.W, Yb, Z, lr_decoder)
+        optimizer.zero_grad(set_to_none=True)
+        loss = 0.5 * self.beta * (Z - self._encode(Yb)).pow(2).sum(1)
+        loss.mean().backward()
+        optimizer.step()
+        return {
+            "energy": out["energy"], "lasso_energy_encoder": lasso_pred,
+            "prediction_error": (Z - P).pow(2).sum(1), "fista_iterations": out["n_iter"],
+        }
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self, path: str | os.PathLike) -> None:
+        """Save decoder, encoder and configuration to a safetensors file."""
+        self._save(path, self._config(), None, None, None)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> PSD:
+        tensors, config = load_checkpoint(path, kind=KIND)
+        dtype = torch.float64 if tensors["W"].dtype == torch.float64 else torch.float32
+        model = cls(
+            config["n_features"], config["n_atoms"], config["lam"], config["beta"],
+            encoder=config["encoder"], n_steps=config["n_steps"], variant=config["variant"],
+            init=tensors["W"], seed=config["seed"], device=device, dtype=dtype,
+        )
+        model._load_state(tensors, config)
+        return model
+
+    def _config(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "n_features": self.n_features, "n_atoms": self.n_atoms, "lam": self.lam,
+            "beta": self.beta, "encoder": self.encoder_kind, "n_steps": self.n_steps,
+            "variant": self.variant, "seed": self.seed, **extra,
+        }
+
+    def _save(self, path, config, optimizer, epoch, batch) -> None:
+        tensors = {name: t.detach() for name, t in self.state_dict().items()}
+        if optimizer is not None:
+            tensors.update(_optimizer_tensors(optimizer))
+        state = {**config, "n_updates": self.n_updates_, "epoch": epoch, "batch": batch,
+                 "history": self.history_}
+        save_checkpoint(path, tensors, state, kind=KIND)
+
+    def _restore(self, path, config, optimizer) -> tuple[int, int]:
+        tensors, saved = load_checkpoint(path, kind=KIND)
+        check_config_matches(saved, config, RESUME_KEYS)
+        if saved.get("epoch") is None:
+            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
+        self._load_state(tensors, saved)
+        _load_optimizer(optimizer, tensors, self.W.device)
+        return saved["epoch"], saved["batch"]
+
+    def _load_state(self, tensors, config) -> None:
+        own = self.state_dict()
+        for name, target in own.items():
+            if name not in tensors or tuple(tensors[name].shape) != tuple(target.shape):
+                raise ValueError(
+                    f"checkpoint tensor {name!r} is missing or has another shape: the "
+                    "checkpoint is from another configuration"
+                )
+            target.copy_(tensors[name].to(target.device, target.dtype))
+        self.n_updates_ = int(config.get("n_updates", 0))
+        self.history_ = list(config.get("history", []))
+        self._init_from_data = False
+
+    # ----------------------------------------------------------------- helpers
+    def _check_signals(self, Y: Any) -> torch.Tensor:
+        if isinstance(Y, torch.Tensor):
+            Y_t = as_tensor(Y, "Y", ndim=2)
+            if Y_t.device != self.W.device:
+                raise ValueError(f"Y is on {Y_t.device} but the model is on {self.W.device}")
+            if Y_t.dtype != self.W.dtype:
+                raise TypeError(f"Y has dtype {Y_t.dtype} but the model has {self.W.dtype}")
+        else:
+            Y_t = as_tensor(Y, "Y", ndim=2).to(self.W.device, self.W.dtype)
+        if Y_t.shape[1] != self.n_features:
+            raise ValueError(
+                f"Y must have shape (batch, {self.n_features}) to match the decoder of shape "
+                f"({self.n_features}, {self.n_atoms}), got {tuple(Y_t.shape)}"
+            )
+        return Y_t
+
+    def _check_codes(self, Z: Any, Y: torch.Tensor) -> torch.Tensor:
+        Z_t = as_tensor(Z, "Z", ndim=2)
+        if isinstance(Z, torch.Tensor) and (Z_t.device != Y.device or Z_t.dtype != Y.dtype):
+            raise ValueError(f"Z must be a {Y.dtype} tensor on {Y.device}")
+        Z_t = Z_t.to(Y.device, Y.dtype)
+        if tuple(Z_t.shape) != (Y.shape[0], self.n_atoms):
+            raise ValueError(
+                f"Z must have shape ({Y.shape[0]}, {self.n_atoms}), got {tuple(Z_t.shape)}"
+            )
+        return Z_t
+
+    def _epoch_order(self, n: int, epoch: int, device: torch.device) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=gen).to(device)
+
+    def _init_atoms_from(self, Y: torch.Tensor) -> None:
+        gen = torch.Generator().manual_seed(self.seed)
+        n = Y.shape[0]
+        pick = torch.randperm(n, generator=gen)[: self.n_atoms]
+        if n < self.n_atoms:
+            pick = torch.cat([pick, torch.randint(n, (self.n_atoms - n,), generator=gen)])
+        atoms = Y[pick.to(Y.device)].T.clone()
+        noise = torch.randn(atoms.shape, generator=gen, dtype=torch.float64).to(atoms)
+        atoms += 1e-3 * atoms.norm(dim=0, keepdim=True).clamp_min(1e-3) * noise
+        self.W.copy_(normalize_columns_(atoms))
+        self._build_encoder()
+        self._init_from_data = False
+
+
+class _EpochStats:
+    """Per-epoch sums of the per-sample training quantities, published as running means."""
+
+    KEYS = ("energy", "lasso_energy_encoder", "prediction_error", "fista_iterations")
+
+    def __init__(self, history: list, epoch: int) -> None:
+        self.history, self.epoch = history, epoch
+        self.sums = dict.fromkeys(self.KEYS, 0.0)
+        self.count = 0
+        self.seconds = 0.0
+        self.start = time.perf_counter()
+
+    @classmethod
+    def open(cls, history: list, epoch: int, *, resumed: bool) -> _EpochStats:
+        stats = cls(history, epoch)
+        last = history[-1] if history and history[-1].get("epoch") == epoch else None
+        if resumed and last is not None and last.get("partial"):
+            history.pop()
+            stats.count = int(last["samples"])
+            stats.sums = {k: last[k] * stats.count for k in cls.KEYS}
+            stats.seconds = last["seconds"]
+        return stats
+
+    def mean(self, key: str) -> float:
+        return self.sums[key] / max(self.count, 1)
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for key in self.KEYS:
+            self.sums[key] += float(values[key].sum())
+        self.count += int(values["energy"].shape[0])
+        self._publish(partial=True)
+
+    def close(self) -> None:
+        self._publish(partial=False)
+
+    def _publish(self, partial: bool) -> None:
+        if self.history and self.history[-1].get("epoch") == self.epoch:
+            self.history.pop()
+        self.history.append({
+            "epoch": self.epoch, **{k: self.mean(k) for k in self.KEYS},
+            "samples": self.count, "partial": partial,
+            "seconds": self.seconds + time.perf_counter() - self.start,
+        })
+
+
+__all__ = ["PSD", "TanhEncoder", "ENCODERS"]

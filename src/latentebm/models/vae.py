@@ -1,0 +1,652 @@
+"""The variational auto-encoder as a regularized latent-variable EBM.
+
+Energy of an observation with a noisy code ("fuzzy ball") ``z = μ(x) + σ(x) ⊙ ε``:
+
+    loss = E_q[−log p(x | z)] + β · KL(N(μ, σ²) ‖ N(0, I)),   KL = ½ Σ_d (μ² + σ² − log σ² − 1)
+
+**Reduction.** Both terms are *summed* over pixels and latent dimensions (nats per image) and
+*averaged* over the batch: ``loss = mean_b [rec_b + β kl_b]``. With β = 1 the loss is the
+negative ELBO, an upper bound on ``−log p(x)``. β is the strength of the KL "spring".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._validation import as_tensor, check_int, check_scalar, resolve_device
+from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
+from ._interrupt import GracefulInterrupt
+from .vae_parts import (
+    LIKELIHOODS,
+    Decoder,
+    Encoder,
+    LogMeanExp,
+    bernoulli_log_likelihood,
+    binarize,
+    check_architecture,
+    gaussian_log_likelihood,
+    kl_standard_normal,
+    log_normal_diag,
+    log_standard_normal,
+)
+
+KIND = "vae"
+RESUME_KEYS = [
+    "input_shape",
+    "latent_dim",
+    "encoder",
+    "likelihood",
+    "beta",
+    "learn_variance",
+    "fixed_sigma",
+    "hidden",
+    "obs_sigma",
+    "seed",
+    "dtype",
+    "batch_size",
+    "n_samples",
+    "lr",
+    "warmup_epochs",
+    "dynamic_binarization",
+]
+
+
+class VAEOutput(NamedTuple):
+    """What :meth:`VAE.forward` returns; scalars are means over the batch of per-image sums."""
+
+    loss: torch.Tensor  # reconstruction + β·kl
+    reconstruction: torch.Tensor  # E_q[−log p(x|z)], nats per image
+    kl: torch.Tensor  # KL(q(z|x) ‖ p(z)), nats per image
+    kl_per_dim: torch.Tensor  # (latent_dim,), batch mean of each dimension's KL
+    mu: torch.Tensor  # (batch, latent_dim)
+    logvar: torch.Tensor  # (batch, latent_dim)
+
+
+class LogLikelihood(NamedTuple):
+    """Importance-sampled ``log p(x)`` per image and the Monte-Carlo standard error of each."""
+
+    log_px: torch.Tensor  # (batch,)
+    stderr: torch.Tensor  # (batch,)
+    k: int
+
+    def summary(self) -> dict[str, float]:
+        """Mean NLL in nats with its Monte-Carlo SE and the SE over the images drawn."""
+        n = self.log_px.numel()
+        return {
+            "nll": float(-self.log_px.mean()),
+            "se_mc": float(self.stderr.square().sum().sqrt() / n),
+            "se_data": float(self.log_px.std() / math.sqrt(n)) if n > 1 else float("nan"),
+            "k": self.k,
+            "n": n,
+        }
+
+
+class VAE(nn.Module):
+    """A VAE on inputs of shape ``input_shape`` with a ``latent_dim``-dimensional Gaussian code.
+
+    ``encoder``: ``"mlp"`` (``hidden`` ReLU layers; the default ``(400,)`` gives 784-400-20),
+    ``"conv"`` (two stride-2 convolutions, then the MLP; sides must be multiples of 4) or
+    ``"linear"`` (affine encoder and decoder: probabilistic PCA). ``likelihood``:
+    ``"bernoulli"`` (pixels in [0, 1]) or ``"gaussian"`` (pixel noise σ learned as one scalar,
+    or fixed to ``obs_sigma``). ``learn_variance=False`` fixes the posterior σ ("the size of
+    the balls") to ``fixed_sigma`` instead of learning it per input and dimension.
+    Weights are initialised from ``seed``; inputs may be ``(batch, *input_shape)`` or flat
+    ``(batch, prod(input_shape))``.
+    """
+
+    def __init__(
+        self,
+        input_shape: int | Sequence[int],
+        latent_dim: int,
+        *,
+        encoder: str = "mlp",
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        learn_variance: bool = True,
+        fixed_sigma: float = 1.0,
+        hidden: Sequence[int] = (400,),
+        obs_sigma: float | None = None,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.input_shape = _check_shape(input_shape)
+        self.n_features = math.prod(self.input_shape)
+        self.latent_dim = check_int(latent_dim, "latent_dim", low=1)
+        check_architecture(self.input_shape, encoder)
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        self.encoder_kind, self.likelihood = encoder, likelihood
+        self.beta = check_scalar(beta, "beta", low=0.0)
+        if not isinstance(learn_variance, bool):
+            raise TypeError(f"learn_variance must be a bool, got {type(learn_variance).__name__}")
+        self.learn_variance = learn_variance
+        self.fixed_sigma = check_scalar(fixed_sigma, "fixed_sigma", low=0.0, low_inclusive=False)
+        self.hidden = tuple(check_int(h, "hidden", low=1) for h in hidden)
+        if encoder != "linear" and not self.hidden:
+            raise ValueError(f"hidden must name at least one layer size for encoder={encoder!r}")
+        self.obs_sigma = (
+            None
+            if obs_sigma is None
+            else check_scalar(obs_sigma, "obs_sigma", low=0.0, low_inclusive=False)
+        )
+        self.seed = check_int(seed, "seed", low=0)
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.encoder = Encoder(
+                self.input_shape,
+                self.latent_dim,
+                encoder,
+                self.hidden,
+                learn_variance,
+                self.fixed_sigma,
+            )
+            self.decoder = Decoder(
+                self.input_shape, self.latent_dim, encoder, self.hidden, self.obs_sigma
+            )
+        self.to(device=resolve_device(device), dtype=dtype)
+        self.n_steps_ = 0
+        self.history_: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.mu.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.mu.weight.dtype
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-serialisable)."""
+        return {
+            "input_shape": list(self.input_shape),
+            "latent_dim": self.latent_dim,
+            "encoder": self.encoder_kind,
+            "likelihood": self.likelihood,
+            "beta": self.beta,
+            "learn_variance": self.learn_variance,
+            "fixed_sigma": self.fixed_sigma,
+            "hidden": list(self.hidden),
+            "obs_sigma": self.obs_sigma,
+            "seed": self.seed,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    # ------------------------------------------------------------------ the model
+    def encode(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters ``(μ, log σ²)``, each ``(batch, latent_dim)``."""
+        return self.encoder(self._check_x(x))
+
+    def posterior(self, x: Any, *, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(μ, log σ²)`` of many images, in batches and without gradients."""
+        x = self._check_x(x)
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        with torch.no_grad():
+            parts = [self.encoder(xb) for xb in x.split(batch_size)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def decode(self, z: Any) -> torch.Tensor:
+        """Mean of ``p(x | z)`` (pixel probabilities for Bernoulli), ``(batch, *input_shape)``."""
+        out = self.decoder(self._check_z(z))
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    def forward(
+        self, x: Any, *, beta: float | None = None, generator: torch.Generator | None = None
+    ) -> VAEOutput:
+        """One reparameterised sample per image; see the module docstring for the reduction."""
+        b = self.beta if beta is None else check_scalar(beta, "beta", low=0.0)
+        return self._loss(self._check_x(x), b, generator)
+
+    def elbo(
+        self,
+        x: Any,
+        *,
+        n_samples: int = 1,
+        batch_size: int = 1000,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Per-image ELBO (β = 1, whatever the training β) ``(batch,)``, averaged over
+        ``n_samples`` reparameterised draws; ``log p(x) ≥ ELBO``."""
+        x = self._check_x(x)
+        n_samples = check_int(n_samples, "n_samples", low=1)
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        out = []
+        with torch.no_grad():
+            for xb in x.split(batch_size):
+                mu, logvar = self.encoder(xb)
+                kl = kl_standard_normal(mu, logvar).sum(-1)
+                z = self._reparameterize(mu, logvar, generator, n_samples)
+                rec = self._log_px_given_z(z, xb).mean(0)
+                out.append(rec - kl)
+        return torch.cat(out)
+
+    def log_likelihood(
+        self,
+        x: Any,
+        k: int = 5000,
+        *,
+        chunk: int = 500,
+        batch_size: int = 50,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> LogLikelihood:
+        """Importance-sampled ``log p(x) ≈ log (1/k) Σ_j p(x|z_j) p(z_j) / q(z_j|x)``,
+        ``z_j ~ q(z|x)`` (Burda et al. 2016's bound, tight as ``k → ∞``), with the delta-method
+        standard error of each estimate. Works through ``batch_size`` images × ``chunk``
+        samples at a time, so memory does not grow with ``k``."""
+        x = self._check_x(x)
+        k = check_int(k, "k", low=1)
+        chunk = min(check_int(chunk, "chunk", low=1), k)
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        log_px, stderr = [], []
+        bar = tqdm(total=x.shape[0], disable=not progress, desc="log p(x)", unit="img", leave=False)
+        with torch.no_grad():
+            for xb in x.split(batch_size):
+                mu, logvar = self.encoder(xb)
+                acc = LogMeanExp()
+                for start in range(0, k, chunk):
+                    z = self._reparameterize(mu, logvar, generator, min(chunk, k - start))
+                    log_w = (
+                        self._log_px_given_z(z, xb)
+                        + log_standard_normal(z)
+                        - log_normal_diag(z, mu, logvar)
+                    )
+                    acc.add(log_w)
+                lp, se = acc.result()
+                log_px.append(lp)
+                stderr.append(se)
+                bar.update(xb.shape[0])
+        bar.close()
+        return LogLikelihood(torch.cat(log_px), torch.cat(stderr), k)
+
+    def kl_per_dim(self, x: Any, *, batch_size: int = 1000) -> torch.Tensor:
+        """``E_x KL(q(z_d|x) ‖ N(0, 1))`` for each latent dimension, ``(latent_dim,)``."""
+        mu, logvar = self.posterior(x, batch_size=batch_size)
+        return kl_standard_normal(mu, logvar).mean(0)
+
+    def active_units(self, x: Any, *, threshold: float = 0.01, batch_size: int = 1000) -> int:
+        """Number of dimensions with ``Var_x E[z_d | x] > threshold`` (Burda et al. 2016)."""
+        threshold = check_scalar(threshold, "threshold", low=0.0)
+        mu, _ = self.posterior(x, batch_size=batch_size)
+        if mu.shape[0] < 2:
+            raise ValueError("x must hold at least 2 images to measure a variance over x")
+        return int((mu.var(0) > threshold).sum())
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decoded means of ``n`` codes drawn from the prior, ``(n, *input_shape)``."""
+        n = check_int(n, "n", low=1)
+        with torch.no_grad():
+            z = torch.randn(
+                n, self.latent_dim, generator=generator, device=self.device, dtype=self.dtype
+            )
+            return self.decode(z)
+
+    # ------------------------------------------------------------------ learning
+    def fit(
+        self,
+        X: Any,
+        *,
+        epochs: int = 1,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        warmup_epochs: float = 0.0,
+        dynamic_binarization: bool = False,
+        validation: Any = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
+        check_every: int = 50,
+        callback: Callable[[int, VAE], None] | None = None,
+        on_epoch_end: Callable[[VAE, dict[str, Any]], None] | None = None,
+        progress: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Train on ``X`` ``(n, *input_shape)`` with Adam(``lr``) on mini-batches.
+
+        ``warmup_epochs``: β rises linearly from 0 to ``self.beta`` over that many epochs (0:
+        no warm-up). ``dynamic_binarization``: each batch is a fresh Bernoulli draw with
+        probabilities ``X`` (seeded by the step, so a resumed run repeats it exactly).
+        ``validation``: images whose mean −ELBO is recorded after every epoch.
+        ``checkpoint``: safetensors path written every ``checkpoint_every`` steps (default:
+        every epoch), at the end and on Ctrl-C; ``resume=True`` continues from it (model,
+        Adam state, position, history), giving the same result as an uninterrupted run.
+        Every ``check_every`` steps, and before each save, the loss and weights are checked:
+        NaN/inf stops training with ``FloatingPointError`` and the last good checkpoint is
+        left in place. ``callback(step, model)`` runs after every step;
+        ``on_epoch_end(model, entry)`` may add JSON-able values to an epoch's history entry
+        before it is checkpointed. Returns the per-epoch history.
+        """
+        X_t = self._check_x(X, "X")
+        epochs = check_int(epochs, "epochs", low=1)
+        batch_size = min(check_int(batch_size, "batch_size", low=1), X_t.shape[0])
+        lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
+        warmup_epochs = check_scalar(warmup_epochs, "warmup_epochs", low=0.0)
+        check_every = check_int(check_every, "check_every", low=1)
+        if not isinstance(dynamic_binarization, bool):
+            raise TypeError("dynamic_binarization must be a bool")
+        if dynamic_binarization and self.likelihood != "bernoulli":
+            raise ValueError("dynamic_binarization needs likelihood='bernoulli'")
+        X_val = None if validation is None else self._check_x(validation, "validation")
+        n = X_t.shape[0]
+        steps_per_epoch = math.ceil(n / batch_size)
+        every = (
+            steps_per_epoch
+            if checkpoint_every is None
+            else check_int(checkpoint_every, "checkpoint_every", low=1)
+        )
+        config = {
+            **self.config(),
+            "batch_size": batch_size,
+            "n_samples": n,
+            "lr": lr,
+            "warmup_epochs": warmup_epochs,
+            "dynamic_binarization": dynamic_binarization,
+        }
+        opt = _adam(self.parameters(), lr)
+        sums = torch.zeros(4, device=self.device, dtype=torch.float64)  # loss, rec, kl, count
+        start_epoch, start_batch, seconds_before = 0, 0, 0.0
+        if resume and checkpoint is not None and os.path.exists(checkpoint):
+            start_epoch, start_batch, seconds_before = self._restore(checkpoint, config, opt, sums)
+        warmup_steps = warmup_epochs * steps_per_epoch
+        gen = torch.Generator(device=self.device)
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        position = (start_epoch, start_batch)
+        last_good = None
+        epoch_start = time.perf_counter()
+
+        def verify(step: int) -> None:
+            if bool(bad) or not all(bool(torch.isfinite(p).all()) for p in self.parameters()):
+                where = f"epoch {position[0]}, step {step}"
+                kept = (
+                    f"the last good checkpoint ({checkpoint}, step {last_good}) was kept"
+                    if last_good is not None
+                    else "no checkpoint was written by this call"
+                )
+                raise FloatingPointError(
+                    f"training diverged: the loss or weights became NaN/inf by {where}; {kept}. "
+                    "Lower lr, use warmup_epochs, or check the data, then resume."
+                )
+
+        def save() -> None:
+            nonlocal last_good
+            if checkpoint is not None:
+                verify(self.n_steps_)
+                seconds = seconds_before + time.perf_counter() - epoch_start
+                self._save_training(checkpoint, config, opt, sums, *position, seconds)
+                last_good = self.n_steps_
+
+        bar = tqdm(
+            total=epochs * steps_per_epoch,
+            initial=start_epoch * steps_per_epoch + start_batch,
+            disable=not progress,
+            desc="vae",
+            unit="batch",
+            leave=False,
+        )
+        self.train()
+        with GracefulInterrupt() as interrupt:
+            try:
+                for epoch in range(start_epoch, epochs):
+                    epoch_start = time.perf_counter()
+                    order = self._epoch_order(n, epoch)
+                    first = start_batch if epoch == start_epoch else 0
+                    for batch in range(first, steps_per_epoch):
+                        gen.manual_seed(self.seed * 1_000_003 + self.n_steps_)
+                        xb = X_t[order[batch * batch_size : (batch + 1) * batch_size]]
+                        if dynamic_binarization:
+                            xb = binarize(xb, gen)
+                        beta = self.beta
+                        if warmup_steps > 0:
+                            beta *= min(1.0, (self.n_steps_ + 1) / warmup_steps)
+                        self._train_step(opt, xb, beta, gen, sums, bad)
+                        last = batch + 1 == steps_per_epoch
+                        position = (epoch + 1, 0) if last else (epoch, batch + 1)
+                        bar.update(1)
+                        if self.n_steps_ % check_every == 0:
+                            verify(self.n_steps_)
+                            bar.set_postfix(
+                                loss=f"{float(sums[0] / sums[3]):.2f}", beta=f"{beta:.3g}"
+                            )
+                        if last:
+                            verify(self.n_steps_)
+                            self._close_epoch(
+                                epoch, sums, beta, epoch_start, seconds_before, X_val, on_epoch_end
+                            )
+                            seconds_before, epoch_start = 0.0, time.perf_counter()
+                        if callback is not None:
+                            callback(self.n_steps_, self)
+                        if self.n_steps_ % every == 0 or last:
+                            save()
+                        interrupt.raise_if_requested()
+            except KeyboardInterrupt:
+                save()
+                bar.close()
+                raise
+        bar.close()
+        self.eval()
+        if last_good != self.n_steps_:
+            save()
+        return self.history_
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | os.PathLike) -> None:
+        """Save weights and configuration (safetensors + JSON metadata)."""
+        state = {**self.config(), "n_steps": self.n_steps_, "history": self.history_}
+        save_checkpoint(path, self._weights(), state, kind=KIND)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> VAE:
+        """A model saved by :meth:`save` or a :meth:`fit` checkpoint (weights only)."""
+        tensors, cfg = load_checkpoint(path, kind=KIND)
+        model = cls(
+            cfg["input_shape"],
+            cfg["latent_dim"],
+            encoder=cfg["encoder"],
+            likelihood=cfg["likelihood"],
+            beta=cfg["beta"],
+            learn_variance=cfg["learn_variance"],
+            fixed_sigma=cfg["fixed_sigma"],
+            hidden=cfg["hidden"],
+            obs_sigma=cfg["obs_sigma"],
+            seed=cfg["seed"],
+            device=device,
+            dtype=getattr(torch, cfg["dtype"]),
+        )
+        model._load_weights(tensors)
+        model.n_steps_ = int(cfg.get("n_steps", 0))
+        model.history_ = list(cfg.get("history", []))
+        model.eval()
+        return model
+
+    # ------------------------------------------------------------------ internals
+    def _loss(self, x: torch.Tensor, beta: float, generator: torch.Generator | None) -> VAEOutput:
+        mu, logvar = self.encoder(x)
+        z = self._reparameterize(mu, logvar, generator, None)
+        rec = -self._log_px_given_z(z, x).mean()
+        kl_dims = kl_standard_normal(mu, logvar).mean(0)
+        kl = kl_dims.sum()
+        return VAEOutput(rec + beta * kl, rec, kl, kl_dims, mu, logvar)
+
+    def _train_step(
+        self,
+        opt: torch.optim.Optimizer,
+        x: torch.Tensor,
+        beta: float,
+        generator: torch.Generator,
+        sums: torch.Tensor,
+        bad: torch.Tensor,
+    ) -> None:
+        """One Adam step; accumulates (loss, rec, kl, count) into ``sums`` and flags a
+        non-finite loss in ``bad``, both on the device (no host sync)."""
+        out = self._loss(x, beta, generator)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        self.n_steps_ += 1
+        with torch.no_grad():
+            bad |= ~torch.isfinite(out.loss)
+            m = out.loss.new_tensor(x.shape[0])
+            sums += torch.stack([out.loss * m, out.reconstruction * m, out.kl * m, m]).double()
+
+    def _reparameterize(
+        self,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        generator: torch.Generator | None,
+        n_samples: int | None,
+    ) -> torch.Tensor:
+        """``μ + σ ε``; with ``n_samples``, ``(n_samples, batch, latent_dim)``."""
+        shape = mu.shape if n_samples is None else (n_samples, *mu.shape)
+        eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def _log_px_given_z(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(z)
+        if self.likelihood == "bernoulli":
+            return bernoulli_log_likelihood(out, x)
+        return gaussian_log_likelihood(out, self.decoder.log_sigma, x)
+
+    def _check_x(self, x: Any, name: str = "x") -> torch.Tensor:
+        """Validate images: finite, ``(batch, *input_shape)`` or flat, model's device/dtype,
+        and in [0, 1] for a Bernoulli likelihood."""
+        t = self._on_model(x, name)
+        if t.dim() >= 1 and tuple(t.shape[1:]) == self.input_shape:
+            pass
+        elif t.dim() == 2 and t.shape[1] == self.n_features:
+            t = t.reshape(t.shape[0], *self.input_shape)
+        else:
+            raise ValueError(
+                f"{name} must have shape (batch, {', '.join(map(str, self.input_shape))})"
+                f" or (batch, {self.n_features}), got {tuple(t.shape)}"
+            )
+        if self.likelihood == "bernoulli" and bool(((t < 0) | (t > 1)).any()):
+            raise ValueError(
+                f"{name} must lie in [0, 1] for a Bernoulli likelihood, got values in "
+                f"[{float(t.min()):.4g}, {float(t.max()):.4g}]"
+            )
+        return t
+
+    def _check_z(self, z: Any) -> torch.Tensor:
+        t = self._on_model(z, "z")
+        if t.dim() != 2 or t.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape (batch, {self.latent_dim}), got {tuple(t.shape)}")
+        return t
+
+    def _on_model(self, x: Any, name: str) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            if x.device != self.device:
+                raise ValueError(f"{name} is on {x.device} but the model is on {self.device}")
+            if x.dtype in (torch.float32, torch.float64) and x.dtype != self.dtype:
+                raise TypeError(f"{name} has dtype {x.dtype} but the model uses {self.dtype}")
+            return as_tensor(x, name)
+        return as_tensor(x, name).to(self.device, self.dtype)
+
+    def _epoch_order(self, n: int, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=gen).to(self.device)
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v for k, v in self.state_dict().items()}
+
+    def _load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        self.load_state_dict(state)
+
+    def _save_training(self, path, config, opt, sums, epoch, batch, seconds) -> None:
+        tensors = {**self._weights(), "running": sums}
+        for i, p in enumerate(self.parameters()):
+            st = opt.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                if key in st:
+                    tensors[f"adam.{i}.{key}"] = torch.as_tensor(st[key])
+        state = {
+            **config,
+            "n_steps": self.n_steps_,
+            "epoch": epoch,
+            "batch": batch,
+            "epoch_seconds": seconds if batch else 0.0,
+            "history": self.history_,
+        }
+        save_checkpoint(path, tensors, state, kind=KIND)
+
+    def _restore(self, path, config, opt, sums) -> tuple[int, int, float]:
+        tensors, saved = load_checkpoint(path, kind=KIND)
+        check_config_matches(saved, config, RESUME_KEYS)
+        if "running" not in tensors:
+            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
+        self._load_weights({k: v.to(self.device) for k, v in tensors.items()})
+        fused = bool(opt.defaults.get("fused"))
+
+        def step_device(p: torch.Tensor) -> torch.device:
+            return p.device if fused else torch.device("cpu")
+
+        for i, p in enumerate(self.parameters()):
+            if f"adam.{i}.step" in tensors:
+                opt.state[p] = {
+                    "step": tensors[f"adam.{i}.step"].to(step_device(p)),
+                    "exp_avg": tensors[f"adam.{i}.exp_avg"].to(p.device, p.dtype),
+                    "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].to(p.device, p.dtype),
+                }
+        sums.copy_(tensors["running"])
+        self.n_steps_ = int(saved["n_steps"])
+        self.history_ = list(saved["history"])
+        return int(saved["epoch"]), int(saved["batch"]), float(saved.get("epoch_seconds", 0.0))
+
+    def _close_epoch(
+        self, epoch, sums, beta, epoch_start, seconds_before, X_val, on_epoch_end
+    ) -> None:
+        loss, rec, kl, count = (float(v) for v in sums)
+        entry = {
+            "epoch": epoch,
+            "loss": loss / count,
+            "reconstruction": rec / count,
+            "kl": kl / count,
+            "beta": beta,
+            "steps": self.n_steps_,
+            "seconds": seconds_before + time.perf_counter() - epoch_start,
+        }
+        if X_val is not None:
+            self.eval()
+            gen = torch.Generator(device=self.device).manual_seed(self.seed + 12345)
+            entry["val_neg_elbo"] = float(-self.elbo(X_val, generator=gen).mean())
+            self.train()
+        if on_epoch_end is not None:
+            on_epoch_end(self, entry)
+        self.history_.append(entry)
+        sums.zero_()
+
+
+def _adam(params: Any, lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch build has one (same update, fewer passes
+    over the weights), else the default implementation."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, (int,)) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError as exc:
+        raise TypeError(f"input_shape must be an int or a sequence of ints, got {shape!r}") from exc
+    if not 1 <= len(dims) <= 3:
+        raise ValueError(f"input_shape must have 1 to 3 dimensions, got {dims}")
+    return tuple(check_int(d, "input_shape", low=1) for d in dims)
+
+
+__all__ = ["VAE", "VAEOutput", "LogLikelihood"]

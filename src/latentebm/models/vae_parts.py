@@ -1,0 +1,249 @@
+"""Pieces of the VAE: encoder/decoder networks and the closed-form densities it needs.
+
+Shapes: inputs ``(batch, *input_shape)``, codes ``(batch, latent_dim)``. Every density below
+returns one value per sample, summed over pixels or latent dimensions (never averaged), so
+the VAE's loss is in nats per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_2PI = math.log(2.0 * math.pi)
+ENCODERS = ("mlp", "conv", "linear")
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+# --------------------------------------------------------------------------- densities
+
+
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``KL(N(μ, σ²) ‖ N(0, 1))`` per latent dimension: ``½(μ² + σ² − log σ² − 1)``.
+
+    ``mu``, ``logvar``: ``(batch, latent_dim)``; returns the same shape (sum it over dims).
+    """
+    return 0.5 * (mu.square() + logvar.exp() - logvar - 1.0)
+
+
+def log_normal_diag(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``log N(z; μ, diag σ²)`` summed over the last dimension."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).square() * torch.exp(-logvar)).sum(-1)
+
+
+def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
+    """``log N(z; 0, I)`` summed over the last dimension."""
+    return -0.5 * (LOG_2PI + z.square()).sum(-1)
+
+
+def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``log p(x | logits)`` for pixels ``x`` ``(batch, *shape)`` in [0, 1], summed over pixels.
+
+    Written as ``−BCE-with-logits`` (numerically stable for any logit). ``logits`` is
+    ``(batch, *shape)`` or ``(k, batch, *shape)`` (``x`` scored under ``k`` samples).
+    """
+    n_event = x.dim() - 1
+    nll = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+    return -nll.flatten(-n_event).sum(-1)
+
+
+def gaussian_log_likelihood(
+    mean: torch.Tensor, log_sigma: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
+    """``log N(x; mean, σ² I)`` summed over all pixels; ``log_sigma`` broadcasts to ``mean``."""
+    n_event = x.dim() - 1
+    log_sigma = log_sigma.expand_as(mean)
+    per_pixel = -0.5 * LOG_2PI - log_sigma - 0.5 * ((x - mean) * torch.exp(-log_sigma)).square()
+    return per_pixel.flatten(-n_event).sum(-1)
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """``x (batch, *input_shape) -> (μ, log σ²)``, each ``(batch, latent_dim)``.
+
+    ``kind="mlp"``: flatten, ``hidden`` ReLU layers, two linear heads (784-400-20 is
+    ``hidden=(400,)``). ``"conv"``: two stride-2 4×4 convolutions (32, 64 channels, ReLU), then
+    the MLP on the flattened features. ``"linear"``: the heads applied to the pixels (a linear
+    Gaussian encoder). With ``learn_variance=False`` there is no log σ² head: ``log σ²`` is the
+    constant ``2 log(fixed_sigma)`` for every input.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        latent_dim: int,
+        kind: str,
+        hidden: tuple[int, ...],
+        learn_variance: bool,
+        fixed_sigma: float,
+    ) -> None:
+        super().__init__()
+        self.input_shape = input_shape
+        self.kind = kind
+        n_in = math.prod(input_shape)
+        if kind == "conv":
+            c = conv_shape(input_shape)[0]
+            self.features: nn.Module = nn.Sequential(
+                nn.Conv2d(c, 32, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Flatten(),
+            )
+            _, h, w = conv_shape(input_shape)
+            n_in = 64 * (h // 4) * (w // 4)
+        else:
+            self.features = nn.Flatten()
+        if kind == "linear":
+            self.body: nn.Module = nn.Identity()
+            n_body = n_in
+        else:
+            self.body = nn.Sequential(_mlp([n_in, *hidden]), nn.ReLU()) if hidden else nn.Identity()
+            n_body = hidden[-1] if hidden else n_in
+        self.mu = nn.Linear(n_body, latent_dim)
+        self.logvar = nn.Linear(n_body, latent_dim) if learn_variance else None
+        self.register_buffer(
+            "fixed_logvar", torch.tensor(2.0 * math.log(fixed_sigma)), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "conv":
+            x = x.reshape(x.shape[0], *conv_shape(self.input_shape))
+        h = self.body(self.features(x))
+        mu = self.mu(h)
+        if self.logvar is None:
+            return mu, self.fixed_logvar.to(mu.dtype).expand_as(mu)
+        return mu, self.logvar(h)
+
+
+class Decoder(nn.Module):
+    """``z (..., latent_dim) -> (..., *input_shape)`` distribution parameters.
+
+    Bernoulli: logits. Gaussian: the mean; the pixel noise ``log σ`` is a learned scalar
+    (``obs_sigma=None``, the optimum being the root-mean-square residual) or the fixed
+    ``log(obs_sigma)``. Mirrors the encoder: ``"mlp"`` reversed hidden layers, ``"conv"`` a
+    linear layer to a 64-channel map then two stride-2 transposed convolutions, ``"linear"`` one
+    affine map.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        latent_dim: int,
+        kind: str,
+        hidden: tuple[int, ...],
+        obs_sigma: float | None,
+    ) -> None:
+        super().__init__()
+        self.input_shape = input_shape
+        self.kind = kind
+        n_out = math.prod(input_shape)
+        sizes = [latent_dim] if kind == "linear" else [latent_dim, *reversed(hidden)]
+        if kind == "conv":
+            c, h, w = conv_shape(input_shape)
+            self.map_shape = (64, h // 4, w // 4)
+            self.net = nn.Sequential(
+                _mlp(sizes + [math.prod(self.map_shape)]),
+                nn.ReLU(),
+                nn.Unflatten(-1, self.map_shape),
+                nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(32, c, 4, stride=2, padding=1),
+            )
+        else:
+            self.net = _mlp(sizes + [n_out])
+        if obs_sigma is None:
+            self.log_sigma = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_buffer("log_sigma", torch.tensor(math.log(obs_sigma)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        out = self.net(z.reshape(-1, z.shape[-1]))
+        return out.reshape(*lead, *self.input_shape)
+
+
+def conv_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(C, H, W)`` for a conv encoder: ``(H, W)`` means one channel."""
+    return (1, *input_shape) if len(input_shape) == 2 else input_shape  # type: ignore[return-value]
+
+
+def check_architecture(input_shape: tuple[int, ...], kind: str) -> None:
+    """The conv networks need an image shape whose sides are multiples of 4."""
+    if kind not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {kind!r}")
+    if kind == "conv":
+        if len(input_shape) not in (2, 3):
+            raise ValueError(
+                f"encoder='conv' needs input_shape (H, W) or (C, H, W), got {input_shape}"
+            )
+        _, h, w = conv_shape(input_shape)
+        if h % 4 or w % 4:
+            raise ValueError(
+                f"encoder='conv' needs height and width divisible by 4, got input_shape "
+                f"{input_shape}"
+            )
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Bernoulli draw per pixel with probability ``x`` (dynamic binarisation)."""
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (u < x).to(x.dtype)
+
+
+class LogMeanExp:
+    """Streaming ``log mean exp`` of log-weights ``(chunk, batch)`` with the delta-method
+    standard error of ``log(mean w)``: ``SE ≈ sqrt((mean w² / (mean w)² − 1) / k)``."""
+
+    def __init__(self) -> None:
+        self.lse: torch.Tensor | None = None
+        self.lse2: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, log_w: torch.Tensor) -> None:
+        a = torch.logsumexp(log_w, 0)
+        b = torch.logsumexp(2.0 * log_w, 0)
+        self.lse = a if self.lse is None else torch.logaddexp(self.lse, a)
+        self.lse2 = b if self.lse2 is None else torch.logaddexp(self.lse2, b)
+        self.count += log_w.shape[0]
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log mean w, its standard error)``, each ``(batch,)``."""
+        if self.lse is None or self.lse2 is None:
+            raise RuntimeError("no log-weights were added")
+        log_k = math.log(self.count)
+        log_mean = self.lse - log_k
+        rel_var = torch.exp(self.lse2 - log_k - 2.0 * log_mean) - 1.0
+        return log_mean, torch.sqrt(rel_var.clamp_min(0.0) / self.count)
+
+
+__all__ = [
+    "Encoder",
+    "Decoder",
+    "ENCODERS",
+    "LIKELIHOODS",
+    "kl_standard_normal",
+    "log_normal_diag",
+    "log_standard_normal",
+    "bernoulli_log_likelihood",
+    "gaussian_log_likelihood",
+    "binarize",
+    "LogMeanExp",
+    "check_architecture",
+    "conv_shape",
+]

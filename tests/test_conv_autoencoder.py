@@ -1,0 +1,209 @@
+"""The convolutional sparse auto-encoder (PSD and plain sparse auto-encoder) and its commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import latentebm as le
+from latentebm.cli import main
+from latentebm.models.conv_autoencoder import PredictionAugmented
+from latentebm.objective import energy_and_gap
+from latentebm.operators import ConvDictionary
+from latentebm.regularizers import L1
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def images(n=16, size=16, channels=1, seed=0) -> torch.Tensor:
+    """Smooth random images: blurred noise, so that there is structure to learn."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, channels, size + 4, size + 4, generator=gen)
+    kernel = torch.ones(channels, 1, 3, 3) / 9
+    x = torch.nn.functional.conv2d(x, kernel, groups=channels)
+    return x[..., :size, :size].contiguous() / x.std()
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "shrink"])
+def test_shapes(nonlinearity):
+    model = le.ConvSparseAutoencoder(4, 5, 3, nonlinearity=nonlinearity)
+    Y = images(2, 12, 3)
+    Z = model.encode(Y)
+    assert Z.shape == (2, 4, 16, 16)
+    assert model.decode(Z).shape == Y.shape
+    fista = model.encode(Y, method="fista")
+    assert fista.shape == Z.shape and bool((fista == 0).any())
+    if nonlinearity == "shrink":
+        model.threshold.data.fill_(10.0)
+        assert torch.count_nonzero(model.encode(Y)) == 0
+
+
+def test_prediction_augmented_operator_is_the_psd_energy():
+    gen = torch.Generator().manual_seed(0)
+    K = torch.randn(3, 1, 3, 3, generator=gen, dtype=torch.float64)
+    op = ConvDictionary(K)
+    Y = torch.randn(2, 1, 7, 7, generator=gen, dtype=torch.float64)
+    E = torch.randn(2, *op.code_shape((1, 7, 7)), generator=gen, dtype=torch.float64)
+    beta, lam = 0.7, 0.3
+    aug = PredictionAugmented(op, (1, 7, 7), beta)
+    z = torch.randn_like(E)
+    energy, gap = energy_and_gap(aug, aug.signal(Y, E), z, lam, L1())
+    r = Y - op.decode(z)
+    expected = (0.5 * (r * r).flatten(1).sum(1) + 0.5 * beta * ((z - E) ** 2).flatten(1).sum(1)
+                + lam * z.abs().flatten(1).sum(1))
+    torch.testing.assert_close(energy, expected)
+    assert torch.all(gap >= 0)
+    # exact adjoint and a valid Lipschitz constant
+    s = torch.randn(2, aug.n_image + E[0].numel(), generator=gen, dtype=torch.float64)
+    assert abs(float((aug.decode(z) * s).sum() - (z * aug.adjoint(s)).sum())) < 1e-10
+    solved = le.fista(aug.signal(Y, E), aug, lam, tol=1e-10, max_iter=20_000)
+    assert solved.all_converged
+
+
+@pytest.mark.parametrize("mode", ["psd", "sparse-ae"])
+def test_training_lowers_the_energy(mode):
+    Y = images(24, 16)
+    model = le.ConvSparseAutoencoder(4, 5, 1, lam=0.1, mode=mode, seed=1)
+    model.fit(Y, epochs=1, batch_size=8, lr=1e-6, progress=False)  # data-initialised decoder
+    before = float(model.energy(Y).mean())
+    history = model.fit(Y, epochs=8, batch_size=8, lr=0.01, progress=False)
+    after = float(model.energy(Y).mean())
+    assert after < 0.9 * before
+    assert history[-1]["mean_energy"] < history[0]["mean_energy"]
+    norms = model.decoder.detach().flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones(4))
+
+
+def test_encoder_learns_to_predict_the_codes():
+    Y = images(24, 16, seed=3)
+    model = le.ConvSparseAutoencoder(4, 5, 1, lam=0.1, seed=0)
+    model.fit(Y, epochs=1, batch_size=8, lr=1e-6, progress=False)
+
+    def prediction_error():
+        z = model.encode(Y, method="fista", tol=1e-4, max_iter=500)
+        return float(((model.encode(Y) - z) ** 2).sum() / (z**2).sum())
+    before = prediction_error()
+    model.fit(Y, epochs=10, batch_size=8, lr=0.01, progress=False)
+    assert prediction_error() < 0.85 * before
+
+
+def test_checkpoint_resume_and_load(tmp_path):
+    Y = images(12, 12)
+    kw = dict(lam=0.1, seed=4)
+    d = le.ConvSparseAutoencoder(3, 3, 1, **kw)
+    d.fit(Y, epochs=2, batch_size=4, lr=0.01, checkpoint=tmp_path / "e.safetensors",
+          progress=False)
+    e = le.ConvSparseAutoencoder(3, 3, 1, **kw)
+    e.fit(Y, epochs=1, batch_size=4, lr=0.01, checkpoint=tmp_path / "f.safetensors",
+          progress=False)
+    e.fit(Y, epochs=2, batch_size=4, lr=0.01, checkpoint=tmp_path / "f.safetensors",
+          resume=True, progress=False)
+    for name in ("decoder", "encoder", "gain", "bias"):
+        torch.testing.assert_close(getattr(d, name), getattr(e, name))
+    d.save(tmp_path / "final.safetensors")
+    loaded = le.ConvSparseAutoencoder.load(tmp_path / "final.safetensors")
+    torch.testing.assert_close(loaded.encode(Y), d.encode(Y))
+    with pytest.raises(ValueError, match="another configuration"):
+        le.ConvSparseAutoencoder(3, 3, 1, lam=0.5, seed=4).fit(
+            Y, epochs=2, batch_size=4, lr=0.01, checkpoint=tmp_path / "f.safetensors",
+            resume=True, progress=False)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        le.ConvSparseAutoencoder(2, 3, mode="vae")
+    with pytest.raises(ValueError, match="nonlinearity must be one of"):
+        le.ConvSparseAutoencoder(2, 3, nonlinearity="relu")
+    with pytest.raises(ValueError, match="boundary must be one of"):
+        le.ConvSparseAutoencoder(2, 3, boundary="valid")
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        le.ConvSparseAutoencoder(2, 3, beta=-1.0)
+    model = le.ConvSparseAutoencoder(2, 5, 1)
+    with pytest.raises(ValueError, match="Y has 3 channels"):
+        model.fit(torch.zeros(4, 3, 8, 8))
+    with pytest.raises(ValueError, match="smaller than the 5x5 kernels"):
+        model.fit(torch.zeros(4, 1, 4, 8))
+    with pytest.raises(ValueError, match="Y contains NaN"):
+        model.encode(torch.full((1, 1, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        model.fit(torch.zeros(4, 1, 8, 8), lr_schedule="step")
+    with pytest.raises(ValueError, match="method must be"):
+        model.encode(torch.zeros(1, 1, 8, 8), method="lista")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@pytest.fixture()
+def photo_folder(tmp_path) -> Path:
+    """Two small crops of photographs as PNG files (Kodak24 when present, else scikit-image's
+    bundled photographs), so that the commands run on real images but quickly."""
+    from skimage import io
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    kodak = sorted((DATA / "kodak24").glob("*.png"))[:2]
+    if len(kodak) == 2:
+        photos = [io.imread(p)[:96, :96] for p in kodak]
+    else:
+        import skimage.data
+
+        photos = [skimage.data.astronaut()[:96, :96], skimage.data.coffee()[:96, :96]]
+    for i, photo in enumerate(photos):
+        io.imsave(folder / f"photo{i}.png", photo, check_contrast=False)
+    return folder
+
+
+def test_conv_filters_command(tmp_path, capsys, photo_folder):
+    out = tmp_path / "filters"
+    args = ["conv-filters", "--images", str(photo_folder), "--counts", "1", "2",
+            "--n-tiles", "24", "--n-test", "8",
+            "--tile", "16", "--kernel", "5", "--epochs", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    for name in ("filters_01.png", "filters_02.png", "filters_overview.png", "metrics.json"):
+        assert (out / name).stat().st_size > 0 and name in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    one = metrics["per_count"]["1"]
+    assert 0 <= metrics["single_filter_centre_surround_score"] <= 1
+    assert 0 < one["relative_reconstruction_error"] < 1
+    assert 0 < one["code_nonzero_share"] < 1
+    assert len(metrics["per_count"]["2"]["encoder_decoder_similarity"]) == 2
+    # resuming reuses the finished models; a changed λ is refused
+    assert main(args + ["--resume"]) == 0
+    assert main(args + ["--resume", "--lam", "0.9"]) == 2
+    assert main(["conv-filters", "--kernel", "40", "--tile", "16", "--out",
+                 str(tmp_path / "bad")]) == 2
+
+
+def test_conv_colour_command(tmp_path, photo_folder):
+    out = tmp_path / "colour"
+    args = ["conv-colour", "--images", str(photo_folder), "--filters", "3", "--n-tiles", "16",
+            "--n-test", "4", "--tile", "16", "--kernel", "5", "--epochs", "1", "--show-size",
+            "32", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["crop_code_nonzero_share"] < 1
+    assert len(metrics["crop_code_nonzero_share_per_map"]) == 3
+    for name in ("kernels.png", "code_maps.png", "image_pair.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_pretrain_command(tmp_path):
+    out = tmp_path / "pretrain"
+    args = ["pretrain", "--sample", "--labels-per-class", "1", "2", "--seeds", "2",
+            "--n-unlabelled", "64", "--steps", "5", "--n-test", "200", "--epochs", "1",
+            "--filters", "4", "--kernel", "5", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for n in ("1", "2"):
+        for init in ("pretrained", "random"):
+            runs = metrics["accuracy"][n][init]["runs"]
+            assert len(runs) == 2 and all(0 <= a <= 1 for a in runs)
+    table = (out / "table.md").read_text()
+    assert "| 1 |" in table and "| 2 |" in table
+    assert np.isfinite(metrics["accuracy"]["1"]["pretrained"]["mean"])

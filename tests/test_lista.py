@@ -1,0 +1,254 @@
+"""LISTA: ISTA at initialisation, gradients through the unrolled steps, training, warm start,
+checkpoints, bad input, and the evaluation helpers of ``latentebm lista``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+import latentebm
+from latentebm import LISTA
+from latentebm.experiments import lista_eval as ev
+
+VARIANT_CASES = [("lista", False), ("lista", True), ("cp", False), ("cp", True),
+                 ("step", False), ("step", True)]
+
+
+def sparse_problem(n_features=20, n_atoms=40, n=600, k=3, seed=0, dtype=torch.float64):
+    """A unit-norm random dictionary and signals made of ``k`` atoms plus a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(n_features, n_atoms, generator=g, dtype=torch.float64)
+    W /= W.norm(dim=0)
+    Z = torch.zeros(n, n_atoms, dtype=torch.float64)
+    idx = torch.rand(n, n_atoms, generator=g).argsort(1)[:, :k]
+    Z.scatter_(1, idx, torch.randn(n, k, generator=g, dtype=torch.float64) * 2)
+    Y = Z @ W.T + 0.05 * torch.randn(n, n_features, generator=g, dtype=torch.float64)
+    return W.to(dtype), Y.to(dtype)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A 2-step untied LISTA trained briefly, with train/test split and optimal test codes."""
+    W, Y = sparse_problem(dtype=torch.float32)
+    Ytr, Yte = Y[:480], Y[480:]
+    model = LISTA(W, 0.2, 2)
+    Zte = model.targets(Yte)
+    before = ev.relative_code_error(model.encode(Yte), Zte)
+    history = model.fit(Ytr, epochs=30, batch_size=64, lr=3e-3, progress=False)
+    return model, W, Yte, Zte, before, history
+
+
+@pytest.mark.parametrize("variant,tied", VARIANT_CASES)
+@pytest.mark.parametrize("K", [1, 2, 5])
+def test_untrained_equals_k_ista_steps(variant, tied, K):
+    W, Y = sparse_problem(n=32)
+    lam = 0.3
+    model = LISTA(W, lam, K, variant=variant, tied=tied)
+    ref = latentebm.ista(Y, W, lam, max_iter=K, tol=0, lipschitz=float(model.L))
+    assert ref.n_iter == K
+    out = model(Y)
+    assert out.shape == (32, 40)
+    assert torch.allclose(out, ref.z, atol=1e-6, rtol=0)
+    assert float(out.detach().abs().max()) > 0.1  # the codes are not trivially zero
+
+
+def test_untrained_equals_ista_nonneg():
+    W, Y = sparse_problem(n=16)
+    model = LISTA(W, 0.2, 4, nonneg=True)
+    ref = latentebm.ista(Y, W, 0.2, max_iter=4, tol=0, lipschitz=float(model.L), nonneg=True)
+    assert torch.allclose(model(Y), ref.z, atol=1e-6, rtol=0)
+    assert bool((model(Y) >= 0).all())
+
+
+@pytest.mark.parametrize("variant,tied", [("lista", False), ("cp", False), ("step", True)])
+def test_gradcheck_through_unrolled_steps(variant, tied):
+    W, Y = sparse_problem(n_features=5, n_atoms=7, n=3, seed=1)
+    model = LISTA(W, 0.05, 3, variant=variant, tied=tied)
+    names = [n for n, _ in model.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    Yg = Y.clone().requires_grad_(True)
+
+    def f(y, *ps):
+        return functional_call(model, dict(zip(names, ps, strict=True)), (y,))
+
+    assert float(f(Yg, *params).detach().abs().sum()) > 0
+    assert torch.autograd.gradcheck(f, (Yg, *params), eps=1e-6, atol=1e-5)
+
+
+def test_training_lowers_held_out_code_error(trained):
+    model, _, Yte, Zte, before, history = trained
+    after = ev.relative_code_error(model.encode(Yte), Zte)
+    assert after < 0.7 * before
+    assert history[-1]["code_error"] < history[0]["code_error"]
+    assert [h["epoch"] for h in history] == list(range(30))
+    assert not history[-1]["partial"]
+
+
+def test_targets_are_cached(trained, monkeypatch):
+    model, W, _, _, _, _ = trained
+    Y = sparse_problem(n=40, seed=5, dtype=torch.float32)[1]
+    m = LISTA(W, 0.2, 1)
+    m.fit(Y, epochs=1, progress=False)
+    calls = []
+    monkeypatch.setattr(m, "targets", lambda *a, **k: calls.append(1))
+    m.fit(Y, epochs=1, progress=False)
+    assert calls == []
+
+
+def test_warm_start_never_needs_more_iterations(trained):
+    model, W, Yte, _, _, _ = trained
+    kw = {"tol": 1e-5, "max_iter": 3000, "check_every": 1}
+    cold = latentebm.fista(Yte, W, 0.2, **kw)
+    warm = latentebm.fista(Yte, W, 0.2, z0=model(Yte), **kw)
+    assert cold.all_converged and warm.all_converged
+    # The batch is done no later, and needs fewer iterations in total. (Per sample FISTA's
+    # momentum makes this a tendency, not a guarantee: the CLI reports the exceptions.)
+    assert warm.n_iter <= cold.n_iter
+    assert int(warm.n_iter_per_sample.sum()) < 0.9 * int(cold.n_iter_per_sample.sum())
+
+
+def test_numpy_encode_and_warm_start_api(trained):
+    model, W, Yte, _, _, _ = trained
+    Y_np = Yte.numpy()
+    Z_np = model.encode(Y_np)
+    assert isinstance(Z_np, np.ndarray) and Z_np.shape == (Yte.shape[0], 40)
+    res = latentebm.fista(Y_np, W.numpy(), 0.2, z0=Z_np)
+    assert isinstance(res.z, np.ndarray) and res.all_converged
+
+
+def test_save_load_round_trip(tmp_path, trained):
+    model, _, Yte, _, _, _ = trained
+    path = tmp_path / "lista.safetensors"
+    model.save(path)
+    loaded = LISTA.load(path)
+    assert (loaded.n_steps, loaded.variant, loaded.tied, loaded.lam) == (2, "lista", False, 0.2)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(),
+                                     strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(model.encode(Yte), loaded.encode(Yte))
+    assert loaded.history_ == model.history_
+
+
+@pytest.mark.parametrize("variant", ["lista", "cp"])
+def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, variant):
+    W, Y = sparse_problem(n=100, dtype=torch.float32)
+    kw = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "progress": False}
+    full = LISTA(W, 0.2, 2, variant=variant)
+    full.fit(Y, **kw)
+
+    def stop_at_five(step, _):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "ckpt.safetensors"
+    part = LISTA(W, 0.2, 2, variant=variant)
+    with pytest.raises(KeyboardInterrupt):
+        part.fit(Y, checkpoint=path, callback=stop_at_five, **kw)
+    resumed = LISTA(W, 0.2, 2, variant=variant)
+    resumed.fit(Y, checkpoint=path, resume=True, **kw)
+    for name, p in full.state_dict().items():
+        assert torch.equal(p, resumed.state_dict()[name]), name
+    assert [h["code_error"] for h in full.history_] == pytest.approx(
+        [h["code_error"] for h in resumed.history_], rel=1e-12)
+    # Resuming a finished run changes nothing.
+    again = LISTA(W, 0.2, 2, variant=variant)
+    again.fit(Y, checkpoint=path, resume=True, **kw)
+    assert torch.equal(again.encode(Y), resumed.encode(Y))
+
+
+def test_grow_keeps_trained_steps(trained):
+    model, W, Yte, _, _, _ = trained
+    deeper = model.grow(4)
+    assert deeper.n_steps == 4
+    assert torch.equal(deeper.S[0], model.S[0]) and torch.equal(deeper.W_e, model.W_e)
+    assert torch.equal(deeper.theta[:2], model.theta)
+    assert torch.equal(deeper.unroll(Yte)[1], model.unroll(Yte)[1])
+
+
+@pytest.mark.parametrize("variant,tied", VARIANT_CASES)
+@pytest.mark.parametrize("K", [1, 2])
+def test_grown_network_starts_where_the_shallow_one_ended(variant, tied, K):
+    W, Y = sparse_problem(n=32, dtype=torch.float32)
+    shallow = LISTA(W, 0.2, K, variant=variant, tied=tied)
+    shallow.fit(Y, epochs=2, batch_size=8, lr=1e-2, progress=False)
+    deeper = shallow.grow(K + 3)
+    with torch.no_grad():
+        if tied:
+            assert torch.equal(deeper.unroll(Y)[K - 1], shallow.unroll(Y)[-1])
+        else:
+            assert torch.allclose(deeper(Y), shallow(Y), atol=1e-6, rtol=0)
+
+
+def test_bad_input(tmp_path):
+    W, Y = sparse_problem(n=20)
+    with pytest.raises(ValueError, match="n_steps"):
+        LISTA(W, 0.1, 0)
+    with pytest.raises(ValueError, match="lam"):
+        LISTA(W, -0.1, 2)
+    with pytest.raises(ValueError, match="variant"):
+        LISTA(W, 0.1, 2, variant="nope")
+    with pytest.raises(ValueError, match="W"):
+        LISTA(W[0], 0.1, 2)
+    bad = W.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="W"):
+        LISTA(bad, 0.1, 2)
+    model = LISTA(W, 0.1, 2)
+    with pytest.raises(ValueError, match="Y"):
+        model(Y[:, :5])
+    Yn = Y.clone()
+    Yn[1, 1] = float("inf")
+    with pytest.raises(ValueError, match="Y"):
+        model(Yn)
+    with pytest.raises(TypeError, match="Y"):
+        model(Y.float())
+    with pytest.raises(ValueError, match="targets"):
+        model.fit(Y, targets=torch.zeros(3, 40, dtype=torch.float64), progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        model.fit(Y, epochs=0, progress=False)
+    path = tmp_path / "c.safetensors"
+    LISTA(W, 0.1, 2).fit(Y, epochs=1, checkpoint=path, progress=False)
+    with pytest.raises(ValueError, match="n_steps"):
+        LISTA(W, 0.1, 3).fit(Y, epochs=1, checkpoint=path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="holds a 'lista' model"):
+        latentebm.SparseCoding.load(path)
+
+
+def test_solver_trace_matches_library_solvers():
+    W, Y = sparse_problem(n=30, dtype=torch.float32)
+    lam = 0.2
+    Z_star = latentebm.fista(Y, W, lam).z
+    for accelerated, k in ((True, 7), (False, 9)):
+        trace = ev.solver_trace(Y, W, lam, Z_star, 12, accelerated=accelerated)
+        assert np.all(np.diff(trace) < 0.05)
+        if accelerated:
+            z = ev.fista_fixed(Y, W, lam, k, plain=True)
+        else:
+            z = ev.ista_fixed(Y, W, lam, k)
+        assert trace[k - 1] == pytest.approx(ev.relative_code_error(z, Z_star), rel=1e-4)
+    assert ev.iterations_to_reach(np.array([0.5, 0.2, 0.1]), 0.2) == 2
+    assert ev.iterations_to_reach(np.array([0.5, 0.2]), 0.01) is None
+    assert ev.iterations_to_reach(np.array([0.5, 0.2]), 0.3, [10, 20]) == 20
+
+
+def test_lista_command_runs_on_the_bundled_sample(tmp_path):
+    from latentebm.cli import main
+
+    out = tmp_path / "run"
+    argv = ["lista", "--sample", "--out", str(out), "--n-train", "150", "--n-test", "40",
+            "--atoms", "16", "--steps", "1", "2", "--variants", "lista", "step", "--epochs", "1",
+            "--fista-iters", "50", "--ista-iters", "80", "--speed-samples", "40",
+            "--warm-samples", "20", "--quiet"]
+    assert main(argv) == 0
+    import json
+
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert [(r["variant"], r["K"]) for r in rows] == [("lista", 1), ("lista", 2), ("step", 1),
+                                                      ("step", 2)]
+    assert all(0 <= r["code_error"] for r in rows)
+    for name in ("table.md", "error_vs_iterations.png", "metrics.json",
+                 "lista_lista_K2.safetensors"):
+        assert (out / name).is_file()
+    assert main(argv + ["--resume"]) == 0

@@ -13,8 +13,10 @@ import torch
 
 
 def soft_threshold(v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
-    """``shrink_τ(v) = sign(v)·max(|v| − τ, 0)``."""
-    return torch.sign(v) * torch.clamp(v.abs() - tau, min=0)
+    """``shrink_τ(v) = sign(v)·max(|v| − τ, 0)``, computed as ``v − clip(v, −τ, τ)``."""
+    if isinstance(tau, torch.Tensor):
+        return v - torch.clamp(v, min=-tau, max=tau)
+    return v - torch.clamp(v, min=-float(tau), max=float(tau))
 
 
 class Regularizer(abc.ABC):

@@ -147,6 +147,7 @@ def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, floa
         rel_enc = float((test - model.decode(pred)).pow(2).sum() / energy_y)
         prediction = float((pred - z).pow(2).sum() / z.pow(2).sum().clamp_min(1e-30))
     return {
+        "test_mean_energy": float(out["energy"].mean()),
         "relative_reconstruction_error": rel,
         "code_nonzero_share": float((z != 0).float().mean()),
         "codes_converged_share": float(out["converged"].float().mean()),

@@ -148,6 +148,17 @@ def spams_version() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def source_digest(package_dir: Path) -> str:
+    """SHA-1 over the package's ``.py`` files: identifies the code measured, even uncommitted."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for f in sorted(package_dir.rglob("*.py")):
+        h.update(str(f.relative_to(package_dir)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def environment(threads: int, thread_info: dict) -> dict:
     """Machine, thread settings and library versions, recorded with every table."""
     import numpy as np
@@ -175,6 +186,7 @@ def environment(threads: int, thread_info: dict) -> dict:
         commit, dirty = "unknown", ""
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "latentebm_src_sha1": source_digest(Path(latentebm.__file__).parent),
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "python": sys.version.split()[0],
@@ -210,7 +222,8 @@ def environment_lines(env: dict) -> list[str]:
         f"torch.set_num_threads({env['torch_threads']}), threadpoolctl "
         f"limit {env['threads']} ({pools}), scikit-learn n_jobs as stated, SPAMS "
         f"numThreads={env['threads']} (in its own process, same env variables)",
-        f"- Versions: latentebm {v['latentebm']} ({v['latentebm_commit']}), torch {v['torch']}, "
+        f"- Versions: latentebm {v['latentebm']} (commit {v['latentebm_commit']}, "
+        f"source sha1 {env.get('latentebm_src_sha1', '?')}), torch {v['torch']}, "
         f"numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn {v['scikit-learn']}, "
         f"SPAMS {spams} (benchmarks/.venv-spams, numpy<2, system OpenBLAS), "
         f"Python {env['python']}",

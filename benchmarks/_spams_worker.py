@@ -11,9 +11,10 @@ Requests (``op``):
   lasso    X, D, lambda1, out        spams.lasso, mode=2 (LARS-homotopy), codes -> out
   fista    X, D, lambda1, tol, max_it, it0, compute_gram, out
                                      spams.fistaFlat(loss='square', regul='l1'), codes -> out
-  trainDL  X, D0, lambda1, batchsize, boundaries, out
-                                     spams.trainDL resumed chunk by chunk; one dictionary
-                                     snapshot per boundary -> out (n_snap, m, p), with times
+  trainDL  X, D0, lambda1, batchsize, chunk, max_steps, marks, budget, out
+                                     spams.trainDL resumed chunk by chunk until max_steps or
+                                     budget seconds; dictionary snapshots when the training
+                                     time crosses each mark -> out (n_snap, m, p), with times
   quit
 """
 
@@ -85,14 +86,28 @@ def op_fista(req):
 
 
 def op_traindl(req):
+    """Online dictionary learning in chunks of ``chunk`` minibatches until ``max_steps`` or
+    ``budget`` seconds of (timed) training; a snapshot whenever the time crosses a mark."""
     X, D = ARRAYS[req["X"]], ARRAYS[req["D0"]].copy(order="F")
     n = X.shape[1]
-    bs = int(req["batchsize"])
-    bounds = [int(b) for b in req["boundaries"]]
-    snaps, times = [D.copy()], [0.0]
+    bs, chunk, max_steps = int(req["batchsize"]), int(req["chunk"]), int(req["max_steps"])
+    marks = [float(m) for m in req["marks"]]
+    budget = float(req["budget"])
+    snaps, times, steps = [], [], []
+    # Untimed warm-up (thread pool, first-call allocations) on one minibatch and a copy of D.
+    spams.trainDL(
+        np.asfortranarray(X[:, :bs]),
+        D=D.copy(order="F"),
+        lambda1=float(req["lambda1"]),
+        iter=1,
+        batchsize=bs,
+        numThreads=int(req["threads"]),
+        verbose=False,
+    )
     model = None
-    total = 0.0
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    total, a = 0.0, 0
+    while a < max_steps and total < budget:
+        b = min(a + chunk, max_steps)
         cols = np.arange(a * bs, b * bs) % n  # the same sample stream as the other contenders
         Xc = np.asfortranarray(X[:, cols])
         t0 = time.perf_counter()
@@ -109,10 +124,15 @@ def op_traindl(req):
         )
         total += time.perf_counter() - t0
         D = np.asfortranarray(D)
-        snaps.append(D.copy())
-        times.append(total)
+        a = b
+        if (marks and total >= marks[0]) or a >= max_steps or total >= budget:
+            snaps.append(D.copy())
+            times.append(total)
+            steps.append(a)
+            while marks and total >= marks[0]:
+                marks.pop(0)
     np.save(req["out"], np.stack(snaps))
-    return {"seconds": times, "steps": bounds, "final_iter": int(model["iter"]) if model else 0}
+    return {"seconds": times, "steps": steps, "final_iter": int(model["iter"]) if model else 0}
 
 
 OPS = {"load": op_load, "lasso": op_lasso, "fista": op_fista, "trainDL": op_traindl}

@@ -49,7 +49,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=60.0,
         help="B1: stop a contender's effort sweep after a run longer than this (s)",
     )
-    ap.add_argument("--b2-epochs", type=int, default=1, help="B2: passes over the training set")
+    ap.add_argument(
+        "--b2-epochs", type=int, default=3, help="B2: at most this many passes over the data"
+    )
+    ap.add_argument(
+        "--b2-seconds",
+        type=float,
+        default=90.0,
+        help="B2: wall-clock training budget per contender (s); snapshots at fixed fractions",
+    )
+
     ap.add_argument("--no-spams", action="store_true", help="skip the SPAMS contenders")
     ap.add_argument(
         "--skip-throughput",

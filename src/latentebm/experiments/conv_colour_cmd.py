@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filters", type=int, default=32, help="code maps (default: 32)")
     parser.add_argument("--show-size", type=int, default=128,
                         help="side of the held-out crop whose code maps are drawn (default: 128)")
-    add_model_arguments(parser, kernel=9, lam=0.5, tile=32, n_tiles=1200, batch_size=16,
-                        lr=0.01)
+    add_model_arguments(parser, kernel=9, lam=1.0, tile=32, n_tiles=400, n_test=100,
+                        batch_size=8, lr=0.005)
 
 
 def display(image: np.ndarray) -> np.ndarray:

@@ -33,7 +33,8 @@ HELP = ("convolutional sparse auto-encoders with 1..64 filters on natural images
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: float,
-                        tile: int, n_tiles: int, batch_size: int, lr: float) -> None:
+                        tile: int, n_tiles: int, n_test: int, batch_size: int,
+                        lr: float) -> None:
     """Flags shared with ``conv-colour``."""
     parser.add_argument("--images", default=None,
                         help="folder of photographs (default: scikit-image's bundled ones)")
@@ -46,7 +47,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
                         help=f"training images are tiles of this side (default: {tile})")
     parser.add_argument("--n-tiles", type=int, default=n_tiles,
                         help=f"training tiles (default: {n_tiles})")
-    parser.add_argument("--n-test", type=int, default=200, help="held-out tiles (default: 200)")
+    parser.add_argument("--n-test", type=int, default=n_test,
+                        help=f"held-out tiles (default: {n_test})")
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--lr", type=float, default=lr,
                         help=f"Adam step, decayed to 0 on a cosine (default: {lr})")
@@ -67,8 +69,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64],
                         help="filter counts, one model each (default: 1 2 4 8 16 32 64)")
-    add_model_arguments(parser, kernel=9, lam=0.5, tile=32, n_tiles=1600, batch_size=8,
-                        lr=0.005)
+    add_model_arguments(parser, kernel=9, lam=0.5, tile=32, n_tiles=1600, n_test=200,
+                        batch_size=8, lr=0.005)
 
 
 def preprocess(images: Sequence[np.ndarray], how: str) -> list[np.ndarray]:
@@ -138,7 +140,7 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
 
 def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, float]:
     """Held-out reconstruction and sparsity, with optimal (FISTA) codes and encoder codes."""
-    out = model.infer(test, tol=1e-3, max_iter=1000, beta=0.0)
+    out = model.infer(test, tol=1e-3, max_iter=200, beta=0.0)
     z = out["z"]
     with torch.no_grad():
         energy_y = test.pow(2).sum()
@@ -247,7 +249,8 @@ def run(args: argparse.Namespace) -> Run:
         per_count[str(count)] = {
             **shape_metrics(encoder, decoder),
             **evaluate(model, test),
-            "train_seconds": run_dir.elapsed() - start,
+            "train_seconds": sum(epoch["seconds"] for epoch in model.history_),
+            "seconds_this_invocation": run_dir.elapsed() - start,
             "history": model.history_,
         }
     overview_figure(banks, run_dir.path("filters_overview.png"))

@@ -182,7 +182,7 @@ class SpamsFista(SpamsLasso):
     key = "spams-fistaFlat"
     label = "SPAMS `fistaFlat` (square, l1)"
     exact = False
-    efforts = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6, 1e-7, 1e-8)
+    efforts = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6, 1e-7, 1e-8)
 
     def solve(self, tol, rows=slice(None)):
         X = self._select(rows)
@@ -202,7 +202,7 @@ def make_contenders(worker, quick: bool) -> list[Contender]:
         LatentebmFista(np.float64, polish=True),
     ]
     if not quick:
-        cs += [LatentebmFista(np.float32, polish=False), LatentebmFista(np.float64, polish=False)]
+        cs.append(LatentebmFista(np.float32, polish=False))
     cs.append(SklearnEncode("lasso_cd", n_jobs=1))
     if not quick:
         cs.append(SklearnEncode("lasso_cd", n_jobs=2))
@@ -230,8 +230,8 @@ def mnist_dictionary(raw: Path, quick: bool) -> tuple[np.ndarray, dict]:
         SparseCoding = None
         learner = "sklearn"
     n_train = 5000 if quick else 20000
-    stem = raw / f"mnist_dict{N_ATOMS}_{learner}_lam{LAM_LEARN:g}_n{n_train}"
-    npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    stem = f"mnist_dict{N_ATOMS}_{learner}_lam{LAM_LEARN:g}_n{n_train}"
+    npy, meta = raw / f"{stem}.npy", raw / f"{stem}.json"
     if npy.exists() and meta.exists():
         return np.load(npy), json.loads(meta.read_text())
     Y, _ = mnist("train")
@@ -603,7 +603,9 @@ def render(res: dict) -> str:
             f"- {s['data']}; mean non-zeros of the exact codes {s['mean_nnz']:.1f}; "
             f"Σ F* = {s['Fstar_sum']:.10g}; timings: best of {s['repeats']} for runs under "
             f"{s['budget_s'] / 4:g} s, else one; effort sweeps stop after a run over "
-            f"{s['budget_s']:g} s; load average {s['loadavg_start'][0]:.1f} → "
+            f"{s['budget_s']:g} s; run {s['env']['date']}, latentebm source sha1 "
+            f"{s['env'].get('latentebm_src_sha1', '?')}; load average "
+            f"{s['loadavg_start'][0]:.1f} → "
             f"{s['loadavg_end'][0]:.1f}{' (quick run)' if s['quick'] else ''}",
             "- F* references (per-sample minimum): "
             + "; ".join(

@@ -264,7 +264,6 @@ def main() -> None:
         sporco_worker()
         return
     pin_threads(args.threads)
-    import numpy as np
     import torch
 
     import latentebm as le
@@ -290,8 +289,8 @@ def main() -> None:
     ref = le.fista(torch.from_numpy(S)[None, None], le.ConvDictionary(
         torch.from_numpy(K)[:, None], boundary="circular"), LAM, max_iter=5000, tol=1e-12)
     e_star = energy_ours(ref.z)
-    lam_max = float(np.abs(le.ConvDictionary(torch.from_numpy(K)[:, None], boundary="circular")
-                           .adjoint(torch.from_numpy(S)[None, None])).max())
+    lam_max = float(le.ConvDictionary(torch.from_numpy(K)[:, None], boundary="circular")
+                    .adjoint(torch.from_numpy(S)[None, None]).abs().max())
 
     RAW.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -152,8 +152,8 @@ def first_time_within(trace, level: float) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=200,
-                        help="outer iterations of every contender (default: 200)")
+    parser.add_argument("--iterations", type=int, default=100,
+                        help="outer iterations of every contender (default: 100)")
     parser.add_argument("--out", default=str(HERE / "results" / "B4.md"))
     parser.add_argument("--sporco-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--xmethod", default="admm", help=argparse.SUPPRESS)
@@ -173,7 +173,7 @@ def main() -> None:
     RAW.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     runs: dict[str, dict] = {}
-    for max_iter, dict_steps in ((10, 5), (50, 10)):
+    for max_iter, dict_steps in ((5, 5), (20, 5)):
         label = f"latentebm ConvDictionaryLearning (FISTA ≤ {max_iter} it., {dict_steps} " \
                 "kernel steps per outer iteration)"
         runs[label] = run_ours(args.iterations, max_iter, dict_steps)

@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--budget",
         type=float,
-        default=60.0,
+        default=45.0,
         help="B1: stop a contender's effort sweep after a run longer than this (s)",
     )
     ap.add_argument(

@@ -3,6 +3,13 @@
 ``E(y, z) = ½‖y − Wz‖² + λR(z)`` and its relatives, inferred by minimising over ``z``.
 """
 
+from .decoders import (
+    ConditionalConvDecoder,
+    ConditionalLinearDecoder,
+    LinearInZDecoder,
+    SquaredError,
+)
+from .energy import LatentVariableEBM
 from .models import SparseCoding
 from .models.conv_autoencoder import ConvSparseAutoencoder
 from .models.conv_dictionary_learning import ConvDictionaryLearning
@@ -17,6 +24,11 @@ from .solvers import SolverResult, fista, ista
 __version__ = "0.1.0"
 
 __all__ = [
+    "LatentVariableEBM",
+    "ConditionalLinearDecoder",
+    "ConditionalConvDecoder",
+    "LinearInZDecoder",
+    "SquaredError",
     "SparseCoding",
     "VAE",
     "LISTA",

@@ -21,8 +21,14 @@ def energy_and_gap(
     cancellation of subtracting two nearly equal energies, so float32 certifies small gaps.
     """
     r = Y - op.decode(z)
-    c = op.adjoint(r)
-    rr = batch_dot(r, r)
+    return energy_and_gap_from(batch_dot(r, r), op.adjoint(r), z, lam, reg)
+
+
+def energy_and_gap_from(
+    rr: torch.Tensor, c: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`energy_and_gap` from ``‖r‖²`` ``(batch,)`` and ``c = Aᵀr`` (codes' shape), for
+    callers that hold them already (a solver that keeps ``AᵀAz`` has ``Aᵀr = Aᵀy − AᵀAz``)."""
     reg_value = reg.value(z)
     primal = 0.5 * rr + lam * reg_value
     scale = torch.clamp(reg.dual_norm(c), min=lam)

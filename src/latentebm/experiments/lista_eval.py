@@ -85,7 +85,7 @@ def library_fista_trace(
     *,
     nonneg: bool = False,
 ) -> np.ndarray:
-    """Relative code error of the library's default FISTA (adaptive restart, support polish)
+    """Relative code error of the library's default FISTA (adaptive steps and restart, finish)
     stopped after each count in ``iterations`` (one solver run per count)."""
     errors = []
     for k in iterations:
@@ -120,11 +120,12 @@ def codes_per_second(encode: Callable[[], Any], n_samples: int, *, repeats: int 
 
 def fista_fixed(Y: torch.Tensor, W: torch.Tensor, lam: float, n_iter: int, *, plain: bool,
                 nonneg: bool = False) -> torch.Tensor:
-    """Exactly ``n_iter`` FISTA iterations from zero (``plain``: no restart, no polish, a single
-    gap evaluation at the end), as a user would run to reach a known error."""
+    """Exactly ``n_iter`` FISTA iterations from zero (``plain``: the textbook method with the
+    fixed step ``1/L``, no restart, no polish, a single gap evaluation at the end), as a user
+    would run to reach a known error."""
     if plain:
         return fista(Y, W, lam, max_iter=n_iter, tol=0.0, restart=False, polish=False,
-                     check_every=n_iter, nonneg=nonneg).z
+                     backtracking=False, check_every=n_iter, nonneg=nonneg).z
     return fista(Y, W, lam, max_iter=n_iter, tol=0.0, nonneg=nonneg).z
 
 

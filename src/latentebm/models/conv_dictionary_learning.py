@@ -121,6 +121,15 @@ class ConvDictionaryLearning(nn.Module):
     def operator(self) -> ConvDictionary:
         return ConvDictionary(self.dictionary(), boundary=self.boundary)
 
+    def as_energy(self):
+        """This model as the general :class:`~latentebm.LatentVariableEBM`: no predictor, the
+        decoder ``Dec(z) = Σ K_i * z_i`` (a copy of the kernels), the same regularizer and λ."""
+        from ..decoders import ConditionalConvDecoder
+        from ..energy import LatentVariableEBM
+
+        decoder = ConditionalConvDecoder(self.dictionary(), boundary=self.boundary, offset=None)
+        return LatentVariableEBM(None, decoder, get_regularizer(self.nonneg), self.lam)
+
     def encode(
         self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None
     ) -> SolverResult:

@@ -163,6 +163,25 @@ class PSD(nn.Module):
             Y_aug, P = Y_aug.cpu().numpy(), P.cpu().numpy()
         return fista(Y_aug, op, self.lam, z0=P, tol=tol, max_iter=max_iter)
 
+    def as_energy(self):
+        """This model as the general :class:`~latentebm.LatentVariableEBM` with ``x = y``: the
+        encoder is the predictor (shared, not copied), the decoder is linear in ``z``,
+        ``Dec(h, z) = [W; √β I] z + [0; −√β h]``, and the target is ``[y; 0]``
+        (:meth:`stacked_target`), so ``E(y, [y; 0], z)`` is this model's energy and inference is
+        the same FISTA over the same stacked operator."""
+        from ..decoders import ConditionalLinearDecoder
+        from ..energy import LatentVariableEBM
+
+        _, op = self._stacked(self.W[:1], torch.zeros(1, self.n_atoms, dtype=self.W.dtype,
+                                                       device=self.W.device))
+        offset = _PredictionOffset(self.n_features, math.sqrt(self.beta))
+        decoder = ConditionalLinearDecoder(op.W, offset=offset, normalize=False)
+        return LatentVariableEBM(_Encode(self), decoder, L1(), self.lam)
+
+    def stacked_target(self, Y: torch.Tensor) -> torch.Tensor:
+        """``[y; 0]`` ``(batch, n_features + n_atoms)``: the target of :meth:`as_energy`."""
+        return torch.cat([Y, Y.new_zeros(Y.shape[0], self.n_atoms)], 1)
+
     def free_energy(self, Y: Any, **kwargs: Any) -> Any:
         """``min_z E(y, z)`` per sample (see :meth:`infer`)."""
         return self.infer(Y, **kwargs).energy
@@ -388,6 +407,30 @@ class PSD(nn.Module):
         self.W.copy_(normalize_columns_(atoms))
         self._build_encoder()
         self._init_from_data = False
+
+
+class _Encode(nn.Module):
+    """The PSD encoder as a predictor module (LISTA's last iterate, or the tanh encoder)."""
+
+    def __init__(self, psd: PSD) -> None:
+        super().__init__()
+        self.encoder = psd.encoder
+
+    def forward(self, Y: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.encoder, LISTA):
+            return self.encoder.unroll(Y)[-1]
+        return self.encoder(Y)
+
+
+class _PredictionOffset(nn.Module):
+    """``h ↦ [0; −√β h]``: puts the prediction term ``(β/2)‖z − h‖²`` into a stacked cost."""
+
+    def __init__(self, n_features: int, root_beta: float) -> None:
+        super().__init__()
+        self.n_features, self.root_beta = n_features, root_beta
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h.new_zeros(h.shape[0], self.n_features), -self.root_beta * h], 1)
 
 
 class _EpochStats:

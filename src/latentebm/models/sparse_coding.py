@@ -93,6 +93,16 @@ class SparseCoding(nn.Module):
     def operator(self) -> DenseDictionary:
         return DenseDictionary(self.dictionary())
 
+    def as_energy(self):
+        """This model as the general :class:`~latentebm.LatentVariableEBM`: no predictor, the
+        decoder ``Dec(z) = Wz`` (a copy of the atoms), the same regularizer and λ. Its
+        ``infer(None, Y)`` is :meth:`encode`'s FISTA over the same operator."""
+        from ..decoders import ConditionalLinearDecoder
+        from ..energy import LatentVariableEBM
+
+        decoder = ConditionalLinearDecoder(self.dictionary(), offset=None, normalize=False)
+        return LatentVariableEBM(None, decoder, get_regularizer(self.nonneg), self.lam)
+
     def encode(
         self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None
     ) -> SolverResult:

@@ -9,7 +9,7 @@ import torch
 
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample inner product over every non-batch dimension: shape ``(batch,)``."""
-    return (a * b).flatten(1).sum(1)
+    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
 
 
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,145 @@
+"""Exact Lasso solutions on an identified support, for dense dictionaries (an active-set finish).
+
+Once proximal gradient has roughly found a sample's support ``S`` and signs ``s``, the optimum
+solves ``G_SS z_S = (Aᵀy)_S − λ s_S`` with ``G = AᵀA``. A few active-set rounds correct the
+guess: atoms whose solved coefficient has the wrong sign leave ``S``, atoms outside ``S`` that
+violate the optimality condition ``|(Aᵀr)_j| ≤ λ`` enter it with the sign of ``(Aᵀr)_j``. When a
+round changes nothing, the candidate satisfies every optimality condition: it is the solution,
+exact to rounding. A candidate replaces the iterate only where its duality gap is smaller, so
+the finish can help but never hurt. A sign pattern is tried once: until proximal gradient
+changes it, the same rounds would give the same candidate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .objective import energy_and_gap_from
+from .operators import DenseDictionary, batch_dot
+from .regularizers import NonNegL1, Regularizer
+
+MAX_SUPPORT = 64
+ROUNDS = 8
+
+
+def support_solve(
+    op: DenseDictionary,
+    state,
+    lam: float,
+    reg: Regularizer,
+    energy: torch.Tensor,
+    gap: torch.Tensor,
+    tol: float,
+) -> None:
+    """Run the active-set finish on the working samples of ``state`` (see
+    :class:`latentebm._proximal_gradient._State`) whose sign pattern is new and whose gap is not
+    yet small; updates ``state`` and the ``(batch,)`` tensors ``energy`` and ``gap`` in place
+    where the candidate is better."""
+    signs = torch.sign(state.z).to(torch.int8)
+    state.tried &= (signs == state.signs).all(1)
+    state.signs = signs
+    size = (signs != 0).sum(1)
+    eligible = ~state.tried & (size > 0) & (size <= MAX_SUPPORT) & (gap > tol * energy)
+    rows = torch.nonzero(eligible).flatten()
+    if rows.numel() == 0:
+        return
+    state.tried[rows] = True
+    nonneg = isinstance(reg, NonNegL1)
+    candidate, G_cand, ok = active_set_rounds(op.gram_matrix(), state.b[rows], signs[rows], lam,
+                                              nonneg=nonneg)
+    if not bool(ok.any()):
+        return
+    rows, candidate, G_cand = rows[ok], candidate[ok], G_cand[ok]
+    if candidate.dtype == torch.float64:
+        b = state.b[rows]
+        rr = state.yy[rows] - 2 * batch_dot(b, candidate) + batch_dot(candidate, G_cand)
+    else:
+        r = state.Y[rows] - op.decode(candidate)
+        rr = batch_dot(r, r)
+    cand_energy, cand_gap = energy_and_gap_from(rr.clamp_min(0), state.b[rows] - G_cand,
+                                                candidate, lam, reg)
+    better = cand_gap < gap[rows]
+    rows = rows[better]
+    state.z[rows] = candidate[better]
+    state.Gz[rows] = G_cand[better]
+    state.x[rows] = candidate[better]
+    state.Gx[rows] = G_cand[better]
+    state.t[rows] = 1
+    energy[rows] = cand_energy[better]
+    gap[rows] = cand_gap[better]
+
+
+def active_set_rounds(
+    G: torch.Tensor,
+    b: torch.Tensor,
+    signs: torch.Tensor,
+    lam: float,
+    *,
+    nonneg: bool = False,
+    rounds: int = ROUNDS,
+    max_support: int = MAX_SUPPORT,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Active-set rounds from the sign guesses ``signs`` ``(batch, n_atoms)`` (int8).
+
+    ``G``: ``AᵀA`` ``(n_atoms, n_atoms)``; ``b = Aᵀy`` ``(batch, n_atoms)``. Returns the last
+    sign-consistent codes of each sample, their Gram products ``G z``, and where such codes exist.
+    """
+    batch = b.shape[0]
+    best = torch.zeros_like(b)
+    best_G = torch.zeros_like(b)
+    found = torch.zeros(batch, dtype=torch.bool, device=b.device)
+    active = torch.arange(batch, device=b.device)
+    signs = signs.clone()
+    threshold = lam * (1 + torch.finfo(b.dtype).eps ** 0.5)
+    for _ in range(rounds):
+        size = (signs[active] != 0).sum(1)
+        keep = (size > 0) & (size <= max_support)
+        active = active[keep]
+        if active.numel() == 0:
+            break
+        codes, solved = _solve_on_support(G, b[active], signs[active], lam)
+        s = signs[active]
+        wrong = (torch.sign(codes) != s) & (s != 0)
+        consistent = solved & ~wrong.any(1)
+        G_codes = codes @ G
+        c = b[active] - G_codes
+        outside = s == 0
+        violating = outside & ((c > threshold) if nonneg else (c.abs() > threshold))
+        rows = active[consistent]
+        best[rows], best_G[rows], found[rows] = codes[consistent], G_codes[consistent], True
+        settled = consistent & ~violating.any(1)
+        new_signs = torch.where(wrong, torch.zeros_like(s), s)
+        new_signs = torch.where(violating & consistent[:, None],
+                                torch.sign(c).to(torch.int8), new_signs)
+        signs[active] = new_signs
+        active = active[solved & ~settled]
+    return best, best_G, found
+
+
+def _solve_on_support(
+    G: torch.Tensor, b: torch.Tensor, signs: torch.Tensor, lam: float, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``G_SS z_S = b_S − λ s_S`` for a batch of supports by Cholesky factorisations.
+
+    Samples are sorted by support size and solved in chunks padded (with identity rows) only to
+    the largest support in the chunk. Returns the codes ``(batch, n_atoms)`` and where the
+    factorisation succeeded with finite values."""
+    size = (signs != 0).sum(1)
+    codes = torch.zeros_like(b)
+    ok = torch.zeros(b.shape[0], dtype=torch.bool, device=b.device)
+    by_size = torch.argsort(size)
+    for start in range(0, b.shape[0], chunk):
+        rows = by_size[start:start + chunk]
+        k = int(size[rows[-1]])
+        order = torch.argsort(signs[rows].abs(), dim=1, descending=True, stable=True)[:, :k]
+        valid = torch.arange(k, device=b.device) < size[rows, None]
+        G_ss = torch.take(G, order[:, :, None] * G.shape[1] + order[:, None, :])
+        G_ss.mul_(valid[:, :, None] & valid[:, None, :])
+        G_ss.diagonal(dim1=1, dim2=2).add_(~valid)
+        s = signs[rows].gather(1, order).to(b.dtype)
+        rhs = (b[rows].gather(1, order) - lam * s).mul_(valid)
+        factor, info = torch.linalg.cholesky_ex(G_ss)
+        sol = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
+        ok[rows] = (info == 0) & torch.isfinite(sol).all(1)
+        codes[rows] = codes.new_zeros(len(rows), b.shape[1]).scatter_(1, order, sol * valid)
+    return codes, ok

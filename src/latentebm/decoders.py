@@ -1,0 +1,170 @@
+"""Parts of the conditional energy ``E(x, y, z) = C(y, Dec(h, z)) + λR(z)`` with ``h = Pred(x)``.
+
+- :class:`SquaredError`: the default cost ``C(y, ŷ) = ½‖y − ŷ‖²`` per sample.
+- :class:`LinearInZDecoder`: decoders ``Dec(h, z) = b(h) + A z`` that are linear in the latent.
+  ``A`` is one of the library's :class:`~latentebm.operators.LinearOperator` (dense dictionary or
+  convolution), so inference is the library's certified FISTA on the target ``y − b(h)``.
+  :class:`ConditionalLinearDecoder` (dense ``W``) and :class:`ConditionalConvDecoder`
+  (kernels) are the two instances.
+
+Any other ``nn.Module`` whose ``forward(h, z)`` returns ``ŷ`` of the shape of ``y`` is a
+general decoder; it must treat every sample of the batch independently.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._validation import as_tensor
+from .operators import ConvDictionary, DenseDictionary, LinearOperator
+
+
+class SquaredError:
+    """``C(y, ŷ) = ½‖y − ŷ‖²`` summed over every non-batch dimension: shape ``(batch,)``."""
+
+    name = "squared_error"
+
+    def __call__(self, y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (y - y_hat).pow(2).flatten(1).sum(1)
+
+    def __repr__(self) -> str:
+        return "SquaredError()"
+
+
+class LinearInZDecoder(nn.Module, abc.ABC):
+    """``Dec(h, z) = b(h) + A z``: an offset from the predictor's output plus a linear operator.
+
+    ``offset``: ``"identity"`` (``b(h) = h``; ``h`` has the shape of ``y``), ``None`` (``b = 0``:
+    the unconditional case) or an ``nn.Module`` mapping ``h`` to the shape of ``y``. With no
+    predictor (``h = None``) the offset is zero whatever ``offset`` says.
+    """
+
+    def __init__(self, offset: Any = "identity") -> None:
+        super().__init__()
+        if isinstance(offset, nn.Module):
+            self.offset_kind = "module"
+            self.offset_net: nn.Module | None = offset
+        elif offset is None or (isinstance(offset, str) and offset == "identity"):
+            self.offset_kind = "identity" if offset else "none"
+            self.offset_net = None
+        else:
+            raise TypeError(f"offset must be 'identity', None or an nn.Module, got {offset!r}")
+
+    @abc.abstractmethod
+    def atoms(self) -> torch.Tensor:
+        """The parameter that ``A`` is built from (live, with gradient)."""
+
+    @abc.abstractmethod
+    def make_operator(self, atoms: torch.Tensor) -> LinearOperator:
+        """The library operator over the given atoms tensor (used as is, not copied)."""
+
+    def operator(self) -> LinearOperator:
+        """``A`` as a detached :class:`LinearOperator` snapshot (for the solvers)."""
+        return self.make_operator(self.atoms().detach())
+
+    def offset(self, h: torch.Tensor | None) -> torch.Tensor | None:
+        """``b(h)``, or ``None`` where it is zero."""
+        if h is None or self.offset_kind == "none":
+            return None
+        if self.offset_net is not None:
+            return self.offset_net(h)
+        return h
+
+    def forward(self, h: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
+        y_hat = self.make_operator(self.atoms()).decode(z)
+        b = self.offset(h)
+        return y_hat if b is None else y_hat + b
+
+    def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one latent for one signal of ``signal_shape`` (batch excluded)."""
+        return self.operator().code_shape(tuple(signal_shape))
+
+    @torch.no_grad()
+    def normalize_(self) -> LinearInZDecoder:
+        """Rescale the atoms to unit norm in place, so that ``λR(z)`` cannot be bypassed by
+        scaling atoms up and codes down."""
+        self.make_operator(self.atoms().data).normalize_()
+        return self
+
+
+class ConditionalLinearDecoder(LinearInZDecoder):
+    """``Dec(h, z) = b(h) + W z`` with a dense ``W`` ``(n_features, n_atoms)``, unit-norm columns.
+
+    ``W``: the initial atoms (array or tensor); columns are normalised unless ``normalize=False``.
+    Use :meth:`random` for Gaussian atoms.
+    """
+
+    def __init__(self, W: Any, *, offset: Any = "identity", normalize: bool = True) -> None:
+        super().__init__(offset)
+        W_t = as_tensor(W, "W", ndim=2).detach().clone()
+        if normalize and bool((W_t.norm(dim=0) == 0).any()):
+            raise ValueError("W has an all-zero column; atoms must be non-zero")
+        self.W = nn.Parameter(W_t)
+        if normalize:
+            self.normalize_()
+
+    @classmethod
+    def random(
+        cls,
+        n_features: int,
+        n_atoms: int,
+        *,
+        offset: Any = "identity",
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> ConditionalLinearDecoder:
+        """Gaussian atoms drawn from ``seed`` (same seed, same atoms on every device)."""
+        gen = torch.Generator().manual_seed(int(seed))
+        W = torch.randn(int(n_features), int(n_atoms), generator=gen, dtype=torch.float64)
+        return cls(W.to(device=device, dtype=dtype), offset=offset)
+
+    @property
+    def n_atoms(self) -> int:
+        return self.W.shape[1]
+
+    def atoms(self) -> torch.Tensor:
+        return self.W
+
+    def make_operator(self, atoms: torch.Tensor) -> DenseDictionary:
+        return DenseDictionary(atoms)
+
+
+class ConditionalConvDecoder(LinearInZDecoder):
+    """``Dec(h, z) = b(h) + Σ_i K_i * z_i`` with kernels ``(n_atoms, channels, kh, kw)``.
+
+    Signals are images ``(batch, channels, H, W)``, latents code maps; ``boundary`` as in
+    :class:`~latentebm.operators.ConvDictionary`. Kernels are normalised to unit norm.
+    """
+
+    def __init__(self, kernels: Any, *, boundary: str = "full", offset: Any = "identity") -> None:
+        super().__init__(offset)
+        K = as_tensor(kernels, "kernels", ndim=4).detach().clone()
+        ConvDictionary(K, boundary=boundary)  # validates ``boundary``
+        if bool((K.flatten(1).norm(dim=1) == 0).any()):
+            raise ValueError("kernels has an all-zero kernel; kernels must be non-zero")
+        self.boundary = boundary
+        self.kernels = nn.Parameter(K)
+        self.normalize_()
+
+    @property
+    def n_atoms(self) -> int:
+        return self.kernels.shape[0]
+
+    def atoms(self) -> torch.Tensor:
+        return self.kernels
+
+    def make_operator(self, atoms: torch.Tensor) -> ConvDictionary:
+        return ConvDictionary(atoms, boundary=self.boundary)
+
+
+__all__ = [
+    "SquaredError",
+    "LinearInZDecoder",
+    "ConditionalLinearDecoder",
+    "ConditionalConvDecoder",
+]

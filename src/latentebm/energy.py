@@ -1,0 +1,338 @@
+"""The general regularized latent-variable energy ``E(x, y, z) = C(y, Dec(Pred(x), z)) + λR(z)``.
+
+One observed input ``x`` maps, through the latent ``z``, to a whole set of plausible ``y``: the
+low-energy set ``{y : F(x, y) small}`` with the free energy ``F(x, y) = min_z E(x, y, z)``.
+The regularizer ``R`` keeps that set small; with ``λ = 0`` and an over-complete ``z`` every
+``y`` is reachable and the energy is flat.
+
+Inference ``z* = argmin_z E``:
+
+- decoder linear in ``z`` (a :class:`~latentebm.decoders.LinearInZDecoder`, ``Dec(h, z) = b(h)
+  + Az``) with the squared-error cost: exactly the library's FISTA (:mod:`latentebm.solvers`)
+  over the operator ``A`` and the target ``y − b(h)``, with its duality-gap certificate;
+- any other decoder or cost: proximal gradient with backtracking on the smooth part, gradient by
+  autograd (:mod:`latentebm._latent_inference`).
+
+Sparse coding is the instance with no predictor, ``Dec(z) = Wz`` and ``R = ‖·‖₁``
+(:meth:`latentebm.SparseCoding.as_energy`); PSD and convolutional sparse coding are instances
+too (``as_energy`` on :class:`~latentebm.PSD` and :class:`~latentebm.ConvDictionaryLearning`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._latent_inference import autograd_proximal_gradient
+from ._problem import to_output
+from ._validation import (
+    as_tensor,
+    check_int,
+    check_lam,
+    check_same_device_dtype,
+    check_scalar,
+)
+from .checkpoint import load_checkpoint, save_checkpoint
+from .decoders import LinearInZDecoder, SquaredError
+from .regularizers import L1, NonNegL1, Regularizer
+from .solvers import SolverResult, proximal_gradient
+
+KIND = "latent_variable_ebm"
+REGULARIZERS: dict[str, type[Regularizer]] = {"l1": L1, "nonneg_l1": NonNegL1}
+
+
+def as_regularizer(reg: Any) -> Regularizer:
+    """A :class:`Regularizer` instance, or one named ``"l1"`` / ``"nonneg_l1"``."""
+    if isinstance(reg, Regularizer):
+        return reg
+    if isinstance(reg, str) and reg in REGULARIZERS:
+        return REGULARIZERS[reg]()
+    raise TypeError(
+        f"regularizer must be a Regularizer or one of {sorted(REGULARIZERS)}, got {reg!r}"
+    )
+
+
+class LatentVariableEBM(nn.Module):
+    """``E(x, y, z) = C(y, Dec(h, z)) + λR(z)`` with ``h = Pred(x)``.
+
+    predictor: ``nn.Module`` mapping ``x`` ``(batch, ...)`` to ``h``, or ``None`` (unconditional:
+    ``x`` is then ``None`` everywhere). decoder: ``nn.Module`` with ``forward(h, z) -> ŷ``
+    (``ŷ`` of the shape of ``y``; samples treated independently), e.g. a
+    :class:`~latentebm.decoders.ConditionalLinearDecoder`. regularizer: a library
+    :class:`Regularizer` (or ``"l1"``, ``"nonneg_l1"``). lam: λ ≥ 0. cost: callable
+    ``(y, ŷ) -> (batch,)``, default ``½‖y − ŷ‖²``. code_shape: the latent's shape for one sample
+    when the decoder has no ``code_shape(signal_shape)`` method.
+
+    Tensors must be on the model's device and dtype (those of the decoder's parameters); NumPy
+    input is converted and results come back as NumPy.
+    """
+
+    def __init__(
+        self,
+        predictor: nn.Module | None,
+        decoder: nn.Module,
+        regularizer: Any = "l1",
+        lam: float = 0.1,
+        *,
+        cost: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        code_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        if predictor is not None and not isinstance(predictor, nn.Module):
+            raise TypeError(f"predictor must be an nn.Module or None, got {type(predictor)}")
+        if not isinstance(decoder, nn.Module):
+            raise TypeError(f"decoder must be an nn.Module, got {type(decoder).__name__}")
+        self.predictor = predictor
+        self.decoder = decoder
+        self.regularizer = as_regularizer(regularizer)
+        self.lam = check_lam(lam)
+        cost = SquaredError() if cost is None else cost
+        if not callable(cost):
+            raise TypeError(f"cost must be callable (y, y_hat) -> (batch,), got {cost!r}")
+        self.cost = cost
+        if code_shape is not None:
+            code_shape = tuple(check_int(d, "code_shape", low=1) for d in code_shape)
+        self._code_shape = code_shape
+        self.n_updates_ = 0
+        self.history_: list[dict[str, Any]] = []
+        self.energy_trace_: list[float] = []
+
+    # ----------------------------------------------------------------- description
+    @property
+    def linear_in_z(self) -> bool:
+        """True when inference is FISTA over a library operator (certified)."""
+        return isinstance(self.decoder, LinearInZDecoder) and isinstance(self.cost, SquaredError)
+
+    def reference(self) -> torch.Tensor:
+        """A tensor carrying the model's device and dtype (first floating parameter/buffer)."""
+        modules = [self.decoder] + ([self.predictor] if self.predictor is not None else [])
+        for m in modules:
+            for t in chain(m.parameters(), m.buffers()):
+                if t.is_floating_point():
+                    return t
+        return torch.empty(0)
+
+    def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one latent for one ``y`` of ``signal_shape`` (batch excluded)."""
+        if self._code_shape is not None:
+            return self._code_shape
+        if callable(getattr(self.decoder, "code_shape", None)):
+            return tuple(self.decoder.code_shape(tuple(signal_shape)))
+        raise TypeError("the decoder has no code_shape(signal_shape) method; pass code_shape=")
+
+    # ----------------------------------------------------------------- the energy
+    def energy(self, x: Any, y: Any, z: Any) -> Any:
+        """Per-sample ``E(x, y, z)``, shape ``(batch,)`` (differentiable for tensor input)."""
+        x_t, y_t, numpy_out = self._inputs(x, y)
+        z_t = self._code(z, "z", y_t)
+        E = self.energy_tensors(self.hidden(x_t), y_t, z_t)
+        return to_output(E, numpy_out)
+
+    def energy_tensors(self, h, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``E`` from already validated tensors and the predictor's output ``h``."""
+        return self.cost(y, self._decode(h, z, y.shape)) + self.lam * self.regularizer_value(z)
+
+    def regularizer_value(self, z: torch.Tensor) -> torch.Tensor:
+        """``R(z)`` per sample; +∞ where a non-negative code has a negative entry."""
+        value = self.regularizer.value(z)
+        if isinstance(self.regularizer, NonNegL1):
+            negative = (z < 0).flatten(1).any(1)
+            value = torch.where(negative, torch.full_like(value, math.inf), value)
+        return value
+
+    def hidden(self, x_t: torch.Tensor | None) -> torch.Tensor | None:
+        """``h = Pred(x)`` for a validated ``x`` (``None`` without a predictor)."""
+        if self.predictor is None:
+            return None
+        try:
+            return self.predictor(x_t)
+        except RuntimeError as exc:
+            raise ValueError(f"x of shape {tuple(x_t.shape)} does not fit the predictor: {exc}"
+                             ) from exc
+
+    # ----------------------------------------------------------------- inference
+    def solve(
+        self, x: Any, y: Any, *, z0: Any = None, tol: float | None = None, max_iter: int = 1000
+    ) -> SolverResult:
+        """``argmin_z E(x, y, z)`` with its energy (and certified gap in the linear case; NaN
+        otherwise). tol: relative duality gap (linear case; default 1e-5 in float32, 1e-8 in
+        float64) or relative change of ``z`` (general case). z0: warm start."""
+        x_t, y_t, numpy_out = self._inputs(x, y)
+        max_iter = check_int(max_iter, "max_iter", low=1)
+        tol = self._tol(tol, y_t)
+        z0_t = None if z0 is None else self._code(z0, "z0", y_t)
+        with torch.no_grad():
+            out = self.solve_tensors(self.hidden(x_t), y_t, z0_t, tol=tol, max_iter=max_iter)
+        gap = out.get("gap", torch.full_like(out["energy"], math.nan))
+        return SolverResult(
+            z=to_output(out["z"], numpy_out),
+            gap=to_output(gap, numpy_out),
+            energy=to_output(out["energy"], numpy_out),
+            converged=to_output(out["converged"], numpy_out),
+            n_iter_per_sample=to_output(out["n_iter"], numpy_out),
+            n_iter=int(out["n_iter"].max()),
+        )
+
+    def infer(self, x: Any, y: Any, **kwargs: Any) -> Any:
+        """``z* = argmin_z E(x, y, z)``, shape ``(batch, *code_shape)``; see :meth:`solve`."""
+        return self.solve(x, y, **kwargs).z
+
+    def free_energy(self, x: Any, y: Any, **kwargs: Any) -> Any:
+        """``F(x, y) = min_z E(x, y, z)`` per sample, shape ``(batch,)``; see :meth:`solve`."""
+        return self.solve(x, y, **kwargs).energy
+
+    def predict(self, x: Any, z: Any) -> Any:
+        """``Dec(Pred(x), z)``: the prediction for a chosen latent ``z`` ``(batch, ...)``."""
+        numpy_out = not isinstance(z, torch.Tensor)
+        z_t = self._tensor(z, "z")
+        x_t = self._x(x, z_t.shape[0])
+        with torch.no_grad():
+            h = self.hidden(x_t)
+            try:
+                y_hat = self.decoder(h, z_t)
+            except RuntimeError as exc:
+                raise ValueError(f"z of shape {tuple(z_t.shape)} does not fit the decoder: {exc}"
+                                 ) from exc
+        return to_output(y_hat, numpy_out)
+
+    def solve_tensors(self, h, y: torch.Tensor, z0: torch.Tensor | None, *, tol: float,
+                      max_iter: int) -> dict[str, torch.Tensor]:
+        """The tensor-level inference behind :meth:`solve` (inputs already validated)."""
+        if self.linear_in_z:
+            b = self.decoder.offset(h)
+            if b is not None and b.shape != y.shape:
+                raise ValueError(f"the decoder's offset b(h) has shape {tuple(b.shape)} but y has "
+                                 f"shape {tuple(y.shape)}; the predictor's output must match y")
+            target = y if b is None else y - b
+            op = self.decoder.operator()
+            return proximal_gradient(op, target, self.lam, self.regularizer, z0=z0, tol=tol,
+                                     max_iter=max_iter)
+        if z0 is None:
+            z0 = y.new_zeros((y.shape[0], *self.code_shape(tuple(y.shape[1:]))))
+        if isinstance(self.regularizer, NonNegL1):
+            z0 = z0.clamp_min(0)
+
+        def smooth(rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            hh = None if h is None else h[rows]
+            return self.cost(y[rows], self._decode(hh, z, y.shape))
+
+        return autograd_proximal_gradient(smooth, z0, self.lam, self.regularizer,
+                                          max_iter=max_iter, tol=tol)
+
+    # ----------------------------------------------------------------- learning
+    def fit(self, x: Any, y: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """Lower the free energy of the observed pairs; see :func:`latentebm._energy_fit.fit`."""
+        from ._energy_fit import fit
+
+        return fit(self, x, y, **kwargs)
+
+    @torch.no_grad()
+    def normalize_(self) -> LatentVariableEBM:
+        """Unit-norm atoms for a linear-in-z decoder (no effect otherwise)."""
+        if isinstance(self.decoder, LinearInZDecoder):
+            self.decoder.normalize_()
+        return self
+
+    # ----------------------------------------------------------------- checkpoints
+    def describe(self) -> dict[str, Any]:
+        """The configuration a checkpoint must match."""
+        return {
+            "lam": self.lam,
+            "regularizer": self.regularizer.name,
+            "cost": type(self.cost).__name__,
+            "predictor": None if self.predictor is None else type(self.predictor).__name__,
+            "decoder": type(self.decoder).__name__,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Parameters (safetensors) and configuration; reload with :meth:`load_state_` into a
+        model built the same way (modules are never pickled)."""
+        tensors = {k: v.detach() for k, v in self.state_dict().items()}
+        config = {**self.describe(), "n_updates": self.n_updates_, "history": self.history_,
+                  "energy_trace": self.energy_trace_}
+        save_checkpoint(path, tensors, config, kind=KIND)
+
+    def load_state_(self, path: str | os.PathLike) -> LatentVariableEBM:
+        """Load parameters saved by :meth:`save` (or a training checkpoint) in place."""
+        tensors, config = load_checkpoint(path, kind=KIND)
+        self.load_tensors_(tensors, config, str(path))
+        return self
+
+    def load_tensors_(self, tensors: dict[str, torch.Tensor], config: dict[str, Any],
+                      source: str) -> None:
+        mine = self.describe()
+        diffs = [f"{k}: checkpoint has {config.get(k)!r}, model has {v!r}"
+                 for k, v in mine.items() if config.get(k) != v]
+        own = self.state_dict()
+        bad = [k for k, t in own.items()
+               if k not in tensors or tuple(tensors[k].shape) != tuple(t.shape)]
+        if diffs or bad:
+            raise ValueError(f"checkpoint {source} is from another model ("
+                             + "; ".join(diffs + [f"tensor {k!r} missing or reshaped"
+                                                  for k in bad]) + ")")
+        with torch.no_grad():
+            for k, t in own.items():
+                t.copy_(tensors[k].to(t.device, t.dtype))
+        self.n_updates_ = int(config.get("n_updates", 0))
+        self.history_ = list(config.get("history", []))
+        self.energy_trace_ = list(config.get("energy_trace", []))
+
+    # ----------------------------------------------------------------- validation
+    def _tensor(self, v: Any, name: str) -> torch.Tensor:
+        ref = self.reference()
+        if isinstance(v, torch.Tensor):
+            t = as_tensor(v, name)
+            check_same_device_dtype(ref, "the model", **{name: t})
+        else:
+            t = as_tensor(v, name).to(ref.device, ref.dtype)
+        if t.dim() < 2:
+            raise ValueError(f"{name} must be batch-first (batch, ...), got shape {tuple(t.shape)}")
+        return t
+
+    def _x(self, x: Any, batch: int) -> torch.Tensor | None:
+        if self.predictor is None:
+            if x is not None:
+                raise ValueError("x must be None: this model has no predictor (unconditional)")
+            return None
+        if x is None:
+            raise ValueError("x is required: this model has a predictor")
+        x_t = self._tensor(x, "x")
+        if x_t.shape[0] != batch:
+            raise ValueError(f"x has {x_t.shape[0]} samples but y (or z) has {batch}")
+        return x_t
+
+    def _inputs(self, x: Any, y: Any) -> tuple[torch.Tensor | None, torch.Tensor, bool]:
+        numpy_out = not isinstance(y, torch.Tensor)
+        y_t = self._tensor(y, "y")
+        if self.linear_in_z:
+            self.decoder.operator().check_signal(y_t, "y")
+        return self._x(x, y_t.shape[0]), y_t, numpy_out
+
+    def _code(self, z: Any, name: str, y: torch.Tensor) -> torch.Tensor:
+        z_t = self._tensor(z, name)
+        want = (y.shape[0], *self.code_shape(tuple(y.shape[1:])))
+        if tuple(z_t.shape) != want:
+            raise ValueError(f"{name} must have shape {want}, got {tuple(z_t.shape)}")
+        return z_t
+
+    def _decode(self, h, z: torch.Tensor, y_shape: torch.Size) -> torch.Tensor:
+        y_hat = self.decoder(h, z)
+        if y_hat.shape[1:] != y_shape[1:]:
+            raise ValueError(f"the decoder returned shape {tuple(y_hat.shape)} but y has shape "
+                             f"{tuple(y_shape)}")
+        return y_hat
+
+    @staticmethod
+    def _tol(tol: float | None, y: torch.Tensor) -> float:
+        if tol is None:
+            return 1e-8 if y.dtype == torch.float64 else 1e-5
+        return check_scalar(tol, "tol", low=0.0)
+
+
+__all__ = ["LatentVariableEBM", "as_regularizer", "REGULARIZERS"]

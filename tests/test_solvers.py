@@ -133,3 +133,60 @@ def test_lam_zero_is_least_squares():
     z = result.z
     expected = np.linalg.lstsq(W, Y.T, rcond=None)[0].T
     np.testing.assert_allclose(z, expected, atol=1e-6)
+
+
+def coherent_problem(seed: int, n_features: int = 64, n_atoms: int = 96, batch: int = 20):
+    """Non-negative, mutually correlated atoms (like pen strokes): λ_max(WᵀW) far above the
+    curvature on any sparse support, where a fixed step 1/L is slow."""
+    rng = np.random.default_rng(seed)
+    W = np.abs(rng.standard_normal((n_features, n_atoms))) + 0.3
+    W /= np.linalg.norm(W, axis=0)
+    Z = rng.standard_normal((batch, n_atoms)) * (rng.random((batch, n_atoms)) < 0.1)
+    Y = Z @ W.T + 0.05 * rng.standard_normal((batch, n_features))
+    return Y, W, 0.05 * np.abs(Y @ W).max()
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_adaptive_steps_and_active_set_finish_agree_with_textbook_fista(nonneg):
+    Y, W, lam = coherent_problem(13)
+    textbook = le.fista(Y, W, lam, tol=1e-12, polish=False, backtracking=False,
+                        max_iter=200_000, nonneg=nonneg)
+    default = le.fista(Y, W, lam, tol=1e-12, max_iter=200_000, nonneg=nonneg)
+    assert textbook.all_converged and default.all_converged
+    np.testing.assert_allclose(default.energy, textbook.energy, rtol=1e-10)
+    assert default.n_iter < textbook.n_iter / 3
+
+
+def test_ista_with_backtracking_never_increases_energy():
+    Y, W, lam = coherent_problem(14, batch=6)
+    z = np.zeros((Y.shape[0], W.shape[1]))
+    previous = le.lasso_energy(Y, W, z, lam)
+    for _ in range(100):
+        z = le.ista(Y, W, lam, max_iter=3, tol=0.0, z0=z, backtracking=True).z
+        energy = le.lasso_energy(Y, W, z, lam)
+        assert np.all(energy <= previous + 1e-12)
+        previous = energy
+
+
+def test_active_set_rounds_exact_from_the_right_signs_and_repair_most_wrong_ones():
+    from latentebm._support_solve import active_set_rounds
+
+    Y, W, lam = coherent_problem(15, batch=40)
+    Yt, Wt = torch.tensor(Y), torch.tensor(W)
+    z_star = le.fista(Yt, Wt, lam, tol=1e-13, max_iter=200_000).z
+    signs = torch.sign(z_star).to(torch.int8)
+    G, b = Wt.T @ Wt, Yt @ Wt
+    codes, G_codes, found = active_set_rounds(G, b, signs, lam, rounds=1)
+    assert bool(found.all())
+    torch.testing.assert_close(codes, z_star, atol=1e-9, rtol=0)
+    torch.testing.assert_close(G_codes, codes @ G)
+
+    # From the signs of early FISTA iterates (the solver's use): few are right, most get fixed.
+    for n_iter, least in ((20, 0.75), (40, 1.0)):
+        z = le.fista(Yt, Wt, lam, max_iter=n_iter, tol=0.0, polish=False).z
+        guess = torch.sign(z).to(torch.int8)
+        right = (guess == signs).all(1).double().mean()
+        codes, _, found = active_set_rounds(G, b, guess, lam)
+        exact = (codes - z_star).abs().amax(1) < 1e-9
+        assert float(exact.double().mean()) >= max(least, float(right))
+        assert bool((exact <= found).all())

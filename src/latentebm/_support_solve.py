@@ -2,11 +2,12 @@
 
 Once proximal gradient has roughly found a sample's support ``S`` and signs ``s``, the optimum
 solves ``G_SS z_S = (Aᵀy)_S − λ s_S`` with ``G = AᵀA``. A few active-set rounds correct the
-guess: atoms whose solved coefficient has the wrong sign leave ``S``, atoms outside ``S`` that
-violate the optimality condition ``|(Aᵀr)_j| ≤ λ`` enter it with the sign of ``(Aᵀr)_j``. When a
-round changes nothing, the candidate satisfies every optimality condition: it is the solution,
-exact to rounding. A candidate replaces the iterate only where its duality gap is smaller, so
-the finish can help but never hurt. A sign pattern is tried once: until proximal gradient
+guess: atoms whose solved coefficient has the wrong sign leave ``S``; once the signs agree, atoms
+outside ``S`` that violate the optimality condition ``|(Aᵀr)_j| ≤ λ`` enter it with the sign of
+``(Aᵀr)_j``. When a round changes nothing, the candidate satisfies every optimality condition:
+it is the solution, exact to rounding. (The rounds are a heuristic that can stall on very
+coherent atoms.) A candidate replaces the iterate only where its duality gap is smaller, so the
+finish can help but never hurt. A sign pattern is tried once: until proximal gradient
 changes it, the same rounds would give the same candidate.
 """
 
@@ -19,7 +20,11 @@ from .operators import DenseDictionary, batch_dot
 from .regularizers import NonNegL1, Regularizer
 
 MAX_SUPPORT = 64
+"""Larger supports are left to proximal gradient: a factorisation costs ``O(k³)`` per sample."""
 ROUNDS = 8
+ATTEMPT_BELOW = 0.1
+"""Tried only where the relative gap is already below this: before, the sign pattern is too far
+off to pay for the factorisations."""
 
 
 def support_solve(
@@ -40,6 +45,7 @@ def support_solve(
     state.signs = signs
     size = (signs != 0).sum(1)
     eligible = ~state.tried & (size > 0) & (size <= MAX_SUPPORT) & (gap > tol * energy)
+    eligible &= gap <= ATTEMPT_BELOW * energy
     rows = torch.nonzero(eligible).flatten()
     if rows.numel() == 0:
         return
@@ -103,8 +109,7 @@ def active_set_rounds(
         consistent = solved & ~wrong.any(1)
         G_codes = codes @ G
         c = b[active] - G_codes
-        outside = s == 0
-        violating = outside & ((c > threshold) if nonneg else (c.abs() > threshold))
+        violating = (s == 0) & ((c > threshold) if nonneg else (c.abs() > threshold))
         rows = active[consistent]
         best[rows], best_G[rows], found[rows] = codes[consistent], G_codes[consistent], True
         settled = consistent & ~violating.any(1)

@@ -10,18 +10,17 @@ the penalty cannot be bypassed by scaling atoms up and latents down).
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ._validation import check_int, check_scalar
 from .checkpoint import check_config_matches, load_checkpoint, save_checkpoint
-from .models._interrupt import GracefulInterrupt
+from .models._history import MeanRecord
+from .models._training import MinibatchLoop, resuming
 from .models.lista import _load_optimizer, _optimizer_tensors
 
 RESUME_KEYS = ["lam", "regularizer", "cost", "predictor", "decoder", "batch_size", "lr", "tol",
@@ -69,61 +68,35 @@ def fit(
         raise ValueError("the model has no trainable parameters")
     n = y_t.shape[0]
     batch_size = min(batch_size, n)
-    steps_per_epoch = math.ceil(n / batch_size)
     config = {**model.describe(), "batch_size": batch_size, "lr": lr, "tol": tol,
               "max_iter": max_iter, "seed": seed, "n_samples": n, "normalize": bool(normalize)}
     optimizer = torch.optim.Adam(params, lr=lr)
     codes = y_t.new_zeros((n, *model.code_shape(tuple(y_t.shape[1:]))))
-    start_epoch, start_batch = 0, 0
-    if resume and checkpoint is not None and os.path.exists(checkpoint):
-        codes, start_epoch, start_batch = _restore(model, checkpoint, config, optimizer, codes)
+    start = (0, 0)
+    if resuming(resume, checkpoint):
+        codes, start = _restore(model, checkpoint, config, optimizer, codes)
     elif normalize and model.n_updates_ == 0:
         model.normalize_()
-    position = (start_epoch, start_batch)
-
-    def save() -> None:
-        if checkpoint is not None:
-            tensors = {k: v.detach() for k, v in model.state_dict().items()}
-            tensors.update(_optimizer_tensors(optimizer))
-            tensors["codes"] = codes
-            state = {**config, "n_updates": model.n_updates_, "epoch": position[0],
-                     "batch": position[1], "history": model.history_,
-                     "energy_trace": model.energy_trace_}
-            save_checkpoint(checkpoint, tensors, state, kind="latent_variable_ebm")
-
-    bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_batch,
-               disable=not progress, desc="conditional EBM", unit="batch", leave=False)
-    with GracefulInterrupt() as interrupt:
-        try:
-            for epoch in range(start_epoch, epochs):
-                gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-                order = torch.randperm(n, generator=gen).to(y_t.device)
-                first = start_batch if epoch == start_epoch else 0
-                stats = _EpochStats.open(model.history_, epoch, resumed=first > 0)
-                for batch in range(first, steps_per_epoch):
-                    idx = order[batch * batch_size : (batch + 1) * batch_size]
-                    xb = None if x_t is None else x_t[idx]
-                    values = _step(model, optimizer, xb, y_t[idx], codes, idx, tol, max_iter,
-                                   normalize)
-                    stats.add(values)
-                    model.energy_trace_.append(float(values["energy"].mean()))
-                    model.n_updates_ += 1
-                    position = (epoch, batch + 1) if batch + 1 < steps_per_epoch else (epoch + 1, 0)
-                    bar.update(1)
-                    bar.set_postfix(energy=f"{stats.mean('energy'):.4g}",
-                                    nnz=f"{stats.mean('nonzeros'):.1f}")
-                    if callback is not None:
-                        callback(model.n_updates_, model)
-                    if model.n_updates_ % checkpoint_every == 0:
-                        save()
-                    interrupt.raise_if_requested()
-                stats.close()
-        except KeyboardInterrupt:
-            save()
-            bar.close()
-            raise
-    bar.close()
-    save()
+    loop = MinibatchLoop(
+        n, batch_size, epochs, seed=seed, device=y_t.device, start=start, checkpoint=checkpoint,
+        save=partial(_save, model, checkpoint, config, optimizer, codes),
+        checkpoint_every=checkpoint_every, desc="conditional EBM", progress=progress,
+    )
+    with loop:
+        for epoch in loop.epochs():
+            stats = _EpochStats.open(model.history_, epoch.index, resumed=epoch.resumed)
+            for b in epoch:
+                xb = None if x_t is None else x_t[b.idx]
+                values = _step(model, optimizer, xb, y_t[b.idx], codes, b.idx, tol, max_iter,
+                               normalize)
+                stats.add(values)
+                model.energy_trace_.append(float(values["energy"].mean()))
+                model.n_updates_ += 1
+                loop.step_done(b, model.n_updates_,
+                               postfix={"energy": f"{stats.mean('energy'):.4g}",
+                                        "nnz": f"{stats.mean('nonzeros'):.1f}"},
+                               callback=callback, callback_args=(model.n_updates_, model))
+            stats.close()
     return model.history_
 
 
@@ -143,7 +116,17 @@ def _step(model, optimizer, xb, yb, codes, idx, tol, max_iter, normalize) -> dic
             "iterations": out["n_iter"]}
 
 
-def _restore(model, path, config, optimizer, codes) -> tuple[torch.Tensor, int, int]:
+def _save(model, path, config, optimizer, codes, epoch: int, batch: int) -> None:
+    """The training state: parameters, Adam's state, the latents, position and history."""
+    tensors = {k: v.detach() for k, v in model.state_dict().items()}
+    tensors.update(_optimizer_tensors(optimizer))
+    tensors["codes"] = codes
+    state = {**config, "n_updates": model.n_updates_, "epoch": epoch, "batch": batch,
+             "history": model.history_, "energy_trace": model.energy_trace_}
+    save_checkpoint(path, tensors, state, kind="latent_variable_ebm")
+
+
+def _restore(model, path, config, optimizer, codes) -> tuple[torch.Tensor, tuple[int, int]]:
     tensors, saved = load_checkpoint(path, kind="latent_variable_ebm")
     check_config_matches(saved, config, RESUME_KEYS)
     if saved.get("epoch") is None or "codes" not in tensors:
@@ -153,52 +136,14 @@ def _restore(model, path, config, optimizer, codes) -> tuple[torch.Tensor, int, 
     model.load_tensors_({k: v for k, v in tensors.items() if not k.startswith("optim.")},
                         saved, str(path))
     _load_optimizer(optimizer, tensors, codes.device)
-    return tensors["codes"].to(codes.device, codes.dtype), saved["epoch"], saved["batch"]
+    return tensors["codes"].to(codes.device, codes.dtype), (saved["epoch"], saved["batch"])
 
 
-class _EpochStats:
-    """Per-epoch sums of per-sample quantities, published to the history as running means."""
+class _EpochStats(MeanRecord):
+    """Per-epoch sums of per-sample quantities (in float64), published as running means."""
 
     KEYS = ("energy", "nonzeros", "iterations")
-
-    def __init__(self, history: list, epoch: int) -> None:
-        self.history, self.epoch = history, epoch
-        self.sums = dict.fromkeys(self.KEYS, 0.0)
-        self.count = 0
-        self.seconds = 0.0
-        self.start = time.perf_counter()
-
-    @classmethod
-    def open(cls, history: list, epoch: int, *, resumed: bool) -> _EpochStats:
-        stats = cls(history, epoch)
-        last = history[-1] if history and history[-1].get("epoch") == epoch else None
-        if resumed and last is not None and last.get("partial"):
-            history.pop()
-            stats.count = int(last["samples"])
-            stats.sums = {k: last[k] * stats.count for k in cls.KEYS}
-            stats.seconds = last["seconds"]
-        return stats
-
-    def mean(self, key: str) -> float:
-        return self.sums[key] / max(self.count, 1)
-
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        for key in self.KEYS:
-            self.sums[key] += float(values[key].double().sum())
-        self.count += int(values["energy"].shape[0])
-        self._publish(partial=True)
-
-    def close(self) -> None:
-        self._publish(partial=False)
-
-    def _publish(self, partial: bool) -> None:
-        if self.history and self.history[-1].get("epoch") == self.epoch:
-            self.history.pop()
-        self.history.append({
-            "epoch": self.epoch, **{k: self.mean(k) for k in self.KEYS},
-            "samples": self.count, "partial": partial,
-            "seconds": self.seconds + time.perf_counter() - self.start,
-        })
+    SUM_DTYPE = torch.float64
 
 
 __all__ = ["fit"]

@@ -19,7 +19,14 @@ from .. import viz_vae
 from ..models.vae import VAE
 from ._args import add_common_arguments
 from ._run import Run
-from .vae_cmd import add_vae_arguments, binarized_mnist, evaluate, set_threads, train
+from .vae_cmd import (
+    add_vae_arguments,
+    binarized_mnist,
+    evaluate,
+    set_threads,
+    train,
+    vae_config,
+)
 
 NAME = "vae-fuzzy-balls"
 HELP = "VAE codes as fuzzy balls: posterior ellipses and code statistics for several β"
@@ -87,26 +94,8 @@ def run(args: argparse.Namespace) -> Run:
         raise ValueError(f"--betas must be >= 0, got {args.betas}")
     if args.latent != 2:
         raise ValueError(f"--latent must be 2 to draw the codes as ellipses, got {args.latent}")
-    config = {
-        "command": NAME,
-        "latent": args.latent,
-        "hidden": args.hidden,
-        "encoder": args.encoder,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "warmup_epochs": args.warmup_epochs,
-        "seed": args.seed,
-        "sample": args.sample,
-        "epochs": args.epochs,
-        "betas": args.betas,
-        "n_plot": args.n_plot,
-        "fixed_sigma": args.fixed_sigma,
-        "sigma_beta": args.sigma_beta,
-        "device": args.device,
-        "resume": args.resume,
-        "quiet": args.quiet,
-        "out": str(args.out),
-    }
+    config = vae_config(NAME, args, betas=args.betas, n_plot=args.n_plot,
+                        fixed_sigma=args.fixed_sigma, sigma_beta=args.sigma_beta)
     run = Run(args.out, config, resume=args.resume)
     data = binarized_mnist(args)
     n_test = data["test"].shape[0]

@@ -106,6 +106,16 @@ def load_dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tupl
     return X[: args.n_train], X[args.n_train :], (size, size)
 
 
+def open_run(args: argparse.Namespace) -> tuple[Run, torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """The run folder (its configuration: every flag), the training and held-out rows
+    ``(n, n_features)`` on ``--device``, and the image shape of one row."""
+    device = resolve_device(args.device)
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    out = Run(args.out, config, resume=args.resume)
+    Y_np, Yt_np, image_shape = load_dataset(args)
+    return out, torch.from_numpy(Y_np).to(device), torch.from_numpy(Yt_np).to(device), image_shape
+
+
 def dictionary_for(args: argparse.Namespace, run: Run, Y: torch.Tensor) -> SparseCoding:
     """The ``--dictionary`` checkpoint, or a dictionary learned on (at most 20000 of) ``Y``."""
     if args.dictionary:
@@ -305,12 +315,7 @@ def run(args: argparse.Namespace) -> Run:
     for flag in ("fista_iters", "ista_iters", "speed_samples", "warm_samples", "epochs"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    device = resolve_device(args.device)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    out = Run(args.out, config, resume=args.resume)
-    Y_np, Yt_np, image_shape = load_dataset(args)
-    Y = torch.from_numpy(Y_np).to(device)
-    Yt = torch.from_numpy(Yt_np).to(device)
+    out, Y, Yt, image_shape = open_run(args)
     sc = dictionary_for(args, out, Y)
     W = sc.dictionary()
     Z, Zt, gap_max = optimal_codes(args, out, Y, Yt, W)

@@ -17,7 +17,6 @@ from matplotlib.figure import Figure
 
 from .. import viz
 from .._io import atomic_path
-from .._validation import resolve_device
 from ..models import SparseCoding
 from ..models.lista import LISTA
 from ..models.psd import ENCODERS, PSD
@@ -25,7 +24,7 @@ from ..solvers import fista
 from . import lista_eval as ev
 from ._args import add_common_arguments
 from ._run import Run
-from .lista_cmd import add_dataset_arguments, load_dataset
+from .lista_cmd import add_dataset_arguments, open_run
 
 NAME = "psd"
 HELP = "predictive sparse decomposition: decoder, fast encoder, encoder-only code quality"
@@ -109,12 +108,8 @@ def run(args: argparse.Namespace) -> Run:
         raise ValueError(f"--lam must be >= 0, got {args.lam}")
     if args.beta < 0:
         raise ValueError(f"--beta must be >= 0, got {args.beta}")
-    device = resolve_device(args.device)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    out = Run(args.out, config, resume=args.resume)
-    Y_np, Yt_np, image_shape = load_dataset(args)
-    Y = torch.from_numpy(Y_np).to(device)
-    Yt = torch.from_numpy(Yt_np).to(device)
+    out, Y, Yt, image_shape = open_run(args)
+    device = Y.device
     init: Any = "data"
     if args.dictionary:
         sc = SparseCoding.load(args.dictionary, device=device)

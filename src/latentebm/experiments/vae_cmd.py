@@ -89,6 +89,28 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, latent: int) -> None:
     )
 
 
+def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """The run's ``config.json``: the command ``name``, the flags of :func:`add_vae_arguments`
+    and the common ones, and the command's own settings ``extra``."""
+    return {
+        "command": name,
+        "latent": args.latent,
+        "hidden": args.hidden,
+        "encoder": args.encoder,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup_epochs": args.warmup_epochs,
+        "seed": args.seed,
+        "sample": args.sample,
+        "epochs": args.epochs,
+        **extra,
+        "device": args.device,
+        "resume": args.resume,
+        "quiet": args.quiet,
+        "out": str(args.out),
+    }
+
+
 def binarized_mnist(args: argparse.Namespace) -> dict[str, Any]:
     """Training probabilities ``(60000, 784)`` in [0, 1] (binarised afresh each batch during
     training), the test set binarised once with a fixed seed, and the test labels."""
@@ -230,23 +252,7 @@ def run(args: argparse.Namespace) -> Run:
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     # evaluation settings (--k, --nll-images) may change on --resume; metrics.json records them
-    config = {
-        "command": NAME,
-        "latent": args.latent,
-        "hidden": args.hidden,
-        "encoder": args.encoder,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "warmup_epochs": args.warmup_epochs,
-        "seed": args.seed,
-        "sample": args.sample,
-        "epochs": args.epochs,
-        "device": args.device,
-        "resume": args.resume,
-        "quiet": args.quiet,
-        "out": str(args.out),
-    }
-    run = Run(args.out, config, resume=args.resume)
+    run = Run(args.out, vae_config(NAME, args), resume=args.resume)
     data = binarized_mnist(args)
     model = VAE(
         (28, 28),

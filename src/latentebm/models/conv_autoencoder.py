@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
@@ -38,7 +37,8 @@ from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
 from ..regularizers import L1, soft_threshold
 from ..solvers import proximal_gradient
-from ._interrupt import GracefulInterrupt
+from ._history import EpochRecord
+from ._training import MinibatchLoop, resuming
 from .conv_dictionary_learning import random_kernel_patches
 
 KIND = "conv_sparse_autoencoder"
@@ -264,14 +264,13 @@ class ConvSparseAutoencoder(nn.Module):
         max_iter = check_int(max_iter, "max_iter", low=1)
         checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
         n = Y_t.shape[0]
-        steps_per_epoch = math.ceil(n / batch_size)
         config = self._config(batch_size=batch_size, n_images=n,
                               image_shape=list(Y_t.shape[1:]), lr=lr, lr_schedule=lr_schedule,
                               epochs=epochs)
         optimizer = self._make_optimizer(lr)
-        start_epoch, start_batch = 0, 0
-        if resume and checkpoint is not None and os.path.exists(checkpoint):
-            start_epoch, start_batch = self._restore(checkpoint, config, optimizer)
+        start = (0, 0)
+        if resuming(resume, checkpoint):
+            start = self._restore(checkpoint, config, optimizer)
         elif self._init_from_data and self.n_steps_ == 0:
             gen = torch.Generator().manual_seed(self.seed + 1)
             with torch.no_grad():
@@ -279,48 +278,28 @@ class ConvSparseAutoencoder(nn.Module):
                                                          self.kernel_size, gen))
             self._init_from_data = False
 
-        bar = tqdm(total=epochs * steps_per_epoch,
-                   initial=start_epoch * steps_per_epoch + start_batch,
-                   disable=not progress, desc=f"conv auto-encoder ({self.mode})", unit="batch",
-                   leave=False)
-        position = (start_epoch, start_batch)
-
-        def save() -> None:
-            if checkpoint is not None:
-                self._save(checkpoint, config, optimizer, *position)
-
-        with GracefulInterrupt() as interrupt:
-            try:
-                for epoch in range(start_epoch, epochs):
-                    order = self._epoch_order(n, epoch, Y_t.device)
-                    first = start_batch if epoch == start_epoch else 0
-                    stats = _Stats.open(self.history_, epoch, resumed=first > 0)
-                    for batch in range(first, steps_per_epoch):
-                        idx = order[batch * batch_size : (batch + 1) * batch_size]
-                        if lr_schedule == "cosine":
-                            done = (epoch * steps_per_epoch + batch) / (epochs * steps_per_epoch)
-                            for group in optimizer.param_groups:
-                                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * done))
-                        record = self._step(Y_t[idx], optimizer, tol, max_iter)
-                        self.n_steps_ += 1
-                        stats.add(record)
-                        position = ((epoch, batch + 1) if batch + 1 < steps_per_epoch
-                                    else (epoch + 1, 0))
-                        bar.update(1)
-                        bar.set_postfix(energy=f"{stats.mean('energy'):.4g}",
-                                        nnz=f"{stats.mean('nnz_share'):.2%}")
-                        if callback is not None:
-                            callback(self.n_steps_, self)
-                        if self.n_steps_ % checkpoint_every == 0:
-                            save()
-                        interrupt.raise_if_requested()
-                    stats.close()
-            except KeyboardInterrupt:
-                save()
-                bar.close()
-                raise
-        bar.close()
-        save()
+        loop = MinibatchLoop(
+            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
+            checkpoint=checkpoint, save=partial(self._save, checkpoint, config, optimizer),
+            checkpoint_every=checkpoint_every, desc=f"conv auto-encoder ({self.mode})",
+            progress=progress,
+        )
+        with loop:
+            for epoch in loop.epochs():
+                stats = _Stats.open(self.history_, epoch.index, resumed=epoch.resumed)
+                for b in epoch:
+                    if lr_schedule == "cosine":
+                        done = b.step / loop.total
+                        for group in optimizer.param_groups:
+                            group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * done))
+                    record = self._step(Y_t[b.idx], optimizer, tol, max_iter)
+                    self.n_steps_ += 1
+                    stats.add(record)
+                    loop.step_done(b, self.n_steps_,
+                                   postfix={"energy": f"{stats.mean('energy'):.4g}",
+                                            "nnz": f"{stats.mean('nnz_share'):.2%}"},
+                                   callback=callback, callback_args=(self.n_steps_, self))
+                stats.close()
         return self.history_
 
     def _step(self, Y: torch.Tensor, optimizer: torch.optim.Optimizer, tol: float,
@@ -405,6 +384,7 @@ class ConvSparseAutoencoder(nn.Module):
         save_checkpoint(path, tensors, meta, kind=KIND)
 
     def _restore(self, path, config, optimizer) -> tuple[int, int]:
+        """Load a training state and Adam's; returns its ``(epoch, batch)`` position."""
         tensors, saved = load_checkpoint(path, kind=KIND)
         check_config_matches(saved, config, RESUME_KEYS)
         if not saved.get("training"):
@@ -434,10 +414,6 @@ class ConvSparseAutoencoder(nn.Module):
         self.decoder_operator().check_signal(Y_t, "Y")
         return Y_t
 
-    def _epoch_order(self, n: int, epoch: int, device: torch.device) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=gen).to(device)
-
 
 def _norms(K: torch.Tensor) -> torch.Tensor:
     return K.flatten(1).norm(dim=1)[:, None, None, None]
@@ -447,28 +423,15 @@ def _unit(K: torch.Tensor) -> torch.Tensor:
     return K / _norms(K)
 
 
-class _Stats:
-    """Per-epoch means of the step records, kept (partial) in the history for resumption."""
+class _Stats(EpochRecord):
+    """Per-epoch means of the step records (per-batch sums), ``mean_<key>`` in the history."""
 
     KEYS = ("energy", "reconstruction", "prediction", "relative_error", "nnz_share")
 
     def __init__(self, history: list, epoch: int) -> None:
-        self.history, self.epoch = history, epoch
+        super().__init__(history, epoch)
         self.sums = dict.fromkeys(self.KEYS, 0.0)
         self.count = 0.0
-        self.seconds = 0.0
-        self.start = time.perf_counter()
-
-    @classmethod
-    def open(cls, history: list, epoch: int, *, resumed: bool) -> _Stats:
-        stats = cls(history, epoch)
-        last = history[-1] if history else None
-        if resumed and last is not None and last.get("epoch") == epoch and last.get("partial"):
-            history.pop()
-            stats.count = float(last["images"])
-            stats.sums = {k: last[f"mean_{k}"] * stats.count for k in cls.KEYS}
-            stats.seconds = last["seconds"]
-        return stats
 
     def mean(self, key: str) -> float:
         return self.sums[key] / max(self.count, 1.0)
@@ -477,19 +440,19 @@ class _Stats:
         for key in self.KEYS:
             self.sums[key] += float(record[key])
         self.count += float(record["images"])
-        self._publish(partial=True)
+        self.publish(partial=True)
 
-    def close(self) -> None:
-        self._publish(partial=False)
+    def values(self) -> dict[str, Any]:
+        return {"images": self.count, **{f"mean_{k}": self.mean(k) for k in self.KEYS}}
 
-    def _publish(self, partial: bool) -> None:
-        if self.history and self.history[-1].get("epoch") == self.epoch:
-            self.history.pop()
-        self.history.append({
-            "epoch": self.epoch, "images": self.count, "partial": partial,
-            "seconds": self.seconds + time.perf_counter() - self.start,
-            **{f"mean_{k}": self.mean(k) for k in self.KEYS},
-        })
+    def restore(self, entry: dict[str, Any]) -> None:
+        self.count = float(entry["images"])
+        self.sums = {k: entry[f"mean_{k}"] * self.count for k in self.KEYS}
+
+    def entry(self, partial: bool, seconds: float) -> dict[str, Any]:
+        values = self.values()  # this history has always listed the means last
+        return {"epoch": self.epoch, "images": values.pop("images"), "partial": partial,
+                "seconds": seconds, **values}
 
 
 __all__ = ["ConvSparseAutoencoder", "PredictionAugmented", "MODES", "NONLINEARITIES"]

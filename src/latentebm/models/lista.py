@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar
@@ -37,7 +36,8 @@ from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
 from ..operators import DenseDictionary
 from ..regularizers import get_regularizer
 from ..solvers import proximal_gradient
-from ._interrupt import GracefulInterrupt
+from ._history import EpochRecord
+from ._training import MinibatchLoop, resuming
 
 VARIANTS = ("lista", "cp", "step")
 KIND = "lista"
@@ -254,60 +254,37 @@ class LISTA(nn.Module):
                                          low_inclusive=False)
         n = Y_t.shape[0]
         batch_size = min(batch_size, n)
-        steps_per_epoch = math.ceil(n / batch_size)
         config = self._config(epochs=epochs, batch_size=batch_size, lr=lr, n_samples=n,
                               max_grad_norm=max_grad_norm)
         optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         own_targets = targets is None
-        start_epoch, start_batch = 0, 0
+        start = (0, 0)
         Z_star = None
-        if resume and checkpoint is not None and os.path.exists(checkpoint):
-            start_epoch, start_batch, Z_star = self._restore(checkpoint, config, optimizer)
+        if resuming(resume, checkpoint):
+            start, Z_star = self._restore(checkpoint, config, optimizer)
         if Z_star is None:
             Z_star = self._training_targets(Y_t, targets, tol, max_iter)
-        total = epochs * steps_per_epoch
-        position = (start_epoch, start_batch)
-
-        def save() -> None:
-            if checkpoint is not None:
-                self._save(checkpoint, config, optimizer, *position,
-                           Z_star if own_targets else None)
-
-        bar = tqdm(total=total, initial=start_epoch * steps_per_epoch + start_batch,
-                   disable=not progress, desc=f"LISTA-{self.n_steps} {self.variant}",
-                   unit="batch", leave=False)
-        with GracefulInterrupt() as interrupt:
-            try:
-                for epoch in range(start_epoch, epochs):
-                    order = self._epoch_order(n, epoch, Y_t.device)
-                    first = start_batch if epoch == start_epoch else 0
-                    stats = _EpochStats.open(self.history_, epoch, resumed=first > 0)
-                    for batch in range(first, steps_per_epoch):
-                        step = epoch * steps_per_epoch + batch
-                        for group in optimizer.param_groups:
-                            group["lr"] = _cosine(lr, step, total)
-                        idx = order[batch * batch_size : (batch + 1) * batch_size]
-                        err, ref = self._update(optimizer, Y_t[idx], Z_star[idx],
-                                                max_grad_norm)
-                        stats.add(err, ref, optimizer.param_groups[0]["lr"])
-                        self.n_updates_ += 1
-                        position = (
-                            (epoch, batch + 1) if batch + 1 < steps_per_epoch else (epoch + 1, 0)
-                        )
-                        bar.update(1)
-                        bar.set_postfix(code_error=f"{stats.code_error:.3g}")
-                        if callback is not None:
-                            callback(self.n_updates_, self)
-                        if self.n_updates_ % checkpoint_every == 0:
-                            save()
-                        interrupt.raise_if_requested()
-                    stats.close()
-            except KeyboardInterrupt:
-                save()
-                bar.close()
-                raise
-        bar.close()
-        save()
+        loop = MinibatchLoop(
+            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
+            checkpoint=checkpoint,
+            save=partial(self._save, checkpoint, config, optimizer,
+                         Z_star=Z_star if own_targets else None),
+            checkpoint_every=checkpoint_every, desc=f"LISTA-{self.n_steps} {self.variant}",
+            progress=progress,
+        )
+        with loop:
+            for epoch in loop.epochs():
+                stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
+                for b in epoch:
+                    for group in optimizer.param_groups:
+                        group["lr"] = _cosine(lr, b.step, loop.total)
+                    err, ref = self._update(optimizer, Y_t[b.idx], Z_star[b.idx], max_grad_norm)
+                    stats.add(err, ref, optimizer.param_groups[0]["lr"])
+                    self.n_updates_ += 1
+                    loop.step_done(b, self.n_updates_,
+                                   postfix={"code_error": f"{stats.code_error:.3g}"},
+                                   callback=callback, callback_args=(self.n_updates_, self))
+                stats.close()
         return self.history_
 
     def _update(self, optimizer, Yb: torch.Tensor, Zb: torch.Tensor, max_grad_norm):
@@ -337,7 +314,7 @@ class LISTA(nn.Module):
     # ----------------------------------------------------------------- checkpoints
     def save(self, path: str | os.PathLike) -> None:
         """Save the network (dictionary, learned weights, configuration) to safetensors."""
-        self._save(path, self._config(), None, None, None, None)
+        self._save(path, self._config(), None, None, None)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> LISTA:
@@ -359,7 +336,7 @@ class LISTA(nn.Module):
             "nonneg": self.nonneg, "seed": self.seed, **extra,
         }
 
-    def _save(self, path, config, optimizer, epoch, batch, Z_star) -> None:
+    def _save(self, path, config, optimizer, epoch, batch, *, Z_star=None) -> None:
         tensors = {name: t.detach() for name, t in self.state_dict().items()}
         if optimizer is not None:
             tensors.update(_optimizer_tensors(optimizer))
@@ -369,7 +346,8 @@ class LISTA(nn.Module):
                  "history": self.history_}
         save_checkpoint(path, tensors, state, kind=KIND)
 
-    def _restore(self, path, config, optimizer):
+    def _restore(self, path, config, optimizer) -> tuple[tuple[int, int], torch.Tensor | None]:
+        """Load a training state; returns its ``(epoch, batch)`` and the saved targets, if any."""
         tensors, saved = load_checkpoint(path, kind=KIND)
         check_config_matches(saved, config, RESUME_KEYS)
         if saved.get("epoch") is None:
@@ -379,7 +357,7 @@ class LISTA(nn.Module):
         Z = tensors.get("targets")
         if Z is not None:
             Z = Z.to(self.W.device, self.W.dtype)
-        return saved["epoch"], saved["batch"], Z
+        return (saved["epoch"], saved["batch"]), Z
 
     def _load_state(self, tensors, config) -> None:
         own = self.state_dict()
@@ -414,10 +392,6 @@ class LISTA(nn.Module):
                 f"({self.n_features}, {self.n_atoms}), got {tuple(Y_t.shape)}"
             )
         return Y_t
-
-    def _epoch_order(self, n: int, epoch: int, device: torch.device) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=gen).to(device)
 
     def extra_repr(self) -> str:
         return (f"n_features={self.n_features}, n_atoms={self.n_atoms}, lam={self.lam}, "
@@ -455,25 +429,13 @@ def _load_optimizer(optimizer, tensors: dict[str, torch.Tensor], device) -> None
         optimizer.state[p] = state
 
 
-class _EpochStats:
+class _EpochStats(EpochRecord):
     """Running relative code error over one epoch, published to the history as it goes."""
 
     def __init__(self, history: list, epoch: int) -> None:
-        self.history, self.epoch = history, epoch
+        super().__init__(history, epoch)
         self.err = self.ref = 0.0
-        self.samples_seconds = 0.0
-        self.start = time.perf_counter()
         self.lr = float("nan")
-
-    @classmethod
-    def open(cls, history: list, epoch: int, *, resumed: bool) -> _EpochStats:
-        stats = cls(history, epoch)
-        last = history[-1] if history and history[-1].get("epoch") == epoch else None
-        if resumed and last is not None and last.get("partial"):
-            history.pop()
-            stats.err, stats.ref = last["sum_error"], last["sum_target"]
-            stats.samples_seconds = last["seconds"]
-        return stats
 
     @property
     def code_error(self) -> float:
@@ -483,19 +445,14 @@ class _EpochStats:
         self.err += float(err)
         self.ref += float(ref)
         self.lr = lr
-        self._publish(partial=True)
+        self.publish(partial=True)
 
-    def close(self) -> None:
-        self._publish(partial=False)
+    def values(self) -> dict[str, Any]:
+        return {"code_error": self.code_error, "sum_error": self.err, "sum_target": self.ref,
+                "lr": self.lr}
 
-    def _publish(self, partial: bool) -> None:
-        if self.history and self.history[-1].get("epoch") == self.epoch:
-            self.history.pop()
-        self.history.append({
-            "epoch": self.epoch, "code_error": self.code_error, "sum_error": self.err,
-            "sum_target": self.ref, "lr": self.lr, "partial": partial,
-            "seconds": self.samples_seconds + time.perf_counter() - self.start,
-        })
+    def restore(self, entry: dict[str, Any]) -> None:
+        self.err, self.ref = entry["sum_error"], entry["sum_target"]
 
 
 __all__ = ["LISTA", "VARIANTS"]

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
@@ -29,7 +28,8 @@ from ..dictionary_update import normalize_columns_, sgd_update_
 from ..operators import DenseDictionary, batch_dot
 from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
-from ._interrupt import GracefulInterrupt
+from ._history import MeanRecord
+from ._training import MinibatchLoop, resuming
 from .lista import LISTA, VARIANTS, _cosine, _load_optimizer, _optimizer_tensors
 
 ENCODERS = ("tanh", "lista")
@@ -235,59 +235,37 @@ class PSD(nn.Module):
         checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
         n = Y_t.shape[0]
         batch_size = min(batch_size, n)
-        steps_per_epoch = math.ceil(n / batch_size)
         config = self._config(
             epochs=epochs, batch_size=batch_size, lr_decoder=lr_decoder, lr_encoder=lr_encoder,
             tol=tol, max_iter=max_iter, n_samples=n,
         )
-        start_epoch, start_batch = 0, 0
-        resuming = resume and checkpoint is not None and os.path.exists(checkpoint)
-        if not resuming and self._init_from_data and self.n_updates_ == 0:
+        start = (0, 0)
+        from_checkpoint = resuming(resume, checkpoint)
+        if not from_checkpoint and self._init_from_data and self.n_updates_ == 0:
             self._init_atoms_from(Y_t)
         optimizer = torch.optim.Adam(self.encoder.parameters(), lr=lr_encoder)
-        if resuming:
-            start_epoch, start_batch = self._restore(checkpoint, config, optimizer)
-        total = epochs * steps_per_epoch
-        position = (start_epoch, start_batch)
-
-        def save() -> None:
-            if checkpoint is not None:
-                self._save(checkpoint, config, optimizer, *position)
-
-        bar = tqdm(total=total, initial=start_epoch * steps_per_epoch + start_batch,
-                   disable=not progress, desc=f"PSD ({self.encoder_kind})", unit="batch",
-                   leave=False)
-        with GracefulInterrupt() as interrupt:
-            try:
-                for epoch in range(start_epoch, epochs):
-                    order = self._epoch_order(n, epoch, Y_t.device)
-                    first = start_batch if epoch == start_epoch else 0
-                    stats = _EpochStats.open(self.history_, epoch, resumed=first > 0)
-                    for batch in range(first, steps_per_epoch):
-                        factor = _cosine(1.0, epoch * steps_per_epoch + batch, total)
-                        for group in optimizer.param_groups:
-                            group["lr"] = lr_encoder * factor
-                        idx = order[batch * batch_size : (batch + 1) * batch_size]
-                        stats.add(self._update(optimizer, Y_t[idx], lr_decoder * factor,
-                                               tol, max_iter))
-                        self.n_updates_ += 1
-                        position = (
-                            (epoch, batch + 1) if batch + 1 < steps_per_epoch else (epoch + 1, 0)
-                        )
-                        bar.update(1)
-                        bar.set_postfix(energy=f"{stats.mean('energy'):.4g}")
-                        if callback is not None:
-                            callback(self.n_updates_, self)
-                        if self.n_updates_ % checkpoint_every == 0:
-                            save()
-                        interrupt.raise_if_requested()
-                    stats.close()
-            except KeyboardInterrupt:
-                save()
-                bar.close()
-                raise
-        bar.close()
-        save()
+        if from_checkpoint:
+            start = self._restore(checkpoint, config, optimizer)
+        loop = MinibatchLoop(
+            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
+            checkpoint=checkpoint, save=partial(self._save, checkpoint, config, optimizer),
+            checkpoint_every=checkpoint_every, desc=f"PSD ({self.encoder_kind})",
+            progress=progress,
+        )
+        with loop:
+            for epoch in loop.epochs():
+                stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
+                for b in epoch:
+                    factor = _cosine(1.0, b.step, loop.total)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr_encoder * factor
+                    stats.add(self._update(optimizer, Y_t[b.idx], lr_decoder * factor, tol,
+                                           max_iter))
+                    self.n_updates_ += 1
+                    loop.step_done(b, self.n_updates_,
+                                   postfix={"energy": f"{stats.mean('energy'):.4g}"},
+                                   callback=callback, callback_args=(self.n_updates_, self))
+                stats.close()
         return self.history_
 
     def _update(self, optimizer, Yb: torch.Tensor, lr_decoder: float, tol: float,
@@ -342,6 +320,7 @@ class PSD(nn.Module):
         save_checkpoint(path, tensors, state, kind=KIND)
 
     def _restore(self, path, config, optimizer) -> tuple[int, int]:
+        """Load a training state; returns its ``(epoch, batch)`` position."""
         tensors, saved = load_checkpoint(path, kind=KIND)
         check_config_matches(saved, config, RESUME_KEYS)
         if saved.get("epoch") is None:
@@ -391,10 +370,6 @@ class PSD(nn.Module):
             )
         return Z_t
 
-    def _epoch_order(self, n: int, epoch: int, device: torch.device) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=gen).to(device)
-
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
         gen = torch.Generator().manual_seed(self.seed)
         n = Y.shape[0]
@@ -433,49 +408,10 @@ class _PredictionOffset(nn.Module):
         return torch.cat([h.new_zeros(h.shape[0], self.n_features), -self.root_beta * h], 1)
 
 
-class _EpochStats:
+class _EpochStats(MeanRecord):
     """Per-epoch sums of the per-sample training quantities, published as running means."""
 
     KEYS = ("energy", "lasso_energy_encoder", "prediction_error", "fista_iterations")
-
-    def __init__(self, history: list, epoch: int) -> None:
-        self.history, self.epoch = history, epoch
-        self.sums = dict.fromkeys(self.KEYS, 0.0)
-        self.count = 0
-        self.seconds = 0.0
-        self.start = time.perf_counter()
-
-    @classmethod
-    def open(cls, history: list, epoch: int, *, resumed: bool) -> _EpochStats:
-        stats = cls(history, epoch)
-        last = history[-1] if history and history[-1].get("epoch") == epoch else None
-        if resumed and last is not None and last.get("partial"):
-            history.pop()
-            stats.count = int(last["samples"])
-            stats.sums = {k: last[k] * stats.count for k in cls.KEYS}
-            stats.seconds = last["seconds"]
-        return stats
-
-    def mean(self, key: str) -> float:
-        return self.sums[key] / max(self.count, 1)
-
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        for key in self.KEYS:
-            self.sums[key] += float(values[key].sum())
-        self.count += int(values["energy"].shape[0])
-        self._publish(partial=True)
-
-    def close(self) -> None:
-        self._publish(partial=False)
-
-    def _publish(self, partial: bool) -> None:
-        if self.history and self.history[-1].get("epoch") == self.epoch:
-            self.history.pop()
-        self.history.append({
-            "epoch": self.epoch, **{k: self.mean(k) for k in self.KEYS},
-            "samples": self.count, "partial": partial,
-            "seconds": self.seconds + time.perf_counter() - self.start,
-        })
 
 
 __all__ = ["PSD", "TanhEncoder", "ENCODERS"]

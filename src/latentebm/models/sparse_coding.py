@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
@@ -25,7 +24,8 @@ from ..dictionary_update import (
 from ..operators import DenseDictionary
 from ..regularizers import get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
-from ._interrupt import GracefulInterrupt
+from ._history import EpochRecord
+from ._training import MinibatchLoop, resuming
 
 METHODS = ("online", "sgd")
 RESUME_KEYS = ["n_features", "n_atoms", "lam", "nonneg", "method", "batch_size", "n_samples"]
@@ -179,85 +179,49 @@ class SparseCoding(nn.Module):
         config = self._config(method=method, batch_size=batch_size, n_samples=n)
 
         codes = torch.zeros(n, self.n_atoms, device=Y_t.device, dtype=Y_t.dtype)
-        start_epoch, start_batch = 0, 0
-        if resume and checkpoint is not None and os.path.exists(checkpoint):
-            codes, start_epoch, start_batch = self._restore(checkpoint, config)
+        start = (0, 0)
+        if resuming(resume, checkpoint):
+            codes, start = self._restore(checkpoint, config)
         elif self._init_from_data and self.n_steps_ == 0:
             self._init_atoms_from(Y_t)
 
         reg = get_regularizer(self.nonneg)
         W = self.W.data
-        total = epochs * steps_per_epoch
-        done_steps = start_epoch * steps_per_epoch + start_batch
-        bar = tqdm(
-            total=total,
-            initial=done_steps,
-            disable=not progress,
-            desc="sparse coding",
-            unit="batch",
-            leave=False,
+        loop = MinibatchLoop(
+            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
+            checkpoint=checkpoint, save=partial(self._save, checkpoint, config, codes),
+            checkpoint_every=checkpoint_every, desc="sparse coding", progress=progress,
         )
-        position = (start_epoch, start_batch)
-
-        def save() -> None:
-            if checkpoint is not None:
-                self._save(checkpoint, config, codes, *position)
-
-        with GracefulInterrupt() as interrupt, torch.no_grad():
-            try:
-                for epoch in range(start_epoch, epochs):
-                    order = self._epoch_order(n, epoch, Y_t.device)
-                    first = start_batch if epoch == start_epoch else 0
-                    stats = (
-                        _EpochStats(self.history_, epoch)
-                        if first == 0
-                        else _EpochStats.resume(self.history_, epoch)
+        with loop, torch.no_grad():
+            for epoch in loop.epochs():
+                stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
+                for b in epoch:
+                    Yb = Y_t[b.idx]
+                    out = proximal_gradient(
+                        DenseDictionary(W), Yb, self.lam, reg, z0=codes[b.idx], tol=tol,
+                        max_iter=max_iter,
                     )
-                    for batch in range(first, steps_per_epoch):
-                        idx = order[batch * batch_size : (batch + 1) * batch_size]
-                        Yb = Y_t[idx]
-                        out = proximal_gradient(
-                            DenseDictionary(W),
-                            Yb,
-                            self.lam,
-                            reg,
-                            z0=codes[idx],
-                            tol=tol,
-                            max_iter=max_iter,
-                        )
-                        Z = out["z"]
-                        codes[idx] = Z
-                        self.n_steps_ += 1
-                        used = (Z != 0).any(0)
-                        self.last_used[used] = self.n_steps_
-                        if method == "online":
-                            accumulate_statistics_(self.A, self.B, Yb, Z, self.n_steps_)
-                            block_coordinate_update_(W, self.A, self.B)
-                        else:
-                            sgd_update_(W, Yb, Z, lr)
-                        dead = self.n_steps_ - self.last_used >= dead_after
-                        n_new = reinitialize_atoms_(W, self.A, self.B, dead, Yb, Z)
-                        self.last_used[dead] = self.n_steps_
-                        stats.add(out["energy"], Z, n_new)
-                        position = (
-                            (epoch, batch + 1) if batch + 1 < steps_per_epoch else (epoch + 1, 0)
-                        )
-                        bar.update(1)
-                        bar.set_postfix(
-                            energy=f"{stats.mean_energy:.4g}", nnz=f"{stats.mean_nnz:.1f}"
-                        )
-                        if callback is not None:
-                            callback(self.n_steps_, self)
-                        if self.n_steps_ % checkpoint_every == 0:
-                            save()
-                        interrupt.raise_if_requested()
-                    stats.close()
-            except KeyboardInterrupt:
-                save()
-                bar.close()
-                raise
-        bar.close()
-        save()
+                    Z = out["z"]
+                    codes[b.idx] = Z
+                    self.n_steps_ += 1
+                    used = (Z != 0).any(0)
+                    self.last_used[used] = self.n_steps_
+                    if method == "online":
+                        accumulate_statistics_(self.A, self.B, Yb, Z, self.n_steps_)
+                        block_coordinate_update_(W, self.A, self.B)
+                    else:
+                        sgd_update_(W, Yb, Z, lr)
+                    dead = self.n_steps_ - self.last_used >= dead_after
+                    n_new = reinitialize_atoms_(W, self.A, self.B, dead, Yb, Z)
+                    self.last_used[dead] = self.n_steps_
+                    stats.add(out["energy"], Z, n_new)
+                    loop.step_done(
+                        b, self.n_steps_,
+                        postfix={"energy": f"{stats.mean_energy:.4g}",
+                                 "nnz": f"{stats.mean_nnz:.1f}"},
+                        callback=callback, callback_args=(self.n_steps_, self),
+                    )
+                stats.close()
         return self.history_
 
     # ----------------------------------------------------------------- checkpoints
@@ -307,13 +271,13 @@ class SparseCoding(nn.Module):
         }
         save_checkpoint(path, tensors, state, kind="sparse_coding")
 
-    def _restore(self, path, config) -> tuple[torch.Tensor, int, int]:
+    def _restore(self, path, config) -> tuple[torch.Tensor, tuple[int, int]]:
         tensors, saved = load_checkpoint(path, kind="sparse_coding")
         check_config_matches(saved, config, RESUME_KEYS + ["seed"])
         if "codes" not in tensors:
             raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
         self._load_state(tensors, saved)
-        return tensors["codes"].to(self.W.device, self.W.dtype), saved["epoch"], saved["batch"]
+        return tensors["codes"].to(self.W.device, self.W.dtype), (saved["epoch"], saved["batch"])
 
     def _load_state(self, tensors, config) -> None:
         for name in ("W", "A", "B", "last_used"):
@@ -338,10 +302,6 @@ class SparseCoding(nn.Module):
             )
         return Y_t
 
-    def _epoch_order(self, n: int, epoch: int, device: torch.device) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=gen).to(device)
-
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
         gen = torch.Generator().manual_seed(self.seed)
         n = Y.shape[0]
@@ -356,28 +316,13 @@ class SparseCoding(nn.Module):
         self._init_from_data = False
 
 
-class _EpochStats:
-    """Running means over one epoch, appended to the history when the epoch closes."""
+class _EpochStats(EpochRecord):
+    """Running means over one epoch: energy, non-zeros per code, re-initialised atoms."""
 
     def __init__(self, history: list, epoch: int) -> None:
-        self.history, self.epoch = history, epoch
+        super().__init__(history, epoch)
         self.energy_sum = self.nnz_sum = 0.0
         self.count = self.reinit = 0
-        self.seconds = 0.0
-        self.start = time.perf_counter()
-
-    @classmethod
-    def resume(cls, history: list, epoch: int) -> _EpochStats:
-        stats = cls(history, epoch)
-        partial = history[-1] if history and history[-1].get("epoch") == epoch else None
-        if partial is not None and partial.get("partial"):
-            history.pop()
-            stats.count = int(partial["samples"])
-            stats.energy_sum = partial["mean_energy"] * stats.count
-            stats.nnz_sum = partial["mean_nnz"] * stats.count
-            stats.reinit = int(partial["reinitialized"])
-            stats.seconds = partial["seconds"]
-        return stats
 
     @property
     def mean_energy(self) -> float:
@@ -392,25 +337,17 @@ class _EpochStats:
         self.nnz_sum += float((Z != 0).sum())
         self.count += Z.shape[0]
         self.reinit += n_new
-        self._publish(partial=True)
+        self.publish(partial=True)
 
-    def close(self) -> None:
-        self._publish(partial=False)
+    def values(self) -> dict[str, Any]:
+        return {"mean_energy": self.mean_energy, "mean_nnz": self.mean_nnz,
+                "samples": self.count, "reinitialized": self.reinit}
 
-    def _publish(self, partial: bool) -> None:
-        if self.history and self.history[-1].get("epoch") == self.epoch:
-            self.history.pop()
-        self.history.append(
-            {
-                "epoch": self.epoch,
-                "mean_energy": self.mean_energy,
-                "mean_nnz": self.mean_nnz,
-                "samples": self.count,
-                "reinitialized": self.reinit,
-                "partial": partial,
-                "seconds": self.seconds + time.perf_counter() - self.start,
-            }
-        )
+    def restore(self, entry: dict[str, Any]) -> None:
+        self.count = int(entry["samples"])
+        self.energy_sum = entry["mean_energy"] * self.count
+        self.nnz_sum = entry["mean_nnz"] * self.count
+        self.reinit = int(entry["reinitialized"])
 
 
 __all__ = ["SparseCoding"]

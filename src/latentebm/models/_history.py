@@ -1,0 +1,93 @@
+"""A training history's per-epoch entry, kept up to date after every step so that a checkpoint
+written mid-epoch holds the running sums and a resumed run continues them.
+
+The history is a ``list[dict]``, one entry per epoch: ``{"epoch": e, ...values..., "partial":
+bool, "seconds": float}``. While the epoch runs its entry is republished with ``partial=True``
+after every :meth:`EpochRecord.add`; :meth:`EpochRecord.close` publishes it with
+``partial=False``.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+
+class EpochRecord(ABC):
+    """Base class: subclasses keep their sums, say what the entry holds (:meth:`values`) and how
+    to take the sums back from a partial entry (:meth:`restore`); they call :meth:`publish`
+    (``partial=True``) from their ``add``."""
+
+    def __init__(self, history: list[dict[str, Any]], epoch: int) -> None:
+        self.history, self.epoch = history, epoch
+        self.seconds = 0.0
+        self.start = time.perf_counter()
+
+    @classmethod
+    def open(cls, history: list[dict[str, Any]], epoch: int, *, resumed: bool) -> EpochRecord:
+        """A record for ``epoch``; when ``resumed`` and the history ends with that epoch's
+        partial entry, the entry is taken off the history and its sums continue."""
+        record = cls(history, epoch)
+        last = history[-1] if history and history[-1].get("epoch") == epoch else None
+        if resumed and last is not None and last.get("partial"):
+            history.pop()
+            record.restore(last)
+            record.seconds = last["seconds"]
+        return record
+
+    @abstractmethod
+    def values(self) -> dict[str, Any]:
+        """The entry's values between ``epoch`` and ``partial``."""
+
+    @abstractmethod
+    def restore(self, entry: dict[str, Any]) -> None:
+        """Take the running sums back from a partial ``entry`` of this epoch."""
+
+    def close(self) -> None:
+        self.publish(partial=False)
+
+    def publish(self, partial: bool) -> None:
+        """Replace this epoch's entry at the end of the history (or append it)."""
+        if self.history and self.history[-1].get("epoch") == self.epoch:
+            self.history.pop()
+        self.history.append(self.entry(partial, self.seconds + time.perf_counter() - self.start))
+
+    def entry(self, partial: bool, seconds: float) -> dict[str, Any]:
+        return {"epoch": self.epoch, **self.values(), "partial": partial, "seconds": seconds}
+
+
+class MeanRecord(EpochRecord):
+    """Per-sample quantities ``KEYS`` summed over the epoch and published as means, with the
+    sample count as ``"samples"``. ``add`` takes a dict of per-sample tensors ``(batch,)``;
+    ``SUM_DTYPE`` (if set) is the dtype the sums are taken in."""
+
+    KEYS: tuple[str, ...] = ()
+    SUM_DTYPE: torch.dtype | None = None
+
+    def __init__(self, history: list[dict[str, Any]], epoch: int) -> None:
+        super().__init__(history, epoch)
+        self.sums = dict.fromkeys(self.KEYS, 0.0)
+        self.count = 0
+
+    def mean(self, key: str) -> float:
+        return self.sums[key] / max(self.count, 1)
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for key in self.KEYS:
+            value = values[key] if self.SUM_DTYPE is None else values[key].to(self.SUM_DTYPE)
+            self.sums[key] += float(value.sum())
+        self.count += int(values[self.KEYS[0]].shape[0])
+        self.publish(partial=True)
+
+    def values(self) -> dict[str, Any]:
+        return {**{k: self.mean(k) for k in self.KEYS}, "samples": self.count}
+
+    def restore(self, entry: dict[str, Any]) -> None:
+        self.count = int(entry["samples"])
+        self.sums = {k: entry[k] * self.count for k in self.KEYS}
+
+
+__all__ = ["EpochRecord", "MeanRecord"]

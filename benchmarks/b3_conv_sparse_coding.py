@@ -45,10 +45,12 @@ TARGET = 1e-4
 
 
 def pin_threads(n: int) -> None:
-    """Before NumPy/SciPy/torch are imported: the BLAS/OpenMP thread counts (inherited by the
-    SPORCO subprocess)."""
+    """Before NumPy/SciPy/torch are imported: the BLAS/OpenMP thread counts, and passive
+    OpenMP waiting (spinning threads collapse on a shared machine); inherited by the SPORCO
+    subprocess."""
     for var in THREAD_VARS:
         os.environ[var] = str(n)
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def tikhonov_highpass(image, lam: float = 10.0, pad: int = 16):
@@ -279,10 +281,11 @@ def main() -> None:
     def energy_ours(z) -> float:
         return circular_energy(K, S, z[0].double().numpy(), LAM)
 
-    def run_ours(n: int, check_every: int | None = None, tol: float = 0.0):
+    def run_ours(n: int, check_every: int | None = None, tol: float = 0.0, inputs=None):
+        signal, kernels = inputs or (S_t, K_t)
         t0 = time.perf_counter()
-        op = le.ConvDictionary(K_t, boundary="circular")
-        result = le.fista(S_t, op, LAM, max_iter=n, tol=tol, check_every=check_every or n)
+        op = le.ConvDictionary(kernels, boundary="circular")
+        result = le.fista(signal, op, LAM, max_iter=n, tol=tol, check_every=check_every or n)
         return time.perf_counter() - t0, result
 
     # Long reference runs in float64 (ours, and SPORCO's ADMM below); E* is the best of them.
@@ -308,7 +311,18 @@ def main() -> None:
 
     ours = search(lambda n: run_ours(n), lambda r: energy_ours(r.z), target, start=16,
                   repeats=args.repeats, cap=20_000)
+    # How loose is the duality-gap certificate at the point that reaches the target?
+    _, at_target = run_ours(ours["iterations"])
+    ours["gap_over_energy"] = float(at_target.gap[0] / at_target.energy[0])
     rows.append(("latentebm FISTA (fixed iterations)", ours))
+    if args.dtype == "float64":
+        # An extra row, outside the float64-vs-float64 comparison: the same solve in float32
+        # (energies still evaluated in float64).
+        inputs32 = (S_t.float(), K_t.float())
+        ours32 = search(lambda n: run_ours(n, inputs=inputs32), lambda r: energy_ours(r.z),
+                        target, start=16, repeats=args.repeats, cap=20_000)
+        ours32["extra"] = True
+        rows.append(("latentebm FISTA float32 (extra row, not in the ratio)", ours32))
     certified = []
     for _ in range(args.repeats):
         seconds, result = run_ours(20_000, check_every=10, tol=TARGET)
@@ -361,7 +375,7 @@ def write_report(args, rows, e_star, lam_max, lipschitz, sporco_note, load_befor
 
     reached = [r for _, r in rows if r.get("reached")]
     ours_best = min(r["seconds"] for label, r in rows if label.startswith("latentebm")
-                    and r.get("reached"))
+                    and r.get("reached") and not r.get("extra"))
     sporco_times = [r["seconds"] for label, r in rows if label.startswith("SPORCO")
                     and r.get("reached")]
     lines = [
@@ -394,17 +408,19 @@ def write_report(args, rows, e_star, lam_max, lipschitz, sporco_note, load_befor
         f"CPUs; Python {platform.python_version()}, torch {torch.__version__}, NumPy "
         f"{np.__version__}, latentebm {le.__version__}; {sporco_note}.",
         "",
-        "| contender | iterations | time to 1e-4 (s) | final (E − E*)/E* | vs fastest latentebm |",
-        "|---|---:|---:|---:|---:|",
+        "| contender | iterations | time to 1e-4 (s) | ms / iteration | final (E − E*)/E* "
+        "| vs fastest latentebm |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for label, r in rows:
         if r.get("reached"):
             t = f"{r['seconds']:.3f} ({r['seconds_median']:.3f})"
-            ratio = f"{r['seconds'] / ours_best:.1f}x"
+            per = f"{1e3 * r['seconds'] / max(r['iterations'], 1):.1f}"
+            ratio = f"{r['seconds'] / ours_best:.2f}x"
         else:
-            t, ratio = "not reached", "-"
+            t, per, ratio = "not reached", "-", "-"
         rel = (r["energy"] - e_star) / e_star if np.isfinite(r.get("energy", np.nan)) else np.nan
-        lines.append(f"| {label} | {r['iterations']} | {t} | {rel:.1e} | {ratio} |")
+        lines.append(f"| {label} | {r['iterations']} | {t} | {per} | {rel:.1e} | {ratio} |")
     if sporco_times:
         lines += ["", f"Fastest SPORCO / fastest latentebm = {min(sporco_times) / ours_best:.2f}"
                   " (target of the issue: at least 5)."]
@@ -412,6 +428,14 @@ def write_report(args, rows, e_star, lam_max, lipschitz, sporco_note, load_befor
     if certified:
         lines += ["", f"The self-stopping run certifies gap/E = {certified[0]['certified_gap']:.1e}"
                   " without knowing E* (the duality gap bounds E − E*)."]
+    fixed = [r for label, r in rows if "fixed iterations" in label and "gap_over_energy" in r]
+    if fixed:
+        lines += ["", f"At the fixed-iteration point that reaches (E − E*)/E* ≤ {TARGET:g}, the "
+                  f"duality gap only certifies gap/E = {fixed[0]['gap_over_energy']:.1e}: the dual "
+                  "point r / max(λ, ‖Dᵀr‖∞) is scaled by the single worst of the 2·10⁶ "
+                  "correlations, so gap/E ≈ (‖Dᵀr‖∞/λ − 1)·λ‖x‖₁/E, first order in the "
+                  "iterate's error while E − E* is second order. That is why the self-stopping "
+                  "run needs several times the iterations."]
     if not reached:
         lines += ["", "No contender reached the target."]
     text = "\n".join(lines) + "\n"

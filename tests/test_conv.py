@@ -57,6 +57,20 @@ def test_fft_and_direct_agree(boundary):
     y = torch.randn(2, 3, 20, 17, generator=gen, dtype=F64)
     torch.testing.assert_close(direct.decode(z), fft.decode(z), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(direct.adjoint(y), fft.adjoint(y), rtol=1e-10, atol=1e-10)
+    # an odd number of atoms and an odd width exercise the packed inverse transform
+    torch.testing.assert_close(direct.gram(z), fft.gram(z), rtol=1e-10, atol=1e-10)
+
+
+def test_soft_threshold_fast_path_is_the_clamp_formula():
+    from latentebm.regularizers import soft_threshold
+
+    v = torch.randn(2, 3, 7, 5, dtype=F64)
+    for tau in (0.0, 0.3, torch.tensor(0.3, dtype=F64)):
+        expected = v - torch.clamp(v, min=-float(tau), max=float(tau))
+        assert torch.equal(soft_threshold(v, tau), expected)
+    per_sample = torch.tensor([0.1, 0.5], dtype=F64)[:, None, None, None]
+    torch.testing.assert_close(soft_threshold(v, per_sample),
+                               v - torch.clamp(v, min=-per_sample, max=per_sample))
 
 
 def test_decode_is_a_sum_of_convolutions():
@@ -253,6 +267,38 @@ def test_planted_dictionary_is_recovered():
     sim = shift_similarity(K, model.dictionary())
     assert torch.all(sim > 0.95), sim
     # the learned kernels are unit-norm
+    torch.testing.assert_close(model.dictionary().flatten(1).norm(dim=1),
+                               torch.ones(4, dtype=F64))
+
+
+@pytest.mark.parametrize("channels,size", [(1, (16, 16)), (3, (15, 12))])
+def test_circular_kernel_loss_matches_autograd(channels, size):
+    """The Fourier-domain kernel objective of circular dictionary learning: value and gradient
+    equal those of differentiating the decoder."""
+    from latentebm.models.conv_dictionary_learning import _CircularKernelLoss
+
+    gen = torch.Generator().manual_seed(4)
+    Y = torch.randn(3, channels, *size, generator=gen, dtype=F64)
+    Z = torch.randn(3, 5, *size, generator=gen, dtype=F64)
+    V = torch.randn(5, channels, 4, 4, generator=gen, dtype=F64, requires_grad=True)
+    r = ConvDictionary(V, boundary="circular").decode(Z) - Y
+    f = 0.5 * (r * r).sum()
+    (grad,) = torch.autograd.grad(f, V)
+    loss = _CircularKernelLoss(Y, Z, 4)
+    value, fourier_grad = loss.value_and_grad(V.detach())
+    torch.testing.assert_close(value, f.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(loss.value(V.detach()), f.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(fourier_grad, grad, rtol=1e-10, atol=1e-10)
+
+
+def test_circular_training_lowers_the_energy():
+    K, Y = planted(seed=5, n=6)
+    model = le.ConvDictionaryLearning(4, 5, 1, lam=0.05, boundary="circular", seed=0,
+                                      init="random", dtype=F64)
+    energies = []
+    model.fit(Y, epochs=6, batch_size=6, max_iter=20, replace_threshold=None, progress=False,
+              callback=lambda step, m, e: energies.append(float(e.sum())))
+    assert energies[-1] < 0.9 * energies[0]
     torch.testing.assert_close(model.dictionary().flatten(1).norm(dim=1),
                                torch.ones(4, dtype=F64))
 

@@ -7,7 +7,8 @@ Gram product ``AᵀA`` (for a dense dictionary one ``n_atoms × n_atoms`` matmul
 each sample's duality gap from quantities it already holds (``Aᵀr = Aᵀy − AᵀAz``), retires the
 samples whose relative gap is below ``tol`` (the working batch shrinks) and, for dense
 dictionaries, tries to solve exactly on the identified support (:mod:`latentebm._support_solve`).
-The returned energies and gaps are recomputed once at the end from the true residual.
+In float64 those are the returned energies and gaps; in lower precision they are recomputed
+once at the end from the true residual.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def proximal_gradient(
     out_z = z.clone()
     out_conv = torch.zeros(batch, dtype=torch.bool, device=Y.device)
     out_iter = torch.zeros(batch, dtype=torch.long, device=Y.device)
+    out_energy = torch.full((batch,), float("inf"), dtype=Y.dtype, device=Y.device)
+    out_gap = out_energy.clone()
     state = _State(Y, b, z, op.gram(z), L)
 
     for k in range(1, max_iter + 1):
@@ -106,6 +109,7 @@ def proximal_gradient(
             if can_polish:
                 support_solve(op, state, lam, reg, energy, gap, tol)
             done = gap <= tol * energy
+            out_energy[state.idx], out_gap[state.idx] = energy, gap
         out_z[state.idx] = state.z
         out_conv[state.idx] = done
         out_iter[state.idx] = k
@@ -113,10 +117,12 @@ def proximal_gradient(
             break
         if bool(done.any()):
             state.keep(~done)
-    energy, gap = energy_and_gap(op, Y, out_z, lam, reg)
+    if lam == 0 or Y.dtype != torch.float64:
+        out_energy, out_gap = energy_and_gap(op, Y, out_z, lam, reg)
     if lam > 0:
-        out_conv = gap <= tol * energy
-    return {"z": out_z, "gap": gap, "energy": energy, "converged": out_conv, "n_iter": out_iter}
+        out_conv = out_gap <= tol * out_energy
+    return {"z": out_z, "gap": out_gap, "energy": out_energy, "converged": out_conv,
+            "n_iter": out_iter}
 
 
 def _running_energy_and_gap(
@@ -153,7 +159,7 @@ def _step(op, state: _State, lam, reg, accelerated, restart, backtracking) -> No
     if backtracking:
         state.L = state.L * STEP_SHRINK
     inv_L = 1.0 / (per_sample(state.L, state.x) if state.L.dim() else state.L)
-    v = torch.sub(state.Gx, state.b).mul_(-inv_L).add_(state.x)
+    v = torch.addcmul(state.x, torch.sub(state.Gx, state.b), -inv_L)
     z_new = reg.prox(v, lam * inv_L)
     Gz_new = op.gram(z_new)
     if backtracking:
@@ -171,8 +177,8 @@ def _step(op, state: _State, lam, reg, accelerated, restart, backtracking) -> No
         beta = beta.masked_fill(opposes, 0.0)
         t_new = t_new.masked_fill(opposes, 1.0)
     beta = per_sample(beta, z_new)
-    state.x = step.mul_(beta).add_(z_new)
-    state.Gx = torch.sub(Gz_new, Gz_old).mul_(beta).add_(Gz_new)
+    state.x = torch.addcmul(z_new, step, beta)
+    state.Gx = torch.lerp(Gz_new, Gz_old, -beta)
     state.t = t_new
 
 
@@ -190,7 +196,7 @@ def _backtrack(op, state: _State, lam, reg, z_new: torch.Tensor, Gz_new: torch.T
         state.L[rows] = 2 * state.L[rows]
         x, Gx, L = state.x[rows], state.Gx[rows], state.L[rows]
         inv_L = 1.0 / per_sample(L, x)
-        v = torch.sub(Gx, state.b[rows]).mul_(-inv_L).add_(x)
+        v = torch.addcmul(x, torch.sub(Gx, state.b[rows]), -inv_L)
         z_new[rows] = reg.prox(v, lam * inv_L)
         Gz_new[rows] = op.gram(z_new[rows])
 

@@ -10,13 +10,24 @@ from __future__ import annotations
 import abc
 
 import torch
+import torch.nn.functional as F
 
 
 def soft_threshold(v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
-    """``shrink_τ(v) = sign(v)·max(|v| − τ, 0)``, computed as ``v − clip(v, −τ, τ)``."""
+    """``shrink_τ(v) = sign(v)·max(|v| − τ, 0)``, computed as ``v − clip(v, −τ, τ)``.
+
+    A single threshold known on the host (a number, or a 0-dim CPU tensor: reading it costs no
+    device synchronisation) and not being learned goes through the fused ``softshrink`` kernel,
+    one pass over ``v`` with the same arithmetic; per-sample, learned or accelerator-held
+    thresholds through ``clamp`` with tensor bounds (several times slower on CPU).
+    """
     if isinstance(tau, torch.Tensor):
+        if (tau.dim() == 0 and tau.device.type == "cpu" and not tau.requires_grad
+                and v.is_floating_point()):
+            return F.softshrink(v, float(tau))
         return v - torch.clamp(v, min=-tau, max=tau)
-    return v - torch.clamp(v, min=-float(tau), max=float(tau))
+    return F.softshrink(v, float(tau)) if v.is_floating_point() else \
+        v - torch.clamp(v, min=-float(tau), max=float(tau))
 
 
 class Regularizer(abc.ABC):

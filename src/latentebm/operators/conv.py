@@ -13,6 +13,13 @@ Signals are images ``(batch, channels, H, W)``, codes are maps ``(batch, n_atoms
 
 Both are computed either directly (``conv2d``/``conv_transpose2d``) or by FFT (the same numbers
 to rounding); ``method="auto"`` picks FFT for circular boundaries and large kernels.
+
+FFT route, per call: one ``rfft2`` of the inputs, a per-frequency product with the cached kernel
+spectra, one inverse transform. The Gram product ``KᵀK z`` of circular boundaries never leaves
+the Fourier domain (code maps → one image spectrum per channel → code maps). On CPU the inverse
+transform to the ``n_atoms`` code maps (adjoint and Gram) packs two real maps into one complex
+one, ``o_{2k} + i·o_{2k+1}``, and runs a full complex ``ifft2`` of half as many maps: PyTorch's
+CPU ``irfft2`` copies its input twice and costs about twice as much (B3 in ``benchmarks/``).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class ConvDictionary(LinearOperator):
         self.boundary = boundary
         self.method = method
         self._spectra: dict[tuple[int, int], torch.Tensor] = {}
+        self._packed: dict[tuple[int, int], torch.Tensor] = {}
 
     # ----------------------------------------------------------------- description
     @property
@@ -161,6 +169,39 @@ class ConvDictionary(LinearOperator):
             self._spectra[grid] = torch.fft.rfft2(self.kernels, s=grid)
         return self._spectra[grid]
 
+    def packed_adjoint_spectrum(self, grid: tuple[int, int]) -> torch.Tensor:
+        """``conj(K̂_{2k}) + i·conj(K̂_{2k+1})`` on the full ``grid`` (an atom of zeros pads an odd
+        count): ``(ceil(n_atoms / 2), channels, gh, gw)``, cached until :meth:`invalidate`.
+
+        The product of an image spectrum with row ``k`` is the spectrum of
+        ``o_{2k} + i·o_{2k+1}``, where ``o_m`` is the (real) correlation with kernel ``m``.
+        """
+        grid = (int(grid[0]), int(grid[1]))
+        if grid not in self._packed:
+            spec = torch.fft.fft2(self.kernels, s=grid).conj()
+            if self.n_atoms % 2:
+                spec = torch.cat([spec, torch.zeros_like(spec[:1])])
+            self._packed[grid] = (spec[0::2] + 1j * spec[1::2]).contiguous()
+        return self._packed[grid]
+
+    def _to_codes(self, y_f: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """``Σ_c conj(K̂_{m,c}) Ŷ_c`` back in space: half spectra ``(B, channels, gh, gw//2+1)``
+        of images to the real maps ``(B, n_atoms, gh, gw)``."""
+        if y_f.device.type != "cpu":
+            return torch.fft.irfft2(_mix(y_f, self.spectrum(grid), adjoint=True), s=grid)
+        packed = self.packed_adjoint_spectrum(grid)
+        full = _hermitian_full(y_f, grid[1])
+        q = full[:, :1] * packed[:, 0]
+        for c in range(1, self.channels):
+            q.addcmul_(full[:, c : c + 1], packed[:, c])
+        q = torch.fft.ifft2(q)
+        batch, pairs = q.shape[:2]
+        # (B, pairs, gh, gw, 2) -> (B, 2·pairs, gh, gw): the real parts are the even atoms.
+        maps = torch.view_as_real(q).permute(0, 1, 4, 2, 3).reshape(batch, 2 * pairs, *grid)
+        if 2 * pairs != self.n_atoms:
+            maps = maps[:, : self.n_atoms].contiguous()
+        return maps
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``Σ_i K_i * z_i``: codes ``(batch, n_atoms, H', W')`` to images
         ``(batch, channels, H, W)``."""
@@ -187,8 +228,9 @@ class ConvDictionary(LinearOperator):
             else:
                 r = F.pad(r, (kw - 1, 0, kh - 1, 0))
             grid = self._grid(code_hw)
-            z = torch.fft.irfft2(_mix(torch.fft.rfft2(r, s=grid), self.spectrum(grid),
-                                      adjoint=True), s=grid)
+            z = self._to_codes(torch.fft.rfft2(r, s=grid), grid)
+            if self.boundary == "circular":
+                return z
             return z[..., : code_hw[0], : code_hw[1]]
         if self.boundary == "circular":
             return F.conv2d(F.pad(r, (0, kw - 1, 0, kh - 1), mode="circular"), self.kernels)
@@ -197,10 +239,9 @@ class ConvDictionary(LinearOperator):
     def gram(self, z: torch.Tensor) -> torch.Tensor:
         """``KᵀK z``; for circular boundaries one FFT round trip (no pass through images)."""
         if self.boundary == "circular" and self._use_fft():
-            grid = tuple(z.shape[-2:])
-            spec = self.spectrum(grid)
-            mixed = _mix(_mix(torch.fft.rfft2(z), spec, adjoint=False), spec, adjoint=True)
-            return torch.fft.irfft2(mixed, s=grid)
+            grid = (int(z.shape[-2]), int(z.shape[-1]))
+            image_f = _mix(torch.fft.rfft2(z), self.spectrum(grid), adjoint=False)
+            return self._to_codes(image_f, grid)
         return self.adjoint(self.decode(z))
 
     # ----------------------------------------------------------------- step size
@@ -237,6 +278,7 @@ class ConvDictionary(LinearOperator):
     def invalidate(self) -> None:
         super().invalidate()
         self._spectra.clear()
+        self._packed.clear()
 
     def atom_norms(self) -> torch.Tensor:
         """Frobenius norm of each kernel, ``(n_atoms,)``."""
@@ -262,6 +304,14 @@ def _fast_size(n: int) -> int:
         m += 1
 
 
+def _hermitian_full(x_f: torch.Tensor, width: int) -> torch.Tensor:
+    """The full 2-D spectrum ``(…, h, width)`` of real maps from their half ``(…, h, w)``,
+    ``w = width // 2 + 1``: ``X[ky, kx] = conj(X[−ky, −kx])`` (indices modulo the grid)."""
+    tail = x_f[..., 1 : width - x_f.shape[-1] + 1].flip(-1)
+    tail = torch.roll(tail.flip(-2), 1, dims=-2).conj()
+    return torch.cat([x_f, tail], dim=-1)
+
+
 def _mix(x_f: torch.Tensor, spec: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
     """Per-frequency product with the kernel spectrum ``spec`` ``(M, C, h, w)``.
 
@@ -275,6 +325,16 @@ def _mix(x_f: torch.Tensor, spec: torch.Tensor, *, adjoint: bool) -> torch.Tenso
         for c in range(1, channels):
             out = out + x_f[:, c : c + 1] * spec[:, c].conj()
         return out
+    if x_f.device.type == "cpu":
+        # Accumulate atom by atom into one image spectrum per channel: no temporary of the
+        # codes' size, which on CPU costs more than the arithmetic.
+        out = []
+        for c in range(channels):
+            acc = x_f[:, 0] * spec[0, c]
+            for m in range(1, spec.shape[0]):
+                acc.addcmul_(x_f[:, m], spec[m, c])
+            out.append(acc)
+        return torch.stack(out, 1)
     return torch.stack([(x_f * spec[:, c]).sum(1) for c in range(channels)], 1)
 
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
@@ -27,7 +26,8 @@ from ..objective import lasso_energy
 from ..operators import ConvDictionary
 from ..regularizers import get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
-from ._interrupt import GracefulInterrupt
+from ._history import EpochRecord
+from ._training import MinibatchLoop, resuming
 
 KIND = "conv_dictionary_learning"
 RESUME_KEYS = ["n_atoms", "kernel_size", "channels", "lam", "boundary", "nonneg", "seed",
@@ -205,9 +205,9 @@ class ConvDictionaryLearning(nn.Module):
         code_shape = (n, *self.operator().code_shape(tuple(Y_t.shape[1:])))
         codes = (torch.zeros(code_shape, device=Y_t.device, dtype=Y_t.dtype)
                  if warm_start else None)
-        start_epoch, start_batch = 0, 0
-        if resume and checkpoint is not None and os.path.exists(checkpoint):
-            codes, start_epoch, start_batch = self._restore(checkpoint, config, codes)
+        start = (0, 0)
+        if resuming(resume, checkpoint):
+            codes, start = self._restore(checkpoint, config, codes)
         elif self._init_from_data and self.n_steps_ == 0:
             gen = torch.Generator().manual_seed(self.seed)
             patches = random_kernel_patches(Y_t, self.n_atoms, self.kernel_size, gen)
@@ -215,58 +215,38 @@ class ConvDictionaryLearning(nn.Module):
             self._init_from_data = False
 
         reg = get_regularizer(self.nonneg)
-        bar = tqdm(total=epochs * steps_per_epoch,
-                   initial=start_epoch * steps_per_epoch + start_batch,
-                   disable=not progress, desc="conv dictionary", unit="batch", leave=False)
-        position = (start_epoch, start_batch)
-
-        def save() -> None:
-            if checkpoint is not None:
-                self._save(checkpoint, config, codes, *position)
-
-        with GracefulInterrupt() as interrupt:
-            try:
-                for epoch in range(start_epoch, epochs):
-                    order = self._epoch_order(n, epoch, Y_t.device)
-                    first = start_batch if epoch == start_epoch else 0
-                    stats = _Stats.open(self.history_, epoch, resumed=first > 0)
-                    for batch in range(first, steps_per_epoch):
-                        idx = order[batch * batch_size : (batch + 1) * batch_size]
-                        Yb = Y_t[idx]
-                        op = self.operator()
-                        with torch.no_grad():
-                            out = proximal_gradient(
-                                op, Yb, self.lam, reg, tol=tol, max_iter=max_iter,
-                                z0=None if codes is None else codes[idx],
-                            )
-                        Z = out["z"]
-                        scale = self._kernel_step_(Yb, Z, dict_steps)
-                        Z = Z * scale[None, :, None, None]
-                        if replace_threshold is not None:
-                            replaced = self._replace_atoms_(Yb, Z, replace_threshold,
-                                                            steps_per_epoch)
-                            Z[:, replaced] = 0
-                        if codes is not None:
-                            codes[idx] = Z
-                        self.n_steps_ += 1
-                        stats.add(out["energy"], Z)
-                        position = ((epoch, batch + 1) if batch + 1 < steps_per_epoch
-                                    else (epoch + 1, 0))
-                        bar.update(1)
-                        bar.set_postfix(energy=f"{stats.mean_energy:.4g}",
-                                        nnz=f"{stats.nnz_share:.3%}")
-                        if callback is not None:
-                            callback(self.n_steps_, self, out["energy"])
-                        if self.n_steps_ % checkpoint_every == 0:
-                            save()
-                        interrupt.raise_if_requested()
-                    stats.close()
-            except KeyboardInterrupt:
-                save()
-                bar.close()
-                raise
-        bar.close()
-        save()
+        loop = MinibatchLoop(
+            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
+            checkpoint=checkpoint, save=partial(self._save, checkpoint, config, codes),
+            checkpoint_every=checkpoint_every, desc="conv dictionary", progress=progress,
+        )
+        with loop:
+            for epoch in loop.epochs():
+                stats = _Stats.open(self.history_, epoch.index, resumed=epoch.resumed)
+                for b in epoch:
+                    Yb = Y_t[b.idx]
+                    with torch.no_grad():
+                        out = proximal_gradient(
+                            self.operator(), Yb, self.lam, reg, tol=tol, max_iter=max_iter,
+                            z0=None if codes is None else codes[b.idx],
+                        )
+                    Z = out["z"]
+                    scale = self._kernel_step_(Yb, Z, dict_steps)
+                    Z = Z * scale[None, :, None, None]
+                    if replace_threshold is not None:
+                        replaced = self._replace_atoms_(Yb, Z, replace_threshold, steps_per_epoch)
+                        Z[:, replaced] = 0
+                    if codes is not None:
+                        codes[b.idx] = Z
+                    self.n_steps_ += 1
+                    stats.add(out["energy"], Z)
+                    loop.step_done(
+                        b, self.n_steps_,
+                        postfix={"energy": f"{stats.mean_energy:.4g}",
+                                 "nnz": f"{stats.nnz_share:.3%}"},
+                        callback=callback, callback_args=(self.n_steps_, self, out["energy"]),
+                    )
+                stats.close()
         return self.history_
 
     def _kernel_step_(self, Y: torch.Tensor, Z: torch.Tensor, n_steps: int) -> torch.Tensor:
@@ -400,7 +380,7 @@ class ConvDictionaryLearning(nn.Module):
                  "training": epoch is not None}
         save_checkpoint(path, tensors, state, kind=KIND)
 
-    def _restore(self, path, config, codes) -> tuple[torch.Tensor | None, int, int]:
+    def _restore(self, path, config, codes) -> tuple[torch.Tensor | None, tuple[int, int]]:
         tensors, saved = load_checkpoint(path, kind=KIND)
         check_config_matches(saved, config, RESUME_KEYS)
         if not saved.get("training"):
@@ -408,7 +388,7 @@ class ConvDictionaryLearning(nn.Module):
         self._load_state(tensors, saved)
         if codes is not None:
             codes = tensors["codes"].to(codes.device, codes.dtype)
-        return codes, saved["epoch"], saved["batch"]
+        return codes, (saved["epoch"], saved["batch"])
 
     def _load_state(self, tensors, config) -> None:
         self.kernels.data.copy_(tensors["kernels"].to(self.kernels.device, self.kernels.dtype))
@@ -429,11 +409,6 @@ class ConvDictionaryLearning(nn.Module):
         Y_t = as_tensor(Y, "Y", ndim=4).to(self.kernels.device, self.kernels.dtype)
         self.operator().check_signal(Y_t, "Y")
         return Y_t
-
-    def _epoch_order(self, n: int, epoch: int, device: torch.device) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=gen).to(device)
-
 
 class _CircularKernelLoss:
     """``f(V) = ½‖Y − Σ_i V_i ⊛ Z_i‖²`` over the kernels ``V`` ``(n_atoms, C, k, k)`` for fixed
@@ -490,29 +465,13 @@ class _CircularKernelLoss:
         return self._value(Rf), grad.contiguous()
 
 
-class _Stats:
-    """Per-epoch running means (energy per image, share of non-zero code entries), kept in the
-    history list so that a resumed epoch continues its sums."""
+class _Stats(EpochRecord):
+    """Per-epoch running means: energy per image and the share of non-zero code entries."""
 
     def __init__(self, history: list, epoch: int) -> None:
-        self.history, self.epoch = history, epoch
+        super().__init__(history, epoch)
         self.energy_sum = self.nnz = self.entries = 0.0
         self.count = 0
-        self.seconds = 0.0
-        self.start = time.perf_counter()
-
-    @classmethod
-    def open(cls, history: list, epoch: int, *, resumed: bool) -> _Stats:
-        stats = cls(history, epoch)
-        last = history[-1] if history else None
-        if resumed and last is not None and last.get("epoch") == epoch and last.get("partial"):
-            history.pop()
-            stats.count = int(last["images"])
-            stats.energy_sum = last["mean_energy"] * stats.count
-            stats.entries = float(last["entries"])
-            stats.nnz = last["nnz_share"] * stats.entries
-            stats.seconds = last["seconds"]
-        return stats
 
     @property
     def mean_energy(self) -> float:
@@ -527,19 +486,17 @@ class _Stats:
         self.nnz += float((Z != 0).sum())
         self.entries += float(Z.numel())
         self.count += Z.shape[0]
-        self._publish(partial=True)
+        self.publish(partial=True)
 
-    def close(self) -> None:
-        self._publish(partial=False)
+    def values(self) -> dict[str, Any]:
+        return {"mean_energy": self.mean_energy, "nnz_share": self.nnz_share,
+                "images": self.count, "entries": self.entries}
 
-    def _publish(self, partial: bool) -> None:
-        if self.history and self.history[-1].get("epoch") == self.epoch:
-            self.history.pop()
-        self.history.append({
-            "epoch": self.epoch, "mean_energy": self.mean_energy, "nnz_share": self.nnz_share,
-            "images": self.count, "entries": self.entries, "partial": partial,
-            "seconds": self.seconds + time.perf_counter() - self.start,
-        })
+    def restore(self, entry: dict[str, Any]) -> None:
+        self.count = int(entry["images"])
+        self.energy_sum = entry["mean_energy"] * self.count
+        self.entries = float(entry["entries"])
+        self.nnz = entry["nnz_share"] * self.entries
 
 
 __all__ = ["ConvDictionaryLearning", "random_kernel_patches"]

@@ -18,7 +18,7 @@ import torch
 from ._support_solve import support_solve
 from .objective import energy_and_gap, energy_and_gap_from
 from .operators import DenseDictionary, LinearOperator, batch_dot, per_sample
-from .regularizers import Regularizer
+from .regularizers import L1, NonNegL1, Regularizer
 
 STEP_SHRINK = 0.9
 """With backtracking, ``L`` is multiplied by this every step, so the step follows the local
@@ -90,7 +90,9 @@ def proximal_gradient(
         L = op.lipschitz(tuple(Y.shape[1:]))
     else:
         L = torch.tensor(lipschitz, dtype=Y.dtype, device=Y.device)
-    can_polish = polish and lam > 0 and isinstance(op, DenseDictionary)
+    # the finish solves the L1 optimality system, so other penalties skip it
+    can_polish = (polish and lam > 0 and isinstance(op, DenseDictionary)
+                  and type(reg) in (L1, NonNegL1))
     out_z = z.clone()
     out_conv = torch.zeros(batch, dtype=torch.bool, device=Y.device)
     out_iter = torch.zeros(batch, dtype=torch.long, device=Y.device)

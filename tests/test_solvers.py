@@ -59,16 +59,20 @@ def test_gap_nonnegative_and_reaches_tol():
     np.testing.assert_array_less(result.gap, 1e-7 * result.energy + 1e-15)
 
 
-def test_ista_energy_never_increases():
-    Y, W, lam = random_problem(4, batch=4)
+def assert_ista_energy_never_increases(Y, W, lam, steps: int, **options) -> None:
     z = np.zeros((Y.shape[0], W.shape[1]))
     previous = le.lasso_energy(Y, W, z, lam)
-    L = float(np.linalg.eigvalsh(W.T @ W).max())
-    for _ in range(200):
-        z = le.ista(Y, W, lam, max_iter=1, tol=0.0, z0=z, lipschitz=L).z
+    for _ in range(steps):
+        z = le.ista(Y, W, lam, tol=0.0, z0=z, **options).z
         energy = le.lasso_energy(Y, W, z, lam)
         assert np.all(energy <= previous + 1e-12)
         previous = energy
+
+
+def test_ista_energy_never_increases():
+    Y, W, lam = random_problem(4, batch=4)
+    L = float(np.linalg.eigvalsh(W.T @ W).max())
+    assert_ista_energy_never_increases(Y, W, lam, 200, max_iter=1, lipschitz=L)
 
 
 def test_power_iteration_bounds_spectral_norm():
@@ -159,13 +163,7 @@ def test_adaptive_steps_and_active_set_finish_agree_with_textbook_fista(nonneg):
 
 def test_ista_with_backtracking_never_increases_energy():
     Y, W, lam = coherent_problem(14, batch=6)
-    z = np.zeros((Y.shape[0], W.shape[1]))
-    previous = le.lasso_energy(Y, W, z, lam)
-    for _ in range(100):
-        z = le.ista(Y, W, lam, max_iter=3, tol=0.0, z0=z, backtracking=True).z
-        energy = le.lasso_energy(Y, W, z, lam)
-        assert np.all(energy <= previous + 1e-12)
-        previous = energy
+    assert_ista_energy_never_increases(Y, W, lam, 100, max_iter=3, backtracking=True)
 
 
 def test_active_set_rounds_exact_from_the_right_signs_and_repair_most_wrong_ones():

@@ -19,9 +19,9 @@ import torch
 
 from ._validation import check_int, check_scalar
 from .checkpoint import check_config_matches, load_checkpoint, save_checkpoint
-from .models._history import MeanRecord
-from .models._training import MinibatchLoop, resuming
 from .models.lista import _load_optimizer, _optimizer_tensors
+from .training.history import MeanRecord
+from .training.loop import MinibatchLoop, resuming
 
 RESUME_KEYS = ["lam", "regularizer", "cost", "predictor", "decoder", "batch_size", "lr", "tol",
                "max_iter", "seed", "n_samples", "normalize"]

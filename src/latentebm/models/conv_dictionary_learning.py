@@ -26,8 +26,8 @@ from ..objective import lasso_energy
 from ..operators import ConvDictionary
 from ..regularizers import get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
-from ._history import EpochRecord
-from ._training import MinibatchLoop, resuming
+from ..training.history import EpochRecord
+from ..training.loop import MinibatchLoop, resuming
 
 KIND = "conv_dictionary_learning"
 RESUME_KEYS = ["n_atoms", "kernel_size", "channels", "lam", "boundary", "nonneg", "seed",

@@ -28,8 +28,8 @@ from ..dictionary_update import normalize_columns_, sgd_update_
 from ..operators import DenseDictionary, batch_dot
 from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
-from ._history import MeanRecord
-from ._training import MinibatchLoop, resuming
+from ..training.history import MeanRecord
+from ..training.loop import MinibatchLoop, resuming
 from .lista import LISTA, VARIANTS, _cosine, _load_optimizer, _optimizer_tensors
 
 ENCODERS = ("tanh", "lista")

@@ -24,8 +24,8 @@ from ..dictionary_update import (
 from ..operators import DenseDictionary
 from ..regularizers import get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
-from ._history import EpochRecord
-from ._training import MinibatchLoop, resuming
+from ..training.history import EpochRecord
+from ..training.loop import MinibatchLoop, resuming
 
 METHODS = ("online", "sgd")
 RESUME_KEYS = ["n_features", "n_atoms", "lam", "nonneg", "method", "batch_size", "n_samples"]

@@ -71,7 +71,7 @@ def test_linear_decoder_without_predictor_is_sparse_coding(nonneg):
     W = dictionary(30, 50)
     Y = torch.randn(16, 30, dtype=D64, generator=torch.Generator().manual_seed(3))
     sc = le.SparseCoding(30, 50, 0.2, nonneg=nonneg, init=W.numpy(), dtype=D64)
-    ebm = sc.as_energy()
+    ebm = le.LatentVariableEBM.from_model(sc)
     assert ebm.predictor is None and ebm.linear_in_z
     z = ebm.infer(None, Y, tol=1e-12, max_iter=5000)
     ref = sc.encode(Y, tol=1e-12, max_iter=5000)
@@ -164,7 +164,7 @@ def test_conv_model_is_an_instance():
     gen = torch.Generator().manual_seed(0)
     Y = torch.randn(3, 1, 10, 10, generator=gen, dtype=D64)
     cdl = ConvDictionaryLearning(4, 3, 1, 0.2, init="random", dtype=D64)
-    ebm = cdl.as_energy()
+    ebm = le.LatentVariableEBM.from_model(cdl)
     assert ebm.linear_in_z
     ref = cdl.encode(Y, tol=1e-12, max_iter=5000)
     assert torch.allclose(ebm.infer(None, Y, tol=1e-12, max_iter=5000), ref.z, atol=1e-6)
@@ -242,7 +242,8 @@ def test_bad_input_is_a_clear_error():
         le.ConditionalLinearDecoder(dictionary(4, 6), offset="mean")
     with pytest.raises(ValueError, match="all-zero column"):
         le.ConditionalLinearDecoder(np.zeros((4, 3)))
-    unconditional = le.SparseCoding(12, 20, 0.1, init="random", dtype=D64).as_energy()
+    unconditional = le.LatentVariableEBM.from_model(
+        le.SparseCoding(12, 20, 0.1, init="random", dtype=D64))
     with pytest.raises(ValueError, match="no predictor"):
         unconditional.free_energy(X, Y)
     with pytest.raises(ValueError, match="offset b\\(h\\) has shape"):

@@ -55,7 +55,10 @@ def _images(n: int = 6, size: int = 9, seed: int = 3) -> torch.Tensor:
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {f"state.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    """The model's tensors (its non-tensor extra state, counters and history, is compared
+    through the history)."""
+    return {f"state.{k}": v.detach().clone() for k, v in model.state_dict().items()
+            if isinstance(v, torch.Tensor)}
 
 
 def _unit_dictionary(d: int = 10, atoms: int = 14, seed: int = 7) -> torch.Tensor:

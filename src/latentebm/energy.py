@@ -39,7 +39,7 @@ from ._validation import (
     check_scalar,
 )
 from .checkpoint import load_checkpoint, save_checkpoint
-from .decoders import LinearInZDecoder, SquaredError
+from .decoders import LinearInZDecoder, SquaredError, decoder_for
 from .regularizers import L1, NonNegL1, Regularizer
 from .solvers import SolverResult, proximal_gradient
 
@@ -102,6 +102,33 @@ class LatentVariableEBM(nn.Module):
         self.n_updates_ = 0
         self.history_: list[dict[str, Any]] = []
         self.energy_trace_: list[float] = []
+
+    @classmethod
+    def from_model(cls, model: Any) -> LatentVariableEBM:
+        """A model of the library as this general energy, built from what the model exposes
+        (models never import this module).
+
+        Parameters
+        ----------
+        model : object
+            Either with ``energy_parts()`` returning ``(predictor, operator, offset,
+            regularizer, lam)`` (a conditional model such as PSD: ``Dec(h, z) = A z +
+            offset(h)``), or with ``operator()`` (a dense or convolutional
+            :class:`~latentebm.operators.LinearOperator`), ``regularizer()`` and ``lam``
+            (SparseCoding, ConvDictionaryLearning: no predictor, ``Dec(z) = A z``).
+
+        The decoder holds a copy of the atoms, so training the energy leaves the model alone;
+        inference is the same FISTA over the same operator.
+        """
+        if callable(getattr(model, "energy_parts", None)):
+            predictor, op, offset, reg, lam = model.energy_parts()
+        elif callable(getattr(model, "operator", None)) and hasattr(model, "lam"):
+            predictor, op, offset = None, model.operator(), None
+            reg, lam = model.regularizer(), model.lam
+        else:
+            raise TypeError(f"cannot build an energy from a {type(model).__name__}: it has "
+                            "neither energy_parts() nor operator() and lam")
+        return cls(predictor, decoder_for(op, offset), reg, lam)
 
     # ----------------------------------------------------------------- description
     @property

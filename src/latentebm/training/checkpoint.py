@@ -183,6 +183,8 @@ def read_checkpoint(
 
     meta = _header_metadata(path, damaged)
     fmt = meta.get("format")
+    if kind is not None and meta.get("kind") != kind:
+        raise damaged(f"it holds a {meta.get('kind')!r} model, expected {kind!r}")
     if fmt in OLD_FORMATS:
         raise CheckpointError(
             f"checkpoint {path} was written by latentebm {OLD_FORMATS[fmt]} (format {fmt!r}), "
@@ -191,8 +193,6 @@ def read_checkpoint(
         )
     if fmt != FORMAT:
         raise damaged(f"not a latentebm checkpoint (format {fmt!r}, expected {FORMAT!r})")
-    if kind is not None and meta.get("kind") != kind:
-        raise damaged(f"it holds a {meta.get('kind')!r} model, expected {kind!r}")
     try:
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

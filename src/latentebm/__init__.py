@@ -3,13 +3,13 @@
 ``E(y, z) = ½‖y − Wz‖² + λR(z)`` and its relatives, inferred by minimising over ``z``.
 """
 
-from .decoders import (
+from .energy import (
     ConditionalConvDecoder,
     ConditionalLinearDecoder,
+    LatentVariableEBM,
     LinearInZDecoder,
     SquaredError,
 )
-from .energy import LatentVariableEBM
 from .models import SparseCoding
 from .models.conv_autoencoder import ConvSparseAutoencoder
 from .models.conv_dictionary_learning import ConvDictionaryLearning

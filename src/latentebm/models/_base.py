@@ -26,7 +26,6 @@ Conventions every model follows (see the README's "Errors and recovery"):
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import os
@@ -44,6 +43,7 @@ from ..training.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from ..training.extra_state import TrainingAttributes
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -88,7 +88,7 @@ def codes_only(z: Any, n_iter: int | None = None) -> SolverResult:
                         n_iter=n_iter)
 
 
-class LatentModel(nn.Module):
+class LatentModel(TrainingAttributes, nn.Module):
     """Base class of the library's models (see the module docstring for the contract)."""
 
     KIND: ClassVar[str] = ""
@@ -137,17 +137,6 @@ class LatentModel(nn.Module):
                 raise TypeError(f"{name} has dtype {x.dtype} but the model uses {ref.dtype}")
             return as_tensor(x, name, ndim=ndim), False
         return as_tensor(x, name, ndim=ndim).to(ref.device, ref.dtype), True
-
-    # ----------------------------------------------------------------- training state
-    def get_extra_state(self) -> dict[str, Any]:
-        return {name: copy.deepcopy(getattr(self, name)) for name in self.TRAINING_STATE}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict):
-            raise ValueError(f"the extra state of {type(self).__name__} must be a dict")
-        for name in self.TRAINING_STATE:
-            if name in state:
-                setattr(self, name, copy.deepcopy(state[name]))
 
     # ----------------------------------------------------------------- checkpoints
     @classmethod

@@ -169,8 +169,8 @@ class PSD(nn.Module):
         ``Dec(h, z) = [W; √β I] z + [0; −√β h]``, and the target is ``[y; 0]``
         (:meth:`stacked_target`), so ``E(y, [y; 0], z)`` is this model's energy and inference is
         the same FISTA over the same stacked operator."""
-        from ..decoders import ConditionalLinearDecoder
         from ..energy import LatentVariableEBM
+        from ..energy.decoders import ConditionalLinearDecoder
 
         _, op = self._stacked(self.W[:1], torch.zeros(1, self.n_atoms, dtype=self.W.dtype,
                                                        device=self.W.device))

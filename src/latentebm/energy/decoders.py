@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validation import as_tensor
-from .operators import ConvDictionary, DenseDictionary, LinearOperator
+from .._validation import as_tensor
+from ..operators import ConvDictionary, DenseDictionary, LinearOperator
 
 
 class SquaredError:

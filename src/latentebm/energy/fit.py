@@ -17,7 +17,12 @@ from typing import Any
 import torch
 
 from .._validation import check_int, check_scalar
-from ..training.checkpoint import TrainingState, read_checkpoint, write_checkpoint
+from ..training.checkpoint import (
+    TrainingState,
+    check_same_settings,
+    read_checkpoint,
+    write_checkpoint,
+)
 from ..training.history import MeanRecord
 from ..training.loop import MinibatchLoop, resuming
 
@@ -142,11 +147,7 @@ def _restore(model, path, fit_args, optimizer, codes) -> tuple[torch.Tensor, tup
     ckpt = read_checkpoint(path, kind=KIND)
     if ckpt.training is None:
         raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
-    saved = ckpt.training.fit
-    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, now {v!r}"
-             for k, v in fit_args.items() if saved.get(k) != v]
-    if diffs:
-        raise ValueError("checkpoint is from another configuration (" + "; ".join(diffs) + ")")
+    check_same_settings(path, ckpt.training.fit, fit_args)
     saved_codes = ckpt.training.extra.get("codes")
     if saved_codes is None or tuple(saved_codes.shape) != tuple(codes.shape):
         raise ValueError(f"checkpoint {path} holds latents of another shape")

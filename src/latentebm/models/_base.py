@@ -40,6 +40,7 @@ from ..training.checkpoint import (
     Checkpoint,
     CheckpointError,
     TrainingState,
+    check_same_settings,
     read_checkpoint,
     write_checkpoint,
 )
@@ -228,12 +229,7 @@ class LatentModel(TrainingAttributes, nn.Module):
         """
         ckpt = read_checkpoint(path, kind=self.KIND)
         saved = {**ckpt.config, **(ckpt.training.fit if ckpt.training else {})}
-        mine = {**self.config.to_json(), **fit}
-        diffs = [f"{k}: checkpoint has {saved.get(k, '(unset)')!r}, now {v!r}"
-                 for k, v in mine.items() if saved.get(k, "(unset)") != v]
-        if diffs:
-            raise ValueError(f"checkpoint {path} is from another configuration ("
-                             + "; ".join(diffs) + ")")
+        check_same_settings(path, saved, {**self.config.to_json(), **fit})
         if ckpt.training is None:
             raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
         self.load_checkpoint_state(ckpt)

@@ -229,6 +229,17 @@ def read_checkpoint(
     return Checkpoint(path, str(meta["kind"]), config, state, training)
 
 
+def check_same_settings(path: str | os.PathLike, saved: dict[str, Any], now: dict[str, Any]
+                        ) -> None:
+    """Raise ``ValueError`` listing every setting in ``now`` that the checkpoint at ``path``
+    (whose settings are ``saved``) holds with another value: a run resumes only as it began."""
+    diffs = [f"{k}: checkpoint has {saved.get(k, '(unset)')!r}, now {v!r}"
+             for k, v in now.items() if saved.get(k, "(unset)") != v]
+    if diffs:
+        raise ValueError(f"checkpoint {path} is from another configuration ("
+                         + "; ".join(diffs) + ")")
+
+
 def _header_metadata(path: Path, damaged) -> dict[str, str]:
     """The safetensors header's ``__metadata__``, read without loading the tensors."""
     try:
@@ -258,5 +269,5 @@ def _json(meta: dict[str, str], key: str, damaged, *, want: type) -> Any:
     return value
 
 
-__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "TrainingState", "read_checkpoint",
-           "write_checkpoint"]
+__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "TrainingState", "check_same_settings",
+           "read_checkpoint", "write_checkpoint"]

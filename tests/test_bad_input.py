@@ -95,14 +95,14 @@ def test_checkpoint_errors(tmp_path):
         le.SparseCoding.load(tmp_path / "missing.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(ValueError, match="damaged"):
         le.SparseCoding.load(bad)
     model = le.SparseCoding(20, 30, 0.1)
     path = tmp_path / "model.safetensors"
     model.save(path)
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(path.read_bytes()[:-50])
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(ValueError, match="damaged"):
         le.SparseCoding.load(truncated)
 
 

@@ -5,13 +5,13 @@
 
 from importlib import metadata as _metadata
 
-from .decoders import (
+from .energy import (
     ConditionalConvDecoder,
     ConditionalLinearDecoder,
+    LatentVariableEBM,
     LinearInZDecoder,
     SquaredError,
 )
-from .energy import LatentVariableEBM
 from .models import SparseCoding
 from .models.conv_autoencoder import ConvSparseAutoencoder
 from .models.conv_dictionary_learning import ConvDictionaryLearning

@@ -20,8 +20,7 @@ from torch import nn
 from .. import viz
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
-from ..decoders import ConditionalLinearDecoder
-from ..energy import LatentVariableEBM
+from ..energy import ConditionalLinearDecoder, LatentVariableEBM
 from . import conditional_eval as ev
 from ._args import add_common_arguments
 from ._run import Run

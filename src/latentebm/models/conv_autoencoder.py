@@ -37,8 +37,8 @@ from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
 from ..regularizers import L1, soft_threshold
 from ..solvers import proximal_gradient
-from ._history import EpochRecord
-from ._training import MinibatchLoop, resuming
+from ..training.history import EpochRecord
+from ..training.loop import MinibatchLoop, resuming
 from .conv_dictionary_learning import random_kernel_patches
 
 KIND = "conv_sparse_autoencoder"

@@ -12,27 +12,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
-from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
 from ..objective import lasso_energy
 from ..operators import ConvDictionary
 from ..regularizers import get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
-from ._history import EpochRecord
-from ._training import MinibatchLoop, resuming
-
-KIND = "conv_dictionary_learning"
-RESUME_KEYS = ["n_atoms", "kernel_size", "channels", "lam", "boundary", "nonneg", "seed",
-               "batch_size", "n_images", "image_shape", "warm_start", "dict_steps",
-               "replace_threshold"]
+from ..training.history import EpochRecord
+from ..training.loop import MinibatchLoop, resuming
+from ._base import LatentModel, ModelConfig, dtype_name
 
 
 def random_kernel_patches(
@@ -56,14 +50,46 @@ def random_kernel_patches(
     return patches / patches.flatten(1).norm(dim=1)[:, None, None, None]
 
 
-class ConvDictionaryLearning(nn.Module):
+@dataclass(frozen=True)
+class ConvDictionaryLearningConfig(ModelConfig):
+    """The constructor arguments of :class:`ConvDictionaryLearning` (``dtype`` by name)."""
+
+    n_atoms: int
+    kernel_size: int
+    channels: int = 1
+    lam: float = 0.1
+    boundary: str = "full"
+    nonneg: bool = False
+    seed: int = 0
+    dtype: str = "float32"
+
+
+class ConvDictionaryLearning(LatentModel):
     """Learn ``n_atoms`` unit-norm kernels ``(n_atoms, channels, k, k)`` from images.
 
-    ``lam`` is λ of ``½‖y − Σ K_i * z_i‖² + λ‖z‖₁`` (summed over pixels; the lecture's λ is 2λ).
-    ``boundary``: ``"full"`` (codes larger than the images by ``k − 1``; default) or
-    ``"circular"``, see :class:`~latentebm.operators.ConvDictionary`. ``init``: ``"data"``
-    (random windows of the first training images), ``"random"`` (Gaussian) or an array.
+    Parameters
+    ----------
+    n_atoms, kernel_size, channels : int
+        Number of kernels, their side ``k`` and the image channels.
+    lam : float
+        λ of ``½‖y − Σ K_i * z_i‖² + λ‖z‖₁`` (summed over pixels; the lecture's λ is 2λ).
+    boundary : ``"full"`` or ``"circular"``
+        ``"full"``: codes larger than the images by ``k − 1`` (default); see
+        :class:`~latentebm.operators.ConvDictionary`.
+    nonneg : bool
+        Constrain the codes to ``z ≥ 0``.
+    init : ``"data"``, ``"random"`` or array ``(n_atoms, channels, k, k)``
+        ``"data"``: random windows of the first training images.
+    seed : int
+    device, dtype
+
+    The kernels are a buffer (learned by projected steps, not by backpropagation); the step
+    counter, history, step-size estimate and ``init="data"`` flag travel in ``state_dict()``.
     """
+
+    KIND = "conv_dictionary_learning"
+    Config = ConvDictionaryLearningConfig
+    TRAINING_STATE = ("n_steps_", "history_", "_init_from_data", "step_lipschitz")
 
     def __init__(
         self,
@@ -80,18 +106,16 @@ class ConvDictionaryLearning(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.n_atoms = check_int(n_atoms, "n_atoms", low=1)
-        self.kernel_size = check_int(kernel_size, "kernel_size", low=1)
-        self.channels = check_int(channels, "channels", low=1)
-        self.lam = check_lam(lam)
-        self.nonneg = bool(nonneg)
-        self.seed = check_int(seed, "seed", low=0)
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        ConvDictionary(torch.zeros(1, 1, 1, 1), boundary=boundary)  # validates ``boundary``
+        self.config = ConvDictionaryLearningConfig(
+            n_atoms=check_int(n_atoms, "n_atoms", low=1),
+            kernel_size=check_int(kernel_size, "kernel_size", low=1),
+            channels=check_int(channels, "channels", low=1), lam=check_lam(lam),
+            boundary=boundary, nonneg=bool(nonneg), seed=check_int(seed, "seed", low=0),
+            dtype=dtype_name(dtype),
+        )
         device = resolve_device(device)
         shape = (self.n_atoms, self.channels, self.kernel_size, self.kernel_size)
-        ConvDictionary(torch.zeros(1, 1, 1, 1), boundary=boundary)  # validates ``boundary``
-        self.boundary = boundary
         self._init_from_data = isinstance(init, str) and init == "data"
         if isinstance(init, str):
             if init not in ("data", "random"):
@@ -105,7 +129,7 @@ class ConvDictionaryLearning(nn.Module):
             if bool((K.flatten(1).norm(dim=1) == 0).any()):
                 raise ValueError("init has an all-zero kernel; kernels must be non-zero")
         K = K / K.flatten(1).norm(dim=1)[:, None, None, None]
-        self.kernels = nn.Parameter(K.to(device=device, dtype=dtype))
+        self.register_buffer("kernels", K.to(device=device, dtype=dtype))
         self.register_buffer(
             "last_used", torch.zeros(self.n_atoms, dtype=torch.long, device=device)
         )
@@ -121,38 +145,41 @@ class ConvDictionaryLearning(nn.Module):
     def operator(self) -> ConvDictionary:
         return ConvDictionary(self.dictionary(), boundary=self.boundary)
 
-    def as_energy(self):
-        """This model as the general :class:`~latentebm.LatentVariableEBM`: no predictor, the
-        decoder ``Dec(z) = Σ K_i * z_i`` (a copy of the kernels), the same regularizer and λ."""
-        from ..decoders import ConditionalConvDecoder
-        from ..energy import LatentVariableEBM
-
-        decoder = ConditionalConvDecoder(self.dictionary(), boundary=self.boundary, offset=None)
-        return LatentVariableEBM(None, decoder, get_regularizer(self.nonneg), self.lam)
+    def regularizer(self):
+        """``R``: L1, or non-negative L1 with ``nonneg``."""
+        return get_regularizer(self.nonneg)
 
     def encode(
         self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None
     ) -> SolverResult:
-        """Optimal code maps of images ``Y`` ``(batch, channels, H, W)`` by FISTA."""
+        """Optimal code maps ``(batch, n_atoms, H', W')`` of images ``Y``
+        ``(batch, channels, H, W)`` by FISTA, with their certificate (see
+        :func:`latentebm.fista`; ``tol`` the relative duality gap, ``z0`` a warm start)."""
         if isinstance(Y, torch.Tensor):
-            self._check_device(Y, "Y")
+            self.check_input(Y, "Y", ndim=4)
         return fista(
             Y, self.operator(), self.lam, tol=tol, max_iter=max_iter, z0=z0, nonneg=self.nonneg
         )
 
-    def forward(self, Y: torch.Tensor) -> torch.Tensor:
-        return self.encode(Y).z
+    def forward(self, Y: torch.Tensor, z0: torch.Tensor | None = None, *, tol: float = 1e-3,
+                max_iter: int = 100) -> Any:
+        """The solver's output (code maps, energies, ...) for validated images ``Y``
+        ``(batch, channels, H, W)``, warm-started from ``z0``; no checks, no gradient."""
+        with torch.no_grad():
+            return proximal_gradient(self.operator(), Y, self.lam, self.regularizer(), tol=tol,
+                                     max_iter=max_iter, z0=z0)
 
     def decode(self, Z: Any) -> Any:
-        """``Σ_i K_i * z_i`` for code maps ``(batch, n_atoms, H', W')``."""
-        numpy_out = not isinstance(Z, torch.Tensor)
-        Z_t = as_tensor(Z, "Z", ndim=4).to(self.kernels.device, self.kernels.dtype)
+        """``Σ_i K_i * z_i`` ``(batch, channels, H, W)`` for code maps ``Z``
+        ``(batch, n_atoms, H', W')``."""
+        Z_t, numpy_out = self.check_input(Z, "Z", ndim=4)
         op = self.operator()
         op.check_code(Z_t, "Z")
         return to_output(op.decode(Z_t), numpy_out)
 
     def energy(self, Y: Any, Z: Any | None = None) -> Any:
-        """Per-image energy; with ``Z=None`` the free energy ``min_z E(y, z)``."""
+        """Per-image energy ``(batch,)`` of images ``Y`` ``(batch, channels, H, W)`` and code
+        maps ``Z``; with ``Z=None`` the free energy ``min_z E(y, z)``."""
         if Z is None:
             return self.encode(Y).energy
         return lasso_energy(Y, self.operator(), Z, self.lam, nonneg=self.nonneg)
@@ -187,7 +214,8 @@ class ConvDictionaryLearning(nn.Module):
         :meth:`latentebm.SparseCoding.fit`; the epoch order comes from the seed, so a resumed
         run equals an uninterrupted one. Returns the per-epoch history.
         """
-        Y_t = self._training_data(Y)
+        Y_t, _ = self.check_input(Y, "Y", ndim=4)
+        self.operator().check_signal(Y_t, "Y")
         epochs = check_int(epochs, "epochs", low=1)
         batch_size = min(check_int(batch_size, "batch_size", low=1), Y_t.shape[0])
         tol = check_scalar(tol, "tol", low=0.0)
@@ -199,37 +227,40 @@ class ConvDictionaryLearning(nn.Module):
         checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
         n = Y_t.shape[0]
         steps_per_epoch = math.ceil(n / batch_size)
-        config = self._config(batch_size=batch_size, n_images=n,
-                              image_shape=list(Y_t.shape[1:]), warm_start=bool(warm_start),
-                              dict_steps=dict_steps, replace_threshold=replace_threshold)
+        fit_args = {"batch_size": batch_size, "n_images": n, "image_shape": list(Y_t.shape[1:]),
+                    "warm_start": bool(warm_start), "dict_steps": dict_steps,
+                    "replace_threshold": replace_threshold}
         code_shape = (n, *self.operator().code_shape(tuple(Y_t.shape[1:])))
         codes = (torch.zeros(code_shape, device=Y_t.device, dtype=Y_t.dtype)
                  if warm_start else None)
         start = (0, 0)
         if resuming(resume, checkpoint):
-            codes, start = self._restore(checkpoint, config, codes)
+            state = self.resume_from(checkpoint, fit_args)
+            start = state.position
+            if codes is not None:
+                codes = state.extra["codes"].to(codes.dtype)
         elif self._init_from_data and self.n_steps_ == 0:
             gen = torch.Generator().manual_seed(self.seed)
             patches = random_kernel_patches(Y_t, self.n_atoms, self.kernel_size, gen)
-            self.kernels.data.copy_(patches)
+            self.kernels.copy_(patches)
             self._init_from_data = False
 
-        reg = get_regularizer(self.nonneg)
+        def save(epoch: int, batch: int) -> None:
+            extra = {} if codes is None else {"codes": codes}
+            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch), extra=extra)
+
         loop = MinibatchLoop(
             n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=partial(self._save, checkpoint, config, codes),
-            checkpoint_every=checkpoint_every, desc="conv dictionary", progress=progress,
+            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
+            desc="conv dictionary", progress=progress,
         )
         with loop:
             for epoch in loop.epochs():
                 stats = _Stats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
                     Yb = Y_t[b.idx]
-                    with torch.no_grad():
-                        out = proximal_gradient(
-                            self.operator(), Yb, self.lam, reg, tol=tol, max_iter=max_iter,
-                            z0=None if codes is None else codes[b.idx],
-                        )
+                    out = self(Yb, None if codes is None else codes[b.idx], tol=tol,
+                               max_iter=max_iter)
                     Z = out["z"]
                     scale = self._kernel_step_(Yb, Z, dict_steps)
                     Z = Z * scale[None, :, None, None]
@@ -241,7 +272,7 @@ class ConvDictionaryLearning(nn.Module):
                     self.n_steps_ += 1
                     stats.add(out["energy"], Z)
                     loop.step_done(
-                        b, self.n_steps_,
+                        b, self.n_steps_, loss=out["energy"],
                         postfix={"energy": f"{stats.mean_energy:.4g}",
                                  "nnz": f"{stats.nnz_share:.3%}"},
                         callback=callback, callback_args=(self.n_steps_, self, out["energy"]),
@@ -349,66 +380,6 @@ class ConvDictionaryLearning(nn.Module):
         self.last_used[replace] = self.n_steps_
         return replace
 
-    # ----------------------------------------------------------------- checkpoints
-    def save(self, path: str | os.PathLike) -> None:
-        """Save the kernels and the configuration to a safetensors file."""
-        self._save(path, self._config(), None, None, None)
-
-    @classmethod
-    def load(
-        cls, path: str | os.PathLike, *, device: str | torch.device | None = None
-    ) -> ConvDictionaryLearning:
-        tensors, config = load_checkpoint(path, kind=KIND)
-        K = tensors["kernels"]
-        model = cls(config["n_atoms"], config["kernel_size"], config["channels"], config["lam"],
-                    boundary=config["boundary"], nonneg=config["nonneg"], init=K.numpy(),
-                    seed=config["seed"], device=device, dtype=K.dtype)
-        model._load_state(tensors, config)
-        return model
-
-    def _config(self, **extra: Any) -> dict[str, Any]:
-        return {"n_atoms": self.n_atoms, "kernel_size": self.kernel_size,
-                "channels": self.channels, "lam": self.lam, "boundary": self.boundary,
-                "nonneg": self.nonneg, "seed": self.seed, **extra}
-
-    def _save(self, path, config, codes, epoch, batch) -> None:
-        tensors = {"kernels": self.kernels.data, "last_used": self.last_used}
-        if codes is not None:
-            tensors["codes"] = codes
-        state = {**config, "n_steps": self.n_steps_, "epoch": epoch, "batch": batch,
-                 "history": self.history_, "step_lipschitz": self.step_lipschitz,
-                 "training": epoch is not None}
-        save_checkpoint(path, tensors, state, kind=KIND)
-
-    def _restore(self, path, config, codes) -> tuple[torch.Tensor | None, tuple[int, int]]:
-        tensors, saved = load_checkpoint(path, kind=KIND)
-        check_config_matches(saved, config, RESUME_KEYS)
-        if not saved.get("training"):
-            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
-        self._load_state(tensors, saved)
-        if codes is not None:
-            codes = tensors["codes"].to(codes.device, codes.dtype)
-        return codes, (saved["epoch"], saved["batch"])
-
-    def _load_state(self, tensors, config) -> None:
-        self.kernels.data.copy_(tensors["kernels"].to(self.kernels.device, self.kernels.dtype))
-        self.last_used.copy_(tensors["last_used"].to(self.last_used.device))
-        self.n_steps_ = int(config.get("n_steps", 0))
-        self.history_ = list(config.get("history", []))
-        self.step_lipschitz = float(config.get("step_lipschitz", 1.0))
-        self._init_from_data = False
-
-    # ----------------------------------------------------------------- helpers
-    def _check_device(self, Y: torch.Tensor, name: str) -> None:
-        if Y.device != self.kernels.device:
-            raise ValueError(f"{name} is on {Y.device} but the model is on {self.kernels.device}")
-
-    def _training_data(self, Y: Any) -> torch.Tensor:
-        if isinstance(Y, torch.Tensor):
-            self._check_device(Y, "Y")
-        Y_t = as_tensor(Y, "Y", ndim=4).to(self.kernels.device, self.kernels.dtype)
-        self.operator().check_signal(Y_t, "Y")
-        return Y_t
 
 class _CircularKernelLoss:
     """``f(V) = ½‖Y − Σ_i V_i ⊛ Z_i‖²`` over the kernels ``V`` ``(n_atoms, C, k, k)`` for fixed

@@ -42,8 +42,8 @@ from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
 from ..operators import DenseDictionary
 from ..regularizers import get_regularizer
 from ..solvers import proximal_gradient
-from ._history import EpochRecord
-from ._training import MinibatchLoop, resuming
+from ..training.history import EpochRecord
+from ..training.loop import MinibatchLoop, resuming
 
 VARIANTS = ("lista", "cp", "step")
 KIND = "lista"

@@ -28,8 +28,8 @@ from ..dictionary_update import normalize_columns_, sgd_update_
 from ..operators import DenseDictionary, batch_dot
 from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
-from ._history import MeanRecord
-from ._training import MinibatchLoop, resuming
+from ..training.history import MeanRecord
+from ..training.loop import MinibatchLoop, resuming
 from .lista import LISTA, VARIANTS, _cosine, _load_optimizer, _optimizer_tensors
 
 ENCODERS = ("tanh", "lista")
@@ -169,8 +169,8 @@ class PSD(nn.Module):
         ``Dec(h, z) = [W; √β I] z + [0; −√β h]``, and the target is ``[y; 0]``
         (:meth:`stacked_target`), so ``E(y, [y; 0], z)`` is this model's energy and inference is
         the same FISTA over the same stacked operator."""
-        from ..decoders import ConditionalLinearDecoder
         from ..energy import LatentVariableEBM
+        from ..energy.decoders import ConditionalLinearDecoder
 
         _, op = self._stacked(self.W[:1], torch.zeros(1, self.n_atoms, dtype=self.W.dtype,
                                                        device=self.W.device))

@@ -5,15 +5,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
-from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
 from ..dictionary_update import (
     accumulate_statistics_,
     block_coordinate_update_,
@@ -21,24 +19,57 @@ from ..dictionary_update import (
     reinitialize_atoms_,
     sgd_update_,
 )
+from ..objective import lasso_energy
 from ..operators import DenseDictionary
 from ..regularizers import get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
-from ._history import EpochRecord
-from ._training import MinibatchLoop, resuming
+from ..training.history import EpochRecord
+from ..training.loop import MinibatchLoop, resuming
+from ._base import LatentModel, ModelConfig, dtype_name
 
 METHODS = ("online", "sgd")
-RESUME_KEYS = ["n_features", "n_atoms", "lam", "nonneg", "method", "batch_size", "n_samples"]
 
 
-class SparseCoding(nn.Module):
+@dataclass(frozen=True)
+class SparseCodingConfig(ModelConfig):
+    """The constructor arguments of :class:`SparseCoding` (``dtype`` by name)."""
+
+    n_features: int
+    n_atoms: int
+    lam: float
+    nonneg: bool = False
+    seed: int = 0
+    dtype: str = "float32"
+
+
+class SparseCoding(LatentModel):
     """A dictionary ``W`` ``(n_features, n_atoms)`` with unit-norm columns and its L1 energy.
 
-    ``lam`` is λ in ``½‖y − Wz‖² + λ‖z‖₁`` (scikit-learn's ``alpha``; the lecture's λ is 2λ).
-    ``init``: ``"data"`` (atoms drawn from the training samples at the first :meth:`fit`),
-    ``"random"`` (Gaussian), or an array ``(n_features, n_atoms)``.
-    ``forward(Y)`` returns the optimal codes ``(batch, n_atoms)`` (found by FISTA, no gradient).
+    Parameters
+    ----------
+    n_features, n_atoms : int
+        Signal size and number of atoms.
+    lam : float
+        λ ≥ 0 in ``½‖y − Wz‖² + λ‖z‖₁`` (scikit-learn's ``alpha``; the lecture's λ is 2λ).
+    nonneg : bool
+        Constrain the codes to ``z ≥ 0``.
+    init : ``"data"``, ``"random"`` or array ``(n_features, n_atoms)``
+        ``"data"``: atoms drawn from the training samples at the first :meth:`fit`;
+        ``"random"``: Gaussian; an array: those atoms (normalised).
+    seed : int
+        Seeds the initial atoms and the epoch order.
+    device, dtype
+        Where the atoms live; float32 or float64.
+
+    ``W`` is a buffer (it is learned by closed-form and projected updates, never by gradient);
+    the online statistics ``A``, ``B`` and ``last_used`` are buffers too, and the step counter,
+    history and ``init="data"`` flag travel in ``state_dict()``. ``forward(Y, z0)`` runs the
+    solver on already validated tensors; :meth:`encode` is the validated entry point.
     """
+
+    KIND = "sparse_coding"
+    Config = SparseCodingConfig
+    TRAINING_STATE = ("n_steps_", "history_", "_init_from_data")
 
     def __init__(
         self,
@@ -53,13 +84,11 @@ class SparseCoding(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.n_features = check_int(n_features, "n_features", low=1)
-        self.n_atoms = check_int(n_atoms, "n_atoms", low=1)
-        self.lam = check_lam(lam)
-        self.nonneg = bool(nonneg)
-        self.seed = check_int(seed, "seed", low=0)
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.config = SparseCodingConfig(
+            n_features=check_int(n_features, "n_features", low=1),
+            n_atoms=check_int(n_atoms, "n_atoms", low=1), lam=check_lam(lam),
+            nonneg=bool(nonneg), seed=check_int(seed, "seed", low=0), dtype=dtype_name(dtype),
+        )
         device = resolve_device(device)
         gen = torch.Generator().manual_seed(self.seed)
         W = torch.randn(self.n_features, self.n_atoms, generator=gen, dtype=torch.float64)
@@ -74,11 +103,11 @@ class SparseCoding(nn.Module):
                 raise ValueError(f"init must have shape {want}, got {tuple(W.shape)}")
             if bool((W.norm(dim=0) == 0).any()):
                 raise ValueError("init has an all-zero column; atoms must be non-zero")
-        self.W = nn.Parameter(normalize_columns_(W).to(device=device, dtype=dtype))
+        self.register_buffer("W", normalize_columns_(W).to(device=device, dtype=dtype))
         self.register_buffer(
             "A", torch.zeros(self.n_atoms, self.n_atoms, device=device, dtype=dtype)
         )
-        self.register_buffer("B", torch.zeros_like(self.W.data))
+        self.register_buffer("B", torch.zeros_like(self.W))
         self.register_buffer(
             "last_used", torch.zeros(self.n_atoms, dtype=torch.long, device=device)
         )
@@ -91,45 +120,57 @@ class SparseCoding(nn.Module):
         return self.W.detach()
 
     def operator(self) -> DenseDictionary:
+        """The dictionary as the solvers' operator (a view of the atoms)."""
         return DenseDictionary(self.dictionary())
 
-    def as_energy(self):
-        """This model as the general :class:`~latentebm.LatentVariableEBM`: no predictor, the
-        decoder ``Dec(z) = Wz`` (a copy of the atoms), the same regularizer and λ. Its
-        ``infer(None, Y)`` is :meth:`encode`'s FISTA over the same operator."""
-        from ..decoders import ConditionalLinearDecoder
-        from ..energy import LatentVariableEBM
-
-        decoder = ConditionalLinearDecoder(self.dictionary(), offset=None, normalize=False)
-        return LatentVariableEBM(None, decoder, get_regularizer(self.nonneg), self.lam)
+    def regularizer(self):
+        """``R``: L1, or non-negative L1 with ``nonneg``."""
+        return get_regularizer(self.nonneg)
 
     def encode(
         self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None
     ) -> SolverResult:
-        """Optimal codes of ``Y`` ``(batch, n_features)`` by FISTA; see :func:`latentebm.fista`."""
+        """Optimal codes by FISTA, with their certificate (see :func:`latentebm.fista`).
+
+        Parameters
+        ----------
+        Y : array or tensor ``(batch, n_features)``
+        tol : float, optional
+            Relative duality gap (default 1e-5 in float32, 1e-8 in float64).
+        max_iter : int
+        z0 : array or tensor ``(batch, n_atoms)``, optional
+            Warm start.
+        """
         if isinstance(Y, torch.Tensor):
-            self._check_device(Y, "Y")
+            self.check_input(Y, "Y", ndim=2)
         return fista(
             Y, self.operator(), self.lam, tol=tol, max_iter=max_iter, z0=z0, nonneg=self.nonneg
         )
 
-    def forward(self, Y: torch.Tensor) -> torch.Tensor:
-        return self.encode(Y).z
+    def forward(self, Y: torch.Tensor, z0: torch.Tensor | None = None, *, tol: float = 1e-3,
+                max_iter: int = 200) -> Any:
+        """The solver's output (codes ``(batch, n_atoms)``, energies, ...) for validated
+        signals ``Y`` ``(batch, n_features)``, warm-started from ``z0``; no checks."""
+        return proximal_gradient(self.operator(), Y, self.lam, self.regularizer(), z0=z0,
+                                 tol=tol, max_iter=max_iter)
 
     def decode(self, Z: Any) -> Any:
-        """``Wz`` for codes ``(batch, n_atoms)``."""
-        numpy_out = not isinstance(Z, torch.Tensor)
-        Z_t = as_tensor(Z, "Z", ndim=2).to(self.W.device, self.W.dtype)
+        """``Wz`` ``(batch, n_features)`` for codes ``Z`` ``(batch, n_atoms)``."""
+        Z_t, numpy_out = self.check_input(Z, "Z", ndim=2)
         if Z_t.shape[1] != self.n_atoms:
             raise ValueError(f"Z must have {self.n_atoms} columns, got {Z_t.shape[1]}")
         return to_output(Z_t @ self.dictionary().T, numpy_out)
 
     def energy(self, Y: Any, Z: Any | None = None) -> Any:
-        """Per-sample energy; with ``Z=None``, the free energy ``min_z E(y, z)``."""
+        """Per-sample energy ``(batch,)``; with ``Z=None``, the free energy ``min_z E(y, z)``.
+
+        Parameters
+        ----------
+        Y : array or tensor ``(batch, n_features)``
+        Z : array or tensor ``(batch, n_atoms)``, optional
+        """
         if Z is None:
             return self.encode(Y).energy
-        from ..objective import lasso_energy
-
         return lasso_energy(Y, self.operator(), Z, self.lam, nonneg=self.nonneg)
 
     # ----------------------------------------------------------------- learning
@@ -159,9 +200,15 @@ class SparseCoding(nn.Module):
         epoch) is re-initialised from the worst-reconstructed samples of the batch.
         ``checkpoint``: a ``.safetensors`` path written every ``checkpoint_every`` steps, at the
         end, and on Ctrl-C (after the step in flight); ``resume=True`` continues from it.
-        Returns the per-epoch history (mean energy, mean non-zeros, seconds, re-initialised atoms).
+        A NaN/inf energy or atom stops training with ``FloatingPointError`` (the last good
+        checkpoint is kept). Returns the per-epoch history (mean energy, mean non-zeros,
+        seconds, re-initialised atoms).
         """
-        Y_t = self._training_data(Y)
+        Y_t, _ = self.check_input(Y, "Y", ndim=2)
+        if Y_t.shape[1] != self.n_features:
+            raise ValueError(
+                f"Y must have {self.n_features} features (columns), got {Y_t.shape[1]}"
+            )
         epochs = check_int(epochs, "epochs", low=1)
         batch_size = check_int(batch_size, "batch_size", low=1)
         if method not in METHODS:
@@ -176,47 +223,37 @@ class SparseCoding(nn.Module):
         dead_after = (
             steps_per_epoch if dead_after is None else check_int(dead_after, "dead_after", low=1)
         )
-        config = self._config(method=method, batch_size=batch_size, n_samples=n)
+        fit_args = {"method": method, "batch_size": batch_size, "n_samples": n}
 
         codes = torch.zeros(n, self.n_atoms, device=Y_t.device, dtype=Y_t.dtype)
         start = (0, 0)
         if resuming(resume, checkpoint):
-            codes, start = self._restore(checkpoint, config)
+            state = self.resume_from(checkpoint, fit_args)
+            codes, start = state.extra["codes"].to(Y_t.dtype), state.position
         elif self._init_from_data and self.n_steps_ == 0:
             self._init_atoms_from(Y_t)
 
-        reg = get_regularizer(self.nonneg)
-        W = self.W.data
+        def save(epoch: int, batch: int) -> None:
+            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
+                                           extra={"codes": codes})
+
         loop = MinibatchLoop(
             n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=partial(self._save, checkpoint, config, codes),
-            checkpoint_every=checkpoint_every, desc="sparse coding", progress=progress,
+            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
+            desc="sparse coding", progress=progress,
         )
         with loop, torch.no_grad():
             for epoch in loop.epochs():
                 stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
                     Yb = Y_t[b.idx]
-                    out = proximal_gradient(
-                        DenseDictionary(W), Yb, self.lam, reg, z0=codes[b.idx], tol=tol,
-                        max_iter=max_iter,
-                    )
+                    out = self(Yb, codes[b.idx], tol=tol, max_iter=max_iter)
                     Z = out["z"]
                     codes[b.idx] = Z
-                    self.n_steps_ += 1
-                    used = (Z != 0).any(0)
-                    self.last_used[used] = self.n_steps_
-                    if method == "online":
-                        accumulate_statistics_(self.A, self.B, Yb, Z, self.n_steps_)
-                        block_coordinate_update_(W, self.A, self.B)
-                    else:
-                        sgd_update_(W, Yb, Z, lr)
-                    dead = self.n_steps_ - self.last_used >= dead_after
-                    n_new = reinitialize_atoms_(W, self.A, self.B, dead, Yb, Z)
-                    self.last_used[dead] = self.n_steps_
-                    stats.add(out["energy"], Z, n_new)
+                    self._dictionary_step(Yb, Z, method, lr, dead_after, stats)
+                    stats.add(out["energy"], Z)
                     loop.step_done(
-                        b, self.n_steps_,
+                        b, self.n_steps_, loss=out["energy"],
                         postfix={"energy": f"{stats.mean_energy:.4g}",
                                  "nnz": f"{stats.mean_nnz:.1f}"},
                         callback=callback, callback_args=(self.n_steps_, self),
@@ -224,84 +261,24 @@ class SparseCoding(nn.Module):
                 stats.close()
         return self.history_
 
-    # ----------------------------------------------------------------- checkpoints
-    def save(self, path: str | os.PathLike) -> None:
-        """Save the model (atoms, statistics, configuration) to a safetensors file."""
-        self._save(path, self._config(), None, None, None)
-
-    @classmethod
-    def load(
-        cls, path: str | os.PathLike, *, device: str | torch.device | None = None
-    ) -> SparseCoding:
-        tensors, config = load_checkpoint(path, kind="sparse_coding")
-        dtype = torch.float64 if tensors["W"].dtype == torch.float64 else torch.float32
-        model = cls(
-            config["n_features"],
-            config["n_atoms"],
-            config["lam"],
-            nonneg=config["nonneg"],
-            init=tensors["W"].numpy(),
-            seed=config["seed"],
-            device=device,
-            dtype=dtype,
-        )
-        model._load_state(tensors, config)
-        return model
-
-    def _config(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "n_features": self.n_features,
-            "n_atoms": self.n_atoms,
-            "lam": self.lam,
-            "nonneg": self.nonneg,
-            "seed": self.seed,
-            **extra,
-        }
-
-    def _save(self, path, config, codes, epoch, batch) -> None:
-        tensors = {"W": self.W.data, "A": self.A, "B": self.B, "last_used": self.last_used}
-        if codes is not None:
-            tensors["codes"] = codes
-        state = {
-            **config,
-            "n_steps": self.n_steps_,
-            "epoch": epoch,
-            "batch": batch,
-            "history": self.history_,
-        }
-        save_checkpoint(path, tensors, state, kind="sparse_coding")
-
-    def _restore(self, path, config) -> tuple[torch.Tensor, tuple[int, int]]:
-        tensors, saved = load_checkpoint(path, kind="sparse_coding")
-        check_config_matches(saved, config, RESUME_KEYS + ["seed"])
-        if "codes" not in tensors:
-            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
-        self._load_state(tensors, saved)
-        return tensors["codes"].to(self.W.device, self.W.dtype), (saved["epoch"], saved["batch"])
-
-    def _load_state(self, tensors, config) -> None:
-        for name in ("W", "A", "B", "last_used"):
-            target = getattr(self, name)
-            target.data.copy_(tensors[name].to(target.device, target.dtype))
-        self.n_steps_ = int(config.get("n_steps", 0))
-        self.history_ = list(config.get("history", []))
-        self._init_from_data = False
+    def _dictionary_step(self, Yb: torch.Tensor, Z: torch.Tensor, method: str, lr: float,
+                         dead_after: int, stats: _EpochStats) -> None:
+        """Update the atoms (and statistics) from a batch and its codes; re-initialise atoms
+        unused for ``dead_after`` steps."""
+        W = self.W
+        self.n_steps_ += 1
+        used = (Z != 0).any(0)
+        self.last_used[used] = self.n_steps_
+        if method == "online":
+            accumulate_statistics_(self.A, self.B, Yb, Z, self.n_steps_)
+            block_coordinate_update_(W, self.A, self.B)
+        else:
+            sgd_update_(W, Yb, Z, lr)
+        dead = self.n_steps_ - self.last_used >= dead_after
+        stats.reinit += reinitialize_atoms_(W, self.A, self.B, dead, Yb, Z)
+        self.last_used[dead] = self.n_steps_
 
     # ----------------------------------------------------------------- helpers
-    def _check_device(self, Y: torch.Tensor, name: str) -> None:
-        if Y.device != self.W.device:
-            raise ValueError(f"{name} is on {Y.device} but the model is on {self.W.device}")
-
-    def _training_data(self, Y: Any) -> torch.Tensor:
-        if isinstance(Y, torch.Tensor):
-            self._check_device(Y, "Y")
-        Y_t = as_tensor(Y, "Y", ndim=2).to(self.W.device, self.W.dtype)
-        if Y_t.shape[1] != self.n_features:
-            raise ValueError(
-                f"Y must have {self.n_features} features (columns), got {Y_t.shape[1]}"
-            )
-        return Y_t
-
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
         gen = torch.Generator().manual_seed(self.seed)
         n = Y.shape[0]
@@ -312,7 +289,7 @@ class SparseCoding(nn.Module):
         atoms = Y[pick.to(Y.device)].T.clone()
         noise = torch.randn(atoms.shape, generator=gen, dtype=torch.float64).to(atoms)
         atoms += 1e-3 * atoms.norm(dim=0, keepdim=True).clamp_min(1e-3) * noise
-        self.W.data.copy_(normalize_columns_(atoms))
+        self.W.copy_(normalize_columns_(atoms))
         self._init_from_data = False
 
 
@@ -332,11 +309,10 @@ class _EpochStats(EpochRecord):
     def mean_nnz(self) -> float:
         return self.nnz_sum / max(self.count, 1)
 
-    def add(self, energy: torch.Tensor, Z: torch.Tensor, n_new: int) -> None:
+    def add(self, energy: torch.Tensor, Z: torch.Tensor) -> None:
         self.energy_sum += float(energy.sum())
         self.nnz_sum += float((Z != 0).sum())
         self.count += Z.shape[0]
-        self.reinit += n_new
         self.publish(partial=True)
 
     def values(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .._validation import as_tensor, check_int, check_scalar, resolve_device
 from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
-from ._interrupt import GracefulInterrupt
+from ..training.interrupt import GracefulInterrupt
 from .vae_parts import (
     LIKELIHOODS,
     Decoder,

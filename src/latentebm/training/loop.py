@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._interrupt import GracefulInterrupt
+from .interrupt import GracefulInterrupt
 
 
 def epoch_order(seed: int, n: int, epoch: int, device: torch.device | str) -> torch.Tensor:
@@ -84,6 +84,14 @@ class MinibatchLoop:
     unless ``checkpoint`` (the path) is ``None``, when the step count reaches a multiple of
     ``checkpoint_every``, on Ctrl-C or ``KeyboardInterrupt`` (which then propagates) and when
     the block ends.
+
+    Divergence: :meth:`step_done` takes the step's ``loss`` and flags a non-finite one on the
+    device (no host synchronisation); every ``check_every`` steps, before every save and at the
+    end, the flag, the ``watch`` module's tensors and the ``optimizer``'s state are checked. A
+    NaN or inf stops training with ``FloatingPointError`` naming the step (epoch, batch) and the
+    last good checkpoint, which is left as it was. ``scheduler`` (a
+    ``torch.optim.lr_scheduler``) is stepped after every step.
+
     ``batch_size`` must already be clipped to ``n``. Use as a context manager around
     :meth:`epochs`, and call :meth:`step_done` after every step.
     """
@@ -100,6 +108,10 @@ class MinibatchLoop:
         checkpoint: str | os.PathLike | None = None,
         save: Callable[[int, int], None] | None = None,
         checkpoint_every: int = 100,
+        check_every: int = 50,
+        watch: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
         desc: str = "training",
         progress: bool = True,
     ) -> None:
@@ -109,11 +121,23 @@ class MinibatchLoop:
         self.total = epochs * self.steps_per_epoch
         self.start = start
         self.position = start
+        self.checkpoint = checkpoint
         self._save = None if checkpoint is None else save
         self.checkpoint_every = checkpoint_every
+        self.check_every = check_every
+        self.watch, self.optimizer, self.scheduler = watch, optimizer, scheduler
         self._desc, self._progress = desc, progress
         self._interrupt = GracefulInterrupt()
         self._bar: tqdm | None = None
+        first = start[0] * self.steps_per_epoch + start[1]
+        # the first step whose loss was not finite (-1: none), kept on the device
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self._checked = first  # steps before this one are known to be finite
+        self._steps_run = first
+        self.last_good: str | None = (
+            str(checkpoint) if checkpoint is not None and os.path.exists(checkpoint) and first
+            else None
+        )
 
     def __enter__(self) -> MinibatchLoop:
         start_epoch, start_batch = self.start
@@ -136,6 +160,7 @@ class MinibatchLoop:
             finally:
                 self._interrupt.__exit__(exc_type, exc, tb)
         else:
+            self._bar.close()
             self._interrupt.__exit__(exc_type, exc, tb)
 
     def epochs(self) -> Iterator[Epoch]:
@@ -146,14 +171,24 @@ class MinibatchLoop:
             first = start_batch if epoch == start_epoch else 0
             yield Epoch(epoch, first, order, self.batch_size, self.steps_per_epoch)
 
-    def step_done(self, batch: Batch, count: int, *, postfix: dict[str, str] | None = None,
+    def step_done(self, batch: Batch, count: int, *, loss: torch.Tensor | None = None,
+                  postfix: dict[str, str] | None = None,
                   callback: Callable[..., object] | None = None,
                   callback_args: tuple[Any, ...] = ()) -> None:
-        """After a step: move the position past ``batch``, advance the bar (with ``postfix``),
-        call ``callback(*callback_args)``, save if ``count`` (the model's step counter) is a
-        multiple of ``checkpoint_every``, and raise ``KeyboardInterrupt`` if Ctrl-C was pressed."""
+        """After a step: flag a non-finite ``loss`` (any shape), step the scheduler, move the
+        position past ``batch``, advance the bar (with ``postfix``), call
+        ``callback(*callback_args)``, check for divergence every ``check_every`` steps, save if
+        ``count`` (the model's step counter) is a multiple of ``checkpoint_every``, and raise
+        ``KeyboardInterrupt`` if Ctrl-C was pressed."""
+        if loss is not None:
+            bad = ~torch.isfinite(loss.detach()).all()
+            unset = self._first_bad < 0
+            self._first_bad = torch.where(bad & unset, batch.step, self._first_bad)
+        if self.scheduler is not None:
+            self.scheduler.step()
         last = batch.batch + 1 == self.steps_per_epoch
         self.position = (batch.epoch + 1, 0) if last else (batch.epoch, batch.batch + 1)
+        self._steps_run = batch.step + 1
         self._bar.update(1)
         if postfix is not None:
             self._bar.set_postfix(**postfix)
@@ -161,12 +196,58 @@ class MinibatchLoop:
             callback(*callback_args)
         if count % self.checkpoint_every == 0:
             self.save()
+        elif self._steps_run - self._checked >= self.check_every:
+            self.verify()
         self._interrupt.raise_if_requested()
 
+    def verify(self) -> None:
+        """Raise ``FloatingPointError`` if a loss, a weight or the optimizer state went NaN/inf
+        since the last check (one host synchronisation)."""
+        first_bad = int(self._first_bad)
+        if first_bad >= 0:
+            self._diverged(f"the loss was NaN or inf at {self._where(first_bad)}")
+        name = self._non_finite_tensor()
+        if name is not None:
+            since = self._where(self._checked) if self._steps_run > self._checked else "start"
+            self._diverged(f"{name} became NaN or inf between {since} and "
+                           f"{self._where(self._steps_run - 1)}")
+        self._checked = self._steps_run
+
+    def _where(self, step: int) -> str:
+        epoch, batch = divmod(step, self.steps_per_epoch)
+        return f"step {step} (epoch {epoch}, batch {batch})"
+
+    def _non_finite_tensor(self) -> str | None:
+        tensors: list[tuple[str, torch.Tensor]] = []
+        if self.watch is not None:
+            tensors += [(f"the model's {k!r}", v) for k, v in self.watch.state_dict().items()
+                        if isinstance(v, torch.Tensor)]
+        if self.optimizer is not None:
+            tensors += [("the optimizer's state", v) for st in self.optimizer.state.values()
+                        for v in st.values() if isinstance(v, torch.Tensor)]
+        floats = [(k, v) for k, v in tensors if v.is_floating_point() and v.numel()]
+        if not floats:
+            return None
+        finite = torch.stack([torch.isfinite(v).all() for _, v in floats])
+        if bool(finite.all()):
+            return None
+        return floats[int((~finite).nonzero()[0, 0])][0]
+
+    def _diverged(self, what: str) -> None:
+        kept = (f"the last good checkpoint {self.last_good} was kept"
+                if self.last_good is not None else "no checkpoint was written")
+        raise FloatingPointError(
+            f"training diverged: {what}; {kept}. Lower the learning rate (or the step size), "
+            "check the data, then resume from the checkpoint or start again."
+        )
+
     def save(self) -> None:
-        """Checkpoint the current position (nothing without a checkpoint path)."""
+        """Check for divergence, then checkpoint the current position (nothing is written
+        without a checkpoint path)."""
+        self.verify()
         if self._save is not None:
             self._save(*self.position)
+            self.last_good = str(self.checkpoint)
 
 
 __all__ = ["Batch", "Epoch", "MinibatchLoop", "epoch_order", "resuming"]

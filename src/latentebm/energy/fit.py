@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 
-from ._validation import check_int, check_scalar
-from .checkpoint import check_config_matches, load_checkpoint, save_checkpoint
-from .models._history import MeanRecord
-from .models._training import MinibatchLoop, resuming
-from .models.lista import _load_optimizer, _optimizer_tensors
+from .._validation import check_int, check_scalar
+from ..training.checkpoint import (
+    TrainingState,
+    check_same_settings,
+    read_checkpoint,
+    write_checkpoint,
+)
+from ..training.history import MeanRecord
+from ..training.loop import MinibatchLoop, resuming
 
-RESUME_KEYS = ["lam", "regularizer", "cost", "predictor", "decoder", "batch_size", "lr", "tol",
-               "max_iter", "seed", "n_samples", "normalize"]
+KIND = "latent_variable_ebm"
 
 
 def fit(
@@ -47,13 +49,30 @@ def fit(
 ) -> list[dict[str, Any]]:
     """Train ``model`` on pairs ``x`` ``(n, ...)`` (``None`` if unconditional), ``y`` ``(n, ...)``.
 
-    tol, max_iter: inference per step (relative gap, or relative change for a general decoder).
-    lr: Adam step (constant, so a run can be extended). normalize: unit-norm atoms after every
-    step (linear-in-z decoders). checkpoint: a ``.safetensors`` path written every
-    ``checkpoint_every`` steps, at the end, and on Ctrl-C (after the step in flight);
-    ``resume=True`` continues from it exactly. Returns the per-epoch history (mean energy at
-    ``z*``, mean non-zeros of ``z*``, mean inference iterations, seconds); the per-step mean
-    energy goes to ``model.energy_trace_``.
+    Parameters
+    ----------
+    model : LatentVariableEBM
+    x : array or tensor ``(n, ...)`` or None
+    y : array or tensor ``(n, ...)``
+    epochs, batch_size : int
+    lr : float
+        Adam step (constant, so a run can be extended).
+    tol, max_iter
+        Inference per step (relative gap, or relative change for a general decoder).
+    seed : int
+        Epoch order.
+    normalize : bool
+        Unit-norm atoms after every step (linear-in-z decoders).
+    checkpoint : path, optional
+        A ``.safetensors`` file written every ``checkpoint_every`` steps, at the end, and on
+        Ctrl-C (after the step in flight); ``resume=True`` continues from it exactly.
+    callback : callable ``(n_updates, model)``, optional
+    progress : bool
+
+    Returns the per-epoch history (mean energy at ``z*``, mean non-zeros of ``z*``, mean
+    inference iterations, seconds); the per-step mean energy goes to ``model.energy_trace_``.
+    A NaN/inf energy or weight stops training with ``FloatingPointError`` naming the step; the
+    last good checkpoint is kept.
     """
     x_t, y_t, _ = model._inputs(x, y)
     epochs = check_int(epochs, "epochs", low=1)
@@ -68,19 +87,26 @@ def fit(
         raise ValueError("the model has no trainable parameters")
     n = y_t.shape[0]
     batch_size = min(batch_size, n)
-    config = {**model.describe(), "batch_size": batch_size, "lr": lr, "tol": tol,
-              "max_iter": max_iter, "seed": seed, "n_samples": n, "normalize": bool(normalize)}
+    fit_args = {"batch_size": batch_size, "lr": lr, "tol": tol, "max_iter": max_iter,
+                "seed": seed, "n_samples": n, "normalize": bool(normalize)}
     optimizer = torch.optim.Adam(params, lr=lr)
     codes = y_t.new_zeros((n, *model.code_shape(tuple(y_t.shape[1:]))))
     start = (0, 0)
     if resuming(resume, checkpoint):
-        codes, start = _restore(model, checkpoint, config, optimizer, codes)
+        codes, start = _restore(model, checkpoint, fit_args, optimizer, codes)
     elif normalize and model.n_updates_ == 0:
         model.normalize_()
+
+    def save(epoch: int, batch: int) -> None:
+        state = TrainingState((epoch, batch), fit_args, optimizer.state_dict(),
+                              extra={"codes": codes})
+        write_checkpoint(checkpoint, kind=KIND, config=model.describe(),
+                         state_dict=model.state_dict(), training=state)
+
     loop = MinibatchLoop(
         n, batch_size, epochs, seed=seed, device=y_t.device, start=start, checkpoint=checkpoint,
-        save=partial(_save, model, checkpoint, config, optimizer, codes),
-        checkpoint_every=checkpoint_every, desc="conditional EBM", progress=progress,
+        save=save, checkpoint_every=checkpoint_every, watch=model, optimizer=optimizer,
+        desc="conditional EBM", progress=progress,
     )
     with loop:
         for epoch in loop.epochs():
@@ -92,7 +118,7 @@ def fit(
                 stats.add(values)
                 model.energy_trace_.append(float(values["energy"].mean()))
                 model.n_updates_ += 1
-                loop.step_done(b, model.n_updates_,
+                loop.step_done(b, model.n_updates_, loss=values["energy"],
                                postfix={"energy": f"{stats.mean('energy'):.4g}",
                                         "nnz": f"{stats.mean('nonzeros'):.1f}"},
                                callback=callback, callback_args=(model.n_updates_, model))
@@ -101,14 +127,15 @@ def fit(
 
 
 def _step(model, optimizer, xb, yb, codes, idx, tol, max_iter, normalize) -> dict:
-    h = model.hidden(xb)
+    """Infer ``z*`` (no gradient), then one Adam step on ``mean E(x, y, z*)`` through
+    ``model.forward``."""
     with torch.no_grad():
-        hd = None if h is None else h.detach()
-        out = model.solve_tensors(hd, yb, codes[idx], tol=tol, max_iter=max_iter)
+        h = model.hidden(xb)
+        out = model.solve_tensors(h, yb, codes[idx], tol=tol, max_iter=max_iter)
     Z = out["z"]
     codes[idx] = Z
     optimizer.zero_grad(set_to_none=True)
-    model.energy_tensors(h, yb, Z).mean().backward()
+    model(xb, yb, Z).mean().backward()
     optimizer.step()
     if normalize:
         model.normalize_()
@@ -116,27 +143,17 @@ def _step(model, optimizer, xb, yb, codes, idx, tol, max_iter, normalize) -> dic
             "iterations": out["n_iter"]}
 
 
-def _save(model, path, config, optimizer, codes, epoch: int, batch: int) -> None:
-    """The training state: parameters, Adam's state, the latents, position and history."""
-    tensors = {k: v.detach() for k, v in model.state_dict().items()}
-    tensors.update(_optimizer_tensors(optimizer))
-    tensors["codes"] = codes
-    state = {**config, "n_updates": model.n_updates_, "epoch": epoch, "batch": batch,
-             "history": model.history_, "energy_trace": model.energy_trace_}
-    save_checkpoint(path, tensors, state, kind="latent_variable_ebm")
-
-
-def _restore(model, path, config, optimizer, codes) -> tuple[torch.Tensor, tuple[int, int]]:
-    tensors, saved = load_checkpoint(path, kind="latent_variable_ebm")
-    check_config_matches(saved, config, RESUME_KEYS)
-    if saved.get("epoch") is None or "codes" not in tensors:
+def _restore(model, path, fit_args, optimizer, codes) -> tuple[torch.Tensor, tuple[int, int]]:
+    ckpt = read_checkpoint(path, kind=KIND)
+    if ckpt.training is None:
         raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
-    if tuple(tensors["codes"].shape) != tuple(codes.shape):
+    check_same_settings(path, ckpt.training.fit, fit_args)
+    saved_codes = ckpt.training.extra.get("codes")
+    if saved_codes is None or tuple(saved_codes.shape) != tuple(codes.shape):
         raise ValueError(f"checkpoint {path} holds latents of another shape")
-    model.load_tensors_({k: v for k, v in tensors.items() if not k.startswith("optim.")},
-                        saved, str(path))
-    _load_optimizer(optimizer, tensors, codes.device)
-    return tensors["codes"].to(codes.device, codes.dtype), (saved["epoch"], saved["batch"])
+    model.load_checkpoint_(ckpt)
+    optimizer.load_state_dict(ckpt.training.optimizer)
+    return saved_codes.to(codes.device, codes.dtype), ckpt.training.position
 
 
 class _EpochStats(MeanRecord):

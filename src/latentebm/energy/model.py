@@ -13,9 +13,9 @@ Inference ``z* = argmin_z E``:
 - any other decoder or cost: proximal gradient with backtracking on the smooth part, gradient by
   autograd (:mod:`latentebm._latent_inference`).
 
-Sparse coding is the instance with no predictor, ``Dec(z) = Wz`` and ``R = ‖·‖₁``
-(:meth:`latentebm.SparseCoding.as_energy`); PSD and convolutional sparse coding are instances
-too (``as_energy`` on :class:`~latentebm.PSD` and :class:`~latentebm.ConvDictionaryLearning`).
+Sparse coding is the instance with no predictor, ``Dec(z) = Wz`` and ``R = ‖·‖₁``; PSD and
+convolutional sparse coding are instances too: :meth:`LatentVariableEBM.from_model` builds the
+energy of any of them from what the model exposes.
 """
 
 from __future__ import annotations
@@ -29,19 +29,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._latent_inference import autograd_proximal_gradient
-from ._problem import to_output
-from ._validation import (
+from .._latent_inference import autograd_proximal_gradient
+from .._problem import to_output
+from .._validation import (
     as_tensor,
     check_int,
     check_lam,
     check_same_device_dtype,
     check_scalar,
 )
-from .checkpoint import load_checkpoint, save_checkpoint
-from .decoders import LinearInZDecoder, SquaredError
-from .regularizers import L1, NonNegL1, Regularizer
-from .solvers import SolverResult, proximal_gradient
+from ..regularizers import L1, NonNegL1, Regularizer
+from ..solvers import SolverResult, proximal_gradient
+from ..training.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from ..training.extra_state import TrainingAttributes
+from .decoders import LinearInZDecoder, SquaredError, decoder_for
 
 KIND = "latent_variable_ebm"
 REGULARIZERS: dict[str, type[Regularizer]] = {"l1": L1, "nonneg_l1": NonNegL1}
@@ -58,7 +59,7 @@ def as_regularizer(reg: Any) -> Regularizer:
     )
 
 
-class LatentVariableEBM(nn.Module):
+class LatentVariableEBM(TrainingAttributes, nn.Module):
     """``E(x, y, z) = C(y, Dec(h, z)) + λR(z)`` with ``h = Pred(x)``.
 
     predictor: ``nn.Module`` mapping ``x`` ``(batch, ...)`` to ``h``, or ``None`` (unconditional:
@@ -70,8 +71,15 @@ class LatentVariableEBM(nn.Module):
     when the decoder has no ``code_shape(signal_shape)`` method.
 
     Tensors must be on the model's device and dtype (those of the decoder's parameters); NumPy
-    input is converted and results come back as NumPy.
+    input is converted and results come back as NumPy. The outputs of a user-supplied decoder
+    and cost are checked on their first call (shape of ``y``; one value per sample).
+
+    ``forward(x, y, z)`` is the per-sample energy on validated tensors (no checks): training
+    goes through it, so a ``DistributedDataParallel`` wrapper synchronises the gradients. The
+    update counter, history and per-step energy trace travel in ``state_dict()``.
     """
+
+    TRAINING_STATE = ("n_updates_", "history_", "energy_trace_")
 
     def __init__(
         self,
@@ -96,12 +104,40 @@ class LatentVariableEBM(nn.Module):
         if not callable(cost):
             raise TypeError(f"cost must be callable (y, y_hat) -> (batch,), got {cost!r}")
         self.cost = cost
+        self._cost_checked = False
         if code_shape is not None:
             code_shape = tuple(check_int(d, "code_shape", low=1) for d in code_shape)
         self._code_shape = code_shape
         self.n_updates_ = 0
         self.history_: list[dict[str, Any]] = []
         self.energy_trace_: list[float] = []
+
+    @classmethod
+    def from_model(cls, model: Any) -> LatentVariableEBM:
+        """A model of the library as this general energy, built from what the model exposes
+        (models never import this module).
+
+        Parameters
+        ----------
+        model : object
+            Either with ``energy_parts()`` returning ``(predictor, operator, offset,
+            regularizer, lam)`` (a conditional model such as PSD: ``Dec(h, z) = A z +
+            offset(h)``), or with ``operator()`` (a dense or convolutional
+            :class:`~latentebm.operators.LinearOperator`), ``regularizer()`` and ``lam``
+            (SparseCoding, ConvDictionaryLearning: no predictor, ``Dec(z) = A z``).
+
+        The decoder holds a copy of the atoms, so training the energy leaves the model alone;
+        inference is the same FISTA over the same operator.
+        """
+        if callable(getattr(model, "energy_parts", None)):
+            predictor, op, offset, reg, lam = model.energy_parts()
+        elif callable(getattr(model, "operator", None)) and hasattr(model, "lam"):
+            predictor, op, offset = None, model.operator(), None
+            reg, lam = model.regularizer(), model.lam
+        else:
+            raise TypeError(f"cannot build an energy from a {type(model).__name__}: it has "
+                            "neither energy_parts() nor operator() and lam")
+        return cls(predictor, decoder_for(op, offset), reg, lam)
 
     # ----------------------------------------------------------------- description
     @property
@@ -136,7 +172,26 @@ class LatentVariableEBM(nn.Module):
 
     def energy_tensors(self, h, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``E`` from already validated tensors and the predictor's output ``h``."""
-        return self.cost(y, self._decode(h, z, y.shape)) + self.lam * self.regularizer_value(z)
+        return self._cost(y, self._decode(h, z, y.shape)) + self.lam * self.regularizer_value(z)
+
+    def forward(self, x: torch.Tensor | None, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``E(x, y, z)`` ``(batch,)`` for validated tensors (differentiable in the
+        predictor's and decoder's parameters); no checks, no host synchronisation."""
+        h = None if self.predictor is None else self.predictor(x)
+        return self.energy_tensors(h, y, z)
+
+    def _cost(self, y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+        """``C(y, ŷ)``; its first result must hold one value per sample."""
+        out = self.cost(y, y_hat)
+        if not self._cost_checked:
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (y.shape[0],):
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(
+                    f"cost must return one value per sample, shape ({y.shape[0]},) for this "
+                    f"batch, got {got}; a cost that sums over the batch mixes the samples"
+                )
+            self._cost_checked = True
+        return out
 
     def regularizer_value(self, z: torch.Tensor) -> torch.Tensor:
         """``R(z)`` per sample; +∞ where a non-negative code has a negative entry."""
@@ -220,15 +275,15 @@ class LatentVariableEBM(nn.Module):
 
         def smooth(rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
             hh = None if h is None else h[rows]
-            return self.cost(y[rows], self._decode(hh, z, y.shape))
+            return self._cost(y[rows], self._decode(hh, z, y.shape))
 
         return autograd_proximal_gradient(smooth, z0, self.lam, self.regularizer,
                                           max_iter=max_iter, tol=tol)
 
     # ----------------------------------------------------------------- learning
     def fit(self, x: Any, y: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        """Lower the free energy of the observed pairs; see :func:`latentebm._energy_fit.fit`."""
-        from ._energy_fit import fit
+        """Lower the free energy of the observed pairs; see :func:`latentebm.energy.fit.fit`."""
+        from .fit import fit
 
         return fit(self, x, y, **kwargs)
 
@@ -251,37 +306,32 @@ class LatentVariableEBM(nn.Module):
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Parameters (safetensors) and configuration; reload with :meth:`load_state_` into a
-        model built the same way (modules are never pickled)."""
-        tensors = {k: v.detach() for k, v in self.state_dict().items()}
-        config = {**self.describe(), "n_updates": self.n_updates_, "history": self.history_,
-                  "energy_trace": self.energy_trace_}
-        save_checkpoint(path, tensors, config, kind=KIND)
+        """Parameters, counters and history (safetensors, written atomically) with
+        :meth:`describe` as the config; reload with :meth:`load_state_` into a model built the
+        same way (modules are never pickled)."""
+        write_checkpoint(path, kind=KIND, config=self.describe(), state_dict=self.state_dict())
 
     def load_state_(self, path: str | os.PathLike) -> LatentVariableEBM:
-        """Load parameters saved by :meth:`save` (or a training checkpoint) in place."""
-        tensors, config = load_checkpoint(path, kind=KIND)
-        self.load_tensors_(tensors, config, str(path))
+        """Load what :meth:`save` (or a training checkpoint) wrote, in place."""
+        self.load_checkpoint_(read_checkpoint(path, kind=KIND))
         return self
 
-    def load_tensors_(self, tensors: dict[str, torch.Tensor], config: dict[str, Any],
-                      source: str) -> None:
+    def load_checkpoint_(self, ckpt: Checkpoint) -> None:
+        """Copy a checkpoint's state into this model; a model built another way, or a missing
+        or reshaped tensor, is a clear ``ValueError``."""
         mine = self.describe()
-        diffs = [f"{k}: checkpoint has {config.get(k)!r}, model has {v!r}"
-                 for k, v in mine.items() if config.get(k) != v]
+        diffs = [f"{k}: checkpoint has {ckpt.config.get(k)!r}, model has {v!r}"
+                 for k, v in mine.items() if ckpt.config.get(k) != v]
         own = self.state_dict()
-        bad = [k for k, t in own.items()
-               if k not in tensors or tuple(tensors[k].shape) != tuple(t.shape)]
-        if diffs or bad:
-            raise ValueError(f"checkpoint {source} is from another model ("
+        theirs = ckpt.state_dict
+        bad = [k for k, t in own.items() if isinstance(t, torch.Tensor) and (
+            not isinstance(theirs.get(k), torch.Tensor) or theirs[k].shape != t.shape)]
+        if diffs or bad or set(own) != set(theirs):
+            bad += sorted(set(theirs) - set(own))
+            raise ValueError(f"checkpoint {ckpt.path} is from another model ("
                              + "; ".join(diffs + [f"tensor {k!r} missing or reshaped"
                                                   for k in bad]) + ")")
-        with torch.no_grad():
-            for k, t in own.items():
-                t.copy_(tensors[k].to(t.device, t.dtype))
-        self.n_updates_ = int(config.get("n_updates", 0))
-        self.history_ = list(config.get("history", []))
-        self.energy_trace_ = list(config.get("energy_trace", []))
+        self.load_state_dict(theirs)
 
     # ----------------------------------------------------------------- validation
     def _tensor(self, v: Any, name: str) -> torch.Tensor:

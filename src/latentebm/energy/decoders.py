@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validation import as_tensor
-from .operators import ConvDictionary, DenseDictionary, LinearOperator
+from .._validation import as_tensor
+from ..operators import ConvDictionary, DenseDictionary, LinearOperator
 
 
 class SquaredError:
@@ -141,15 +141,17 @@ class ConditionalConvDecoder(LinearInZDecoder):
     :class:`~latentebm.operators.ConvDictionary`. Kernels are normalised to unit norm.
     """
 
-    def __init__(self, kernels: Any, *, boundary: str = "full", offset: Any = "identity") -> None:
+    def __init__(self, kernels: Any, *, boundary: str = "full", offset: Any = "identity",
+                 normalize: bool = True) -> None:
         super().__init__(offset)
         K = as_tensor(kernels, "kernels", ndim=4).detach().clone()
         ConvDictionary(K, boundary=boundary)  # validates ``boundary``
-        if bool((K.flatten(1).norm(dim=1) == 0).any()):
+        if normalize and bool((K.flatten(1).norm(dim=1) == 0).any()):
             raise ValueError("kernels has an all-zero kernel; kernels must be non-zero")
         self.boundary = boundary
         self.kernels = nn.Parameter(K)
-        self.normalize_()
+        if normalize:
+            self.normalize_()
 
     @property
     def n_atoms(self) -> int:
@@ -162,7 +164,26 @@ class ConditionalConvDecoder(LinearInZDecoder):
         return ConvDictionary(atoms, boundary=self.boundary)
 
 
+def decoder_for(op: LinearOperator, offset: Any = None) -> LinearInZDecoder:
+    """The linear-in-z decoder over a copy of ``op``'s atoms (not renormalised).
+
+    Parameters
+    ----------
+    op : DenseDictionary or ConvDictionary
+        ``W`` ``(n_features, n_atoms)`` or kernels ``(n_atoms, channels, kh, kw)``.
+    offset : ``"identity"``, None or nn.Module
+        As in :class:`LinearInZDecoder`.
+    """
+    if isinstance(op, DenseDictionary):
+        return ConditionalLinearDecoder(op.W.detach(), offset=offset, normalize=False)
+    if isinstance(op, ConvDictionary):
+        return ConditionalConvDecoder(op.kernels.detach(), boundary=op.boundary, offset=offset,
+                                      normalize=False)
+    raise TypeError(f"no decoder for a {type(op).__name__} operator")
+
+
 __all__ = [
+    "decoder_for",
     "SquaredError",
     "LinearInZDecoder",
     "ConditionalLinearDecoder",

@@ -1,0 +1,257 @@
+"""What every model shares: its config dataclass, input checks at the public entry points, the
+training state that rides in ``state_dict()``, and ``save``/``load``/resume over the one
+checkpoint format (:mod:`latentebm.training.checkpoint`).
+
+A model subclasses :class:`LatentModel` and declares
+
+- ``KIND``: the name its checkpoints carry;
+- ``Config``: a frozen dataclass (subclass of :class:`ModelConfig`) of its constructor
+  arguments, the one source of them: ``model.config`` is built in ``__init__``, each field is
+  readable as ``model.<field>``, and :meth:`LatentModel.from_config` rebuilds the model;
+- ``TRAINING_STATE``: plain attributes (step counters, history, ...) that travel in the module's
+  extra state, so ``state_dict()`` / ``load_state_dict()`` round-trip them.
+
+Conventions every model follows (see the README's "Errors and recovery"):
+
+- ``encode(Y)`` returns a :class:`~latentebm.solvers.SolverResult`: ``z`` the codes
+  ``(batch, *code_shape)`` and, where the model computes them, ``energy`` ``(batch,)``, ``gap``
+  (a certified duality gap), ``converged``, ``n_iter_per_sample`` and ``n_iter``; fields the
+  model does not compute are ``None`` (a feed-forward encoder: :func:`codes_only`). NumPy in,
+  NumPy out.
+- Public entry points (``fit``, ``encode``, ``decode``, ``energy``, ...) validate their input
+  once (device first, then dtype, rank, shape, finiteness); ``forward`` never validates and
+  never synchronises with the host, and training steps go through ``forward`` so that a model
+  wrapped in ``DistributedDataParallel`` synchronises its gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .._validation import as_tensor
+from ..solvers import SolverResult
+from ..training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    TrainingState,
+    check_same_settings,
+    read_checkpoint,
+    write_checkpoint,
+)
+from ..training.extra_state import TrainingAttributes
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``"float32"`` or ``"float64"``; any other dtype is a ``TypeError`` naming ``dtype``."""
+    for name, d in DTYPES.items():
+        if d == dtype:
+            return name
+    raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Base of the models' config dataclasses: JSON in and out."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as JSON values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], ckpt: Checkpoint) -> ModelConfig:
+        """The config a checkpoint holds; a missing or unknown key names the file as damaged."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ckpt.damaged(f"its config lacks {missing}")
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ckpt.damaged(f"its config has unknown keys {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def codes_only(z: Any, n_iter: int | None = None) -> SolverResult:
+    """The :class:`SolverResult` of a feed-forward encoder: codes ``z`` ``(batch, ...)`` and
+    nothing it does not compute (``n_iter``: its number of steps, if any)."""
+    return SolverResult(z=z, gap=None, energy=None, converged=None, n_iter_per_sample=None,
+                        n_iter=n_iter)
+
+
+class LatentModel(TrainingAttributes, nn.Module):
+    """Base class of the library's models (see the module docstring for the contract)."""
+
+    KIND: ClassVar[str] = ""
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: plain attributes saved in ``state_dict()`` as the module's extra state
+    TRAINING_STATE: ClassVar[tuple[str, ...]] = ("n_steps_", "history_")
+
+    config: ModelConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if dataclasses.is_dataclass(cls.Config):
+            for f in dataclasses.fields(cls.Config):
+                if not hasattr(cls, f.name):
+                    setattr(cls, f.name, property(_config_getter(f.name),
+                                                  doc=f"``config.{f.name}`` (read-only)."))
+
+    # ----------------------------------------------------------------- device and dtype
+    def reference(self) -> torch.Tensor:
+        """A tensor that carries the model's device and dtype (its first floating tensor)."""
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            if t.is_floating_point():
+                return t
+        raise RuntimeError(f"{type(self).__name__} has no floating-point tensor")
+
+    @property
+    def device(self) -> torch.device:
+        return self.reference().device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.reference().dtype
+
+    # ----------------------------------------------------------------- input checks
+    def check_input(self, x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None
+                    ) -> tuple[torch.Tensor, bool]:
+        """``x`` as a validated tensor on the model's device and dtype, and whether results go
+        back as NumPy. A tensor must already be on the model's device (checked before its
+        values) and of its dtype; anything else is converted. Finite, non-empty, rank ``ndim``.
+        """
+        ref = self.reference()
+        if isinstance(x, torch.Tensor):
+            if x.device != ref.device:
+                raise ValueError(f"{name} is on {x.device} but the model is on {ref.device}")
+            if x.is_floating_point() and x.dtype != ref.dtype:
+                raise TypeError(f"{name} has dtype {x.dtype} but the model uses {ref.dtype}")
+            return as_tensor(x, name, ndim=ndim), False
+        return as_tensor(x, name, ndim=ndim).to(ref.device, ref.dtype), True
+
+    # ----------------------------------------------------------------- checkpoints
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, device: str | torch.device | None = None
+                    ) -> LatentModel:
+        """A fresh model built from ``config`` (weights as the constructor draws them)."""
+        kwargs = dict(dataclasses.asdict(config))
+        if "dtype" in kwargs:
+            kwargs["dtype"] = DTYPES[kwargs["dtype"]]
+        return cls(**kwargs, device=device)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model (config, weights, training counters and history) to ``path``, a
+        safetensors file, atomically; reload it with :meth:`load`."""
+        write_checkpoint(path, kind=self.KIND, config=self.config.to_json(),
+                         state_dict=self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None
+             ) -> LatentModel:
+        """A model saved by :meth:`save` or by a ``fit`` checkpoint.
+
+        Raises ``CheckpointError`` (a ``ValueError``) saying ``checkpoint PATH is damaged:
+        <what>`` when the file cannot be used, and ``FileNotFoundError`` when it is missing.
+        """
+        ckpt = read_checkpoint(path, kind=cls.KIND)
+        config = cls.Config.from_json(ckpt.config, ckpt)
+        try:
+            model = cls.from_config(config, device=device)
+        except (TypeError, ValueError) as exc:
+            raise ckpt.damaged(f"its config is invalid ({exc})") from exc
+        model.load_checkpoint_state(ckpt)
+        return model
+
+    def load_checkpoint_state(self, ckpt: Checkpoint) -> None:
+        """Copy a checkpoint's model state into this model; a missing, extra or reshaped
+        tensor names the file as damaged."""
+        own = self.state_dict()
+        theirs = ckpt.state_dict
+        missing = sorted(set(own) - set(theirs))
+        unexpected = sorted(set(theirs) - set(own))
+        if missing or unexpected:
+            raise ckpt.damaged(f"its model state lacks {missing} / has unexpected {unexpected}")
+        for name, t in own.items():
+            if isinstance(t, torch.Tensor):
+                other = theirs[name]
+                if not isinstance(other, torch.Tensor) or other.shape != t.shape:
+                    shape = tuple(other.shape) if isinstance(other, torch.Tensor) else other
+                    raise ckpt.damaged(f"tensor {name!r} has shape {shape} but its config "
+                                       f"implies {tuple(t.shape)}")
+        try:
+            self.load_state_dict(theirs)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise ckpt.damaged(f"its model state does not load ({exc})") from exc
+
+    def write_training_checkpoint(
+        self,
+        path: str | os.PathLike,
+        fit: dict[str, Any],
+        position: tuple[int, int],
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        extra: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """A checkpoint that ``fit(resume=True)`` continues from (see :meth:`resume_from`)."""
+        state = TrainingState(
+            position=tuple(position), fit=fit,
+            optimizer=None if optimizer is None else optimizer.state_dict(),
+            scheduler=None if scheduler is None else scheduler.state_dict(),
+            extra=dict(extra or {}),
+        )
+        write_checkpoint(path, kind=self.KIND, config=self.config.to_json(),
+                         state_dict=self.state_dict(), training=state)
+
+    def resume_from(
+        self,
+        path: str | os.PathLike,
+        fit: dict[str, Any],
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+    ) -> TrainingState:
+        """Load a training checkpoint into this model (and ``optimizer``, ``scheduler``) and
+        return its :class:`TrainingState` (position, extra tensors on the model's device).
+
+        The checkpoint must come from a model with the same config and a ``fit`` with the same
+        arguments ``fit`` (a ``ValueError`` lists every difference).
+        """
+        ckpt = read_checkpoint(path, kind=self.KIND)
+        saved = {**ckpt.config, **(ckpt.training.fit if ckpt.training else {})}
+        check_same_settings(path, saved, {**self.config.to_json(), **fit})
+        if ckpt.training is None:
+            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
+        self.load_checkpoint_state(ckpt)
+        try:
+            if optimizer is not None:
+                optimizer.load_state_dict(ckpt.training.optimizer)
+            if scheduler is not None:
+                scheduler.load_state_dict(ckpt.training.scheduler)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"checkpoint {path} is damaged: its optimizer or scheduler "
+                                  f"state does not load ({exc})") from exc
+        ref = self.reference()
+        state = ckpt.training
+        state.extra = {k: v.to(ref.device) for k, v in state.extra.items()}
+        return state
+
+
+def _config_getter(name: str):
+    def get(self: LatentModel) -> Any:
+        return getattr(self.config, name)
+
+    return get
+
+
+__all__ = ["DTYPES", "LatentModel", "ModelConfig", "codes_only", "dtype_name"]

@@ -1,0 +1,199 @@
+"""The training package: the flattener, the one checkpoint format and its loader, divergence
+detection in the loop, and training state that rides in ``state_dict()``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import latentebm as le
+from latentebm.training import (
+    CheckpointError,
+    MinibatchLoop,
+    TrainingState,
+    cosine_schedule,
+    flatten,
+    read_checkpoint,
+    unflatten,
+    write_checkpoint,
+)
+from latentebm.training.schedules import cosine_factor
+
+D64 = torch.float64
+
+
+def data(n=64, d=10, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=D64)
+
+
+def trained_optimizer():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1, betas=(0.8, 0.9))
+    sched = cosine_schedule(opt, 10, 0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(4, 3)).square().sum().backward()
+        opt.step()
+        sched.step()
+    return net, opt, sched
+
+
+def test_flattener_round_trips_optimizer_and_scheduler_state_through_json():
+    _, opt, sched = trained_optimizer()
+    for state, prefix in ((opt.state_dict(), "optimizer"), (sched.state_dict(), "scheduler")):
+        skeleton, tensors = flatten(state, prefix)
+        assert all(k.startswith(prefix + ".") for k in tensors)
+        back = unflatten(json.loads(json.dumps(skeleton)), tensors)
+        assert back.keys() == state.keys()
+        if prefix == "optimizer":
+            assert back["param_groups"][0]["betas"] == (0.8, 0.9)
+            for i, slots in state["state"].items():
+                for key, value in slots.items():
+                    assert torch.equal(back["state"][i][key], value)
+        else:
+            assert back == state
+
+
+def test_cosine_schedule_matches_the_formula():
+    _, opt, sched = trained_optimizer()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * cosine_factor(3, 10, 0.01))
+    assert cosine_factor(0, 10, 0.01) == 1.0 and cosine_factor(10, 10, 0.01) == pytest.approx(0.01)
+
+
+def test_writer_refuses_non_finite_tensors_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "m.safetensors"
+    model = le.SparseCoding(10, 6, 0.1, init="random", dtype=D64)
+    model.save(path)
+    before = path.read_bytes()
+    model.A[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="'model.A' holds NaN"):
+        model.save(path)
+    assert path.read_bytes() == before
+    _, opt, sched = trained_optimizer()
+    next(iter(opt.state.values()))["exp_avg"].fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match="optimizer"):
+        write_checkpoint(tmp_path / "t.safetensors", kind="x", config={}, state_dict={},
+                         training=TrainingState((0, 0), {}, opt.state_dict(), None))
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+def rewrite(src, dst, *, drop=None, meta=None, tensors=None):
+    """Copy a checkpoint with a tensor dropped or replaced, or metadata changed."""
+    t = load_file(str(src))
+    with open(src, "rb") as fh:
+        header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    m = dict(header["__metadata__"])
+    if drop:
+        t.pop(drop)
+    t.update(tensors or {})
+    m.update(meta or {})
+    save_file(t, str(dst), metadata=m)
+    return dst
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = le.SparseCoding(10, 6, 0.1, init="random", dtype=D64)
+    model.fit(data(), epochs=1, batch_size=16, progress=False,
+              checkpoint=tmp_path / "ck.safetensors")
+    return tmp_path / "ck.safetensors"
+
+
+def test_loader_names_every_kind_of_damage(saved, tmp_path):
+    config = json.loads(json.loads(json.dumps(read_meta(saved)))["config"])
+    cases = {
+        "tensor 'model.A' is missing": rewrite(saved, tmp_path / "a", drop="model.A"),
+        "config lacks \\['n_atoms'\\]": rewrite(saved, tmp_path / "b", meta={
+            "config": json.dumps({k: v for k, v in config.items() if k != "n_atoms"})}),
+        "'config' is not valid JSON": rewrite(saved, tmp_path / "c", meta={"config": "{oops"}),
+        "'W' has shape \\(10, 6\\) but its config implies \\(10, 7\\)": rewrite(
+            saved, tmp_path / "d", meta={"config": json.dumps({**config, "n_atoms": 7})}),
+        "'model.W' holds NaN": rewrite(saved, tmp_path / "e",
+                                       tensors={"model.W": torch.full((10, 6), np.nan)}),
+        "holds a 'sparse_coding' model, expected 'conv_dictionary_learning'": saved,
+        "not a safetensors file": (tmp_path / "f").write_bytes(b"\x00" * 20) and tmp_path / "f",
+        "training position": rewrite(saved, tmp_path / "g", meta={"training": json.dumps({
+            **json.loads(read_meta(saved)["training"]), "position": [-1, "x"]})}),
+    }
+    for message, path in cases.items():
+        cls = le.ConvDictionaryLearning if "expected 'conv" in message else le.SparseCoding
+        with pytest.raises(CheckpointError, match=f"checkpoint .* is damaged: .*{message}"):
+            cls.load(path)
+    with pytest.raises(CheckpointError, match="damaged"):  # also on resume
+        le.SparseCoding(10, 6, 0.1, dtype=D64).fit(data(), batch_size=16, progress=False,
+                                                   checkpoint=tmp_path / "a", resume=True)
+
+
+def read_meta(path):
+    with open(path, "rb") as fh:
+        return json.loads(fh.read(int.from_bytes(fh.read(8), "little")))["__metadata__"]
+
+
+def test_a_checkpoint_from_0_1_0_is_named_as_such(saved, tmp_path):
+    old = rewrite(saved, tmp_path / "old", meta={"format": "latentebm-checkpoint-1"})
+    with pytest.raises(CheckpointError, match="latentebm 0.1.0 .* older version"):
+        le.SparseCoding.load(old)
+
+
+def test_training_state_rides_in_the_state_dict(saved):
+    model = le.SparseCoding.load(saved)
+    assert model.n_steps_ == 4 and len(model.history_) == 1 and not model._init_from_data
+    copy = le.SparseCoding(10, 6, 0.1, dtype=D64)
+    copy.load_state_dict(model.state_dict())
+    assert copy.n_steps_ == 4 and copy.history_ == model.history_
+    assert torch.equal(copy.W, model.W)
+    assert "W" in dict(model.named_buffers()) and not list(model.parameters())
+    assert model.config.n_atoms == model.n_atoms == 6
+    with pytest.raises(AttributeError):
+        model.n_atoms = 7
+
+
+def regression_run(path, lr, *, epochs=3, checkpoint_every=4, losses=None):
+    """Least squares by SGD on the one loop; the loss is NaN/inf once ``lr`` is far too big."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(10, 1).double()
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    X, y = data(), data(64, 1, seed=1)
+
+    def save(epoch, batch):
+        write_checkpoint(path, kind="test", config={}, state_dict=net.state_dict(),
+                         training=TrainingState((epoch, batch), {}, opt.state_dict()))
+
+    loop = MinibatchLoop(64, 16, epochs, seed=0, device="cpu", checkpoint=path, save=save,
+                         checkpoint_every=checkpoint_every, watch=net, optimizer=opt,
+                         progress=False)
+    losses = [] if losses is None else losses
+    with loop:
+        for epoch in loop.epochs():
+            for b in epoch:
+                opt.zero_grad()
+                loss = (net(X[b.idx]) - y[b.idx]).square().mean()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                loop.step_done(b, b.step + 1, loss=loss)
+    return net, losses
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    losses = []
+    with pytest.raises(FloatingPointError, match="no checkpoint was written") as err:
+        regression_run(tmp_path / "a.safetensors", lr=50.0, epochs=200, checkpoint_every=1000,
+                       losses=losses)
+    step = int(str(err.value).split("at step ")[1].split(" ")[0])
+    first_bad = next(i for i, v in enumerate(losses) if not np.isfinite(v))
+    assert step == first_bad and f"(epoch {step // 4}, batch {step % 4})" in str(err.value)
+    path = tmp_path / "b.safetensors"
+    with pytest.raises(FloatingPointError, match=f"last good checkpoint {path} was kept"):
+        regression_run(path, lr=50.0, epochs=200, checkpoint_every=2)
+    kept = read_checkpoint(path, kind="test")
+    assert all(bool(torch.isfinite(t).all()) for t in kept.state_dict.values())
+    net, _ = regression_run(tmp_path / "fine.safetensors", lr=0.01)
+    fine = read_checkpoint(tmp_path / "fine.safetensors")
+    assert fine.training.position == (3, 0)
+    assert torch.equal(net.weight, fine.state_dict["weight"])

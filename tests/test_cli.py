@@ -145,11 +145,12 @@ def test_second_run_on_the_same_out_is_refused(tmp_path, capsys):
 def test_lock_held_while_running(tmp_path):
     first = Run(tmp_path, {"a": 1})
     assert (tmp_path / LOCK_NAME).read_text().split()[1] == str(os.getpid())
-    with pytest.raises(ValueError, match="in use by process"):
-        Run(tmp_path, {"a": 1})
+    second = Run(tmp_path, {"a": 1}, resume=True)  # the same process: its earlier run ended
     first.close()
-    first.close()
-    Run(tmp_path, {"a": 1}, resume=True).close()
+    assert (tmp_path / LOCK_NAME).exists()  # the first run no longer owned it
+    second.close()
+    second.close()
+    assert not (tmp_path / LOCK_NAME).exists()
     (tmp_path / "config.json").write_text("{broken")
     with pytest.raises(ValueError, match="damaged"):
         Run(tmp_path, {"a": 1}, resume=True)

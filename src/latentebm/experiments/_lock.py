@@ -1,15 +1,17 @@
-"""One run per output folder: a lock file holding the owner's host and pid.
+"""One run per output folder: a lock file holding the owner's host, pid and a token.
 
-The lock is created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+ file systems). A lock
-left by a process that no longer exists on this host (killed with SIGKILL, a crash) is stale and
-taken over; a lock from another host cannot be checked and is reported with its path so the
-user can delete it by hand.
+The lock is created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+ file systems). It
+guards against two processes; within one process commands run one after another, so a lock this
+process left behind is taken over. A lock left by a process that no longer exists on this host
+(killed with SIGKILL, a crash) is stale and taken over too; a lock from another host cannot be
+checked and is reported with its path so the user can delete it by hand.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import socket
 from pathlib import Path
 
@@ -29,7 +31,7 @@ class RunLock:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
-        self.owner = f"{socket.gethostname()} {os.getpid()}"
+        self.owner = f"{socket.gethostname()} {os.getpid()} {secrets.token_hex(4)}"
         self._acquire()
         _HELD[self.path] = self
 
@@ -46,17 +48,27 @@ class RunLock:
             return
         raise ValueError(self._busy_message())
 
-    def _holder(self) -> tuple[str, int] | None:
+    def _read(self) -> str | None:
         try:
-            host, pid = self.path.read_text().split()
-            return host, int(pid)
-        except (OSError, ValueError):
+            return self.path.read_text().strip()
+        except OSError:
             return None
 
+    def _holder(self) -> tuple[str, int] | None:
+        """``(host, pid)`` from the lock file (``host pid token``), ``None`` if unreadable."""
+        fields = (self._read() or "").split()
+        if len(fields) < 2 or not fields[1].isdigit():
+            return None
+        return fields[0], int(fields[1])
+
     def _remove_if_stale(self) -> bool:
-        """Delete the lock if its process is gone from this host; whether it was deleted."""
+        """Delete the lock if its process is gone from this host, or is this process (whose
+        earlier run in the folder has ended: commands run one after another in a process);
+        whether it was deleted."""
         holder = self._holder()
-        if holder is None or holder[0] != socket.gethostname() or _alive(holder[1]):
+        if holder is None or holder[0] != socket.gethostname():
+            return False
+        if holder[1] != os.getpid() and _alive(holder[1]):
             return False
         self.path.unlink(missing_ok=True)
         return True
@@ -69,10 +81,10 @@ class RunLock:
                 "lock file.")
 
     def release(self) -> None:
-        """Remove the lock file if this process still owns it."""
-        _HELD.pop(self.path, None)
-        holder = self._holder()
-        if holder is not None and f"{holder[0]} {holder[1]}" == self.owner:
+        """Remove the lock file if this lock still owns it (idempotent)."""
+        if _HELD.get(self.path) is self:
+            del _HELD[self.path]
+        if self._read() == self.owner:
             self.path.unlink(missing_ok=True)
 
 

@@ -169,13 +169,31 @@ def check_scalar(
     return value
 
 
-def check_int(value: Any, name: str, *, low: int | None = None) -> int:
-    """An integer (not bool) no smaller than ``low``."""
+def check_int(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """An integer (not bool) in ``[low, high]`` that fits in 64 bits, as torch needs.
+
+    Parameters
+    ----------
+    value : int
+        The value to check (NumPy integers accepted).
+    name : str
+        The argument's name for the error message.
+    low, high : int, optional
+        Inclusive bounds.
+
+    Returns
+    -------
+    int
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{name} must fit in a 64-bit integer, got {value}")
     return value
 
 

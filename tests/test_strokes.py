@@ -90,3 +90,19 @@ def test_zero_atoms_and_bad_arguments():
         stroke_spans(np.full((2, 784), np.nan), (28, 28))
     with pytest.raises(ValueError, match="image_shape"):
         stroke_spans(atoms, (28, 27))
+
+
+def test_sparse_coding_result_text_names_numbers_claim_and_figures(tmp_path):
+    from latentebm.experiments.sparse_coding_cmd import result_text
+
+    common = {"n_atoms": 256, "n_train": 20000, "lam": 0.1, "codes": "nonneg",
+              "train_seconds": 30.2, "test_relative_reconstruction_error": 0.05,
+              "test_mean_nonzeros": 58.6, "test_mean_energy": 4.34}
+    strokes = {**stroke_summary(stroke_atoms(), (28, 28)), "share_strict": 0.5,
+               "strict_level": 0.2}
+    text = result_text({**common, "dataset": "mnist", "strokes": strokes}, tmp_path)
+    assert "strokes: 100% of 256 atoms" in text and "50% at 20%" in text
+    assert "256 strokes" in text and str(tmp_path / "atoms.png") in text and "0.050" in text
+    gabor = {"median_r2": 0.95, "share_r2_ge_0_8": 0.86, "orientation_spread": 0.9}
+    text = result_text({**common, "dataset": "natural", "gabor": gabor}, tmp_path)
+    assert "median R² 0.95" in text and "Gabor-like" in text and "orientation_frequency" in text

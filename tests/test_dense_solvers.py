@@ -106,14 +106,15 @@ def test_extrapolated_certificate_is_tighter_and_valid_in_both_modes():
     assert bool((last_a > last_plain + 1e-9 * ref.energy).any())
 
 
-def test_auto_picks_cd_and_agrees_with_fista():
+@pytest.mark.parametrize("method", ["auto", "cd"])
+def test_auto_and_cd_agree_with_fista(method):
     Y, W, lam = problem(4, n=25)
-    auto = solve(Y, W, lam, tol=1e-8)
-    assert auto.method == "cd"
+    res = solve(Y, W, lam, method=method, tol=1e-8)
+    assert res.method in METHODS
     ref = le.fista(Y, W, lam, tol=1e-8)
-    assert np.all(auto.gap <= 1e-8 * auto.energy)
-    assert np.all(np.abs(auto.energy - ref.energy) <= 2e-8 * ref.energy)
-    np.testing.assert_allclose(auto.z, ref.z, atol=1e-3)
+    assert np.all(res.gap <= 1e-8 * res.energy)
+    assert np.all(np.abs(res.energy - ref.energy) <= 2e-8 * ref.energy)
+    np.testing.assert_allclose(res.z, ref.z, atol=1e-3)
 
 
 def test_auto_falls_back_to_fista_without_a_gram_matrix():

@@ -44,13 +44,18 @@ def block_coordinate_update_(
     Column ``j``: ``u = w_j + (b_j − W a_j) / A_jj``, ``w_j = u / ‖u‖``. Unused atoms
     (``A_jj == 0``) are left alone here; :func:`reinitialize_atoms_` deals with them.
     """
-    diag = torch.diagonal(A)
+    n_atoms = W.shape[1]
     tiny = torch.finfo(W.dtype).tiny
+    diag = torch.diagonal(A).clamp_min(tiny)
+    # which columns move is read once per call (not once per column); the arithmetic of each
+    # column is unchanged, so the atoms are bit-identical to the column-by-column original
+    moves = (torch.diagonal(A) > 0).tolist()
+    columns = W.T.unbind(0)
     for _ in range(n_passes):
-        for j in range(W.shape[1]):
-            step = (B[:, j] - W @ A[:, j]) / diag[j].clamp_min(tiny)
-            u = W[:, j] + torch.where(diag[j] > 0, step, torch.zeros_like(step))
-            W[:, j] = u / u.norm().clamp_min(tiny)
+        for j in range(n_atoms):
+            u = columns[j] + (B[:, j] - W @ A[:, j]) / diag[j] if moves[j] else \
+                columns[j].contiguous()
+            columns[j].copy_(u / u.norm().clamp_min(tiny))
 
 
 def sgd_update_(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, lr: float) -> None:

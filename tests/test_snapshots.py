@@ -154,7 +154,7 @@ def vae(encoder: str, likelihood: str) -> Snapshot:
     X = torch.rand(40, 16, generator=gen, dtype=D64)
     history = model.fit(X, epochs=2, batch_size=16, lr=1e-2, warmup_epochs=1.0,
                         dynamic_binarization=likelihood == "bernoulli", progress=False)
-    mu, logvar = model.encode(torch.rand(4, 16, generator=gen, dtype=D64))
+    mu, logvar = model.posterior(torch.rand(4, 16, generator=gen, dtype=D64))
     return {**_state(model), "probe.mu": mu.detach(), "probe.logvar": logvar.detach()}, history
 
 

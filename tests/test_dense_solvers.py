@@ -133,6 +133,7 @@ def test_cd_callback_sees_every_sweep():
 
     def callback(iteration, state):
         seen.append(iteration)
+        assert state.iteration == iteration and state.batch_size == Y.shape[0]
         assert state.z.shape == (state.active.shape[0], W.shape[1])
         if state.gap is not None:
             checks.append(iteration)

@@ -167,7 +167,7 @@ def coordinate_descent(
         sweep_(work.zt, work.ct, G, inv_diag, lam, nonneg, block)
         if k % check_every and k != max_iter:
             if callback is not None:
-                callback(k, IterationState(z=work.zt.T, active=work.idx))
+                callback(k, IterationState(k, batch, work.zt.T, work.idx))
             continue
         energy, gap = _certify(op, work, lam, reg, dual)
         if polish:
@@ -175,7 +175,7 @@ def coordinate_descent(
         done = (gap <= tol * energy) & torch.isfinite(gap)
         out_energy[work.idx], out_gap[work.idx] = energy, gap
         if callback is not None:
-            callback(k, IterationState(z=work.zt.T, active=work.idx, energy=energy, gap=gap))
+            callback(k, IterationState(k, batch, work.zt.T, work.idx, energy, gap))
         out_z[work.idx] = work.zt.T
         out_conv[work.idx] = done
         out_iter[work.idx] = k

@@ -236,6 +236,16 @@ def broadcast_object(obj: Any, src: int = 0, *, what: str = "broadcast_object") 
     return box[0]
 
 
+def all_gather_object(obj: Any, *, what: str = "all_gather_object") -> list[Any]:
+    """Every rank's ``obj`` (picklable; our own processes only), in rank order."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    traffic.add(len(pickle.dumps(obj)) * (world_size() - 1))
+    _collective(what, lambda: tdist.all_gather_object(out, obj))
+    return out
+
+
 def any_rank(flag: bool, *, what: str = "any_rank") -> bool:
     """Whether ``flag`` is true on at least one rank (the same answer on every rank)."""
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device())
@@ -278,6 +288,7 @@ def shard(indices: torch.Tensor, rank_: int | None = None, world: int | None = N
 __all__ = [
     "DistributedError",
     "all_gather_cat",
+    "all_gather_object",
     "all_reduce_",
     "all_reduce_dict_",
     "any_rank",

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .experiments import command_modules
+from .training import distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,14 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run = args._run(args)
+        # under torchrun: join the process group (gloo on CPU, NCCL on CUDA) for the command
+        with distributed.process_group():
+            run = args._run(args)
+            report = distributed.is_main()
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint in --out is usable with --resume", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"latentebm {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    print(run.summary())
+    if report:
+        print(run.summary())
     return 0
 
 

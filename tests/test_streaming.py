@@ -49,7 +49,6 @@ def test_reads_are_exact_in_any_order(shards: Path, rows: np.ndarray) -> None:
     np.testing.assert_array_equal(data.read(idx), rows[idx])
     got = data[torch.as_tensor(idx)]
     assert got.dtype == torch.float32 and torch.equal(got, torch.from_numpy(rows[idx]))
-    data.release()
     np.testing.assert_array_equal(data.read(np.arange(103)), rows)
     with pytest.raises(IndexError):
         data.read(np.array([103]))
@@ -89,7 +88,7 @@ def test_sharding_covers_every_sample_once_per_epoch_in_the_same_order(
 
 def test_rows_match_the_indices(shards: Path, rows: np.ndarray) -> None:
     data = ShardedArray(shards)
-    for _, _, idx, got in stream_batches(data, 10, 1, seed=1, rank=1, world=2, release_every=2):
+    for _, _, idx, got in stream_batches(data, 10, 1, seed=1, rank=1, world=2):
         assert torch.equal(got, torch.from_numpy(rows[idx.numpy()]))
 
 

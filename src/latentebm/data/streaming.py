@@ -9,9 +9,10 @@ A prepared dataset is a folder::
 
 :func:`prepare_patches` (whitened natural-image patches) and :func:`write_shards` (any array,
 e.g. MNIST vectors) write it; every shard is written to a temporary name and renamed, and the
-index last, so a folder with an index is complete. :class:`ShardedArray` opens it: rows are
-memory-mapped and read on demand (``data[idx]`` gives a tensor), and :meth:`ShardedArray.release`
-drops the mapped pages so the resident memory stays bounded however large the data.
+index last, so a folder with an index is complete. :class:`ShardedArray` opens it and reads
+rows on demand (``data[idx]`` gives a tensor) with positioned reads straight into the batch, so
+the process holds one batch, not the data: its resident memory does not grow with the dataset
+(the operating system's page cache may keep the files, shared and reclaimable).
 :func:`stream_batches` gives each rank its share of every global mini-batch in the same seeded
 order as :class:`latentebm.training.MinibatchLoop`, from any ``(epoch, batch)`` position.
 
@@ -28,7 +29,6 @@ import hashlib
 import io
 import json
 import math
-import mmap
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -249,10 +249,11 @@ def prepare_patches(
 
 # --------------------------------------------------------------------------- reading
 class _Shard:
-    """One memory-mapped ``.npy`` file: ``rows`` ``(rows, n_features)`` float32 (read-only)."""
+    """One ``.npy`` file of ``rows`` float32 rows ``(rows, n_features)``, opened for reading."""
 
     def __init__(self, path: Path, rows: int, n_features: int, size: int) -> None:
         self.path = path
+        self.row_bytes = n_features * DTYPE.itemsize
         with open(path, "rb") as f:
             try:
                 version = np.lib.format.read_magic(f)
@@ -272,13 +273,24 @@ class _Shard:
             if actual != size or actual != offset + rows * n_features * DTYPE.itemsize:
                 raise ShardError(f"shard {path} is damaged: {actual} bytes, the index says "
                                  f"{size} (truncated or overwritten)")
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.rows = np.frombuffer(self._map, dtype=DTYPE, count=rows * n_features,
-                                  offset=offset).reshape(rows, n_features)
+        self.offset = offset
+        self._fd = os.open(path, os.O_RDONLY)
 
-    def release(self) -> None:
-        """Drop this process's mapped pages (the page cache keeps them; RSS falls)."""
-        self._map.madvise(mmap.MADV_DONTNEED)
+    def read_into(self, out: np.ndarray, rows: np.ndarray) -> None:
+        """Copy rows ``rows`` (ascending) into ``out`` ``(len(rows), n_features)``; runs of
+        consecutive rows are read with one system call."""
+        view = memoryview(out).cast("B")
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for first, stop in zip(np.r_[0, breaks], np.r_[breaks, rows.size], strict=True):
+            want = (stop - first) * self.row_bytes
+            got = os.preadv(self._fd, [view[first * self.row_bytes: stop * self.row_bytes]],
+                            self.offset + int(rows[first]) * self.row_bytes)
+            if got != want:
+                raise ShardError(f"shard {self.path} is damaged: it ended early (truncated "
+                                 "after it was opened)")
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class ShardedArray:
@@ -363,7 +375,9 @@ class ShardedArray:
             sel = np.flatnonzero(which == s)
             local = idx[sel] - starts[s]
             order = np.argsort(local, kind="stable")  # ascending offsets read the file forwards
-            out[sel[order]] = self._shards[s].rows[local[order]]
+            part = np.empty((sel.size, self.n_features), dtype=DTYPE)
+            self._shards[s].read_into(part, local[order])
+            out[sel[order]] = part
         return out
 
     def __getitem__(self, idx: Any) -> torch.Tensor:
@@ -372,10 +386,15 @@ class ShardedArray:
         rows = torch.from_numpy(self.read(idx))
         return rows.mul_(self.scale) if self.scale != 1.0 else rows
 
-    def release(self) -> None:
-        """Drop the pages mapped so far from this process's resident memory."""
+    def close(self) -> None:
+        """Close the shard files."""
         for shard in self._shards:
-            shard.release()
+            shard.close()
+        self._shards = []
+
+    def __del__(self) -> None:
+        if getattr(self, "_shards", None):
+            self.close()
 
 
 def stream_batches(
@@ -387,7 +406,6 @@ def stream_batches(
     start: tuple[int, int] = (0, 0),
     rank: int | None = None,
     world: int | None = None,
-    release_every: int = 64,
 ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
     """This rank's share of every global mini-batch: ``(epoch, batch, idx, rows)``.
 
@@ -398,19 +416,14 @@ def stream_batches(
     once per epoch and the order does not depend on the number of processes. Starting from
     ``start = (epoch, batch)`` gives exactly the batches a run from the beginning gives from
     there on. ``idx`` ``(k,)`` are the global row numbers, ``rows`` ``(k, n_features)`` float32.
-    Mapped pages are released every ``release_every`` batches (bounded resident memory).
     """
     n = data.n_rows
     steps = math.ceil(n / batch_size)
-    count = 0
     for epoch in range(start[0], epochs):
         order = epoch_order(seed, n, epoch, "cpu")
         for b in range(start[1] if epoch == start[0] else 0, steps):
             idx = dist.shard(order[b * batch_size: (b + 1) * batch_size], rank, world)
             yield epoch, b, idx, data[idx]
-            count += 1
-            if count % release_every == 0:
-                data.release()
 
 
 __all__ = ["FORMAT", "ShardError", "ShardWriter", "ShardedArray", "prepare_patches",

@@ -278,8 +278,6 @@ class SparseCoding(LatentModel):
                         codes[b.idx] = dist.all_gather_cat(Z, what="of the codes")
                     self._dictionary_step(Yb, Z, out["energy"], b.idx.numel(), method, lr,
                                           dead_after, stats)
-                    if streaming and b.step % 64 == 63:
-                        Y_t.release()
                     loop.step_done(
                         b, self.n_steps_, loss=out["energy"],
                         postfix={"energy": f"{stats.mean_energy:.4g}",

@@ -64,8 +64,7 @@ def worker(args: argparse.Namespace) -> None:
 def launch(world: int, out: Path, dtype: str, shards: Path | None = None) -> dict:
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     cmd = [torchrun, "--standalone", "--nproc_per_node", str(world), __file__, "worker",
-           "--out", str(out), "--dtype", dtype,
-           *[f"--{k}={v}" for k, v in PROBLEM.items()]]
+           "--out", str(out), "--dtype", dtype]
     if shards is not None:
         cmd.append(f"--shards={shards}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -186,8 +185,6 @@ if __name__ == "__main__":
         parser.add_argument("--out", required=True)
         parser.add_argument("--dtype", default="float32")
         parser.add_argument("--shards", default=None)
-        for key, value in PROBLEM.items():
-            parser.add_argument(f"--{key}", type=type(value), default=value)
-        worker(parser.parse_args())
+        worker(argparse.Namespace(**vars(parser.parse_args()), **PROBLEM))
     else:
         main()

@@ -108,4 +108,5 @@ def test_torchrun_runs_the_command_and_rank_zero_reports(tmp_path: Path) -> None
     assert one.returncode == 0, one.stderr[-3000:]
     W1, W2 = (load_file(str(tmp_path / d / "checkpoint.safetensors"))["model.W"]
               for d in ("one", "two"))
-    assert float((W1 - W2).norm() / W1.norm()) < 1e-4  # float32: equal to rounding
+    # float32: rounding differences move some codes across the FISTA stopping test (tol 1e-3)
+    assert float((W1 - W2).norm() / W1.norm()) < 1e-3

@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
 import latentebm as le
+from latentebm._validation import as_tensor, check_finite, check_int, check_scalar, check_seed
 
 rng = np.random.default_rng(0)
 W = rng.standard_normal((20, 30))
@@ -103,3 +107,93 @@ def test_checkpoint_errors(tmp_path):
     truncated.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(ValueError, match="damaged"):
         le.SparseCoding.load(truncated)
+
+
+# ----------------------------------------------------------------------------- the validation layer
+
+
+@pytest.mark.parametrize(
+    ("seed", "error"),
+    [(2**63, ValueError), (2**64 + 5, ValueError), (-1, ValueError), (1.5, TypeError),
+     ("0", TypeError), (True, TypeError), (None, TypeError)],
+)
+def test_bad_seed_is_named(seed, error):
+    with pytest.raises(error, match="seed"):
+        check_seed(seed)
+
+
+def test_good_seeds_pass():
+    assert check_seed(np.int64(7)) == 7
+    assert check_seed(2**32 - 1) == 2**32 - 1
+
+
+def test_device_is_checked_before_values():
+    model = torch.zeros(3, dtype=torch.float32)
+    meta = torch.empty(2, 3, device="meta")
+    with pytest.raises(ValueError, match=r"Y is on meta but the model is on cpu"):
+        as_tensor(meta, "Y", like=model)
+    with pytest.raises(ValueError, match="Y is on the meta device"):
+        as_tensor(meta, "Y")
+    with pytest.raises(TypeError, match="Y has dtype torch.float64 but the model"):
+        as_tensor(torch.full((2, 3), float("nan"), dtype=torch.float64), "Y", like=model)
+    converted = as_tensor(np.ones((2, 3)), "Y", like=model)
+    assert converted.dtype == torch.float32 and converted.device == model.device
+
+
+@pytest.mark.parametrize(
+    "value",
+    [torch.tensor([1.0, float("nan")]), torch.tensor([float("-inf")], dtype=torch.float64),
+     torch.tensor([1.0, float("inf")]).t(), np.array([np.nan]), np.array([np.inf], np.float16),
+     np.array([1e300, 2e300], dtype=np.longdouble) * 1e300],
+)
+def test_non_finite_is_named(value):
+    with pytest.raises(ValueError, match="Y contains NaN or infinite"):
+        as_tensor(value, "Y")
+
+
+def test_check_finite_every_dtype():
+    for t in (torch.arange(4), torch.ones(3, dtype=torch.bool), torch.ones(2, dtype=torch.half)):
+        check_finite(t, "t")
+    with pytest.raises(ValueError, match="t contains"):
+        check_finite(torch.tensor([float("nan")], dtype=torch.bfloat16), "t")
+    with pytest.raises(TypeError, match="dense"):
+        as_tensor(torch.eye(3).to_sparse(), "W")
+    with pytest.raises(ValueError, match="lam"):
+        check_scalar(torch.empty((), device="meta"), "lam")
+
+
+def test_check_int_bounds():
+    with pytest.raises(ValueError, match="n must fit in a 64-bit integer"):
+        check_int(2**64 + 1, "n", low=0)
+    with pytest.raises(ValueError, match="n must be <= 5"):
+        check_int(6, "n", high=5)
+    assert check_int(np.int32(4), "n", low=0, high=5) == 4
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(dtype=st.sampled_from([np.float16, np.float32, np.float64, np.int64, np.bool_]),
+              shape=array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)),
+       st.sampled_from([None, 1, 2, (2, 3)]))
+def test_as_tensor_property(value, ndim):
+    """Any numeric array gives a finite tensor of an allowed rank, or an error naming it."""
+    try:
+        t = as_tensor(value, "Y", ndim=ndim)
+    except ValueError as exc:
+        assert str(exc).startswith("Y ")
+        return
+    assert t.dtype in (torch.float32, torch.float64) and t.numel() > 0
+    assert bool(torch.isfinite(t).all())
+    if ndim is not None:
+        assert t.dim() in ((ndim,) if isinstance(ndim, int) else ndim)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(st.integers(), st.floats(), st.text(max_size=3), st.booleans(), st.none()))
+def test_seed_property(seed):
+    """A seed is accepted exactly when it is an int in [0, 2**32 - 1]; else the error names it."""
+    good = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= 2**32 - 1
+    if good:
+        assert check_seed(seed) == seed
+    else:
+        with pytest.raises((TypeError, ValueError), match="^seed "):
+            check_seed(seed)

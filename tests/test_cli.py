@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
+import latentebm
 from latentebm.cli import build_parser, main
+from latentebm.experiments._lock import LOCK_NAME
+from latentebm.experiments._run import Run
 
 
 def run_cli(args: list[str]) -> int:
@@ -61,3 +70,122 @@ def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
                     str(tmp_path / "o"), "--quiet"])
     assert code == 2
     assert "train-images" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- --out and its lock
+
+SMALL = ["sparse-coding", "--dataset", "mnist", "--sample", "--n-train", "200", "--n-test", "20",
+         "--atoms", "4", "--epochs", "1", "--batch-size", "100", "--quiet"]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_out_is_a_file(tmp_path, capsys):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    assert run_cli(SMALL + ["--out", str(target)]) == 2
+    assert "is a file" in _one_line_error(capsys)
+    assert target.read_text() == "keep me"
+
+
+def test_out_not_writable(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root writes anywhere: make the check see a read-only folder
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == folder
+                            else real_access(p, mode))
+    try:
+        assert run_cli(SMALL + ["--out", str(folder)]) == 2
+        assert "not writable" in _one_line_error(capsys)
+        assert run_cli(SMALL + ["--out", str(tmp_path / "file" / "sub")]) == 0
+        (tmp_path / "plain").write_text("x")
+        assert run_cli(SMALL + ["--out", str(tmp_path / "plain" / "sub")]) == 2
+        assert "cannot create" in _one_line_error(capsys)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_write_failure_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
+    from latentebm.experiments import _run
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(_run, "write_json", full_disk)
+    assert run_cli(SMALL + ["--out", str(tmp_path / "o")]) == 2
+    assert "No space left on device" in _one_line_error(capsys)
+    assert not (tmp_path / "o" / LOCK_NAME).exists()  # released on error too
+
+
+def test_second_run_on_the_same_out_is_refused(tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_NAME).write_text(f"{socket.gethostname()} {holder.pid}\n")
+        assert run_cli(SMALL + ["--out", str(out)]) == 2
+        err = _one_line_error(capsys)
+        assert f"in use by process {holder.pid}" in err and LOCK_NAME in err
+        assert not (out / "config.json").exists()  # nothing written, nothing interleaved
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is dead: its lock is stale and taken over; released when the run ends
+    assert run_cli(SMALL + ["--out", str(out)]) == 0
+    assert (out / "metrics.json").exists() and not (out / LOCK_NAME).exists()
+
+
+def test_lock_held_while_running(tmp_path):
+    first = Run(tmp_path, {"a": 1})
+    assert (tmp_path / LOCK_NAME).read_text().split()[1] == str(os.getpid())
+    second = Run(tmp_path, {"a": 1}, resume=True)  # the same process: its earlier run ended
+    first.close()
+    assert (tmp_path / LOCK_NAME).exists()  # the first run no longer owned it
+    second.close()
+    second.close()
+    assert not (tmp_path / LOCK_NAME).exists()
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match="damaged"):
+        Run(tmp_path, {"a": 1}, resume=True)
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_lock_from_another_host_is_not_taken(tmp_path):
+    (tmp_path / LOCK_NAME).write_text("some-other-host 1\n")
+    with pytest.raises(ValueError, match="some-other-host.*delete the lock file"):
+        Run(tmp_path, {})
+
+
+# ----------------------------------------------------------------------------- flags, -m, version
+
+
+def test_seed_is_checked_by_the_parser(capsys):
+    for bad in ("-1", str(2**63), "1.5"):
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args(["psd", "--out", "x", "--seed", bad])
+        assert exc.value.code == 2
+        assert "--seed" in capsys.readouterr().err
+
+
+def test_data_dir_help_per_command(capsys):
+    helps = {}
+    for command in ("sparse-coding", "conv-filters"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        helps[command] = " ".join(capsys.readouterr().out.split())
+    assert "MNIST IDX" in helps["sparse-coding"]
+    assert "MNIST" not in helps["conv-filters"] and "--images" in helps["conv-filters"]
+
+
+def test_python_dash_m_and_version():
+    done = subprocess.run([sys.executable, "-m", "latentebm", "--version"], capture_output=True,
+                          text=True, check=True, timeout=120)
+    assert done.stdout.strip() == f"latentebm {metadata.version('latentebm')}"
+    assert latentebm.__version__ == metadata.version("latentebm")

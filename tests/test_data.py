@@ -6,13 +6,16 @@ import functools
 import gzip
 import hashlib
 import http.server
+import stat
 import threading
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from latentebm._io import file_mode
 from latentebm.data import (
     extract_patches,
     load_images,
@@ -21,8 +24,10 @@ from latentebm.data import (
     mnist_cache_dir,
     mnist_vectors,
     natural_patches,
+    random_windows,
     read_idx,
     whiten_1f,
+    windows,
     write_idx,
     zca_whiten,
 )
@@ -296,6 +301,7 @@ def test_download_skips_bad_mirrors(monkeypatch, local_server, fake_checksums):
     assert sorted(p.name for p in cache.iterdir()) == sorted(FILES["test"])  # no *.part left
     for name in FILES["test"]:
         assert (cache / name).read_bytes() == fake_checksums[name]
+        assert stat.S_IMODE((cache / name).stat().st_mode) == file_mode()  # not pooch's 0600
     monkeypatch.setattr(mnist_mod, "MIRRORS", ())  # now served from the cache
     assert load_mnist("test")[0].shape == (4, 28, 28)
 
@@ -553,3 +559,22 @@ def test_natural_patches_sources_and_errors(tmp_path):
         natural_patches(6, 10, images=tmp_path / "missing")
     with pytest.raises(ValueError, match="n_patches"):
         natural_patches(6, 1, images=colour, whiten="zca")
+
+
+def test_windows_are_crops_and_random_windows_draws_like_before():
+    images = torch.arange(3 * 2 * 9 * 11, dtype=torch.float64).reshape(3, 2, 9, 11)
+    which, rows, cols = torch.tensor([2, 0, 1]), torch.tensor([0, 5, 3]), torch.tensor([7, 0, 2])
+    cut = windows(images, which, rows, cols, 4)
+    assert cut.shape == (3, 2, 4, 4)
+    for k in range(3):
+        i, r, c = int(which[k]), int(rows[k]), int(cols[k])
+        torch.testing.assert_close(cut[k], images[i, :, r : r + 4, c : c + 4], rtol=0, atol=0)
+    # the draw order (images, rows, columns) that ConvDictionaryLearning's initialisation uses
+    gen = torch.Generator().manual_seed(5)
+    which = torch.randint(3, (6,), generator=gen)
+    rows = torch.randint(6, (6,), generator=gen)
+    cols = torch.randint(8, (6,), generator=gen)
+    expected = torch.stack([images[int(i), :, int(r) : int(r) + 4, int(c) : int(c) + 4]
+                            for i, r, c in zip(which, rows, cols, strict=True)])
+    got = random_windows(images, 6, 4, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

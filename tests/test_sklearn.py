@@ -7,14 +7,38 @@ import pytest
 from sklearn.decomposition import sparse_encode
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.estimator_checks import estimator_checks_generator, parametrize_with_checks
 
-from latentebm.sklearn import DictionaryLearning
+from latentebm.sklearn import DictionaryLearning, SparseCoder
 
 
 @parametrize_with_checks([DictionaryLearning(n_components=5, max_iter=3, random_state=0)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def _run_with_matching_dictionary(check, rng) -> int:
+    """Run ``check`` on a SparseCoder whose dictionary matches the width of the data the check
+    draws (scikit-learn does the same for its own SparseCoder); returns that width."""
+    for width in (3, 2, 5, 10, 4, 8, 1, 6, 20):
+        try:
+            check(SparseCoder(rng.normal(size=(5, width)), transform_alpha=0.1))
+        except (ValueError, AssertionError) as exc:
+            cause = exc if isinstance(exc, ValueError) else exc.__cause__
+            if "dictionary has" in str(cause):  # the check wraps some errors
+                continue
+            raise
+        return width
+    raise AssertionError(f"{check} feeds data of no width tried")
+
+
+def test_sparse_coder_passes_the_estimator_checks():
+    rng = np.random.default_rng(0)
+    probe = SparseCoder(rng.normal(size=(5, 3)))
+    checks = list(estimator_checks_generator(probe, legacy=True, mark=None))
+    assert len(checks) > 30
+    for _, check in checks:
+        _run_with_matching_dictionary(check, rng)
 
 
 def test_transform_matches_sklearn_sparse_encode():
@@ -61,3 +85,66 @@ def test_in_a_pipeline():
     pipe = make_pipeline(DictionaryLearning(n_components=10, alpha=0.05, max_iter=2,
                                             random_state=0), LogisticRegression())
     assert pipe.fit(X, y).score(X, y) > 0.8
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [({"alpha": -1.0}, "alpha"), ({"alpha": np.inf}, "alpha"), ({"n_components": 0},
+      "n_components"), ({"max_iter": 0}, "max_iter"), ({"fit_algorithm": "lars"},
+      "fit_algorithm"), ({"transform_alpha": -0.1}, "transform_alpha"),
+     ({"transform_max_iter": 0}, "transform_max_iter"), ({"transform_tol": -1.0},
+      "transform_tol"), ({"transform_tol": float("nan")}, "transform_tol"),
+     ({"random_state": 2**63}, "random_state"), ({"positive_code": "yes"}, "positive_code")],
+)
+def test_errors_name_the_sklearn_parameter(params, name):
+    X = np.random.default_rng(4).standard_normal((20, 6))
+    with pytest.raises(ValueError, match=f"'{name}' parameter"):
+        DictionaryLearning(**{"n_components": 3, "max_iter": 1, **params}).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [({"transform_alpha": -0.1}, "transform_alpha"), ({"transform_max_iter": 0},
+      "transform_max_iter"), ({"transform_tol": -1.0}, "transform_tol"),
+     ({"dictionary": "atoms"}, "dictionary")],
+)
+def test_sparse_coder_errors_name_the_parameter(params, name):
+    X = np.random.default_rng(4).standard_normal((20, 6))
+    kwargs = {"dictionary": np.eye(6), **params}
+    with pytest.raises(ValueError, match=f"'{name}' parameter"):
+        SparseCoder(**kwargs).transform(X)
+    with pytest.raises(ValueError, match="dictionary has 6 features"):
+        SparseCoder(np.eye(6)).fit(X[:, :4])
+
+
+def test_sparse_coder_matches_dictionary_learning_and_sklearn():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((30, 8))
+    est = DictionaryLearning(n_components=6, alpha=0.2, max_iter=2, random_state=0,
+                             transform_tol=1e-10, transform_max_iter=20_000).fit(X)
+    coder = SparseCoder(est.components_, transform_alpha=0.2, transform_tol=1e-10,
+                        transform_max_iter=20_000)
+    codes = coder.transform(X)  # no fit needed
+    np.testing.assert_allclose(codes, est.transform(X), atol=1e-8)
+    reference = sparse_encode(X, est.components_, algorithm="lasso_cd", alpha=0.2,
+                              max_iter=100_000)
+
+    def energy(z):
+        return 0.5 * ((X - z @ est.components_) ** 2).sum(1) + 0.2 * np.abs(z).sum(1)
+
+    assert np.all(energy(codes) <= energy(reference) + 1e-9)
+    positive = SparseCoder(est.components_, transform_alpha=0.2, positive_code=True)
+    assert (positive.fit(X).transform(X) >= 0).all() and positive.n_components_ == 6
+
+
+def test_inverse_transform():
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((40, 7)).astype(np.float32)
+    est = DictionaryLearning(n_components=12, alpha=0.01, max_iter=2, random_state=0).fit(X)
+    back = est.inverse_transform(est.transform(X))
+    assert back.shape == X.shape and back.dtype == np.float32
+    assert np.linalg.norm(back - X) < 0.2 * np.linalg.norm(X)
+    coder = SparseCoder(est.components_, transform_alpha=0.01)
+    np.testing.assert_allclose(coder.inverse_transform(np.eye(12)), est.components_, rtol=1e-6)
+    with pytest.raises(ValueError, match="12 components"):
+        est.inverse_transform(X)

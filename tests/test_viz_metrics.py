@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.draw import line_aa
 
 from latentebm import viz
+from latentebm._io import file_mode, write_atomic, write_bytes, write_json
 from latentebm.metrics import (
     LOCALIZED_THRESHOLD,
     GaborFit,
@@ -262,3 +265,49 @@ def test_bad_input_names_the_argument(tmp_path, call, argname):
     with pytest.raises(ValueError, match=argname):
         call(tmp_path / "out.png")
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring the old one afterwards."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_written_files_respect_the_umask(tmp_path, umask, mask):
+    umask(mask)
+    assert file_mode() == 0o666 & ~mask
+    written = [
+        write_json(tmp_path / "m.json", {"a": 1}),
+        write_bytes(tmp_path / "b.bin", b"xyz"),
+        viz.image_grid(np.zeros((2, 3, 3)), tmp_path / "f.png"),
+        viz.vae.training_curves({"loss": ([0, 1], [1.0, np.nan])}, tmp_path / "c.png"),
+    ]
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "m.json"
+    write_json(target, {"a": 1})
+
+    def broken(path):
+        path.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(target, broken)
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_figure_path_must_be_a_file(tmp_path):
+    with pytest.raises(ValueError, match="directory"):
+        viz.image_grid(np.zeros((2, 3, 3)), tmp_path)
+    with pytest.raises(TypeError, match="path"):
+        viz.image_grid(np.zeros((2, 3, 3)), 3)

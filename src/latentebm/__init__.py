@@ -3,6 +3,8 @@
 ``E(y, z) = ½‖y − Wz‖² + λR(z)`` and its relatives, inferred by minimising over ``z``.
 """
 
+from importlib import metadata as _metadata
+
 from .energy import (
     ConditionalConvDecoder,
     ConditionalLinearDecoder,
@@ -21,7 +23,10 @@ from .operators import ConvDictionary, DenseDictionary, LinearOperator
 from .regularizers import L1, NonNegL1, Regularizer
 from .solvers import SolverResult, fista, ista
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("latentebm")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "LatentVariableEBM",

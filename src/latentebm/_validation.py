@@ -15,11 +15,6 @@ import torch
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
-def is_numpy_like(x: Any) -> bool:
-    """True for inputs that should come back as NumPy arrays (anything that is not a tensor)."""
-    return not isinstance(x, torch.Tensor)
-
-
 def as_tensor(
     x: Any,
     name: str,
@@ -27,35 +22,54 @@ def as_tensor(
     ndim: int | tuple[int, ...] | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    like: torch.Tensor | None = None,
+    like_name: str = "the model",
     allow_empty: bool = False,
     finite: bool = True,
 ) -> torch.Tensor:
-    """Convert ``x`` to a floating tensor and check rank, emptiness and finiteness.
+    """Convert ``x`` to a floating tensor and check it: type, device, rank, emptiness, values.
 
-    NumPy input of an integer or boolean type becomes float32 (float64 stays float64);
-    a torch tensor must already be float32 or float64 (no silent casts of tensors).
+    The checks run in that order, so a tensor on the wrong device is named as such before
+    any of its values is looked at.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor
+        NumPy input of an integer or boolean type becomes float32 (float64 stays float64);
+        a tensor must already be float32 or float64 (no silent casts of tensors).
+    name : str
+        The argument's name, used in every error message.
+    ndim : int or tuple of int, optional
+        Allowed ranks.
+    dtype, device : optional
+        Convert to this dtype / move to this device after the type checks.
+    like : torch.Tensor, optional
+        A reference (e.g. a model's weights): a tensor ``x`` must share its device and dtype
+        (``ValueError`` / ``TypeError`` naming both); anything else is converted to them.
+    like_name : str
+        How errors call ``like``.
+    allow_empty : bool
+        Accept a tensor with no elements.
+    finite : bool
+        Reject NaN and infinite values (see :func:`check_finite`).
+
+    Returns
+    -------
+    torch.Tensor
+        ``x`` as a tensor (shares memory with ``x`` where no conversion was needed).
     """
     if isinstance(x, torch.Tensor):
         t = x
+        if t.layout != torch.strided:
+            raise TypeError(f"{name} must be a dense tensor, got layout {t.layout}")
         if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name} must be a float32 or float64 tensor, got dtype {t.dtype}")
+        if like is not None:
+            check_same_device_dtype(like, like_name, **{name: t})
     else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad argument
-            raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
-        if arr.dtype == object or not (
-            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
-        ):
-            raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
-        if np.iscomplexobj(arr):
-            raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
-        if arr.dtype != np.float64:
-            arr = arr.astype(np.float32)
-        arr = np.ascontiguousarray(arr)
-        if not arr.flags.writeable:
-            arr = arr.copy()  # torch cannot wrap read-only memory (e.g. a memmap)
-        t = torch.from_numpy(arr)
+        t = _from_array(x, name)
+        if like is not None:
+            t = t.to(like.device, like.dtype)
     if dtype is not None and t.dtype != dtype:
         t = t.to(dtype)
     if device is not None:
@@ -67,9 +81,51 @@ def as_tensor(
             raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(t.shape)}")
     if not allow_empty and t.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
-    if finite and t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if finite:
+        check_finite(t, name)
     return t
+
+
+def _from_array(x: Any, name: str) -> torch.Tensor:
+    """A CPU tensor from array-like ``x`` (integers and booleans become float32)."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad argument
+        raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    if arr.dtype != np.float64:
+        wide = np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 8
+        with np.errstate(over="ignore"):  # an overflow becomes inf, reported as such below
+            arr = arr.astype(np.float64 if wide else np.float32)
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:
+        arr = arr.copy()  # torch cannot wrap read-only memory (e.g. a memmap)
+    return torch.from_numpy(arr)
+
+
+def check_finite(t: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` if ``t`` holds NaN or infinite values.
+
+    One host synchronisation: call it at a public entry point, never inside a loop. Works for
+    every dtype (integer and boolean tensors are finite by construction) and device; a tensor
+    on the ``meta`` device holds no values and is an error.
+
+    Parameters
+    ----------
+    t : torch.Tensor, any shape
+        The tensor to check.
+    name : str
+        The argument's name for the error message.
+    """
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device and holds no values")
+    if t.numel() == 0 or not (t.is_floating_point() or t.is_complex()):
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
 
 
 def check_same_device_dtype(reference: torch.Tensor, ref_name: str, **others: torch.Tensor) -> None:
@@ -97,6 +153,8 @@ def check_scalar(
 ) -> float:
     """A finite real number within the given bounds, returned as float."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
+        if value.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device and holds no value")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -111,14 +169,59 @@ def check_scalar(
     return value
 
 
-def check_int(value: Any, name: str, *, low: int | None = None) -> int:
-    """An integer (not bool) no smaller than ``low``."""
+def check_int(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """An integer (not bool) in ``[low, high]`` that fits in 64 bits, as torch needs.
+
+    Parameters
+    ----------
+    value : int
+        The value to check (NumPy integers accepted).
+    name : str
+        The argument's name for the error message.
+    low, high : int, optional
+        Inclusive bounds.
+
+    Returns
+    -------
+    int
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{name} must fit in a 64-bit integer, got {value}")
     return value
+
+
+#: Seeds are integers in [0, MAX_SEED]: what NumPy, scikit-learn and torch all accept, with
+#: room for the per-epoch seeds derived from them.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A random seed: an integer (not bool) in ``[0, MAX_SEED]``.
+
+    Parameters
+    ----------
+    seed : int
+        The seed to check (NumPy integers accepted).
+    name : str
+        The argument's name for the error message.
+
+    Returns
+    -------
+    int
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(seed).__name__}")
+    seed = int(seed)
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**32 - 1], got {seed}")
+    return seed
 
 
 def check_lam(lam: Any, name: str = "lam") -> float:

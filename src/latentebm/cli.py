@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import __version__
 from .experiments import command_modules
+from .experiments._lock import release_all
 from .training import distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``latentebm`` parser with one subcommand per experiment module."""
     parser = argparse.ArgumentParser(
         prog="latentebm",
         description="Regularized latent-variable energy-based models: sparse coding, "
         "ISTA/FISTA, LISTA, convolutional sparse coding and VAEs.",
     )
+    parser.add_argument("--version", action="version", version=f"latentebm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
@@ -24,6 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 done, 1 another process of a ``torchrun``
+    job failed, 2 bad input or files, 130 Ctrl-C). Under ``torchrun`` the command runs in the
+    job's process group and rank 0 alone prints what it wrote.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``latentebm`` (default: ``sys.argv[1:]``).
+    """
     args = build_parser().parse_args(argv)
     try:
         # under torchrun: join the process group (gloo on CPU, NCCL on CUDA) for the command
@@ -33,12 +46,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint in --out is usable with --resume", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"latentebm {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"latentebm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except distributed.DistributedError as exc:
+        print(f"latentebm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        release_all()
     if report:
         print(run.summary())
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as the user needs it: ``OSError`` with its file name, no traceback."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 if __name__ == "__main__":

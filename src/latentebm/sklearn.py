@@ -1,22 +1,70 @@
-"""scikit-learn facade: :class:`DictionaryLearning`, usable in a ``Pipeline``.
+"""scikit-learn facade: :class:`DictionaryLearning` and :class:`SparseCoder`, usable in a
+``Pipeline``.
 
 ``alpha`` means what it means in ``sklearn.decomposition.DictionaryLearning``: the λ of the
 per-sample energy ``½‖x − z·components_‖² + alpha·‖z‖₁``. (``sklearn.linear_model.Lasso``
 divides the squared error by ``n``; there the same problem has ``alpha = λ / n_features``.)
+Parameters are checked by scikit-learn's own validation, so errors name the parameter the
+caller passed (``alpha``, ``n_components``, ``max_iter``, ...). Codes come from the library's
+FISTA, stopped on a certified duality gap.
 """
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
+
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_random_state
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._validation import MAX_SEED
 from .models import SparseCoding
-from .operators import DenseDictionary
-from .regularizers import get_regularizer
-from .solvers import proximal_gradient
+from .solvers import fista
+
+__all__ = ["DictionaryLearning", "SparseCoder"]
+
+_FLOATS = [np.float64, np.float32]
+_NON_NEGATIVE = Interval(Real, 0, math.inf, closed="left")  # finite, >= 0
+_DEVICE = [str, torch.device, None]
+_TRANSFORM_CONSTRAINTS: dict = {
+    "transform_alpha": [_NON_NEGATIVE],
+    "transform_tol": [_NON_NEGATIVE],
+    "transform_max_iter": [Interval(Integral, 1, None, closed="left")],
+    "positive_code": ["boolean"],
+    "device": _DEVICE,
+}
+
+
+def _encode(X: np.ndarray, components: np.ndarray, alpha: float, positive: bool, tol: float,
+            max_iter: int, device) -> np.ndarray:
+    """FISTA codes ``(n_samples, n_components)`` of ``X`` on ``components`` (rows are atoms)."""
+    dev = torch.device(device or "cpu")
+    Y = torch.from_numpy(np.array(X, copy=True)).to(dev)
+    W = torch.from_numpy(np.ascontiguousarray(components.T)).to(dev, Y.dtype)
+    with torch.no_grad():
+        result = fista(Y, W, float(alpha), tol=float(tol), max_iter=int(max_iter),
+                       nonneg=bool(positive))
+    return result.z.cpu().numpy()
+
+
+def _decode(estimator, codes, components: np.ndarray) -> np.ndarray:
+    """``codes @ components`` after checking ``codes`` ``(n_samples, n_components)``."""
+    Z = check_array(codes, dtype=_FLOATS)
+    if Z.shape[1] != components.shape[0]:
+        raise ValueError(
+            f"X has {Z.shape[1]} columns, but {type(estimator).__name__} has "
+            f"{components.shape[0]} components (inverse_transform takes codes)"
+        )
+    return Z @ components.astype(Z.dtype, copy=False)
 
 
 class DictionaryLearning(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -24,23 +72,55 @@ class DictionaryLearning(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     Parameters
     ----------
-    n_components : number of atoms (default: ``n_features``).
-    alpha : sparsity λ of ``½‖x − z·components_‖² + λ‖z‖₁`` (scikit-learn's meaning).
-    max_iter : epochs over the data in :meth:`fit` (:meth:`partial_fit` does one pass).
-    batch_size : mini-batch size.
-    tol : relative duality gap of the codes during training.
-    fit_algorithm : ``"online"`` (block coordinate on sufficient statistics) or ``"sgd"``.
-    transform_alpha : λ used by :meth:`transform` (default: ``alpha``).
-    transform_tol, transform_max_iter : FISTA stopping rule in :meth:`transform`.
-    positive_code : constrain codes to be non-negative.
-    random_state : seed (int), ``RandomState`` or ``None``.
-    device : torch device for the computations (``None``: CPU).
+    n_components : int or None
+        Number of atoms (default: ``n_features``).
+    alpha : float
+        Sparsity λ >= 0 of ``½‖x − z·components_‖² + λ‖z‖₁`` (scikit-learn's meaning).
+    max_iter : int
+        Epochs over the data in :meth:`fit` (:meth:`partial_fit` does one pass).
+    batch_size : int
+        Mini-batch size.
+    tol : float
+        Relative duality gap of the codes during training.
+    fit_algorithm : {"online", "sgd"}
+        Block coordinate descent on sufficient statistics, or projected gradient steps.
+    transform_alpha : float or None
+        λ used by :meth:`transform` (default: ``alpha``).
+    transform_tol : float
+        Relative duality gap at which :meth:`transform`'s FISTA stops a sample.
+    transform_max_iter : int
+        FISTA iteration cap in :meth:`transform`.
+    positive_code : bool
+        Constrain codes to be non-negative.
+    random_state : int, RandomState or None
+        Seed of the initial atoms and the sample order.
+    device : str, torch.device or None
+        Torch device for the computations (``None``: CPU).
 
     Attributes
     ----------
-    components_ : ``(n_components, n_features)``, unit-norm rows.
-    n_features_in_, n_iter_ (epochs run), n_steps_ (mini-batch updates run).
+    components_ : ndarray of shape (n_components, n_features)
+        The atoms, unit-norm rows.
+    n_features_in_ : int
+        Features seen in :meth:`fit`.
+    n_iter_ : int
+        Epochs run.
+    n_steps_ : int
+        Mini-batch updates run.
     """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "alpha": [_NON_NEGATIVE],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "tol": [_NON_NEGATIVE],
+        "fit_algorithm": [StrOptions({"online", "sgd"})],
+        **_TRANSFORM_CONSTRAINTS,
+        "transform_alpha": [_NON_NEGATIVE, None],
+        "random_state": [Interval(Integral, 0, MAX_SEED, closed="both"),
+                         np.random.RandomState, None],
+    }
 
     def __init__(
         self,
@@ -71,18 +151,44 @@ class DictionaryLearning(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.random_state = random_state
         self.device = device
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Learn ``components_`` from ``X`` ``(n_samples, n_features)``."""
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        """Learn ``components_`` from ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training signals.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
+        X = validate_data(self, X, dtype=_FLOATS)
         self._model = self._new_model(X)
         self._train(X, epochs=self.max_iter)
         self.n_iter_ = self.max_iter
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
-        """One pass of mini-batch updates over ``X``, continuing from the current atoms."""
+        """One pass of mini-batch updates over ``X``, continuing from the current atoms.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training signals (the same ``n_features`` on every call).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
         first = not hasattr(self, "_model")
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=first)
+        X = validate_data(self, X, dtype=_FLOATS, reset=first)
         if first:
             self._model = self._new_model(X)
             self.n_iter_ = 0
@@ -91,24 +197,42 @@ class DictionaryLearning(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return self
 
     def transform(self, X):
-        """Sparse codes ``(n_samples, n_components)`` of ``X`` by FISTA."""
+        """Sparse codes of ``X`` by FISTA, each certified to ``transform_tol``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Signals.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components)
+        """
         check_is_fitted(self, "components_")
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        lam = self.alpha if self.transform_alpha is None else self.transform_alpha
-        device = torch.device(self.device or "cpu")
-        Y = torch.from_numpy(np.array(X, copy=True)).to(device)
-        W = torch.from_numpy(np.ascontiguousarray(self.components_.T)).to(device, Y.dtype)
-        with torch.no_grad():
-            out = proximal_gradient(
-                DenseDictionary(W), Y, float(lam), get_regularizer(self.positive_code),
-                tol=self.transform_tol, max_iter=self.transform_max_iter,
-            )
-        return out["z"].cpu().numpy()
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        alpha = self.alpha if self.transform_alpha is None else self.transform_alpha
+        return _encode(X, self.components_, alpha, self.positive_code, self.transform_tol,
+                       self.transform_max_iter, self.device)
+
+    def inverse_transform(self, X):
+        """Signals from codes: ``X @ components_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components)
+            Codes, e.g. from :meth:`transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self, "components_")
+        return _decode(self, X, self.components_)
 
     def _new_model(self, X: np.ndarray) -> SparseCoding:
         n_components = X.shape[1] if self.n_components is None else self.n_components
         seed = self.random_state
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        if not isinstance(seed, (int, np.integer)):
             seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
         dtype = torch.float64 if X.dtype == np.float64 else torch.float32
         return SparseCoding(X.shape[1], n_components, self.alpha, nonneg=self.positive_code,
@@ -126,5 +250,131 @@ class DictionaryLearning(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class SparseCoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Sparse codes on a fixed dictionary, by FISTA with a certified duality gap.
+
+    The counterpart of ``sklearn.decomposition.SparseCoder`` with one algorithm: each sample's
+    code minimises ``½‖x − z·dictionary‖² + transform_alpha·‖z‖₁`` to a relative duality gap of
+    ``transform_tol``. No fitting is needed (:meth:`fit` only checks its input).
+
+    Parameters
+    ----------
+    dictionary : array-like of shape (n_components, n_features)
+        The atoms, one per row (used as given: not normalised).
+    transform_alpha : float
+        Sparsity λ >= 0.
+    positive_code : bool
+        Constrain codes to be non-negative.
+    transform_max_iter : int
+        FISTA iteration cap.
+    transform_tol : float
+        Relative duality gap at which a sample stops.
+    device : str, torch.device or None
+        Torch device for the computations (``None``: CPU).
+
+    Attributes
+    ----------
+    n_components_ : int
+        Atoms in ``dictionary`` (set by :meth:`fit`).
+    n_features_in_ : int
+        Features seen in :meth:`fit`.
+    """
+
+    _parameter_constraints: dict = {"dictionary": ["array-like"], **_TRANSFORM_CONSTRAINTS}
+
+    def __init__(
+        self,
+        dictionary,
+        *,
+        transform_alpha: float = 1.0,
+        positive_code: bool = False,
+        transform_max_iter: int = 1000,
+        transform_tol: float = 1e-6,
+        device: str | None = None,
+    ) -> None:
+        self.dictionary = dictionary
+        self.transform_alpha = transform_alpha
+        self.positive_code = positive_code
+        self.transform_max_iter = transform_max_iter
+        self.transform_tol = transform_tol
+        self.device = device
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Check ``X`` against the dictionary; nothing is learned.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Signals (only their shape and values are checked).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
+        X = validate_data(self, X, dtype=_FLOATS)
+        self.n_components_ = self._dictionary(X.shape[1]).shape[0]
+        return self
+
+    def transform(self, X, y=None):
+        """Sparse codes of ``X``, each certified to ``transform_tol``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Signals.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components)
+        """
+        self._validate_params()
+        if hasattr(self, "n_features_in_"):
+            X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        else:
+            X = check_array(X, dtype=_FLOATS)
+        return _encode(X, self._dictionary(X.shape[1]), self.transform_alpha,
+                       self.positive_code, self.transform_tol, self.transform_max_iter,
+                       self.device)
+
+    def inverse_transform(self, X):
+        """Signals from codes: ``X @ dictionary``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components)
+            Codes.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        D = check_array(self.dictionary, dtype=_FLOATS, input_name="dictionary")
+        return _decode(self, X, D)
+
+    def _dictionary(self, n_features: int) -> np.ndarray:
+        D = check_array(self.dictionary, dtype=_FLOATS, input_name="dictionary")
+        if D.shape[1] != n_features:
+            raise ValueError(
+                f"dictionary has {D.shape[1]} features (shape {D.shape}) but X has "
+                f"{n_features}"
+            )
+        return D
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_components_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags

@@ -4,15 +4,9 @@ MNIST arrays are uint8 images ``(n, 28, 28)`` and int64 labels ``(n,)``; natural
 float64 in [0, 1], ``(H, W)`` or ``(H, W, C)``; patches are rows ``(n, size*size*C)``.
 """
 
-from .images import (
-    extract_patches,
-    load_images,
-    local_contrast_normalize,
-    natural_patches,
-    whiten_1f,
-    zca_whiten,
-)
+from .images import load_images, local_contrast_normalize, whiten_1f, zca_whiten
 from .mnist import load_mnist, mnist_cache_dir, mnist_vectors, read_idx, write_idx
+from .patches import extract_patches, natural_patches, random_windows, windows
 
 __all__ = [
     "load_mnist",
@@ -26,4 +20,6 @@ __all__ = [
     "local_contrast_normalize",
     "extract_patches",
     "natural_patches",
+    "windows",
+    "random_windows",
 ]

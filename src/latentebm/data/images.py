@@ -1,4 +1,4 @@
-"""Natural images: loading, whitening, local contrast normalisation and patch extraction.
+"""Natural images: loading, whitening and local contrast normalisation.
 
 Images are float64 arrays in [0, 1], ``(H, W)`` for grey and ``(H, W, C)`` for colour.
 Patches are rows, ``(n_patches, size*size*C)``, each flattened in C order from
@@ -8,20 +8,18 @@ Patches are rows, ``(n_patches, size*size*C)``, each flattened in C order from
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from .._validation import check_int, check_scalar
 
 __all__ = [
     "load_images",
     "whiten_1f",
     "zca_whiten",
     "local_contrast_normalize",
-    "extract_patches",
-    "natural_patches",
     "SKIMAGE_PHOTOS",
     "IMAGE_EXTENSIONS",
 ]
@@ -37,23 +35,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(value, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return float(value)
-
-
-def _check_image(image, name: str = "image") -> np.ndarray:
+def check_image(image, name: str = "image") -> np.ndarray:
     """A finite real ``(H, W)`` or ``(H, W, C)`` array, returned as float64."""
     arr = np.asarray(image)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
@@ -68,16 +50,6 @@ def _check_image(image, name: str = "image") -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
-
-
-def _rng(seed) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an int or numpy.random.Generator, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
-    return np.random.default_rng(int(seed))
 
 
 # --------------------------------------------------------------------------- loading
@@ -117,7 +89,7 @@ def load_images(
     if not isinstance(grey, bool):
         raise TypeError(f"grey must be a bool, got {type(grey).__name__}")
     if max_images is not None:
-        max_images = _check_int(max_images, "max_images")
+        max_images = check_int(max_images, "max_images", low=1)
 
     if folder is None:
         import skimage.data
@@ -168,8 +140,8 @@ def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> 
     FFT sees no edge discontinuity. Returns float64, same shape, each channel with zero mean
     and the whole image with unit variance.
     """
-    img = _check_image(image)
-    f0_ratio = _check_positive(f0_ratio, "f0_ratio")
+    img = check_image(image)
+    f0_ratio = check_scalar(f0_ratio, "f0_ratio", low=0.0, low_inclusive=False)
     if not isinstance(pad, bool):
         raise TypeError(f"pad must be a bool, got {type(pad).__name__}")
     h, w = img.shape[:2]
@@ -216,7 +188,7 @@ def zca_whiten(
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
         raise ValueError("patches contains NaN or infinite values")
-    eps = _check_positive(eps, "eps")
+    eps = check_scalar(eps, "eps", low=0.0, low_inclusive=False)
 
     mean = x.mean(axis=0)
     xc = x - mean
@@ -234,8 +206,8 @@ def local_contrast_normalize(image: np.ndarray, sigma: float = 2.0) -> np.ndarra
     output is ``v / max(s, mean(s))`` so flat regions are not amplified. ``image`` is
     ``(H, W)`` or ``(H, W, C)``; returns float64 of the same shape (zeros for a flat image).
     """
-    img = _check_image(image)
-    sigma = _check_positive(sigma, "sigma")
+    img = check_image(image)
+    sigma = check_scalar(sigma, "sigma", low=0.0, low_inclusive=False)
     spatial = (sigma, sigma) if img.ndim == 2 else (sigma, sigma, 0.0)
     v = img - ndimage.gaussian_filter(img, spatial, mode="reflect")
     local_var = ndimage.gaussian_filter(v * v, spatial, mode="reflect")
@@ -244,123 +216,3 @@ def local_contrast_normalize(image: np.ndarray, sigma: float = 2.0) -> np.ndarra
     s = np.sqrt(np.clip(local_var, 0.0, None))
     floor = max(float(s.mean()), np.finfo(np.float64).tiny)
     return v / np.maximum(s, floor)
-
-
-# --------------------------------------------------------------------------- patches
-
-
-def _as_image_list(images) -> list[np.ndarray]:
-    if isinstance(images, np.ndarray):
-        images = [images]
-    elif not isinstance(images, Sequence) or isinstance(images, str | bytes):
-        raise TypeError(
-            f"images must be an array or a sequence of arrays, got {type(images).__name__}"
-        )
-    if len(images) == 0:
-        raise ValueError("images is empty")
-    out = [_check_image(img, f"images[{i}]") for i, img in enumerate(images)]
-    channels = {1 if img.ndim == 2 else img.shape[2] for img in out}
-    if len(channels) > 1:
-        raise ValueError(f"images mixes grey and colour / channel counts {sorted(channels)}")
-    return out
-
-
-def extract_patches(
-    images: np.ndarray | Sequence[np.ndarray],
-    size: int,
-    n_patches: int,
-    *,
-    seed: int | np.random.Generator,
-    remove_mean: bool = True,
-) -> np.ndarray:
-    """Cut ``n_patches`` square patches at uniformly random positions.
-
-    ``images`` is one ``(H, W[, C])`` array or a sequence of them (same channel count). Every
-    valid top-left position across all images is equally likely. Returns float64
-    ``(n_patches, size*size*C)``; with ``remove_mean`` each patch's mean (DC) is subtracted.
-    The same ``seed`` gives the same patches.
-    """
-    imgs = _as_image_list(images)
-    size = _check_int(size, "size")
-    n_patches = _check_int(n_patches, "n_patches")
-    if not isinstance(remove_mean, bool):
-        raise TypeError(f"remove_mean must be a bool, got {type(remove_mean).__name__}")
-    for i, img in enumerate(imgs):
-        if size > min(img.shape[:2]):
-            raise ValueError(f"size={size} is larger than images[{i}] of shape {img.shape}")
-    rng = _rng(seed)
-
-    counts = np.array([(im.shape[0] - size + 1) * (im.shape[1] - size + 1) for im in imgs])
-    flat = rng.integers(0, counts.sum(), size=n_patches)
-    which = np.searchsorted(np.cumsum(counts), flat, side="right")
-    offset = flat - np.concatenate(([0], np.cumsum(counts)[:-1]))[which]
-
-    n_chan = 1 if imgs[0].ndim == 2 else imgs[0].shape[2]
-    out = np.empty((n_patches, size * size * n_chan))
-    for i, img in enumerate(imgs):
-        sel = np.flatnonzero(which == i)
-        if sel.size == 0:
-            continue
-        rows, cols = np.divmod(offset[sel], img.shape[1] - size + 1)
-        img3 = img[..., None] if img.ndim == 2 else img
-        windows = np.lib.stride_tricks.sliding_window_view(img3, (size, size), axis=(0, 1))
-        # windows[r, c] has shape (C, size, size); reorder to (size, size, C) then flatten.
-        out[sel] = windows[rows, cols].transpose(0, 2, 3, 1).reshape(sel.size, -1)
-    if remove_mean:
-        out -= out.mean(axis=1, keepdims=True)
-    return out
-
-
-def natural_patches(
-    size: int = 12,
-    n_patches: int = 10000,
-    *,
-    images: str | os.PathLike | Sequence[np.ndarray] | None = None,
-    whiten: str = "1f",
-    grey: bool = True,
-    seed: int | np.random.Generator = 0,
-) -> np.ndarray:
-    """Whitened natural-image patches ready for dictionary learning.
-
-    ``images``: ``None`` for scikit-image's photographs, a folder path, or a list of arrays.
-    ``whiten``: ``"1f"`` (Olshausen & Field filter on each whole image before cutting),
-    ``"zca"`` (ZCA on the patches, eps 1% of the mean patch variance) or ``"none"``.
-    Patches have their mean removed and the whole set is scaled to unit overall variance.
-    Returns float32 ``(n_patches, size*size)`` (``size*size*3`` with ``grey=False``).
-    """
-    if whiten not in ("1f", "zca", "none"):
-        raise ValueError(f"whiten must be '1f', 'zca' or 'none', got {whiten!r}")
-    if not isinstance(grey, bool):
-        raise TypeError(f"grey must be a bool, got {type(grey).__name__}")
-    if images is None or isinstance(images, str | os.PathLike):
-        imgs = load_images(images, grey=grey)
-    else:
-        imgs = _as_image_list(images)
-        if grey and imgs[0].ndim == 3:
-            imgs = [_rgb_to_grey(im, f"images[{i}]") for i, im in enumerate(imgs)]
-    if whiten == "1f":
-        imgs = [whiten_1f(im) for im in imgs]
-    x = extract_patches(imgs, size, n_patches, seed=seed, remove_mean=True)
-    if whiten == "zca":
-        if n_patches < 2:
-            raise ValueError(f"n_patches must be >= 2 for whiten='zca', got {n_patches}")
-        x = x / _overall_std(x)
-        x, _ = zca_whiten(x, eps=1e-2)
-    return (x / _overall_std(x)).astype(np.float32)
-
-
-def _rgb_to_grey(img: np.ndarray, name: str) -> np.ndarray:
-    from skimage.color import rgb2gray
-
-    if img.shape[2] == 1:
-        return img[..., 0]
-    if img.shape[2] in (3, 4):
-        return rgb2gray(img[..., :3])
-    raise ValueError(f"{name} must be grey, RGB or RGBA for grey=True, got shape {img.shape}")
-
-
-def _overall_std(x: np.ndarray) -> float:
-    std = float(x.std())
-    if std == 0.0:
-        raise ValueError("the patches are all constant; use images with some texture")
-    return std

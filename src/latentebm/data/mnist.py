@@ -5,7 +5,8 @@ Where :func:`load_mnist` looks, in order:
 1. ``data_dir`` if given;
 2. the folder named by the environment variable ``LATENTEBM_DATA``;
 3. the cache, ``$LATENTEBM_CACHE/mnist`` (default ``~/.cache/latentebm/mnist``);
-4. the network: each mirror in :data:`MIRRORS` in turn, into the cache.
+4. the network: each mirror in :data:`MIRRORS` in turn, fetched by ``pooch`` into the cache
+   and kept only if its sha256 matches.
 
 A user folder (1, 2) may also hold the files uncompressed or one level down in ``mnist/``.
 Its files are parsed strictly but never deleted. Cache files must match the published
@@ -19,17 +20,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import io
 import os
-import tempfile
+import shutil
+import sys
+import urllib.parse
 import urllib.request
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+
+from .._io import file_mode, write_bytes
 
 __all__ = [
     "load_mnist",
@@ -156,17 +160,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
         with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=9, mtime=0) as gz:
             gz.write(data)
         data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(path, data)
 
 
 # --------------------------------------------------------------------------- files
@@ -208,35 +202,53 @@ def _find_in_user_dir(folder: Path, name: str, source: str) -> Path:
     )
 
 
+def _copy_file_url(url: str, output_file: str, pooch_: object = None) -> None:
+    """A pooch downloader for ``file://`` URLs (a local mirror), which pooch does not know."""
+    source = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    with open(source, "rb") as src, open(output_file, "wb") as out:
+        shutil.copyfileobj(src, out, _CHUNK)
+
+
+def _downloader(url: str) -> Callable[..., None]:
+    """pooch's downloader for ``url`` (with our timeout for HTTP), or a local-file copier."""
+    import pooch
+
+    progress = sys.stderr.isatty()
+    if url.startswith("file:"):
+        return _copy_file_url
+    if url.startswith(("http://", "https://")):
+        return pooch.HTTPDownloader(progressbar=progress, timeout=DOWNLOAD_TIMEOUT_S)
+    return pooch.downloaders.choose_downloader(url, progressbar=progress)
+
+
 def _download(name: str, dest: Path) -> None:
-    """Fetch ``name`` from the first mirror whose payload matches its sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Fetch ``name`` with pooch from the first mirror whose payload matches its sha256.
+
+    pooch writes to a temporary file and moves it to ``dest`` only when the hash matches, so a
+    bad payload is never kept; the file then gets the mode the umask allows.
+    """
+    import pooch
+    import requests
+
     errors = []
     for base in MIRRORS:
         url = base + name
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{name}.", suffix=".part")
-        tmp = Path(tmp_name)
         try:
-            digest = hashlib.sha256()
-            with (
-                os.fdopen(fd, "wb") as out,
-                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp,
-            ):
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=None) as bar:
-                    for chunk in iter(lambda resp=resp: resp.read(_CHUNK), b""):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        bar.update(len(chunk))
-            if digest.hexdigest() != SHA256[name]:
-                errors.append(f"{url}: sha256 mismatch (got {digest.hexdigest()})")
-                continue
-            os.replace(tmp, dest)
-            return
-        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, short reads
+            downloader = _downloader(url)
+        except ValueError as exc:  # a protocol pooch cannot fetch
             errors.append(f"{url}: {exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
+            continue
+        try:
+            pooch.retrieve(url, known_hash=f"sha256:{SHA256[name]}", fname=name,
+                           path=dest.parent, downloader=downloader)
+        except ValueError as exc:
+            errors.append(f"{url}: sha256 mismatch ({exc})")
+            continue
+        except (OSError, requests.exceptions.RequestException) as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        os.chmod(dest, file_mode())
+        return
     raise OSError(f"could not download MNIST file {name!r}:\n  " + "\n  ".join(errors))
 
 

@@ -40,7 +40,8 @@ import torch
 from .._io import write_json
 from ..training import distributed as dist
 from ..training.loop import epoch_order
-from .images import extract_patches, load_images, whiten_1f
+from .images import load_images, whiten_1f
+from .patches import extract_patches
 
 FORMAT = "latentebm-shards-1"
 INDEX_NAME = "index.json"

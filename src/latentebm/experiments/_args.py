@@ -5,12 +5,48 @@ from __future__ import annotations
 import argparse
 import os
 
+from .._validation import check_seed
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, lam: float | None
-                         ) -> None:
-    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+#: ``--data-dir`` for a command that reads MNIST.
+MNIST_DATA_DIR = ("folder with the MNIST IDX .gz files (default: $LATENTEBM_DATA, then the "
+                  "cache, then a checksum-verified download)")
+#: ``--data-dir`` for a command whose photographs come from its own ``--images`` folder.
+UNUSED_DATA_DIR = ("not read by this command: its photographs come from the --images folder "
+                   "(default: scikit-image's bundled ones)")
+
+
+def seed_argument(text: str) -> int:
+    """argparse ``type`` for ``--seed``: an integer in [0, 2**32 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    try:
+        return check_seed(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("seed ")) from None
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, lam: float | None,
+                         data_dir_help: str = MNIST_DATA_DIR) -> None:
+    """Add ``--out --device --seed --epochs [--lam] --resume --data-dir --quiet`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The command's parser.
+    epochs : int
+        Default of ``--epochs``.
+    lam : float or None
+        Default of ``--lam``; ``None`` leaves the flag to the command.
+    data_dir_help : str
+        What ``--data-dir`` means for this command (:data:`MNIST_DATA_DIR` by default).
+    """
+    parser.add_argument("--out", required=True,
+                        help="output folder (created if missing; one run at a time)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=seed_argument, default=0,
+                        help="random seed in [0, 2**32 - 1] (default: 0)")
     parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
     if lam is not None:
         parser.add_argument("--lam", type=float, default=lam,
@@ -18,6 +54,5 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, lam: f
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in --out")
     parser.add_argument("--data-dir", default=os.environ.get("LATENTEBM_DATA"),
-                        help="folder with the MNIST IDX .gz files (default: $LATENTEBM_DATA, "
-                             "then the cache, then a checksum-verified download)")
+                        help=data_dir_help)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,31 +1,73 @@
 """Run conventions shared by every experiment: one output folder holding ``config.json``,
-``metrics.json``, ``checkpoint.safetensors`` and figures, all written atomically."""
+``metrics.json``, ``checkpoint.safetensors`` and figures, all written atomically, and used by
+one run at a time (a lock file)."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from .._io import write_json
+from ._lock import RunLock
 
 # Keys that may change between a run and its resumption without invalidating the checkpoint.
 RESUMABLE_CHANGES = {"resume", "epochs", "device", "quiet", "out"}
 
 
+def prepare_out(out: str | os.PathLike) -> Path:
+    """``out`` as an existing, writable folder (created if missing), or a ``ValueError`` that
+    says what is wrong with it."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a folder; choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {path}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path} is not writable; choose another folder")
+    return path
+
+
 class Run:
-    """An experiment's output folder. ``resume=True`` requires the saved configuration to match
-    the new one, apart from :data:`RESUMABLE_CHANGES`."""
+    """An experiment's output folder, locked for this run until :meth:`close` (or exit).
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The folder (created if missing). A file, a folder that cannot be written, or one that
+        another live run is using is a ``ValueError``. Under ``torchrun`` only rank 0 locks it.
+    config : dict
+        The command's settings, written to ``config.json``.
+    resume : bool
+        Require the saved configuration to match ``config``, apart from
+        :data:`RESUMABLE_CHANGES`.
+    """
 
     def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False) -> None:
-        self.out = Path(out)
+        self.out = prepare_out(out)
         self.config = dict(config)
         self.started = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.written: list[Path] = []
+        self._lock = RunLock(self.out) if os.environ.get("RANK", "0") == "0" else None
+        try:
+            self._check_and_write_config(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_and_write_config(self, resume: bool) -> None:
         saved_path = self.out / "config.json"
         if resume and saved_path.exists():
-            saved = json.loads(saved_path.read_text())
+            try:
+                saved = json.loads(saved_path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"--resume: {saved_path} is damaged ({exc})") from None
+            if not isinstance(saved, dict):
+                raise ValueError(f"--resume: {saved_path} is damaged (not a JSON object)")
             diffs = [
                 f"{k}: saved {saved.get(k)!r}, now {self.config.get(k)!r}"
                 for k in sorted(set(saved) | set(self.config))
@@ -37,7 +79,7 @@ class Run:
                     + "; ".join(diffs) + ")"
                 )
         write_json(saved_path, self.config)
-        self.written: list[Path] = [saved_path]
+        self.written.append(saved_path)
 
     @property
     def checkpoint(self) -> Path:
@@ -51,6 +93,12 @@ class Run:
         p = self.out / name
         self.written.append(p)
         return p
+
+    def close(self) -> None:
+        """Release the folder's lock (idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

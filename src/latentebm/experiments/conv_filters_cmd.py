@@ -24,7 +24,7 @@ from .._validation import resolve_device
 from ..data import load_images, local_contrast_normalize, whiten_1f
 from ..metrics import centre_surround_score, fit_gabors, gabor_summary
 from ..models.conv_autoencoder import ConvSparseAutoencoder
-from ._args import add_common_arguments
+from ._args import UNUSED_DATA_DIR, add_common_arguments
 from ._run import Run
 
 NAME = "conv-filters"
@@ -63,7 +63,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
                         "encoder (default: 10)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
-    add_common_arguments(parser, epochs=6, lam=lam)
+    add_common_arguments(parser, epochs=6, lam=lam, data_dir_help=UNUSED_DATA_DIR)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import viz_vae
 from ..models.vae import VAE
+from ..viz import vae as viz_vae
 from ._args import add_common_arguments
 from ._run import Run
 from .vae_cmd import (

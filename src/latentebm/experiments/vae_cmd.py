@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import viz_vae
 from .._validation import resolve_device
 from ..checkpoint import load_checkpoint
 from ..data import load_mnist, mnist_vectors
 from ..models.vae import VAE
 from ..models.vae_parts import binarize
+from ..viz import vae as viz_vae
 from ._args import add_common_arguments
 from ._run import Run
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
+from ..data.patches import random_windows
 from ..objective import lasso_energy
 from ..operators import ConvDictionary
 from ..regularizers import get_regularizer
@@ -34,14 +35,7 @@ def random_kernel_patches(
 ) -> torch.Tensor:
     """``n`` random ``size × size`` windows of the images ``Y`` ``(N, C, H, W)``, mean removed
     per channel and scaled to unit norm: ``(n, C, size, size)`` (all-flat windows become noise)."""
-    N, _, H, W = Y.shape
-    which = torch.randint(N, (n,), generator=gen)
-    rows = torch.randint(H - size + 1, (n,), generator=gen)
-    cols = torch.randint(W - size + 1, (n,), generator=gen)
-    patches = torch.stack(
-        [Y[int(i), :, int(r) : int(r) + size, int(c) : int(c) + size]
-         for i, r, c in zip(which, rows, cols, strict=True)]
-    )
+    patches = random_windows(Y, n, size, gen)
     patches = patches - patches.mean(dim=(2, 3), keepdim=True)
     noise = torch.randn(patches.shape, generator=gen, dtype=torch.float64).to(patches)
     norms = patches.flatten(1).norm(dim=1)

@@ -1,7 +1,7 @@
 """Figures for the VAE: posterior "fuzzy balls", samples, reconstructions, interpolations,
 the decoded 2-D manifold and training curves.
 
-Same conventions as :mod:`latentebm.viz`: NumPy in (tensors are copied to the CPU), checked
+Same conventions as :mod:`latentebm.viz.grids`: NumPy in (tensors are copied to the CPU), checked
 arguments, a private Agg figure, an atomic PNG write, the path returned.
 """
 
@@ -15,15 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import EllipseCollection
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle
 
-from ._io import atomic_path
-from ._validation import as_tensor
-from .viz import image_grid
+from .._validation import as_tensor
+from ..metrics.atoms import as_float_array
+from ._figure import new_figure, save_png
+from .grids import image_grid
 
 __all__ = [
     "posterior_ellipses",
@@ -49,27 +48,9 @@ _COLORS = [
 ]
 
 
-def as_float_array(
-    x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None, finite: bool = True
-) -> np.ndarray:
-    """``x`` as a float64 NumPy array of the given rank (``ValueError`` names ``name``)."""
-    t = as_tensor(x, name, ndim=ndim, dtype=torch.float64, finite=finite)
-    return t.detach().cpu().numpy()
-
-
-def _new_figure(width_in: float, height_in: float, layout: str | None = None) -> Figure:
-    fig = Figure(figsize=(width_in, height_in), dpi=100, layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as PNG atomically."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return Path(path)
+def _curve_array(x: Any, name: str) -> np.ndarray:
+    """A 1-D float64 array that may hold NaN (skipped when drawn)."""
+    return as_tensor(x, name, ndim=1, dtype=torch.float64, finite=False).cpu().numpy()
 
 
 def _posterior_args(mu: Any, sigma: Any, labels: Any) -> tuple[np.ndarray, ...]:
@@ -139,15 +120,30 @@ def posterior_ellipses(
 ) -> Path:
     """The posteriors ``N(μ, diag σ²)`` of a 2-D VAE as ellipses coloured by class.
 
-    ``mu``, ``sigma``: ``(n, 2)`` posterior means and standard deviations; ``labels``: ``(n,)``
-    integer classes. The dashed circle is the prior's unit circle.
+    The dashed circle is the prior's unit circle.
+
+    Parameters
+    ----------
+    mu, sigma : array_like, shape (n, 2)
+        Posterior means and standard deviations (not log-variances).
+    labels : array_like of int, shape (n,)
+        Classes, one colour each.
+    path : str or os.PathLike
+        The PNG file to write.
+    title : str or None
+        Title above the plot.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     mu_a, sigma_a, lab = _posterior_args(mu, sigma, labels)
-    fig = _new_figure(6.0, 6.6, layout="constrained")
+    fig = new_figure(6.0, 6.6, layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     _draw_balls(ax, mu_a, sigma_a, lab, title or "posterior q(z|x): centre μ, half-axes σ")
     _class_legend(fig, lab)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def posterior_panels(
@@ -158,15 +154,33 @@ def posterior_panels(
     n_cols: int | None = None,
     suptitle: str | None = None,
 ) -> Path:
-    """Several posterior-ellipse plots side by side, ``{title: (mu, sigma)}``, each on its own
-    scale (the unit circle shows the prior in each)."""
+    """Several posterior-ellipse plots side by side, each on its own scale.
+
+    Parameters
+    ----------
+    panels : mapping of str to (array_like, array_like)
+        ``{title: (mu, sigma)}``, each ``(n, 2)`` as in :func:`posterior_ellipses`.
+    labels : array_like of int, shape (n,)
+        Classes shared by every panel.
+    path : str or os.PathLike
+        The PNG file to write.
+    n_cols : int or None
+        Panels per row (default ``min(n_panels, 3)``).
+    suptitle : str or None
+        Title above all panels.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     if not isinstance(panels, Mapping) or not panels:
         raise ValueError("panels must be a non-empty mapping {title: (mu, sigma)}")
     checked = {t: _posterior_args(m, s, labels) for t, (m, s) in panels.items()}
     n = len(checked)
     cols = n_cols or min(n, 3)
     rows = math.ceil(n / cols)
-    fig = _new_figure(4.2 * cols, 4.4 * rows + 0.8, layout="constrained")
+    fig = new_figure(4.2 * cols, 4.4 * rows + 0.8, layout="constrained")
     lab = np.asarray(labels)
     for i, (title, (mu_a, sigma_a, _)) in enumerate(checked.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -174,7 +188,7 @@ def posterior_panels(
     if suptitle:
         fig.suptitle(suptitle)
     _class_legend(fig, lab)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _images(x: Any, name: str, image_shape: Sequence[int]) -> np.ndarray:
@@ -192,7 +206,24 @@ def sample_grid(
     image_shape: Sequence[int] = (28, 28),
     title: str = "samples: decoded means of z ~ N(0, I)",
 ) -> Path:
-    """Samples ``(n, ...)`` tiled on the common [0, 1] scale."""
+    """Samples tiled on the common [0, 1] scale.
+
+    Parameters
+    ----------
+    samples : array_like, shape (n, h * w) or (n, h, w)
+        Decoded samples in [0, 1].
+    path : str or os.PathLike
+        The PNG file to write.
+    image_shape : (int, int)
+        ``(h, w)``.
+    title : str
+        Title above the grid.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     imgs = _images(samples, "samples", image_shape)
     return image_grid(imgs, path, title=title, value_range=(0.0, 1.0))
 
@@ -205,7 +236,24 @@ def reconstruction_pairs(
     image_shape: Sequence[int] = (28, 28),
     n_cols: int = 10,
 ) -> Path:
-    """Rows of test images, each followed by a row of their reconstructions (same scale)."""
+    """Rows of test images, each followed by a row of their reconstructions (same scale).
+
+    Parameters
+    ----------
+    x, recon : array_like, shape (n, h * w) or (n, h, w)
+        Images and their reconstructions in [0, 1].
+    path : str or os.PathLike
+        The PNG file to write.
+    image_shape : (int, int)
+        ``(h, w)``.
+    n_cols : int
+        Images per row.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     a = _images(x, "x", image_shape)
     b = _images(recon, "recon", image_shape)
     if a.shape != b.shape:
@@ -231,7 +279,26 @@ def interpolation_strip(
     n_cols: int | None = None,
     title: str = "interpolation between the codes of two test digits",
 ) -> Path:
-    """Decoded points along a line in code space; one strip per row of ``n_cols`` images."""
+    """Decoded points along a line in code space; one strip per row of ``n_cols`` images.
+
+    Parameters
+    ----------
+    images : array_like, shape (n, h * w) or (n, h, w)
+        Decoded images in [0, 1], in path order.
+    path : str or os.PathLike
+        The PNG file to write.
+    image_shape : (int, int)
+        ``(h, w)``.
+    n_cols : int or None
+        Images per strip (default: all in one).
+    title : str
+        Title above the strip.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     imgs = _images(images, "images", image_shape)
     return image_grid(imgs, path, n_cols=n_cols or len(imgs), title=title, value_range=(0.0, 1.0))
 
@@ -239,8 +306,24 @@ def interpolation_strip(
 def latent_manifold(
     images: Any, grid: Any, path: str | os.PathLike, *, image_shape: Sequence[int] = (28, 28)
 ) -> Path:
-    """The decoder over a square grid of 2-D codes. ``grid``: the ``m`` coordinate values per
-    axis; ``images``: ``(m*m, ...)`` decoded in row-major order of ``(z₂ descending, z₁)``."""
+    """The decoder over a square grid of 2-D codes.
+
+    Parameters
+    ----------
+    images : array_like, shape (m * m, h * w) or (m * m, h, w)
+        Decoded images in row-major order of ``(z₂ descending, z₁)``.
+    grid : array_like, shape (m,)
+        The coordinate values per axis.
+    path : str or os.PathLike
+        The PNG file to write.
+    image_shape : (int, int)
+        ``(h, w)``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     g = as_float_array(grid, "grid", ndim=1)
     m = g.size
     imgs = _images(images, "images", image_shape)
@@ -248,7 +331,7 @@ def latent_manifold(
         raise ValueError(f"images must hold len(grid)² = {m * m} images, got {len(imgs)}")
     h, w = imgs.shape[1:]
     canvas = imgs.reshape(m, m, h, w).transpose(0, 2, 1, 3).reshape(m * h, m * w)
-    fig = _new_figure(7.0, 7.0)
+    fig = new_figure(7.0, 7.0)
     ax = fig.add_axes((0.1, 0.08, 0.86, 0.86))
     step = (g[-1] - g[0]) / max(m - 1, 1)
     extent = (g[0] - step / 2, g[-1] + step / 2, g[0] - step / 2, g[-1] + step / 2)
@@ -256,7 +339,7 @@ def latent_manifold(
     ax.set_xlabel("z₁")
     ax.set_ylabel("z₂")
     ax.set_title("decoded means over a grid of 2-D codes")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def training_curves(
@@ -268,14 +351,33 @@ def training_curves(
     title: str | None = None,
     logy: bool = False,
 ) -> Path:
-    """Lines ``{label: (x, y)}`` (NaN points, and with ``logy`` points ``y <= 0``, skipped)."""
+    """Training curves, one line per entry (NaN points skipped).
+
+    Parameters
+    ----------
+    curves : mapping of str to (array_like, array_like)
+        ``{label: (x, y)}``, 1-D of equal length ``(n_points,)``; NaN marks a missing point.
+    path : str or os.PathLike
+        The PNG file to write.
+    xlabel, ylabel : str
+        Axis labels.
+    title : str or None
+        Title above the plot.
+    logy : bool
+        Logarithmic y axis (points with ``y <= 0`` skipped).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves must be a non-empty mapping {label: (x, y)}")
-    fig = _new_figure(7.4, 4.4, layout="constrained")
+    fig = new_figure(7.4, 4.4, layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     for label, (xs, ys) in curves.items():
-        x = as_float_array(xs, f"curves[{label!r}] x", ndim=1, finite=False)
-        y = as_float_array(ys, f"curves[{label!r}] y", ndim=1, finite=False)
+        x = _curve_array(xs, f"curves[{label!r}] x")
+        y = _curve_array(ys, f"curves[{label!r}] y")
         if x.shape != y.shape:
             raise ValueError(f"curves[{label!r}]: x and y differ in length")
         keep = np.isfinite(x) & np.isfinite(y)
@@ -290,4 +392,4 @@ def training_curves(
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_png(fig, path)

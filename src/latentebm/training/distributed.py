@@ -262,6 +262,33 @@ def barrier(*, what: str = "barrier") -> None:
             _collective(what, tdist.barrier)
 
 
+# --------------------------------------------------------------------------- gradients
+def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel`` when there is more than one process
+    (its gradients are then averaged over the processes in ``backward``), else ``module``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        On this process's device (:func:`device`); training must call it (its ``forward``).
+    """
+    if world_size() == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [module_device.index] if (module_device := next(
+        (p.device for p in module.parameters()), torch.device("cpu"))).type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def global_mean(local_sum: torch.Tensor, n_global: int) -> torch.Tensor:
+    """The loss to backpropagate so that the gradient ``DistributedDataParallel`` averages is
+    the gradient of the mean over the whole global batch of ``n_global`` samples, however it
+    is split: this process's per-sample losses summed, ``local_sum`` (a scalar), times
+    ``world_size() / n_global``. With one process: ``local_sum / n_global``."""
+    return local_sum * (world_size() / n_global)
+
+
 # --------------------------------------------------------------------------- sharding
 def shard_bounds(n: int, rank_: int | None = None, world: int | None = None
                  ) -> tuple[int, int]:
@@ -295,7 +322,9 @@ __all__ = [
     "barrier",
     "broadcast_",
     "broadcast_object",
+    "data_parallel",
     "device",
+    "global_mean",
     "init_distributed",
     "is_initialized",
     "is_main",

@@ -110,3 +110,20 @@ def test_torchrun_runs_the_command_and_rank_zero_reports(tmp_path: Path) -> None
               for d in ("one", "two"))
     # float32: rounding differences move some codes across the FISTA stopping test (tol 1e-3)
     assert float((W1 - W2).norm() / W1.norm()) < 1e-3
+
+
+def test_streamed_fit_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    data = ShardedArray(write_shards(problem().astype(np.float32), tmp_path / "s",
+                                     rows_per_shard=64))
+    straight = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    straight.fit(data, epochs=2, **FIT)
+    ckpt = tmp_path / "c.safetensors"
+    resumed = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    resumed.fit(data, epochs=1, checkpoint=ckpt, **FIT)
+    again = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    again.fit(data, epochs=2, checkpoint=ckpt, resume=True, **FIT)
+    assert torch.equal(again.W, straight.W)
+    def drop_time(h: list[dict]) -> list[dict]:
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in h]
+
+    assert drop_time(again.history_) == drop_time(straight.history_)

@@ -36,10 +36,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar
 from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
 from ..operators import DenseDictionary
+from ..problem import to_output
 from ..regularizers import get_regularizer
 from ..solvers import proximal_gradient
 from ..training.history import EpochRecord
@@ -249,7 +249,7 @@ class LISTA(nn.Module):
             out = proximal_gradient(
                 DenseDictionary(self.W), Y_t, self.lam, self._reg, tol=tol, max_iter=max_iter
             )
-        return out["z"]
+        return out.z
 
     # ----------------------------------------------------------------- training
     def fit(

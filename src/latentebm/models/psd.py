@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
 from ..dictionary_update import normalize_columns_, sgd_update_
 from ..operators import DenseDictionary, batch_dot
+from ..problem import to_output
 from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
 from ..training.history import MeanRecord
@@ -274,7 +274,7 @@ class PSD(nn.Module):
             P = self._encode(Yb)
             Y_aug, op = self._stacked(Yb, P)
             out = proximal_gradient(op, Y_aug, self.lam, L1(), z0=P, tol=tol, max_iter=max_iter)
-            Z = out["z"]
+            Z = out.z
             r = Yb - P @ self.W.T
             lasso_pred = 0.5 * batch_dot(r, r) + self.lam * P.abs().sum(1)
             sgd_update_(self.W, Yb, Z, lr_decoder)
@@ -283,8 +283,8 @@ class PSD(nn.Module):
         loss.mean().backward()
         optimizer.step()
         return {
-            "energy": out["energy"], "lasso_energy_encoder": lasso_pred,
-            "prediction_error": (Z - P).pow(2).sum(1), "fista_iterations": out["n_iter"],
+            "energy": out.energy, "lasso_energy_encoder": lasso_pred,
+            "prediction_error": (Z - P).pow(2).sum(1), "fista_iterations": out.n_iter_per_sample,
         }
 
     # ----------------------------------------------------------------- checkpoints

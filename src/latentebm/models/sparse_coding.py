@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
@@ -23,6 +22,7 @@ from ..dictionary_update import (
 )
 from ..objective import lasso_energy
 from ..operators import DenseDictionary
+from ..problem import to_output
 from ..regularizers import get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
 from ..training import distributed as dist
@@ -273,13 +273,13 @@ class SparseCoding(LatentModel):
                     Yb = Y_t[mine].to(device, dtype)
                     z0 = None if codes is None else codes[mine]
                     out = self(Yb, z0, tol=tol, max_iter=max_iter)
-                    Z = out["z"]
+                    Z = out.z
                     if codes is not None:
                         codes[b.idx] = dist.all_gather_cat(Z, what="of the codes")
-                    self._dictionary_step(Yb, Z, out["energy"], b.idx.numel(), method, lr,
+                    self._dictionary_step(Yb, Z, out.energy, b.idx.numel(), method, lr,
                                           dead_after, stats)
                     loop.step_done(
-                        b, self.n_steps_, loss=out["energy"],
+                        b, self.n_steps_, loss=out.energy,
                         postfix={"energy": f"{stats.mean_energy:.4g}",
                                  "nnz": f"{stats.mean_nnz:.1f}"},
                         callback=callback, callback_args=(self.n_steps_, self),

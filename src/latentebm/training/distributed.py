@@ -11,7 +11,9 @@ no-ops), so a ``fit`` calls the same helpers whether or not it runs under ``torc
     if dist.is_main():
         write the checkpoint
 
-Backends: gloo on CPU, NCCL when the process's device is CUDA. Every collective has a timeout
+Backends: gloo for CPU tensors and, where CUDA is available, NCCL for CUDA tensors (one group,
+``"cpu:gloo,cuda:nccl"``: a collective runs on the backend of its tensors' device, so a model
+on the CPU trains the same on a GPU machine). Every collective has a timeout
 (``LATENTEBM_DIST_TIMEOUT`` seconds, default 300): a rank that died or hangs makes the others
 stop with :class:`DistributedError`, which says which collective failed and what to do, instead
 of waiting for ever. ``torchrun`` then stops the whole job and prints the failed rank.
@@ -31,6 +33,7 @@ import torch.distributed as tdist
 
 DEFAULT_TIMEOUT_S = 300.0
 TIMEOUT_ENV = "LATENTEBM_DIST_TIMEOUT"
+MIXED = "cpu:gloo,cuda:nccl"
 
 T = TypeVar("T")
 
@@ -93,7 +96,8 @@ def timeout_seconds() -> float:
 
 
 def device() -> torch.device:
-    """The device this process trains on: ``cuda:LOCAL_RANK`` under NCCL, else the CPU."""
+    """Where small bookkeeping tensors of a collective live: ``cuda:LOCAL_RANK`` when the
+    group is NCCL only, else the CPU (gloo)."""
     if is_initialized() and tdist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -110,9 +114,9 @@ def init_distributed(
 
     Parameters
     ----------
-    backend : ``"gloo"``, ``"nccl"`` or None
-        None: NCCL when CUDA is available (each process then uses ``cuda:LOCAL_RANK``), gloo
-        otherwise.
+    backend : ``"gloo"``, ``"nccl"``, ``"cpu:gloo,cuda:nccl"`` or None
+        None: ``"cpu:gloo,cuda:nccl"`` when CUDA is available, ``"gloo"`` otherwise. With
+        CUDA each process uses ``cuda:LOCAL_RANK`` as its current device.
     timeout_s : float, optional
         Collective timeout in seconds (default :func:`timeout_seconds`).
 
@@ -128,13 +132,13 @@ def init_distributed(
     if not tdist.is_available():
         raise RuntimeError("this PyTorch build has no torch.distributed; cannot run under torchrun")
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend not in ("gloo", "nccl"):
-        raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
+        backend = MIXED if torch.cuda.is_available() else "gloo"
+    if backend not in ("gloo", "nccl", MIXED):
+        raise ValueError(f"backend must be 'gloo', 'nccl' or {MIXED!r}, got {backend!r}")
     timeout = timeout_seconds() if timeout_s is None else float(timeout_s)
     if not timeout > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
-    if backend == "nccl":
+    if backend != "gloo":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     tdist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     return world_size() > 1
@@ -254,12 +258,8 @@ def any_rank(flag: bool, *, what: str = "any_rank") -> bool:
 
 def barrier(*, what: str = "barrier") -> None:
     """Wait for every rank (within the collective timeout)."""
-    if world_size() > 1:
-        if tdist.get_backend() == "nccl":
-            # a tiny all-reduce instead of tdist.barrier(): it honours the timeout on NCCL too
-            any_rank(False, what=what)
-        else:
-            _collective(what, tdist.barrier)
+    # a tiny all-reduce rather than tdist.barrier(): the same timeout on every backend
+    any_rank(False, what=what)
 
 
 # --------------------------------------------------------------------------- gradients

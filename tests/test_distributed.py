@@ -76,10 +76,12 @@ def collectives_worker(out_dir: str) -> None:
     b = dist.broadcast_(torch.full((3,), float(r)))
     anyr = dist.any_rank(r == w - 1)
     dist.barrier()
+    calls = []
+    dist.on_main(calls.append)(r)
     local = dist.shard(torch.arange(11)).tolist()
     result = {"a": t["a"].tolist(), "b": t["b"].tolist(), "c": t["c"].tolist(),
               "gathered": gathered.tolist(), "obj": obj, "b0": b.tolist(), "any": anyr,
-              "local": local, "bytes": dist.traffic.bytes, "main": dist.is_main()}
+              "local": local, "calls": calls, "bytes": dist.traffic.bytes, "main": dist.is_main()}
     Path(out_dir, f"rank{r}.json").write_text(json.dumps(result))
     dist.shutdown()
 
@@ -140,6 +142,7 @@ def test_collectives_on_two_gloo_processes(tmp_path: Path) -> None:
         assert got["any"] is True
         assert got["main"] is (r == 0)
         assert got["bytes"] > 0
+        assert got["calls"] == ([0] if r == 0 else [])
     assert res[0]["local"] + res[1]["local"] == list(range(11))
 
 

@@ -253,12 +253,10 @@ class SparseCoding(LatentModel):
         elif self._init_from_data and self.n_steps_ == 0:
             self._init_atoms_from(Y_t)
 
+        @dist.on_main
         def save(epoch: int, batch: int) -> None:
-            if dist.is_main():
-                self.write_training_checkpoint(
-                    checkpoint, fit_args, (epoch, batch),
-                    extra={} if codes is None else {"codes": codes})
-            dist.barrier(what="after writing the checkpoint")
+            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
+                                           extra={} if codes is None else {"codes": codes})
 
         loop = MinibatchLoop(
             n, batch_size, epochs, seed=self.seed, device=device, start=start,

@@ -262,6 +262,18 @@ def barrier(*, what: str = "barrier") -> None:
     any_rank(False, what=what)
 
 
+def on_main(write: Callable[..., None]) -> Callable[..., None]:
+    """``write`` (a checkpoint or figure writer) run by rank 0 alone, every rank then waiting
+    until it is done, so that what it wrote can be read by all (e.g. on resume)."""
+
+    def call(*args: Any, **kwargs: Any) -> None:
+        if is_main():
+            write(*args, **kwargs)
+        barrier(what=f"while rank 0 ran {getattr(write, '__name__', 'a writer')}")
+
+    return call
+
+
 # --------------------------------------------------------------------------- gradients
 def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` wrapped in ``DistributedDataParallel`` when there is more than one process
@@ -328,6 +340,7 @@ __all__ = [
     "init_distributed",
     "is_initialized",
     "is_main",
+    "on_main",
     "process_group",
     "rank",
     "shard",

@@ -179,8 +179,8 @@ def test_lista_encode_bad_data(Y):
 
 
 def test_lista_huge_step_stops_and_writes_nothing_non_finite(tmp_path):
-    Y = np.random.default_rng(2).standard_normal((64, N_FEATURES))
-    model = le.LISTA(GOOD_W, 0.1, 2)
+    Y = np.random.default_rng(2).standard_normal((64, N_FEATURES)).astype(np.float32)
+    model = le.LISTA(GOOD_W.astype(np.float32), 0.1, 2)
     ckpt = tmp_path / "lista.safetensors"
     with pytest.raises(FloatingPointError, match="step"):
         model.fit(Y, epochs=20, batch_size=8, lr=1e4, checkpoint=ckpt, progress=False,

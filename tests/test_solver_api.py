@@ -102,6 +102,22 @@ def test_callback_sees_every_iteration(solver):
     assert checks == [k for k in seen if k % 7 == 0 or k == 40]
 
 
+def test_callback_state_names_the_iteration_and_the_working_samples():
+    """Samples retire as they converge; the state's mask and indices follow them."""
+    Y, W, lam = problem(7, batch=6)
+    Y[:3] *= 1e-3  # below λ: their codes are 0 at once and they retire at the first check
+    sizes: list[int] = []
+
+    def callback(iteration, state):
+        assert state.iteration == iteration and state.batch_size == 6
+        assert torch.equal(torch.nonzero(state.mask).flatten(), state.active)
+        sizes.append(int(state.mask.sum()))
+
+    out = le.fista(Y, W, lam, tol=1e-10, check_every=5, callback=callback)
+    assert out.all_converged and sizes[0] == 6 and sizes[-1] < 6
+    assert sizes == sorted(sizes, reverse=True)
+
+
 def test_callback_must_be_callable():
     Y, W, lam = problem()
     with pytest.raises(TypeError, match="callback"):
@@ -122,6 +138,23 @@ def test_divergence_with_a_too_small_lipschitz_is_an_error_naming_it():
         le.fista(Y, W, lam, lipschitz=true_L / 1000, max_iter=2000)
     with pytest.raises(FloatingPointError, match="lipschitz"):
         le.ista(Y.float(), W.float(), lam, lipschitz=true_L / 1000, max_iter=2000)
+
+
+@pytest.mark.parametrize("solver", [le.fista, le.ista])
+def test_divergence_without_a_penalty_is_an_error_too(solver):
+    """λ = 0 stops on the gradient mapping, not the gap: a blown-up iterate is still caught."""
+    Y, W, _ = problem(4)
+    true_L = float(torch.linalg.eigvalsh(W.T @ W).max())
+    with pytest.raises(FloatingPointError, match="lipschitz=.*below λ_max"):
+        solver(Y, W, 0.0, lipschitz=true_L / 1000, max_iter=3000)
+
+
+def test_a_diverging_run_stopped_before_overflow_is_not_converged():
+    Y, W, lam = problem(4)
+    true_L = float(torch.linalg.eigvalsh(W.T @ W).max())
+    # too few iterations to overflow: huge but finite, and certainly not converged
+    out = le.fista(Y, W, lam, lipschitz=true_L / 1000, max_iter=10, tol=1e-3)
+    assert not bool(out.converged.any())
 
 
 def test_values_too_large_for_the_precision_are_an_error_not_a_success():
@@ -169,3 +202,35 @@ def test_one_regularizer_factory():
     assert get_regularizer(reg) is reg
     with pytest.raises(TypeError, match="regularizer"):
         get_regularizer("l2")
+
+
+def test_smooth_solver_never_steps_into_non_finite_values():
+    """f is NaN outside a box: backtracking must shorten the step rather than take it."""
+    T = torch.tensor([[3.0, -2.0, 1.0]], dtype=torch.float64)
+
+    def value(V):
+        inside = V.abs().max() <= 5
+        return torch.where(inside, 0.5 * (V - T).pow(2).sum(), torch.tensor(float("nan")))
+
+    def value_and_grad(V):
+        return value(V), V - T
+
+    out = smooth_proximal_gradient(JointObjective(value, value_and_grad),
+                                   torch.zeros(1, 1, 3, dtype=torch.float64), 0.0, L1(),
+                                   lipschitz=1e-3, max_iter=500, tol=1e-12)
+    assert torch.allclose(out.z[0], T, atol=1e-9) and bool(out.converged.all())
+
+
+def test_smooth_solver_with_a_nowhere_finite_step_has_not_converged():
+    def value(V):
+        return torch.where(V.abs().sum() == 0, torch.tensor(1.0, dtype=V.dtype),
+                           torch.tensor(float("nan"), dtype=V.dtype))
+
+    def value_and_grad(V):
+        return value(V), torch.ones_like(V)
+
+    out = smooth_proximal_gradient(JointObjective(value, value_and_grad),
+                                   torch.zeros(1, 4, dtype=torch.float64), 0.0, L1(),
+                                   lipschitz=1.0, max_iter=20)
+    assert not bool(out.converged.any()) and torch.equal(out.z, torch.zeros(1, 4,
+                                                                             dtype=torch.float64))

@@ -142,26 +142,32 @@ def proximal_gradient(
         _step(op, state, lam, reg, accelerated, restart, backtracking)
         if k % check_every and k != max_iter:
             if callback is not None:
-                callback(k, IterationState(z=state.z, active=state.idx))
+                callback(k, IterationState(k, batch, state.z, state.idx))
             continue
         energy = gap = None
         if lam == 0:
-            done = _gradient_mapping_small(state, reg, tol)
+            finite = torch.isfinite(state.z).flatten(1).all(1)
+            done = _gradient_mapping_small(state, reg, tol) & finite
         else:
             energy, gap = _running_energy_and_gap(op, state, lam, reg)
-            _raise_if_diverged(op, state, energy, k, lipschitz)
+            finite = torch.isfinite(energy) & torch.isfinite(gap)
             if can_polish:
                 support_solve(op, state, lam, reg, energy, gap, tol)
             done = (gap <= tol * energy) & torch.isfinite(gap)
             out_energy[state.idx], out_gap[state.idx] = energy, gap
+        # the one host synchronisation of a check
+        all_finite, all_done, any_done = torch.stack(
+            [finite.all(), done.all(), done.any()]).tolist()
+        if not all_finite:
+            _raise_diverged(op, state, finite, k, lipschitz)
         if callback is not None:
-            callback(k, IterationState(z=state.z, active=state.idx, energy=energy, gap=gap))
+            callback(k, IterationState(k, batch, state.z, state.idx, energy, gap))
         out_z[state.idx] = state.z
         out_conv[state.idx] = done
         out_iter[state.idx] = k
-        if bool(done.all()):
+        if all_done:
             break
-        if bool(done.any()):
+        if any_done:
             state.keep(~done)
     if lam == 0 or Y.dtype != torch.float64:
         out_energy, out_gap = energy_and_gap(op, Y, out_z, lam, reg)
@@ -173,24 +179,22 @@ def proximal_gradient(
                         method="fista" if accelerated else "ista")
 
 
-def _raise_if_diverged(op: LinearOperator, state: _State, energy: torch.Tensor, iteration: int,
-                       lipschitz: float | None) -> None:
-    """A non-finite energy means the iterates blew up: a fixed step longer than ``2/λ_max``."""
-    if bool(torch.isfinite(energy).all()):
-        return
-    bad = int((~torch.isfinite(energy)).sum())
+def _raise_diverged(op: LinearOperator, state: _State, finite: torch.Tensor, iteration: int,
+                    lipschitz: float | None) -> None:
+    """Non-finite iterates or energies mean the iterates blew up: a fixed step longer than
+    ``2/λ_max``, or values beyond the precision. Never reported as a result."""
+    bad = int((~finite).sum())
+    what = f"the iterates or energy of {bad} sample(s) are not finite at iteration {iteration}"
     if lipschitz is not None:
         bound = float(op.lipschitz(tuple(state.Y.shape[1:])))
         raise FloatingPointError(
-            f"the solver diverged: the energy of {bad} sample(s) is not finite at iteration "
-            f"{iteration}; lipschitz={lipschitz:g} is below λ_max(WᵀW) ≈ {bound:.4g}, so the "
-            f"step 1/lipschitz is too long. Pass lipschitz >= {bound:.4g}, or leave it None "
-            "(estimated, or per-sample backtracking)."
+            f"the solver diverged: {what}; lipschitz={lipschitz:g} is below λ_max(WᵀW) ≈ "
+            f"{bound:.4g}, so the step 1/lipschitz is too long. Pass lipschitz >= {bound:.4g}, "
+            "or leave it None (estimated, or per-sample backtracking)."
         )
     raise FloatingPointError(
-        f"the solver diverged: the energy of {bad} sample(s) is not finite at iteration "
-        f"{iteration}, although the step came from the operator's own bound; the operator or "
-        "the signals hold values too large for this precision."
+        f"the solver diverged: {what}, although the step came from the operator's own bound; "
+        "the operator or the signals hold values too large for this precision."
     )
 
 

@@ -72,21 +72,36 @@ class SolverResult:
 class IterationState:
     """What a solver's ``callback(iteration, state)`` sees after each iteration.
 
+    A read-only view: the tensors are the solver's own (no copy is made), so a callback must
+    not modify them in place.
+
     Attributes
     ----------
+    iteration : int
+        The iteration just finished (1-based; the callback's first argument).
+    batch_size : int
+        Size of the whole batch being solved.
     z : torch.Tensor, shape (n_active, *code_dims)
-        Current iterates of the samples still being solved (do not modify).
+        Current iterates of the samples still being solved.
     active : torch.Tensor, shape (n_active,)
-        Their indices in the batch.
+        Their indices in the batch (``z[i]`` is sample ``active[i]``).
     energy, gap : torch.Tensor or None, shape (n_active,)
         Energy and duality gap, on the iterations where the solver computed them (stopping
-        checks), else ``None``.
+        checks), else ``None``. A solver without a certificate reports ``gap=None``.
     """
 
+    iteration: int
+    batch_size: int
     z: torch.Tensor
     active: torch.Tensor
     energy: torch.Tensor | None = None
     gap: torch.Tensor | None = None
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """Which samples of the batch are still being solved: bool, shape (batch_size,)."""
+        mask = torch.zeros(self.batch_size, dtype=torch.bool, device=self.active.device)
+        return mask.index_fill_(0, self.active, True)
 
 
 Callback = Callable[[int, IterationState], Any]

@@ -156,12 +156,13 @@ def smooth_proximal_gradient(
             f_p = objective.value(rows, p)
             d = p - x
             bound = f_x + batch_dot(g_x, d) + 0.5 * L * batch_dot(d, d)
-            too_long = (f_p > bound + eps * f_x.abs()) & (L <= MAX_LIPSCHITZ)
+            # a non-finite f(p) counts as an overshoot: the step is shortened, never taken
+            too_long = ~(f_p <= bound + eps * f_x.abs()) & (L <= MAX_LIPSCHITZ)
             if not bool(too_long.any()):
                 break
             L = torch.where(too_long, 2 * L, L)
         F_p = f_p + lam * reg.value(p)
-        rise = F_p > F_z
+        rise = ~(F_p <= F_z)  # a non-finite energy is rejected like a rise
         z_new = torch.where(per_sample(rise, z), z, p)
         step = z_new - z
         moved = batch_dot(step, step).sqrt()
@@ -174,9 +175,10 @@ def smooth_proximal_gradient(
         z, F_z = z_new, torch.where(rise, F_z, F_p)
         x = z + per_sample(beta, z) * step if accelerated else z
         out_z[rows], out_F[rows], out_L[rows] = z, F_z, L
-        out_conv[rows], out_iter[rows] = done, k
+        # a sample stopped because even the shortest step is non-finite has not converged
+        out_conv[rows], out_iter[rows] = done & (~rise | torch.isfinite(F_p)), k
         if callback is not None:
-            callback(k, IterationState(z=z, active=rows, energy=F_z))
+            callback(k, IterationState(k, batch, z, rows, energy=F_z))
         if bool(done.all()):
             break
         if bool(done.any()):

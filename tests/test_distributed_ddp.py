@@ -4,8 +4,10 @@ the same global batches (float64, 1e-10), also when the shares are unequal."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from test_distributed import check_ok, launch
@@ -62,3 +64,48 @@ def test_global_mean_is_the_plain_mean_on_one_process() -> None:
     assert float(dist.global_mean(torch.tensor(6.0), 4)) == 1.5
     net = nn.Linear(2, 2)
     assert dist.data_parallel(net) is net
+
+
+# --------------------------------------------------------------------------- LISTA
+VARIANTS = [("lista", False), ("cp", True), ("step", False)]
+
+
+def lista_fit(variant: str, tied: bool, checkpoint: Path | None = None):
+    from latentebm import LISTA
+
+    gen = torch.Generator().manual_seed(2)
+    W = torch.randn(10, 14, generator=gen, dtype=torch.float64)
+    W /= W.norm(dim=0)
+    Y = torch.randn(75, 10, generator=gen, dtype=torch.float64)
+    model = LISTA(W, 0.3, 3, variant=variant, tied=tied, seed=1)
+    hist = model.fit(Y, epochs=3, batch_size=31, lr=1e-2, progress=False, tol=1e-10,
+                     checkpoint=checkpoint)
+    return model, hist
+
+
+def lista_worker(out_dir: str) -> None:
+    dist.init_distributed()
+    for variant, tied in VARIANTS:
+        ckpt = Path(out_dir) / f"{variant}.ckpt" if variant == "lista" else None
+        model, hist = lista_fit(variant, tied, ckpt)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()
+                   if isinstance(v, torch.Tensor)},
+                  str(Path(out_dir) / f"{variant}-rank{dist.rank()}.st"))
+        Path(out_dir, f"{variant}-rank{dist.rank()}.err").write_text(
+            json.dumps([e["code_error"] for e in hist]))
+    dist.shutdown()
+
+
+def test_lista_ddp_on_two_processes_equals_one(tmp_path: Path) -> None:
+    check_ok(launch("test_distributed_ddp:lista_worker", 2, str(tmp_path)))
+    for variant, tied in VARIANTS:
+        single, hist = lista_fit(variant, tied)
+        for r in range(2):
+            got = load_file(str(tmp_path / f"{variant}-rank{r}.st"))
+            for k, v in single.state_dict().items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    assert float((got[k] - v).norm()) <= 1e-10 * max(float(v.norm()), 1e-300), (
+                        variant, r, k)
+            errs = json.loads((tmp_path / f"{variant}-rank{r}.err").read_text())
+            assert errs == pytest.approx([e["code_error"] for e in hist], rel=1e-10)
+    assert (tmp_path / "lista.ckpt").exists()  # written by rank 0

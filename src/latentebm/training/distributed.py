@@ -290,7 +290,8 @@ def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
 
     ids = [module_device.index] if (module_device := next(
         (p.device for p in module.parameters()), torch.device("cpu"))).type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+    # our models' buffers are the same on every rank already: no broadcast before each forward
+    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
 def global_mean(local_sum: torch.Tensor, n_global: int) -> torch.Tensor:

@@ -7,12 +7,62 @@ sufficient statistics ``A = Σ z zᵀ`` ``(n_atoms, n_atoms)`` and ``B = Σ y z�
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from ._validation import as_tensor
 
 
 def normalize_columns_(W: torch.Tensor) -> torch.Tensor:
     """Rescale every column of ``W`` to unit Euclidean norm, in place."""
     return W.div_(W.norm(dim=0, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny))
+
+
+def initial_atoms(init: Any, n_features: int, n_atoms: int, seed: int
+                  ) -> tuple[torch.Tensor, bool]:
+    """The starting dictionary of a model and whether it is to be drawn from the data.
+
+    Parameters
+    ----------
+    init : {"data", "random"} or array, shape (n_features, n_atoms)
+        ``"random"``: Gaussian atoms from ``seed``; ``"data"``: the same, to be replaced by
+        :func:`atoms_from_data` at the first ``fit``; an array: those atoms.
+    n_features, n_atoms, seed : int
+
+    Returns
+    -------
+    W : torch.Tensor, shape (n_features, n_atoms)
+        float64 on the CPU, unit-norm columns.
+    from_data : bool
+    """
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.randn(n_features, n_atoms, generator=gen, dtype=torch.float64)
+    if isinstance(init, str):
+        if init not in ("data", "random"):
+            raise ValueError(f"init must be 'data', 'random' or an array, got {init!r}")
+        return normalize_columns_(W), init == "data"
+    W = as_tensor(init, "init", ndim=2).detach().to("cpu", torch.float64).clone()
+    if tuple(W.shape) != (n_features, n_atoms):
+        raise ValueError(f"init must have shape {(n_features, n_atoms)}, got {tuple(W.shape)}")
+    if bool((W.norm(dim=0) == 0).any()):
+        raise ValueError("init has an all-zero column; atoms must be non-zero")
+    return normalize_columns_(W), False
+
+
+def atoms_from_data(Y: torch.Tensor, n_atoms: int, seed: int) -> torch.Tensor:
+    """``n_atoms`` unit-norm atoms ``(n_features, n_atoms)`` from samples of ``Y``
+    ``(n, n_features)`` drawn by ``seed`` (with replacement once all are used), each nudged by
+    a little noise so that repeated samples give distinct atoms."""
+    gen = torch.Generator().manual_seed(seed)
+    n = Y.shape[0]
+    pick = torch.randperm(n, generator=gen)[:n_atoms]
+    if n < n_atoms:
+        pick = torch.cat([pick, torch.randint(n, (n_atoms - n,), generator=gen)])
+    atoms = Y[pick.to(Y.device)].T.clone()
+    noise = torch.randn(atoms.shape, generator=gen, dtype=torch.float64).to(atoms)
+    atoms += 1e-3 * atoms.norm(dim=0, keepdim=True).clamp_min(1e-3) * noise
+    return normalize_columns_(atoms)
 
 
 def forgetting_factor(step: int, rho: float = 8.0) -> float:

@@ -358,6 +358,11 @@ class ShardedArray:
             raise ShardError("; ".join(bad) + ". Run the prepare step again.")
 
     @property
+    def device(self) -> torch.device:
+        """Rows are read to the CPU."""
+        return torch.device("cpu")
+
+    @property
     def shape(self) -> tuple[int, int]:
         return (self.n_rows, self.n_features)
 

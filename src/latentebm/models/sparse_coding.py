@@ -10,12 +10,13 @@ from typing import Any
 
 import torch
 
-from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
+from .._validation import check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
     accumulate_sums_,
+    atoms_from_data,
     block_coordinate_update_,
-    normalize_columns_,
+    initial_atoms,
     reinitialize_atoms_,
     sgd_gradient_sum,
     sgd_step_,
@@ -93,20 +94,8 @@ class SparseCoding(LatentModel):
             nonneg=bool(nonneg), seed=check_int(seed, "seed", low=0), dtype=dtype_name(dtype),
         )
         device = resolve_device(device)
-        gen = torch.Generator().manual_seed(self.seed)
-        W = torch.randn(self.n_features, self.n_atoms, generator=gen, dtype=torch.float64)
-        self._init_from_data = isinstance(init, str) and init == "data"
-        if isinstance(init, str):
-            if init not in ("data", "random"):
-                raise ValueError(f"init must be 'data', 'random' or an array, got {init!r}")
-        else:
-            W = as_tensor(init, "init", ndim=2).to(torch.float64).cpu().clone()
-            if tuple(W.shape) != (self.n_features, self.n_atoms):
-                want = (self.n_features, self.n_atoms)
-                raise ValueError(f"init must have shape {want}, got {tuple(W.shape)}")
-            if bool((W.norm(dim=0) == 0).any()):
-                raise ValueError("init has an all-zero column; atoms must be non-zero")
-        self.register_buffer("W", normalize_columns_(W).to(device=device, dtype=dtype))
+        W, self._init_from_data = initial_atoms(init, self.n_features, self.n_atoms, self.seed)
+        self.register_buffer("W", W.to(device=device, dtype=dtype))
         self.register_buffer(
             "A", torch.zeros(self.n_atoms, self.n_atoms, device=device, dtype=dtype)
         )
@@ -317,16 +306,7 @@ class SparseCoding(LatentModel):
 
     # ----------------------------------------------------------------- helpers
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
-        gen = torch.Generator().manual_seed(self.seed)
-        n = Y.shape[0]
-        pick = torch.randperm(n, generator=gen)[: self.n_atoms]
-        if n < self.n_atoms:
-            extra = torch.randint(n, (self.n_atoms - n,), generator=gen)
-            pick = torch.cat([pick, extra])
-        atoms = Y[pick].to(self.W).T.clone()
-        noise = torch.randn(atoms.shape, generator=gen, dtype=torch.float64).to(atoms)
-        atoms += 1e-3 * atoms.norm(dim=0, keepdim=True).clamp_min(1e-3) * noise
-        self.W.copy_(normalize_columns_(atoms))
+        self.W.copy_(atoms_from_data(Y, self.n_atoms, self.seed))
         self._init_from_data = False
 
 

@@ -81,9 +81,24 @@ def accumulate_statistics_(
     rho: float = 8.0,
 ) -> None:
     """``A ← βA + ZᵀZ/n``, ``B ← βB + YᵀZ/n`` in place; β from :func:`forgetting_factor`."""
+    accumulate_sums_(A, B, Z.T @ Z, Y.T @ Z, Y.shape[0], step, rho)
+
+
+def accumulate_sums_(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    ZZ: torch.Tensor,
+    YZ: torch.Tensor,
+    n: int,
+    step: int,
+    rho: float = 8.0,
+) -> None:
+    """:func:`accumulate_statistics_` from a batch's sums ``ZZ = Σzzᵀ`` ``(n_atoms, n_atoms)``
+    and ``YZ = Σyzᵀ`` ``(n_features, n_atoms)`` over ``n`` samples (e.g. summed over the
+    processes that each coded part of the batch)."""
     beta = forgetting_factor(step, rho)
-    A.mul_(beta).add_(Z.T @ Z, alpha=1.0 / Y.shape[0])
-    B.mul_(beta).add_(Y.T @ Z, alpha=1.0 / Y.shape[0])
+    A.mul_(beta).add_(ZZ, alpha=1.0 / n)
+    B.mul_(beta).add_(YZ, alpha=1.0 / n)
 
 
 def block_coordinate_update_(
@@ -110,8 +125,17 @@ def block_coordinate_update_(
 
 def sgd_update_(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, lr: float) -> None:
     """Projected SGD: ``W ← W − lr·(WZᵀ − Yᵀ)Z / n``, then unit-norm columns."""
-    residual = Z @ W.T - Y
-    W.sub_(residual.T @ Z, alpha=lr / Y.shape[0])
+    sgd_step_(W, sgd_gradient_sum(W, Y, Z), Y.shape[0], lr)
+
+
+def sgd_gradient_sum(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """``Σ (Wz − y) zᵀ`` over the batch, ``(n_features, n_atoms)``."""
+    return (Z @ W.T - Y).T @ Z
+
+
+def sgd_step_(W: torch.Tensor, grad_sum: torch.Tensor, n: int, lr: float) -> None:
+    """:func:`sgd_update_` from the gradient summed over ``n`` samples."""
+    W.sub_(grad_sum, alpha=lr / n)
     normalize_columns_(W)
 
 

@@ -8,7 +8,6 @@ import latentebm as le
 from latentebm.operators import ConvDictionary
 from latentebm.regularizers import UnitBall
 from latentebm.solvers import solve
-from latentebm.solvers.dual import BestDual, DualExtrapolation, scaled_dual_value
 
 LAM = 0.1
 
@@ -139,48 +138,3 @@ def test_bad_images_and_kernels(boundary):
         solve(Y, op, LAM, method="admm", rho=-1.0)
     with pytest.raises(TypeError, match="lipschitz"):
         solve(Y, op, LAM, method="admm", lipschitz=3.0)
-
-
-# ----------------------------------------------------------------------------- dual points
-
-
-def test_scaled_dual_value_is_a_lower_bound_for_any_residual():
-    gen = torch.Generator().manual_seed(3)
-    W = torch.randn(10, 6, generator=gen, dtype=torch.float64)
-    Y = torch.randn(4, 10, generator=gen, dtype=torch.float64)
-    optimum = le.fista(Y, W, LAM, tol=1e-13, max_iter=20000).energy
-    for _ in range(20):
-        r = torch.randn(4, 10, generator=gen, dtype=torch.float64)
-        value = scaled_dual_value((Y * r).sum(1), (r * r).sum(1), (r @ W).abs().amax(1), LAM)
-        assert bool((value <= optimum + 1e-12).all())
-    exact = Y - le.fista(Y, W, LAM, tol=1e-13, max_iter=20000).z @ W.T
-    value = scaled_dual_value((Y * exact).sum(1), (exact * exact).sum(1),
-                              (exact @ W).abs().amax(1), LAM)
-    assert torch.allclose(value, optimum, rtol=1e-9)
-
-
-def test_extrapolation_finds_the_limit_of_a_linear_recursion():
-    gen = torch.Generator().manual_seed(4)
-    limit = torch.randn(2, 30, generator=gen, dtype=torch.float64)
-    rates = torch.tensor([0.9, 0.7, -0.5, 0.3], dtype=torch.float64)
-    modes = torch.randn(2, 4, 30, generator=gen, dtype=torch.float64)
-    extrapolation = DualExtrapolation(depth=5)
-    for k in range(7):
-        extrapolation.push(limit + ((rates**k)[None, :, None] * modes).sum(1))
-        assert (extrapolation.extrapolate(lambda a, b: (a * b).sum(1)) is None) == (k < 5)
-    estimate = extrapolation.extrapolate(lambda a, b: (a * b).sum(1))
-    newest = extrapolation.history[-1]
-    assert float((estimate - limit).abs().max()) < 1e-3 * float((newest - limit).abs().max())
-    extrapolation.keep(torch.tensor([False, True]))
-    assert extrapolation.extrapolate(lambda a, b: (a * b).sum(1)).shape == (1, 30)
-    with pytest.raises(ValueError, match="depth"):
-        DualExtrapolation(depth=0)
-
-
-def test_best_dual_never_decreases():
-    best = BestDual(3, torch.zeros(1, dtype=torch.float64))
-    best.update(torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
-    out = best.update(torch.tensor([0.5, 3.0, 0.1], dtype=torch.float64))
-    assert out.tolist() == [1.0, 3.0, 0.5]
-    best.keep(torch.tensor([True, False, True]))
-    assert best.value.tolist() == [1.0, 0.5]

@@ -143,7 +143,7 @@ def conv_autoencoder(mode: str, nonlinearity: str = "tanh") -> Snapshot:
                                      seed=4, dtype=D64)
     history = model.fit(_images(), epochs=2, batch_size=3, lr=1e-2, lr_schedule="cosine",
                         max_iter=30, progress=False)
-    probe = model.encode(_images(2, seed=11))
+    probe = model.encode(_images(2, seed=11)).z
     return {**_state(model), "probe.pred": probe}, history
 
 
@@ -154,7 +154,7 @@ def vae(encoder: str, likelihood: str) -> Snapshot:
     X = torch.rand(40, 16, generator=gen, dtype=D64)
     history = model.fit(X, epochs=2, batch_size=16, lr=1e-2, warmup_epochs=1.0,
                         dynamic_binarization=likelihood == "bernoulli", progress=False)
-    mu, logvar = model.encode(torch.rand(4, 16, generator=gen, dtype=D64))
+    mu, logvar = model.posterior(torch.rand(4, 16, generator=gen, dtype=D64))
     return {**_state(model), "probe.mu": mu.detach(), "probe.logvar": logvar.detach()}, history
 
 

@@ -32,7 +32,7 @@ from ..operators import LinearOperator, batch_dot
 from ..problem import Problem
 from ..regularizers import Regularizer
 from .api import Method, register_method
-from .dual import BestDual, DualExtrapolation, scaled_dual_value
+from .dual import DualExtrapolation
 from .result import Callback, IterationState, SolverResult
 
 RESIDUAL_RATIO = 10.0
@@ -160,8 +160,7 @@ def admm_fourier(
         state = _State(idx=torch.arange(batch, device=Y.device), Y=Y, s_grid=None,
                        b_f=emb.analysis(torch.fft.rfft2(Y)), y=y, u=u, y0=None, u0=None)
 
-    extrapolation = DualExtrapolation()
-    best = BestDual(batch, Y)
+    extrapolation = DualExtrapolation(Y, lam, reg, adjoint=op.adjoint)
     out_z = y[(..., *codes)].clone()
     out_conv = torch.zeros(batch, dtype=torch.bool, device=Y.device)
     out_iter = torch.zeros(batch, dtype=torch.long, device=Y.device)
@@ -210,7 +209,10 @@ def admm_fourier(
             continue
         # ---- certificate, stopping, penalty
         z = state.y[(..., *codes)]
-        energy, gap = _energy_and_gap(op, state, z, lam, reg, r_x, c_x, extrapolation, best)
+        r = state.Y - op.decode(z)
+        energy = 0.5 * batch_dot(r, r) + lam * reg.value(z)
+        dual = extrapolation.update(r_x, c_x, state.idx).to(energy.dtype)
+        gap = (energy - dual).clamp_min(0)
         finite = torch.isfinite(energy) & torch.isfinite(gap)
         done = (gap <= tol * energy) & finite
         all_finite, all_done, any_done = torch.stack(
@@ -231,8 +233,6 @@ def admm_fourier(
         if any_done:
             keep = ~done
             state.keep(keep)
-            extrapolation.keep(keep)
-            best.keep(keep)
     return SolverResult(z=out_z, gap=out_gap, energy=out_energy, converged=out_conv,
                         n_iter_per_sample=out_iter, n_iter=int(out_iter.max()) if batch else 0,
                         method="admm")
@@ -241,23 +241,6 @@ def admm_fourier(
 def _grid_decode(emb, y: torch.Tensor) -> torch.Tensor:
     """``D y`` on the grid: codes ``(B, n_atoms, gh, gw)`` to ``(B, channels, gh, gw)``."""
     return torch.fft.irfft2(emb.synthesis(torch.fft.rfft2(y)), s=emb.grid)
-
-
-def _energy_and_gap(op, state: _State, z, lam, reg, r_x, c_x, extrapolation: DualExtrapolation,
-                    best: BestDual) -> tuple[torch.Tensor, torch.Tensor]:
-    """Energy of the sparse codes ``z`` and the gap to the best dual value seen (dual points
-    from the residual at ``x`` and from its extrapolation)."""
-    Y = state.Y
-    r = Y - op.decode(z)
-    energy = 0.5 * batch_dot(r, r) + lam * reg.value(z)
-    dual = scaled_dual_value(batch_dot(Y, r_x), batch_dot(r_x, r_x), reg.dual_norm(c_x), lam)
-    extrapolation.push(r_x)
-    r_acc = extrapolation.extrapolate(batch_dot)
-    if r_acc is not None:
-        dual = torch.maximum(dual, scaled_dual_value(
-            batch_dot(Y, r_acc), batch_dot(r_acc, r_acc), reg.dual_norm(op.adjoint(r_acc)), lam))
-    gap = (energy - best.update(dual)).clamp_min(0)
-    return energy, gap
 
 
 def _rebalance(x, y_old, y, u, rho) -> torch.Tensor:

@@ -1,15 +1,24 @@
-"""Dual points for the Lasso-type certificate, for any operator (dense or convolutional).
+"""Dual points by extrapolation (Massias, Vaiter, Gramfort & Salmon, JMLR 2020), for any
+operator and any gauge regularizer.
 
-The dual of ``min_z ½‖y − Az‖² + λR(z)`` is ``max_θ ½‖y‖² − ½‖y − λθ‖²`` subject to
-``R°(Aᵀθ) ≤ 1``. Every residual-like signal ``r`` gives a feasible point ``λθ = αr`` with
-``0 ≤ α ≤ λ / R°(Aᵀr)``; :func:`scaled_dual_value` picks the best such ``α`` in closed form.
-Better residuals give tighter certificates: :class:`DualExtrapolation` combines the last few
-residuals of an iterative solver (Massias, Vaiter, Gramfort & Salmon, JMLR 2020), and
-:class:`BestDual` keeps the largest dual value seen per sample, so the gap never grows.
+For ``min_z ½‖y − Az‖² + λR(z)`` the dual is ``max_θ ½‖y‖² − ½‖y − λθ‖²`` subject to
+``R°(Aᵀθ) ≤ 1``. Any residual rescaled to feasibility, ``θ = r / max(λ, R°(Aᵀr))``, gives a
+lower bound on the optimum; the residual of the current iterate is a poor one early on. The
+iterates of proximal gradient and coordinate descent converge like a linear recursion once the
+support is found, so an Anderson-type combination of the last ``K + 1`` residuals,
+``r_acc = Σ_i c_i r_i`` with ``c = (UᵀU)⁻¹1 / 1ᵀ(UᵀU)⁻¹1`` and ``U`` the ``K`` successive
+differences, lands much closer to the dual optimum. :class:`DualExtrapolation` keeps those
+residuals per sample (and their images ``Aᵀr``, which every solver computes anyway, so the
+extrapolated point costs no operator call), rescales both the plain and the extrapolated
+residual to feasibility and keeps, per sample, the best dual value seen. ``P(z) − best dual``
+is then a valid and much tighter duality-gap certificate.
 
-Everything is batched (batch first) and works on any representation of the residuals in which
-the caller can take inner products (images, vectors, or Fourier half-spectra with Parseval
-weights): the caller passes ``dot``.
+It needs only what every problem has: the signals, ``λ``, the regularizer's dual norm and,
+when the caller does not pass ``Aᵀr``, the operator's ``adjoint``. Solvers that work in code
+space on an explicit Gram matrix pass ``Aᵀy`` instead and record codes ``z`` with
+``c = Aᵀy − AᵀAz``: every inner product the extrapolation needs is then a code-space one
+(``⟨y, r⟩ = ‖y‖² − ⟨Aᵀy, z⟩``, ``⟨Δr_i, Δr_j⟩ = −⟨Δz_i, Δc_j⟩``), so the history holds
+``n_atoms`` numbers per sample instead of ``n_features``. Reductions run in float64.
 """
 
 from __future__ import annotations
@@ -18,117 +27,152 @@ from collections.abc import Callable
 
 import torch
 
-Dot = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``dot(a, b)``: per-sample real inner product ``(batch,)`` of two batch-first tensors."""
+from ..operators import batch_dot, per_sample
+from ..regularizers import Regularizer
 
-
-def scaled_dual_value(
-    sr: torch.Tensor, rr: torch.Tensor, dual_norm: torch.Tensor, lam: float
-) -> torch.Tensor:
-    """The best dual value along the ray of a residual: ``max_α α⟨y, r⟩ − ½α²‖r‖²`` over
-    ``0 ≤ α ≤ λ / R°(Aᵀr)``.
-
-    Parameters
-    ----------
-    sr : torch.Tensor, shape (batch,)
-        ``⟨y, r⟩``.
-    rr : torch.Tensor, shape (batch,)
-        ``‖r‖²``.
-    dual_norm : torch.Tensor, shape (batch,)
-        ``R°(Aᵀr)`` (for L1, ``‖Aᵀr‖_∞``).
-    lam : float
-        λ > 0.
-
-    Returns
-    -------
-    torch.Tensor, shape (batch,)
-        A lower bound on the optimal energy (0 where ``r`` is useless).
-    """
-    tiny = torch.finfo(rr.dtype).tiny
-    cap = lam / dual_norm.clamp_min(tiny)
-    alpha = torch.minimum((sr / rr.clamp_min(tiny)).clamp_min(0), cap)
-    value = alpha * sr - 0.5 * alpha * alpha * rr
-    return torch.where(torch.isfinite(value), value, torch.zeros_like(value)).clamp_min(0)
+DEFAULT_K = 5
+"""Residuals combined (Massias et al. use 5)."""
 
 
 class DualExtrapolation:
-    """The last ``depth + 1`` residuals of a solver and their extrapolated limit.
-
-    With ``U = [r_1 − r_0, …, r_K − r_{K−1}]`` (oldest first) the weights ``c = w / Σw``,
-    ``(UᵀU) w = 1``, give ``r_acc = Σ_k c_k r_k``: the limit of a residual sequence that follows
-    a linear recursion (ISTA, coordinate descent, ADMM near convergence). A singular system
-    (residuals that stopped changing) falls back to the newest residual.
+    """Best dual value per sample over plain and extrapolated dual points.
 
     Parameters
     ----------
-    depth : int
-        ``K``, the number of differences used (Massias et al. use 5).
+    Y : torch.Tensor, shape (batch, *signal_dims)
+        The signals ``y``.
+    lam : float
+        ``λ > 0``.
+    reg : Regularizer
+        The penalty; only its :meth:`~latentebm.regularizers.Regularizer.dual_norm` is used.
+    adjoint : callable or None
+        ``adjoint(r) -> Aᵀr`` for residuals ``(n, *signal_dims)``; needed only when
+        :meth:`update` is called without ``Atr`` in residual mode.
+    K : int
+        How many residual differences the extrapolation combines (``K + 1`` are kept).
+    Aty : torch.Tensor or None, shape (batch, *code_dims)
+        ``Aᵀy``: switches to code mode, where :meth:`update` records codes ``z`` and
+        ``c = Aᵀy − AᵀAz`` instead of residuals.
+
+    Notes
+    -----
+    Memory: ``K + 1`` residuals (or codes) and ``K + 1`` gradients per sample. Call
+    :meth:`update` at a constant spacing with the rows ``idx`` of the samples still being
+    solved; the working rows may only shrink. :meth:`restart` forgets the history of rows whose
+    iterate jumped. No host synchronisation.
     """
 
-    def __init__(self, depth: int = 5) -> None:
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth}")
-        self.depth = depth
-        self.history: list[torch.Tensor] = []
+    def __init__(self, Y: torch.Tensor, lam: float, reg: Regularizer,
+                 adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 K: int = DEFAULT_K, Aty: torch.Tensor | None = None) -> None:
+        if K < 1:
+            raise ValueError(f"K must be at least 1, got {K}")
+        self.Y, self.lam, self.reg, self.adjoint, self.K = Y, float(lam), reg, adjoint, K
+        self.Aty = None if Aty is None else Aty.flatten(1).double()
+        batch = Y.shape[0]
+        self.yy = batch_dot(Y, Y).double()
+        self.best = torch.full((batch,), -float("inf"), dtype=torch.float64, device=Y.device)
+        self.count = torch.zeros(batch, dtype=torch.long, device=Y.device)
+        self._x: torch.Tensor | None = None
+        self._c: torch.Tensor | None = None
+        self._pos = 0
 
-    def push(self, r: torch.Tensor) -> None:
-        """Record a residual ``(batch, *dims)`` (the batch must match earlier pushes)."""
-        self.history.append(r)
-        if len(self.history) > self.depth + 1:
-            self.history.pop(0)
+    def restart(self, rows: torch.Tensor) -> None:
+        """Forget the history of the batch rows ``rows`` (their iterate jumped)."""
+        self.count[rows] = 0
 
-    def keep(self, mask: torch.Tensor) -> None:
-        """Keep only the samples where ``mask`` ``(batch,)`` is true."""
-        self.history = [r[mask] for r in self.history]
+    def update(self, x: torch.Tensor, Atr: torch.Tensor | None = None,
+               idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Record the rows ``idx`` and return their best dual value so far.
 
-    def extrapolate(self, dot: Dot) -> torch.Tensor | None:
-        """The extrapolated residual ``(batch, *dims)``, or ``None`` before ``depth + 1``
-        residuals were pushed."""
-        if len(self.history) < self.depth + 1:
-            return None
-        diffs = [b - a for a, b in zip(self.history[:-1], self.history[1:], strict=True)]
-        k = len(diffs)
-        gram = torch.stack([torch.stack([dot(diffs[i], diffs[j]) for j in range(k)], -1)
-                            for i in range(k)], -2)
-        # scale-free ridge: the system is often nearly singular
-        ridge = 1e-10 * gram.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(
-            torch.finfo(gram.dtype).tiny)
-        gram = gram + ridge[:, None, None] * torch.eye(k, dtype=gram.dtype, device=gram.device)
-        w, info = torch.linalg.solve_ex(gram, torch.ones_like(gram[..., 0]))
-        total = w.sum(-1, keepdim=True)
-        ok = (info == 0)[:, None] & torch.isfinite(w).all(-1, keepdim=True) & (total.abs() > 0)
-        newest = torch.zeros_like(w)
-        newest[:, -1] = 1
-        c = torch.where(ok, w / torch.where(ok, total, torch.ones_like(total)), newest)
-        out = torch.zeros_like(self.history[-1])
-        shape = (-1, *([1] * (out.dim() - 1)))
-        for j in range(k):
-            out = out + c[:, j].reshape(shape).to(out.dtype) * self.history[j + 1]
-        return out
+        Parameters
+        ----------
+        x : torch.Tensor, shape (n, *signal_dims) or (n, *code_dims)
+            Residuals ``y − Az`` (residual mode) or codes ``z`` (code mode) of the rows ``idx``.
+        Atr : torch.Tensor or None, shape (n, *code_dims)
+            ``Aᵀr`` (``= Aᵀy − AᵀAz``); in residual mode computed with ``adjoint`` when None.
+        idx : torch.Tensor or None, shape (n,)
+            Row indices into the batch given at construction (all rows when None).
+
+        Returns
+        -------
+        torch.Tensor, shape (n,), float64
+            Best dual value seen for each of these rows (plain or extrapolated point).
+        """
+        if Atr is None:
+            if self.Aty is not None or self.adjoint is None:
+                raise ValueError("DualExtrapolation.update needs Atr (or an adjoint in "
+                                 "residual mode)")
+            Atr = self.adjoint(x)
+        if idx is None:
+            idx = torch.arange(self.Y.shape[0], device=x.device)
+        X = x.flatten(1).double()
+        C = Atr.flatten(1).double()
+        ctx = self._context(idx)
+        value = self._dual_value(X, C, ctx)
+        if self._x is None:
+            self._x = X.new_zeros((self.K + 1, self.Y.shape[0], X.shape[1]))
+            self._c = C.new_zeros((self.K + 1, self.Y.shape[0], C.shape[1]))
+        # a ring buffer shared by all rows: the working rows only ever shrink, so every row
+        # still being updated was updated at every call since its history (re)started
+        self._pos = (self._pos + 1) % (self.K + 1)
+        self._x[self._pos, idx] = X
+        self._c[self._pos, idx] = C
+        count = self.count[idx] + 1
+        self.count[idx] = count
+        order = [(self._pos + 1 + i) % (self.K + 1) for i in range(self.K + 1)]
+        hist_x = self._x[:, idx][order].transpose(0, 1)            # (n, K+1, d)
+        hist_c = self._c[:, idx][order].transpose(0, 1)
+        extra = self._extrapolated_value(hist_x, hist_c, ctx)
+        value = torch.maximum(value, extra.masked_fill(count <= self.K, -float("inf")))
+        best = torch.maximum(self.best[idx], value)
+        self.best[idx] = best
+        return best
+
+    def _context(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.Aty is None:
+            return self.Y[idx].flatten(1).double(), self.yy[idx]
+        return self.Aty[idx], self.yy[idx]
+
+    def _inner(self, X: torch.Tensor, C: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        """``⟨y, r⟩`` and ``‖r‖²`` of the residuals represented by ``X`` (and ``C``)."""
+        v, yy = ctx
+        if self.Aty is None:
+            return batch_dot(v, X), batch_dot(X, X)
+        bz = batch_dot(v, X)
+        return yy - bz, (yy - 2 * bz + batch_dot(X, v - C)).clamp_min(0)
+
+    def _dual_value(self, X: torch.Tensor, C: torch.Tensor, ctx) -> torch.Tensor:
+        """``D(θ)`` of ``θ = r / max(λ, R°(Aᵀr))``, as ``λ⟨y, θ⟩ − ½λ²‖θ‖²``."""
+        scale = torch.clamp(self.reg.dual_norm(C), min=self.lam)
+        u = self.lam / scale
+        yr, rr = self._inner(X, C, ctx)
+        value = u * yr - 0.5 * u * u * rr
+        return torch.where(torch.isfinite(value), value, torch.full_like(value, -float("inf")))
+
+    def _extrapolated_value(self, hist_x: torch.Tensor, hist_c: torch.Tensor,
+                            ctx) -> torch.Tensor:
+        dX = hist_x[:, 1:] - hist_x[:, :-1]                         # (n, K, d)
+        if self.Aty is None:
+            UU = dX @ dX.transpose(1, 2)
+        else:
+            dC = hist_c[:, 1:] - hist_c[:, :-1]
+            UU = -(dX @ dC.transpose(1, 2))
+            UU = 0.5 * (UU + UU.transpose(1, 2))
+        # a ridge relative to the scale keeps nearly colinear differences solvable
+        ridge = 1e-10 * UU.diagonal(dim1=1, dim2=2).sum(1).clamp_min(torch.finfo(UU.dtype).tiny)
+        eye = torch.eye(self.K, dtype=UU.dtype, device=UU.device)
+        UU = UU + per_sample(ridge, UU) * eye
+        w, info = torch.linalg.solve_ex(UU, UU.new_ones(UU.shape[0], self.K, 1))
+        w = w.squeeze(-1)
+        total = w.sum(1)
+        ok = (info == 0) & torch.isfinite(w).all(1) & (total != 0)
+        w = torch.where(ok[:, None], w / torch.where(ok, total, 1.0)[:, None], 0.0)
+        # the weights combine the last K points (Massias et al., 2020, eq. 9)
+        X = torch.einsum("nk,nkd->nd", w, hist_x[:, 1:])
+        C = torch.einsum("nk,nkd->nd", w, hist_c[:, 1:])
+        value = self._dual_value(X, C, ctx)
+        return value.masked_fill(~ok, -float("inf"))
 
 
-class BestDual:
-    """The largest dual value seen per sample (a gap that never grows).
-
-    Parameters
-    ----------
-    batch : int
-        Number of samples.
-    like : torch.Tensor
-        Gives the dtype and device.
-    """
-
-    def __init__(self, batch: int, like: torch.Tensor) -> None:
-        self.value = torch.zeros(batch, dtype=like.dtype, device=like.device)
-
-    def update(self, value: torch.Tensor) -> torch.Tensor:
-        """Take the per-sample maximum with ``value`` ``(batch,)``; returns the best values."""
-        self.value = torch.maximum(self.value, value)
-        return self.value
-
-    def keep(self, mask: torch.Tensor) -> None:
-        """Keep only the samples where ``mask`` ``(batch,)`` is true."""
-        self.value = self.value[mask]
-
-
-__all__ = ["scaled_dual_value", "DualExtrapolation", "BestDual", "Dot"]
+__all__ = ["DualExtrapolation", "DEFAULT_K"]

@@ -123,7 +123,7 @@ PLAN: tuple[Experiment, ...] = (
         "conv-colour", "Convolutional sparse auto-encoder on colour photographs",
         "conv_colour_cmd", "images", (),
         {"tiny": _split("--filters 4 --kernel 5 --tile 16 --n-tiles 8 --n-test 2 --epochs 1 "
-                        "--fista-iter 3 --show-size 24"),
+                        "--fista-iter 3 --show-size 24 --lam 5"),
          "fast": _split("--n-tiles 200 --n-test 50 --epochs 2 --show-size 96")},
     ),
     Experiment(
@@ -136,7 +136,8 @@ PLAN: tuple[Experiment, ...] = (
     ),
     Experiment(
         "vae", "Variational auto-encoder", "vae_cmd", "mnist", (),
-        {"tiny": _split("--latent 2 --hidden 16 --epochs 1 --k 4 --nll-images 20"),
+        {"tiny": _split("--latent 2 --hidden 16 --epochs 1 --batch-size 500 --k 4 "
+                        "--nll-images 20"),
          "fast": _split("--epochs 3 --k 100 --nll-images 500")},
         {"tiny": "every epoch runs over the whole training set (no --n-train)",
          "fast": "every epoch runs over the whole training set (no --n-train)"},
@@ -144,7 +145,7 @@ PLAN: tuple[Experiment, ...] = (
     Experiment(
         "fuzzy-balls", "VAE codes as fuzzy balls: the KL spring", "fuzzy_balls_cmd", "mnist",
         (),
-        {"tiny": _split("--hidden 16 --epochs 1 --betas 0 1 4 --n-plot 20"),
+        {"tiny": _split("--hidden 16 --epochs 1 --batch-size 500 --betas 0 1 --n-plot 20"),
          "fast": _split("--epochs 3 --betas 0 1 16 --n-plot 300")},
         {"tiny": "the fixed-σ comparison model is always trained (no flag to skip it)",
          "fast": "the fixed-σ comparison model is always trained (no flag to skip it)"},

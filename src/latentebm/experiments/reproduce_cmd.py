@@ -87,29 +87,29 @@ PLAN: tuple[Experiment, ...] = (
         "strokes", "Sparse coding on MNIST: strokes", "sparse_coding_cmd", "mnist",
         _split("--dataset mnist"),
         {"tiny": _split("--atoms 16 --n-train 200 --n-test 50 --epochs 1"),
-         "fast": _split("--n-train 20000 --n-test 1000 --epochs 3 --init data")},
+         "fast": _split("--n-train 10000 --n-test 500 --epochs 2")},
     ),
     Experiment(
         "gabors", "Sparse coding on natural-image patches: Gabor-like edges",
         "sparse_coding_cmd", "images", _split("--dataset natural"),
         {"tiny": _split("--atoms 8 --patch 8 --n-train 500 --n-test 50 --epochs 1"),
-         "fast": _split("--n-train 20000 --n-test 1000 --epochs 2")},
+         "fast": _split("--n-train 20000 --n-test 500 --epochs 2")},
     ),
     Experiment(
         "lista", "ISTA, FISTA and LISTA", "lista_cmd", "mnist", (),
         {"tiny": _split("--atoms 16 --n-train 200 --n-test 50 --steps 1 2 --variants lista "
                         "--epochs 1 --fista-iters 50 --ista-iters 100 --speed-samples 50 "
                         "--warm-samples 20"),
-         "fast": _split("--n-train 10000 --n-test 1000 --steps 1 2 5 --variants lista "
-                        "--epochs 4 --fista-iters 500 --ista-iters 2000 --speed-samples 500 "
-                        "--warm-samples 200")},
+         "fast": _split("--n-train 4000 --n-test 500 --steps 1 2 5 --variants lista "
+                        "--epochs 2 --fista-iters 300 --ista-iters 1000 --speed-samples 300 "
+                        "--warm-samples 100")},
         {"tiny": "the dictionary is learned for one epoch at least (--dict-epochs)"},
     ),
     Experiment(
         "psd", "Predictive sparse decomposition (PSD)", "psd_cmd", "mnist", (),
         {"tiny": _split("--atoms 16 --n-train 200 --n-test 50 --epochs 1 --fista-iters 50 "
                         "--encoders tanh"),
-         "fast": _split("--n-train 5000 --n-test 1000 --epochs 3 --fista-iters 300")},
+         "fast": _split("--n-train 2000 --n-test 500 --epochs 2 --fista-iters 200")},
         {"tiny": "the warm-start report always uses up to 500 held-out signals (no flag)"},
     ),
     Experiment(
@@ -117,28 +117,28 @@ PLAN: tuple[Experiment, ...] = (
         "conv_filters_cmd", "images", (),
         {"tiny": _split("--counts 1 4 --kernel 5 --tile 16 --n-tiles 8 --n-test 2 --epochs 1 "
                         "--fista-iter 3"),
-         "fast": _split("--counts 1 2 4 8 16 --n-tiles 300 --n-test 50 --epochs 2")},
+         "fast": _split("--counts 1 2 4 8 --n-tiles 150 --n-test 20 --epochs 2")},
     ),
     Experiment(
         "conv-colour", "Convolutional sparse auto-encoder on colour photographs",
         "conv_colour_cmd", "images", (),
         {"tiny": _split("--filters 4 --kernel 5 --tile 16 --n-tiles 8 --n-test 2 --epochs 1 "
                         "--fista-iter 3 --show-size 24 --lam 5"),
-         "fast": _split("--n-tiles 200 --n-test 50 --epochs 2 --show-size 96")},
+         "fast": _split("--n-tiles 100 --n-test 20 --epochs 2 --show-size 96")},
     ),
     Experiment(
         "pretrain", "Unsupervised pretraining of a convnet's first layer", "pretrain_cmd",
         "mnist", (),
         {"tiny": _split("--labels-per-class 1 2 --seeds 1 --filters 2 --n-unlabelled 50 "
                         "--steps 3 --n-test 100 --epochs 1 --fista-iter 2"),
-         "fast": _split("--labels-per-class 1 10 100 --seeds 2 --n-unlabelled 2000 --steps 150 "
+         "fast": _split("--labels-per-class 1 10 100 --seeds 2 --n-unlabelled 1000 --steps 100 "
                         "--n-test 2000 --epochs 1")},
     ),
     Experiment(
         "vae", "Variational auto-encoder", "vae_cmd", "mnist", (),
         {"tiny": _split("--latent 2 --hidden 16 --epochs 1 --batch-size 500 --k 4 "
                         "--nll-images 20"),
-         "fast": _split("--epochs 3 --k 100 --nll-images 500")},
+         "fast": _split("--epochs 2 --k 100 --nll-images 300")},
         {"tiny": "every epoch runs over the whole training set (no --n-train)",
          "fast": "every epoch runs over the whole training set (no --n-train)"},
     ),
@@ -146,7 +146,7 @@ PLAN: tuple[Experiment, ...] = (
         "fuzzy-balls", "VAE codes as fuzzy balls: the KL spring", "fuzzy_balls_cmd", "mnist",
         (),
         {"tiny": _split("--hidden 16 --epochs 1 --batch-size 500 --betas 0 1 --n-plot 20"),
-         "fast": _split("--epochs 3 --betas 0 1 16 --n-plot 300")},
+         "fast": _split("--epochs 2 --betas 0 1 16 --n-plot 300")},
         {"tiny": "the fixed-σ comparison model is always trained (no flag to skip it)",
          "fast": "the fixed-σ comparison model is always trained (no flag to skip it)"},
     ),
@@ -155,7 +155,7 @@ PLAN: tuple[Experiment, ...] = (
         "conditional_cmd", "mnist", (),
         {"tiny": _split("--atoms 32 --hidden 16 --n-train 100 --n-test 20 --epochs 1 "
                         "--candidates 4 --best-of 3"),
-         "fast": _split("--n-train 10000 --n-test 300 --epochs 2")},
+         "fast": _split("--n-train 5000 --n-test 200 --epochs 2")},
     ),
 )
 

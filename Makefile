@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/latentebm sparse-coding --dataset mnist --sample --epochs 8 --out runs/demo
+	$(BIN)/latentebm sparse-coding --dataset mnist --sample --epochs 4 --init data --out runs/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -151,7 +151,7 @@ def test_without_the_regularizer_the_energy_is_flat():
 def test_psd_is_an_instance_with_x_equal_y():
     Y = torch.randn(20, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     psd = le.PSD(16, 24, 0.1, 0.7, init="random", dtype=torch.float64)
-    ebm = psd.as_energy()
+    ebm = le.LatentVariableEBM.from_model(psd)
     target = psd.stacked_target(Y)
     F_psd = psd.free_energy(Y, tol=1e-12, max_iter=5000)
     F_ebm = ebm.free_energy(Y, target, tol=1e-12, max_iter=5000)

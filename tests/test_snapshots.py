@@ -124,7 +124,7 @@ def lista(variant: str, tied: bool = False, support: float = 0.0) -> Snapshot:
                      seed=2)
     Y = _sparse_signals()
     history = model.fit(Y, epochs=2, batch_size=16, lr=1e-2, tol=1e-10, progress=False)
-    probe = model.encode(_sparse_signals(5, seed=9))
+    probe = model.encode(_sparse_signals(5, seed=9)).z
     return {**_state(model), "probe.z": probe}, history
 
 
@@ -154,7 +154,7 @@ def vae(encoder: str, likelihood: str) -> Snapshot:
     X = torch.rand(40, 16, generator=gen, dtype=D64)
     history = model.fit(X, epochs=2, batch_size=16, lr=1e-2, warmup_epochs=1.0,
                         dynamic_binarization=likelihood == "bernoulli", progress=False)
-    mu, logvar = model.encode(torch.rand(4, 16, generator=gen, dtype=D64))
+    mu, logvar = model.posterior(torch.rand(4, 16, generator=gen, dtype=D64))
     return {**_state(model), "probe.mu": mu.detach(), "probe.logvar": logvar.detach()}, history
 
 

@@ -167,7 +167,7 @@ def test_ista_with_backtracking_never_increases_energy():
 
 
 def test_active_set_rounds_exact_from_the_right_signs_and_repair_most_wrong_ones():
-    from latentebm._support_solve import active_set_rounds
+    from latentebm.solvers.active_set import active_set_rounds
 
     Y, W, lam = coherent_problem(15, batch=40)
     Yt, Wt = torch.tensor(Y), torch.tensor(W)

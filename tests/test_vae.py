@@ -90,7 +90,7 @@ def test_binarize_is_seeded_and_unbiased():
 def test_loss_reduction_sums_over_pixels_and_dims_and_averages_over_batch(trained, digits):
     x = digits[:32]
     out = trained(x, generator=_gen(2))
-    mu, logvar = trained.encode(x)
+    mu, logvar = trained.posterior(x)
     torch.testing.assert_close(out.kl, kl_standard_normal(mu, logvar).sum(1).mean())
     torch.testing.assert_close(out.kl_per_dim.sum(), out.kl)
     torch.testing.assert_close(out.loss, out.reconstruction + trained.beta * out.kl)
@@ -179,7 +179,8 @@ def test_same_seed_same_result_and_other_seed_differs(digits):
 
     a, b, c = train(0), train(0), train(1)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(pa, pb), name
+        if isinstance(pa, torch.Tensor):  # the extra state holds the timed history
+            assert torch.equal(pa, pb), name
     assert a.history_ == [
         {**h, "seconds": a.history_[i]["seconds"]} for i, h in enumerate(b.history_)
     ]
@@ -190,11 +191,11 @@ def test_save_load_round_trip(tmp_path, trained, digits):
     path = tmp_path / "vae.safetensors"
     trained.save(path)
     loaded = VAE.load(path)
-    assert loaded.config() == trained.config()
+    assert loaded.config == trained.config
     for (name, pa), pb in zip(
         trained.state_dict().items(), loaded.state_dict().values(), strict=True
     ):
-        assert torch.equal(pa, pb), name
+        assert torch.equal(pa, pb) if isinstance(pa, torch.Tensor) else pa == pb, name
     x = digits[:16]
     torch.testing.assert_close(
         loaded.elbo(x, generator=_gen(1)), trained.elbo(x, generator=_gen(1))
@@ -227,7 +228,8 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, digits)
     for (name, pa), pb in zip(
         full.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
-        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+        if isinstance(pa, torch.Tensor):  # the extra state holds the timed history
+            torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
     for h_full, h_res in zip(full.history_, resumed.history_, strict=True):
         assert h_full["loss"] == pytest.approx(h_res["loss"], rel=1e-12)
     with pytest.raises(ValueError, match="batch_size"):
@@ -263,7 +265,7 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, digits)
             callback=poison,
             progress=False,
         )
-    assert "last good checkpoint" in str(info.value) and "step 6" in str(info.value)
+    assert "last good checkpoint" in str(info.value) and str(ckpt) in str(info.value)
     good = VAE.load(ckpt)
     assert good.n_steps_ == 6
     assert all(torch.isfinite(p).all() for p in good.parameters())
@@ -296,12 +298,12 @@ def test_conv_encoder_gaussian_likelihood_and_float64(digits):
     assert model.decode(torch.zeros(3, 5, dtype=torch.float64)).shape == (3, 1, 28, 28)
     assert model.sample(2).shape == (2, 1, 28, 28)
     # flat input is accepted for an image-shaped model
-    torch.testing.assert_close(model.encode(x.reshape(8, -1))[0], model.encode(x)[0])
+    torch.testing.assert_close(model.encode(x.reshape(8, -1)).z, model.encode(x).z)
 
 
 def test_fixed_posterior_sigma():
     model = VAE(10, 3, hidden=(8,), learn_variance=False, fixed_sigma=0.5)
-    mu, logvar = model.encode(np.random.default_rng(0).random((4, 10)))
+    mu, logvar = model.posterior(np.random.default_rng(0).random((4, 10)))
     torch.testing.assert_close(logvar, torch.full((4, 3), 2 * math.log(0.5)))
     assert model.encoder.logvar is None
 
@@ -309,7 +311,7 @@ def test_fixed_posterior_sigma():
 def test_active_units_and_kl_per_dim(trained, digits):
     kl = trained.kl_per_dim(digits)
     assert kl.shape == (4,) and (kl >= 0).all()
-    mu, _ = trained.encode(digits)
+    mu, _ = trained.posterior(digits)
     assert trained.active_units(digits) == int((mu.var(0) > 0.01).sum())
     assert trained.active_units(digits, threshold=1e9) == 0
 
@@ -320,14 +322,14 @@ def test_active_units_and_kl_per_dim(trained, digits):
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda m: m(torch.full((2, 784), 1.5)), ValueError, r"x must lie in \[0, 1\]"),
-        (lambda m: m(torch.full((2, 784), -0.1)), ValueError, r"x must lie in \[0, 1\]"),
-        (lambda m: m(torch.zeros(2, 783)), ValueError, "x must have shape"),
-        (lambda m: m(torch.zeros(784)), ValueError, "x must have shape"),
-        (lambda m: m(torch.full((2, 784), float("nan"))), ValueError, "x contains NaN"),
-        (lambda m: m(torch.full((2, 784), float("inf"))), ValueError, "x contains NaN"),
-        (lambda m: m(torch.zeros(2, 784, dtype=torch.float64)), TypeError, "x has dtype"),
-        (lambda m: m(torch.zeros(2, 784), beta=-1.0), ValueError, "beta"),
+        (lambda m: m.loss(torch.full((2, 784), 1.5)), ValueError, r"x must lie in \[0, 1\]"),
+        (lambda m: m.loss(torch.full((2, 784), -0.1)), ValueError, r"x must lie in \[0, 1\]"),
+        (lambda m: m.loss(torch.zeros(2, 783)), ValueError, "x must have shape"),
+        (lambda m: m.loss(torch.zeros(784)), ValueError, "x must have shape"),
+        (lambda m: m.loss(torch.full((2, 784), float("nan"))), ValueError, "x contains NaN"),
+        (lambda m: m.loss(torch.full((2, 784), float("inf"))), ValueError, "x contains NaN"),
+        (lambda m: m.loss(torch.zeros(2, 784, dtype=torch.float64)), TypeError, "x has dtype"),
+        (lambda m: m.loss(torch.zeros(2, 784), beta=-1.0), ValueError, "beta"),
         (lambda m: m.log_likelihood(torch.zeros(2, 784), k=0), ValueError, "k must be >= 1"),
         (lambda m: m.elbo(torch.zeros(2, 784), n_samples=0), ValueError, "n_samples"),
         (lambda m: m.decode(torch.zeros(2, 3)), ValueError, "z must have shape"),

@@ -20,8 +20,8 @@ from .models.psd import PSD
 from .models.vae import VAE
 from .objective import duality_gap, lasso_energy
 from .operators import ConvDictionary, DenseDictionary, LinearOperator
-from .regularizers import L1, NonNegL1, Regularizer
-from .solvers import SolverResult, fista, ista
+from .regularizers import L1, NonNegL1, Regularizer, UnitBall
+from .solvers import IterationState, SolverResult, fista, ista, solve
 
 try:
     __version__ = _metadata.version("latentebm")
@@ -38,11 +38,13 @@ __all__ = [
     "VAE",
     "LISTA",
     "PSD",
+    "solve",
     "fista",
     "ista",
     "lasso_energy",
     "duality_gap",
     "SolverResult",
+    "IterationState",
     "LinearOperator",
     "DenseDictionary",
     "ConvDictionary",
@@ -51,4 +53,5 @@ __all__ = [
     "Regularizer",
     "L1",
     "NonNegL1",
+    "UnitBall",
 ]

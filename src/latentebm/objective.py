@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from ._problem import prepare, prepare_code, to_output
 from .operators import LinearOperator, batch_dot
+from .problem import prepare, prepare_code, to_output
 from .regularizers import Regularizer, get_regularizer
 
 

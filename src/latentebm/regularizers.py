@@ -33,9 +33,16 @@ def soft_threshold(v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
 class Regularizer(abc.ABC):
     """A convex, positively homogeneous penalty ``R`` (a gauge), so the Lasso-type duality gap
     ``½(1−u)²‖r‖² + λR(z) − u⟨z, Aᵀr⟩`` with ``u = λ / max(λ, R°(Aᵀr))`` certifies optimality,
-    where ``R°`` is :meth:`dual_norm`."""
+    where ``R°`` is :meth:`dual_norm`.
+
+    Solvers read a regularizer's structure from its attributes, never from its type:
+    ``is_l1`` (an L1 penalty, possibly one-sided: exact active-set finishes and coordinate
+    descent apply) and ``nonneg`` (codes constrained to ``z ≥ 0``).
+    """
 
     name: str = "regularizer"
+    is_l1: bool = False
+    nonneg: bool = False
 
     @abc.abstractmethod
     def value(self, z: torch.Tensor) -> torch.Tensor: ...
@@ -54,6 +61,7 @@ class L1(Regularizer):
     """``R(z) = ‖z‖₁``."""
 
     name = "l1"
+    is_l1 = True
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
         return z.abs().flatten(1).sum(1)
@@ -69,6 +77,8 @@ class NonNegL1(Regularizer):
     """``R(z) = Σ z`` on ``z ≥ 0`` (+∞ elsewhere): the non-negative Lasso."""
 
     name = "nonneg_l1"
+    is_l1 = True
+    nonneg = True
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
         return z.flatten(1).sum(1)
@@ -80,6 +90,65 @@ class NonNegL1(Regularizer):
         return c.flatten(1).amax(1).clamp_min(0)
 
 
-def get_regularizer(nonneg: bool) -> Regularizer:
-    """The L1 penalty, one-sided when ``nonneg``."""
-    return NonNegL1() if nonneg else L1()
+class UnitBall(Regularizer):
+    """The indicator of ``‖z_i‖₂ ≤ 1`` for each atom ``z_i``: a constraint, not a penalty.
+
+    The atoms are the slices over the last ``atom_ndim`` dimensions (a dictionary's kernels
+    ``(n_atoms, C, k, k)`` with ``atom_ndim=3``, or a batch of them with a leading dimension).
+    ``prox`` is the projection onto the balls whatever ``tau``; ``value`` is 0 inside and
+    +∞ outside (per leading sample); ``dual_norm`` is the support function ``Σ_i ‖c_i‖₂``.
+
+    Parameters
+    ----------
+    atom_ndim : int
+        Number of trailing dimensions that make up one atom.
+    """
+
+    name = "unit_ball"
+
+    def __init__(self, atom_ndim: int = 1) -> None:
+        if atom_ndim < 1:
+            raise ValueError(f"atom_ndim must be at least 1, got {atom_ndim}")
+        self.atom_ndim = atom_ndim
+
+    def _norms(self, z: torch.Tensor) -> torch.Tensor:
+        return z.flatten(z.dim() - self.atom_ndim).norm(dim=-1)
+
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        outside = (self._norms(z) > 1 + 8 * torch.finfo(z.dtype).eps).flatten(1).any(1)
+        zero = z.new_zeros(z.shape[0])
+        return torch.where(outside, torch.full_like(zero, float("inf")), zero)
+
+    def prox(self, v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+        scale = self._norms(v).clamp_min(1.0)
+        return v / scale.reshape(*scale.shape, *([1] * self.atom_ndim))
+
+    def dual_norm(self, c: torch.Tensor) -> torch.Tensor:
+        return self._norms(c).flatten(1).sum(1)
+
+    def __repr__(self) -> str:
+        return f"UnitBall(atom_ndim={self.atom_ndim})"
+
+
+REGULARIZERS: dict[str, type[Regularizer]] = {"l1": L1, "nonneg_l1": NonNegL1}
+"""The penalties that can be named by a string (in configs, the CLI and checkpoints)."""
+
+
+def get_regularizer(spec: Regularizer | str | bool) -> Regularizer:
+    """The one regularizer factory.
+
+    Parameters
+    ----------
+    spec : Regularizer, str or bool
+        An instance (returned as is), a name from :data:`REGULARIZERS`, or a bool meaning
+        ``nonneg`` (``True``: :class:`NonNegL1`, ``False``: :class:`L1`).
+    """
+    if isinstance(spec, Regularizer):
+        return spec
+    if isinstance(spec, bool):
+        return NonNegL1() if spec else L1()
+    if isinstance(spec, str) and spec in REGULARIZERS:
+        return REGULARIZERS[spec]()
+    raise TypeError(
+        f"regularizer must be a Regularizer or one of {sorted(REGULARIZERS)}, got {spec!r}"
+    )

@@ -68,8 +68,8 @@ f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6  t10k-labels-id
 #: The bundled sample (regenerate with scripts/make_mnist_sample.py).
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_SHA256: dict[str, str] = _parse_sums("""
-750662c1088380a463030e0667f3f588c04b64ce0b94db052d91efbf11281c49  train-images-idx3-ubyte.gz
-7f4b553342b6b128aa996290b81805c7b344e662af569cd8aeaded8e599a38c8  train-labels-idx1-ubyte.gz
+669c97111946d7e9d37bbe0b65cdffcaa508c72bd3f60fd9928dd8913512853d  train-images-idx3-ubyte.gz
+0d63bfe03965cade2ddd2f6eb7b551ab557bafd0e607b963b8ea1c7e59367f45  train-labels-idx1-ubyte.gz
 4fb033ac49621ffb23557df5d81c082c8a56336b3b76ce845c0ddcaaaec299e2  t10k-images-idx3-ubyte.gz
 58f68b157d53451c304c693c10fc827d368b4cd0cbe53b39acf5e507818d59ba  t10k-labels-idx1-ubyte.gz
 """)

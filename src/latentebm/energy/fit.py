@@ -132,15 +132,15 @@ def _step(model, optimizer, xb, yb, codes, idx, tol, max_iter, normalize) -> dic
     with torch.no_grad():
         h = model.hidden(xb)
         out = model.solve_tensors(h, yb, codes[idx], tol=tol, max_iter=max_iter)
-    Z = out["z"]
+    Z = out.z
     codes[idx] = Z
     optimizer.zero_grad(set_to_none=True)
     model(xb, yb, Z).mean().backward()
     optimizer.step()
     if normalize:
         model.normalize_()
-    return {"energy": out["energy"], "nonzeros": (Z != 0).flatten(1).sum(1),
-            "iterations": out["n_iter"]}
+    return {"energy": out.energy, "nonzeros": (Z != 0).flatten(1).sum(1),
+            "iterations": out.n_iter_per_sample}
 
 
 def _restore(model, path, fit_args, optimizer, codes) -> tuple[torch.Tensor, tuple[int, int]]:

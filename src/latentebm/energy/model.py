@@ -11,7 +11,7 @@ Inference ``z* = argmin_z E``:
   + Az``) with the squared-error cost: exactly the library's FISTA (:mod:`latentebm.solvers`)
   over the operator ``A`` and the target ``y − b(h)``, with its duality-gap certificate;
 - any other decoder or cost: proximal gradient with backtracking on the smooth part, gradient by
-  autograd (:mod:`latentebm._latent_inference`).
+  autograd (:mod:`latentebm.solvers.smooth`).
 
 Sparse coding is the instance with no predictor, ``Dec(z) = Wz`` and ``R = ‖·‖₁``; PSD and
 convolutional sparse coding are instances too: :meth:`LatentVariableEBM.from_model` builds the
@@ -29,8 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._latent_inference import autograd_proximal_gradient
-from .._problem import to_output
 from .._validation import (
     as_tensor,
     check_int,
@@ -38,25 +36,19 @@ from .._validation import (
     check_same_device_dtype,
     check_scalar,
 )
-from ..regularizers import L1, NonNegL1, Regularizer
-from ..solvers import SolverResult, proximal_gradient
+from ..problem import to_output
+from ..regularizers import REGULARIZERS, Regularizer, get_regularizer
+from ..solvers import SolverResult, autograd_proximal_gradient, proximal_gradient
 from ..training.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from ..training.extra_state import TrainingAttributes
 from .decoders import LinearInZDecoder, SquaredError, decoder_for
 
 KIND = "latent_variable_ebm"
-REGULARIZERS: dict[str, type[Regularizer]] = {"l1": L1, "nonneg_l1": NonNegL1}
-
-
 def as_regularizer(reg: Any) -> Regularizer:
     """A :class:`Regularizer` instance, or one named ``"l1"`` / ``"nonneg_l1"``."""
-    if isinstance(reg, Regularizer):
-        return reg
-    if isinstance(reg, str) and reg in REGULARIZERS:
-        return REGULARIZERS[reg]()
-    raise TypeError(
-        f"regularizer must be a Regularizer or one of {sorted(REGULARIZERS)}, got {reg!r}"
-    )
+    if isinstance(reg, bool):
+        raise TypeError(f"regularizer must be a Regularizer or a name, got {reg!r}")
+    return get_regularizer(reg)
 
 
 class LatentVariableEBM(TrainingAttributes, nn.Module):
@@ -196,7 +188,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
     def regularizer_value(self, z: torch.Tensor) -> torch.Tensor:
         """``R(z)`` per sample; +∞ where a non-negative code has a negative entry."""
         value = self.regularizer.value(z)
-        if isinstance(self.regularizer, NonNegL1):
+        if self.regularizer.nonneg:
             negative = (z < 0).flatten(1).any(1)
             value = torch.where(negative, torch.full_like(value, math.inf), value)
         return value
@@ -224,15 +216,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         z0_t = None if z0 is None else self._code(z0, "z0", y_t)
         with torch.no_grad():
             out = self.solve_tensors(self.hidden(x_t), y_t, z0_t, tol=tol, max_iter=max_iter)
-        gap = out.get("gap", torch.full_like(out["energy"], math.nan))
-        return SolverResult(
-            z=to_output(out["z"], numpy_out),
-            gap=to_output(gap, numpy_out),
-            energy=to_output(out["energy"], numpy_out),
-            converged=to_output(out["converged"], numpy_out),
-            n_iter_per_sample=to_output(out["n_iter"], numpy_out),
-            n_iter=int(out["n_iter"].max()),
-        )
+        return out.to_output(numpy_out)
 
     def infer(self, x: Any, y: Any, **kwargs: Any) -> Any:
         """``z* = argmin_z E(x, y, z)``, shape ``(batch, *code_shape)``; see :meth:`solve`."""
@@ -257,7 +241,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         return to_output(y_hat, numpy_out)
 
     def solve_tensors(self, h, y: torch.Tensor, z0: torch.Tensor | None, *, tol: float,
-                      max_iter: int) -> dict[str, torch.Tensor]:
+                      max_iter: int) -> SolverResult:
         """The tensor-level inference behind :meth:`solve` (inputs already validated)."""
         if self.linear_in_z:
             b = self.decoder.offset(h)
@@ -270,7 +254,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
                                      max_iter=max_iter)
         if z0 is None:
             z0 = y.new_zeros((y.shape[0], *self.code_shape(tuple(y.shape[1:]))))
-        if isinstance(self.regularizer, NonNegL1):
+        if self.regularizer.nonneg:
             z0 = z0.clamp_min(0)
 
         def smooth(rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> Run:
     crop = show_source[r0 : r0 + s, c0 : c0 + s].transpose(2, 0, 1).astype(np.float32)
     y = torch.from_numpy(crop[None].copy()).to(device)
     out = model.infer(y, tol=1e-4, max_iter=1000, beta=0.0)
-    z = out["z"][0]
+    z = out.z[0]
     with torch.no_grad():
-        recon = model.decode(out["z"])[0].cpu().numpy()
+        recon = model.decode(out.z)[0].cpu().numpy()
     viz.image_grid(np.stack([display(crop), display(recon)]), run_dir.path("image_pair.png"),
                    n_cols=2, title="held-out crop (left) and its reconstruction (right)",
                    value_range=(0.0, 1.0))
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> Run:
         "crop_code_nonzero_share_per_map": [float(v) for v in (z != 0).float().mean((1, 2))],
         "crop_relative_reconstruction_error": float(((crop - recon) ** 2).sum()
                                                     / (crop**2).sum()),
-        "crop_codes_converged": bool(out["converged"].all()),
+        "crop_codes_converged": bool(out.converged.all()),
         **evaluate(model, test),
         "encoder_decoder_similarity_mean": float(similarity.mean()),
         "history": model.history_,

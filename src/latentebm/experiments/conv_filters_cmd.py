@@ -141,7 +141,7 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
 def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, float]:
     """Held-out reconstruction and sparsity, with optimal (FISTA) codes and encoder codes."""
     out = model.infer(test, tol=1e-3, max_iter=200, beta=0.0)
-    z = out["z"]
+    z = out.z
     with torch.no_grad():
         energy_y = test.pow(2).sum()
         rel = float((test - model.decode(z)).pow(2).sum() / energy_y)
@@ -149,10 +149,10 @@ def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, floa
         rel_enc = float((test - model.decode(pred)).pow(2).sum() / energy_y)
         prediction = float((pred - z).pow(2).sum() / z.pow(2).sum().clamp_min(1e-30))
     return {
-        "test_mean_energy": float(out["energy"].mean()),
+        "test_mean_energy": float(out.energy.mean()),
         "relative_reconstruction_error": rel,
         "code_nonzero_share": float((z != 0).float().mean()),
-        "codes_converged_share": float(out["converged"].float().mean()),
+        "codes_converged_share": float(out.converged.float().mean()),
         "encoder_relative_reconstruction_error": rel_enc,
         "encoder_relative_prediction_error": prediction,
     }

@@ -205,20 +205,20 @@ def evaluate(args, W, Yt, Zt, models) -> dict[str, Any]:
     rows = []
     for (name, K), model in models.items():
         model.eval()
-        Z = model.encode(Yt)
+        Z = model.encode(Yt).z
         err = ev.relative_code_error(Z, Zt)
         excess = ev.relative_energy_excess(ev.energies(Yt, W, Z, lam), E_star)
         n_fista = ev.iterations_to_reach(traces["FISTA"], err)
         n_ista = ev.iterations_to_reach(traces["ISTA"], err)
         n_lib = ev.iterations_to_reach(library, err, grid)
-        cps = ev.codes_per_second(_synced(lambda m=model: m.encode(Ysp), device), Ysp.shape[0])
+        cps = ev.codes_per_second(_synced(lambda m=model: m.encode(Ysp).z, device), Ysp.shape[0])
         n_timed = n_fista or args.fista_iters
         if n_timed not in fista_speed:
             fista_speed[n_timed] = ev.codes_per_second(
                 _synced(lambda n=n_timed: ev.fista_fixed(Ysp, W, lam, n, plain=True), device),
                 Ysp.shape[0], repeats=2)
         n_warm, warm_ok = ev.iterations_to_gap(Ywarm, W, lam, tol=args.warm_tol,
-                                               z0=model.encode(Ywarm))
+                                               z0=model.encode(Ywarm).z)
         warm = ev.warm_start_report(n_cold, n_warm)
         warm["all_converged"] = bool(cold_ok and warm_ok)
         rows.append({

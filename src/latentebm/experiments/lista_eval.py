@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from ..operators import DenseDictionary
-from ..regularizers import get_regularizer
-from ..solvers import fista, ista
+from ..solvers import IterationState, fista, ista
 
 
 def relative_code_error(Z: torch.Tensor, Z_star: torch.Tensor) -> float:
@@ -48,31 +47,23 @@ def solver_trace(
     lipschitz: float | None = None,
 ) -> np.ndarray:
     """Relative code error after each of ``n_iter`` iterations of textbook ISTA or FISTA
-    (Beck & Teboulle: no restart, no polish) from zero: shape ``(n_iter,)``.
+    (Beck & Teboulle: fixed step ``1/L``, no restart, no finish) from zero: shape ``(n_iter,)``.
 
-    The recurrence is the library's (``fista(..., restart=False, polish=False)`` and ``ista``
-    give the same iterates; the tests check this); here every iterate is measured in one pass.
+    The library's own :func:`~latentebm.fista` / :func:`~latentebm.ista` run, and their
+    per-iteration callback measures every iterate in one pass.
     """
-    op = DenseDictionary(W)
-    reg = get_regularizer(nonneg)
-    L = op.lipschitz((W.shape[0],)) if lipschitz is None else torch.tensor(lipschitz).to(W)
-    inv_L = 1.0 / L
-    b = Y @ W
+    if lipschitz is None:
+        lipschitz = float(DenseDictionary(W).lipschitz((W.shape[0],)))
     ref = Z_star.pow(2).sum()
-    z = torch.zeros_like(Z_star)
-    x, t = z, 1.0
     errors = torch.empty(n_iter, dtype=torch.float64, device=Y.device)
-    with torch.no_grad():
-        for k in range(n_iter):
-            z_new = reg.prox(x - (op.gram(x) - b) * inv_L, lam * inv_L)
-            if accelerated:
-                t_new = 0.5 * (1 + (1 + 4 * t * t) ** 0.5)
-                x = z_new + ((t - 1) / t_new) * (z_new - z)
-                t = t_new
-            else:
-                x = z_new
-            z = z_new
-            errors[k] = (z - Z_star).pow(2).sum() / ref
+
+    def record(iteration: int, state: IterationState) -> None:
+        errors[iteration - 1] = (state.z - Z_star[state.active]).pow(2).sum() / ref
+
+    solver = fista if accelerated else ista
+    options = {"restart": False} if accelerated else {}
+    solver(Y, W, lam, max_iter=n_iter, tol=0.0, nonneg=nonneg, lipschitz=lipschitz,
+           backtracking=False, polish=False, check_every=n_iter, callback=record, **options)
     return errors.cpu().numpy()
 
 

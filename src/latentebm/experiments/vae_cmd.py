@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from .._validation import resolve_device
-from ..checkpoint import load_checkpoint
 from ..data import load_mnist, mnist_vectors
 from ..models.vae import VAE
 from ..models.vae_parts import binarize
+from ..training.checkpoint import read_checkpoint
 from ..viz import vae as viz_vae
 from ._args import add_common_arguments
 from ._run import Run
@@ -147,7 +147,8 @@ def train(
     start = time.perf_counter()
     first = 0
     if args.resume and checkpoint.exists():
-        first = int(load_checkpoint(checkpoint, kind="vae")[1].get("epoch", 0))
+        saved = read_checkpoint(checkpoint, kind="vae").training
+        first = saved.position[0] if saved is not None else 0
     fit_args = dict(
         batch_size=args.batch_size,
         lr=args.lr,
@@ -189,7 +190,7 @@ def evaluate(model: VAE, X: torch.Tensor, *, seed: int) -> dict[str, Any]:
     rec, sq_err = 0.0, 0.0
     with torch.no_grad():
         for xb, mb in zip(X.split(1000), mu.split(1000), strict=True):
-            rec += float(model(xb, beta=1.0, generator=gen).reconstruction) * xb.shape[0]
+            rec += float(model.loss(xb, beta=1.0, generator=gen).reconstruction) * xb.shape[0]
             sq_err += float((model.decode(mb).flatten(1) - xb.flatten(1)).square().mean(1).sum())
     rec /= X.shape[0]
     kl_dims = model.kl_per_dim(X)
@@ -214,12 +215,12 @@ def figures(model: VAE, run: Run, data: dict[str, Any], seed: int) -> None:
     viz_vae.sample_grid(model.sample(64, generator=gen).cpu(), run.path("samples.png"))
     x = X[:30]
     with torch.no_grad():
-        recon = model.decode(model.encode(x)[0])
+        recon = model.decode(model.encode(x).z)
     viz_vae.reconstruction_pairs(x.cpu(), recon.cpu(), run.path("reconstructions.png"))
     a = int(np.flatnonzero(labels == labels[0])[0])
     b = int(np.flatnonzero(labels != labels[0])[0])
     with torch.no_grad():
-        mu = model.encode(X[[a, b]])[0]
+        mu = model.encode(X[[a, b]]).z
         t = torch.linspace(0, 1, 11, device=mu.device, dtype=mu.dtype)[:, None]
         path = model.decode((1 - t) * mu[0] + t * mu[1])
     strip = torch.cat([X[a][None], path.flatten(1), X[b][None]])

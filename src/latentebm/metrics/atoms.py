@@ -32,6 +32,7 @@ __all__ = [
     "GOOD_GABOR_R2",
     "DoGFit",
     "GaborFit",
+    "STROKE_LEVEL",
     "centre_surround_score",
     "fit_dog",
     "fit_gabor",
@@ -40,10 +41,14 @@ __all__ = [
     "localization_score",
     "localization_summary",
     "orientation_spread",
+    "stroke_spans",
+    "stroke_summary",
 ]
 
 #: Score at or above which :func:`localization_summary` counts an atom as localised.
 LOCALIZED_THRESHOLD = 0.75
+#: Share of an atom's peak magnitude above which a pixel counts as ink in :func:`stroke_spans`.
+STROKE_LEVEL = 0.3
 #: R² at or above which a Gabor fit counts as good in :func:`gabor_summary`.
 GOOD_GABOR_R2 = 0.8
 
@@ -160,6 +165,74 @@ def localization_summary(
         "median": float(np.median(valid)) if valid.size else nan,
         "mean": float(valid.mean()) if valid.size else nan,
         "share_localized": float((valid >= threshold).mean()) if valid.size else nan,
+    }
+
+
+# ----------------------------------------------------------------------------- strokes
+
+
+def stroke_spans(
+    atoms: Any, image_shape: Sequence[int], *, level: float = STROKE_LEVEL
+) -> np.ndarray:
+    """Side of the bounding box of each atom's ink, in pixels.
+
+    Ink is every pixel whose magnitude ``|atom|`` (the largest over colour channels) is at least
+    ``level`` times the atom's peak magnitude; both signs count, as both show in an atom figure.
+    The span is the larger of the ink's height and width (``last − first + 1`` rows or columns).
+    A pen stroke spans a few to about 14 px of a 28×28 image; a whole MNIST digit spans about
+    20 px (the digits are scaled to fit a 20×20 box). An all-zero atom gives NaN.
+    Returns ``(n_atoms,)`` float64.
+    """
+    imgs = atoms_as_images(atoms, image_shape)
+    if isinstance(level, bool) or not (isinstance(level, Real) and 0 < level <= 1):
+        raise ValueError(f"level must be a number in (0, 1], got {level!r}")
+    mag = np.abs(imgs)
+    if mag.ndim == 4:
+        mag = mag.max(axis=3)
+    peak = mag.max(axis=(1, 2))
+    ink = mag >= level * peak[:, None, None]
+    spans = np.full(len(mag), np.nan)
+    for i in np.flatnonzero(peak > 0):
+        rows = np.flatnonzero(ink[i].any(axis=1))
+        cols = np.flatnonzero(ink[i].any(axis=0))
+        spans[i] = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    return spans
+
+
+def stroke_summary(
+    atoms: Any,
+    image_shape: Sequence[int],
+    *,
+    level: float = STROKE_LEVEL,
+    max_span: float | None = None,
+) -> dict[str, float]:
+    """Share of atoms that are pen strokes: their ink (see :func:`stroke_spans`) fits in a
+    ``max_span`` square.
+
+    ``max_span`` defaults to half the image's smaller side (14 px for 28×28 MNIST). Calibration
+    on 28×28: the 60 000 MNIST training digits are 0 % strokes (their ink spans 20 px or more
+    at ``level`` 0.3); synthetic 6-14 px lines and arcs are 100 %; by eye, atoms spanning 15 px
+    or more read as whole digits or as two strokes joined. Keys: ``share`` (of the non-zero
+    atoms), ``n_strokes``, ``n_atoms``, ``n_zero`` (all-zero atoms, left out),
+    ``median_span`` (px), ``level`` and ``max_span``.
+    """
+    h, w = check_image_shape(image_shape)[:2]
+    if max_span is None:
+        max_span = min(h, w) / 2
+    if isinstance(max_span, bool) or not (isinstance(max_span, Real) and max_span >= 1):
+        raise ValueError(f"max_span must be a number >= 1 (pixels), got {max_span!r}")
+    spans = stroke_spans(atoms, image_shape, level=level)
+    valid = spans[np.isfinite(spans)]
+    n_strokes = int((valid <= max_span).sum())
+    nan = float("nan")
+    return {
+        "share": n_strokes / valid.size if valid.size else nan,
+        "n_strokes": n_strokes,
+        "n_atoms": int(spans.size),
+        "n_zero": int(spans.size - valid.size),
+        "median_span": float(np.median(valid)) if valid.size else nan,
+        "level": float(level),
+        "max_span": float(max_span),
     }
 
 

@@ -86,7 +86,7 @@ def codes_only(z: Any, n_iter: int | None = None) -> SolverResult:
     """The :class:`SolverResult` of a feed-forward encoder: codes ``z`` ``(batch, ...)`` and
     nothing it does not compute (``n_iter``: its number of steps, if any)."""
     return SolverResult(z=z, gap=None, energy=None, converged=None, n_iter_per_sample=None,
-                        n_iter=n_iter)
+                        n_iter=n_iter, method="encoder")
 
 
 class LatentModel(TrainingAttributes, nn.Module):

@@ -36,7 +36,7 @@ from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
 from ..regularizers import L1, soft_threshold
-from ..solvers import proximal_gradient
+from ..solvers import SolverResult, proximal_gradient
 from ..training.history import EpochRecord
 from ..training.loop import MinibatchLoop, resuming
 from .conv_dictionary_learning import random_kernel_patches
@@ -187,9 +187,9 @@ class ConvSparseAutoencoder(nn.Module):
 
     def infer(
         self, Y: torch.Tensor, *, tol: float = 1e-3, max_iter: int = 100, beta: float | None = None
-    ) -> dict[str, torch.Tensor]:
+    ) -> SolverResult:
         """Codes minimising the PSD energy (``beta=0``: the plain Lasso), warm-started from
-        ``Enc(y)``. Returns the solver's dict (``z``, ``energy``, ``gap``, ...) plus ``pred``."""
+        ``Enc(y)``. Returns the solver's :class:`SolverResult`."""
         beta = self.beta if beta is None else check_scalar(beta, "beta", low=0.0)
         with torch.no_grad():
             pred = self.predict(Y)
@@ -201,7 +201,6 @@ class ConvSparseAutoencoder(nn.Module):
             else:
                 out = proximal_gradient(op, Y, self.lam, L1(), tol=tol, max_iter=max_iter,
                                         z0=pred)
-        out["pred"] = pred
         return out
 
     def encode(self, Y: Any, *, method: str = "encoder", tol: float = 1e-3,
@@ -213,7 +212,7 @@ class ConvSparseAutoencoder(nn.Module):
             with torch.no_grad():
                 return self.predict(Y_t)
         if method == "fista":
-            return self.infer(Y_t, tol=tol, max_iter=max_iter, beta=0.0)["z"]
+            return self.infer(Y_t, tol=tol, max_iter=max_iter, beta=0.0).z
         raise ValueError(f"method must be 'encoder' or 'fista', got {method!r}")
 
     def energy(self, Y: Any, *, tol: float = 1e-3, max_iter: int = 200) -> torch.Tensor:
@@ -221,7 +220,7 @@ class ConvSparseAutoencoder(nn.Module):
         (FISTA), in ``"sparse-ae"`` mode ``½‖y − D Enc(y)‖² + λ‖Enc(y)‖₁``."""
         Y_t = self._images(Y)
         if self.mode == "psd":
-            return self.infer(Y_t, tol=tol, max_iter=max_iter)["energy"]
+            return self.infer(Y_t, tol=tol, max_iter=max_iter).energy
         with torch.no_grad():
             Z = self.predict(Y_t)
             r = Y_t - self.decode(Z)
@@ -309,13 +308,13 @@ class ConvSparseAutoencoder(nn.Module):
         optimizer.zero_grad(set_to_none=True)
         if self.mode == "psd":
             out = self.infer(Y, tol=tol, max_iter=max_iter)
-            Z = out["z"]
+            Z = out.z
             pred = self.predict(Y)
             r = Y - self.decode(Z)
             recon = 0.5 * batch_dot(r, r)
             prediction = 0.5 * self.beta * batch_dot(Z - pred, Z - pred)
             loss = (recon.sum() + prediction.sum()) / batch
-            energy = out["energy"]
+            energy = out.energy
         else:
             Z = self.predict(Y)
             r = Y - self.decode(Z)

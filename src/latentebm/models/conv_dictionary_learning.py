@@ -18,13 +18,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..data.patches import random_windows
 from ..objective import lasso_energy
 from ..operators import ConvDictionary
-from ..regularizers import get_regularizer
+from ..problem import to_output
+from ..regularizers import UnitBall, get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
+from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training.history import EpochRecord
 from ..training.loop import MinibatchLoop, resuming
 from ._base import LatentModel, ModelConfig, dtype_name
@@ -255,7 +256,7 @@ class ConvDictionaryLearning(LatentModel):
                     Yb = Y_t[b.idx]
                     out = self(Yb, None if codes is None else codes[b.idx], tol=tol,
                                max_iter=max_iter)
-                    Z = out["z"]
+                    Z = out.z
                     scale = self._kernel_step_(Yb, Z, dict_steps)
                     Z = Z * scale[None, :, None, None]
                     if replace_threshold is not None:
@@ -264,20 +265,22 @@ class ConvDictionaryLearning(LatentModel):
                     if codes is not None:
                         codes[b.idx] = Z
                     self.n_steps_ += 1
-                    stats.add(out["energy"], Z)
+                    stats.add(out.energy, Z)
                     loop.step_done(
-                        b, self.n_steps_, loss=out["energy"],
+                        b, self.n_steps_, loss=out.energy,
                         postfix={"energy": f"{stats.mean_energy:.4g}",
                                  "nnz": f"{stats.nnz_share:.3%}"},
-                        callback=callback, callback_args=(self.n_steps_, self, out["energy"]),
+                        callback=callback, callback_args=(self.n_steps_, self, out.energy),
                     )
                 stats.close()
         return self.history_
 
     def _kernel_step_(self, Y: torch.Tensor, Z: torch.Tensor, n_steps: int) -> torch.Tensor:
-        """Accelerated projected gradient (FISTA with function-value restart) on
-        ``½‖Y − Σ K_i * Z_i‖²`` over the unit balls ``‖K_i‖ ≤ 1``, step ``1/L`` by backtracking
-        from the last one; then unit-norm kernels. Returns the norms before the
+        """``n_steps`` of the library's accelerated proximal gradient (FISTA with
+        function-value restart, :func:`~latentebm.solvers.smooth_proximal_gradient`) on
+        ``½‖Y − Σ K_i * Z_i‖²`` with the unit balls ``‖K_i‖ ≤ 1`` as the regularizer
+        (:class:`~latentebm.regularizers.UnitBall`), step ``1/L`` by backtracking from the last
+        one; then unit-norm kernels. Returns the norms before the
         renormalisation (the factor the codes must be multiplied by), ``(n_atoms,)``."""
         K = self.kernels.data
         L = self.step_lipschitz
@@ -298,29 +301,12 @@ class ConvDictionaryLearning(LatentModel):
                     r = ConvDictionary(V, boundary=self.boundary).decode(Z) - Y
                     return 0.5 * (r * r).sum()
 
-        x, t = K.clone(), 1.0
-        f_x = value(x)
-        for _ in range(n_steps):
-            f_y, grad = value_and_grad(K)
-            L = 0.5 * L
-            while True:
-                x_new = K - grad / L
-                x_new = x_new / x_new.flatten(1).norm(dim=1).clamp_min(1.0)[:, None, None, None]
-                d = x_new - K
-                f_new = value(x_new)
-                bound = f_y + (grad * d).sum() + 0.5 * L * (d * d).sum()
-                if bool(f_new <= bound + 1e-7 * f_y.abs()) or L > 1e30:
-                    break
-                L = 2.0 * L
-            if bool(f_new > f_x):  # restart: drop the momentum, step from the last iterate
-                K.copy_(x)
-                t = 1.0
-                continue
-            t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-            K.copy_(x_new + ((t - 1.0) / t_new) * (x_new - x))
-            x, f_x, t = x_new, f_new, t_new
-        K.copy_(x)
-        self.step_lipschitz = float(L)
+        result = smooth_proximal_gradient(
+            JointObjective(value, value_and_grad), K.unsqueeze(0), 1.0,
+            UnitBall(atom_ndim=K.dim() - 1), max_iter=n_steps, tol=0.0, shrink=0.5,
+            lipschitz=L, slack=1e-7)
+        K.copy_(result.z[0])
+        self.step_lipschitz = float(result.lipschitz[0])
         norms = K.flatten(1).norm(dim=1)
         scale = torch.where(norms > 1e-12, norms, torch.ones_like(norms))
         K.div_(scale[:, None, None, None])

@@ -12,32 +12,43 @@ FISTA with its duality-gap certificate, warm-started from ``p``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._problem import to_output
-from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
-from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
+from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..dictionary_update import normalize_columns_, sgd_update_
 from ..operators import DenseDictionary, batch_dot
+from ..problem import to_output
 from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
 from ..training.history import MeanRecord
 from ..training.loop import MinibatchLoop, resuming
-from .lista import LISTA, VARIANTS, _cosine, _load_optimizer, _optimizer_tensors
+from ..training.schedules import cosine_factor, cosine_schedule
+from ._base import LatentModel, ModelConfig, dtype_name
+from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
 
 ENCODERS = ("tanh", "lista")
-KIND = "psd"
-RESUME_KEYS = [
-    "n_features", "n_atoms", "lam", "beta", "encoder", "n_steps", "variant", "seed", "epochs",
-    "batch_size", "lr_decoder", "lr_encoder", "tol", "max_iter", "n_samples",
-]
+
+
+@dataclasses.dataclass(frozen=True)
+class PSDConfig(ModelConfig):
+    """The one source of a :class:`PSD`'s arguments."""
+
+    n_features: int
+    n_atoms: int
+    lam: float
+    beta: float = 1.0
+    encoder: str = "tanh"
+    n_steps: int = 3
+    variant: str = "lista"
+    seed: int = 0
+    dtype: str = "float32"
 
 
 class TanhEncoder(nn.Module):
@@ -57,7 +68,7 @@ class TanhEncoder(nn.Module):
         return self.g * torch.tanh(Y @ self.W_e.T + self.b)
 
 
-class PSD(nn.Module):
+class PSD(LatentModel):
     """Sparse coding with a trained feed-forward code predictor.
 
     lam: λ ≥ 0; beta: β ≥ 0, the weight of the prediction term. encoder: ``"tanh"`` or
@@ -65,6 +76,15 @@ class PSD(nn.Module):
     (atoms drawn from the training samples at the first :meth:`fit`), ``"random"``, or an array
     ``(n_features, n_atoms)`` such as a :class:`~latentebm.SparseCoding` dictionary.
     """
+
+    KIND = "psd"
+    Config = PSDConfig
+    TRAINING_STATE = ("n_updates_", "history_", "_init_from_data")
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder module (``config.encoder`` names its kind)."""
+        return self._modules["encoder"]
 
     def __init__(
         self,
@@ -82,19 +102,16 @@ class PSD(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.n_features = check_int(n_features, "n_features", low=1)
-        self.n_atoms = check_int(n_atoms, "n_atoms", low=1)
-        self.lam = check_lam(lam)
-        self.beta = check_scalar(beta, "beta", low=0.0)
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        self.encoder_kind, self.variant = encoder, variant
-        self.n_steps = check_int(n_steps, "n_steps", low=1)
-        self.seed = check_int(seed, "seed", low=0)
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.config = PSDConfig(
+            n_features=check_int(n_features, "n_features", low=1),
+            n_atoms=check_int(n_atoms, "n_atoms", low=1), lam=check_lam(lam),
+            beta=check_scalar(beta, "beta", low=0.0), encoder=encoder,
+            n_steps=check_int(n_steps, "n_steps", low=1), variant=variant,
+            seed=check_seed(seed), dtype=dtype_name(dtype))
         device = resolve_device(device)
         gen = torch.Generator().manual_seed(self.seed)
         W = torch.randn(self.n_features, self.n_atoms, generator=gen, dtype=torch.float64)
@@ -118,7 +135,7 @@ class PSD(nn.Module):
 
     def _build_encoder(self) -> None:
         W = self.W
-        if self.encoder_kind == "lista":
+        if self.config.encoder == "lista":
             self.encoder = LISTA(W, self.lam, self.n_steps, variant=self.variant, seed=self.seed)
         else:
             L = DenseDictionary(W).lipschitz((self.n_features,))
@@ -133,7 +150,7 @@ class PSD(nn.Module):
         """The encoder's codes ``Enc(Y)`` ``(batch, n_atoms)`` in one pass, without gradient."""
         numpy_out = not isinstance(Y, torch.Tensor)
         with torch.no_grad():
-            P = self._encode(self._check_signals(Y))
+            P = self(self._check_signals(Y))
         return to_output(P, numpy_out)
 
     def energy(self, Y: Any, Z: Any) -> Any:
@@ -142,7 +159,7 @@ class PSD(nn.Module):
         Y_t = self._check_signals(Y)
         Z_t = self._check_codes(Z, Y_t)
         with torch.no_grad():
-            P = self._encode(Y_t)
+            P = self(Y_t)
             r = Y_t - Z_t @ self.W.T
             d = Z_t - P
             prediction = 0.5 * self.beta * batch_dot(d, d)
@@ -157,38 +174,35 @@ class PSD(nn.Module):
         numpy_out = not isinstance(Y, torch.Tensor)
         Y_t = self._check_signals(Y)
         with torch.no_grad():
-            P = self._encode(Y_t)
+            P = self(Y_t)
             Y_aug, op = self._stacked(Y_t, P)
         if numpy_out:
             Y_aug, P = Y_aug.cpu().numpy(), P.cpu().numpy()
         return fista(Y_aug, op, self.lam, z0=P, tol=tol, max_iter=max_iter)
 
-    def as_energy(self):
-        """This model as the general :class:`~latentebm.LatentVariableEBM` with ``x = y``: the
-        encoder is the predictor (shared, not copied), the decoder is linear in ``z``,
-        ``Dec(h, z) = [W; √β I] z + [0; −√β h]``, and the target is ``[y; 0]``
-        (:meth:`stacked_target`), so ``E(y, [y; 0], z)`` is this model's energy and inference is
-        the same FISTA over the same stacked operator."""
-        from ..energy import LatentVariableEBM
-        from ..energy.decoders import ConditionalLinearDecoder
-
+    def energy_parts(self) -> tuple[nn.Module, DenseDictionary, nn.Module, L1, float]:
+        """This model as the parts of the general energy ``E(x, y, z) = ½‖y − Dec(Pred(x), z)‖²
+        + λ‖z‖₁`` with ``x = y`` (see :meth:`LatentVariableEBM.from_model
+        <latentebm.LatentVariableEBM.from_model>`): the encoder is the predictor (shared, not
+        copied), ``Dec(h, z) = [W; √β I] z + [0; −√β h]``, and the target is ``[y; 0]``
+        (:meth:`stacked_target`), so the energy is this model's and inference is the same FISTA
+        over the same stacked operator. Returns ``(predictor, operator, offset, regularizer,
+        lam)``."""
         _, op = self._stacked(self.W[:1], torch.zeros(1, self.n_atoms, dtype=self.W.dtype,
                                                        device=self.W.device))
         offset = _PredictionOffset(self.n_features, math.sqrt(self.beta))
-        decoder = ConditionalLinearDecoder(op.W, offset=offset, normalize=False)
-        return LatentVariableEBM(_Encode(self), decoder, L1(), self.lam)
+        return self.encoder, op, offset, L1(), self.lam
 
     def stacked_target(self, Y: torch.Tensor) -> torch.Tensor:
-        """``[y; 0]`` ``(batch, n_features + n_atoms)``: the target of :meth:`as_energy`."""
+        """``[y; 0]`` ``(batch, n_features + n_atoms)``: the target of :meth:`energy_parts`."""
         return torch.cat([Y, Y.new_zeros(Y.shape[0], self.n_atoms)], 1)
 
     def free_energy(self, Y: Any, **kwargs: Any) -> Any:
         """``min_z E(y, z)`` per sample (see :meth:`infer`)."""
         return self.infer(Y, **kwargs).energy
 
-    def _encode(self, Y: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.encoder, LISTA):
-            return self.encoder.unroll(Y)[-1]
+    def forward(self, Y: torch.Tensor) -> torch.Tensor:
+        """The encoder's prediction ``Enc(Y)`` ``(batch, n_atoms)`` of validated signals."""
         return self.encoder(Y)
 
     def _stacked(self, Y: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, DenseDictionary]:
@@ -235,34 +249,39 @@ class PSD(nn.Module):
         checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
         n = Y_t.shape[0]
         batch_size = min(batch_size, n)
-        config = self._config(
-            epochs=epochs, batch_size=batch_size, lr_decoder=lr_decoder, lr_encoder=lr_encoder,
-            tol=tol, max_iter=max_iter, n_samples=n,
-        )
+        fit_args = {"epochs": epochs, "batch_size": batch_size, "lr_decoder": lr_decoder,
+                    "lr_encoder": lr_encoder, "tol": tol, "max_iter": max_iter, "n_samples": n}
         start = (0, 0)
         from_checkpoint = resuming(resume, checkpoint)
         if not from_checkpoint and self._init_from_data and self.n_updates_ == 0:
             self._init_atoms_from(Y_t)
         optimizer = torch.optim.Adam(self.encoder.parameters(), lr=lr_encoder)
+        total = epochs * -(-n // batch_size)
+        scheduler = cosine_schedule(optimizer, total, FINAL_LR_FRACTION)
         if from_checkpoint:
-            start = self._restore(checkpoint, config, optimizer)
+            start = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
+                                     scheduler=scheduler).position
+
+        def save(epoch: int, batch: int) -> None:
+            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
+                                           optimizer=optimizer, scheduler=scheduler)
+
         loop = MinibatchLoop(
             n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=partial(self._save, checkpoint, config, optimizer),
-            checkpoint_every=checkpoint_every, desc=f"PSD ({self.encoder_kind})",
+            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
+            optimizer=optimizer, scheduler=scheduler, desc=f"PSD ({self.config.encoder})",
             progress=progress,
         )
         with loop:
             for epoch in loop.epochs():
                 stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
-                    factor = _cosine(1.0, b.step, loop.total)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr_encoder * factor
-                    stats.add(self._update(optimizer, Y_t[b.idx], lr_decoder * factor, tol,
-                                           max_iter))
+                    factor = cosine_factor(b.step, loop.total, FINAL_LR_FRACTION)
+                    record = self._update(optimizer, Y_t[b.idx], lr_decoder * factor, tol,
+                                          max_iter)
+                    stats.add(record)
                     self.n_updates_ += 1
-                    loop.step_done(b, self.n_updates_,
+                    loop.step_done(b, self.n_updates_, loss=record["energy"],
                                    postfix={"energy": f"{stats.mean('energy'):.4g}"},
                                    callback=callback, callback_args=(self.n_updates_, self))
                 stats.close()
@@ -271,87 +290,25 @@ class PSD(nn.Module):
     def _update(self, optimizer, Yb: torch.Tensor, lr_decoder: float, tol: float,
                 max_iter: int) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            P = self._encode(Yb)
+            P = self(Yb)
             Y_aug, op = self._stacked(Yb, P)
             out = proximal_gradient(op, Y_aug, self.lam, L1(), z0=P, tol=tol, max_iter=max_iter)
-            Z = out["z"]
+            Z = out.z
             r = Yb - P @ self.W.T
             lasso_pred = 0.5 * batch_dot(r, r) + self.lam * P.abs().sum(1)
             sgd_update_(self.W, Yb, Z, lr_decoder)
         optimizer.zero_grad(set_to_none=True)
-        loss = 0.5 * self.beta * (Z - self._encode(Yb)).pow(2).sum(1)
+        loss = 0.5 * self.beta * (Z - self(Yb)).pow(2).sum(1)
         loss.mean().backward()
         optimizer.step()
         return {
-            "energy": out["energy"], "lasso_energy_encoder": lasso_pred,
-            "prediction_error": (Z - P).pow(2).sum(1), "fista_iterations": out["n_iter"],
+            "energy": out.energy, "lasso_energy_encoder": lasso_pred,
+            "prediction_error": (Z - P).pow(2).sum(1), "fista_iterations": out.n_iter_per_sample,
         }
-
-    # ----------------------------------------------------------------- checkpoints
-    def save(self, path: str | os.PathLike) -> None:
-        """Save decoder, encoder and configuration to a safetensors file."""
-        self._save(path, self._config(), None, None, None)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> PSD:
-        tensors, config = load_checkpoint(path, kind=KIND)
-        dtype = torch.float64 if tensors["W"].dtype == torch.float64 else torch.float32
-        model = cls(
-            config["n_features"], config["n_atoms"], config["lam"], config["beta"],
-            encoder=config["encoder"], n_steps=config["n_steps"], variant=config["variant"],
-            init=tensors["W"], seed=config["seed"], device=device, dtype=dtype,
-        )
-        model._load_state(tensors, config)
-        return model
-
-    def _config(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "n_features": self.n_features, "n_atoms": self.n_atoms, "lam": self.lam,
-            "beta": self.beta, "encoder": self.encoder_kind, "n_steps": self.n_steps,
-            "variant": self.variant, "seed": self.seed, **extra,
-        }
-
-    def _save(self, path, config, optimizer, epoch, batch) -> None:
-        tensors = {name: t.detach() for name, t in self.state_dict().items()}
-        if optimizer is not None:
-            tensors.update(_optimizer_tensors(optimizer))
-        state = {**config, "n_updates": self.n_updates_, "epoch": epoch, "batch": batch,
-                 "history": self.history_}
-        save_checkpoint(path, tensors, state, kind=KIND)
-
-    def _restore(self, path, config, optimizer) -> tuple[int, int]:
-        """Load a training state; returns its ``(epoch, batch)`` position."""
-        tensors, saved = load_checkpoint(path, kind=KIND)
-        check_config_matches(saved, config, RESUME_KEYS)
-        if saved.get("epoch") is None:
-            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
-        self._load_state(tensors, saved)
-        _load_optimizer(optimizer, tensors, self.W.device)
-        return saved["epoch"], saved["batch"]
-
-    def _load_state(self, tensors, config) -> None:
-        own = self.state_dict()
-        for name, target in own.items():
-            if name not in tensors or tuple(tensors[name].shape) != tuple(target.shape):
-                raise ValueError(
-                    f"checkpoint tensor {name!r} is missing or has another shape: the "
-                    "checkpoint is from another configuration"
-                )
-            target.copy_(tensors[name].to(target.device, target.dtype))
-        self.n_updates_ = int(config.get("n_updates", 0))
-        self.history_ = list(config.get("history", []))
-        self._init_from_data = False
 
     # ----------------------------------------------------------------- helpers
     def _check_signals(self, Y: Any) -> torch.Tensor:
-        if isinstance(Y, torch.Tensor):
-            Y_t = as_tensor(Y, "Y", ndim=2)
-            if Y_t.device != self.W.device:
-                raise ValueError(f"Y is on {Y_t.device} but the model is on {self.W.device}")
-            if Y_t.dtype != self.W.dtype:
-                raise TypeError(f"Y has dtype {Y_t.dtype} but the model has {self.W.dtype}")
-        else:
-            Y_t = as_tensor(Y, "Y", ndim=2).to(self.W.device, self.W.dtype)
+        Y_t, _ = self.check_input(Y, "Y", ndim=2)
         if Y_t.shape[1] != self.n_features:
             raise ValueError(
                 f"Y must have shape (batch, {self.n_features}) to match the decoder of shape "
@@ -384,19 +341,6 @@ class PSD(nn.Module):
         self._init_from_data = False
 
 
-class _Encode(nn.Module):
-    """The PSD encoder as a predictor module (LISTA's last iterate, or the tanh encoder)."""
-
-    def __init__(self, psd: PSD) -> None:
-        super().__init__()
-        self.encoder = psd.encoder
-
-    def forward(self, Y: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.encoder, LISTA):
-            return self.encoder.unroll(Y)[-1]
-        return self.encoder(Y)
-
-
 class _PredictionOffset(nn.Module):
     """``h ↦ [0; −√β h]``: puts the prediction term ``(β/2)‖z − h‖²`` into a stacked cost."""
 
@@ -414,4 +358,4 @@ class _EpochStats(MeanRecord):
     KEYS = ("energy", "lasso_energy_encoder", "prediction_error", "fista_iterations")
 
 
-__all__ = ["PSD", "TanhEncoder", "ENCODERS"]
+__all__ = ["PSD", "PSDConfig", "TanhEncoder", "ENCODERS"]

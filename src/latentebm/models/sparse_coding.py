@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from .._problem import to_output
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..dictionary_update import (
     accumulate_statistics_,
@@ -21,6 +20,7 @@ from ..dictionary_update import (
 )
 from ..objective import lasso_energy
 from ..operators import DenseDictionary
+from ..problem import to_output
 from ..regularizers import get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
 from ..training.history import EpochRecord
@@ -248,12 +248,12 @@ class SparseCoding(LatentModel):
                 for b in epoch:
                     Yb = Y_t[b.idx]
                     out = self(Yb, codes[b.idx], tol=tol, max_iter=max_iter)
-                    Z = out["z"]
+                    Z = out.z
                     codes[b.idx] = Z
                     self._dictionary_step(Yb, Z, method, lr, dead_after, stats)
-                    stats.add(out["energy"], Z)
+                    stats.add(out.energy, Z)
                     loop.step_done(
-                        b, self.n_steps_, loss=out["energy"],
+                        b, self.n_steps_, loss=out.energy,
                         postfix={"energy": f"{stats.mean_energy:.4g}",
                                  "nnz": f"{stats.mean_nnz:.1f}"},
                         callback=callback, callback_args=(self.n_steps_, self),

@@ -11,6 +11,7 @@ negative ELBO, an upper bound on ``−log p(x)``. β is the strength of the KL "
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -21,9 +22,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._validation import as_tensor, check_int, check_scalar, resolve_device
-from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
-from ..training.interrupt import GracefulInterrupt
+from .._validation import as_tensor, check_int, check_scalar, check_seed, resolve_device
+from ..solvers import SolverResult
+from ..training.loop import MinibatchLoop, resuming
+from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 from .vae_parts import (
     LIKELIHOODS,
     Decoder,
@@ -38,25 +40,22 @@ from .vae_parts import (
     log_standard_normal,
 )
 
-KIND = "vae"
-RESUME_KEYS = [
-    "input_shape",
-    "latent_dim",
-    "encoder",
-    "likelihood",
-    "beta",
-    "learn_variance",
-    "fixed_sigma",
-    "hidden",
-    "obs_sigma",
-    "seed",
-    "dtype",
-    "batch_size",
-    "n_samples",
-    "lr",
-    "warmup_epochs",
-    "dynamic_binarization",
-]
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig(ModelConfig):
+    """The one source of a :class:`VAE`'s arguments."""
+
+    input_shape: tuple[int, ...]
+    latent_dim: int
+    encoder: str = "mlp"
+    likelihood: str = "bernoulli"
+    beta: float = 1.0
+    learn_variance: bool = True
+    fixed_sigma: float = 1.0
+    hidden: tuple[int, ...] = (400,)
+    obs_sigma: float | None = None
+    seed: int = 0
+    dtype: str = "float32"
 
 
 class VAEOutput(NamedTuple):
@@ -89,7 +88,7 @@ class LogLikelihood(NamedTuple):
         }
 
 
-class VAE(nn.Module):
+class VAE(LatentModel):
     """A VAE on inputs of shape ``input_shape`` with a ``latent_dim``-dimensional Gaussian code.
 
     ``encoder``: ``"mlp"`` (``hidden`` ReLU layers; the default ``(400,)`` gives 784-400-20),
@@ -101,6 +100,15 @@ class VAE(nn.Module):
     Weights are initialised from ``seed``; inputs may be ``(batch, *input_shape)`` or flat
     ``(batch, prod(input_shape))``.
     """
+
+    KIND = "vae"
+    Config = VAEConfig
+    TRAINING_STATE = ("n_steps_", "history_")
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder network (``config.encoder`` names its kind)."""
+        return self._modules["encoder"]
 
     def __init__(
         self,
@@ -119,29 +127,25 @@ class VAE(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.input_shape = _check_shape(input_shape)
-        self.n_features = math.prod(self.input_shape)
-        self.latent_dim = check_int(latent_dim, "latent_dim", low=1)
-        check_architecture(self.input_shape, encoder)
+        input_shape = _check_shape(input_shape)
+        check_architecture(input_shape, encoder)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-        self.encoder_kind, self.likelihood = encoder, likelihood
-        self.beta = check_scalar(beta, "beta", low=0.0)
         if not isinstance(learn_variance, bool):
             raise TypeError(f"learn_variance must be a bool, got {type(learn_variance).__name__}")
-        self.learn_variance = learn_variance
-        self.fixed_sigma = check_scalar(fixed_sigma, "fixed_sigma", low=0.0, low_inclusive=False)
-        self.hidden = tuple(check_int(h, "hidden", low=1) for h in hidden)
-        if encoder != "linear" and not self.hidden:
+        hidden = tuple(check_int(h, "hidden", low=1) for h in hidden)
+        if encoder != "linear" and not hidden:
             raise ValueError(f"hidden must name at least one layer size for encoder={encoder!r}")
-        self.obs_sigma = (
-            None
-            if obs_sigma is None
-            else check_scalar(obs_sigma, "obs_sigma", low=0.0, low_inclusive=False)
-        )
-        self.seed = check_int(seed, "seed", low=0)
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.config = VAEConfig(
+            input_shape=input_shape, latent_dim=check_int(latent_dim, "latent_dim", low=1),
+            encoder=encoder, likelihood=likelihood, beta=check_scalar(beta, "beta", low=0.0),
+            learn_variance=learn_variance,
+            fixed_sigma=check_scalar(fixed_sigma, "fixed_sigma", low=0.0, low_inclusive=False),
+            hidden=hidden,
+            obs_sigma=None if obs_sigma is None
+            else check_scalar(obs_sigma, "obs_sigma", low=0.0, low_inclusive=False),
+            seed=check_seed(seed), dtype=dtype_name(dtype))
+        self.n_features = math.prod(self.input_shape)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.encoder = Encoder(
@@ -159,35 +163,14 @@ class VAE(nn.Module):
         self.n_steps_ = 0
         self.history_: list[dict[str, Any]] = []
 
-    # ------------------------------------------------------------------ properties
-    @property
-    def device(self) -> torch.device:
-        return self.encoder.mu.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.encoder.mu.weight.dtype
-
-    def config(self) -> dict[str, Any]:
-        """The constructor arguments (JSON-serialisable)."""
-        return {
-            "input_shape": list(self.input_shape),
-            "latent_dim": self.latent_dim,
-            "encoder": self.encoder_kind,
-            "likelihood": self.likelihood,
-            "beta": self.beta,
-            "learn_variance": self.learn_variance,
-            "fixed_sigma": self.fixed_sigma,
-            "hidden": list(self.hidden),
-            "obs_sigma": self.obs_sigma,
-            "seed": self.seed,
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
-
     # ------------------------------------------------------------------ the model
-    def encode(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior parameters ``(μ, log σ²)``, each ``(batch, latent_dim)``."""
-        return self.encoder(self._check_x(x))
+    def encode(self, x: Any) -> SolverResult:
+        """The posterior means ``μ(x)`` ``(batch, latent_dim)`` as a :class:`SolverResult`
+        (``z``), without gradient; :meth:`posterior` gives ``(μ, log σ²)``."""
+        numpy_out = not isinstance(x, torch.Tensor)
+        with torch.no_grad():
+            mu = self.encoder(self._check_x(x))[0]
+        return codes_only(mu.cpu().numpy() if numpy_out else mu)
 
     def posterior(self, x: Any, *, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
         """``(μ, log σ²)`` of many images, in batches and without gradients."""
@@ -203,11 +186,18 @@ class VAE(nn.Module):
         return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
     def forward(
-        self, x: Any, *, beta: float | None = None, generator: torch.Generator | None = None
+        self, x: torch.Tensor, *, beta: float | None = None,
+        generator: torch.Generator | None = None
     ) -> VAEOutput:
-        """One reparameterised sample per image; see the module docstring for the reduction."""
+        """One reparameterised sample per image of validated images ``x``
+        ``(batch, *input_shape)``; see the module docstring for the reduction."""
+        return self._loss(x, self.beta if beta is None else beta, generator)
+
+    def loss(self, x: Any, *, beta: float | None = None,
+             generator: torch.Generator | None = None) -> VAEOutput:
+        """:meth:`forward` on validated ``x`` (any accepted shape, NumPy or tensor)."""
         b = self.beta if beta is None else check_scalar(beta, "beta", low=0.0)
-        return self._loss(self._check_x(x), b, generator)
+        return self(self._check_x(x), beta=b, generator=generator)
 
     def elbo(
         self,
@@ -345,129 +335,55 @@ class VAE(nn.Module):
             if checkpoint_every is None
             else check_int(checkpoint_every, "checkpoint_every", low=1)
         )
-        config = {
-            **self.config(),
-            "batch_size": batch_size,
-            "n_samples": n,
-            "lr": lr,
-            "warmup_epochs": warmup_epochs,
-            "dynamic_binarization": dynamic_binarization,
-        }
+        fit_args = {"batch_size": batch_size, "n_samples": n, "lr": lr,
+                    "warmup_epochs": warmup_epochs,
+                    "dynamic_binarization": dynamic_binarization}
         opt = _adam(self.parameters(), lr)
         sums = torch.zeros(4, device=self.device, dtype=torch.float64)  # loss, rec, kl, count
-        start_epoch, start_batch, seconds_before = 0, 0, 0.0
-        if resume and checkpoint is not None and os.path.exists(checkpoint):
-            start_epoch, start_batch, seconds_before = self._restore(checkpoint, config, opt, sums)
+        start, seconds_before = (0, 0), 0.0
+        if resuming(resume, checkpoint):
+            state = self.resume_from(checkpoint, fit_args, optimizer=opt)
+            start = state.position
+            sums.copy_(state.extra["running"])
+            seconds_before = float(state.extra["epoch_seconds"])
         warmup_steps = warmup_epochs * steps_per_epoch
         gen = torch.Generator(device=self.device)
-        bad = torch.zeros((), dtype=torch.bool, device=self.device)
-        position = (start_epoch, start_batch)
-        last_good = None
-        epoch_start = time.perf_counter()
+        clock = {"epoch_start": time.perf_counter(), "before": seconds_before}
 
-        def verify(step: int) -> None:
-            if bool(bad) or not all(bool(torch.isfinite(p).all()) for p in self.parameters()):
-                where = f"epoch {position[0]}, step {step}"
-                kept = (
-                    f"the last good checkpoint ({checkpoint}, step {last_good}) was kept"
-                    if last_good is not None
-                    else "no checkpoint was written by this call"
-                )
-                raise FloatingPointError(
-                    f"training diverged: the loss or weights became NaN/inf by {where}; {kept}. "
-                    "Lower lr, use warmup_epochs, or check the data, then resume."
-                )
+        def save(epoch: int, batch: int) -> None:
+            seconds = clock["before"] + time.perf_counter() - clock["epoch_start"] if batch else 0.0
+            self.write_training_checkpoint(
+                checkpoint, fit_args, (epoch, batch), optimizer=opt,
+                extra={"running": sums, "epoch_seconds": torch.tensor(seconds)})
 
-        def save() -> None:
-            nonlocal last_good
-            if checkpoint is not None:
-                verify(self.n_steps_)
-                seconds = seconds_before + time.perf_counter() - epoch_start
-                self._save_training(checkpoint, config, opt, sums, *position, seconds)
-                last_good = self.n_steps_
-
-        bar = tqdm(
-            total=epochs * steps_per_epoch,
-            initial=start_epoch * steps_per_epoch + start_batch,
-            disable=not progress,
-            desc="vae",
-            unit="batch",
-            leave=False,
+        loop = MinibatchLoop(
+            n, batch_size, epochs, seed=self.seed, device=self.device, start=start,
+            checkpoint=checkpoint, save=save, checkpoint_every=every, check_every=check_every,
+            watch=self, optimizer=opt, desc="vae", progress=progress,
         )
         self.train()
-        with GracefulInterrupt() as interrupt:
-            try:
-                for epoch in range(start_epoch, epochs):
-                    epoch_start = time.perf_counter()
-                    order = self._epoch_order(n, epoch)
-                    first = start_batch if epoch == start_epoch else 0
-                    for batch in range(first, steps_per_epoch):
-                        gen.manual_seed(self.seed * 1_000_003 + self.n_steps_)
-                        xb = X_t[order[batch * batch_size : (batch + 1) * batch_size]]
-                        if dynamic_binarization:
-                            xb = binarize(xb, gen)
-                        beta = self.beta
-                        if warmup_steps > 0:
-                            beta *= min(1.0, (self.n_steps_ + 1) / warmup_steps)
-                        self._train_step(opt, xb, beta, gen, sums, bad)
-                        last = batch + 1 == steps_per_epoch
-                        position = (epoch + 1, 0) if last else (epoch, batch + 1)
-                        bar.update(1)
-                        if self.n_steps_ % check_every == 0:
-                            verify(self.n_steps_)
-                            bar.set_postfix(
-                                loss=f"{float(sums[0] / sums[3]):.2f}", beta=f"{beta:.3g}"
-                            )
-                        if last:
-                            verify(self.n_steps_)
-                            self._close_epoch(
-                                epoch, sums, beta, epoch_start, seconds_before, X_val, on_epoch_end
-                            )
-                            seconds_before, epoch_start = 0.0, time.perf_counter()
-                        if callback is not None:
-                            callback(self.n_steps_, self)
-                        if self.n_steps_ % every == 0 or last:
-                            save()
-                        interrupt.raise_if_requested()
-            except KeyboardInterrupt:
-                save()
-                bar.close()
-                raise
-        bar.close()
+        with loop:
+            for epoch in loop.epochs():
+                clock["epoch_start"] = time.perf_counter()
+                for b in epoch:
+                    gen.manual_seed(self.seed * 1_000_003 + self.n_steps_)
+                    xb = X_t[b.idx]
+                    if dynamic_binarization:
+                        xb = binarize(xb, gen)
+                    beta = self.beta
+                    if warmup_steps > 0:
+                        beta *= min(1.0, (self.n_steps_ + 1) / warmup_steps)
+                    loss = self._train_step(opt, xb, beta, gen, sums)
+                    if b.batch + 1 == epoch.steps_per_epoch:
+                        self._close_epoch(epoch.index, sums, beta, clock, X_val, on_epoch_end)
+                    postfix = None
+                    if self.n_steps_ % check_every == 0 and sums[3] > 0:
+                        postfix = {"loss": f"{float(sums[0] / sums[3]):.2f}",
+                                   "beta": f"{beta:.3g}"}
+                    loop.step_done(b, self.n_steps_, loss=loss, postfix=postfix,
+                                   callback=callback, callback_args=(self.n_steps_, self))
         self.eval()
-        if last_good != self.n_steps_:
-            save()
         return self.history_
-
-    # ------------------------------------------------------------------ save / load
-    def save(self, path: str | os.PathLike) -> None:
-        """Save weights and configuration (safetensors + JSON metadata)."""
-        state = {**self.config(), "n_steps": self.n_steps_, "history": self.history_}
-        save_checkpoint(path, self._weights(), state, kind=KIND)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None) -> VAE:
-        """A model saved by :meth:`save` or a :meth:`fit` checkpoint (weights only)."""
-        tensors, cfg = load_checkpoint(path, kind=KIND)
-        model = cls(
-            cfg["input_shape"],
-            cfg["latent_dim"],
-            encoder=cfg["encoder"],
-            likelihood=cfg["likelihood"],
-            beta=cfg["beta"],
-            learn_variance=cfg["learn_variance"],
-            fixed_sigma=cfg["fixed_sigma"],
-            hidden=cfg["hidden"],
-            obs_sigma=cfg["obs_sigma"],
-            seed=cfg["seed"],
-            device=device,
-            dtype=getattr(torch, cfg["dtype"]),
-        )
-        model._load_weights(tensors)
-        model.n_steps_ = int(cfg.get("n_steps", 0))
-        model.history_ = list(cfg.get("history", []))
-        model.eval()
-        return model
 
     # ------------------------------------------------------------------ internals
     def _loss(self, x: torch.Tensor, beta: float, generator: torch.Generator | None) -> VAEOutput:
@@ -485,19 +401,18 @@ class VAE(nn.Module):
         beta: float,
         generator: torch.Generator,
         sums: torch.Tensor,
-        bad: torch.Tensor,
-    ) -> None:
-        """One Adam step; accumulates (loss, rec, kl, count) into ``sums`` and flags a
-        non-finite loss in ``bad``, both on the device (no host sync)."""
-        out = self._loss(x, beta, generator)
+    ) -> torch.Tensor:
+        """One Adam step through :meth:`forward`; accumulates (loss, rec, kl, count) into
+        ``sums`` on the device (no host sync) and returns the detached loss."""
+        out = self(x, beta=beta, generator=generator)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
         self.n_steps_ += 1
         with torch.no_grad():
-            bad |= ~torch.isfinite(out.loss)
             m = out.loss.new_tensor(x.shape[0])
             sums += torch.stack([out.loss * m, out.reconstruction * m, out.kl * m, m]).double()
+        return out.loss.detach()
 
     def _reparameterize(
         self,
@@ -552,60 +467,7 @@ class VAE(nn.Module):
             return as_tensor(x, name)
         return as_tensor(x, name).to(self.device, self.dtype)
 
-    def _epoch_order(self, n: int, epoch: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=gen).to(self.device)
-
-    def _weights(self) -> dict[str, torch.Tensor]:
-        return {f"model.{k}": v for k, v in self.state_dict().items()}
-
-    def _load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
-        state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-        self.load_state_dict(state)
-
-    def _save_training(self, path, config, opt, sums, epoch, batch, seconds) -> None:
-        tensors = {**self._weights(), "running": sums}
-        for i, p in enumerate(self.parameters()):
-            st = opt.state.get(p, {})
-            for key in ("exp_avg", "exp_avg_sq", "step"):
-                if key in st:
-                    tensors[f"adam.{i}.{key}"] = torch.as_tensor(st[key])
-        state = {
-            **config,
-            "n_steps": self.n_steps_,
-            "epoch": epoch,
-            "batch": batch,
-            "epoch_seconds": seconds if batch else 0.0,
-            "history": self.history_,
-        }
-        save_checkpoint(path, tensors, state, kind=KIND)
-
-    def _restore(self, path, config, opt, sums) -> tuple[int, int, float]:
-        tensors, saved = load_checkpoint(path, kind=KIND)
-        check_config_matches(saved, config, RESUME_KEYS)
-        if "running" not in tensors:
-            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
-        self._load_weights({k: v.to(self.device) for k, v in tensors.items()})
-        fused = bool(opt.defaults.get("fused"))
-
-        def step_device(p: torch.Tensor) -> torch.device:
-            return p.device if fused else torch.device("cpu")
-
-        for i, p in enumerate(self.parameters()):
-            if f"adam.{i}.step" in tensors:
-                opt.state[p] = {
-                    "step": tensors[f"adam.{i}.step"].to(step_device(p)),
-                    "exp_avg": tensors[f"adam.{i}.exp_avg"].to(p.device, p.dtype),
-                    "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].to(p.device, p.dtype),
-                }
-        sums.copy_(tensors["running"])
-        self.n_steps_ = int(saved["n_steps"])
-        self.history_ = list(saved["history"])
-        return int(saved["epoch"]), int(saved["batch"]), float(saved.get("epoch_seconds", 0.0))
-
-    def _close_epoch(
-        self, epoch, sums, beta, epoch_start, seconds_before, X_val, on_epoch_end
-    ) -> None:
+    def _close_epoch(self, epoch, sums, beta, clock, X_val, on_epoch_end) -> None:
         loss, rec, kl, count = (float(v) for v in sums)
         entry = {
             "epoch": epoch,
@@ -614,7 +476,7 @@ class VAE(nn.Module):
             "kl": kl / count,
             "beta": beta,
             "steps": self.n_steps_,
-            "seconds": seconds_before + time.perf_counter() - epoch_start,
+            "seconds": clock["before"] + time.perf_counter() - clock["epoch_start"],
         }
         if X_val is not None:
             self.eval()
@@ -625,6 +487,7 @@ class VAE(nn.Module):
             on_epoch_end(self, entry)
         self.history_.append(entry)
         sums.zero_()
+        clock["before"] = 0.0
 
 
 def _adam(params: Any, lr: float) -> torch.optim.Adam:

@@ -61,6 +61,12 @@ class LinearOperator(abc.ABC):
     def normalize_(self) -> LinearOperator:
         """Rescale atoms to unit Euclidean norm in place; returns ``self``."""
 
+    def gram_matrix(self) -> torch.Tensor | None:
+        """The explicit Gram matrix ``AᵀA`` ``(n_atoms, n_atoms)`` where the operator has a
+        small one (a dense dictionary), else ``None``. Solvers read structure from this (exact
+        finishes on a support, coordinate descent, per-sample step sizes), never from types."""
+        return None
+
     def gram(self, z: torch.Tensor) -> torch.Tensor:
         """``AᵀA z``; operators override this when a cheaper route exists."""
         return self.adjoint(self.decode(z))

@@ -117,6 +117,9 @@ def write_checkpoint(
     ------
     FloatingPointError
         A tensor holds NaN or inf; nothing is written and an existing file is left intact.
+    OSError
+        The write failed (a full disk, say); an existing file is left intact and the message
+        says so.
     """
     skeleton, tensors = flatten(dict(state_dict), "model")
     meta = {"format": FORMAT, "kind": kind, "latentebm": _version(),
@@ -137,8 +140,14 @@ def write_checkpoint(
             + (" (the existing file is left intact)" if os.path.exists(path) else "")
         )
     payload = {name: t.to("cpu").contiguous() for name, t in tensors.items()}
-    with atomic_path(path, ".safetensors") as tmp:
-        save_file(payload, str(tmp), metadata=meta)
+    try:
+        with atomic_path(path, ".safetensors") as tmp:
+            save_file(payload, str(tmp), metadata=meta)
+    except OSError as exc:
+        kept = ("the previous checkpoint there is intact" if os.path.exists(path)
+                else "no checkpoint was written")
+        raise OSError(exc.errno, f"could not write checkpoint {path} ({exc.strerror or exc}); "
+                      f"{kept}") from exc
     return Path(path)
 
 

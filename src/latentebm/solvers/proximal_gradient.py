@@ -6,7 +6,7 @@ Gram product ``AᵀA`` (for a dense dictionary one ``n_atoms × n_atoms`` matmul
 ``AᵀA x`` of the extrapolated point by linearity. Every ``check_every`` iterations it evaluates
 each sample's duality gap from quantities it already holds (``Aᵀr = Aᵀy − AᵀAz``), retires the
 samples whose relative gap is below ``tol`` (the working batch shrinks) and, for dense
-dictionaries, tries to solve exactly on the identified support (:mod:`latentebm._support_solve`).
+dictionaries, tries to solve exactly on the identified support (:mod:`.active_set`).
 In float64 those are the returned energies and gaps; in lower precision they are recomputed
 once at the end from the true residual.
 """
@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from ._support_solve import support_solve
-from .objective import energy_and_gap, energy_and_gap_from
-from .operators import DenseDictionary, LinearOperator, batch_dot, per_sample
-from .regularizers import L1, NonNegL1, Regularizer
+from ..objective import energy_and_gap, energy_and_gap_from
+from ..operators import LinearOperator, batch_dot, per_sample
+from ..regularizers import Regularizer
+from .active_set import support_solve
+from .result import Callback, IterationState, SolverResult
 
 STEP_SHRINK = 0.9
 """With backtracking, ``L`` is multiplied by this every step, so the step follows the local
@@ -69,21 +70,59 @@ def proximal_gradient(
     restart: bool = True,
     check_every: int = 10,
     polish: bool = True,
-) -> dict[str, torch.Tensor]:
+    callback: Callback | None = None,
+) -> SolverResult:
     """The tensor-level solver (inputs already validated; call under ``torch.no_grad()``).
 
-    ``backtracking``: per-sample ``L`` from a Rayleigh quotient (or ``lipschitz``), shrunk by
-    :data:`STEP_SHRINK` every step and doubled where a step overshoots; otherwise the fixed
-    ``L = lipschitz`` or a power-iteration bound on ``λ_max(AᵀA)``. ``None``: backtracking for
-    a dense dictionary without a given ``lipschitz`` (a redone step costs one small matmul).
-    Returns a dict of tensors: ``z``, ``gap``, ``energy``, ``converged``, ``n_iter``.
+    Parameters
+    ----------
+    op : LinearOperator
+        The decoder ``A``.
+    Y : torch.Tensor, shape (batch, *signal_dims)
+        Signals.
+    lam : float
+        λ ≥ 0.
+    reg : Regularizer
+        The penalty ``R``.
+    accelerated : bool
+        FISTA (momentum) or ISTA.
+    max_iter, tol, check_every : int, float, int
+        Iteration cap, relative duality-gap tolerance, and how often the gap is checked.
+    z0 : torch.Tensor or None, shape (batch, *code_dims)
+        Warm start (zeros by default).
+    lipschitz : float or None
+        A known bound on ``λ_max(AᵀA)``.
+    backtracking : bool or None
+        Per-sample ``L`` from a Rayleigh quotient (or ``lipschitz``), shrunk by
+        :data:`STEP_SHRINK` every step and doubled where a step overshoots; otherwise the fixed
+        ``L = lipschitz`` or a power-iteration bound on ``λ_max(AᵀA)``. ``None``: backtracking
+        where the operator has an explicit Gram matrix and no ``lipschitz`` is given (a redone
+        step costs one small matmul).
+    restart : bool
+        Adaptive restart of the momentum.
+    polish : bool
+        The exact active-set finish, where the operator has an explicit Gram matrix and the
+        penalty is an L1 norm.
+    callback : callable or None
+        ``callback(iteration, IterationState)`` after every iteration.
+
+    Returns
+    -------
+    SolverResult
+        Tensors; ``converged`` is false wherever the energy or gap is not finite.
+
+    Raises
+    ------
+    FloatingPointError
+        When the iterates diverge (a fixed step ``1/lipschitz`` that is too long).
     """
     batch = Y.shape[0]
     code_shape = (batch, *op.code_shape(tuple(Y.shape[1:])))
     z = torch.zeros(code_shape, dtype=Y.dtype, device=Y.device) if z0 is None else z0.clone()
     b = op.adjoint(Y)
+    explicit_gram = op.gram_matrix() is not None
     if backtracking is None:
-        backtracking = lipschitz is None and isinstance(op, DenseDictionary)
+        backtracking = lipschitz is None and explicit_gram
     if backtracking:
         L = _rayleigh_start(op, b) if lipschitz is None else b.new_full((batch,), lipschitz)
     elif lipschitz is None:
@@ -91,8 +130,7 @@ def proximal_gradient(
     else:
         L = torch.tensor(lipschitz, dtype=Y.dtype, device=Y.device)
     # the finish solves the L1 optimality system, so other penalties skip it
-    can_polish = (polish and lam > 0 and isinstance(op, DenseDictionary)
-                  and type(reg) in (L1, NonNegL1))
+    can_polish = polish and lam > 0 and explicit_gram and reg.is_l1
     out_z = z.clone()
     out_conv = torch.zeros(batch, dtype=torch.bool, device=Y.device)
     out_iter = torch.zeros(batch, dtype=torch.long, device=Y.device)
@@ -103,28 +141,61 @@ def proximal_gradient(
     for k in range(1, max_iter + 1):
         _step(op, state, lam, reg, accelerated, restart, backtracking)
         if k % check_every and k != max_iter:
+            if callback is not None:
+                callback(k, IterationState(k, batch, state.z, state.idx))
             continue
+        energy = gap = None
         if lam == 0:
-            done = _gradient_mapping_small(state, reg, tol)
+            finite = torch.isfinite(state.z).flatten(1).all(1)
+            done = _gradient_mapping_small(state, reg, tol) & finite
         else:
             energy, gap = _running_energy_and_gap(op, state, lam, reg)
+            finite = torch.isfinite(energy) & torch.isfinite(gap)
             if can_polish:
                 support_solve(op, state, lam, reg, energy, gap, tol)
-            done = gap <= tol * energy
+            done = (gap <= tol * energy) & torch.isfinite(gap)
             out_energy[state.idx], out_gap[state.idx] = energy, gap
+        # the one host synchronisation of a check
+        all_finite, all_done, any_done = torch.stack(
+            [finite.all(), done.all(), done.any()]).tolist()
+        if not all_finite:
+            _raise_diverged(op, state, finite, k, lipschitz)
+        if callback is not None:
+            callback(k, IterationState(k, batch, state.z, state.idx, energy, gap))
         out_z[state.idx] = state.z
         out_conv[state.idx] = done
         out_iter[state.idx] = k
-        if bool(done.all()):
+        if all_done:
             break
-        if bool(done.any()):
+        if any_done:
             state.keep(~done)
     if lam == 0 or Y.dtype != torch.float64:
         out_energy, out_gap = energy_and_gap(op, Y, out_z, lam, reg)
     if lam > 0:
         out_conv = out_gap <= tol * out_energy
-    return {"z": out_z, "gap": out_gap, "energy": out_energy, "converged": out_conv,
-            "n_iter": out_iter}
+    out_conv &= torch.isfinite(out_energy) & torch.isfinite(out_gap)
+    return SolverResult(z=out_z, gap=out_gap, energy=out_energy, converged=out_conv,
+                        n_iter_per_sample=out_iter, n_iter=int(out_iter.max()) if batch else 0,
+                        method="fista" if accelerated else "ista")
+
+
+def _raise_diverged(op: LinearOperator, state: _State, finite: torch.Tensor, iteration: int,
+                    lipschitz: float | None) -> None:
+    """Non-finite iterates or energies mean the iterates blew up: a fixed step longer than
+    ``2/λ_max``, or values beyond the precision. Never reported as a result."""
+    bad = int((~finite).sum())
+    what = f"the iterates or energy of {bad} sample(s) are not finite at iteration {iteration}"
+    if lipschitz is not None:
+        bound = float(op.lipschitz(tuple(state.Y.shape[1:])))
+        raise FloatingPointError(
+            f"the solver diverged: {what}; lipschitz={lipschitz:g} is below λ_max(WᵀW) ≈ "
+            f"{bound:.4g}, so the step 1/lipschitz is too long. Pass lipschitz >= {bound:.4g}, "
+            "or leave it None (estimated, or per-sample backtracking)."
+        )
+    raise FloatingPointError(
+        f"the solver diverged: {what}, although the step came from the operator's own bound; "
+        "the operator or the signals hold values too large for this precision."
+    )
 
 
 def _running_energy_and_gap(
@@ -148,7 +219,8 @@ def _gradient_mapping_small(state: _State, reg: Regularizer, tol: float) -> torc
     """With λ = 0 the Lasso dual is degenerate (the gap is the whole energy), so stop when the
     proximal-gradient mapping ``‖z − prox(z − ∇f)‖`` is below ``tol·‖Aᵀy‖`` instead."""
     step = state.z - reg.prox(state.z - (state.Gz - state.b), 0.0)
-    return batch_dot(step, step) <= tol * tol * batch_dot(state.b, state.b)
+    small = batch_dot(step, step) <= tol * tol * batch_dot(state.b, state.b)
+    return small & torch.isfinite(state.z).flatten(1).all(1)
 
 
 def _step(op, state: _State, lam, reg, accelerated, restart, backtracking) -> None:

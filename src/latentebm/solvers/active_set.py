@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from .objective import energy_and_gap_from
-from .operators import DenseDictionary, batch_dot
-from .regularizers import NonNegL1, Regularizer
+from ..objective import energy_and_gap_from
+from ..operators import LinearOperator, batch_dot
+from ..regularizers import Regularizer
 
 MAX_SUPPORT = 64
 """Larger supports are left to proximal gradient: a factorisation costs ``O(k³)`` per sample."""
@@ -28,7 +28,7 @@ off to pay for the factorisations."""
 
 
 def support_solve(
-    op: DenseDictionary,
+    op: LinearOperator,
     state,
     lam: float,
     reg: Regularizer,
@@ -36,10 +36,10 @@ def support_solve(
     gap: torch.Tensor,
     tol: float,
 ) -> None:
-    """Run the active-set finish on the working samples of ``state`` (see
-    :class:`latentebm._proximal_gradient._State`) whose sign pattern is new and whose gap is not
-    yet small; updates ``state`` and the ``(batch,)`` tensors ``energy`` and ``gap`` in place
-    where the candidate is better."""
+    """Run the active-set finish on the working samples of ``state`` (the proximal-gradient
+    loop's working set) whose sign pattern is new and whose gap is not yet small; updates
+    ``state`` and the ``(batch,)`` tensors ``energy`` and ``gap`` in place where the candidate
+    is better."""
     signs = torch.sign(state.z).to(torch.int8)
     state.tried &= (signs == state.signs).all(1)
     state.signs = signs
@@ -50,7 +50,7 @@ def support_solve(
     if rows.numel() == 0:
         return
     state.tried[rows] = True
-    nonneg = isinstance(reg, NonNegL1)
+    nonneg = reg.nonneg
     candidate, G_cand, ok = active_set_rounds(op.gram_matrix(), state.b[rows], signs[rows], lam,
                                               nonneg=nonneg)
     if not bool(ok.any()):

@@ -69,9 +69,9 @@ def prepare_code(Z: Any, name: str, problem: Problem) -> torch.Tensor:
     return Z_t
 
 
-def to_output(t: torch.Tensor, numpy_out: bool) -> Any:
-    """Back to NumPy when the caller passed NumPy."""
-    if numpy_out:
+def to_output(t: Any, numpy_out: bool) -> Any:
+    """``t`` as a NumPy array when ``numpy_out`` and ``t`` is a tensor, else unchanged."""
+    if numpy_out and isinstance(t, torch.Tensor):
         return t.detach().cpu().numpy()
     return t
 
@@ -80,4 +80,4 @@ def _probe(op: LinearOperator) -> torch.Tensor:
     return torch.empty(0, device=op.device, dtype=op.dtype)
 
 
-__all__ = ["Problem", "prepare", "prepare_code", "to_output", "as_operator"]
+__all__ = ["Problem", "prepare", "prepare_code", "as_operator", "to_output"]

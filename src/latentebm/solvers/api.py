@@ -1,0 +1,268 @@
+"""The validated public entry points: :func:`solve` (the algorithm chosen by the problem's
+structure), :func:`fista` and :func:`ista`, and the registry of methods behind ``solve``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .._validation import check_int, check_scalar
+from ..operators import LinearOperator
+from ..problem import Problem, prepare, prepare_code
+from ..regularizers import Regularizer, get_regularizer
+from .proximal_gradient import proximal_gradient
+from .result import Callback, SolverResult
+
+#: ``run(problem, regularizer, z0, tol, max_iter, callback, **options)`` at the tensor level
+#: (validated inputs, under ``torch.no_grad()``), returning a tensor :class:`SolverResult`.
+MethodFn = Callable[..., SolverResult]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One algorithm behind :func:`solve`.
+
+    Attributes
+    ----------
+    name : str
+        What ``method=`` names it by; reported as ``SolverResult.method``.
+    run : MethodFn
+        The tensor-level solver.
+    unsupported : callable
+        ``unsupported(operator, regularizer) -> str | None``: why the method cannot solve this
+        problem (read from the structure the operator and regularizer report), or ``None``.
+    preferred : callable
+        ``preferred(problem, regularizer) -> bool``: whether ``"auto"`` should pick it.
+    priority : int
+        ``"auto"`` asks methods in increasing priority; the first preferred one runs.
+    options : frozenset of str
+        The extra keyword options ``run`` accepts.
+    """
+
+    name: str
+    run: MethodFn
+    unsupported: Callable[[LinearOperator, Regularizer], str | None] = lambda op, reg: None
+    preferred: Callable[[Problem, Regularizer], bool] = lambda problem, reg: False
+    priority: int = 100
+    options: frozenset[str] = field(default_factory=frozenset)
+
+
+METHODS: dict[str, Method] = {}
+"""Every registered method, by name."""
+
+
+def register_method(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS` (a new algorithm is a new file that calls this)."""
+    if method.name == "auto" or method.name in METHODS:
+        raise ValueError(f"a solver method named {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+PG_OPTIONS = frozenset({"lipschitz", "backtracking", "restart", "check_every", "polish"})
+
+
+def _proximal_gradient_method(accelerated: bool) -> MethodFn:
+    def run(problem: Problem, reg: Regularizer, z0: torch.Tensor | None, *, tol: float,
+            max_iter: int, callback: Callback | None, lipschitz: float | None = None,
+            backtracking: bool | None = None, restart: bool = True, check_every: int = 10,
+            polish: bool | None = None) -> SolverResult:
+        if lipschitz is not None:
+            lipschitz = check_scalar(lipschitz, "lipschitz", low=0.0, low_inclusive=False)
+        check_every = check_int(check_every, "check_every", low=1)
+        return proximal_gradient(
+            problem.op, problem.Y, problem.lam, reg, accelerated=accelerated, max_iter=max_iter,
+            tol=tol, z0=z0, lipschitz=lipschitz,
+            backtracking=(None if accelerated else False) if backtracking is None
+            else bool(backtracking),
+            restart=bool(restart), check_every=check_every,
+            polish=accelerated if polish is None else bool(polish), callback=callback)
+    return run
+
+
+register_method(Method("fista", _proximal_gradient_method(True), priority=1000,
+                       preferred=lambda problem, reg: True, options=PG_OPTIONS))
+register_method(Method("ista", _proximal_gradient_method(False), options=PG_OPTIONS))
+
+
+def solve(
+    Y: Any,
+    W: Any,
+    lam: Any,
+    *,
+    method: str = "auto",
+    tol: float | None = None,
+    max_iter: int = 1000,
+    z0: Any = None,
+    nonneg: bool = False,
+    regularizer: Regularizer | None = None,
+    callback: Callback | None = None,
+    **options: Any,
+) -> SolverResult:
+    """``argmin_z ½‖y − Wz‖² + λR(z)`` per sample, by the algorithm that suits the problem.
+
+    Parameters
+    ----------
+    Y : array or tensor, shape (batch, n_features) or (batch, C, H, W)
+        Signals (images with a convolutional operator).
+    W : array, tensor or LinearOperator
+        Dictionary ``(n_features, n_atoms)`` or an operator.
+    lam : float
+        ``λ ≥ 0`` (the ½ convention of scikit-learn's ``sparse_encode`` and SPAMS; the
+        lecture's λ is twice this one).
+    method : str
+        A name from :data:`METHODS` (``"fista"``, ``"ista"``, ...), or ``"auto"``: the first
+        method, by priority, that supports the operator and regularizer and prefers this
+        problem (size, structure); the choice is reported as ``result.method``.
+    tol : float or None
+        Relative duality gap per sample at which a sample stops; by default 1e-8 in float64
+        and 1e-5 in float32.
+    max_iter : int
+        Iteration cap.
+    z0 : array or tensor or None, shape (batch, *code_dims)
+        Warm start.
+    nonneg : bool
+        Constrain ``z ≥ 0`` (ignored when ``regularizer`` is given).
+    regularizer : Regularizer or None
+        Another penalty instead of (non-negative) L1.
+    callback : callable or None
+        ``callback(iteration, IterationState)`` after every iteration.
+    **options
+        Method-specific options (e.g. ``lipschitz``, ``restart``, ``polish`` for FISTA).
+
+    Returns
+    -------
+    SolverResult
+        NumPy arrays when ``Y`` was NumPy, tensors otherwise.
+    """
+    if not isinstance(method, str) or (method != "auto" and method not in METHODS):
+        raise ValueError(f"unknown method {method!r}; known: "
+                         + ", ".join(["'auto'", *(repr(m) for m in sorted(METHODS))]))
+    problem = prepare(Y, W, lam)
+    reg = _regularizer(regularizer, nonneg)
+    chosen = _choose(problem, reg) if method == "auto" else METHODS[method]
+    reason = chosen.unsupported(problem.op, reg)
+    if reason is not None:
+        raise ValueError(f"method {chosen.name!r} cannot solve this problem "
+                         f"({type(problem.op).__name__} with {reg!r}): {reason}")
+    unknown = set(options) - chosen.options
+    if unknown:
+        raise TypeError(f"method {chosen.name!r} takes no option(s) {sorted(unknown)}; "
+                        f"it takes {sorted(chosen.options)}")
+    return _run(chosen, problem, reg, z0, tol, max_iter, callback, options)
+
+
+def fista(
+    Y: Any,
+    W: Any,
+    lam: Any,
+    *,
+    max_iter: int = 1000,
+    tol: float | None = None,
+    z0: Any = None,
+    nonneg: bool = False,
+    lipschitz: float | None = None,
+    backtracking: bool | None = None,
+    restart: bool = True,
+    check_every: int = 10,
+    polish: bool = True,
+    regularizer: Regularizer | None = None,
+    callback: Callback | None = None,
+) -> SolverResult:
+    """FISTA (Beck & Teboulle 2009) with adaptive restart (O'Donoghue & Candès 2015).
+
+    Parameters
+    ----------
+    Y, W, lam, tol, z0, nonneg, regularizer, callback
+        As in :func:`solve`. With ``lam = 0`` (least squares) the gap is uninformative and the
+        rule becomes a relative proximal-gradient norm ``‖z − prox(z − ∇f)‖ ≤ tol·‖Wᵀy‖``.
+    max_iter : int
+        Iteration cap.
+    lipschitz : float or None
+        A known bound on ``λ_max(WᵀW)``; by default a power-iteration estimate. A value far
+        too small makes the iterates diverge: that raises ``FloatingPointError``.
+    backtracking : bool or None
+        Per-sample step sizes by backtracking, allowed to grow again (``L`` shrinks by 10 % a
+        step and doubles where a step overshoots), so they follow the local curvature, which on
+        a sparse support is often far below ``λ_max(WᵀW)``. ``None`` (default): on where the
+        operator has an explicit Gram matrix and ``lipschitz`` is not given.
+    restart : bool
+        Adaptive (gradient-scheme) restart of the momentum.
+    check_every : int
+        How often (in iterations) the duality gap is checked.
+    polish : bool
+        Where the operator has an explicit Gram matrix and the penalty is L1: active-set rounds
+        on the identified support (solve exactly on it, drop atoms whose sign flips, add atoms
+        that violate optimality); a result is kept only where its duality gap is smaller.
+
+    Returns
+    -------
+    SolverResult
+        NumPy arrays when ``Y`` was NumPy, tensors otherwise.
+    """
+    return solve(Y, W, lam, method="fista", max_iter=max_iter, tol=tol, z0=z0, nonneg=nonneg,
+                 regularizer=regularizer, callback=callback, lipschitz=lipschitz,
+                 backtracking=backtracking, restart=restart, check_every=check_every,
+                 polish=polish)
+
+
+def ista(
+    Y: Any,
+    W: Any,
+    lam: Any,
+    *,
+    max_iter: int = 1000,
+    tol: float | None = None,
+    z0: Any = None,
+    nonneg: bool = False,
+    lipschitz: float | None = None,
+    backtracking: bool = False,
+    check_every: int = 10,
+    polish: bool = False,
+    regularizer: Regularizer | None = None,
+    callback: Callback | None = None,
+) -> SolverResult:
+    """ISTA: ``z ← shrink_{λ/L}(z − Wᵀ(Wz − y)/L)``; arguments as in :func:`fista`.
+
+    ``backtracking`` and ``polish`` are off by default so that the iterates are the textbook
+    ones (fixed step ``1/L``), whose energy never increases.
+    """
+    return solve(Y, W, lam, method="ista", max_iter=max_iter, tol=tol, z0=z0, nonneg=nonneg,
+                 regularizer=regularizer, callback=callback, lipschitz=lipschitz,
+                 backtracking=backtracking, check_every=check_every, polish=polish)
+
+
+def _regularizer(regularizer: Regularizer | None, nonneg: bool) -> Regularizer:
+    if regularizer is None:
+        return get_regularizer(bool(nonneg))
+    if not isinstance(regularizer, Regularizer):
+        raise TypeError(f"regularizer must be a Regularizer, got {type(regularizer).__name__}")
+    return regularizer
+
+
+def _choose(problem: Problem, reg: Regularizer) -> Method:
+    for method in sorted(METHODS.values(), key=lambda m: (m.priority, m.name)):
+        if method.unsupported(problem.op, reg) is None and method.preferred(problem, reg):
+            return method
+    return METHODS["fista"]
+
+
+def _run(method: Method, problem: Problem, reg: Regularizer, z0: Any, tol: float | None,
+         max_iter: int, callback: Callback | None, options: dict[str, Any]) -> SolverResult:
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    if tol is None:
+        tol = 1e-8 if problem.Y.dtype == torch.float64 else 1e-5
+    tol = check_scalar(tol, "tol", low=0.0)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    z_init = None if z0 is None else prepare_code(z0, "z0", problem)
+    with torch.no_grad():
+        result = method.run(problem, reg, z_init, tol=tol, max_iter=max_iter,
+                            callback=callback, **options)
+    return result.to_output(problem.numpy_out)
+
+
+__all__ = ["solve", "fista", "ista", "Method", "METHODS", "register_method"]

@@ -1,0 +1,258 @@
+"""The hostile-input suite: drawn bad arrays, shapes, dtypes, scalars and files for the public
+entry points. Each call either fails with a ValueError/TypeError (FloatingPointError for
+divergence) whose message names the offending argument, or returns a finite, correctly shaped
+result. Nothing silent, no raw internal error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import latentebm as le
+from latentebm.sklearn import DictionaryLearning, SparseCoder
+
+SETTINGS = settings(
+    max_examples=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+N_FEATURES, N_ATOMS, BATCH = 6, 8, 5
+
+GOOD_W = np.linalg.qr(np.random.default_rng(0).standard_normal((N_FEATURES, N_FEATURES)))[0]
+GOOD_W = np.hstack([GOOD_W, GOOD_W[:, :2]])
+GOOD_Y = np.random.default_rng(1).standard_normal((BATCH, N_FEATURES))
+
+special = st.sampled_from([np.nan, np.inf, -np.inf])
+
+
+@st.composite
+def bad_arrays(draw, shape: tuple[int, ...]):
+    """Arrays that must be refused where an array of ``shape`` is expected."""
+    kind = draw(st.sampled_from(["non_finite", "rank", "shape", "empty", "dtype", "object"]))
+    if kind == "non_finite":
+        a = np.random.default_rng(draw(st.integers(0, 99))).standard_normal(shape)
+        a.flat[draw(st.integers(0, a.size - 1))] = draw(special)
+        return a
+    if kind == "rank":
+        extra = draw(st.sampled_from([(), (2,), (2, 2, 2)]))
+        return np.ones(shape[:1] + extra) if extra else np.float64(1.0)
+    if kind == "shape":
+        return np.ones((shape[0], shape[1] + draw(st.integers(1, 3))))
+    if kind == "empty":
+        return np.ones((0, shape[1])) if draw(st.booleans()) else np.ones((shape[0], 0))
+    if kind == "dtype":
+        return np.ones(shape, dtype=draw(st.sampled_from([np.complex64, np.str_])))
+    return np.array([[object()] * shape[1]] * shape[0], dtype=object)
+
+
+bad_scalars = st.one_of(
+    st.floats(max_value=-1e-12, allow_nan=False, allow_infinity=True),
+    special.map(float),
+    st.sampled_from(["0.1", None, [0.1], 1j, object()]),
+)
+
+
+def assert_named(exc: BaseException, *names: str) -> None:
+    message = str(exc)
+    assert any(name in message for name in names), f"{names} not named in: {message}"
+
+
+def clear_error_or_result(call, names: tuple[str, ...], shape: tuple[int, ...]):
+    try:
+        out = call()
+    except (ValueError, TypeError, FloatingPointError) as exc:
+        assert_named(exc, *names)
+        return None
+    z = np.asarray(out)
+    assert z.shape == shape and np.isfinite(z).all()
+    return out
+
+
+# ---------------------------------------------------------------- solvers and energies
+@pytest.mark.parametrize("solver", [le.fista, le.ista, le.solve])
+@SETTINGS
+@given(Y=bad_arrays((BATCH, N_FEATURES)))
+def test_solvers_bad_signals(solver, Y):
+    clear_error_or_result(lambda: solver(Y, GOOD_W, 0.1, max_iter=20).z, ("Y",),
+                          (BATCH, N_ATOMS))
+
+
+@pytest.mark.parametrize("solver", [le.fista, le.solve])
+@SETTINGS
+@given(W=bad_arrays((N_FEATURES, N_ATOMS)))
+def test_solvers_bad_dictionary(solver, W):
+    clear_error_or_result(lambda: solver(GOOD_Y, W, 0.1, max_iter=20).z, ("W", "Y"),
+                          (BATCH, np.shape(W)[1] if np.ndim(W) == 2 else -1))
+
+
+@SETTINGS
+@given(lam=bad_scalars)
+def test_solvers_bad_lambda(lam):
+    with pytest.raises((ValueError, TypeError)) as info:
+        le.fista(GOOD_Y, GOOD_W, lam)
+    assert_named(info.value, "lam")
+
+
+@SETTINGS
+@given(name=st.sampled_from(["tol", "max_iter", "lipschitz", "check_every"]),
+       value=bad_scalars.filter(lambda v: v is not None))
+def test_solver_bad_options(name, value):
+    with pytest.raises((ValueError, TypeError)) as info:
+        le.fista(GOOD_Y, GOOD_W, 0.1, **{name: value})
+    assert_named(info.value, name)
+
+
+@SETTINGS
+@given(z0=bad_arrays((BATCH, N_ATOMS)))
+def test_solver_bad_warm_start(z0):
+    clear_error_or_result(lambda: le.fista(GOOD_Y, GOOD_W, 0.1, z0=z0, max_iter=20).z, ("z0",),
+                          (BATCH, N_ATOMS))
+
+
+@pytest.mark.parametrize("function", [le.lasso_energy, le.duality_gap])
+@SETTINGS
+@given(Z=bad_arrays((BATCH, N_ATOMS)))
+def test_energy_and_gap_bad_codes(function, Z):
+    clear_error_or_result(lambda: function(GOOD_Y, GOOD_W, Z, 0.1), ("Z",), (BATCH,))
+
+
+@SETTINGS
+@given(factor=st.floats(1e-9, 1e-3))
+def test_too_small_lipschitz_never_converges_silently(factor):
+    L = float(np.linalg.eigvalsh(GOOD_W.T @ GOOD_W).max())
+    try:
+        out = le.fista(GOOD_Y, GOOD_W, 0.1, lipschitz=L * factor, max_iter=500)
+    except FloatingPointError as exc:
+        assert_named(exc, "lipschitz")
+        return
+    assert np.isfinite(out.energy).all() and np.isfinite(out.gap).all()
+
+
+def test_method_and_device_mismatch():
+    with pytest.raises(ValueError, match="method"):
+        le.solve(GOOD_Y, GOOD_W, 0.1, method="nope")
+    Y = torch.tensor(GOOD_Y, device="meta")
+    with pytest.raises((ValueError, TypeError)) as info:
+        le.fista(Y, torch.tensor(GOOD_W), 0.1)
+    assert_named(info.value, "Y", "device")
+
+
+# ---------------------------------------------------------------- models
+@SETTINGS
+@given(Y=bad_arrays((BATCH, N_FEATURES)))
+def test_sparse_coding_fit_bad_data(Y):
+    model = le.SparseCoding(n_features=N_FEATURES, n_atoms=N_ATOMS, lam=0.1, seed=0)
+    try:
+        model.fit(Y, epochs=1, batch_size=4, progress=False)
+    except (ValueError, TypeError) as exc:
+        assert_named(exc, "Y")
+        return
+    assert np.isfinite(model.dictionary()).all()
+
+
+@SETTINGS
+@given(name=st.sampled_from(["lam", "n_atoms", "n_features", "seed"]), value=bad_scalars)
+def test_sparse_coding_bad_constructor(name, value):
+    kwargs = {"n_features": N_FEATURES, "n_atoms": N_ATOMS, "lam": 0.1, "seed": 0, name: value}
+    with pytest.raises((ValueError, TypeError)) as info:
+        le.SparseCoding(**kwargs)
+    assert_named(info.value, name)
+
+
+@SETTINGS
+@given(seed=st.one_of(st.integers(min_value=2**63), st.integers(max_value=-1)))
+def test_huge_or_negative_seeds_are_named(seed):
+    for make in (lambda: le.SparseCoding(n_features=4, n_atoms=4, lam=0.1, seed=seed),
+                 lambda: le.VAE(4, 2, seed=seed),
+                 lambda: le.LISTA(GOOD_W, 0.1, seed=seed)):
+        with pytest.raises((ValueError, TypeError)) as info:
+            make()
+        assert_named(info.value, "seed")
+
+
+@SETTINGS
+@given(Y=bad_arrays((BATCH, N_FEATURES)))
+def test_lista_encode_bad_data(Y):
+    model = le.LISTA(GOOD_W, 0.1, 2)
+    clear_error_or_result(lambda: model.encode(Y).z, ("Y",), (BATCH, N_ATOMS))
+
+
+def test_lista_huge_step_stops_and_writes_nothing_non_finite(tmp_path):
+    Y = np.random.default_rng(2).standard_normal((64, N_FEATURES)).astype(np.float32)
+    model = le.LISTA(GOOD_W.astype(np.float32), 0.1, 2)
+    ckpt = tmp_path / "lista.safetensors"
+    with pytest.raises(FloatingPointError, match="step"):
+        model.fit(Y, epochs=20, batch_size=8, lr=1e4, checkpoint=ckpt, progress=False,
+                  max_grad_norm=None)
+    if ckpt.exists():
+        reloaded = le.LISTA.load(ckpt)
+        assert all(bool(torch.isfinite(p).all()) for p in reloaded.state_dict().values()
+                   if isinstance(p, torch.Tensor) and p.is_floating_point())
+
+
+@SETTINGS
+@given(X=bad_arrays((BATCH, 784)))
+def test_vae_fit_bad_data(X):
+    model = le.VAE(784, 2, hidden=(8,))
+    try:
+        model.fit(X, epochs=1, batch_size=4, progress=False)
+    except (ValueError, TypeError) as exc:
+        assert_named(exc, "X", "x", "data")
+
+
+def test_energy_model_cost_returning_a_scalar_is_refused():
+    model = le.LatentVariableEBM(None, le.ConditionalLinearDecoder.random(N_FEATURES, N_ATOMS),
+                                 "l1", lam=0.1, cost=lambda y, y_hat: ((y - y_hat) ** 2).sum())
+    with pytest.raises((ValueError, TypeError)) as info:
+        model.free_energy(None, GOOD_Y.astype(np.float32))
+    assert_named(info.value, "cost")
+
+
+# ---------------------------------------------------------------- scikit-learn facade
+@SETTINGS
+@given(name=st.sampled_from(["alpha", "n_components", "max_iter", "transform_alpha",
+                             "transform_max_iter", "transform_tol"]),
+       value=st.sampled_from([-1, -0.5, "x", float("nan")]))
+def test_sklearn_errors_speak_sklearn(name, value):
+    est = DictionaryLearning(**{"n_components": 4, "max_iter": 1, name: value})
+    with pytest.raises((ValueError, TypeError)) as info:
+        est.fit(GOOD_Y)
+    assert_named(info.value, name)
+    assert "lam" not in str(info.value) and "n_atoms" not in str(info.value)
+
+
+@SETTINGS
+@given(X=bad_arrays((BATCH, N_FEATURES)))
+def test_sparse_coder_bad_data(X):
+    coder = SparseCoder(dictionary=GOOD_W.T, transform_alpha=0.1)
+    try:
+        codes = coder.transform(X)
+    except (ValueError, TypeError):
+        return
+    assert codes.shape == (BATCH, N_ATOMS) and np.isfinite(codes).all()
+
+
+# ---------------------------------------------------------------- files
+@SETTINGS
+@given(data=st.binary(max_size=300), cut=st.integers(0, 2000))
+def test_damaged_checkpoints_are_named_as_damaged(tmp_path_factory, data, cut):
+    folder = tmp_path_factory.mktemp("ckpt")
+    good = folder / "good.safetensors"
+    le.SparseCoding(n_features=4, n_atoms=3, lam=0.1, seed=0).save(good)
+    raw = good.read_bytes()
+    for name, payload in (("random.safetensors", data),
+                          ("cut.safetensors", raw[: min(cut, len(raw) - 1)]),
+                          ("flipped.safetensors", raw[:8] + data + raw[8 + len(data):])):
+        path = folder / name
+        path.write_bytes(payload)
+        try:
+            le.SparseCoding.load(path)
+        except ValueError as exc:
+            assert str(path) in str(exc)
+            assert "damaged" in str(exc) or "not" in str(exc)
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+        le.SparseCoding.load(tmp_path / "nothing.safetensors")

@@ -285,6 +285,8 @@ def _strong_vs_one(key: str) -> Callable[[Mapping[str, Any]], tuple[KeyPath, ...
 
 def _sigma_ends(metrics: Mapping[str, Any]) -> tuple[KeyPath, ...]:
     betas = _betas(metrics)
+    if max(betas) <= 1.0:
+        raise KeyError("the β sweep has no β above 1 (--betas)")
     weak, strong = betas[min(betas)], betas[max(betas)]
     n_dims = len(lookup(metrics, (strong, "mean_sigma_per_dim")))
     return tuple((tag, "mean_sigma_per_dim", d) for tag in (weak, strong) for d in range(n_dims))

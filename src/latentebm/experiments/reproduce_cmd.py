@@ -362,6 +362,8 @@ def run(args: argparse.Namespace) -> Run:
             entry["status"] = "done"
         except KeyboardInterrupt:
             entry["status"] = "interrupted"
+            print(f"reproduce: interrupted in {exp.key}; run the same command again to resume",
+                  file=sys.stderr, flush=True)
             raise
         except Exception as exc:  # one failed experiment must not lose the others
             entry["status"] = "failed"

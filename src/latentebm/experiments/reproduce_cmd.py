@@ -87,7 +87,7 @@ PLAN: tuple[Experiment, ...] = (
         "strokes", "Sparse coding on MNIST: strokes", "sparse_coding_cmd", "mnist",
         _split("--dataset mnist"),
         {"tiny": _split("--atoms 16 --n-train 200 --n-test 50 --epochs 1"),
-         "fast": _split("--n-train 20000 --n-test 500 --epochs 4 --init data")},
+         "fast": _split("--n-train 20000 --n-test 500 --epochs 3")},
     ),
     Experiment(
         "gabors", "Sparse coding on natural-image patches: Gabor-like edges",

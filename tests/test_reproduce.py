@@ -13,7 +13,7 @@ import pytest
 from latentebm.cli import main as run_cli
 from latentebm.experiments import reproduce_cmd as rc
 from latentebm.experiments.claims import CLAIMS, Claim, claims_for, lookup, path_text, static
-from latentebm.experiments.report import format_value
+from latentebm.experiments.report import format_value, write_report
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,17 @@ def test_partly_done_experiment_resumes(tiny, capsys):
     assert entry["status"] == "done" and entry["resumed"]
     assert entry["command_line"].endswith("--resume")
     assert (out / "pretrain" / "metrics.json").stat().st_mtime_ns > before
+
+
+def test_report_lists_experiments_not_run_yet(tmp_path):
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "metrics.json").write_text('{"kl": 5.0, "reconstruction_nats": 80.0}')
+    state = {"experiments": {"vae": {"status": "done", "wall_seconds": 1.5}}}
+    results = write_report(tmp_path, rc.PLAN, state)
+    assert list(results) == ["vae"] and results["vae"][0].holds
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.count("| not run yet |") == len(rc.PLAN) - 1
+    assert "`kl = 5`" in readme and "`reconstruction_nats = 80`" in readme
 
 
 def test_other_budget_in_the_same_folder_is_refused(tiny, capsys):

@@ -52,9 +52,7 @@ def _sections(out: Path, plan: Sequence[Any], state: dict[str, Any]) -> list[dic
     """Per experiment: its state entry, judged claims (only when it finished) and figures."""
     sections = []
     for exp in plan:
-        entry = state.get("experiments", {}).get(exp.key)
-        if entry is None:
-            continue
+        entry = state.get("experiments", {}).get(exp.key) or {"status": "not run yet"}
         folder = out / exp.key
         metrics = _metrics(folder) if entry.get("status") == "done" else None
         results = None
@@ -67,7 +65,9 @@ def _sections(out: Path, plan: Sequence[Any], state: dict[str, Any]) -> list[dic
 
 
 def _status(entry: dict[str, Any]) -> str:
-    text = f"{entry.get('status', 'unknown')} in {entry.get('wall_seconds', 0):.1f} s"
+    if "wall_seconds" not in entry:
+        return str(entry.get("status", "unknown"))
+    text = f"{entry.get('status', 'unknown')} in {entry['wall_seconds']:.1f} s"
     if entry.get("resumed"):
         text += " (resumed from an earlier, interrupted run)"
     if entry.get("error"):

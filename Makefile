@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test lint benchmarks clean
+.PHONY: install demo test lint benchmarks gpu-check clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test: lint
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# On the device machine (CUDA torch in $(VENV)): tests with --device cuda, B1 at 100 000
+# signals, FISTA vs matmul, LISTA and VAE throughput -> benchmarks/results/GPU.md (< 8 min).
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py --device cuda
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

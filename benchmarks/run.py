@@ -61,6 +61,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     ap.add_argument("--no-spams", action="store_true", help="skip the SPAMS contenders")
     ap.add_argument(
+        "--contenders",
+        nargs="+",
+        default=None,
+        help="B1: run only contenders whose key contains one of these (e.g. latentebm-cd sklearn)",
+    )
+    ap.add_argument(
         "--skip-throughput",
         action="store_true",
         help="B1: skip the FISTA-iteration-vs-matmul measurement",

@@ -256,3 +256,56 @@ def test_damaged_checkpoints_are_named_as_damaged(tmp_path_factory, data, cut):
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
         le.SparseCoding.load(tmp_path / "nothing.safetensors")
+
+
+# ---------------------------------------------------------------- more models and the CLI
+@SETTINGS
+@given(Y=bad_arrays((BATCH, N_FEATURES)))
+def test_psd_bad_data(Y):
+    model = le.PSD(N_FEATURES, N_ATOMS, 0.1, seed=0, dtype=torch.float64)
+    clear_error_or_result(lambda: model.predict(Y), ("Y",), (BATCH, N_ATOMS))
+
+
+@st.composite
+def bad_images(draw):
+    kind = draw(st.sampled_from(["non_finite", "rank", "channels", "tiny"]))
+    if kind == "non_finite":
+        a = np.zeros((2, 1, 9, 9))
+        a[0, 0, draw(st.integers(0, 8)), draw(st.integers(0, 8))] = draw(special)
+        return a
+    if kind == "rank":
+        return np.zeros((2, 9, 9))
+    if kind == "channels":
+        return np.zeros((2, 3, 9, 9))
+    return np.zeros((2, 1, 1, 1))
+
+
+@SETTINGS
+@given(Y=bad_images())
+def test_conv_models_bad_images(Y):
+    for model in (le.ConvDictionaryLearning(3, 4, lam=0.1, seed=0),
+                  le.ConvSparseAutoencoder(3, 4, 1, seed=0)):
+        try:
+            out = model.encode(Y)
+        except (ValueError, TypeError) as exc:
+            assert_named(exc, "Y", "kernel", "image")
+            continue
+        assert np.isfinite(np.asarray(out.z)).all()
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["sparse-coding", "--lam", "-1"], "lam"),
+    (["sparse-coding", "--epochs", "0"], "epochs"),
+    (["sparse-coding", "--seed", str(2**70)], "seed"),
+    (["vae", "--latent-dim", "-2"], "latent"),
+])
+def test_cli_bad_arguments_are_one_line_errors(argv, name, tmp_path, capsys):
+    from latentebm.cli import main
+
+    try:
+        code = main([*argv, "--out", str(tmp_path / "run"), "--sample", "--quiet"])
+    except SystemExit as exc:  # argparse refusing the value itself
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and name in err.replace("-", "_") + err

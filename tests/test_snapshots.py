@@ -143,7 +143,7 @@ def conv_autoencoder(mode: str, nonlinearity: str = "tanh") -> Snapshot:
                                      seed=4, dtype=D64)
     history = model.fit(_images(), epochs=2, batch_size=3, lr=1e-2, lr_schedule="cosine",
                         max_iter=30, progress=False)
-    probe = model.encode(_images(2, seed=11))
+    probe = model.encode(_images(2, seed=11)).z
     return {**_state(model), "probe.pred": probe}, history
 
 

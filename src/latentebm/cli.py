@@ -8,6 +8,7 @@ import sys
 from . import __version__
 from .experiments import command_modules
 from .experiments._lock import release_all
+from .training import distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0 done, 2 bad input or files, 130 Ctrl-C).
+    """Run one command; returns the exit status (0 done, 1 another process of a ``torchrun``
+    job failed, 2 bad input or files, 130 Ctrl-C). Under ``torchrun`` the command runs in the
+    job's process group and rank 0 alone prints what it wrote.
 
     Parameters
     ----------
@@ -36,16 +39,23 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        run = args._run(args)
+        # under torchrun: join the process group (gloo on CPU, NCCL on CUDA) for the command
+        with distributed.process_group():
+            run = args._run(args)
+            report = distributed.is_main()
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint in --out is usable with --resume", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError) as exc:
         print(f"latentebm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except distributed.DistributedError as exc:
+        print(f"latentebm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         release_all()
-    print(run.summary())
+    if report:
+        print(run.summary())
     return 0
 
 

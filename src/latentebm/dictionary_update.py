@@ -7,12 +7,62 @@ sufficient statistics ``A = Σ z zᵀ`` ``(n_atoms, n_atoms)`` and ``B = Σ y z�
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from ._validation import as_tensor
 
 
 def normalize_columns_(W: torch.Tensor) -> torch.Tensor:
     """Rescale every column of ``W`` to unit Euclidean norm, in place."""
     return W.div_(W.norm(dim=0, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny))
+
+
+def initial_atoms(init: Any, n_features: int, n_atoms: int, seed: int
+                  ) -> tuple[torch.Tensor, bool]:
+    """The starting dictionary of a model and whether it is to be drawn from the data.
+
+    Parameters
+    ----------
+    init : {"data", "random"} or array, shape (n_features, n_atoms)
+        ``"random"``: Gaussian atoms from ``seed``; ``"data"``: the same, to be replaced by
+        :func:`atoms_from_data` at the first ``fit``; an array: those atoms.
+    n_features, n_atoms, seed : int
+
+    Returns
+    -------
+    W : torch.Tensor, shape (n_features, n_atoms)
+        float64 on the CPU, unit-norm columns.
+    from_data : bool
+    """
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.randn(n_features, n_atoms, generator=gen, dtype=torch.float64)
+    if isinstance(init, str):
+        if init not in ("data", "random"):
+            raise ValueError(f"init must be 'data', 'random' or an array, got {init!r}")
+        return normalize_columns_(W), init == "data"
+    W = as_tensor(init, "init", ndim=2).detach().to("cpu", torch.float64).clone()
+    if tuple(W.shape) != (n_features, n_atoms):
+        raise ValueError(f"init must have shape {(n_features, n_atoms)}, got {tuple(W.shape)}")
+    if bool((W.norm(dim=0) == 0).any()):
+        raise ValueError("init has an all-zero column; atoms must be non-zero")
+    return normalize_columns_(W), False
+
+
+def atoms_from_data(Y: torch.Tensor, n_atoms: int, seed: int) -> torch.Tensor:
+    """``n_atoms`` unit-norm atoms ``(n_features, n_atoms)`` from samples of ``Y``
+    ``(n, n_features)`` drawn by ``seed`` (with replacement once all are used), each nudged by
+    a little noise so that repeated samples give distinct atoms."""
+    gen = torch.Generator().manual_seed(seed)
+    n = Y.shape[0]
+    pick = torch.randperm(n, generator=gen)[:n_atoms]
+    if n < n_atoms:
+        pick = torch.cat([pick, torch.randint(n, (n_atoms - n,), generator=gen)])
+    atoms = Y[pick.to(Y.device)].T.clone()
+    noise = torch.randn(atoms.shape, generator=gen, dtype=torch.float64).to(atoms)
+    atoms += 1e-3 * atoms.norm(dim=0, keepdim=True).clamp_min(1e-3) * noise
+    return normalize_columns_(atoms)
 
 
 def forgetting_factor(step: int, rho: float = 8.0) -> float:
@@ -31,9 +81,24 @@ def accumulate_statistics_(
     rho: float = 8.0,
 ) -> None:
     """``A ← βA + ZᵀZ/n``, ``B ← βB + YᵀZ/n`` in place; β from :func:`forgetting_factor`."""
+    accumulate_sums_(A, B, Z.T @ Z, Y.T @ Z, Y.shape[0], step, rho)
+
+
+def accumulate_sums_(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    ZZ: torch.Tensor,
+    YZ: torch.Tensor,
+    n: int,
+    step: int,
+    rho: float = 8.0,
+) -> None:
+    """:func:`accumulate_statistics_` from a batch's sums ``ZZ = Σzzᵀ`` ``(n_atoms, n_atoms)``
+    and ``YZ = Σyzᵀ`` ``(n_features, n_atoms)`` over ``n`` samples (e.g. summed over the
+    processes that each coded part of the batch)."""
     beta = forgetting_factor(step, rho)
-    A.mul_(beta).add_(Z.T @ Z, alpha=1.0 / Y.shape[0])
-    B.mul_(beta).add_(Y.T @ Z, alpha=1.0 / Y.shape[0])
+    A.mul_(beta).add_(ZZ, alpha=1.0 / n)
+    B.mul_(beta).add_(YZ, alpha=1.0 / n)
 
 
 def block_coordinate_update_(
@@ -44,19 +109,33 @@ def block_coordinate_update_(
     Column ``j``: ``u = w_j + (b_j − W a_j) / A_jj``, ``w_j = u / ‖u‖``. Unused atoms
     (``A_jj == 0``) are left alone here; :func:`reinitialize_atoms_` deals with them.
     """
-    diag = torch.diagonal(A)
+    n_atoms = W.shape[1]
     tiny = torch.finfo(W.dtype).tiny
+    diag = torch.diagonal(A).clamp_min(tiny)
+    # which columns move is read once per call (not once per column); the arithmetic of each
+    # column is unchanged, so the atoms are bit-identical to the column-by-column original
+    moves = (torch.diagonal(A) > 0).tolist()
+    columns = W.T.unbind(0)
     for _ in range(n_passes):
-        for j in range(W.shape[1]):
-            step = (B[:, j] - W @ A[:, j]) / diag[j].clamp_min(tiny)
-            u = W[:, j] + torch.where(diag[j] > 0, step, torch.zeros_like(step))
-            W[:, j] = u / u.norm().clamp_min(tiny)
+        for j in range(n_atoms):
+            u = columns[j] + (B[:, j] - W @ A[:, j]) / diag[j] if moves[j] else \
+                columns[j].contiguous()
+            columns[j].copy_(u / u.norm().clamp_min(tiny))
 
 
 def sgd_update_(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, lr: float) -> None:
     """Projected SGD: ``W ← W − lr·(WZᵀ − Yᵀ)Z / n``, then unit-norm columns."""
-    residual = Z @ W.T - Y
-    W.sub_(residual.T @ Z, alpha=lr / Y.shape[0])
+    sgd_step_(W, sgd_gradient_sum(W, Y, Z), Y.shape[0], lr)
+
+
+def sgd_gradient_sum(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """``Σ (Wz − y) zᵀ`` over the batch, ``(n_features, n_atoms)``."""
+    return (Z @ W.T - Y).T @ Z
+
+
+def sgd_step_(W: torch.Tensor, grad_sum: torch.Tensor, n: int, lr: float) -> None:
+    """:func:`sgd_update_` from the gradient summed over ``n`` samples."""
+    W.sub_(grad_sum, alpha=lr / n)
     normalize_columns_(W)
 
 

@@ -22,11 +22,11 @@ from matplotlib.figure import Figure
 from .. import viz
 from .._io import atomic_path
 from .._validation import resolve_device
-from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_mnist, mnist_vectors, natural_patches
 from ..models import SparseCoding
 from ..models.lista import LISTA
 from ..solvers import fista
+from ..training.checkpoint import read_checkpoint, write_checkpoint
 from . import lista_eval as ev
 from ._args import add_common_arguments
 from ._run import Run
@@ -142,15 +142,16 @@ def optimal_codes(args, run: Run, Y: torch.Tensor, Yt: torch.Tensor, W: torch.Te
     """FISTA's codes of the training and held-out signals, cached in the run folder."""
     path = run.path("targets.safetensors")
     if args.resume and path.exists():
-        tensors, _ = load_checkpoint(path, kind="lista_targets")
+        tensors = read_checkpoint(path, kind="lista_targets").state_dict
         Z, Zt = tensors["train"].to(Y), tensors["test"].to(Y)
         if Z.shape == (Y.shape[0], W.shape[1]) and Zt.shape == (Yt.shape[0], W.shape[1]):
             return Z, Zt, tensors["gap_max"].item()
     start = time.perf_counter()
     out, out_t = (fista(X, W, args.lam, max_iter=5000) for X in (Y, Yt))
     gap_max = float(torch.cat([out.gap / out.energy, out_t.gap / out_t.energy]).max())
-    save_checkpoint(path, {"train": out.z, "test": out_t.z, "gap_max": torch.tensor(gap_max)},
-                    {"seconds": time.perf_counter() - start}, kind="lista_targets")
+    write_checkpoint(path, kind="lista_targets", config={"seconds": time.perf_counter() - start},
+                     state_dict={"train": out.z, "test": out_t.z,
+                                 "gap_max": torch.tensor(gap_max)})
     return out.z, out_t.z, gap_max
 
 

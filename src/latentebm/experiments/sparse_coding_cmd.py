@@ -14,6 +14,7 @@ from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors, natural_patches
 from ..metrics import fit_gabors, gabor_summary, localization_summary, stroke_summary
 from ..models import SparseCoding
+from ..training import distributed
 from ._args import add_common_arguments
 from ._run import Run
 
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> Run:
                         method=args.method, checkpoint=run_dir.checkpoint, resume=args.resume,
                         progress=not args.quiet)
     train_seconds = run_dir.elapsed()
+    if not distributed.is_main():  # the model is the same on every rank: rank 0 reports
+        return run_dir
 
     Y = torch.from_numpy(test).to(device)
     result = model.encode(Y, tol=1e-5, max_iter=2000)

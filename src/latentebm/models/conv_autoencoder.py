@@ -22,31 +22,45 @@ renormalised to unit norm after every step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
-from ..checkpoint import check_config_matches, load_checkpoint, save_checkpoint
+from .._validation import check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
+from ..operators.conv import correlate
 from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
 from ..training.history import EpochRecord
 from ..training.loop import MinibatchLoop, resuming
+from ..training.schedules import constant_schedule, cosine_schedule
+from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 from .conv_dictionary_learning import random_kernel_patches
 
-KIND = "conv_sparse_autoencoder"
 MODES = ("psd", "sparse-ae")
 NONLINEARITIES = ("tanh", "shrink")
-RESUME_KEYS = ["n_filters", "kernel_size", "channels", "lam", "mode", "nonlinearity", "beta",
-               "boundary", "seed", "batch_size", "n_images", "image_shape", "lr",
-               "lr_schedule"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSparseAutoencoderConfig(ModelConfig):
+    """The one source of a :class:`ConvSparseAutoencoder`'s arguments."""
+
+    n_filters: int
+    kernel_size: int
+    channels: int = 1
+    lam: float = 0.1
+    mode: str = "psd"
+    nonlinearity: str = "tanh"
+    beta: float = 1.0
+    boundary: str = "full"
+    seed: int = 0
+    dtype: str = "float32"
 
 
 class PredictionAugmented(LinearOperator):
@@ -109,7 +123,7 @@ class PredictionAugmented(LinearOperator):
         return self
 
 
-class ConvSparseAutoencoder(nn.Module):
+class ConvSparseAutoencoder(LatentModel):
     """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
 
     ``n_filters`` code maps, kernels ``(channels, kernel_size, kernel_size)`` in both halves.
@@ -117,6 +131,10 @@ class ConvSparseAutoencoder(nn.Module):
     ``"sparse-ae"``; ``beta``: weight of the prediction term in ``"psd"``. ``boundary``:
     ``"full"`` (code maps larger than the image by ``k − 1``) or ``"circular"``.
     """
+
+    KIND = "conv_sparse_autoencoder"
+    Config = ConvSparseAutoencoderConfig
+    TRAINING_STATE = ("n_steps_", "history_", "_init_from_data")
 
     def __init__(
         self,
@@ -134,21 +152,17 @@ class ConvSparseAutoencoder(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.n_filters = check_int(n_filters, "n_filters", low=1)
-        self.kernel_size = check_int(kernel_size, "kernel_size", low=1)
-        self.channels = check_int(channels, "channels", low=1)
-        self.lam = check_lam(lam)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
-        self.mode, self.nonlinearity = mode, nonlinearity
-        self.beta = check_scalar(beta, "beta", low=0.0)
         ConvDictionary(torch.zeros(1, 1, 1, 1), boundary=boundary)  # validates ``boundary``
-        self.boundary = boundary
-        self.seed = check_int(seed, "seed", low=0)
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.config = ConvSparseAutoencoderConfig(
+            n_filters=check_int(n_filters, "n_filters", low=1),
+            kernel_size=check_int(kernel_size, "kernel_size", low=1),
+            channels=check_int(channels, "channels", low=1), lam=check_lam(lam), mode=mode,
+            nonlinearity=nonlinearity, beta=check_scalar(beta, "beta", low=0.0),
+            boundary=boundary, seed=check_seed(seed), dtype=dtype_name(dtype))
         device = resolve_device(device)
         gen = torch.Generator().manual_seed(self.seed)
         shape = (self.n_filters, self.channels, self.kernel_size, self.kernel_size)
@@ -164,7 +178,6 @@ class ConvSparseAutoencoder(nn.Module):
         self._init_from_data = True
         self.n_steps_ = 0
         self.history_: list[dict[str, float]] = []
-        self._optimizer: torch.optim.Optimizer | None = None
 
     # ----------------------------------------------------------------- the two halves
     def decoder_operator(self) -> ConvDictionary:
@@ -174,7 +187,7 @@ class ConvSparseAutoencoder(nn.Module):
     def predict(self, Y: torch.Tensor) -> torch.Tensor:
         """``Enc(y)``: images ``(batch, channels, H, W)`` to code maps ``(batch, n_filters,
         H', W')``, differentiable in the encoder's parameters."""
-        pre = ConvDictionary(self.encoder, boundary=self.boundary).adjoint(Y)
+        pre = correlate(self.encoder, Y, self.boundary)
         if self.nonlinearity == "tanh":
             act = torch.tanh(pre + self.bias[None, :, None, None])
         else:
@@ -203,16 +216,21 @@ class ConvSparseAutoencoder(nn.Module):
                                         z0=pred)
         return out
 
+    def forward(self, Y: torch.Tensor) -> torch.Tensor:
+        """``Enc(Y)`` of validated images (see :meth:`predict`)."""
+        return self.predict(Y)
+
     def encode(self, Y: Any, *, method: str = "encoder", tol: float = 1e-3,
-               max_iter: int = 100) -> torch.Tensor:
-        """Code maps of images ``Y``: ``method="encoder"`` gives ``Enc(y)``; ``"fista"`` the
-        optimal sparse codes of the decoder (plain Lasso, warm-started from ``Enc(y)``)."""
+               max_iter: int = 100) -> SolverResult:
+        """Code maps ``(batch, n_filters, H', W')`` of images ``Y`` as a
+        :class:`SolverResult`: ``method="encoder"`` gives ``Enc(y)``; ``"fista"`` the optimal
+        sparse codes of the decoder (plain Lasso, warm-started from ``Enc(y)``, certified)."""
         Y_t = self._images(Y)
         if method == "encoder":
             with torch.no_grad():
-                return self.predict(Y_t)
+                return codes_only(self(Y_t))
         if method == "fista":
-            return self.infer(Y_t, tol=tol, max_iter=max_iter, beta=0.0).z
+            return self.infer(Y_t, tol=tol, max_iter=max_iter, beta=0.0)
         raise ValueError(f"method must be 'encoder' or 'fista', got {method!r}")
 
     def energy(self, Y: Any, *, tol: float = 1e-3, max_iter: int = 200) -> torch.Tensor:
@@ -263,13 +281,18 @@ class ConvSparseAutoencoder(nn.Module):
         max_iter = check_int(max_iter, "max_iter", low=1)
         checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
         n = Y_t.shape[0]
-        config = self._config(batch_size=batch_size, n_images=n,
-                              image_shape=list(Y_t.shape[1:]), lr=lr, lr_schedule=lr_schedule,
-                              epochs=epochs)
+        fit_args = {"batch_size": batch_size, "n_images": n,
+                    "image_shape": list(Y_t.shape[1:]), "lr": lr, "lr_schedule": lr_schedule}
+        if lr_schedule == "cosine":  # the schedule's length; a constant rate may train on
+            fit_args["epochs"] = epochs
         optimizer = self._make_optimizer(lr)
+        total = epochs * -(-n // batch_size)
+        scheduler = (cosine_schedule(optimizer, total, 0.0) if lr_schedule == "cosine"
+                     else constant_schedule(optimizer))
         start = (0, 0)
         if resuming(resume, checkpoint):
-            start = self._restore(checkpoint, config, optimizer)
+            start = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
+                                     scheduler=scheduler).position
         elif self._init_from_data and self.n_steps_ == 0:
             gen = torch.Generator().manual_seed(self.seed + 1)
             with torch.no_grad():
@@ -277,24 +300,24 @@ class ConvSparseAutoencoder(nn.Module):
                                                          self.kernel_size, gen))
             self._init_from_data = False
 
+        def save(epoch: int, batch: int) -> None:
+            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
+                                           optimizer=optimizer, scheduler=scheduler)
+
         loop = MinibatchLoop(
             n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=partial(self._save, checkpoint, config, optimizer),
-            checkpoint_every=checkpoint_every, desc=f"conv auto-encoder ({self.mode})",
-            progress=progress,
+            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
+            optimizer=optimizer, scheduler=scheduler,
+            desc=f"conv auto-encoder ({self.mode})", progress=progress,
         )
         with loop:
             for epoch in loop.epochs():
                 stats = _Stats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
-                    if lr_schedule == "cosine":
-                        done = b.step / loop.total
-                        for group in optimizer.param_groups:
-                            group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * done))
                     record = self._step(Y_t[b.idx], optimizer, tol, max_iter)
                     self.n_steps_ += 1
                     stats.add(record)
-                    loop.step_done(b, self.n_steps_,
+                    loop.step_done(b, self.n_steps_, loss=record["energy"],
                                    postfix={"energy": f"{stats.mean('energy'):.4g}",
                                             "nnz": f"{stats.mean('nnz_share'):.2%}"},
                                    callback=callback, callback_args=(self.n_steps_, self))
@@ -309,14 +332,14 @@ class ConvSparseAutoencoder(nn.Module):
         if self.mode == "psd":
             out = self.infer(Y, tol=tol, max_iter=max_iter)
             Z = out.z
-            pred = self.predict(Y)
+            pred = self(Y)
             r = Y - self.decode(Z)
             recon = 0.5 * batch_dot(r, r)
             prediction = 0.5 * self.beta * batch_dot(Z - pred, Z - pred)
             loss = (recon.sum() + prediction.sum()) / batch
             energy = out.energy
         else:
-            Z = self.predict(Y)
+            Z = self(Y)
             r = Y - self.decode(Z)
             recon = 0.5 * batch_dot(r, r)
             prediction = torch.zeros_like(recon)
@@ -340,76 +363,11 @@ class ConvSparseAutoencoder(nn.Module):
     def _make_optimizer(self, lr: float) -> torch.optim.Optimizer:
         params = [self.decoder, self.encoder, self.gain]
         params.append(self.bias if self.nonlinearity == "tanh" else self.threshold)
-        self._optimizer = torch.optim.Adam(params, lr=lr)
-        return self._optimizer
-
-    # ----------------------------------------------------------------- checkpoints
-    def save(self, path: str | os.PathLike) -> None:
-        """Save the parameters and the configuration to a safetensors file."""
-        self._save(path, self._config(), None, None, None)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *,
-             device: str | torch.device | None = None) -> ConvSparseAutoencoder:
-        tensors, config = load_checkpoint(path, kind=KIND)
-        model = cls(config["n_filters"], config["kernel_size"], config["channels"],
-                    lam=config["lam"], mode=config["mode"], nonlinearity=config["nonlinearity"],
-                    beta=config["beta"], boundary=config["boundary"], seed=config["seed"],
-                    device=device, dtype=tensors["decoder"].dtype)
-        model._load_state(tensors, config)
-        return model
-
-    def _config(self, **extra: Any) -> dict[str, Any]:
-        return {"n_filters": self.n_filters, "kernel_size": self.kernel_size,
-                "channels": self.channels, "lam": self.lam, "mode": self.mode,
-                "nonlinearity": self.nonlinearity, "beta": self.beta,
-                "boundary": self.boundary, "seed": self.seed, **extra}
-
-    def _parameters_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).data
-                for name in ("decoder", "encoder", "bias", "gain", "threshold")}
-
-    def _save(self, path, config, optimizer, epoch, batch) -> None:
-        tensors = self._parameters_dict()
-        opt_meta: dict[str, Any] = {}
-        if optimizer is not None:
-            state = optimizer.state_dict()
-            for index, slots in state["state"].items():
-                for key, value in slots.items():
-                    tensors[f"adam.{index}.{key}"] = torch.as_tensor(value)
-            opt_meta = {"param_groups": state["param_groups"]}
-        meta = {**config, "n_steps": self.n_steps_, "epoch": epoch, "batch": batch,
-                "history": self.history_, "optimizer": opt_meta, "training": epoch is not None}
-        save_checkpoint(path, tensors, meta, kind=KIND)
-
-    def _restore(self, path, config, optimizer) -> tuple[int, int]:
-        """Load a training state and Adam's; returns its ``(epoch, batch)`` position."""
-        tensors, saved = load_checkpoint(path, kind=KIND)
-        check_config_matches(saved, config, RESUME_KEYS)
-        if not saved.get("training"):
-            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
-        self._load_state(tensors, saved)
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for name, value in tensors.items():
-            if name.startswith("adam."):
-                _, index, key = name.split(".", 2)
-                state.setdefault(int(index), {})[key] = value
-        optimizer.load_state_dict({"state": state,
-                                   "param_groups": saved["optimizer"]["param_groups"]})
-        return saved["epoch"], saved["batch"]
-
-    def _load_state(self, tensors, config) -> None:
-        for name, target in self._parameters_dict().items():
-            target.copy_(tensors[name].to(target.device, target.dtype))
-        self.n_steps_ = int(config.get("n_steps", 0))
-        self.history_ = list(config.get("history", []))
-        self._init_from_data = False
+        return torch.optim.Adam(params, lr=lr)
 
     # ----------------------------------------------------------------- helpers
     def _images(self, Y: Any) -> torch.Tensor:
-        if isinstance(Y, torch.Tensor) and Y.device != self.decoder.device:
-            raise ValueError(f"Y is on {Y.device} but the model is on {self.decoder.device}")
-        Y_t = as_tensor(Y, "Y", ndim=4).to(self.decoder.device, self.decoder.dtype)
+        Y_t, _ = self.check_input(Y, "Y", ndim=4)
         self.decoder_operator().check_signal(Y_t, "Y")
         return Y_t
 

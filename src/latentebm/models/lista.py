@@ -40,6 +40,7 @@ from ..operators import DenseDictionary
 from ..problem import to_output
 from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult, proximal_gradient
+from ..training import distributed as dist
 from ..training.history import EpochRecord
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import cosine_schedule
@@ -366,6 +367,10 @@ class LISTA(LatentModel):
         continues from it. A NaN/inf loss, weight or optimizer state stops training with
         ``FloatingPointError`` naming the step and the last good checkpoint. Returns the
         per-epoch history: relative code error, learning rate, seconds.
+
+        Under ``torchrun`` the model trains as ``DistributedDataParallel``: ``batch_size`` is
+        the global batch, each process takes its share of it, and the weights are those one
+        process gets on the same batches; rank 0 alone writes the checkpoint.
         """
         Y_t, _ = self._check_signals(Y)
         epochs = check_int(epochs, "epochs", low=1)
@@ -394,6 +399,7 @@ class LISTA(LatentModel):
         if Z_star is None:
             Z_star = self._training_targets(Y_t, targets, tol, max_iter)
 
+        @dist.on_main
         def save(epoch: int, batch: int) -> None:
             extra = {"targets": Z_star} if own_targets else {}
             self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
@@ -403,15 +409,18 @@ class LISTA(LatentModel):
             n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
             checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
             optimizer=optimizer, scheduler=scheduler,
-            desc=f"LISTA-{self.n_steps} {self.variant}", progress=progress,
+            desc=f"LISTA-{self.n_steps} {self.variant}", progress=progress and dist.is_main(),
         )
+        model = dist.data_parallel(self)
         with loop:
             for epoch in loop.epochs():
                 stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
                     lr_now = optimizer.param_groups[0]["lr"]
-                    err, ref = self._update(optimizer, Y_t[b.idx], Z_star[b.idx], max_grad_norm,
-                                            basis)
+                    mine = dist.shard(b.idx)
+                    err, ref = self._update(optimizer, Y_t[mine], Z_star[mine], max_grad_norm,
+                                            basis, model=model,
+                                            ref=Z_star[b.idx].pow(2).sum())
                     stats.add(err, ref, lr_now)
                     self.n_updates_ += 1
                     loop.step_done(b, self.n_updates_, loss=err,
@@ -436,18 +445,23 @@ class LISTA(LatentModel):
             elif self.variant == "cp":
                 self.V.copy_(Q @ (Q.T @ self.V))
 
-    def _update(self, optimizer, Yb: torch.Tensor, Zb: torch.Tensor, max_grad_norm, basis=None):
+    def _update(self, optimizer, Yb: torch.Tensor, Zb: torch.Tensor, max_grad_norm, basis=None,
+                model: nn.Module | None = None, ref: torch.Tensor | None = None):
+        """One step on this process's rows ``Yb``, ``Zb`` of a batch whose targets have squared
+        norm ``ref`` in all (default: ``Zb``'s); ``model`` is ``self`` or its DDP wrapper, whose
+        gradient average over the processes is then the whole batch's gradient. Returns the
+        batch's squared code error (summed over the processes) and ``ref``."""
         optimizer.zero_grad(set_to_none=True)
-        Z = self(Yb)
+        Z = (self if model is None else model)(Yb)
         err = (Z - Zb).pow(2).sum()
-        ref = Zb.pow(2).sum()
-        (err / ref.clamp_min(torch.finfo(ref.dtype).tiny)).backward()
+        ref = Zb.pow(2).sum() if ref is None else ref
+        (err * dist.world_size() / ref.clamp_min(torch.finfo(ref.dtype).tiny)).backward()
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.parameters(), max_grad_norm)
         optimizer.step()
         if basis is not None:
             self._project_input(basis)
-        return err.detach(), ref
+        return dist.all_reduce_(err.detach(), what="of the code error"), ref
 
     def _training_targets(self, Y, targets, tol, max_iter) -> torch.Tensor:
         if targets is not None:

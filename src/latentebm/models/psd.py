@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
-from ..dictionary_update import normalize_columns_, sgd_update_
+from ..dictionary_update import atoms_from_data, initial_atoms, sgd_update_
 from ..operators import DenseDictionary, batch_dot
 from ..problem import to_output
 from ..regularizers import L1
@@ -113,22 +113,8 @@ class PSD(LatentModel):
             n_steps=check_int(n_steps, "n_steps", low=1), variant=variant,
             seed=check_seed(seed), dtype=dtype_name(dtype))
         device = resolve_device(device)
-        gen = torch.Generator().manual_seed(self.seed)
-        W = torch.randn(self.n_features, self.n_atoms, generator=gen, dtype=torch.float64)
-        self._init_from_data = isinstance(init, str) and init == "data"
-        if isinstance(init, str):
-            if init not in ("data", "random"):
-                raise ValueError(f"init must be 'data', 'random' or an array, got {init!r}")
-        else:
-            W = as_tensor(init, "init", ndim=2).detach().to("cpu", torch.float64).clone()
-            if tuple(W.shape) != (self.n_features, self.n_atoms):
-                raise ValueError(
-                    f"init must have shape ({self.n_features}, {self.n_atoms}), "
-                    f"got {tuple(W.shape)}"
-                )
-            if bool((W.norm(dim=0) == 0).any()):
-                raise ValueError("init has an all-zero column; atoms must be non-zero")
-        self.register_buffer("W", normalize_columns_(W).to(device=device, dtype=dtype))
+        W, self._init_from_data = initial_atoms(init, self.n_features, self.n_atoms, self.seed)
+        self.register_buffer("W", W.to(device=device, dtype=dtype))
         self._build_encoder()
         self.n_updates_ = 0
         self.history_: list[dict[str, float]] = []
@@ -328,15 +314,7 @@ class PSD(LatentModel):
         return Z_t
 
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
-        gen = torch.Generator().manual_seed(self.seed)
-        n = Y.shape[0]
-        pick = torch.randperm(n, generator=gen)[: self.n_atoms]
-        if n < self.n_atoms:
-            pick = torch.cat([pick, torch.randint(n, (self.n_atoms - n,), generator=gen)])
-        atoms = Y[pick.to(Y.device)].T.clone()
-        noise = torch.randn(atoms.shape, generator=gen, dtype=torch.float64).to(atoms)
-        atoms += 1e-3 * atoms.norm(dim=0, keepdim=True).clamp_min(1e-3) * noise
-        self.W.copy_(normalize_columns_(atoms))
+        self.W.copy_(atoms_from_data(Y, self.n_atoms, self.seed))
         self._build_encoder()
         self._init_from_data = False
 

@@ -10,19 +10,23 @@ from typing import Any
 
 import torch
 
-from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
+from .._validation import check_int, check_lam, check_scalar, resolve_device
+from ..data.streaming import ShardedArray
 from ..dictionary_update import (
-    accumulate_statistics_,
+    accumulate_sums_,
+    atoms_from_data,
     block_coordinate_update_,
-    normalize_columns_,
+    initial_atoms,
     reinitialize_atoms_,
-    sgd_update_,
+    sgd_gradient_sum,
+    sgd_step_,
 )
 from ..objective import lasso_energy
 from ..operators import DenseDictionary
 from ..problem import to_output
 from ..regularizers import get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
+from ..training import distributed as dist
 from ..training.history import EpochRecord
 from ..training.loop import MinibatchLoop, resuming
 from ._base import LatentModel, ModelConfig, dtype_name
@@ -90,20 +94,8 @@ class SparseCoding(LatentModel):
             nonneg=bool(nonneg), seed=check_int(seed, "seed", low=0), dtype=dtype_name(dtype),
         )
         device = resolve_device(device)
-        gen = torch.Generator().manual_seed(self.seed)
-        W = torch.randn(self.n_features, self.n_atoms, generator=gen, dtype=torch.float64)
-        self._init_from_data = isinstance(init, str) and init == "data"
-        if isinstance(init, str):
-            if init not in ("data", "random"):
-                raise ValueError(f"init must be 'data', 'random' or an array, got {init!r}")
-        else:
-            W = as_tensor(init, "init", ndim=2).to(torch.float64).cpu().clone()
-            if tuple(W.shape) != (self.n_features, self.n_atoms):
-                want = (self.n_features, self.n_atoms)
-                raise ValueError(f"init must have shape {want}, got {tuple(W.shape)}")
-            if bool((W.norm(dim=0) == 0).any()):
-                raise ValueError("init has an all-zero column; atoms must be non-zero")
-        self.register_buffer("W", normalize_columns_(W).to(device=device, dtype=dtype))
+        W, self._init_from_data = initial_atoms(init, self.n_features, self.n_atoms, self.seed)
+        self.register_buffer("W", W.to(device=device, dtype=dtype))
         self.register_buffer(
             "A", torch.zeros(self.n_atoms, self.n_atoms, device=device, dtype=dtype)
         )
@@ -193,6 +185,18 @@ class SparseCoding(LatentModel):
     ) -> list[dict[str, float]]:
         """Learn the atoms from ``Y`` ``(n_samples, n_features)`` in mini-batches.
 
+        ``Y`` is an array or tensor, or a :class:`~latentebm.data.streaming.ShardedArray` for
+        data larger than memory (rows read per batch; codes then start from zero instead of
+        each sample's previous code, and are not kept).
+
+        Under ``torchrun`` (a process group initialised, e.g. by
+        :func:`latentebm.training.distributed.init_distributed`), ``batch_size`` is the global
+        batch: each process codes its share of every batch, the sufficient statistics (or SGD
+        gradients), atom usage and epoch sums are summed over the processes, and every process
+        takes the same step, the one a single process takes on the same data (to rounding).
+        Only rank 0 writes the checkpoint; every rank resumes from it, with any number of
+        processes.
+
         Codes: FISTA to relative gap ``tol``, warm-started from each sample's previous code.
         Dictionary: ``method="online"`` is Mairal et al.'s block-coordinate update from the
         sufficient statistics; ``"sgd"`` is projected SGD with step ``lr``. Columns are
@@ -204,7 +208,8 @@ class SparseCoding(LatentModel):
         checkpoint is kept). Returns the per-epoch history (mean energy, mean non-zeros,
         seconds, re-initialised atoms).
         """
-        Y_t, _ = self.check_input(Y, "Y", ndim=2)
+        streaming = isinstance(Y, ShardedArray)
+        Y_t = Y if streaming else self.check_input(Y, "Y", ndim=2)[0]
         if Y_t.shape[1] != self.n_features:
             raise ValueError(
                 f"Y must have {self.n_features} features (columns), got {Y_t.shape[1]}"
@@ -225,33 +230,41 @@ class SparseCoding(LatentModel):
         )
         fit_args = {"method": method, "batch_size": batch_size, "n_samples": n}
 
-        codes = torch.zeros(n, self.n_atoms, device=Y_t.device, dtype=Y_t.dtype)
+        device, dtype = self.device, self.dtype
+        codes = (None if streaming
+                 else torch.zeros(n, self.n_atoms, device=device, dtype=dtype))
         start = (0, 0)
         if resuming(resume, checkpoint):
             state = self.resume_from(checkpoint, fit_args)
-            codes, start = state.extra["codes"].to(Y_t.dtype), state.position
+            start = state.position
+            if codes is not None:
+                codes = state.extra["codes"].to(dtype)
         elif self._init_from_data and self.n_steps_ == 0:
             self._init_atoms_from(Y_t)
 
+        @dist.on_main
         def save(epoch: int, batch: int) -> None:
             self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
-                                           extra={"codes": codes})
+                                           extra={} if codes is None else {"codes": codes})
 
         loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
+            n, batch_size, epochs, seed=self.seed, device=device, start=start,
             checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            desc="sparse coding", progress=progress,
+            desc="sparse coding", progress=progress and dist.is_main(),
         )
         with loop, torch.no_grad():
             for epoch in loop.epochs():
                 stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
-                    Yb = Y_t[b.idx]
-                    out = self(Yb, codes[b.idx], tol=tol, max_iter=max_iter)
+                    mine = dist.shard(b.idx)
+                    Yb = Y_t[mine].to(device, dtype)
+                    z0 = None if codes is None else codes[mine]
+                    out = self(Yb, z0, tol=tol, max_iter=max_iter)
                     Z = out.z
-                    codes[b.idx] = Z
-                    self._dictionary_step(Yb, Z, method, lr, dead_after, stats)
-                    stats.add(out.energy, Z)
+                    if codes is not None:
+                        codes[b.idx] = dist.all_gather_cat(Z, what="of the codes")
+                    self._dictionary_step(Yb, Z, out.energy, b.idx.numel(), method, lr,
+                                          dead_after, stats)
                     loop.step_done(
                         b, self.n_steps_, loss=out.energy,
                         postfix={"energy": f"{stats.mean_energy:.4g}",
@@ -261,35 +274,39 @@ class SparseCoding(LatentModel):
                 stats.close()
         return self.history_
 
-    def _dictionary_step(self, Yb: torch.Tensor, Z: torch.Tensor, method: str, lr: float,
-                         dead_after: int, stats: _EpochStats) -> None:
-        """Update the atoms (and statistics) from a batch and its codes; re-initialise atoms
-        unused for ``dead_after`` steps."""
+    def _dictionary_step(self, Yb: torch.Tensor, Z: torch.Tensor, energy: torch.Tensor,
+                         n: int, method: str, lr: float, dead_after: int,
+                         stats: _EpochStats) -> None:
+        """Update the atoms (and statistics) from this process's part ``Yb``, ``Z`` (energies
+        ``energy``) of a batch of ``n`` samples; re-initialise atoms unused for ``dead_after``
+        steps. The batch sums are added over the processes in one collective."""
         W = self.W
         self.n_steps_ += 1
-        used = (Z != 0).any(0)
-        self.last_used[used] = self.n_steps_
+        sums = {"used": (Z != 0).sum(0).to(W.dtype), "energy": energy.sum().reshape(1),
+                "nnz": (Z != 0).sum().to(W.dtype).reshape(1)}
         if method == "online":
-            accumulate_statistics_(self.A, self.B, Yb, Z, self.n_steps_)
+            sums["ZZ"], sums["YZ"] = Z.T @ Z, Yb.T @ Z
+        else:
+            sums["grad"] = sgd_gradient_sum(W, Yb, Z)
+        dist.all_reduce_dict_(sums, what="of the dictionary statistics")
+        self.last_used[sums["used"] > 0] = self.n_steps_
+        if method == "online":
+            accumulate_sums_(self.A, self.B, sums["ZZ"], sums["YZ"], n, self.n_steps_)
             block_coordinate_update_(W, self.A, self.B)
         else:
-            sgd_update_(W, Yb, Z, lr)
+            sgd_step_(W, sums["grad"], n, lr)
         dead = self.n_steps_ - self.last_used >= dead_after
+        if dist.world_size() > 1 and bool(dead.any()):
+            # every rank picks the same replacements from the whole batch, in batch order
+            Yb = dist.all_gather_cat(Yb, what="of the batch (dead atoms)")
+            Z = dist.all_gather_cat(Z, what="of the codes (dead atoms)")
         stats.reinit += reinitialize_atoms_(W, self.A, self.B, dead, Yb, Z)
         self.last_used[dead] = self.n_steps_
+        stats.add(sums["energy"], sums["nnz"], n)
 
     # ----------------------------------------------------------------- helpers
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
-        gen = torch.Generator().manual_seed(self.seed)
-        n = Y.shape[0]
-        pick = torch.randperm(n, generator=gen)[: self.n_atoms]
-        if n < self.n_atoms:
-            extra = torch.randint(n, (self.n_atoms - n,), generator=gen)
-            pick = torch.cat([pick, extra])
-        atoms = Y[pick.to(Y.device)].T.clone()
-        noise = torch.randn(atoms.shape, generator=gen, dtype=torch.float64).to(atoms)
-        atoms += 1e-3 * atoms.norm(dim=0, keepdim=True).clamp_min(1e-3) * noise
-        self.W.copy_(normalize_columns_(atoms))
+        self.W.copy_(atoms_from_data(Y, self.n_atoms, self.seed))
         self._init_from_data = False
 
 
@@ -309,10 +326,10 @@ class _EpochStats(EpochRecord):
     def mean_nnz(self) -> float:
         return self.nnz_sum / max(self.count, 1)
 
-    def add(self, energy: torch.Tensor, Z: torch.Tensor) -> None:
-        self.energy_sum += float(energy.sum())
-        self.nnz_sum += float((Z != 0).sum())
-        self.count += Z.shape[0]
+    def add(self, energy_sum: torch.Tensor, nnz_sum: torch.Tensor, count: int) -> None:
+        self.energy_sum += float(energy_sum)
+        self.nnz_sum += float(nnz_sum)
+        self.count += count
         self.publish(partial=True)
 
     def values(self) -> dict[str, Any]:

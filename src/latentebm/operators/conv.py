@@ -232,9 +232,7 @@ class ConvDictionary(LinearOperator):
             if self.boundary == "circular":
                 return z
             return z[..., : code_hw[0], : code_hw[1]]
-        if self.boundary == "circular":
-            return F.conv2d(F.pad(r, (0, kw - 1, 0, kh - 1), mode="circular"), self.kernels)
-        return F.conv2d(r, self.kernels, padding=(kh - 1, kw - 1))
+        return correlate(self.kernels, r, self.boundary)
 
     def gram(self, z: torch.Tensor) -> torch.Tensor:
         """``KᵀK z``; for circular boundaries one FFT round trip (no pass through images)."""
@@ -289,6 +287,26 @@ class ConvDictionary(LinearOperator):
         self.kernels.div_(norms[:, None, None, None])
         self.invalidate()
         return self
+
+
+def correlate(kernels: torch.Tensor, r: torch.Tensor, boundary: str) -> torch.Tensor:
+    """The adjoint ``Kᵀ r`` by direct correlation, a pure function (no checks, no host
+    synchronisation: usable inside a ``forward`` and under ``torch.compile``).
+
+    Parameters
+    ----------
+    kernels : torch.Tensor, shape (n_atoms, channels, kh, kw)
+    r : torch.Tensor, shape (batch, channels, H, W)
+    boundary : {"full", "circular"}
+
+    Returns
+    -------
+    torch.Tensor, shape (batch, n_atoms, H + kh − 1, W + kw − 1) or (batch, n_atoms, H, W)
+    """
+    kh, kw = kernels.shape[-2:]
+    if boundary == "circular":
+        return F.conv2d(F.pad(r, (0, kw - 1, 0, kh - 1), mode="circular"), kernels)
+    return F.conv2d(r, kernels, padding=(kh - 1, kw - 1))
 
 
 def _fast_size(n: int) -> int:

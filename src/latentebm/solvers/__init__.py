@@ -21,6 +21,7 @@ then considers it: the first method by priority whose ``unsupported(op, reg)`` i
 whose ``preferred(problem, reg)`` is true runs (``"fista"`` is the fallback, priority 1000).
 """
 
+from . import coordinate_descent as _coordinate_descent  # noqa: F401  (registers "cd")
 from .api import METHODS, Method, fista, ista, register_method, solve
 from .proximal_gradient import proximal_gradient
 from .result import Callback, IterationState, SolverResult

@@ -1,0 +1,111 @@
+"""DistributedDataParallel over the shared training loop: two gloo processes, each taking its
+share of every global batch (the loop's seeded order), end with the weights one process gets on
+the same global batches (float64, 1e-10), also when the shares are unequal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_distributed import check_ok, launch
+from torch import nn
+
+from latentebm.training import MinibatchLoop
+from latentebm.training import distributed as dist
+
+
+def setup() -> tuple[torch.Tensor, nn.Module]:
+    torch.manual_seed(0)
+    X = torch.randn(91, 8, dtype=torch.float64)
+    return X, nn.Sequential(nn.Linear(8, 5), nn.Tanh(), nn.Linear(5, 8)).double()
+
+
+def train(out: Path) -> None:
+    X, net = setup()
+    model = dist.data_parallel(net)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    loop = MinibatchLoop(91, 33, 3, seed=4, device="cpu", optimizer=opt, watch=net,
+                         progress=False)
+    with loop:
+        for epoch in loop.epochs():
+            for b in epoch:
+                x = X[dist.shard(b.idx)]
+                loss = dist.global_mean((model(x) - x).pow(2).sum(), b.idx.numel())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loop.step_done(b, b.step + 1, loss=loss)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out))
+
+
+def worker(out_dir: str) -> None:
+    dist.init_distributed()
+    train(Path(out_dir) / f"rank{dist.rank()}.st")
+    dist.shutdown()
+
+
+def test_ddp_on_two_processes_equals_one(tmp_path: Path) -> None:
+    check_ok(launch("test_distributed_ddp:worker", 2, str(tmp_path)))
+    train(tmp_path / "single.st")
+    single = load_file(str(tmp_path / "single.st"))
+    _, start = setup()
+    for r in range(2):
+        got = load_file(str(tmp_path / f"rank{r}.st"))
+        for k, v in single.items():
+            assert float((got[k] - v).norm()) <= 1e-10 * float(v.norm()), (r, k)
+    moved = sum(float((single[k] - v).norm()) for k, v in start.state_dict().items())
+    assert moved > 0.1  # it trained
+
+
+def test_global_mean_is_the_plain_mean_on_one_process() -> None:
+    assert float(dist.global_mean(torch.tensor(6.0), 4)) == 1.5
+    net = nn.Linear(2, 2)
+    assert dist.data_parallel(net) is net
+
+
+# --------------------------------------------------------------------------- LISTA
+VARIANTS = [("lista", False), ("cp", True), ("step", False)]
+
+
+def lista_fit(variant: str, tied: bool, checkpoint: Path | None = None):
+    from latentebm import LISTA
+
+    gen = torch.Generator().manual_seed(2)
+    W = torch.randn(10, 14, generator=gen, dtype=torch.float64)
+    W /= W.norm(dim=0)
+    Y = torch.randn(75, 10, generator=gen, dtype=torch.float64)
+    model = LISTA(W, 0.3, 3, variant=variant, tied=tied, seed=1)
+    hist = model.fit(Y, epochs=3, batch_size=31, lr=1e-2, progress=False, tol=1e-10,
+                     checkpoint=checkpoint)
+    return model, hist
+
+
+def lista_worker(out_dir: str) -> None:
+    dist.init_distributed()
+    for variant, tied in VARIANTS:
+        ckpt = Path(out_dir) / f"{variant}.ckpt" if variant == "lista" else None
+        model, hist = lista_fit(variant, tied, ckpt)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()
+                   if isinstance(v, torch.Tensor)},
+                  str(Path(out_dir) / f"{variant}-rank{dist.rank()}.st"))
+        Path(out_dir, f"{variant}-rank{dist.rank()}.err").write_text(
+            json.dumps([e["code_error"] for e in hist]))
+    dist.shutdown()
+
+
+def test_lista_ddp_on_two_processes_equals_one(tmp_path: Path) -> None:
+    check_ok(launch("test_distributed_ddp:lista_worker", 2, str(tmp_path)))
+    for variant, tied in VARIANTS:
+        single, hist = lista_fit(variant, tied)
+        for r in range(2):
+            got = load_file(str(tmp_path / f"{variant}-rank{r}.st"))
+            for k, v in single.state_dict().items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    assert float((got[k] - v).norm()) <= 1e-10 * max(float(v.norm()), 1e-300), (
+                        variant, r, k)
+            errs = json.loads((tmp_path / f"{variant}-rank{r}.err").read_text())
+            assert errs == pytest.approx([e["code_error"] for e in hist], rel=1e-10)
+    assert (tmp_path / "lista.ckpt").exists()  # written by rank 0

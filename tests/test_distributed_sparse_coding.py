@@ -1,0 +1,129 @@
+"""SparseCoding on two gloo processes equals one process on the same global batches (float64,
+to 1e-10 relative): online and SGD updates, dead-atom re-initialisation, streamed shards, and a
+checkpoint written by rank 0 that one process resumes from (a different world size)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_distributed import check_ok, launch
+
+from latentebm import SparseCoding
+from latentebm.data.streaming import ShardedArray, write_shards
+from latentebm.training import distributed as dist
+
+FIT = {"batch_size": 37, "tol": 1e-8, "max_iter": 500, "dead_after": 2, "progress": False}
+
+
+def problem() -> np.ndarray:
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(16, 10, generator=gen, dtype=torch.float64)
+    Z = torch.randn(150, 10, generator=gen, dtype=torch.float64)
+    Z *= torch.rand(150, 10, generator=gen, dtype=torch.float64) < 0.3
+    return (Z @ W.T + 0.05 * torch.randn(150, 16, generator=gen, dtype=torch.float64)).numpy()
+
+
+def run_fits(out: Path, shards: Path, tag: str) -> None:
+    """Every fit the test compares; writes ``{name}{tag}.safetensors`` / ``.json``."""
+    Y = problem()
+    data = {"online": Y, "sgd": Y, "streamed": ShardedArray(shards)}
+    for name, Yn in data.items():
+        model = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+        method = "sgd" if name == "sgd" else "online"
+        hist = model.fit(Yn, epochs=3, method=method, lr=0.5, **FIT)
+        save_file({"W": model.W, "A": model.A, "B": model.B}, str(out / f"{name}{tag}.st"))
+        (out / f"{name}{tag}.json").write_text(json.dumps(hist))
+    model = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    model.fit(Y, epochs=2, checkpoint=out / "ckpt.safetensors", checkpoint_every=3, **FIT)
+
+
+def worker(out: str, shards: str) -> None:
+    dist.init_distributed()
+    run_fits(Path(out), Path(shards), f"-rank{dist.rank()}")
+    dist.shutdown()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sc")
+    write_shards(problem().astype(np.float32), out / "shards", rows_per_shard=40)
+    check_ok(launch("test_distributed_sparse_coding:worker", 2, str(out), str(out / "shards")))
+    (out / "ckpt.safetensors").rename(out / "ckpt-2proc.safetensors")
+    run_fits(out, out / "shards", "-single")
+    return out
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal to 1e-10 relative in the Frobenius norm (exactly, where ``b`` is zero)."""
+    return float((a - b).norm()) <= 1e-10 * float(b.norm())
+
+
+@pytest.mark.parametrize("name", ["online", "sgd", "streamed"])
+def test_two_processes_take_the_single_process_steps(runs: Path, name: str) -> None:
+    single = load_file(str(runs / f"{name}-single.st"))
+    h_single = json.loads((runs / f"{name}-single.json").read_text())
+    for r in range(2):
+        got = load_file(str(runs / f"{name}-rank{r}.st"))
+        for key in ("W", "A", "B"):
+            assert close(got[key], single[key]), (name, r, key)
+        h = json.loads((runs / f"{name}-rank{r}.json").read_text())
+        assert [e["reinitialized"] for e in h] == [e["reinitialized"] for e in h_single]
+        np.testing.assert_allclose([e["mean_energy"] for e in h],
+                                   [e["mean_energy"] for e in h_single], rtol=1e-10)
+    assert sum(e["reinitialized"] for e in h_single) > 0  # dead atoms were re-initialised
+
+
+def test_rank_zero_checkpoint_resumes_on_one_process(runs: Path, tmp_path: Path) -> None:
+    Y = problem()
+    ckpt = tmp_path / "c.safetensors"
+    ckpt.write_bytes((runs / "ckpt-2proc.safetensors").read_bytes())
+    resumed = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    resumed.fit(Y, epochs=3, checkpoint=ckpt, resume=True, **FIT)
+    straight = load_file(str(runs / "online-single.st"))
+    assert close(resumed.W, straight["W"])
+
+
+def test_torchrun_runs_the_command_and_rank_zero_reports(tmp_path: Path) -> None:
+    args = ["sparse-coding", "--dataset", "mnist", "--sample", "--n-train", "256", "--n-test",
+            "50", "--atoms", "16", "--epochs", "1", "--batch-size", "64", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    two = subprocess.run(
+        [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node",
+         "2", "-m", "latentebm", *args, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("wrote:") == 1  # rank 0 alone reports
+    assert (tmp_path / "two" / "metrics.json").exists()
+    one = subprocess.run([sys.executable, "-m", "latentebm", *args, "--out",
+                          str(tmp_path / "one")], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert one.returncode == 0, one.stderr[-3000:]
+    W1, W2 = (load_file(str(tmp_path / d / "checkpoint.safetensors"))["model.W"]
+              for d in ("one", "two"))
+    # float32: rounding differences move some codes across the FISTA stopping test (tol 1e-3)
+    assert float((W1 - W2).norm() / W1.norm()) < 1e-3
+
+
+def test_streamed_fit_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    data = ShardedArray(write_shards(problem().astype(np.float32), tmp_path / "s",
+                                     rows_per_shard=64))
+    straight = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    straight.fit(data, epochs=2, **FIT)
+    ckpt = tmp_path / "c.safetensors"
+    resumed = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    resumed.fit(data, epochs=1, checkpoint=ckpt, **FIT)
+    again = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    again.fit(data, epochs=2, checkpoint=ckpt, resume=True, **FIT)
+    assert torch.equal(again.W, straight.W)
+    def drop_time(h: list[dict]) -> list[dict]:
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in h]
+
+    assert drop_time(again.history_) == drop_time(straight.history_)

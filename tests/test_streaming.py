@@ -1,0 +1,153 @@
+"""Sharded datasets larger than memory: exact reads, the seeded global order (the same for any
+number of processes and as the in-memory training loop's), resume, damaged shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from latentebm.data.streaming import (
+    ShardedArray,
+    ShardError,
+    prepare_patches,
+    stream_batches,
+    write_shards,
+)
+from latentebm.training import MinibatchLoop
+
+
+@pytest.fixture
+def rows() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((103, 7)).astype(np.float32)
+
+
+@pytest.fixture
+def shards(tmp_path: Path, rows: np.ndarray) -> Path:
+    return write_shards(rows, tmp_path / "ds", rows_per_shard=20)
+
+
+def order(data, batch, epochs, world, start=(0, 0), seed=3):
+    """Per (epoch, batch): the rank-ordered concatenation of every rank's indices."""
+    per_rank = [list(stream_batches(data, batch, epochs, seed=seed, start=start, rank=r,
+                                    world=world)) for r in range(world)]
+    out = {}
+    for items in zip(*per_rank, strict=True):
+        key = items[0][:2]
+        assert all(it[:2] == key for it in items)
+        out[key] = torch.cat([it[2] for it in items]).tolist()
+    return out
+
+
+def test_reads_are_exact_in_any_order(shards: Path, rows: np.ndarray) -> None:
+    data = ShardedArray(shards)
+    assert data.shape == rows.shape and len(data) == 103 and len(data._shards) == 6
+    idx = np.array([102, 0, 19, 20, 55, 55, 21, 99, 3])
+    np.testing.assert_array_equal(data.read(idx), rows[idx])
+    got = data[torch.as_tensor(idx)]
+    assert got.dtype == torch.float32 and torch.equal(got, torch.from_numpy(rows[idx]))
+    np.testing.assert_array_equal(data.read(np.arange(103)), rows)
+    with pytest.raises(IndexError):
+        data.read(np.array([103]))
+
+
+def test_order_is_seeded_and_the_training_loops(shards: Path) -> None:
+    data = ShardedArray(shards)
+    a, b = order(data, 16, 2, 1), order(data, 16, 2, 1)
+    assert a == b
+    assert a != order(data, 16, 2, 1, seed=4)
+    loop = MinibatchLoop(103, 16, 2, seed=3, device="cpu", progress=False)
+    with loop:
+        for epoch in loop.epochs():
+            for batch in epoch:
+                assert batch.idx.tolist() == a[(batch.epoch, batch.batch)]
+                loop.step_done(batch, batch.step + 1)
+
+
+@pytest.mark.parametrize("world", [2, 3, 5])
+def test_sharding_covers_every_sample_once_per_epoch_in_the_same_order(
+    shards: Path, world: int
+) -> None:
+    data = ShardedArray(shards)
+    single = order(data, 16, 2, 1)
+    assert order(data, 16, 2, world) == single
+    for epoch in range(2):
+        for r in range(world):
+            mine = [i for e, _, idx, _ in stream_batches(data, 16, 2, seed=3, rank=r, world=world)
+                    if e == epoch for i in idx.tolist()]
+            others = [i for q in range(world) if q != r
+                      for e, _, idx, _ in stream_batches(data, 16, 2, seed=3, rank=q, world=world)
+                      if e == epoch for i in idx.tolist()]
+            assert not set(mine) & set(others)
+        seen = sorted(i for ids in (v for (e, _), v in single.items() if e == epoch) for i in ids)
+        assert seen == list(range(103))
+
+
+def test_rows_match_the_indices(shards: Path, rows: np.ndarray) -> None:
+    data = ShardedArray(shards)
+    for _, _, idx, got in stream_batches(data, 10, 1, seed=1, rank=1, world=2):
+        assert torch.equal(got, torch.from_numpy(rows[idx.numpy()]))
+
+
+def test_resume_reproduces_the_order(shards: Path) -> None:
+    data = ShardedArray(shards)
+    full = order(data, 16, 3, 2)
+    resumed = order(data, 16, 3, 2, start=(1, 4))
+    assert resumed == {k: v for k, v in full.items() if k >= (1, 4)}
+    assert min(resumed) == (1, 4)
+
+
+def test_prepare_patches_is_deterministic_and_unit_rms(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    images = [rng.random((40, 50)), rng.random((33, 31))]
+    a = prepare_patches(tmp_path / "a", 2500, size=6, images=images, seed=5, chunk=700,
+                        rows_per_shard=1000)
+    b = prepare_patches(tmp_path / "b", 2500, size=6, images=images, seed=5, chunk=700,
+                        rows_per_shard=1000)
+    ia, ib = (json.loads((p / "index.json").read_text()) for p in (a, b))
+    assert [s["sha256"] for s in ia["shards"]] == [s["sha256"] for s in ib["shards"]]
+    assert [s["rows"] for s in ia["shards"]] == [1000, 1000, 500]
+    x = ShardedArray(a)[np.arange(2500)].double()
+    assert x.shape == (2500, 36)
+    assert abs(float(x.pow(2).mean()) - 1.0) < 1e-5
+    assert float(x.mean(1).abs().max()) < 1e-5  # each patch's mean removed
+
+
+def test_a_damaged_shard_is_named(shards: Path) -> None:
+    victim = shards / "shard-00002.npy"
+    raw = bytearray(victim.read_bytes())
+    raw[-5] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(ShardError, match=r"shard-00002\.npy is damaged: its SHA-256"):
+        ShardedArray(shards)
+    victim.write_bytes(bytes(raw[:-8]))
+    with pytest.raises(ShardError, match=r"shard-00002\.npy is damaged: .*truncated"):
+        ShardedArray(shards, verify=False)
+    victim.unlink()
+    with pytest.raises(ShardError, match=r"shard-00002\.npy is missing"):
+        ShardedArray(shards)
+
+
+def test_an_incomplete_dataset_is_refused(tmp_path: Path, rows: np.ndarray) -> None:
+    with pytest.raises(ShardError, match="not a prepared dataset"):
+        ShardedArray(tmp_path)
+    ds = write_shards(rows, tmp_path / "ds", rows_per_shard=50)
+    index = json.loads((ds / "index.json").read_text())
+    index["n_rows"] = 200
+    (ds / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardError, match="do not add up"):
+        ShardedArray(ds)
+    (ds / "index.json").write_text("{not json")
+    with pytest.raises(ShardError, match="index.json is damaged"):
+        ShardedArray(ds)
+
+
+def test_writer_checks_its_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        write_shards(np.full((3, 2), np.nan), tmp_path / "x")
+    with pytest.raises(ValueError, match="got 2 rows but n_rows=3"):
+        write_shards(iter([np.zeros((2, 4))]), tmp_path / "y", n_rows=3, n_features=4)
+    assert list((tmp_path / "y").iterdir()) == []  # no index, no half-written shard

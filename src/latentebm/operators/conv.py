@@ -24,6 +24,7 @@ CPU ``irfft2`` copies its input twice and costs about twice as much (B3 in ``ben
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +34,42 @@ from .._validation import as_tensor
 from .base import LinearOperator
 
 BOUNDARIES = ("full", "circular")
+
+
+@dataclass(frozen=True)
+class FourierEmbedding:
+    """A convolutional operator as a circular convolution on an FFT grid, for solvers that work
+    per frequency (:meth:`ConvDictionary.fourier_embedding`).
+
+    Codes live in ``code_region`` of the grid (zero elsewhere), images are read from
+    ``signal_region``; for circular boundaries both are the whole grid. Per frequency the
+    operator is the ``channels × n_atoms`` matrix ``spectrum[:, :, ky, kx]ᵀ``.
+
+    Attributes
+    ----------
+    grid : tuple of int
+        ``(gh, gw)``, the FFT size.
+    spectrum : torch.Tensor, shape (n_atoms, channels, gh, gw // 2 + 1)
+        ``rfft2`` of the kernels zero-padded to the grid (origin at index 0).
+    code_region, signal_region : tuple of slice
+        Where the code maps and the images sit in the grid.
+    circular : bool
+        Whether both regions are the whole grid (no mask needed).
+    """
+
+    grid: tuple[int, int]
+    spectrum: torch.Tensor
+    code_region: tuple[slice, slice]
+    signal_region: tuple[slice, slice]
+    circular: bool
+
+    def synthesis(self, x_f: torch.Tensor) -> torch.Tensor:
+        """Half spectra of codes ``(B, n_atoms, gh, gwf)`` to images' ``(B, channels, gh, gwf)``."""
+        return _mix(x_f, self.spectrum, adjoint=False)
+
+    def analysis(self, r_f: torch.Tensor) -> torch.Tensor:
+        """The adjoint of :meth:`synthesis`: ``(B, channels, …) -> (B, n_atoms, …)``."""
+        return _mix(r_f, self.spectrum, adjoint=True)
 METHODS = ("auto", "direct", "fft")
 
 
@@ -168,6 +205,26 @@ class ConvDictionary(LinearOperator):
         if grid not in self._spectra:
             self._spectra[grid] = torch.fft.rfft2(self.kernels, s=grid)
         return self._spectra[grid]
+
+    def fourier_embedding(self, signal_hw: tuple[int, int]) -> FourierEmbedding:
+        """This operator, for images of size ``signal_hw`` ``(H, W)``, as a (masked) circular
+        convolution on an FFT grid: the structure per-frequency solvers (ADMM) read.
+
+        Circular: the ``H × W`` grid itself. Full: codes of size ``(H + kh − 1, W + kw − 1)``
+        at the grid's origin, images at offset ``(kh − 1, kw − 1)``; no product of a code in
+        its region wraps onto the image region, so the cropped circular convolution equals the
+        operator exactly, on a grid of fast FFT sizes at least as large as the codes.
+        """
+        h, w = (int(s) for s in signal_hw)
+        kh, kw = self.kernel_size
+        if self.boundary == "circular":
+            whole = (slice(0, h), slice(0, w))
+            return FourierEmbedding((h, w), self.spectrum((h, w)), whole, whole, True)
+        code_hw = (h + kh - 1, w + kw - 1)
+        grid = self._grid(code_hw)
+        return FourierEmbedding(
+            grid, self.spectrum(grid), (slice(0, code_hw[0]), slice(0, code_hw[1])),
+            (slice(kh - 1, kh - 1 + h), slice(kw - 1, kw - 1 + w)), False)
 
     def packed_adjoint_spectrum(self, grid: tuple[int, int]) -> torch.Tensor:
         """``conj(K̂_{2k}) + i·conj(K̂_{2k+1})`` on the full ``grid`` (an atom of zeros pads an odd
@@ -356,4 +413,4 @@ def _mix(x_f: torch.Tensor, spec: torch.Tensor, *, adjoint: bool) -> torch.Tenso
     return torch.stack([(x_f * spec[:, c]).sum(1) for c in range(channels)], 1)
 
 
-__all__ = ["ConvDictionary", "BOUNDARIES", "METHODS"]
+__all__ = ["ConvDictionary", "FourierEmbedding", "BOUNDARIES", "METHODS"]

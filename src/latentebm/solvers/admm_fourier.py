@@ -1,0 +1,292 @@
+"""ADMM in the Fourier domain for convolutional sparse coding (Wohlberg, IEEE TIP 2016).
+
+``min_z ½‖y − Σ_m d_m * z_m‖² + λR(z)`` for operators that report a :class:`FourierEmbedding`
+(``op.fourier_embedding(hw)``): a circular convolution on an FFT grid, per frequency a
+``channels × n_atoms`` matrix ``D̂``. The splitting ``x = y`` (codes ``x``, sparse copy ``y``)
+makes the ``x`` update one linear system per frequency, ``(D̂ᴴD̂ + σI) x̂ = b̂``, solved in closed
+form by the Woodbury identity through a ``channels × channels`` inverse (for one channel the
+Sherman–Morrison division ``1 / (σ + ‖d̂‖²)``). With over-relaxation (``relax``) and, by default,
+residual balancing of the penalty ρ (one ρ for the batch).
+
+Boundaries:
+
+- circular (the embedding's regions are the whole grid): the plain splitting ``x = y``,
+  ``σ = ρ``.
+- anything else (the default ``"full"`` boundary): the masked, decoupled formulation of
+  SPORCO's ``ConvBPDNMaskDcpl``: ``D x − y₀ = s̃`` and ``x − y₁ = 0``, with the data term
+  ``½‖M y₀‖²`` on the image region ``M`` and ``y₁`` held to the code region, so ``σ = 1``
+  and the factorisation never changes with ρ.
+
+Certificate (every ``check_every`` iterations, the only host synchronisation): the energy of the
+sparse iterate ``y`` and the best dual value seen, over the dual points built from the residual
+``y − D x`` at ``x`` (for circular boundaries ``Dᵀ(y − Dx) = ρ(x − y + u)`` costs nothing) and
+its dual extrapolation (:mod:`.dual`). Converged samples retire from the working batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._validation import check_int, check_scalar
+from ..operators import LinearOperator, batch_dot
+from ..problem import Problem
+from ..regularizers import Regularizer
+from .api import Method, register_method
+from .dual import DualExtrapolation
+from .result import Callback, IterationState, SolverResult
+
+RESIDUAL_RATIO = 10.0
+"""ρ is rebalanced when the normalised primal and dual residuals differ by more than this."""
+MAX_SCALING = 100.0
+"""The largest factor ρ changes by at one rebalancing."""
+REBALANCE_EVERY = 10
+"""Iterations between two rebalancings of ρ (independent of the certificate checks)."""
+
+
+class _Factor:
+    """``(D̂ᴴD̂ + σI)⁻¹`` per frequency by Woodbury: ``(b̂ − D̂ᴴ(σI + D̂D̂ᴴ)⁻¹D̂ b̂) / σ``."""
+
+    def __init__(self, emb, sigma: torch.Tensor) -> None:
+        self.emb, self.sigma = emb, sigma
+        spec = emb.spectrum
+        if spec.shape[1] == 1:
+            self.inner = 1.0 / (sigma + spec.abs().square().sum(0)[0])
+        else:
+            outer = torch.einsum("mcyx,mdyx->yxcd", spec, spec.conj())
+            eye = torch.eye(spec.shape[1], dtype=spec.dtype, device=spec.device)
+            self.inner = torch.linalg.inv(outer + sigma * eye).permute(2, 3, 0, 1)
+
+    def solve(self, b_f: torch.Tensor) -> torch.Tensor:
+        t = self.emb.synthesis(b_f)
+        if self.inner.dim() == 2:
+            t = t * self.inner
+        else:
+            t = torch.einsum("cdyx,bdyx->bcyx", self.inner, t)
+        return (b_f - self.emb.analysis(t)) / self.sigma
+
+
+class _State:
+    """The working part of the batch. ``y`` and ``u`` live on the FFT grid."""
+
+    FIELDS = ("idx", "Y", "s_grid", "b_f", "y", "u", "y0", "u0")
+
+    def __init__(self, **fields: torch.Tensor | None) -> None:
+        for name in self.FIELDS:
+            setattr(self, name, fields[name])
+
+    def keep(self, mask: torch.Tensor) -> None:
+        for name in self.FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value[mask])
+
+
+def admm_fourier(
+    op: LinearOperator,
+    Y: torch.Tensor,
+    lam: float,
+    reg: Regularizer,
+    *,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    z0: torch.Tensor | None = None,
+    rho: float | None = None,
+    relax: float = 1.8,
+    adaptive: bool = True,
+    check_every: int = 10,
+    callback: Callback | None = None,
+) -> SolverResult:
+    """The tensor-level ADMM (inputs already validated; call under ``torch.no_grad()``).
+
+    Parameters
+    ----------
+    op : LinearOperator
+        An operator with ``fourier_embedding((H, W))`` (a convolutional dictionary).
+    Y : torch.Tensor, shape (batch, channels, H, W)
+        Images.
+    lam : float
+        λ ≥ 0.
+    reg : Regularizer
+        A penalty with a closed-form prox (L1 or non-negative L1).
+    max_iter, tol, check_every : int, float, int
+        Iteration cap, relative duality-gap tolerance per sample, and how often the gap is
+        checked.
+    z0 : torch.Tensor or None, shape (batch, n_atoms, H', W')
+        Warm start of the sparse codes.
+    rho : float or None
+        Initial penalty; by default ``50λ + 1`` (Wohlberg's choice, as in SPORCO).
+    relax : float
+        Over-relaxation ``α`` in ``(0, 2)``.
+    adaptive : bool
+        Residual balancing of ρ every :data:`REBALANCE_EVERY` iterations.
+    callback : callable or None
+        ``callback(iteration, IterationState)`` after every iteration.
+
+    Returns
+    -------
+    SolverResult
+        ``z`` the sparse iterate ``y``; ``gap`` an upper bound on ``E(z) − min E``.
+    """
+    batch = Y.shape[0]
+    emb = op.fourier_embedding(tuple(Y.shape[-2:]))
+    grid, codes = emb.grid, emb.code_region
+    code_shape = (batch, op.n_atoms, *grid)
+    masked = not emb.circular
+    rho_t = torch.tensor(50 * lam + 1 if rho is None else rho, dtype=Y.dtype)
+    if Y.device.type != "cpu":
+        rho_t = rho_t.to(Y.device)
+    factor = _Factor(emb, torch.ones((), dtype=Y.dtype, device=Y.device) if masked else rho_t)
+
+    y = torch.zeros(code_shape, dtype=Y.dtype, device=Y.device)
+    u = torch.zeros_like(y)
+    if z0 is not None:
+        # a warm start is a fixed point when z0 is optimal: the multiplier ρu = Dᵀ(y − Dz0)
+        y[(..., *codes)] = z0
+        r0 = Y.new_zeros((batch, Y.shape[1], *grid))
+        r0[(..., *emb.signal_region)] = Y - op.decode(z0)
+        u = torch.fft.irfft2(emb.analysis(torch.fft.rfft2(r0)), s=grid) / rho_t
+    if masked:
+        s_grid = Y.new_zeros((batch, Y.shape[1], *grid))
+        s_grid[(..., *emb.signal_region)] = Y
+        state = _State(idx=torch.arange(batch, device=Y.device), Y=Y, s_grid=s_grid, b_f=None,
+                       y=y, u=u, y0=_grid_decode(emb, y) - s_grid, u0=torch.zeros_like(s_grid))
+        if z0 is not None:
+            state.u0 = -r0 / rho_t
+        weight = torch.zeros((1, 1, *grid), dtype=Y.dtype, device=Y.device)
+        weight[(..., *emb.signal_region)] = 1
+        code_mask = torch.zeros((1, 1, *grid), dtype=Y.dtype, device=Y.device)
+        code_mask[(..., *codes)] = 1
+    else:
+        state = _State(idx=torch.arange(batch, device=Y.device), Y=Y, s_grid=None,
+                       b_f=emb.analysis(torch.fft.rfft2(Y)), y=y, u=u, y0=None, u0=None)
+
+    extrapolation = DualExtrapolation(Y, lam, reg, adjoint=op.adjoint)
+    out_z = y[(..., *codes)].clone()
+    out_conv = torch.zeros(batch, dtype=torch.bool, device=Y.device)
+    out_iter = torch.zeros(batch, dtype=torch.long, device=Y.device)
+    out_energy = torch.full((batch,), float("inf"), dtype=Y.dtype, device=Y.device)
+    out_gap = out_energy.clone()
+
+    for k in range(1, max_iter + 1):
+        check = k % check_every == 0 or k == max_iter
+        y_old = state.y
+        # ---- x update: one linear system per frequency
+        if masked:
+            rhs = emb.analysis(torch.fft.rfft2(state.y0 + state.s_grid - state.u0))
+            x_f = factor.solve(rhs + torch.fft.rfft2(state.y - state.u))
+        else:
+            x_f = factor.solve(torch.fft.rfft2(state.y - state.u) * rho_t + state.b_f)
+        x = torch.fft.irfft2(x_f, s=grid)
+        if masked:
+            dx = torch.fft.irfft2(emb.synthesis(x_f), s=grid)
+            r_x = state.Y - dx[(..., *emb.signal_region)]
+            c_x = op.adjoint(r_x) if check else None
+        else:
+            r_x = state.Y - torch.fft.irfft2(emb.synthesis(x_f), s=grid) if check else None
+            c_x = rho_t * (x - state.y + state.u) if check else None
+        # ---- relaxation, prox, multiplier update
+        xr = x.mul(relax).add_(state.y, alpha=1 - relax)
+        v = xr + state.u
+        y_new = reg.prox(v, lam / rho_t)
+        if masked:
+            y_new.mul_(code_mask)
+            v0 = dx.mul_(relax).add_(state.y0 + state.s_grid, alpha=1 - relax)
+            v0.sub_(state.s_grid).add_(state.u0)
+            state.y0 = v0 * (1 - weight / (1 + rho_t))
+            state.u0 = v0 - state.y0
+        state.y, state.u = y_new, v.sub_(y_new)
+        if adaptive and k % REBALANCE_EVERY == 0:
+            scale = _rebalance(x, y_old, state.y, state.u, rho_t)
+            rho_t = rho_t * scale
+            state.u = state.u / scale
+            if masked:
+                state.u0 = state.u0 / scale
+            else:
+                factor = _Factor(emb, rho_t)
+        if not check:
+            if callback is not None:
+                callback(k, IterationState(k, batch, state.y[(..., *codes)], state.idx))
+            continue
+        # ---- certificate, stopping, penalty
+        z = state.y[(..., *codes)]
+        r = state.Y - op.decode(z)
+        energy = 0.5 * batch_dot(r, r) + lam * reg.value(z)
+        dual = extrapolation.update(r_x, c_x, state.idx).to(energy.dtype)
+        gap = (energy - dual).clamp_min(0)
+        finite = torch.isfinite(energy) & torch.isfinite(gap)
+        done = (gap <= tol * energy) & finite
+        all_finite, all_done, any_done = torch.stack(
+            [finite.all(), done.all(), done.any()]).tolist()
+        if not all_finite:
+            raise FloatingPointError(
+                f"ADMM diverged: the energy of {int((~finite).sum())} sample(s) is not finite "
+                f"at iteration {k}; the images or kernels hold values too large for "
+                f"{str(Y.dtype).replace('torch.', '')}")
+        if callback is not None:
+            callback(k, IterationState(k, batch, z, state.idx, energy, gap))
+        out_z[state.idx] = z
+        out_energy[state.idx], out_gap[state.idx] = energy, gap
+        out_conv[state.idx] = done
+        out_iter[state.idx] = k
+        if all_done:
+            break
+        if any_done:
+            keep = ~done
+            state.keep(keep)
+    return SolverResult(z=out_z, gap=out_gap, energy=out_energy, converged=out_conv,
+                        n_iter_per_sample=out_iter, n_iter=int(out_iter.max()) if batch else 0,
+                        method="admm")
+
+
+def _grid_decode(emb, y: torch.Tensor) -> torch.Tensor:
+    """``D y`` on the grid: codes ``(B, n_atoms, gh, gw)`` to ``(B, channels, gh, gw)``."""
+    return torch.fft.irfft2(emb.synthesis(torch.fft.rfft2(y)), s=emb.grid)
+
+
+def _rebalance(x, y_old, y, u, rho) -> torch.Tensor:
+    """The factor ρ changes by (residual balancing on the whole batch, normalised residuals as
+    in SPORCO): primal ``‖x − y‖ / max(‖x‖, ‖y‖)``, dual ``ρ‖y − y_old‖ / ‖ρu‖``."""
+    tiny = torch.finfo(x.dtype).tiny
+    primal = (x - y).norm() / torch.maximum(x.norm(), y.norm()).clamp_min(tiny)
+    dual = (y - y_old).norm() / u.norm().clamp_min(tiny)
+    ratio = primal / dual.clamp_min(tiny)
+    scale = ratio.sqrt().clamp(1 / MAX_SCALING, MAX_SCALING)
+    unbalanced = (ratio > RESIDUAL_RATIO) | (ratio < 1 / RESIDUAL_RATIO)
+    scale = torch.where(unbalanced & torch.isfinite(scale), scale, torch.ones_like(scale))
+    return scale.to(rho.device)
+
+
+def _run(problem: Problem, reg: Regularizer, z0: torch.Tensor | None, *, tol: float,
+         max_iter: int, callback: Callback | None, rho: float | None = None, relax: float = 1.8,
+         adaptive: bool = True, check_every: int = 10) -> SolverResult:
+    if rho is not None:
+        rho = check_scalar(rho, "rho", low=0.0, low_inclusive=False)
+    relax = check_scalar(relax, "relax", low=0.0, high=2.0, low_inclusive=False)
+    if relax == 2.0:
+        raise ValueError("relax must be below 2 (over-relaxation α in (0, 2)), got 2.0")
+    check_every = check_int(check_every, "check_every", low=1)
+    return admm_fourier(problem.op, problem.Y, problem.lam, reg, max_iter=max_iter, tol=tol,
+                        z0=z0, rho=rho, relax=relax, adaptive=bool(adaptive),
+                        check_every=check_every, callback=callback)
+
+
+def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
+    if not callable(getattr(op, "fourier_embedding", None)):
+        return ("ADMM in the Fourier domain needs an operator that is a convolution "
+                "(one that reports fourier_embedding()); use method='fista'")
+    if not reg.is_l1:
+        return "its sparse step is the L1 (or non-negative L1) prox; use method='fista'"
+    return None
+
+
+def _preferred(problem: Problem, reg: Regularizer) -> bool:
+    # B3: about 3x fewer iterations than FISTA at the same cost per iteration
+    return problem.lam > 0
+
+
+register_method(Method("admm", _run, unsupported=_unsupported, preferred=_preferred,
+                       priority=10, options=frozenset({"rho", "relax", "adaptive",
+                                                       "check_every"})))
+
+
+__all__ = ["admm_fourier"]

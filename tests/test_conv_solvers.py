@@ -1,0 +1,140 @@
+"""Solvers for convolutional problems: ADMM in the Fourier domain, dual points, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+import latentebm as le
+from latentebm.operators import ConvDictionary
+from latentebm.regularizers import UnitBall
+from latentebm.solvers import solve
+
+LAM = 0.1
+
+
+def _problem(boundary, channels=1, n_atoms=3, k=3, hw=(7, 6), batch=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    K = torch.randn(n_atoms, channels, k, k, generator=gen, dtype=torch.float64)
+    op = ConvDictionary(K, boundary=boundary).normalize_()
+    Y = torch.randn(batch, channels, *hw, generator=gen, dtype=torch.float64)
+    return op, Y
+
+
+def _toeplitz(op, signal_shape):
+    """The explicit matrix of ``op`` for one image: (n_pixels, n_code_entries)."""
+    code_shape = op.code_shape(signal_shape)
+    n = int(np.prod(code_shape))
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, *code_shape)
+    return op.decode(basis).reshape(n, -1).T.contiguous()
+
+
+@pytest.mark.parametrize("boundary", ["circular", "full"])
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_admm_equals_dense_fista_on_the_toeplitz_matrix(boundary, channels, nonneg):
+    op, Y = _problem(boundary, channels)
+    admm = solve(Y, op, LAM, method="admm", tol=1e-13, max_iter=20000, nonneg=nonneg)
+    W = _toeplitz(op, tuple(Y.shape[1:]))
+    dense = le.fista(Y.reshape(len(Y), -1), W, LAM, tol=1e-13, max_iter=20000, nonneg=nonneg)
+    assert admm.method == "admm" and bool(admm.converged.all())
+    rel = (admm.energy - dense.energy).abs() / dense.energy
+    assert float(rel.max()) < 1e-8
+    # the energy the solver reports is the energy of the codes it returns
+    direct = le.lasso_energy(Y, op, admm.z, LAM, nonneg=nonneg)
+    assert torch.allclose(admm.energy, direct, rtol=1e-10)
+    codes = (admm.z.reshape(len(Y), -1) - dense.z).abs().max()
+    assert float(codes) < (1e-6 if boundary == "circular" else 1e-3)
+    if nonneg:
+        assert float(admm.z.min()) >= 0
+
+
+@pytest.mark.parametrize("boundary", ["circular", "full"])
+def test_certificate_bounds_the_true_gap(boundary):
+    op, Y = _problem(boundary, n_atoms=4, hw=(12, 10), batch=3)
+    reference = solve(Y, op, LAM, method="fista", tol=1e-13, max_iter=20000)
+    for n in (5, 20, 40, 80):
+        short = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=n)
+        true_gap = short.energy - reference.energy
+        assert bool((short.gap >= true_gap - 1e-10).all()), (n, short.gap, true_gap)
+        assert bool((true_gap >= -1e-10).all())
+
+
+def test_self_stopping_run_certifies_its_tolerance():
+    op, Y = _problem("circular", n_atoms=4, hw=(16, 16), batch=3, seed=1)
+    result = solve(Y, op, LAM, method="admm", tol=1e-6, max_iter=5000)
+    assert bool(result.converged.all())
+    assert bool((result.gap <= 1e-6 * result.energy).all())
+    reference = solve(Y, op, LAM, method="fista", tol=1e-13, max_iter=20000)
+    assert bool((result.energy - reference.energy <= 1e-6 * reference.energy).all())
+
+
+def test_batch_equals_single_images_and_warm_start():
+    op, Y = _problem("full", n_atoms=3, hw=(9, 9), batch=3, seed=2)
+    both = solve(Y, op, LAM, method="admm", tol=1e-10, max_iter=20000)
+    for i in range(len(Y)):
+        one = solve(Y[i : i + 1], op, LAM, method="admm", tol=1e-10, max_iter=20000)
+        assert torch.allclose(one.energy, both.energy[i : i + 1], rtol=1e-9)
+    warm = solve(Y, op, LAM, method="admm", tol=1e-10, max_iter=20000, z0=both.z)
+    assert int(warm.n_iter_per_sample.sum()) < int(both.n_iter_per_sample.sum()) // 2
+    assert torch.allclose(warm.energy, both.energy, rtol=1e-9)
+
+
+def test_float32_and_numpy_in_numpy_out():
+    op, Y = _problem("circular", n_atoms=4, hw=(16, 16), batch=2)
+    op32 = ConvDictionary(op.kernels.float(), boundary="circular")
+    result = solve(Y.float().numpy(), op32, LAM, method="admm", tol=1e-4, max_iter=2000)
+    assert isinstance(result.z, np.ndarray) and result.z.dtype == np.float32
+    assert bool(result.converged.all())
+    reference = solve(Y, op, LAM, method="fista", tol=1e-12, max_iter=20000)
+    energy64 = le.lasso_energy(Y, op, torch.from_numpy(result.z).double(), LAM)
+    assert bool((energy64 - reference.energy <= 2e-4 * reference.energy).all())
+
+
+def test_auto_picks_admm_for_convolutions_and_fista_for_dense():
+    op, Y = _problem("full")
+    assert solve(Y, op, LAM, tol=1e-6).method == "admm"
+    W = torch.randn(8, 5, dtype=torch.float64)
+    assert solve(torch.randn(3, 8, dtype=torch.float64), W, LAM).method != "admm"
+
+
+def test_callback_sees_every_iteration():
+    op, Y = _problem("circular")
+    seen = []
+    solve(Y, op, LAM, method="admm", tol=0.0, max_iter=25,
+          callback=lambda k, state: seen.append((k, state.gap is not None)))
+    assert [k for k, _ in seen] == list(range(1, 26))
+    assert [k for k, has_gap in seen if has_gap] == [10, 20, 25]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_method_that_does_not_support_the_operator_names_both():
+    W = torch.randn(8, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"'admm'.*DenseDictionary"):
+        solve(torch.randn(2, 8, dtype=torch.float64), W, LAM, method="admm")
+    op, Y = _problem("circular")
+    with pytest.raises(ValueError, match=r"'admm'.*UnitBall"):
+        solve(Y, op, LAM, method="admm", regularizer=UnitBall(2))
+
+
+@pytest.mark.parametrize("boundary", ["circular", "full"])
+def test_bad_images_and_kernels(boundary):
+    op, Y = _problem(boundary, k=5, hw=(7, 6))
+    with pytest.raises(ValueError, match="smaller than the 5x5 kernels"):
+        solve(Y[..., :4, :4], op, LAM, method="admm")
+    with pytest.raises(ValueError, match="channels"):
+        solve(torch.randn(2, 3, 7, 6, dtype=torch.float64), op, LAM, method="admm")
+    for bad in (float("nan"), float("inf")):
+        Z = Y.clone()
+        Z[0, 0, 1, 1] = bad
+        with pytest.raises(ValueError, match="Y"):
+            solve(Z, op, LAM, method="admm")
+    with pytest.raises(ValueError, match="lam"):
+        solve(Y, op, -0.1, method="admm")
+    with pytest.raises(ValueError, match="relax"):
+        solve(Y, op, LAM, method="admm", relax=2.0)
+    with pytest.raises(ValueError, match="rho"):
+        solve(Y, op, LAM, method="admm", rho=-1.0)
+    with pytest.raises(TypeError, match="lipschitz"):
+        solve(Y, op, LAM, method="admm", lipschitz=3.0)

@@ -27,6 +27,7 @@ plain LISTA, so the untrained network still equals ISTA.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 from collections.abc import Callable
@@ -84,18 +85,19 @@ def ista_step(v: torch.Tensor, theta: torch.Tensor, reg: Regularizer, keep: int)
     return torch.where((a >= cut) & (z != 0), v, z)
 
 
-class _StepRule:
+class _StepRule(abc.ABC):
     """How one variant forms the pre-activation ``v_k`` that :func:`ista_step` shrinks:
-    ``first(net, Y)`` gives ``(v_0, context)``, ``next(net, z, k, context)`` gives ``v_k``."""
+    ``init`` creates the variant's parameters on ``net``, ``first(net, Y)`` gives
+    ``(v_0, context)``, ``next(net, z, k, context)`` gives ``v_k``."""
 
-    def init(self, net: LISTA, W: torch.Tensor, inv_L: torch.Tensor) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def init(self, net: LISTA, W: torch.Tensor, inv_L: torch.Tensor) -> None: ...
 
-    def first(self, net: LISTA, Y: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def first(self, net: LISTA, Y: torch.Tensor) -> tuple[torch.Tensor, Any]: ...
 
-    def next(self, net: LISTA, z: torch.Tensor, k: int, context: Any) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def next(self, net: LISTA, z: torch.Tensor, k: int, context: Any) -> torch.Tensor: ...
 
 
 class ClassicRule(_StepRule):

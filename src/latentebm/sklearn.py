@@ -12,6 +12,7 @@ FISTA, stopped on a certified duality gap.
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
@@ -67,7 +68,73 @@ def _decode(estimator, codes, components: np.ndarray) -> np.ndarray:
     return Z @ components.astype(Z.dtype, copy=False)
 
 
-class DictionaryLearning(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class _CertifiedCoder(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator, metaclass=ABCMeta
+):
+    """What both estimators share: certified FISTA codes and the decoding back to signals.
+
+    Subclasses provide :meth:`_atoms` (rows are atoms, checked against ``n_features``),
+    :meth:`_transform_lambda` and :meth:`_check_signals`.
+    """
+
+    def __init__(self, *, transform_alpha, positive_code: bool, transform_max_iter: int,
+                 transform_tol: float, device) -> None:
+        self.transform_alpha = transform_alpha
+        self.positive_code = positive_code
+        self.transform_max_iter = transform_max_iter
+        self.transform_tol = transform_tol
+        self.device = device
+
+    def transform(self, X, y=None):
+        """Sparse codes of ``X``, each certified to a relative duality gap of ``transform_tol``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Signals.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components)
+        """
+        X = self._check_signals(X)
+        return _encode(X, self._atoms(X.shape[1]), self._transform_lambda(),
+                       self.positive_code, self.transform_tol, self.transform_max_iter,
+                       self.device)
+
+    def inverse_transform(self, X):
+        """Signals from codes: ``X @ atoms``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components)
+            Codes, e.g. from :meth:`transform`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        return _decode(self, X, self._atoms(None))
+
+    @abstractmethod
+    def _atoms(self, n_features: int | None) -> np.ndarray:
+        """Atoms as rows ``(n_components, n_features)``, checked against ``n_features``."""
+
+    def _transform_lambda(self) -> float:
+        return self.transform_alpha
+
+    def _check_signals(self, X) -> np.ndarray:
+        return validate_data(self, X, dtype=_FLOATS, reset=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class DictionaryLearning(_CertifiedCoder):
     """Sparse dictionary learning with FISTA codes and Mairal et al.'s online updates.
 
     Parameters
@@ -144,12 +211,10 @@ class DictionaryLearning(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.batch_size = batch_size
         self.tol = tol
         self.fit_algorithm = fit_algorithm
-        self.transform_alpha = transform_alpha
-        self.transform_tol = transform_tol
-        self.transform_max_iter = transform_max_iter
-        self.positive_code = positive_code
         self.random_state = random_state
-        self.device = device
+        super().__init__(transform_alpha=transform_alpha, positive_code=positive_code,
+                         transform_max_iter=transform_max_iter, transform_tol=transform_tol,
+                         device=device)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -196,38 +261,12 @@ class DictionaryLearning(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.n_iter_ += 1
         return self
 
-    def transform(self, X):
-        """Sparse codes of ``X`` by FISTA, each certified to ``transform_tol``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Signals.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_components)
-        """
+    def _atoms(self, n_features: int | None) -> np.ndarray:
         check_is_fitted(self, "components_")
-        X = validate_data(self, X, dtype=_FLOATS, reset=False)
-        alpha = self.alpha if self.transform_alpha is None else self.transform_alpha
-        return _encode(X, self.components_, alpha, self.positive_code, self.transform_tol,
-                       self.transform_max_iter, self.device)
+        return self.components_
 
-    def inverse_transform(self, X):
-        """Signals from codes: ``X @ components_``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_components)
-            Codes, e.g. from :meth:`transform`.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_features)
-        """
-        check_is_fitted(self, "components_")
-        return _decode(self, X, self.components_)
+    def _transform_lambda(self) -> float:
+        return self.alpha if self.transform_alpha is None else self.transform_alpha
 
     def _new_model(self, X: np.ndarray) -> SparseCoding:
         n_components = X.shape[1] if self.n_components is None else self.n_components
@@ -248,13 +287,8 @@ class DictionaryLearning(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _n_features_out(self) -> int:
         return self.components_.shape[0]
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
 
-
-class SparseCoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class SparseCoder(_CertifiedCoder):
     """Sparse codes on a fixed dictionary, by FISTA with a certified duality gap.
 
     The counterpart of ``sklearn.decomposition.SparseCoder`` with one algorithm: each sample's
@@ -297,11 +331,9 @@ class SparseCoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         device: str | None = None,
     ) -> None:
         self.dictionary = dictionary
-        self.transform_alpha = transform_alpha
-        self.positive_code = positive_code
-        self.transform_max_iter = transform_max_iter
-        self.transform_tol = transform_tol
-        self.device = device
+        super().__init__(transform_alpha=transform_alpha, positive_code=positive_code,
+                         transform_max_iter=transform_max_iter, transform_tol=transform_tol,
+                         device=device)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -319,50 +351,18 @@ class SparseCoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self
         """
         X = validate_data(self, X, dtype=_FLOATS)
-        self.n_components_ = self._dictionary(X.shape[1]).shape[0]
+        self.n_components_ = self._atoms(X.shape[1]).shape[0]
         return self
 
-    def transform(self, X, y=None):
-        """Sparse codes of ``X``, each certified to ``transform_tol``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Signals.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_components)
-        """
+    def _check_signals(self, X) -> np.ndarray:
         self._validate_params()
         if hasattr(self, "n_features_in_"):
-            X = validate_data(self, X, dtype=_FLOATS, reset=False)
-        else:
-            X = check_array(X, dtype=_FLOATS)
-        return _encode(X, self._dictionary(X.shape[1]), self.transform_alpha,
-                       self.positive_code, self.transform_tol, self.transform_max_iter,
-                       self.device)
+            return validate_data(self, X, dtype=_FLOATS, reset=False)
+        return check_array(X, dtype=_FLOATS)
 
-    def inverse_transform(self, X):
-        """Signals from codes: ``X @ dictionary``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_components)
-            Codes.
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_features)
-        """
+    def _atoms(self, n_features: int | None) -> np.ndarray:
         D = check_array(self.dictionary, dtype=_FLOATS, input_name="dictionary")
-        return _decode(self, X, D)
-
-    def _dictionary(self, n_features: int) -> np.ndarray:
-        D = check_array(self.dictionary, dtype=_FLOATS, input_name="dictionary")
-        if D.shape[1] != n_features:
+        if n_features is not None and D.shape[1] != n_features:
             raise ValueError(
                 f"dictionary has {D.shape[1]} features (shape {D.shape}) but X has "
                 f"{n_features}"
@@ -376,5 +376,4 @@ class SparseCoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = False
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags

@@ -80,12 +80,8 @@ class PredictionAugmented(LinearOperator):
         self.root = math.sqrt(self.beta)
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.op.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.op.device
+    def atoms(self) -> torch.Tensor:
+        return self.op.atoms
 
     @property
     def n_atoms(self) -> int:
@@ -113,6 +109,9 @@ class PredictionAugmented(LinearOperator):
         expected = self.n_image + math.prod(self.codes)
         if y.dim() != 2 or y.shape[1] != expected:
             raise ValueError(f"{name} must have shape (batch, {expected}), got {tuple(y.shape)}")
+
+    def check_code(self, z: torch.Tensor, name: str = "Z") -> None:
+        self.op.check_code(z, name)
 
     def lipschitz(self, signal_shape: tuple[int, ...], n_iter: int = 100) -> torch.Tensor:
         return self.op.lipschitz(self.image_shape) + self.beta

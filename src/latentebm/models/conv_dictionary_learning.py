@@ -20,15 +20,13 @@ import torch.nn.functional as F
 
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..data.patches import random_windows
-from ..objective import lasso_energy
 from ..operators import ConvDictionary
-from ..problem import to_output
-from ..regularizers import UnitBall, get_regularizer
-from ..solvers import SolverResult, fista, proximal_gradient
+from ..regularizers import UnitBall
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training.history import EpochRecord
 from ..training.loop import MinibatchLoop, resuming
-from ._base import LatentModel, ModelConfig, dtype_name
+from ._base import ModelConfig, dtype_name
+from ._dictionary_model import DictionaryModel
 
 
 def random_kernel_patches(
@@ -59,7 +57,7 @@ class ConvDictionaryLearningConfig(ModelConfig):
     dtype: str = "float32"
 
 
-class ConvDictionaryLearning(LatentModel):
+class ConvDictionaryLearning(DictionaryModel):
     """Learn ``n_atoms`` unit-norm kernels ``(n_atoms, channels, k, k)`` from images.
 
     Parameters
@@ -82,6 +80,7 @@ class ConvDictionaryLearning(LatentModel):
     counter, history, step-size estimate and ``init="data"`` flag travel in ``state_dict()``.
     """
 
+    SIGNAL_NDIM = 4
     KIND = "conv_dictionary_learning"
     Config = ConvDictionaryLearningConfig
     TRAINING_STATE = ("n_steps_", "history_", "_init_from_data", "step_lipschitz")
@@ -139,45 +138,6 @@ class ConvDictionaryLearning(LatentModel):
 
     def operator(self) -> ConvDictionary:
         return ConvDictionary(self.dictionary(), boundary=self.boundary)
-
-    def regularizer(self):
-        """``R``: L1, or non-negative L1 with ``nonneg``."""
-        return get_regularizer(self.nonneg)
-
-    def encode(
-        self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None
-    ) -> SolverResult:
-        """Optimal code maps ``(batch, n_atoms, H', W')`` of images ``Y``
-        ``(batch, channels, H, W)`` by FISTA, with their certificate (see
-        :func:`latentebm.fista`; ``tol`` the relative duality gap, ``z0`` a warm start)."""
-        if isinstance(Y, torch.Tensor):
-            self.check_input(Y, "Y", ndim=4)
-        return fista(
-            Y, self.operator(), self.lam, tol=tol, max_iter=max_iter, z0=z0, nonneg=self.nonneg
-        )
-
-    def forward(self, Y: torch.Tensor, z0: torch.Tensor | None = None, *, tol: float = 1e-3,
-                max_iter: int = 100) -> Any:
-        """The solver's output (code maps, energies, ...) for validated images ``Y``
-        ``(batch, channels, H, W)``, warm-started from ``z0``; no checks, no gradient."""
-        with torch.no_grad():
-            return proximal_gradient(self.operator(), Y, self.lam, self.regularizer(), tol=tol,
-                                     max_iter=max_iter, z0=z0)
-
-    def decode(self, Z: Any) -> Any:
-        """``Σ_i K_i * z_i`` ``(batch, channels, H, W)`` for code maps ``Z``
-        ``(batch, n_atoms, H', W')``."""
-        Z_t, numpy_out = self.check_input(Z, "Z", ndim=4)
-        op = self.operator()
-        op.check_code(Z_t, "Z")
-        return to_output(op.decode(Z_t), numpy_out)
-
-    def energy(self, Y: Any, Z: Any | None = None) -> Any:
-        """Per-image energy ``(batch,)`` of images ``Y`` ``(batch, channels, H, W)`` and code
-        maps ``Z``; with ``Z=None`` the free energy ``min_z E(y, z)``."""
-        if Z is None:
-            return self.encode(Y).energy
-        return lasso_energy(Y, self.operator(), Z, self.lam, nonneg=self.nonneg)
 
     # ----------------------------------------------------------------- learning
     def fit(

@@ -21,15 +21,12 @@ from ..dictionary_update import (
     sgd_gradient_sum,
     sgd_step_,
 )
-from ..objective import lasso_energy
 from ..operators import DenseDictionary
-from ..problem import to_output
-from ..regularizers import get_regularizer
-from ..solvers import SolverResult, fista, proximal_gradient
 from ..training import distributed as dist
 from ..training.history import EpochRecord
 from ..training.loop import MinibatchLoop, resuming
-from ._base import LatentModel, ModelConfig, dtype_name
+from ._base import ModelConfig, dtype_name
+from ._dictionary_model import DictionaryModel
 
 METHODS = ("online", "sgd")
 
@@ -46,7 +43,7 @@ class SparseCodingConfig(ModelConfig):
     dtype: str = "float32"
 
 
-class SparseCoding(LatentModel):
+class SparseCoding(DictionaryModel):
     """A dictionary ``W`` ``(n_features, n_atoms)`` with unit-norm columns and its L1 energy.
 
     Parameters
@@ -71,6 +68,7 @@ class SparseCoding(LatentModel):
     solver on already validated tensors; :meth:`encode` is the validated entry point.
     """
 
+    SIGNAL_NDIM = 2
     KIND = "sparse_coding"
     Config = SparseCodingConfig
     TRAINING_STATE = ("n_steps_", "history_", "_init_from_data")
@@ -114,56 +112,6 @@ class SparseCoding(LatentModel):
     def operator(self) -> DenseDictionary:
         """The dictionary as the solvers' operator (a view of the atoms)."""
         return DenseDictionary(self.dictionary())
-
-    def regularizer(self):
-        """``R``: L1, or non-negative L1 with ``nonneg``."""
-        return get_regularizer(self.nonneg)
-
-    def encode(
-        self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None
-    ) -> SolverResult:
-        """Optimal codes by FISTA, with their certificate (see :func:`latentebm.fista`).
-
-        Parameters
-        ----------
-        Y : array or tensor ``(batch, n_features)``
-        tol : float, optional
-            Relative duality gap (default 1e-5 in float32, 1e-8 in float64).
-        max_iter : int
-        z0 : array or tensor ``(batch, n_atoms)``, optional
-            Warm start.
-        """
-        if isinstance(Y, torch.Tensor):
-            self.check_input(Y, "Y", ndim=2)
-        return fista(
-            Y, self.operator(), self.lam, tol=tol, max_iter=max_iter, z0=z0, nonneg=self.nonneg
-        )
-
-    def forward(self, Y: torch.Tensor, z0: torch.Tensor | None = None, *, tol: float = 1e-3,
-                max_iter: int = 200) -> Any:
-        """The solver's output (codes ``(batch, n_atoms)``, energies, ...) for validated
-        signals ``Y`` ``(batch, n_features)``, warm-started from ``z0``; no checks."""
-        return proximal_gradient(self.operator(), Y, self.lam, self.regularizer(), z0=z0,
-                                 tol=tol, max_iter=max_iter)
-
-    def decode(self, Z: Any) -> Any:
-        """``Wz`` ``(batch, n_features)`` for codes ``Z`` ``(batch, n_atoms)``."""
-        Z_t, numpy_out = self.check_input(Z, "Z", ndim=2)
-        if Z_t.shape[1] != self.n_atoms:
-            raise ValueError(f"Z must have {self.n_atoms} columns, got {Z_t.shape[1]}")
-        return to_output(Z_t @ self.dictionary().T, numpy_out)
-
-    def energy(self, Y: Any, Z: Any | None = None) -> Any:
-        """Per-sample energy ``(batch,)``; with ``Z=None``, the free energy ``min_z E(y, z)``.
-
-        Parameters
-        ----------
-        Y : array or tensor ``(batch, n_features)``
-        Z : array or tensor ``(batch, n_atoms)``, optional
-        """
-        if Z is None:
-            return self.encode(Y).energy
-        return lasso_energy(Y, self.operator(), Z, self.lam, nonneg=self.nonneg)
 
     # ----------------------------------------------------------------- learning
     def fit(

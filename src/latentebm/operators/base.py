@@ -31,11 +31,16 @@ class LinearOperator(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def dtype(self) -> torch.dtype: ...
+    def atoms(self) -> torch.Tensor:
+        """The tensor that holds the atoms (a dense matrix, a kernel bank)."""
 
     @property
-    @abc.abstractmethod
-    def device(self) -> torch.device: ...
+    def dtype(self) -> torch.dtype:
+        return self.atoms.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.atoms.device
 
     @property
     @abc.abstractmethod
@@ -56,6 +61,10 @@ class LinearOperator(abc.ABC):
     @abc.abstractmethod
     def check_signal(self, y: torch.Tensor, name: str = "Y") -> None:
         """Raise ``ValueError`` naming ``name`` if ``y`` cannot be decoded by this operator."""
+
+    @abc.abstractmethod
+    def check_code(self, z: torch.Tensor, name: str = "Z") -> None:
+        """Raise ``ValueError`` naming ``name`` if ``z`` is not a batch of codes."""
 
     @abc.abstractmethod
     def normalize_(self) -> LinearOperator:

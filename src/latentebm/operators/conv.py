@@ -97,12 +97,8 @@ class ConvDictionary(LinearOperator):
 
     # ----------------------------------------------------------------- description
     @property
-    def dtype(self) -> torch.dtype:
-        return self.kernels.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.kernels.device
+    def atoms(self) -> torch.Tensor:
+        return self.kernels
 
     @property
     def n_atoms(self) -> int:

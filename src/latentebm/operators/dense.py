@@ -23,12 +23,8 @@ class DenseDictionary(LinearOperator):
         self._gram_matrix: torch.Tensor | None = None
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.W.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.W.device
+    def atoms(self) -> torch.Tensor:
+        return self.W
 
     @property
     def n_atoms(self) -> int:
@@ -67,6 +63,13 @@ class DenseDictionary(LinearOperator):
             raise ValueError(
                 f"{name} must have shape (batch, {self.n_features}) to match W of shape "
                 f"{tuple(self.W.shape)}, got {tuple(y.shape)}"
+            )
+
+    def check_code(self, z: torch.Tensor, name: str = "Z") -> None:
+        if z.dim() != 2 or z.shape[1] != self.n_atoms:
+            raise ValueError(
+                f"{name} must have shape (batch, {self.n_atoms}): one column per atom of W "
+                f"{tuple(self.W.shape)}, got {tuple(z.shape)}"
             )
 
     def invalidate(self) -> None:

@@ -1,0 +1,107 @@
+"""What the two dictionary-learning models share: inference over a fixed linear decoder.
+
+:class:`~latentebm.models.SparseCoding` (a dense dictionary) and
+:class:`~latentebm.models.ConvDictionaryLearning` (a bank of convolution kernels) have the same
+energy, ``E(y, z) = ½‖y − A z‖² + λ R(z)`` with ``R`` the L1 norm (non-negative with
+``nonneg``), and differ only in the operator ``A`` and in how the atoms are learned.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+
+from ..objective import lasso_energy
+from ..operators import LinearOperator
+from ..problem import to_output
+from ..regularizers import Regularizer, get_regularizer
+from ..solvers import SolverResult, fista, proximal_gradient
+from ._base import LatentModel
+
+
+class DictionaryModel(LatentModel):
+    """Inference, decoding and energy of a model whose decoder is the operator ``A``.
+
+    Subclasses define :meth:`dictionary`, :meth:`operator`, ``SIGNAL_NDIM`` (the rank of a
+    batch of signals: 2 for vectors, 4 for images) and the config fields ``lam`` and ``nonneg``.
+    """
+
+    SIGNAL_NDIM: ClassVar[int] = 2
+
+    @abc.abstractmethod
+    def dictionary(self) -> torch.Tensor:
+        """The atoms, detached."""
+
+    @abc.abstractmethod
+    def operator(self) -> LinearOperator:
+        """The atoms as the solvers' operator (a view, not a copy)."""
+
+    def regularizer(self) -> Regularizer:
+        """``R``: L1, or non-negative L1 with ``nonneg``."""
+        return get_regularizer(self.nonneg)
+
+    def encode(
+        self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None
+    ) -> SolverResult:
+        """Optimal codes of the signals ``Y`` by FISTA, with their certificate.
+
+        Parameters
+        ----------
+        Y : array or tensor ``(batch, *signal_shape)``
+            ``(batch, n_features)`` for a dense dictionary, ``(batch, channels, H, W)`` for
+            kernels.
+        tol : float, optional
+            Relative duality gap (default 1e-5 in float32, 1e-8 in float64).
+        max_iter : int
+            Iteration cap.
+        z0 : array or tensor ``(batch, *code_shape)``, optional
+            Warm start.
+
+        Returns
+        -------
+        SolverResult
+            Codes ``z`` ``(batch, *code_shape)``, energies, gaps (see :func:`latentebm.fista`).
+        """
+        if isinstance(Y, torch.Tensor):
+            self.check_input(Y, "Y", ndim=self.SIGNAL_NDIM)
+        return fista(
+            Y, self.operator(), self.lam, tol=tol, max_iter=max_iter, z0=z0, nonneg=self.nonneg
+        )
+
+    def forward(self, Y: torch.Tensor, z0: torch.Tensor | None = None, *, tol: float = 1e-3,
+                max_iter: int = 200) -> SolverResult:
+        """The solver's output for validated signals ``Y`` ``(batch, *signal_shape)``,
+        warm-started from ``z0``; no checks, no gradient."""
+        with torch.no_grad():
+            return proximal_gradient(self.operator(), Y, self.lam, self.regularizer(), z0=z0,
+                                     tol=tol, max_iter=max_iter)
+
+    def decode(self, Z: Any) -> Any:
+        """``A z`` ``(batch, *signal_shape)`` for codes ``Z`` ``(batch, *code_shape)``."""
+        Z_t, numpy_out = self.check_input(Z, "Z", ndim=self.SIGNAL_NDIM)
+        op = self.operator()
+        op.check_code(Z_t, "Z")
+        return to_output(op.decode(Z_t), numpy_out)
+
+    def energy(self, Y: Any, Z: Any | None = None) -> Any:
+        """Per-sample energy ``(batch,)``; with ``Z=None``, the free energy ``min_z E(y, z)``.
+
+        Parameters
+        ----------
+        Y : array or tensor ``(batch, *signal_shape)``
+            Signals.
+        Z : array or tensor ``(batch, *code_shape)``, optional
+            Codes.
+
+        Returns
+        -------
+        array or tensor ``(batch,)``
+        """
+        if Z is None:
+            return self.encode(Y).energy
+        return lasso_energy(Y, self.operator(), Z, self.lam, nonneg=self.nonneg)
+
+
+__all__ = ["DictionaryModel"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from synthetic import sparse_mixture
 from torch.func import functional_call
 
 import latentebm
@@ -18,13 +19,7 @@ VARIANT_CASES = [("lista", False), ("lista", True), ("cp", False), ("cp", True),
 
 def sparse_problem(n_features=20, n_atoms=40, n=600, k=3, seed=0, dtype=torch.float64):
     """A unit-norm random dictionary and signals made of ``k`` atoms plus a little noise."""
-    g = torch.Generator().manual_seed(seed)
-    W = torch.randn(n_features, n_atoms, generator=g, dtype=torch.float64)
-    W /= W.norm(dim=0)
-    Z = torch.zeros(n, n_atoms, dtype=torch.float64)
-    idx = torch.rand(n, n_atoms, generator=g).argsort(1)[:, :k]
-    Z.scatter_(1, idx, torch.randn(n, k, generator=g, dtype=torch.float64) * 2)
-    Y = Z @ W.T + 0.05 * torch.randn(n, n_features, generator=g, dtype=torch.float64)
+    W, Y = sparse_mixture(n_features, n_atoms, n, k, seed=seed)
     return W.to(dtype), Y.to(dtype)
 
 

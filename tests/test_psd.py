@@ -8,20 +8,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from synthetic import sparse_mixture
 
 import latentebm
 from latentebm import PSD
 
 
 def sparse_signals(n_features=16, n_atoms=24, n=400, k=2, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    D = torch.randn(n_features, n_atoms, generator=g, dtype=torch.float64)
-    D /= D.norm(dim=0)
-    Z = torch.zeros(n, n_atoms, dtype=torch.float64)
-    idx = torch.rand(n, n_atoms, generator=g).argsort(1)[:, :k]
-    Z.scatter_(1, idx, torch.rand(n, k, generator=g, dtype=torch.float64) + 0.5)
-    Y = Z @ D.T + 0.02 * torch.randn(n, n_features, generator=g, dtype=torch.float64)
-    return Y.to(dtype)
+    return sparse_mixture(n_features, n_atoms, n, k, seed=seed, noise=0.02,
+                          positive=True)[1].to(dtype)
 
 
 @pytest.mark.parametrize("encoder", ["tanh", "lista"])

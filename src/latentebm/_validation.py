@@ -203,25 +203,12 @@ MAX_SEED = 2**32 - 1
 
 
 def check_seed(seed: Any, name: str = "seed") -> int:
-    """A random seed: an integer (not bool) in ``[0, MAX_SEED]``.
-
-    Parameters
-    ----------
-    seed : int
-        The seed to check (NumPy integers accepted).
-    name : str
-        The argument's name for the error message.
-
-    Returns
-    -------
-    int
-    """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(seed).__name__}")
-    seed = int(seed)
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{name} must be an integer in [0, 2**32 - 1], got {seed}")
-    return seed
+    """A random seed: an integer (not bool) in ``[0, MAX_SEED]``; see :func:`check_int`."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and (
+        not 0 <= int(seed) <= MAX_SEED
+    ):
+        raise ValueError(f"{name} must be an integer in [0, 2**32 - 1], got {int(seed)}")
+    return check_int(seed, name)
 
 
 def check_lam(lam: Any, name: str = "lam") -> float:

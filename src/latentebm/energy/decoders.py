@@ -14,6 +14,7 @@ general decoder; it must treat every sample of the batch independently.
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any
 
 import torch
@@ -164,8 +165,12 @@ class ConditionalConvDecoder(LinearInZDecoder):
         return ConvDictionary(atoms, boundary=self.boundary)
 
 
+@functools.singledispatch
 def decoder_for(op: LinearOperator, offset: Any = None) -> LinearInZDecoder:
     """The linear-in-z decoder over a copy of ``op``'s atoms (not renormalised).
+
+    Dispatches on the operator's class; a new operator registers its decoder with
+    ``@decoder_for.register``.
 
     Parameters
     ----------
@@ -173,13 +178,23 @@ def decoder_for(op: LinearOperator, offset: Any = None) -> LinearInZDecoder:
         ``W`` ``(n_features, n_atoms)`` or kernels ``(n_atoms, channels, kh, kw)``.
     offset : ``"identity"``, None or nn.Module
         As in :class:`LinearInZDecoder`.
+
+    Returns
+    -------
+    LinearInZDecoder
     """
-    if isinstance(op, DenseDictionary):
-        return ConditionalLinearDecoder(op.W.detach(), offset=offset, normalize=False)
-    if isinstance(op, ConvDictionary):
-        return ConditionalConvDecoder(op.kernels.detach(), boundary=op.boundary, offset=offset,
-                                      normalize=False)
     raise TypeError(f"no decoder for a {type(op).__name__} operator")
+
+
+@decoder_for.register
+def _dense_decoder(op: DenseDictionary, offset: Any = None) -> LinearInZDecoder:
+    return ConditionalLinearDecoder(op.W.detach(), offset=offset, normalize=False)
+
+
+@decoder_for.register
+def _conv_decoder(op: ConvDictionary, offset: Any = None) -> LinearInZDecoder:
+    return ConditionalConvDecoder(op.kernels.detach(), boundary=op.boundary, offset=offset,
+                                  normalize=False)
 
 
 __all__ = [

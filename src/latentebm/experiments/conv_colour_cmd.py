@@ -12,7 +12,7 @@ from .. import viz
 from .._validation import resolve_device
 from ..data import load_images
 from ._run import Run
-from .conv_filters_cmd import (
+from .conv_autoencoder_runs import (
     add_model_arguments,
     check_arguments,
     evaluate,

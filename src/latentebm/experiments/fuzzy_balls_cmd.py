@@ -19,7 +19,7 @@ from ..models.vae import VAE
 from ..viz import vae as viz_vae
 from ._args import add_common_arguments
 from ._run import Run
-from .vae_cmd import (
+from .vae_runs import (
     add_vae_arguments,
     binarized_mnist,
     evaluate,
@@ -189,24 +189,14 @@ def _codes_over_training(run: Run, histories: dict[float, list[dict[str, Any]]])
         curves["norm"][label] = (epochs, norm)
         curves["sigma"][label] = (epochs, sigma)
         curves["ratio"][label] = (epochs, [n / s**2 for n, s in zip(norm, sigma, strict=True)])
-    viz_vae.training_curves(
-        curves["norm"],
-        run.path("e_mu_sq_per_epoch.png"),
-        ylabel="E‖μ‖² (plotted test digits)",
-        title="squared code norm during training",
-        logy=True,
-    )
-    viz_vae.training_curves(
-        curves["sigma"],
-        run.path("sigma_per_epoch.png"),
-        ylabel="mean σ (plotted test digits)",
-        title="ball size during training",
-        logy=True,
-    )
-    viz_vae.training_curves(
-        curves["ratio"],
-        run.path("separation_per_epoch.png"),
-        ylabel="E‖μ‖² / (mean σ)²",
-        title="how far apart the balls are, relative to their size",
-        logy=True,
-    )
+    panels = {
+        "norm": ("e_mu_sq_per_epoch.png", "E‖μ‖² (plotted test digits)",
+                 "squared code norm during training"),
+        "sigma": ("sigma_per_epoch.png", "mean σ (plotted test digits)",
+                  "ball size during training"),
+        "ratio": ("separation_per_epoch.png", "E‖μ‖² / (mean σ)²",
+                  "how far apart the balls are, relative to their size"),
+    }
+    for key, (filename, ylabel, title) in panels.items():
+        viz_vae.training_curves(curves[key], run.path(filename), ylabel=ylabel, title=title,
+                                logy=True)

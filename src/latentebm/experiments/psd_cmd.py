@@ -24,7 +24,7 @@ from ..solvers import fista
 from . import lista_eval as ev
 from ._args import add_common_arguments
 from ._run import Run
-from .lista_cmd import add_dataset_arguments, open_run
+from .mnist_problems import add_dataset_arguments, open_run
 
 NAME = "psd"
 HELP = "predictive sparse decomposition: decoder, fast encoder, encoder-only code quality"

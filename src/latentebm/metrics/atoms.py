@@ -371,6 +371,14 @@ def _canonical_gabor(p: np.ndarray, scale: float, r2: float) -> GaborFit:
     return GaborFit(x0, y0, th, f, ph, sx, sy, a * scale, c * scale, r2)
 
 
+def _best_least_squares(residual, jacobian, starts, bounds, args, *, max_nfev: int):
+    """The lowest-cost of SciPy's trust-region least-squares fits from each of ``starts``."""
+    fits = [least_squares(residual, p0, jac=jacobian, bounds=bounds, args=args, method="trf",
+                          x_scale="jac", max_nfev=max_nfev, ftol=1e-6, xtol=1e-6)
+            for p0 in starts]
+    return min(fits, key=lambda res: res.cost)
+
+
 def fit_gabor(atom_2d: Any, *, n_starts: int = 3) -> GaborFit:
     """Fit a 2-D Gabor (see :class:`GaborFit`) to one ``(h, w)`` atom by least squares.
 
@@ -394,23 +402,10 @@ def fit_gabor(atom_2d: Any, *, n_starts: int = 3) -> GaborFit:
     big = float(max(h, w))
     lo = np.array([-0.5, -0.5, -np.inf, 0.0, -np.inf, 0.5, 0.5, -np.inf, -np.inf])
     hi = np.array([w - 0.5, h - 0.5, np.inf, 0.5, np.inf, big, big, np.inf, np.inf])
-    best = None
-    for p0 in _initial_guesses(img / scale, x, y, n_starts):
-        p0 = np.clip(p0, lo + 1e-6, hi - 1e-6)
-        res = least_squares(
-            _gabor_residual,
-            p0,
-            jac=_gabor_jacobian,
-            bounds=(lo, hi),
-            args=(x, y, t),
-            method="trf",
-            x_scale="jac",
-            max_nfev=200,
-            ftol=1e-6,
-            xtol=1e-6,
-        )
-        if best is None or res.cost < best.cost:
-            best = res
+    starts = [np.clip(p0, lo + 1e-6, hi - 1e-6)
+              for p0 in _initial_guesses(img / scale, x, y, n_starts)]
+    best = _best_least_squares(_gabor_residual, _gabor_jacobian, starts, (lo, hi), (x, y, t),
+                               max_nfev=200)
     ss_tot = float(((t - t.mean()) ** 2).sum())
     r2 = 1.0 - 2.0 * float(best.cost) / ss_tot
     return _canonical_gabor(best.x, scale, r2)
@@ -568,24 +563,14 @@ def fit_dog(filter_2d: Any) -> DoGFit:
     centres = [(x[k], y[k]), (float((e * x).sum() / e.sum()), float((e * y).sum() / e.sum()))]
     lo = np.array([-0.5, -0.5, -np.inf, 0.3, 1.2, 0.0])
     hi = np.array([w - 0.5, h - 0.5, np.inf, max(h, w) / 2, 10.0, 2.0])
-    best = None
+    starts = []
     for cx, cy in centres:
+        amp = t[int(round(cy)) * w + int(round(cx))]
         for sc in (1.0, max(1.0, min(h, w) / 8)):
-            amp = t[int(round(cy)) * w + int(round(cx))]
-            p0 = np.clip([cx, cy, amp if amp != 0 else 1.0, sc, 3.0, 1.0], lo + 1e-6, hi - 1e-6)
-            res = least_squares(
-                _dog_residual,
-                p0,
-                jac=_dog_jacobian,
-                bounds=(lo, hi),
-                args=(x, y, t),
-                x_scale="jac",
-                max_nfev=100,
-                ftol=1e-6,
-                xtol=1e-6,
-            )
-            if best is None or res.cost < best.cost:
-                best = res
+            starts.append(np.clip([cx, cy, amp if amp != 0 else 1.0, sc, 3.0, 1.0],
+                                  lo + 1e-6, hi - 1e-6))
+    best = _best_least_squares(_dog_residual, _dog_jacobian, starts, (lo, hi), (x, y, t),
+                               max_nfev=100)
     x0, y0, a, sc, ratio, bal = (float(v) for v in best.x)
     r2 = 1.0 - 2.0 * float(best.cost) * scale**2 / ss_tot
     return DoGFit(x0, y0, a * scale, sc, sc * ratio, bal, r2)

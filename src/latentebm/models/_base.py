@@ -57,9 +57,21 @@ def dtype_name(dtype: torch.dtype) -> str:
     raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Base of the models' config dataclasses: JSON in and out."""
+    """Base of the models' config dataclasses: JSON in and out, and the two fields every model
+    has (keyword-only, so they follow each model's own fields).
+
+    Attributes
+    ----------
+    seed : int
+        Seeds the model's initial weights (and its epoch order in ``fit``).
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    """
+
+    seed: int = 0
+    dtype: str = "float32"
 
     def to_json(self) -> dict[str, Any]:
         """The fields as JSON values (tuples become lists)."""

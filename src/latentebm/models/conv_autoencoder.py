@@ -37,7 +37,7 @@ from ..operators.base import batch_dot
 from ..operators.conv import correlate
 from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
-from ..training.history import EpochRecord
+from ..training.history import MeanRecord
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
@@ -59,8 +59,6 @@ class ConvSparseAutoencoderConfig(ModelConfig):
     nonlinearity: str = "tanh"
     beta: float = 1.0
     boundary: str = "full"
-    seed: int = 0
-    dtype: str = "float32"
 
 
 class PredictionAugmented(LinearOperator):
@@ -379,31 +377,15 @@ def _unit(K: torch.Tensor) -> torch.Tensor:
     return K / _norms(K)
 
 
-class _Stats(EpochRecord):
+class _Stats(MeanRecord):
     """Per-epoch means of the step records (per-batch sums), ``mean_<key>`` in the history."""
 
     KEYS = ("energy", "reconstruction", "prediction", "relative_error", "nnz_share")
-
-    def __init__(self, history: list, epoch: int) -> None:
-        super().__init__(history, epoch)
-        self.sums = dict.fromkeys(self.KEYS, 0.0)
-        self.count = 0.0
-
-    def mean(self, key: str) -> float:
-        return self.sums[key] / max(self.count, 1.0)
+    PREFIX = "mean_"
+    COUNT_KEY = "images"
 
     def add(self, record: dict[str, torch.Tensor]) -> None:
-        for key in self.KEYS:
-            self.sums[key] += float(record[key])
-        self.count += float(record["images"])
-        self.publish(partial=True)
-
-    def values(self) -> dict[str, Any]:
-        return {"images": self.count, **{f"mean_{k}": self.mean(k) for k in self.KEYS}}
-
-    def restore(self, entry: dict[str, Any]) -> None:
-        self.count = float(entry["images"])
-        self.sums = {k: entry[f"mean_{k}"] * self.count for k in self.KEYS}
+        self.add_sums(record, float(record["images"]))
 
     def entry(self, partial: bool, seconds: float) -> dict[str, Any]:
         values = self.values()  # this history has always listed the means last

@@ -53,8 +53,6 @@ class ConvDictionaryLearningConfig(ModelConfig):
     lam: float = 0.1
     boundary: str = "full"
     nonneg: bool = False
-    seed: int = 0
-    dtype: str = "float32"
 
 
 class ConvDictionaryLearning(DictionaryModel):

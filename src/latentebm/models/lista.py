@@ -64,10 +64,8 @@ class LISTAConfig(ModelConfig):
     variant: str = "lista"
     tied: bool = False
     nonneg: bool = False
-    seed: int = 0
     support: float = 0.0
     support_max: float = 0.0
-    dtype: str = "float32"
 
 
 # ----------------------------------------------------------------- the one ISTA step

@@ -47,8 +47,6 @@ class PSDConfig(ModelConfig):
     encoder: str = "tanh"
     n_steps: int = 3
     variant: str = "lista"
-    seed: int = 0
-    dtype: str = "float32"
 
 
 class TanhEncoder(nn.Module):

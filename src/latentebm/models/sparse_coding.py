@@ -39,8 +39,6 @@ class SparseCodingConfig(ModelConfig):
     n_atoms: int
     lam: float
     nonneg: bool = False
-    seed: int = 0
-    dtype: str = "float32"
 
 
 class SparseCoding(DictionaryModel):

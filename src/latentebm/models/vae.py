@@ -54,8 +54,6 @@ class VAEConfig(ModelConfig):
     fixed_sigma: float = 1.0
     hidden: tuple[int, ...] = (400,)
     obs_sigma: float | None = None
-    seed: int = 0
-    dtype: str = "float32"
 
 
 class VAEOutput(NamedTuple):
@@ -148,17 +146,8 @@ class VAE(LatentModel):
         self.n_features = math.prod(self.input_shape)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.encoder = Encoder(
-                self.input_shape,
-                self.latent_dim,
-                encoder,
-                self.hidden,
-                learn_variance,
-                self.fixed_sigma,
-            )
-            self.decoder = Decoder(
-                self.input_shape, self.latent_dim, encoder, self.hidden, self.obs_sigma
-            )
+            self.encoder = Encoder(self.config)
+            self.decoder = Decoder(self.config)
         self.to(device=resolve_device(device), dtype=dtype)
         self.n_steps_ = 0
         self.history_: list[dict[str, Any]] = []

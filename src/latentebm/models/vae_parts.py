@@ -8,10 +8,14 @@ the VAE's loss is in nats per image.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from .vae import VAEConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
 ENCODERS = ("mlp", "conv", "linear")
@@ -74,7 +78,8 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """``x (batch, *input_shape) -> (μ, log σ²)``, each ``(batch, latent_dim)``.
+    """``x (batch, *input_shape) -> (μ, log σ²)``, each ``(batch, latent_dim)``, built from a
+    :class:`~latentebm.models.vae.VAEConfig`.
 
     ``kind="mlp"``: flatten, ``hidden`` ReLU layers, two linear heads (784-400-20 is
     ``hidden=(400,)``). ``"conv"``: two stride-2 4×4 convolutions (32, 64 channels, ReLU), then
@@ -83,18 +88,11 @@ class Encoder(nn.Module):
     constant ``2 log(fixed_sigma)`` for every input.
     """
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        latent_dim: int,
-        kind: str,
-        hidden: tuple[int, ...],
-        learn_variance: bool,
-        fixed_sigma: float,
-    ) -> None:
+    def __init__(self, config: VAEConfig) -> None:
         super().__init__()
+        input_shape, hidden = config.input_shape, config.hidden
         self.input_shape = input_shape
-        self.kind = kind
+        self.kind = kind = config.encoder
         n_in = math.prod(input_shape)
         if kind == "conv":
             c = conv_shape(input_shape)[0]
@@ -115,10 +113,10 @@ class Encoder(nn.Module):
         else:
             self.body = nn.Sequential(_mlp([n_in, *hidden]), nn.ReLU()) if hidden else nn.Identity()
             n_body = hidden[-1] if hidden else n_in
-        self.mu = nn.Linear(n_body, latent_dim)
-        self.logvar = nn.Linear(n_body, latent_dim) if learn_variance else None
+        self.mu = nn.Linear(n_body, config.latent_dim)
+        self.logvar = nn.Linear(n_body, config.latent_dim) if config.learn_variance else None
         self.register_buffer(
-            "fixed_logvar", torch.tensor(2.0 * math.log(fixed_sigma)), persistent=False
+            "fixed_logvar", torch.tensor(2.0 * math.log(config.fixed_sigma)), persistent=False
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,19 +139,13 @@ class Decoder(nn.Module):
     affine map.
     """
 
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        latent_dim: int,
-        kind: str,
-        hidden: tuple[int, ...],
-        obs_sigma: float | None,
-    ) -> None:
+    def __init__(self, config: VAEConfig) -> None:
         super().__init__()
+        input_shape, latent_dim, obs_sigma = config.input_shape, config.latent_dim, config.obs_sigma
         self.input_shape = input_shape
-        self.kind = kind
+        self.kind = kind = config.encoder
         n_out = math.prod(input_shape)
-        sizes = [latent_dim] if kind == "linear" else [latent_dim, *reversed(hidden)]
+        sizes = [latent_dim] if kind == "linear" else [latent_dim, *reversed(config.hidden)]
         if kind == "conv":
             c, h, w = conv_shape(input_shape)
             self.map_shape = (64, h // 4, w // 4)

@@ -209,30 +209,24 @@ def fista(
                  polish=polish)
 
 
-def ista(
-    Y: Any,
-    W: Any,
-    lam: Any,
-    *,
-    max_iter: int = 1000,
-    tol: float | None = None,
-    z0: Any = None,
-    nonneg: bool = False,
-    lipschitz: float | None = None,
-    backtracking: bool = False,
-    check_every: int = 10,
-    polish: bool = False,
-    regularizer: Regularizer | None = None,
-    callback: Callback | None = None,
-) -> SolverResult:
-    """ISTA: ``z ← shrink_{λ/L}(z − Wᵀ(Wz − y)/L)``; arguments as in :func:`fista`.
+def ista(Y: Any, W: Any, lam: Any, **options: Any) -> SolverResult:
+    """ISTA: ``z ← shrink_{λ/L}(z − Wᵀ(Wz − y)/L)``.
 
-    ``backtracking`` and ``polish`` are off by default so that the iterates are the textbook
-    ones (fixed step ``1/L``), whose energy never increases.
+    Parameters
+    ----------
+    Y, W, lam
+        As in :func:`solve`.
+    **options
+        The keyword arguments of :func:`fista` except ``restart`` (ISTA has no momentum).
+        ``backtracking`` and ``polish`` are off by default, so that the iterates are the
+        textbook ones (fixed step ``1/L``), whose energy never increases.
+
+    Returns
+    -------
+    SolverResult
+        NumPy arrays when ``Y`` was NumPy, tensors otherwise.
     """
-    return solve(Y, W, lam, method="ista", max_iter=max_iter, tol=tol, z0=z0, nonneg=nonneg,
-                 regularizer=regularizer, callback=callback, lipschitz=lipschitz,
-                 backtracking=backtracking, check_every=check_every, polish=polish)
+    return solve(Y, W, lam, method="ista", **options)
 
 
 def _regularizer(regularizer: Regularizer | None, nonneg: bool) -> Regularizer:

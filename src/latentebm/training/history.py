@@ -60,34 +60,41 @@ class EpochRecord(ABC):
 
 
 class MeanRecord(EpochRecord):
-    """Per-sample quantities ``KEYS`` summed over the epoch and published as means, with the
-    sample count as ``"samples"``. ``add`` takes a dict of per-sample tensors ``(batch,)``;
+    """Per-sample quantities ``KEYS`` summed over the epoch and published as means (named
+    ``PREFIX + key``), with the sample count as ``COUNT_KEY``. :meth:`add` takes a dict of
+    per-sample tensors ``(batch,)``, :meth:`add_sums` sums already taken over a batch;
     ``SUM_DTYPE`` (if set) is the dtype the sums are taken in."""
 
     KEYS: tuple[str, ...] = ()
+    PREFIX: str = ""
+    COUNT_KEY: str = "samples"
     SUM_DTYPE: torch.dtype | None = None
 
     def __init__(self, history: list[dict[str, Any]], epoch: int) -> None:
         super().__init__(history, epoch)
         self.sums = dict.fromkeys(self.KEYS, 0.0)
-        self.count = 0
+        self.count: int | float = 0
 
     def mean(self, key: str) -> float:
         return self.sums[key] / max(self.count, 1)
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
+        sums = {key: (values[key] if self.SUM_DTYPE is None
+                      else values[key].to(self.SUM_DTYPE)).sum() for key in self.KEYS}
+        self.add_sums(sums, int(values[self.KEYS[0]].shape[0]))
+
+    def add_sums(self, sums: dict[str, torch.Tensor | float], count: int | float) -> None:
         for key in self.KEYS:
-            value = values[key] if self.SUM_DTYPE is None else values[key].to(self.SUM_DTYPE)
-            self.sums[key] += float(value.sum())
-        self.count += int(values[self.KEYS[0]].shape[0])
+            self.sums[key] += float(sums[key])
+        self.count += count
         self.publish(partial=True)
 
     def values(self) -> dict[str, Any]:
-        return {**{k: self.mean(k) for k in self.KEYS}, "samples": self.count}
+        return {**{self.PREFIX + k: self.mean(k) for k in self.KEYS}, self.COUNT_KEY: self.count}
 
     def restore(self, entry: dict[str, Any]) -> None:
-        self.count = int(entry["samples"])
-        self.sums = {k: entry[k] * self.count for k in self.KEYS}
+        self.count = entry[self.COUNT_KEY]
+        self.sums = {k: entry[self.PREFIX + k] * self.count for k in self.KEYS}
 
 
 __all__ = ["EpochRecord", "MeanRecord"]

@@ -1,0 +1,144 @@
+"""What the two convolutional auto-encoder commands share (conv-filters, conv-colour): model
+arguments, image preprocessing and tiling, training with a resumable checkpoint, evaluation."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..data import local_contrast_normalize, whiten_1f
+from ..models.conv_autoencoder import ConvSparseAutoencoder
+from ._args import UNUSED_DATA_DIR, add_common_arguments
+from ._run import Run
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: float,
+                        tile: int, n_tiles: int, n_test: int, batch_size: int,
+                        lr: float) -> None:
+    """Flags shared with ``conv-colour``."""
+    parser.add_argument("--images", default=None,
+                        help="folder of photographs (default: scikit-image's bundled ones)")
+    parser.add_argument("--preprocess", choices=["whiten", "lcn"], default="whiten",
+                        help="1/f whitening (Olshausen & Field) or local contrast "
+                        "normalisation (default: whiten)")
+    parser.add_argument("--kernel", type=int, default=kernel,
+                        help=f"kernel side of encoder and decoder (default: {kernel})")
+    parser.add_argument("--tile", type=int, default=tile,
+                        help=f"training images are tiles of this side (default: {tile})")
+    parser.add_argument("--n-tiles", type=int, default=n_tiles,
+                        help=f"training tiles (default: {n_tiles})")
+    parser.add_argument("--n-test", type=int, default=n_test,
+                        help=f"held-out tiles (default: {n_test})")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr,
+                        help=f"Adam step, decayed to 0 on a cosine (default: {lr})")
+    parser.add_argument("--mode", choices=["psd", "sparse-ae"], default="psd",
+                        help="PSD (FISTA codes warm-started by the encoder) or plain sparse "
+                        "auto-encoder (default: psd)")
+    parser.add_argument("--nonlinearity", choices=["tanh", "shrink"], default="tanh")
+    parser.add_argument("--beta", type=float, default=1.0,
+                        help="weight of the prediction term (β/2)‖z − Enc(y)‖² (default: 1)")
+    parser.add_argument("--fista-iter", type=int, default=10,
+                        help="FISTA iterations per training batch, warm-started from the "
+                        "encoder (default: 10)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    add_common_arguments(parser, epochs=6, lam=lam, data_dir_help=UNUSED_DATA_DIR)
+
+
+def preprocess(images: Sequence[np.ndarray], how: str) -> list[np.ndarray]:
+    """Whiten or contrast-normalise every photograph (grey ``(H, W)`` or colour ``(H, W, 3)``)."""
+    if how == "whiten":
+        return [whiten_1f(im) for im in images]
+    return [local_contrast_normalize(im) for im in images]
+
+
+def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: int,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping ``size × size`` tiles of the images, shuffled with ``seed`` and split.
+
+    Returns float32 ``(n, C, size, size)`` training and held-out tiles.
+    """
+    tiles = []
+    for im in images:
+        arr = im[..., None] if im.ndim == 2 else im
+        h, w = arr.shape[:2]
+        for r in range(0, h - size + 1, size):
+            for c in range(0, w - size + 1, size):
+                tiles.append(arr[r : r + size, c : c + size].transpose(2, 0, 1))
+    if len(tiles) < n_train + n_test:
+        raise ValueError(
+            f"the images give only {len(tiles)} tiles of {size}x{size}; ask for fewer than "
+            f"--n-tiles {n_train} + --n-test {n_test}, use smaller tiles or more images"
+        )
+    order = np.random.default_rng(seed).permutation(len(tiles))
+    stack = np.stack([tiles[i] for i in order[: n_train + n_test]]).astype(np.float32)
+    return stack[:n_train], stack[n_train:]
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    for name in ("kernel", "tile", "n_tiles", "n_test", "batch_size", "fista_iter", "epochs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.kernel > args.tile:
+        raise ValueError(f"--kernel {args.kernel} is larger than --tile {args.tile}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def make_model(args: argparse.Namespace, n_filters: int, channels: int,
+               device: torch.device) -> ConvSparseAutoencoder:
+    return ConvSparseAutoencoder(n_filters, args.kernel, channels, lam=args.lam, mode=args.mode,
+                                 nonlinearity=args.nonlinearity, beta=args.beta,
+                                 seed=args.seed, device=device)
+
+
+def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channels: int,
+                  train: torch.Tensor, tag: str) -> ConvSparseAutoencoder:
+    """Train one model (resuming from its checkpoint), or load it when a finished model from
+    the same configuration is in the run folder and ``--resume`` was given."""
+    final = run_dir.out / f"model_{tag}.safetensors"
+    if args.resume and final.exists():
+        return ConvSparseAutoencoder.load(final, device=train.device)
+    model = make_model(args, n_filters, channels, train.device)
+    model.fit(train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+              lr_schedule="cosine", max_iter=args.fista_iter,
+              checkpoint=run_dir.out / f"checkpoint_{tag}.safetensors",
+              resume=args.resume, progress=not args.quiet)
+    model.save(run_dir.path(f"model_{tag}.safetensors"))
+    return model
+
+
+def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, float]:
+    """Held-out reconstruction and sparsity, with optimal (FISTA) codes and encoder codes."""
+    out = model.infer(test, tol=1e-3, max_iter=200, beta=0.0)
+    z = out.z
+    with torch.no_grad():
+        energy_y = test.pow(2).sum()
+        rel = float((test - model.decode(z)).pow(2).sum() / energy_y)
+        pred = model.predict(test)
+        rel_enc = float((test - model.decode(pred)).pow(2).sum() / energy_y)
+        prediction = float((pred - z).pow(2).sum() / z.pow(2).sum().clamp_min(1e-30))
+    return {
+        "test_mean_energy": float(out.energy.mean()),
+        "relative_reconstruction_error": rel,
+        "code_nonzero_share": float((z != 0).float().mean()),
+        "codes_converged_share": float(out.converged.float().mean()),
+        "encoder_relative_reconstruction_error": rel_enc,
+        "encoder_relative_prediction_error": prediction,
+    }
+
+
+def filter_similarity(encoder: np.ndarray, decoder: np.ndarray) -> np.ndarray:
+    """``|cos|`` between each encoder filter and the decoder filter of the same map."""
+    e = encoder.reshape(len(encoder), -1)
+    d = decoder.reshape(len(decoder), -1)
+    num = np.abs((e * d).sum(1))
+    den = np.linalg.norm(e, axis=1) * np.linalg.norm(d, axis=1)
+    return num / np.where(den > 0, den, 1.0)
+

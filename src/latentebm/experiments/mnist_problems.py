@@ -1,0 +1,60 @@
+"""The data of the unrolled-inference commands (lista, psd): MNIST digits or natural-image patches,
+split into training and held-out signals, and the run folder they write to."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import resolve_device
+from ..data import load_mnist, mnist_vectors, natural_patches
+from ._run import Run
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, *, n_train: int, n_test: int) -> None:
+    """Flags shared with ``latentebm psd``: which data and how much of it."""
+    parser.add_argument("--dataset", choices=("mnist", "natural"), default="mnist",
+                        help="MNIST digits or whitened natural-image patches (default: mnist)")
+    parser.add_argument("--atoms", type=int, default=256, help="dictionary size (default: 256)")
+    parser.add_argument("--n-train", type=int, default=n_train,
+                        help=f"training signals (default: {n_train})")
+    parser.add_argument("--n-test", type=int, default=n_test,
+                        help=f"held-out signals (default: {n_test})")
+    parser.add_argument("--patch-size", type=int, default=12,
+                        help="natural-image patch side (default: 12)")
+    parser.add_argument("--sample", action="store_true",
+                        help="use the MNIST sample bundled with the package (offline demo)")
+    parser.add_argument("--dictionary", default=None,
+                        help="a SparseCoding checkpoint to use instead of learning a dictionary")
+    parser.add_argument("--dict-epochs", type=int, default=1,
+                        help="epochs of dictionary learning when no --dictionary (default: 1)")
+
+
+def load_dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Training and held-out rows (float32) and the image shape of one row."""
+    if args.n_train < 1 or args.n_test < 1:
+        raise ValueError("--n-train and --n-test must be positive")
+    if args.dataset == "mnist":
+        kw: dict[str, Any] = {"sample": True} if args.sample else {"data_dir": args.data_dir}
+        train, _ = load_mnist("train", **kw)
+        test, _ = load_mnist("test", **kw)
+        return mnist_vectors(train[: args.n_train]), mnist_vectors(test[: args.n_test]), (28, 28)
+    if args.sample:
+        raise ValueError("--sample applies to --dataset mnist only")
+    size = args.patch_size
+    X = natural_patches(size, args.n_train + args.n_test, seed=args.seed)
+    return X[: args.n_train], X[args.n_train :], (size, size)
+
+
+def open_run(args: argparse.Namespace) -> tuple[Run, torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """The run folder (its configuration: every flag), the training and held-out rows
+    ``(n, n_features)`` on ``--device``, and the image shape of one row."""
+    device = resolve_device(args.device)
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    out = Run(args.out, config, resume=args.resume)
+    Y_np, Yt_np, image_shape = load_dataset(args)
+    return out, torch.from_numpy(Y_np).to(device), torch.from_numpy(Yt_np).to(device), image_shape
+

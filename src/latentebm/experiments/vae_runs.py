@@ -1,0 +1,173 @@
+"""What the VAE commands share (vae, vae-fuzzy-balls): model arguments, dynamically binarised
+MNIST, training with a resumable checkpoint, test-set evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._validation import resolve_device
+from ..data import load_mnist, mnist_vectors
+from ..models.vae import VAE
+from ..models.vae_parts import binarize
+from ..training.checkpoint import read_checkpoint
+
+
+def add_vae_arguments(parser: argparse.ArgumentParser, *, latent: int) -> None:
+    """Flags shared with ``vae-fuzzy-balls``."""
+    parser.add_argument(
+        "--latent", type=int, default=latent, help=f"latent dimensions (default: {latent})"
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=[400],
+        help="hidden layer sizes of the MLP encoder (decoder mirrored; default: 400)",
+    )
+    parser.add_argument(
+        "--encoder",
+        choices=("mlp", "conv"),
+        default="mlp",
+        help="encoder/decoder networks (default: mlp)",
+    )
+    parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    parser.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=0.0,
+        help="β rises linearly from 0 over this many epochs (default: 0)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="use the bundled 2000/500-digit MNIST sample (offline demo)",
+    )
+
+
+def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """The run's ``config.json``: the command ``name``, the flags of :func:`add_vae_arguments`
+    and the common ones, and the command's own settings ``extra``."""
+    return {
+        "command": name,
+        "latent": args.latent,
+        "hidden": args.hidden,
+        "encoder": args.encoder,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup_epochs": args.warmup_epochs,
+        "seed": args.seed,
+        "sample": args.sample,
+        "epochs": args.epochs,
+        **extra,
+        "device": args.device,
+        "resume": args.resume,
+        "quiet": args.quiet,
+        "out": str(args.out),
+    }
+
+
+def binarized_mnist(args: argparse.Namespace) -> dict[str, Any]:
+    """Training probabilities ``(60000, 784)`` in [0, 1] (binarised afresh each batch during
+    training), the test set binarised once with a fixed seed, and the test labels."""
+    kwargs = {"sample": True} if args.sample else {"data_dir": args.data_dir}
+    train_images, _ = load_mnist("train", **kwargs)
+    test_images, test_labels = load_mnist("test", **kwargs)
+    device = resolve_device(args.device)
+    train = torch.from_numpy(mnist_vectors(train_images)).to(device)
+    test_p = torch.from_numpy(mnist_vectors(test_images)).to(device)
+    gen = torch.Generator(device=device).manual_seed(1234)
+    return {"train": train, "test": binarize(test_p, gen), "labels": test_labels}
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def train(
+    model: VAE,
+    X: torch.Tensor,
+    args: argparse.Namespace,
+    checkpoint: Path,
+    *,
+    validation: torch.Tensor | None = None,
+    max_minutes: float | None = None,
+    on_epoch_end: Any = None,
+) -> dict[str, Any]:
+    """Fit epoch by epoch through the checkpoint (a resumed run equals an uninterrupted one),
+    stopping early once ``max_minutes`` of wall time have passed; ``on_epoch_end`` goes to
+    :meth:`VAE.fit`. NaN/inf during training becomes a ``ValueError``."""
+    start = time.perf_counter()
+    first = 0
+    if args.resume and checkpoint.exists():
+        saved = read_checkpoint(checkpoint, kind="vae").training
+        first = saved.position[0] if saved is not None else 0
+    fit_args = dict(
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_epochs=args.warmup_epochs,
+        dynamic_binarization=True,
+        validation=validation,
+        on_epoch_end=on_epoch_end,
+        checkpoint=checkpoint,
+        progress=not args.quiet,
+    )
+    # one call per epoch, each resuming from the last; a finished run is only reloaded
+    targets = list(range(first + 1, args.epochs + 1)) or [first]
+    epochs_done = 0
+    for target in targets:
+        try:
+            model.fit(X, epochs=target, resume=args.resume or target > 1, **fit_args)
+        except FloatingPointError as exc:
+            raise ValueError(str(exc)) from exc
+        epochs_done += target > first
+        if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
+            break
+    seconds = sum(h["seconds"] for h in model.history_)
+    n = X.shape[0] * len(model.history_)
+    return {
+        "epochs": len(model.history_),
+        "epochs_this_call": epochs_done,
+        "train_seconds": seconds,
+        "images_per_second": n / seconds if seconds > 0 else float("nan"),
+    }
+
+
+def evaluate(model: VAE, X: torch.Tensor, *, seed: int) -> dict[str, Any]:
+    """Test −ELBO (one sample per digit), its two terms, KL per dimension, active units,
+    E‖μ‖², mean σ per dimension, the code-to-noise ratio E‖μ‖² / E‖σ‖² (how far apart the
+    balls are relative to their size) and the pixel MSE of the reconstruction from μ."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    model.eval()
+    mu, logvar = model.posterior(X)
+    rec, sq_err = 0.0, 0.0
+    with torch.no_grad():
+        for xb, mb in zip(X.split(1000), mu.split(1000), strict=True):
+            rec += float(model.loss(xb, beta=1.0, generator=gen).reconstruction) * xb.shape[0]
+            sq_err += float((model.decode(mb).flatten(1) - xb.flatten(1)).square().mean(1).sum())
+    rec /= X.shape[0]
+    kl_dims = model.kl_per_dim(X)
+    sigma = torch.exp(0.5 * logvar)
+    return {
+        "test_neg_elbo": rec + float(kl_dims.sum()),
+        "reconstruction_nats": rec,
+        "kl": float(kl_dims.sum()),
+        "kl_per_dim": kl_dims.tolist(),
+        "active_units": model.active_units(X),
+        "e_mu_sq": float(mu.square().sum(1).mean()),
+        "mean_sigma_per_dim": sigma.mean(0).tolist(),
+        "code_to_noise": float(mu.square().sum(1).mean() / logvar.exp().sum(1).mean()),
+        "reconstruction_mse": sq_err / X.shape[0],
+    }
+

@@ -125,6 +125,46 @@ def test_likelihood_standard_error_matches_the_spread_of_repeated_estimates(trai
     assert 0.4 < ratio < 2.5, ratio
 
 
+def test_iwae_bound_at_one_sample_is_the_elbo_and_rises_with_k(trained, digits):
+    x = binarize(digits[:100], _gen(11))
+    reps = 40  # each image repeated: averages over many independent bounds
+    xr = x.repeat(reps, 1)
+    bounds = {k: trained.iwae_bound(xr, k, generator=_gen(20 + k)).reshape(reps, -1)
+              for k in (1, 5, 50)}
+    elbo = trained.elbo(x, n_samples=400, generator=_gen(5))
+    per_image = {k: b.mean(0) for k, b in bounds.items()}
+    # k = 1: the ELBO (sampled KL instead of the closed form): equal up to Monte-Carlo noise
+    se = float(bounds[1].std(0).mean() / math.sqrt(reps))
+    assert float((per_image[1] - elbo).mean()) == pytest.approx(0.0, abs=4 * se + 0.05)
+    gain_5 = per_image[5] - per_image[1]
+    gain_50 = per_image[50] - per_image[5]
+    assert float(gain_5.mean()) > 0 and float(gain_50.mean()) > 0
+    # the training loss with objective="iwae" is minus the same bound
+    out = trained.loss(x, objective="iwae", k=5, generator=_gen(3))
+    direct = trained.iwae_bound(x, 5, generator=_gen(3))
+    assert float(out.loss) == pytest.approx(float(-direct.mean()), rel=1e-5)
+
+
+def test_iwae_training_with_cosine_schedule_resumes_exactly_and_monitors_nll(tmp_path, digits):
+    X, val = digits[:192], binarize(digits[192:232], _gen(8))
+    kwargs = dict(epochs=2, batch_size=64, objective="iwae", k=3, lr_schedule="cosine",
+                  schedule_epochs=3, validation=val, nll_k=20, progress=False)
+    full = VAE(784, 3, hidden=(32,), seed=4)
+    full.fit(X, **kwargs)
+    assert all("val_nll" in h and h["val_nll"] >= h["val_neg_elbo"] - 5 for h in full.history_)
+    ckpt = tmp_path / "iwae.safetensors"
+    part = VAE(784, 3, hidden=(32,), seed=4)
+    part.fit(X, checkpoint=ckpt, **{**kwargs, "epochs": 1})
+    part = VAE(784, 3, hidden=(32,), seed=4)
+    part.fit(X, checkpoint=ckpt, resume=True, **kwargs)
+    for (name, a), b in zip(full.state_dict().items(), part.state_dict().values(), strict=True):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        VAE(784, 3, hidden=(32,), seed=4).fit(
+            X, checkpoint=ckpt, resume=True, **{**kwargs, "lr_schedule": "constant"})
+
+
 # --------------------------------------------------------------------------- the KL spring
 
 
@@ -338,6 +378,13 @@ def test_active_units_and_kl_per_dim(trained, digits):
         (lambda m: m.fit(torch.zeros(4, 784), epochs=0), ValueError, "epochs"),
         (lambda m: m.fit(torch.full((4, 784), 2.0)), ValueError, r"X must lie in \[0, 1\]"),
         (lambda m: m.fit(torch.zeros(4, 784), lr=0), ValueError, "lr"),
+        (lambda m: m.fit(torch.zeros(4, 784), objective="vi"), ValueError, "objective"),
+        (lambda m: m.fit(torch.zeros(4, 784), objective="iwae", k=0), ValueError, "k must"),
+        (lambda m: m.fit(torch.zeros(4, 784), k=5), ValueError, "objective='iwae'"),
+        (lambda m: m.fit(torch.zeros(4, 784), lr_schedule="step"), ValueError, "lr_schedule"),
+        (lambda m: m.fit(torch.zeros(4, 784), nll_k=10), ValueError, "validation"),
+        (lambda m: m.loss(torch.zeros(2, 784), objective="iwae", k=0), ValueError, "k must"),
+        (lambda m: m.iwae_bound(torch.zeros(2, 784), 0), ValueError, "k must"),
     ],
 )
 def test_bad_input_is_named(call, error, match):

@@ -142,4 +142,34 @@ def run(args: argparse.Namespace) -> Run:
         "wall_seconds": run_dir.elapsed(),
     }
     run_dir.write_metrics(metrics)
+    if not args.quiet:
+        print(result_text(metrics, run_dir.out))
     return run_dir
+
+
+def result_text(metrics: dict[str, object], out: Path) -> str:
+    """What the run found, one line per filter count, beside the lecture's claim.
+
+    Parameters
+    ----------
+    metrics : dict
+        The run's ``metrics.json`` content.
+    out : pathlib.Path
+        The run folder (where the figures are).
+
+    Returns
+    -------
+    str
+    """
+    lines = ["conv-filters: filters | centre-surround (max) | oriented share | orientation "
+             "spread | encoder~decoder | codes converged | held-out rel. error"]
+    for count, m in metrics["per_count"].items():
+        lines.append(
+            f"  {int(count):3d} | {m['max_centre_surround_score']:.2f} | "
+            f"{m['oriented_share']:.0%} | {m['orientation_spread']:.2f} | "
+            f"{m['encoder_decoder_similarity_mean']:.2f} | {m['codes_converged_share']:.0%} | "
+            f"{m['relative_reconstruction_error']:.3f}")
+    lines.append("  lecture: one filter is centre-surround, four are oriented edges, more filters "
+                 "tile orientations; encoder and decoder filters look alike")
+    lines.append(f"  figures: {Path(out) / 'filters_overview.png'}, filters_NN.png")
+    return "\n".join(lines)

@@ -49,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: all 10000)",
     )
     parser.add_argument(
+        "--monitor-k", type=int, default=100,
+        help="during training, the importance-sampled NLL with this many samples on "
+        "--monitor-images test digits every --monitor-every epochs (0: off; default: 100)",
+    )
+    parser.add_argument("--monitor-every", type=int, default=5,
+                        help="epochs between two NLL estimates during training (default: 5)")
+    parser.add_argument("--monitor-images", type=int, default=1000,
+                        help="test digits of the training-time −ELBO and NLL (default: 1000)")
+    parser.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -100,6 +109,8 @@ def run(args: argparse.Namespace) -> Run:
     set_threads(args)
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
+    if args.monitor_images < 1 or args.monitor_every < 1:
+        raise ValueError("--monitor-images and --monitor-every must be >= 1")
     # evaluation settings (--k, --nll-images) may change on --resume; metrics.json records them
     run = Run(args.out, vae_config(NAME, args), resume=args.resume)
     data = binarized_mnist(args)
@@ -116,7 +127,7 @@ def run(args: argparse.Namespace) -> Run:
         data["train"],
         args,
         run.checkpoint,
-        validation=data["test"],
+        validation=data["test"][: args.monitor_images],
         max_minutes=args.max_minutes,
     )
     metrics: dict[str, Any] = {**timing, **evaluate(model, data["test"], seed=args.seed)}

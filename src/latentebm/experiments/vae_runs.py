@@ -44,6 +44,24 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, latent: int) -> None:
         help="β rises linearly from 0 over this many epochs (default: 0)",
     )
     parser.add_argument(
+        "--objective",
+        choices=("elbo", "iwae"),
+        default="elbo",
+        help="training objective: the ELBO, or the importance-weighted bound with --iwae-k "
+        "samples per digit (default: elbo)",
+    )
+    parser.add_argument(
+        "--iwae-k", type=int, default=5,
+        help="samples per digit of the importance-weighted bound (--objective iwae; default: 5)",
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="Adam learning rate: constant, or cosine decay to 0 over --epochs (default: "
+        "constant)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     parser.add_argument(
@@ -64,6 +82,9 @@ def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, A
         "batch_size": args.batch_size,
         "lr": args.lr,
         "warmup_epochs": args.warmup_epochs,
+        "objective": args.objective,
+        "iwae_k": args.iwae_k if args.objective == "iwae" else 1,
+        "lr_schedule": args.lr_schedule,
         "seed": args.seed,
         "sample": args.sample,
         "epochs": args.epochs,
@@ -113,12 +134,23 @@ def train(
     if args.resume and checkpoint.exists():
         saved = read_checkpoint(checkpoint, kind="vae").training
         first = saved.position[0] if saved is not None else 0
+    if args.iwae_k < 1:
+        raise ValueError(f"--iwae-k must be >= 1, got {args.iwae_k}")
+    monitor_k = getattr(args, "monitor_k", 0)
+    if monitor_k < 0:
+        raise ValueError(f"--monitor-k must be >= 0, got {monitor_k}")
     fit_args = dict(
         batch_size=args.batch_size,
         lr=args.lr,
         warmup_epochs=args.warmup_epochs,
         dynamic_binarization=True,
+        objective=args.objective,
+        k=args.iwae_k if args.objective == "iwae" else 1,
+        lr_schedule=args.lr_schedule,
+        schedule_epochs=args.epochs,
         validation=validation,
+        nll_k=monitor_k,
+        nll_every=getattr(args, "monitor_every", 1),
         on_epoch_end=on_epoch_end,
         checkpoint=checkpoint,
         progress=not args.quiet,

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .._validation import as_tensor, check_int, check_scalar, check_seed, resolve_device
 from ..solvers import SolverResult
 from ..training.loop import MinibatchLoop, resuming
+from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 from .vae_parts import (
     LIKELIHOODS,
@@ -39,6 +40,12 @@ from .vae_parts import (
     log_normal_diag,
     log_standard_normal,
 )
+
+#: Training objectives: the ELBO (one sample, analytic KL) or Burda et al.'s importance-weighted
+#: bound with ``k`` samples per image.
+OBJECTIVES = ("elbo", "iwae")
+#: Learning-rate schedules of :meth:`VAE.fit`.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,17 +183,67 @@ class VAE(LatentModel):
 
     def forward(
         self, x: torch.Tensor, *, beta: float | None = None,
-        generator: torch.Generator | None = None
+        generator: torch.Generator | None = None, k: int = 1, objective: str = "elbo"
     ) -> VAEOutput:
-        """One reparameterised sample per image of validated images ``x``
-        ``(batch, *input_shape)``; see the module docstring for the reduction."""
-        return self._loss(x, self.beta if beta is None else beta, generator)
+        """The training loss of validated images ``x`` ``(batch, *input_shape)``: the negative
+        ELBO (β-weighted KL) from one reparameterised sample, or with ``objective="iwae"`` the
+        negative importance-weighted bound from ``k`` samples; see the module docstring."""
+        return (self._iwae_loss if objective == "iwae" else self._loss)(
+            x, self.beta if beta is None else beta, generator, k)
 
     def loss(self, x: Any, *, beta: float | None = None,
-             generator: torch.Generator | None = None) -> VAEOutput:
-        """:meth:`forward` on validated ``x`` (any accepted shape, NumPy or tensor)."""
+             generator: torch.Generator | None = None, k: int = 1,
+             objective: str = "elbo") -> VAEOutput:
+        """:meth:`forward` on validated ``x`` (any accepted shape, NumPy or tensor).
+
+        Parameters
+        ----------
+        x : array or tensor ``(batch, *input_shape)`` or ``(batch, prod(input_shape))``
+            Images (in [0, 1] for a Bernoulli likelihood).
+        beta : float, optional
+            KL weight (default: the model's ``beta``).
+        generator : torch.Generator, optional
+            Source of the reparameterisation noise.
+        k : int
+            Samples per image for ``objective="iwae"`` (``k = 1`` is the ELBO with a sampled
+            KL term).
+        objective : ``"elbo"`` or ``"iwae"``
+
+        Returns
+        -------
+        VAEOutput
+        """
         b = self.beta if beta is None else check_scalar(beta, "beta", low=0.0)
-        return self(self._check_x(x), beta=b, generator=generator)
+        k, objective = _check_objective(objective, k)
+        return self(self._check_x(x), beta=b, generator=generator, k=k, objective=objective)
+
+    def iwae_bound(self, x: Any, k: int, *, batch_size: int = 100,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-image importance-weighted bound ``log (1/k) Σ_j p(x, z_j) / q(z_j | x)``
+        (Burda et al. 2016), ``(batch,)``, without gradients; ``k = 1`` is the ELBO with a
+        sampled KL term, and its expectation rises with ``k`` toward ``log p(x)``.
+
+        Parameters
+        ----------
+        x : array or tensor ``(batch, *input_shape)``
+            Images.
+        k : int
+            Samples per image.
+        batch_size : int
+            Images per forward pass.
+        generator : torch.Generator, optional
+            Source of the samples.
+
+        Returns
+        -------
+        torch.Tensor ``(batch,)``
+        """
+        x = self._check_x(x)
+        k = check_int(k, "k", low=1)
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        with torch.no_grad():
+            return torch.cat([self._log_weights(xb, 1.0, generator, k)[0].logsumexp(0)
+                              - math.log(k) for xb in x.split(batch_size)])
 
     def elbo(
         self,
@@ -282,7 +339,13 @@ class VAE(LatentModel):
         lr: float = 1e-3,
         warmup_epochs: float = 0.0,
         dynamic_binarization: bool = False,
+        objective: str = "elbo",
+        k: int = 1,
+        lr_schedule: str = "constant",
+        schedule_epochs: int | None = None,
         validation: Any = None,
+        nll_k: int = 0,
+        nll_every: int = 1,
         checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int | None = None,
         resume: bool = False,
@@ -296,7 +359,13 @@ class VAE(LatentModel):
         ``warmup_epochs``: β rises linearly from 0 to ``self.beta`` over that many epochs (0:
         no warm-up). ``dynamic_binarization``: each batch is a fresh Bernoulli draw with
         probabilities ``X`` (seeded by the step, so a resumed run repeats it exactly).
-        ``validation``: images whose mean −ELBO is recorded after every epoch.
+        ``objective``: ``"elbo"`` (one sample) or ``"iwae"`` (the importance-weighted bound
+        with ``k`` samples per image; β then weights ``log p(z) − log q(z|x)`` in each
+        weight). ``lr_schedule``: ``"constant"`` or ``"cosine"`` decay to zero over
+        ``schedule_epochs`` epochs (default ``epochs``; give the full budget when training in
+        several calls). ``validation``: images whose mean −ELBO is recorded after every epoch,
+        and with ``nll_k > 0`` their importance-sampled NLL from ``nll_k`` samples every
+        ``nll_every`` epochs (``val_nll`` in the history, shown in the progress bar).
         ``checkpoint``: safetensors path written every ``checkpoint_every`` steps (default:
         every epoch), at the end and on Ctrl-C; ``resume=True`` continues from it (model,
         Adam state, position, history), giving the same result as an uninterrupted run.
@@ -316,7 +385,16 @@ class VAE(LatentModel):
             raise TypeError("dynamic_binarization must be a bool")
         if dynamic_binarization and self.likelihood != "bernoulli":
             raise ValueError("dynamic_binarization needs likelihood='bernoulli'")
+        k, objective = _check_objective(objective, k)
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        schedule_epochs = epochs if schedule_epochs is None else check_int(
+            schedule_epochs, "schedule_epochs", low=1)
+        nll_k = check_int(nll_k, "nll_k", low=0)
+        nll_every = check_int(nll_every, "nll_every", low=1)
         X_val = None if validation is None else self._check_x(validation, "validation")
+        if nll_k and X_val is None:
+            raise ValueError("nll_k > 0 needs validation images")
         n = X_t.shape[0]
         steps_per_epoch = math.ceil(n / batch_size)
         every = (
@@ -326,12 +404,18 @@ class VAE(LatentModel):
         )
         fit_args = {"batch_size": batch_size, "n_samples": n, "lr": lr,
                     "warmup_epochs": warmup_epochs,
-                    "dynamic_binarization": dynamic_binarization}
+                    "dynamic_binarization": dynamic_binarization, "objective": objective,
+                    "k": k, "lr_schedule": lr_schedule}
         opt = _adam(self.parameters(), lr)
+        if lr_schedule == "cosine":
+            fit_args["schedule_epochs"] = schedule_epochs
+            scheduler = cosine_schedule(opt, schedule_epochs * steps_per_epoch)
+        else:
+            scheduler = constant_schedule(opt)
         sums = torch.zeros(4, device=self.device, dtype=torch.float64)  # loss, rec, kl, count
         start, seconds_before = (0, 0), 0.0
         if resuming(resume, checkpoint):
-            state = self.resume_from(checkpoint, fit_args, optimizer=opt)
+            state = self.resume_from(checkpoint, fit_args, optimizer=opt, scheduler=scheduler)
             start = state.position
             sums.copy_(state.extra["running"])
             seconds_before = float(state.extra["epoch_seconds"])
@@ -342,13 +426,13 @@ class VAE(LatentModel):
         def save(epoch: int, batch: int) -> None:
             seconds = clock["before"] + time.perf_counter() - clock["epoch_start"] if batch else 0.0
             self.write_training_checkpoint(
-                checkpoint, fit_args, (epoch, batch), optimizer=opt,
+                checkpoint, fit_args, (epoch, batch), optimizer=opt, scheduler=scheduler,
                 extra={"running": sums, "epoch_seconds": torch.tensor(seconds)})
 
         loop = MinibatchLoop(
             n, batch_size, epochs, seed=self.seed, device=self.device, start=start,
             checkpoint=checkpoint, save=save, checkpoint_every=every, check_every=check_every,
-            watch=self, optimizer=opt, desc="vae", progress=progress,
+            watch=self, optimizer=opt, scheduler=scheduler, desc="vae", progress=progress,
         )
         self.train()
         with loop:
@@ -362,26 +446,48 @@ class VAE(LatentModel):
                     beta = self.beta
                     if warmup_steps > 0:
                         beta *= min(1.0, (self.n_steps_ + 1) / warmup_steps)
-                    loss = self._train_step(opt, xb, beta, gen, sums)
+                    loss = self._train_step(opt, xb, beta, gen, sums, objective, k)
                     if b.batch + 1 == epoch.steps_per_epoch:
-                        self._close_epoch(epoch.index, sums, beta, clock, X_val, on_epoch_end)
+                        self._close_epoch(epoch.index, sums, beta, clock, X_val, on_epoch_end,
+                                          nll_k if (epoch.index + 1) % nll_every == 0 else 0)
                     postfix = None
                     if self.n_steps_ % check_every == 0 and sums[3] > 0:
                         postfix = {"loss": f"{float(sums[0] / sums[3]):.2f}",
                                    "beta": f"{beta:.3g}"}
+                        last_nll = [h["val_nll"] for h in self.history_ if "val_nll" in h]
+                        if last_nll:
+                            postfix["val_nll"] = f"{last_nll[-1]:.2f}"
                     loop.step_done(b, self.n_steps_, loss=loss, postfix=postfix,
                                    callback=callback, callback_args=(self.n_steps_, self))
         self.eval()
         return self.history_
 
     # ------------------------------------------------------------------ internals
-    def _loss(self, x: torch.Tensor, beta: float, generator: torch.Generator | None) -> VAEOutput:
+    def _loss(self, x: torch.Tensor, beta: float, generator: torch.Generator | None,
+              k: int = 1) -> VAEOutput:
         mu, logvar = self.encoder(x)
         z = self._reparameterize(mu, logvar, generator, None)
         rec = -self._log_px_given_z(z, x).mean()
         kl_dims = kl_standard_normal(mu, logvar).mean(0)
         kl = kl_dims.sum()
         return VAEOutput(rec + beta * kl, rec, kl, kl_dims, mu, logvar)
+
+    def _log_weights(self, x: torch.Tensor, beta: float, generator: torch.Generator | None,
+                     k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``log p(x|z_j) + β (log p(z_j) − log q(z_j|x))`` ``(k, batch)`` for ``k`` samples
+        per image, with ``log p(x|z_j)`` ``(k, batch)`` and the posterior ``(μ, log σ²)``."""
+        mu, logvar = self.encoder(x)
+        z = self._reparameterize(mu, logvar, generator, k)
+        log_px_z = self._log_px_given_z(z, x)
+        return (log_px_z + beta * (log_standard_normal(z) - log_normal_diag(z, mu, logvar)),
+                log_px_z, mu, logvar)
+
+    def _iwae_loss(self, x: torch.Tensor, beta: float, generator: torch.Generator | None,
+                   k: int) -> VAEOutput:
+        log_w, log_px_z, mu, logvar = self._log_weights(x, beta, generator, k)
+        bound = log_w.logsumexp(0) - math.log(k)
+        kl_dims = kl_standard_normal(mu, logvar).mean(0)
+        return VAEOutput(-bound.mean(), -log_px_z.mean(), kl_dims.sum(), kl_dims, mu, logvar)
 
     def _train_step(
         self,
@@ -390,10 +496,12 @@ class VAE(LatentModel):
         beta: float,
         generator: torch.Generator,
         sums: torch.Tensor,
+        objective: str,
+        k: int,
     ) -> torch.Tensor:
         """One Adam step through :meth:`forward`; accumulates (loss, rec, kl, count) into
         ``sums`` on the device (no host sync) and returns the detached loss."""
-        out = self(x, beta=beta, generator=generator)
+        out = self(x, beta=beta, generator=generator, k=k, objective=objective)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
@@ -456,7 +564,7 @@ class VAE(LatentModel):
             return as_tensor(x, name)
         return as_tensor(x, name).to(self.device, self.dtype)
 
-    def _close_epoch(self, epoch, sums, beta, clock, X_val, on_epoch_end) -> None:
+    def _close_epoch(self, epoch, sums, beta, clock, X_val, on_epoch_end, nll_k) -> None:
         loss, rec, kl, count = (float(v) for v in sums)
         entry = {
             "epoch": epoch,
@@ -471,6 +579,12 @@ class VAE(LatentModel):
             self.eval()
             gen = torch.Generator(device=self.device).manual_seed(self.seed + 12345)
             entry["val_neg_elbo"] = float(-self.elbo(X_val, generator=gen).mean())
+            if nll_k:
+                started = time.perf_counter()
+                ll = self.log_likelihood(X_val, k=nll_k, chunk=min(nll_k, 500), generator=gen)
+                entry["val_nll"] = ll.summary()["nll"]
+                entry["val_nll_k"] = nll_k
+                entry["val_nll_seconds"] = time.perf_counter() - started  # not in "seconds"
             self.train()
         if on_epoch_end is not None:
             on_epoch_end(self, entry)
@@ -489,6 +603,15 @@ def _adam(params: Any, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
+def _check_objective(objective: Any, k: Any) -> tuple[int, str]:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    k = check_int(k, "k", low=1)
+    if objective == "elbo" and k != 1:
+        raise ValueError(f"k={k} samples need objective='iwae'; the ELBO uses one sample")
+    return k, objective
+
+
 def _check_shape(shape: Any) -> tuple[int, ...]:
     if isinstance(shape, (int,)) and not isinstance(shape, bool):
         shape = (shape,)
@@ -501,4 +624,4 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
     return tuple(check_int(d, "input_shape", low=1) for d in dims)
 
 
-__all__ = ["VAE", "VAEOutput", "LogLikelihood"]
+__all__ = ["VAE", "VAEOutput", "LogLikelihood", "OBJECTIVES", "LR_SCHEDULES"]

@@ -11,16 +11,8 @@ import torch
 from .. import viz
 from .._validation import resolve_device
 from ..data import load_images
+from . import conv_autoencoder_runs as runs
 from ._run import Run
-from .conv_autoencoder_runs import (
-    add_model_arguments,
-    check_arguments,
-    evaluate,
-    filter_similarity,
-    image_tiles,
-    preprocess,
-    train_or_load,
-)
 
 NAME = "conv-colour"
 HELP = "convolutional sparse auto-encoder on colour photographs: 9x9x3 kernels, sparse code maps"
@@ -30,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filters", type=int, default=32, help="code maps (default: 32)")
     parser.add_argument("--show-size", type=int, default=128,
                         help="side of the held-out crop whose code maps are drawn (default: 128)")
-    add_model_arguments(parser, kernel=9, lam=1.0, tile=32, n_tiles=400, n_test=100,
-                        batch_size=8, lr=0.005)
+    runs.add_model_arguments(parser, kernel=9, lam=1.0, tile=32, n_tiles=400, n_test=100,
+                             batch_size=8, lr=0.005)
 
 
 def display(image: np.ndarray) -> np.ndarray:
@@ -42,21 +34,22 @@ def display(image: np.ndarray) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> Run:
-    check_arguments(args)
+    runs.check_arguments(args)
     if args.filters < 1 or args.show_size < args.kernel:
         raise ValueError("--filters must be >= 1 and --show-size at least --kernel")
     device = resolve_device(args.device)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     run_dir = Run(args.out, config, resume=args.resume)
     photos = load_images(args.images, grey=False)
-    images = preprocess(photos, args.preprocess)
+    images = runs.preprocess(photos, args.preprocess)
     # The last photograph is held out whole for the code-map figure; tiles come from the rest.
     show_source, train_images = images[-1], images[:-1] or images
-    train_np, test_np = image_tiles(train_images, args.tile, args.n_tiles, args.n_test, args.seed)
+    train_np, test_np = runs.image_tiles(train_images, args.tile, args.n_tiles, args.n_test,
+                                         args.seed)
     train = torch.from_numpy(train_np).to(device)
     test = torch.from_numpy(test_np).to(device)
 
-    model = train_or_load(args, run_dir, args.filters, 3, train, f"{args.filters:02d}")
+    model = runs.train_or_load(args, run_dir, args.filters, 3, train, f"{args.filters:02d}")
     encoder = model.encoder.detach().cpu().numpy()
     decoder = model.decoder.detach().cpu().numpy()
     viz.filter_bank_pair(encoder, decoder, run_dir.path("kernels.png"),
@@ -82,7 +75,7 @@ def run(args: argparse.Namespace) -> Run:
     viz.image_grid(maps, run_dir.path("code_maps.png"), n_cols=8, value_range=(-bound, bound),
                    title=f"code maps of the crop ({float((z != 0).float().mean()):.2%} non-zero;"
                    " grey = 0)")
-    similarity = filter_similarity(encoder, decoder)
+    similarity = runs.filter_similarity(encoder, decoder)
     metrics = {
         "n_train_tiles": int(train.shape[0]),
         "n_test_tiles": int(test.shape[0]),
@@ -92,7 +85,7 @@ def run(args: argparse.Namespace) -> Run:
         "crop_relative_reconstruction_error": float(((crop - recon) ** 2).sum()
                                                     / (crop**2).sum()),
         "crop_codes_converged": bool(out.converged.all()),
-        **evaluate(model, test),
+        **runs.evaluate(model, test),
         "encoder_decoder_similarity_mean": float(similarity.mean()),
         "history": model.history_,
         "wall_seconds": run_dir.elapsed(),

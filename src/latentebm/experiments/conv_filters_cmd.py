@@ -22,16 +22,8 @@ from .._io import atomic_path
 from .._validation import resolve_device
 from ..data import load_images
 from ..metrics import centre_surround_score, fit_gabors, gabor_summary
+from . import conv_autoencoder_runs as runs
 from ._run import Run
-from .conv_autoencoder_runs import (
-    add_model_arguments,
-    check_arguments,
-    evaluate,
-    filter_similarity,
-    image_tiles,
-    preprocess,
-    train_or_load,
-)
 
 NAME = "conv-filters"
 HELP = ("convolutional sparse auto-encoders with 1..64 filters on natural images: "
@@ -41,8 +33,8 @@ HELP = ("convolutional sparse auto-encoders with 1..64 filters on natural images
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64],
                         help="filter counts, one model each (default: 1 2 4 8 16 32 64)")
-    add_model_arguments(parser, kernel=9, lam=0.5, tile=32, n_tiles=1600, n_test=200,
-                        batch_size=8, lr=0.005)
+    runs.add_model_arguments(parser, kernel=9, lam=0.5, tile=32, n_tiles=1600, n_test=200,
+                             batch_size=8, lr=0.005)
 
 
 def shape_metrics(encoder: np.ndarray, decoder: np.ndarray) -> dict[str, object]:
@@ -52,7 +44,7 @@ def shape_metrics(encoder: np.ndarray, decoder: np.ndarray) -> dict[str, object]
     fits = fit_gabors(grey.reshape(len(grey), -1), (k, k))
     summary = gabor_summary(fits)
     scores = [centre_surround_score(f) for f in grey]
-    similarity = filter_similarity(encoder, decoder)
+    similarity = runs.filter_similarity(encoder, decoder)
     r2 = np.array([f.r2 for f in fits])
     oriented = np.isfinite(r2) & (r2 >= 0.8)
     return {
@@ -100,7 +92,7 @@ def overview_figure(banks: dict[int, tuple[np.ndarray, np.ndarray]], path: Path)
 
 
 def run(args: argparse.Namespace) -> Run:
-    check_arguments(args)
+    runs.check_arguments(args)
     counts = sorted(set(args.counts))
     if min(counts) < 1:
         raise ValueError(f"--counts must be positive, got {args.counts}")
@@ -108,8 +100,8 @@ def run(args: argparse.Namespace) -> Run:
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     config["counts"] = counts
     run_dir = Run(args.out, config, resume=args.resume)
-    images = preprocess(load_images(args.images, grey=True), args.preprocess)
-    train_np, test_np = image_tiles(images, args.tile, args.n_tiles, args.n_test, args.seed)
+    images = runs.preprocess(load_images(args.images, grey=True), args.preprocess)
+    train_np, test_np = runs.image_tiles(images, args.tile, args.n_tiles, args.n_test, args.seed)
     train = torch.from_numpy(train_np).to(device)
     test = torch.from_numpy(test_np).to(device)
 
@@ -117,7 +109,7 @@ def run(args: argparse.Namespace) -> Run:
     banks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for count in counts:
         start = run_dir.elapsed()
-        model = train_or_load(args, run_dir, count, 1, train, f"{count:02d}")
+        model = runs.train_or_load(args, run_dir, count, 1, train, f"{count:02d}")
         encoder = model.encoder.detach().cpu().numpy()
         decoder = model.decoder.detach().cpu().numpy()
         banks[count] = (encoder, decoder)
@@ -126,7 +118,7 @@ def run(args: argparse.Namespace) -> Run:
                              f"{args.kernel}, {args.mode}")
         per_count[str(count)] = {
             **shape_metrics(encoder, decoder),
-            **evaluate(model, test),
+            **runs.evaluate(model, test),
             "train_seconds": sum(epoch["seconds"] for epoch in model.history_),
             "seconds_this_invocation": run_dir.elapsed() - start,
             "history": model.history_,

@@ -17,16 +17,9 @@ import torch
 
 from ..models.vae import VAE
 from ..viz import vae as viz_vae
+from . import vae_runs as runs
 from ._args import add_common_arguments
 from ._run import Run
-from .vae_runs import (
-    add_vae_arguments,
-    binarized_mnist,
-    evaluate,
-    set_threads,
-    train,
-    vae_config,
-)
 
 NAME = "vae-fuzzy-balls"
 HELP = "VAE codes as fuzzy balls: posterior ellipses and code statistics for several β"
@@ -34,7 +27,7 @@ HELP = "VAE codes as fuzzy balls: posterior ellipses and code statistics for sev
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, epochs=10, lam=None)
-    add_vae_arguments(parser, latent=2)
+    runs.add_vae_arguments(parser, latent=2)
     parser.add_argument(
         "--betas",
         type=float,
@@ -74,14 +67,14 @@ def _train_one(
         entry["plot_e_mu_sq"] = float(mu.square().sum(1).mean())
         entry["plot_mean_sigma"] = float(torch.exp(0.5 * logvar).mean())
 
-    timing = train(
+    timing = runs.train(
         model, data["train"], args, run.out / name / "checkpoint.safetensors", on_epoch_end=record
     )
     metrics = {
         "beta": model.beta,
         "learn_variance": model.learn_variance,
         **timing,
-        **evaluate(model, data["test"], seed=args.seed),
+        **runs.evaluate(model, data["test"], seed=args.seed),
         "history": model.history_,
     }
     run.write_metrics(metrics, f"{name}/metrics.json")
@@ -89,15 +82,15 @@ def _train_one(
 
 
 def run(args: argparse.Namespace) -> Run:
-    set_threads(args)
+    runs.set_threads(args)
     if any(b < 0 for b in args.betas):
         raise ValueError(f"--betas must be >= 0, got {args.betas}")
     if args.latent != 2:
         raise ValueError(f"--latent must be 2 to draw the codes as ellipses, got {args.latent}")
-    config = vae_config(NAME, args, betas=args.betas, n_plot=args.n_plot,
-                        fixed_sigma=args.fixed_sigma, sigma_beta=args.sigma_beta)
+    config = runs.vae_config(NAME, args, betas=args.betas, n_plot=args.n_plot,
+                             fixed_sigma=args.fixed_sigma, sigma_beta=args.sigma_beta)
     run = Run(args.out, config, resume=args.resume)
-    data = binarized_mnist(args)
+    data = runs.binarized_mnist(args)
     n_test = data["test"].shape[0]
     if not 1 <= args.n_plot <= n_test:
         raise ValueError(f"--n-plot must be in [1, {n_test}], got {args.n_plot}")

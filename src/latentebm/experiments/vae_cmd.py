@@ -17,16 +17,9 @@ import torch
 
 from ..models.vae import VAE
 from ..viz import vae as viz_vae
+from . import vae_runs as runs
 from ._args import add_common_arguments
 from ._run import Run
-from .vae_runs import (
-    add_vae_arguments,
-    binarized_mnist,
-    evaluate,
-    set_threads,
-    train,
-    vae_config,
-)
 
 NAME = "vae"
 HELP = "MLP VAE on dynamically binarised MNIST: test −ELBO, k-sample NLL, samples, manifold"
@@ -34,7 +27,7 @@ HELP = "MLP VAE on dynamically binarised MNIST: test −ELBO, k-sample NLL, samp
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, epochs=50, lam=None)
-    add_vae_arguments(parser, latent=20)
+    runs.add_vae_arguments(parser, latent=20)
     parser.add_argument(
         "--k",
         type=int,
@@ -106,14 +99,14 @@ def _normal_quantile(q: float) -> float:
 
 
 def run(args: argparse.Namespace) -> Run:
-    set_threads(args)
+    runs.set_threads(args)
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     if args.monitor_images < 1 or args.monitor_every < 1:
         raise ValueError("--monitor-images and --monitor-every must be >= 1")
     # evaluation settings (--k, --nll-images) may change on --resume; metrics.json records them
-    run = Run(args.out, vae_config(NAME, args), resume=args.resume)
-    data = binarized_mnist(args)
+    run = Run(args.out, runs.vae_config(NAME, args), resume=args.resume)
+    data = runs.binarized_mnist(args)
     model = VAE(
         (28, 28),
         args.latent,
@@ -122,7 +115,7 @@ def run(args: argparse.Namespace) -> Run:
         seed=args.seed,
         device=args.device,
     )
-    timing = train(
+    timing = runs.train(
         model,
         data["train"],
         args,
@@ -130,7 +123,7 @@ def run(args: argparse.Namespace) -> Run:
         validation=data["test"][: args.monitor_images],
         max_minutes=args.max_minutes,
     )
-    metrics: dict[str, Any] = {**timing, **evaluate(model, data["test"], seed=args.seed)}
+    metrics: dict[str, Any] = {**timing, **runs.evaluate(model, data["test"], seed=args.seed)}
     n_nll = data["test"].shape[0] if args.nll_images is None else args.nll_images
     if not 1 <= n_nll <= data["test"].shape[0]:
         raise ValueError(f"--nll-images must be in [1, {data['test'].shape[0]}], got {n_nll}")

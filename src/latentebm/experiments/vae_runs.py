@@ -155,17 +155,20 @@ def train(
         checkpoint=checkpoint,
         progress=not args.quiet,
     )
-    # one call per epoch, each resuming from the last; a finished run is only reloaded
-    targets = list(range(first + 1, args.epochs + 1)) or [first]
-    epochs_done = 0
+    # with a time limit, one call per epoch, each resuming from the last (so the run can stop
+    # between epochs); without, one call; a finished run is only reloaded
+    if max_minutes is None:
+        targets = [max(args.epochs, first)]
+    else:
+        targets = list(range(first + 1, args.epochs + 1)) or [first]
     for target in targets:
         try:
-            model.fit(X, epochs=target, resume=args.resume or target > 1, **fit_args)
+            model.fit(X, epochs=target, resume=args.resume or target > first + 1, **fit_args)
         except FloatingPointError as exc:
             raise ValueError(str(exc)) from exc
-        epochs_done += target > first
         if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
             break
+    epochs_done = len(model.history_) - first
     seconds = sum(h["seconds"] for h in model.history_)
     n = X.shape[0] * len(model.history_)
     return {

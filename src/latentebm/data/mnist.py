@@ -224,7 +224,13 @@ def _sha256(path: Path) -> str:
 
 
 def mnist_cache_dir() -> Path:
-    """``$LATENTEBM_CACHE/mnist`` if that variable is set, else ``~/.cache/latentebm/mnist``."""
+    """``$LATENTEBM_CACHE/mnist`` if that variable is set, else ``~/.cache/latentebm/mnist``.
+
+    Returns
+    -------
+    pathlib.Path
+        The cache folder (not created here).
+    """
     root = os.environ.get("LATENTEBM_CACHE")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "latentebm"
     return base / "mnist"

@@ -123,7 +123,14 @@ class ShardWriter:
         write_json(self.dir / INDEX_NAME, self.index())
 
     def index(self) -> dict[str, Any]:
-        """The index as written to ``index.json``."""
+        """The index as written to ``index.json``.
+
+        Returns
+        -------
+        dict
+            ``format``, ``n_rows``, ``n_features``, ``dtype``, ``scale``, ``rms``, ``shards``
+            and ``meta``.
+        """
         rms = math.sqrt(self._sq_sum / (self.n_rows * self.n_features))
         scale = 1.0 / rms if self.unit_rms and rms > 0 else 1.0
         return {"format": FORMAT, "n_rows": self.n_rows, "n_features": self.n_features,

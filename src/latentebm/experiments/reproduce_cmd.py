@@ -74,7 +74,13 @@ class Experiment:
     notes: dict[str, str] = field(default_factory=dict)
 
     def command_module(self) -> ModuleType:
-        """The experiment's command module."""
+        """The experiment's command module.
+
+        Returns
+        -------
+        module
+            ``latentebm.experiments.<module>``, imported.
+        """
         return importlib.import_module(f"{__package__}.{self.module}")
 
 

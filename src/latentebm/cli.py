@@ -12,7 +12,13 @@ from .training import distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``latentebm`` parser with one subcommand per experiment module."""
+    """The ``latentebm`` parser with one subcommand per experiment module.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; each subcommand's defaults hold its module's ``run`` as ``_run``.
+    """
     parser = argparse.ArgumentParser(
         prog="latentebm",
         description="Regularized latent-variable energy-based models: sparse coding, "
@@ -28,14 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0 done, 1 another process of a ``torchrun``
-    job failed, 2 bad input or files, 130 Ctrl-C). Under ``torchrun`` the command runs in the
+    """Run one command and return its exit status. Under ``torchrun`` the command runs in the
     job's process group and rank 0 alone prints what it wrote.
 
     Parameters
     ----------
     argv : list of str, optional
         The arguments after ``latentebm`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 done, 1 another process of a ``torchrun`` job failed, 2 bad input or files,
+        130 Ctrl-C.
     """
     args = build_parser().parse_args(argv)
     try:

@@ -36,7 +36,20 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def check_image(image, name: str = "image") -> np.ndarray:
-    """A finite real ``(H, W)`` or ``(H, W, C)`` array, returned as float64."""
+    """A finite real ``(H, W)`` or ``(H, W, C)`` array, returned as float64.
+
+    Parameters
+    ----------
+    image : array_like of shape (H, W) or (H, W, C)
+        The image to check (numeric or bool, real, non-empty, finite).
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    ndarray of shape (H, W) or (H, W, C)
+        The image as float64.
+    """
     arr = np.asarray(image)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
@@ -85,6 +98,20 @@ def load_images(
     of :data:`SKIMAGE_PHOTOS` converted to grey ``(H, W)``; with ``grey=False`` only the colour
     ones, ``(H, W, 3)``. Otherwise every PNG/JPEG/TIFF file in ``folder`` (sorted by name) is
     read; with ``grey=False`` grey files are repeated over three channels and alpha dropped.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike or None
+        Folder of PNG/JPEG/TIFF files, or ``None`` for scikit-image's bundled photographs.
+    grey : bool
+        Return grey ``(H, W)`` images; ``False`` gives colour ``(H, W, 3)``.
+    max_images : int or None
+        Keep at most this many images (the first by name); ``None`` keeps all.
+
+    Returns
+    -------
+    list of ndarray of shape (H, W) or (H, W, 3)
+        float64 images in [0, 1] (sizes may differ).
     """
     if not isinstance(grey, bool):
         raise TypeError(f"grey must be a bool, got {type(grey).__name__}")
@@ -137,8 +164,21 @@ def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> 
     The ramp flattens the ~1/f amplitude spectrum of natural images; the exponential cuts
     the noisy corners near Nyquist. ``image`` is ``(H, W)`` or ``(H, W, C)`` (each channel
     filtered alike). ``pad=True`` mirrors the image to twice its size first so the periodic
-    FFT sees no edge discontinuity. Returns float64, same shape, each channel with zero mean
-    and the whole image with unit variance.
+    FFT sees no edge discontinuity.
+
+    Parameters
+    ----------
+    image : array_like of shape (H, W) or (H, W, C)
+        The image, at least 2x2 pixels.
+    f0_ratio : float
+        Cut-off frequency ``f0`` as a fraction of Nyquist (> 0).
+    pad : bool
+        Mirror-pad to ``(2H, 2W)`` before filtering.
+
+    Returns
+    -------
+    ndarray of shape (H, W) or (H, W, C)
+        float64, each channel with zero mean and the whole image with unit variance.
     """
     img = check_image(image)
     f0_ratio = check_scalar(f0_ratio, "f0_ratio", low=0.0, low_inclusive=False)
@@ -175,8 +215,22 @@ def zca_whiten(
 
     With ``μ`` the mean row and ``C = U Λ Uᵀ`` the covariance, returns
     ``(X − μ) M`` where ``M = U (Λ + eps)^(−1/2) Uᵀ`` (symmetric), together with ``(μ, M)`` so
-    new data can be whitened the same way: ``(X_new − μ) @ M``. ``eps`` (in the squared units
-    of the data) damps the noisy low-variance directions.
+    new data can be whitened the same way: ``(X_new − μ) @ M``.
+
+    Parameters
+    ----------
+    patches : array_like of shape (n, d)
+        Real, finite rows, ``n >= 2``.
+    eps : float
+        Regulariser added to the eigenvalues (> 0, in the squared units of the data); damps
+        the noisy low-variance directions.
+
+    Returns
+    -------
+    whitened : ndarray of shape (n, d)
+        ``(X − μ) M``, float64.
+    (mean, matrix) : tuple of ndarray of shape (d,) and (d, d)
+        The mean row ``μ`` and the symmetric whitening matrix ``M``.
     """
     x = np.asarray(patches)
     if x.dtype == object or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
@@ -203,8 +257,19 @@ def local_contrast_normalize(image: np.ndarray, sigma: float = 2.0) -> np.ndarra
     """Subtractive then divisive local normalisation with a Gaussian window of width ``sigma``.
 
     ``v = x − G_σ * x`` (per channel), ``s = sqrt(G_σ * v²)`` (averaged over channels), and the
-    output is ``v / max(s, mean(s))`` so flat regions are not amplified. ``image`` is
-    ``(H, W)`` or ``(H, W, C)``; returns float64 of the same shape (zeros for a flat image).
+    output is ``v / max(s, mean(s))`` so flat regions are not amplified.
+
+    Parameters
+    ----------
+    image : array_like of shape (H, W) or (H, W, C)
+        The image (channels are filtered separately, their local variances averaged).
+    sigma : float
+        Standard deviation of the Gaussian window in pixels (> 0).
+
+    Returns
+    -------
+    ndarray of shape (H, W) or (H, W, C)
+        float64, same shape as ``image`` (zeros for a flat image).
     """
     img = check_image(image)
     sigma = check_scalar(sigma, "sigma", low=0.0, low_inclusive=False)

@@ -95,6 +95,20 @@ def parse_idx(data: bytes, name: str = "IDX data", *, ndim: int | None = None) -
     dimensions, then the row-major data. ``ndim`` (if given) is the required rank: MNIST
     labels have magic 0x00000801, images 0x00000803. A bad magic number, rank or byte count
     raises ``ValueError`` naming ``name``.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole (uncompressed) IDX file.
+    name : str
+        Name used in error messages.
+    ndim : int or None
+        Required rank, or ``None`` to accept any.
+
+    Returns
+    -------
+    ndarray of shape (d_1, ..., d_ndim)
+        uint8 array with the shape given in the header.
     """
     if len(data) < 4:
         raise ValueError(f"{name}: not an IDX file (only {len(data)} bytes)")
@@ -123,6 +137,18 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed when the name ends in ``.gz``) as a uint8 array.
 
     A truncated or corrupt gzip stream or IDX body raises ``ValueError`` naming the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    ndim : int or None
+        Required rank, or ``None`` to accept any.
+
+    Returns
+    -------
+    ndarray of shape (d_1, ..., d_ndim)
+        uint8 array with the shape given in the header.
     """
     path = Path(path)
     try:
@@ -137,7 +163,18 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
-    """Encode a uint8 array (1 to 255 dimensions) as the bytes of an IDX file."""
+    """Encode a uint8 array (1 to 255 dimensions) as the bytes of an IDX file.
+
+    Parameters
+    ----------
+    array : ndarray of shape (d_1, ..., d_k)
+        uint8 array, ``1 <= k <= 255``.
+
+    Returns
+    -------
+    bytes
+        The header followed by the row-major data (uncompressed).
+    """
     arr = np.asarray(array)
     if arr.dtype != np.uint8:
         raise TypeError(f"array must have dtype uint8, got {arr.dtype}")
@@ -152,6 +189,18 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
 
     The gzip header carries no name and mtime 0, so equal arrays give equal bytes (for a
     given zlib). Written to a temporary name, then ``os.replace``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; a ``.gz`` suffix means gzip-compressed.
+    array : ndarray of shape (d_1, ..., d_k)
+        uint8 array, ``1 <= k <= 255``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
     """
     path = Path(path)
     data = idx_bytes(array)
@@ -175,7 +224,13 @@ def _sha256(path: Path) -> str:
 
 
 def mnist_cache_dir() -> Path:
-    """``$LATENTEBM_CACHE/mnist`` if that variable is set, else ``~/.cache/latentebm/mnist``."""
+    """``$LATENTEBM_CACHE/mnist`` if that variable is set, else ``~/.cache/latentebm/mnist``.
+
+    Returns
+    -------
+    pathlib.Path
+        The cache folder (not created here).
+    """
     root = os.environ.get("LATENTEBM_CACHE")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "latentebm"
     return base / "mnist"
@@ -305,9 +360,27 @@ def load_mnist(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load an MNIST split: images uint8 ``(n, 28, 28)`` and labels int64 ``(n,)``.
 
-    ``split`` is ``"train"`` (60000 digits) or ``"test"`` (10000). See the module docstring
-    for where the files are looked for. ``sample=True`` loads the bundled sample instead
-    (2000 / 500 digits, the first of each split) and needs no files or network.
+    See the module docstring for where the files are looked for.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+        ``"train"`` (60000 digits) or ``"test"`` (10000).
+    data_dir : str or os.PathLike or None
+        Folder holding the IDX files (or ``mnist/`` inside it); ``None`` tries
+        ``LATENTEBM_DATA``, then the cache.
+    download : bool
+        Download into the cache when the files are not there.
+    sample : bool
+        Load the bundled sample instead (2000 / 500 digits, the first of each split); needs
+        no files or network and cannot be combined with ``data_dir``.
+
+    Returns
+    -------
+    images : ndarray of shape (n, 28, 28)
+        uint8 pixels.
+    labels : ndarray of shape (n,)
+        int64 digits 0-9.
     """
     if not isinstance(split, str) or split not in FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -341,6 +414,16 @@ def mnist_vectors(images: np.ndarray) -> np.ndarray:
     """Flatten images ``(n, h, w)`` to float32 vectors ``(n, h*w)`` in [0, 1].
 
     uint8 pixels are divided by 255; floating input must already lie in [0, 1].
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w)
+        uint8 or floating-point images (non-empty, finite).
+
+    Returns
+    -------
+    ndarray of shape (n, h * w)
+        float32 vectors in [0, 1].
     """
     arr = np.asarray(images)
     if arr.ndim != 3:

@@ -164,11 +164,28 @@ def natural_patches(
 ) -> np.ndarray:
     """Whitened natural-image patches ready for dictionary learning.
 
-    ``images``: ``None`` for scikit-image's photographs, a folder path, or a list of arrays.
-    ``whiten``: ``"1f"`` (Olshausen & Field filter on each whole image before cutting),
-    ``"zca"`` (ZCA on the patches, eps 1% of the mean patch variance) or ``"none"``.
     Patches have their mean removed and the whole set is scaled to unit overall variance.
-    Returns float32 ``(n_patches, size*size)`` (``size*size*3`` with ``grey=False``).
+
+    Parameters
+    ----------
+    size : int
+        Patch side in pixels.
+    n_patches : int
+        Number of patches.
+    images : str or os.PathLike or sequence of ndarray of shape (H, W) or (H, W, C), or None
+        ``None`` for scikit-image's photographs, a folder path, or a list of arrays.
+    whiten : {"1f", "zca", "none"}
+        ``"1f"`` (Olshausen & Field filter on each whole image before cutting), ``"zca"``
+        (ZCA on the patches, eps 1% of the mean patch variance) or ``"none"``.
+    grey : bool
+        Convert to grey (colour arrays are converted); ``False`` keeps colour.
+    seed : int or numpy.random.Generator
+        Source of the patch positions.
+
+    Returns
+    -------
+    ndarray of shape (n_patches, size * size) or (n_patches, size * size * C)
+        float32 patches (``size*size*3`` for colour photographs with ``grey=False``).
     """
     if whiten not in ("1f", "zca", "none"):
         raise ValueError(f"whiten must be '1f', 'zca' or 'none', got {whiten!r}")

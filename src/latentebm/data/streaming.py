@@ -123,7 +123,14 @@ class ShardWriter:
         write_json(self.dir / INDEX_NAME, self.index())
 
     def index(self) -> dict[str, Any]:
-        """The index as written to ``index.json``."""
+        """The index as written to ``index.json``.
+
+        Returns
+        -------
+        dict
+            ``format``, ``n_rows``, ``n_features``, ``dtype``, ``scale``, ``rms``, ``shards``
+            and ``meta``.
+        """
         rms = math.sqrt(self._sq_sum / (self.n_rows * self.n_features))
         scale = 1.0 / rms if self.unit_rms and rms > 0 else 1.0
         return {"format": FORMAT, "n_rows": self.n_rows, "n_features": self.n_features,
@@ -131,7 +138,13 @@ class ShardWriter:
                 "meta": self.meta}
 
     def write(self, chunk: np.ndarray) -> None:
-        """Append rows ``chunk`` ``(k, n_features)`` (finite; stored as float32)."""
+        """Append rows ``chunk`` ``(k, n_features)`` (finite; stored as float32).
+
+        Parameters
+        ----------
+        chunk : array_like of shape (k, n_features)
+            The next ``k`` rows; the total written may not exceed ``n_rows``.
+        """
         rows = np.ascontiguousarray(chunk, dtype=DTYPE)
         if rows.ndim != 2 or rows.shape[1] != self.n_features:
             raise ValueError(f"chunk must have shape (k, {self.n_features}), got {rows.shape}")
@@ -184,9 +197,28 @@ def write_shards(rows: np.ndarray | Iterable[np.ndarray], out_dir: str | os.Path
                  n_rows: int | None = None, n_features: int | None = None,
                  rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
                  meta: dict[str, Any] | None = None) -> Path:
-    """Write ``rows`` (an array ``(n, d)``, or chunks ``(k, d)`` with ``n_rows``/``n_features``
-    given) as a sharded dataset in ``out_dir``; returns ``out_dir``. E.g. MNIST:
-    ``write_shards(mnist_vectors(load_mnist()[0]), "mnist-shards")``."""
+    """Write ``rows`` as a sharded dataset in ``out_dir``.
+
+    E.g. MNIST: ``write_shards(mnist_vectors(load_mnist()[0]), "mnist-shards")``.
+
+    Parameters
+    ----------
+    rows : ndarray or torch.Tensor of shape (n, d), or iterable of ndarray of shape (k, d)
+        The whole array, or chunks of it (then ``n_rows`` and ``n_features`` are needed).
+    out_dir : str or os.PathLike
+        The dataset folder (created; an existing dataset there is replaced).
+    n_rows, n_features : int or None
+        The total shape ``(n, d)`` when ``rows`` is an iterable; ignored for an array.
+    rows_per_shard : int
+        Rows per ``.npy`` file (the last one may be shorter).
+    meta : dict or None
+        JSON values stored in the index.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+    """
     if isinstance(rows, np.ndarray | torch.Tensor):
         arr = np.asarray(rows)
         if arr.ndim != 2 or arr.size == 0:
@@ -223,6 +255,30 @@ def prepare_patches(
     positions, their mean removed, and written. Readers scale them to unit overall variance
     (the index's ``scale``, measured while writing), as ``natural_patches`` does. Memory: the
     images plus one chunk. The same arguments give the same bytes.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The dataset folder (created; an existing dataset there is replaced).
+    n_patches : int
+        Number of patches (rows).
+    size : int
+        Patch side in pixels; rows have ``size * size`` features for grey images.
+    images : str or os.PathLike or sequence of ndarray of shape (H, W), or None
+        ``None`` for scikit-image's photographs (grey), a folder (read as grey), or arrays.
+    whiten : {"1f", "none"}
+        Olshausen & Field's filter on each whole image, or none.
+    seed : int
+        Seed of the patch positions.
+    chunk : int
+        Patches cut and written at a time.
+    rows_per_shard : int
+        Rows per ``.npy`` file.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
     """
     if whiten not in ("1f", "none"):
         raise ValueError(f"whiten must be '1f' or 'none' for streaming, got {whiten!r}")
@@ -370,7 +426,18 @@ class ShardedArray:
         return self.n_rows
 
     def read(self, idx: np.ndarray) -> np.ndarray:
-        """Rows ``idx`` ``(k,)`` as float32 ``(k, n_features)`` (unscaled, a fresh array)."""
+        """Rows ``idx`` ``(k,)`` as float32 ``(k, n_features)`` (unscaled, a fresh array).
+
+        Parameters
+        ----------
+        idx : array_like of int of shape (k,)
+            Row numbers in ``[0, n_rows)``, any order, repeats allowed (flattened).
+
+        Returns
+        -------
+        ndarray of shape (k, n_features)
+            float32 rows, not multiplied by ``scale`` (``data[idx]`` is).
+        """
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_rows):
             raise IndexError(f"row indices must lie in [0, {self.n_rows})")
@@ -421,7 +488,34 @@ def stream_batches(
     :func:`latentebm.training.distributed.shard` of each, so the ranks together see every row
     once per epoch and the order does not depend on the number of processes. Starting from
     ``start = (epoch, batch)`` gives exactly the batches a run from the beginning gives from
-    there on. ``idx`` ``(k,)`` are the global row numbers, ``rows`` ``(k, n_features)`` float32.
+    there on.
+
+    Parameters
+    ----------
+    data : ShardedArray
+        The dataset, ``n_rows`` rows.
+    batch_size : int
+        Global mini-batch size (summed over ranks).
+    epochs : int
+        Total number of epochs (the last epoch index is ``epochs - 1``).
+    seed : int
+        Seed of the epoch orders.
+    start : tuple of (int, int)
+        ``(epoch, batch)`` to start from.
+    rank, world : int or None
+        This process's rank and the number of processes; ``None`` asks
+        :mod:`latentebm.training.distributed`.
+
+    Yields
+    ------
+    epoch : int
+        Epoch number.
+    batch : int
+        Global batch number within the epoch.
+    idx : torch.Tensor of shape (k,)
+        The global row numbers of this rank's share.
+    rows : torch.Tensor of shape (k, n_features)
+        float32 rows (scaled by the index's ``scale``).
     """
     n = data.n_rows
     steps = math.ceil(n / batch_size)

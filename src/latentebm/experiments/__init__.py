@@ -13,4 +13,11 @@ COMMANDS: tuple[str, ...] = (
 
 
 def command_modules() -> list[ModuleType]:
+    """Import every command module.
+
+    Returns
+    -------
+    list of module
+        The modules named in :data:`COMMANDS`, in that order.
+    """
     return [importlib.import_module(f"{__name__}.{name}") for name in COMMANDS]

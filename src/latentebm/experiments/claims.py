@@ -57,7 +57,18 @@ def lookup(metrics: Any, path: Sequence[str | int]) -> Any:
 
 
 def path_text(path: Sequence[str | int]) -> str:
-    """``path`` as it is shown in the report: ``a.b[3]``, keys with spaces or dots quoted."""
+    """``path`` as it is shown in the report: ``a.b[3]``, keys with spaces or dots quoted.
+
+    Parameters
+    ----------
+    path : sequence of str or int
+        Dictionary keys (str) and list indices (int), outermost first.
+
+    Returns
+    -------
+    str
+        The path as text.
+    """
     text = ""
     for part in path:
         if isinstance(part, int):
@@ -74,14 +85,37 @@ def _parse(dotted: str) -> KeyPath:
 
 
 def static(*dotted: str) -> Callable[[Mapping[str, Any]], tuple[KeyPath, ...]]:
-    """A locator for fixed keys (``"a.b.0"`` style)."""
+    """A locator for fixed keys (``"a.b.0"`` style).
+
+    Parameters
+    ----------
+    *dotted : str
+        Dotted key paths; parts made of digits become list indices.
+
+    Returns
+    -------
+    callable
+        ``locate(metrics)`` returning the parsed paths, the same for every ``metrics``.
+    """
     paths = tuple(_parse(d) for d in dotted)
     return lambda metrics: paths
 
 
 def first_present(*dotted: str) -> Callable[[Mapping[str, Any]], tuple[KeyPath, ...]]:
     """A locator for one key written under different names by different versions of a command:
-    the first that ``metrics.json`` holds."""
+    the first that ``metrics.json`` holds.
+
+    Parameters
+    ----------
+    *dotted : str
+        Candidate dotted key paths, in order of preference.
+
+    Returns
+    -------
+    callable
+        ``locate(metrics)`` returning a 1-tuple with the first path present in ``metrics``;
+        it raises ``KeyError`` when none is.
+    """
     paths = tuple(_parse(d) for d in dotted)
 
     def locate(metrics: Mapping[str, Any]) -> tuple[KeyPath, ...]:

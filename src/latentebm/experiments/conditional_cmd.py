@@ -32,6 +32,13 @@ HALF = 14
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm conditional`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     parser.add_argument("--task", choices=TASKS, default="mnist-completion")
     add_common_arguments(parser, epochs=4, lam=1.0)
     parser.add_argument("--atoms", type=int, default=512,
@@ -54,13 +61,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def halves(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Top and bottom halves ``(n, 392)`` each of 28 × 28 digits, pixels in [0, 1]."""
+    """Top and bottom halves ``(n, 392)`` each of 28 × 28 digits, pixels in [0, 1].
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, 28, 28)
+        uint8 digits (or floats in [0, 1]).
+
+    Returns
+    -------
+    top : ndarray of shape (n, 392)
+        Rows 0-13 of each digit, flattened, float32.
+    bottom : ndarray of shape (n, 392)
+        Rows 14-27 of each digit, flattened, float32.
+    """
     v = mnist_vectors(images).reshape(-1, 28, 28)
     return v[:, :HALF].reshape(len(v), -1), v[:, HALF:].reshape(len(v), -1)
 
 
 def build_model(lam: float, args: argparse.Namespace, device: torch.device) -> LatentVariableEBM:
-    """MLP predictor ``x → h`` and ``Dec(h, z) = h + Wz``, seeded."""
+    """MLP predictor ``x → h`` and ``Dec(h, z) = h + Wz``, seeded.
+
+    Parameters
+    ----------
+    lam : float
+        λ of the latent regulariser (0 gives the unregularised model).
+    args : argparse.Namespace
+        The command's arguments; reads ``seed``, ``hidden``, ``atoms`` and ``codes``.
+    device : torch.device
+        Where the model lives.
+
+    Returns
+    -------
+    LatentVariableEBM
+        Untrained model with a ``392 → hidden → 392`` predictor and a ``(392, atoms)``
+        decoder ``W``.
+    """
     n = HALF * 28
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
@@ -72,7 +108,23 @@ def build_model(lam: float, args: argparse.Namespace, device: torch.device) -> L
 
 def completions_figure(path, model: LatentVariableEBM, X: torch.Tensor, Y: torch.Tensor,
                        latents: torch.Tensor, title: str) -> None:
-    """Per row: the given top half, completions from several latents, ``z = 0``, the truth."""
+    """Per row: the given top half, completions from several latents, ``z = 0``, the truth.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        PNG file to write.
+    model : LatentVariableEBM
+        The trained model.
+    X : torch.Tensor of shape (n_rows, 392)
+        Top halves.
+    Y : torch.Tensor of shape (n_rows, 392)
+        True bottom halves.
+    latents : torch.Tensor of shape (n_rows, n_latents, n_atoms)
+        Latents to decode for each row.
+    title : str
+        Figure title.
+    """
     n_rows, n_lat = latents.shape[:2]
     preds = model.predict(X.repeat_interleave(n_lat, 0), latents.flatten(0, 1))
     preds = preds.reshape(n_rows, n_lat, -1)
@@ -89,6 +141,21 @@ def completions_figure(path, model: LatentVariableEBM, X: torch.Tensor, Y: torch
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Train the λ and λ = 0 models, measure ranking and completions, write figures and metrics.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm conditional`` (:func:`add_arguments`): ``lam``,
+        ``atoms``, ``hidden``, ``codes``, ``batch_size``, ``lr``, ``n_train``, ``n_test``,
+        ``candidates``, ``best_of``, ``sample`` and the common ones (``out``, ``device``,
+        ``seed``, ``epochs``, ``resume``, ``data_dir``, ``quiet``).
+
+    Returns
+    -------
+    Run
+        The output folder, with ``metrics.json``, the checkpoints and the figures written.
+    """
     if args.lam <= 0:
         raise ValueError(f"--lam must be > 0 (the λ = 0 model is trained as well), got {args.lam}")
     for flag in ("atoms", "hidden", "n_train", "n_test", "best_of", "batch_size", "epochs"):

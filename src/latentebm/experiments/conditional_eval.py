@@ -15,7 +15,22 @@ from ..energy import LatentVariableEBM
 
 
 def candidate_indices(n: int, n_candidates: int, seed: int) -> torch.Tensor:
-    """``(n, n_candidates)``: column 0 is ``i``, the others distinct random ``j ≠ i``."""
+    """``(n, n_candidates)``: column 0 is ``i``, the others distinct random ``j ≠ i``.
+
+    Parameters
+    ----------
+    n : int
+        Number of held-out pairs.
+    n_candidates : int
+        Candidates per row, the true one included (``2 <= n_candidates <= n``).
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    torch.Tensor of shape (n, n_candidates)
+        Long indices into the held-out pairs.
+    """
     if not 2 <= n_candidates <= n:
         raise ValueError(f"candidates must be between 2 and the number of test pairs ({n}), "
                          f"got {n_candidates}")
@@ -31,7 +46,33 @@ def ranking(model: LatentVariableEBM, X: torch.Tensor, Y: torch.Tensor, *, n_can
     """Free energies ``F(x_i, y_j)`` of each ``x_i`` with its true ``y_i`` and ``n_candidates − 1``
     other held-out ``y_j``. pairwise: share of ``(i, j)`` with ``F(x_i, y_i) < F(x_i, y_j)``
     (ties count one half); top1: share of ``i`` whose true ``y_i`` has the lowest ``F`` (ties
-    shared)."""
+    shared).
+
+    Parameters
+    ----------
+    model : LatentVariableEBM
+        The trained model.
+    X : torch.Tensor of shape (n, d_x)
+        Held-out inputs.
+    Y : torch.Tensor of shape (n, d_y)
+        Their true outputs (the candidates are drawn from these).
+    n_candidates : int
+        Candidates per input, the true one included.
+    seed : int
+        Seed of the candidate draw.
+    tol, max_iter : float, int
+        Stopping rule of the latent inference behind ``F``.
+    chunk : int
+        Pairs per free-energy call.
+
+    Returns
+    -------
+    dict
+        ``pairwise_ranking``, ``top1_accuracy``, ``n_candidates``, ``n_queries``,
+        ``mean_free_energy_true``, ``mean_free_energy_others``, and the raw energies
+        ``_true`` (ndarray of shape (n,)) and ``_others`` (ndarray of shape
+        (n * (n_candidates - 1),)).
+    """
     cand = candidate_indices(X.shape[0], n_candidates, seed).to(X.device)
     xs = X.repeat_interleave(n_candidates, 0)
     ys = Y[cand.flatten()]
@@ -57,7 +98,24 @@ def ranking(model: LatentVariableEBM, X: torch.Tensor, Y: torch.Tensor, *, n_can
 def neighbour_latents(X: torch.Tensor, X_bank: torch.Tensor, Z_bank: torch.Tensor,
                       n: int) -> torch.Tensor:
     """Latents of the ``n`` bank pairs whose ``x`` is nearest each ``X`` row: a sample of
-    ``p(z | x)`` from the codes of similar training inputs. Shape ``(batch, n, *code)``."""
+    ``p(z | x)`` from the codes of similar training inputs.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (batch, d_x)
+        Query inputs.
+    X_bank : torch.Tensor of shape (n_bank, d_x)
+        Bank inputs.
+    Z_bank : torch.Tensor of shape (n_bank, *code)
+        Their inferred latents.
+    n : int
+        Neighbours per query (at most ``n_bank``).
+
+    Returns
+    -------
+    torch.Tensor of shape (batch, n, *code)
+        The latents of each query's nearest bank inputs (Euclidean), nearest first.
+    """
     d = torch.cdist(X, X_bank)
     idx = d.topk(n, dim=1, largest=False).indices
     return Z_bank[idx]
@@ -66,7 +124,25 @@ def neighbour_latents(X: torch.Tensor, X_bank: torch.Tensor, Z_bank: torch.Tenso
 def best_of_n(model: LatentVariableEBM, X: torch.Tensor, Y: torch.Tensor,
               latents: torch.Tensor) -> dict[str, Any]:
     """Per-pixel squared error of the best of the ``N`` predictions ``Dec(Pred(x), z_k)`` against
-    the ``z = 0`` prediction."""
+    the ``z = 0`` prediction.
+
+    Parameters
+    ----------
+    model : LatentVariableEBM
+        The trained model.
+    X : torch.Tensor of shape (batch, d_x)
+        Inputs.
+    Y : torch.Tensor of shape (batch, d_y)
+        True outputs.
+    latents : torch.Tensor of shape (batch, N, *code)
+        Latents to decode for each input.
+
+    Returns
+    -------
+    dict
+        ``n_latents``, ``best_of_n_mse``, ``mean_of_n_mse``, ``z0_mse`` and
+        ``share_best_of_n_better_than_z0``.
+    """
     batch, n = latents.shape[:2]
     preds = model.predict(X.repeat_interleave(n, 0), latents.flatten(0, 1))
     err = (preds.reshape(batch, n, -1) - Y.reshape(batch, 1, -1)).pow(2).mean(2)
@@ -83,7 +159,15 @@ def best_of_n(model: LatentVariableEBM, X: torch.Tensor, Y: torch.Tensor,
 
 
 def ranking_figure(path, results: dict[str, dict[str, Any]]) -> None:
-    """One panel per model: histograms of ``F(x_i, y_i)`` and ``F(x_i, y_j)``, ``j ≠ i``."""
+    """One panel per model: histograms of ``F(x_i, y_i)`` and ``F(x_i, y_j)``, ``j ≠ i``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        PNG file to write.
+    results : dict of str to dict
+        Per model label, the output of :func:`ranking` (with ``_true`` and ``_others``).
+    """
     fig = Figure(figsize=(5.2 * len(results), 4.2), dpi=100)
     FigureCanvasAgg(fig)
     for k, (label, r) in enumerate(results.items()):

@@ -18,7 +18,16 @@ from ._run import Run
 def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: float,
                         tile: int, n_tiles: int, n_test: int, batch_size: int,
                         lr: float) -> None:
-    """Flags shared with ``conv-colour``."""
+    """Flags shared by ``conv-filters`` and ``conv-colour``, with the common flags.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    kernel, lam, tile, n_tiles, n_test, batch_size, lr : int or float
+        Defaults of ``--kernel``, ``--lam``, ``--tile``, ``--n-tiles``, ``--n-test``,
+        ``--batch-size`` and ``--lr``.
+    """
     parser.add_argument("--images", default=None,
                         help="folder of photographs (default: scikit-image's bundled ones)")
     parser.add_argument("--preprocess", choices=["whiten", "lcn"], default="whiten",
@@ -50,7 +59,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
 
 
 def preprocess(images: Sequence[np.ndarray], how: str) -> list[np.ndarray]:
-    """Whiten or contrast-normalise every photograph (grey ``(H, W)`` or colour ``(H, W, 3)``)."""
+    """Whiten or contrast-normalise every photograph (grey ``(H, W)`` or colour ``(H, W, 3)``).
+
+    Parameters
+    ----------
+    images : sequence of ndarray of shape (H, W) or (H, W, 3)
+        The photographs.
+    how : {"whiten", "lcn"}
+        :func:`~latentebm.data.whiten_1f` or :func:`~latentebm.data.local_contrast_normalize`
+        (any value other than ``"whiten"`` means the latter).
+
+    Returns
+    -------
+    list of ndarray of shape (H, W) or (H, W, 3)
+        float64 images, each the shape of its input.
+    """
     if how == "whiten":
         return [whiten_1f(im) for im in images]
     return [local_contrast_normalize(im) for im in images]
@@ -60,7 +83,23 @@ def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: i
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Non-overlapping ``size × size`` tiles of the images, shuffled with ``seed`` and split.
 
-    Returns float32 ``(n, C, size, size)`` training and held-out tiles.
+    Parameters
+    ----------
+    images : sequence of ndarray of shape (H, W) or (H, W, C)
+        The (preprocessed) photographs, all with the same channel count.
+    size : int
+        Tile side in pixels.
+    n_train, n_test : int
+        Number of training and held-out tiles; together at most the number of tiles.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    train : ndarray of shape (n_train, C, size, size)
+        float32 training tiles (``C = 1`` for grey).
+    test : ndarray of shape (n_test, C, size, size)
+        float32 held-out tiles.
     """
     tiles = []
     for im in images:
@@ -80,6 +119,15 @@ def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: i
 
 
 def check_arguments(args: argparse.Namespace) -> None:
+    """Reject out-of-range model flags and apply ``--threads``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``kernel``, ``tile``, ``n_tiles``, ``n_test``,
+        ``batch_size``, ``fista_iter``, ``epochs`` and ``threads`` (``torch.set_num_threads``
+        is called when it is given).
+    """
     for name in ("kernel", "tile", "n_tiles", "n_test", "batch_size", "fista_iter", "epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -93,6 +141,25 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def make_model(args: argparse.Namespace, n_filters: int, channels: int,
                device: torch.device) -> ConvSparseAutoencoder:
+    """An untrained auto-encoder configured from the flags.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``kernel``, ``lam``, ``mode``, ``nonlinearity``,
+        ``beta`` and ``seed``.
+    n_filters : int
+        Number of feature maps.
+    channels : int
+        Image channels (1 grey, 3 colour).
+    device : torch.device
+        Where the model lives.
+
+    Returns
+    -------
+    ConvSparseAutoencoder
+        Filters of shape ``(n_filters, channels, kernel, kernel)``.
+    """
     return ConvSparseAutoencoder(n_filters, args.kernel, channels, lam=args.lam, mode=args.mode,
                                  nonlinearity=args.nonlinearity, beta=args.beta,
                                  seed=args.seed, device=device)
@@ -101,7 +168,29 @@ def make_model(args: argparse.Namespace, n_filters: int, channels: int,
 def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channels: int,
                   train: torch.Tensor, tag: str) -> ConvSparseAutoencoder:
     """Train one model (resuming from its checkpoint), or load it when a finished model from
-    the same configuration is in the run folder and ``--resume`` was given."""
+    the same configuration is in the run folder and ``--resume`` was given.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``resume``, ``epochs``, ``batch_size``, ``lr``,
+        ``fista_iter``, ``quiet`` and those of :func:`make_model`.
+    run_dir : Run
+        The run folder (``model_{tag}`` and ``checkpoint_{tag}`` live there).
+    n_filters : int
+        Number of feature maps.
+    channels : int
+        Image channels.
+    train : torch.Tensor of shape (n, channels, size, size)
+        Training tiles (their device is the model's).
+    tag : str
+        Name of this model within the run.
+
+    Returns
+    -------
+    ConvSparseAutoencoder
+        The trained (or loaded) model, saved as ``model_{tag}.safetensors``.
+    """
     final = run_dir.out / f"model_{tag}.safetensors"
     if args.resume and final.exists():
         return ConvSparseAutoencoder.load(final, device=train.device)
@@ -115,7 +204,22 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
 
 
 def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, float]:
-    """Held-out reconstruction and sparsity, with optimal (FISTA) codes and encoder codes."""
+    """Held-out reconstruction and sparsity, with optimal (FISTA) codes and encoder codes.
+
+    Parameters
+    ----------
+    model : ConvSparseAutoencoder
+        The trained model.
+    test : torch.Tensor of shape (n, C, H, W)
+        Held-out tiles.
+
+    Returns
+    -------
+    dict of str to float
+        ``test_mean_energy``, ``relative_reconstruction_error``, ``code_nonzero_share``,
+        ``codes_converged_share``, ``encoder_relative_reconstruction_error`` and
+        ``encoder_relative_prediction_error``.
+    """
     out = model.infer(test, tol=1e-3, max_iter=200, beta=0.0)
     z = out.z
     with torch.no_grad():
@@ -135,7 +239,20 @@ def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, floa
 
 
 def filter_similarity(encoder: np.ndarray, decoder: np.ndarray) -> np.ndarray:
-    """``|cos|`` between each encoder filter and the decoder filter of the same map."""
+    """``|cos|`` between each encoder filter and the decoder filter of the same map.
+
+    Parameters
+    ----------
+    encoder : ndarray of shape (n_filters, C, k, k)
+        Encoder filters.
+    decoder : ndarray of shape (n_filters, C, k, k)
+        Decoder filters.
+
+    Returns
+    -------
+    ndarray of shape (n_filters,)
+        Absolute cosine similarities (0 where a filter is zero).
+    """
     e = encoder.reshape(len(encoder), -1)
     d = decoder.reshape(len(decoder), -1)
     num = np.abs((e * d).sum(1))

@@ -19,6 +19,13 @@ HELP = "convolutional sparse auto-encoder on colour photographs: 9x9x3 kernels, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm conv-colour`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     parser.add_argument("--filters", type=int, default=32, help="code maps (default: 32)")
     parser.add_argument("--show-size", type=int, default=128,
                         help="side of the held-out crop whose code maps are drawn (default: 128)")
@@ -28,12 +35,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def display(image: np.ndarray) -> np.ndarray:
     """A preprocessed ``(C, H, W)`` image mapped to [0, 1] ``(H, W, C)`` for display
-    (zero at mid-grey, ±3 standard deviations at the ends)."""
+    (zero at mid-grey, ±3 standard deviations at the ends).
+
+    Parameters
+    ----------
+    image : ndarray of shape (C, H, W)
+        A whitened or contrast-normalised image (or its reconstruction).
+
+    Returns
+    -------
+    ndarray of shape (H, W, C)
+        Values in [0, 1].
+    """
     scale = 3 * float(image.std()) or 1.0
     return np.clip(0.5 + 0.5 * image.transpose(1, 2, 0) / scale, 0, 1)
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Train on colour tiles, draw the kernels and a held-out crop's code maps, write metrics.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm conv-colour`` (:func:`add_arguments`): ``filters``,
+        ``show_size``, the model flags of
+        :func:`~latentebm.experiments.conv_autoencoder_runs.add_model_arguments` and the
+        common ones.
+
+    Returns
+    -------
+    Run
+        The output folder, with ``metrics.json``, the model and the figures written.
+    """
     runs.check_arguments(args)
     if args.filters < 1 or args.show_size < args.kernel:
         raise ValueError("--filters must be >= 1 and --show-size at least --kernel")

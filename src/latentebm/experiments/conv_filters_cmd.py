@@ -31,6 +31,13 @@ HELP = ("convolutional sparse auto-encoders with 1..64 filters on natural images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm conv-filters`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64],
                         help="filter counts, one model each (default: 1 2 4 8 16 32 64)")
     runs.add_model_arguments(parser, kernel=9, lam=0.5, tile=32, n_tiles=1600, n_test=200,
@@ -38,7 +45,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def shape_metrics(encoder: np.ndarray, decoder: np.ndarray) -> dict[str, object]:
-    """Centre-surround scores, Gabor fits and encoder/decoder similarity of grey filters."""
+    """Centre-surround scores, Gabor fits and encoder/decoder similarity of grey filters.
+
+    Parameters
+    ----------
+    encoder : ndarray of shape (n_filters, 1, k, k)
+        Encoder filters.
+    decoder : ndarray of shape (n_filters, 1, k, k)
+        Decoder filters (channel 0 is the one measured).
+
+    Returns
+    -------
+    dict
+        ``centre_surround_scores``, ``max_centre_surround_score``, ``oriented_share`` (Gabor
+        R² >= 0.8), ``orientation_spread``, ``orientations_deg``, ``gabor_median_r2``,
+        ``encoder_decoder_similarity_mean`` and ``encoder_decoder_similarity``.
+    """
     k = decoder.shape[-1]
     grey = decoder[:, 0]
     fits = fit_gabors(grey.reshape(len(grey), -1), (k, k))
@@ -61,7 +83,21 @@ def shape_metrics(encoder: np.ndarray, decoder: np.ndarray) -> dict[str, object]
 
 
 def overview_figure(banks: dict[int, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
-    """One row per filter count: encoder filters above, decoder filters below."""
+    """One row per filter count: encoder filters above, decoder filters below.
+
+    Parameters
+    ----------
+    banks : dict of int to (ndarray, ndarray)
+        Per filter count, the encoder and decoder filters, each of shape
+        ``(count, C, k, k)``.
+    path : pathlib.Path
+        PNG file to write.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     rows = len(banks)
     width = max(len(d) for _, d in banks.values())
     cols = min(width, 32)
@@ -92,6 +128,21 @@ def overview_figure(banks: dict[int, tuple[np.ndarray, np.ndarray]], path: Path)
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Train one model per filter count on grey tiles, draw the filters, write metrics.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm conv-filters`` (:func:`add_arguments`): ``counts``,
+        the model flags of
+        :func:`~latentebm.experiments.conv_autoencoder_runs.add_model_arguments` and the
+        common ones.
+
+    Returns
+    -------
+    Run
+        The output folder, with ``metrics.json``, the models and the figures written.
+    """
     runs.check_arguments(args)
     counts = sorted(set(args.counts))
     if min(counts) < 1:

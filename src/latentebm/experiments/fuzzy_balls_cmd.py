@@ -26,6 +26,13 @@ HELP = "VAE codes as fuzzy balls: posterior ellipses and code statistics for sev
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm vae-fuzzy-balls`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     add_common_arguments(parser, epochs=10, lam=None)
     runs.add_vae_arguments(parser, latent=2)
     parser.add_argument(
@@ -82,6 +89,21 @@ def _train_one(
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Train one 2-D VAE per β and a fixed-σ one, draw the posteriors, write metrics.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm vae-fuzzy-balls`` (:func:`add_arguments`): ``betas``,
+        ``n_plot``, ``fixed_sigma``, ``sigma_beta``, the VAE flags of
+        :func:`~latentebm.experiments.vae_runs.add_vae_arguments` (``latent`` must be 2) and
+        the common ones.
+
+    Returns
+    -------
+    Run
+        The output folder, with one sub-folder per model, ``metrics.json`` and the figures.
+    """
     runs.set_threads(args)
     if any(b < 0 for b in args.betas):
         raise ValueError(f"--betas must be >= 0, got {args.betas}")

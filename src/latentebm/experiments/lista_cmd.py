@@ -49,6 +49,13 @@ LIBRARY_FISTA_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm lista`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     add_common_arguments(parser, epochs=12, lam=0.5)
     add_dataset_arguments(parser, n_train=60000, n_test=2000)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10],
@@ -80,7 +87,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def dictionary_for(args: argparse.Namespace, run: Run, Y: torch.Tensor) -> SparseCoding:
-    """The ``--dictionary`` checkpoint, or a dictionary learned on (at most 20000 of) ``Y``."""
+    """The ``--dictionary`` checkpoint, or a dictionary learned on (at most 20000 of) ``Y``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``dictionary``, ``atoms``, ``lam``, ``seed``,
+        ``dict_epochs``, ``resume`` and ``quiet``.
+    run : Run
+        The run folder (the dictionary's checkpoint goes there).
+    Y : torch.Tensor of shape (n_train, n_features)
+        Training signals.
+
+    Returns
+    -------
+    SparseCoding
+        The loaded or learned model.
+    """
     if args.dictionary:
         sc = SparseCoding.load(args.dictionary, device=Y.device)
         if sc.n_features != Y.shape[1]:
@@ -96,7 +119,30 @@ def dictionary_for(args: argparse.Namespace, run: Run, Y: torch.Tensor) -> Spars
 
 
 def optimal_codes(args, run: Run, Y: torch.Tensor, Yt: torch.Tensor, W: torch.Tensor):
-    """FISTA's codes of the training and held-out signals, cached in the run folder."""
+    """FISTA's codes of the training and held-out signals, cached in the run folder.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``lam`` and ``resume``.
+    run : Run
+        The run folder (``targets.safetensors`` is cached there).
+    Y : torch.Tensor of shape (n_train, n_features)
+        Training signals.
+    Yt : torch.Tensor of shape (n_test, n_features)
+        Held-out signals.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+
+    Returns
+    -------
+    Z : torch.Tensor of shape (n_train, n_atoms)
+        Optimal training codes.
+    Zt : torch.Tensor of shape (n_test, n_atoms)
+        Optimal held-out codes.
+    gap_max : float
+        Largest relative duality gap (gap / energy) among them.
+    """
     path = run.path("targets.safetensors")
     if args.resume and path.exists():
         tensors = read_checkpoint(path, kind="lista_targets").state_dict
@@ -113,7 +159,28 @@ def optimal_codes(args, run: Run, Y: torch.Tensor, Yt: torch.Tensor, W: torch.Te
 
 
 def train_networks(args, run: Run, W, Y, Z) -> dict[tuple[str, int], LISTA]:
-    """One trained network per (variant, K); deeper ones grown from the shallower one."""
+    """One trained network per (variant, K); deeper ones grown from the shallower one.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``steps``, ``variants``, ``lam``, ``seed``,
+        ``support``, ``no_grow``, ``lr``, ``epochs``, ``batch_size``, ``no_project``,
+        ``resume`` and ``quiet``.
+    run : Run
+        The run folder (one checkpoint per network).
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    Y : torch.Tensor of shape (n_train, n_features)
+        Training signals.
+    Z : torch.Tensor of shape (n_train, n_atoms)
+        Their optimal codes (the regression targets).
+
+    Returns
+    -------
+    dict of (str, int) to LISTA
+        The trained networks keyed by (variant name, K).
+    """
     steps = sorted(set(args.steps))
     if steps[0] < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
@@ -147,7 +214,29 @@ def _synced(fn, device: torch.device):
 
 
 def evaluate(args, W, Yt, Zt, models) -> dict[str, Any]:
-    """The table rows and the curves behind the error-against-iterations figure."""
+    """The table rows and the curves behind the error-against-iterations figure.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``lam``, ``fista_iters``, ``ista_iters``,
+        ``speed_samples``, ``warm_samples`` and ``warm_tol``.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    Yt : torch.Tensor of shape (n_test, n_features)
+        Held-out signals.
+    Zt : torch.Tensor of shape (n_test, n_atoms)
+        Their optimal codes.
+    models : dict of (str, int) to LISTA
+        Output of :func:`train_networks` (set to eval mode here).
+
+    Returns
+    -------
+    dict
+        ``rows`` (one dict per network), ``traces`` (``"FISTA"`` and ``"ISTA"``: ndarray of
+        shape (fista_iters,) and (ista_iters,)) and ``library_fista`` (``iterations`` and
+        ``code_error``).
+    """
     lam, device = args.lam, Yt.device
     E_star = ev.energies(Yt, W, Zt, lam)
     traces = {
@@ -199,6 +288,20 @@ def _count(n: int | None, limit: int) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]], args) -> str:
+    """The results as a Markdown table, with notes on what each column means.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``rows`` of :func:`evaluate`.
+    args : argparse.Namespace
+        The command's arguments; reads ``fista_iters``, ``ista_iters`` and ``warm_tol``.
+
+    Returns
+    -------
+    str
+        The table and notes.
+    """
     head = ("| variant | K | code error | energy excess | FISTA its | FISTA its (restart+polish)"
             " | ISTA its | LISTA codes/s | FISTA codes/s (same error) | speed-up"
             " | warm start: FISTA its saved |")
@@ -227,7 +330,19 @@ def markdown_table(rows: list[dict[str, Any]], args) -> str:
 
 
 def error_figure(path, results, args, n_atoms: int) -> None:
-    """Gregor & LeCun's plot: code error against iterations (solvers) or steps K (networks)."""
+    """Gregor & LeCun's plot: code error against iterations (solvers) or steps K (networks).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        PNG file to write.
+    results : dict
+        Output of :func:`evaluate`.
+    args : argparse.Namespace
+        The command's arguments; reads ``variants``, ``dataset`` and ``lam``.
+    n_atoms : int
+        Dictionary size (for the title).
+    """
     fig = Figure(figsize=(7.0, 4.8), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -258,6 +373,23 @@ def error_figure(path, results, args, n_atoms: int) -> None:
 
 
 def figures(run: Run, args, results, models, W, image_shape) -> None:
+    """The error figure, the training curves and the dictionary's atoms.
+
+    Parameters
+    ----------
+    run : Run
+        The run folder the PNG files go to.
+    args : argparse.Namespace
+        The command's arguments; reads ``steps``, ``variants``, ``dataset`` and ``lam``.
+    results : dict
+        Output of :func:`evaluate`.
+    models : dict of (str, int) to LISTA
+        The trained networks.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    image_shape : tuple of (int, int)
+        Shape of one signal as an image (``h * w == n_features``).
+    """
     error_figure(run.path("error_vs_iterations.png"), results, args, W.shape[1])
     top = max(args.steps)
     training = {
@@ -276,6 +408,21 @@ def figures(run: Run, args, results, models, W, image_shape) -> None:
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Learn the dictionary and targets, train the networks, compare them with the solvers.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm lista`` (:func:`add_arguments`), with those of
+        :func:`~latentebm.experiments.mnist_problems.add_dataset_arguments` and the common
+        ones.
+
+    Returns
+    -------
+    Run
+        The output folder, with ``table.md``, ``table.json``, ``metrics.json``, the
+        checkpoints and the figures.
+    """
     if args.lam < 0:
         raise ValueError(f"--lam must be >= 0, got {args.lam}")
     for flag in ("fista_iters", "ista_iters", "speed_samples", "warm_samples", "epochs"):

@@ -20,18 +20,61 @@ from ..solvers import IterationState, fista, ista
 
 
 def relative_code_error(Z: torch.Tensor, Z_star: torch.Tensor) -> float:
-    """``Σ‖z − z*‖² / Σ‖z*‖²`` over the batch."""
+    """``Σ‖z − z*‖² / Σ‖z*‖²`` over the batch.
+
+    Parameters
+    ----------
+    Z : torch.Tensor of shape (batch, n_atoms)
+        Codes to judge.
+    Z_star : torch.Tensor of shape (batch, n_atoms)
+        Optimal codes.
+
+    Returns
+    -------
+    float
+        The relative squared error.
+    """
     return float((Z - Z_star).pow(2).sum() / Z_star.pow(2).sum().clamp_min(1e-300))
 
 
 def energies(Y: torch.Tensor, W: torch.Tensor, Z: torch.Tensor, lam: float) -> torch.Tensor:
-    """Per-sample ``½‖y − Wz‖² + λ‖z‖₁``."""
+    """Per-sample ``½‖y − Wz‖² + λ‖z‖₁``.
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (batch, n_features)
+        Signals.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    lam : float
+        λ of the L1 penalty.
+    Z : torch.Tensor of shape (batch, n_atoms)
+        Codes.
+
+    Returns
+    -------
+    torch.Tensor of shape (batch,)
+        The energies.
+    """
     r = Y - Z @ W.T
     return 0.5 * r.pow(2).sum(1) + lam * Z.abs().sum(1)
 
 
 def relative_energy_excess(E: torch.Tensor, E_star: torch.Tensor) -> float:
-    """``(ΣE − ΣE*) / ΣE*``."""
+    """``(ΣE − ΣE*) / ΣE*``.
+
+    Parameters
+    ----------
+    E : torch.Tensor of shape (batch,)
+        Energies of the codes to judge.
+    E_star : torch.Tensor of shape (batch,)
+        Energies of the optimal codes.
+
+    Returns
+    -------
+    float
+        The relative excess of the summed energy.
+    """
     return float((E.sum() - E_star.sum()) / E_star.sum())
 
 
@@ -51,6 +94,30 @@ def solver_trace(
 
     The library's own :func:`~latentebm.fista` / :func:`~latentebm.ista` run, and their
     per-iteration callback measures every iterate in one pass.
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (batch, n_features)
+        Signals.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    lam : float
+        λ of the L1 penalty.
+    Z_star : torch.Tensor of shape (batch, n_atoms)
+        Optimal codes.
+    n_iter : int
+        Number of iterations.
+    accelerated : bool
+        FISTA if true, ISTA otherwise.
+    nonneg : bool
+        Constrain the codes to be non-negative.
+    lipschitz : float or None
+        Lipschitz constant ``L`` of the gradient (``‖W‖₂²``); computed when ``None``.
+
+    Returns
+    -------
+    ndarray of shape (n_iter,)
+        float64 relative code error after iterations ``1..n_iter``.
     """
     if lipschitz is None:
         lipschitz = float(DenseDictionary(W).lipschitz((W.shape[0],)))
@@ -77,7 +144,28 @@ def library_fista_trace(
     nonneg: bool = False,
 ) -> np.ndarray:
     """Relative code error of the library's default FISTA (adaptive steps and restart, finish)
-    stopped after each count in ``iterations`` (one solver run per count)."""
+    stopped after each count in ``iterations`` (one solver run per count).
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (batch, n_features)
+        Signals.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    lam : float
+        λ of the L1 penalty.
+    Z_star : torch.Tensor of shape (batch, n_atoms)
+        Optimal codes.
+    iterations : sequence of int
+        Iteration counts, one run each.
+    nonneg : bool
+        Constrain the codes to be non-negative.
+
+    Returns
+    -------
+    ndarray of shape (len(iterations),)
+        Relative code error of each run.
+    """
     errors = []
     for k in iterations:
         out = fista(Y, W, lam, max_iter=int(k), tol=0.0, nonneg=nonneg)
@@ -89,7 +177,19 @@ def iterations_to_reach(errors: np.ndarray, target: float,
                         iterations: Sequence[int] | None = None) -> int | None:
     """The first iteration count whose error is at most ``target`` (``None`` if none is).
 
-    ``errors[i]`` belongs to ``iterations[i]`` (default ``i + 1``).
+    Parameters
+    ----------
+    errors : array_like of shape (n,)
+        Error after each iteration count.
+    target : float
+        Error to reach.
+    iterations : sequence of int of length n, or None
+        The count ``errors[i]`` belongs to (default ``i + 1``).
+
+    Returns
+    -------
+    int or None
+        The first count with ``errors <= target``, or ``None``.
     """
     hits = np.flatnonzero(np.asarray(errors) <= target)
     if hits.size == 0:
@@ -99,7 +199,22 @@ def iterations_to_reach(errors: np.ndarray, target: float,
 
 
 def codes_per_second(encode: Callable[[], Any], n_samples: int, *, repeats: int = 3) -> float:
-    """Samples per second of ``encode()`` (best of ``repeats`` timed calls after a warm-up)."""
+    """Samples per second of ``encode()`` (best of ``repeats`` timed calls after a warm-up).
+
+    Parameters
+    ----------
+    encode : callable
+        Encodes the whole batch when called with no arguments.
+    n_samples : int
+        Samples encoded per call.
+    repeats : int
+        Timed calls.
+
+    Returns
+    -------
+    float
+        ``n_samples`` divided by the fastest call's seconds.
+    """
     encode()
     best = float("inf")
     for _ in range(repeats):
@@ -113,7 +228,28 @@ def fista_fixed(Y: torch.Tensor, W: torch.Tensor, lam: float, n_iter: int, *, pl
                 nonneg: bool = False) -> torch.Tensor:
     """Exactly ``n_iter`` FISTA iterations from zero (``plain``: the textbook method with the
     fixed step ``1/L``, no restart, no polish, a single gap evaluation at the end), as a user
-    would run to reach a known error."""
+    would run to reach a known error.
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (batch, n_features)
+        Signals.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    lam : float
+        λ of the L1 penalty.
+    n_iter : int
+        Number of iterations.
+    plain : bool
+        Textbook FISTA (fixed step, no restart, no polish) instead of the library's default.
+    nonneg : bool
+        Constrain the codes to be non-negative.
+
+    Returns
+    -------
+    torch.Tensor of shape (batch, n_atoms)
+        The codes after ``n_iter`` iterations.
+    """
     if plain:
         return fista(Y, W, lam, max_iter=n_iter, tol=0.0, restart=False, polish=False,
                      backtracking=False, check_every=n_iter, nonneg=nonneg).z
@@ -122,7 +258,26 @@ def fista_fixed(Y: torch.Tensor, W: torch.Tensor, lam: float, n_iter: int, *, pl
 
 def ista_fixed(Y: torch.Tensor, W: torch.Tensor, lam: float, n_iter: int,
                nonneg: bool = False) -> torch.Tensor:
-    """Exactly ``n_iter`` ISTA iterations from zero."""
+    """Exactly ``n_iter`` ISTA iterations from zero.
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (batch, n_features)
+        Signals.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    lam : float
+        λ of the L1 penalty.
+    n_iter : int
+        Number of iterations.
+    nonneg : bool
+        Constrain the codes to be non-negative.
+
+    Returns
+    -------
+    torch.Tensor of shape (batch, n_atoms)
+        The codes after ``n_iter`` iterations.
+    """
     return ista(Y, W, lam, max_iter=n_iter, tol=0.0, check_every=n_iter, nonneg=nonneg).z
 
 
@@ -137,14 +292,53 @@ def iterations_to_gap(
     nonneg: bool = False,
 ) -> tuple[torch.Tensor, bool]:
     """Per-sample iterations the library's FISTA (gap checked every iteration) needs to reach a
-    relative duality gap ``tol`` from ``z0`` (zero by default), and whether all got there."""
+    relative duality gap ``tol`` from ``z0`` (zero by default), and whether all got there.
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (batch, n_features)
+        Signals.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    lam : float
+        λ of the L1 penalty.
+    tol : float
+        Relative duality gap to reach.
+    z0 : torch.Tensor of shape (batch, n_atoms) or None
+        Warm start (zero when ``None``).
+    max_iter : int
+        Iteration cap.
+    nonneg : bool
+        Constrain the codes to be non-negative.
+
+    Returns
+    -------
+    n_iter : torch.Tensor of shape (batch,)
+        Iterations each sample needed.
+    all_converged : bool
+        Whether every sample reached ``tol`` within ``max_iter``.
+    """
     out = fista(Y, W, lam, tol=tol, max_iter=max_iter, check_every=1, z0=z0, nonneg=nonneg)
     return out.n_iter_per_sample, out.all_converged
 
 
 def warm_start_report(n_cold: torch.Tensor, n_warm: torch.Tensor) -> dict[str, float]:
     """Mean iterations from zero and from the warm start, the mean saving, the saved fraction
-    and how many samples needed more iterations when warm-started."""
+    and how many samples needed more iterations when warm-started.
+
+    Parameters
+    ----------
+    n_cold : torch.Tensor of shape (batch,)
+        Iterations from zero.
+    n_warm : torch.Tensor of shape (batch,)
+        Iterations from the warm start.
+
+    Returns
+    -------
+    dict
+        ``cold_mean``, ``warm_mean``, ``saved_mean``, ``saved_fraction`` and
+        ``worse_samples`` (an int).
+    """
     cold, warm = n_cold.double(), n_warm.double()
     return {
         "cold_mean": float(cold.mean()),

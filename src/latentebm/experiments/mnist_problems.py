@@ -15,7 +15,15 @@ from ._run import Run
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, *, n_train: int, n_test: int) -> None:
-    """Flags shared with ``latentebm psd``: which data and how much of it."""
+    """Flags shared by ``latentebm lista`` and ``latentebm psd``: which data and how much of it.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    n_train, n_test : int
+        Defaults of ``--n-train`` and ``--n-test``.
+    """
     parser.add_argument("--dataset", choices=("mnist", "natural"), default="mnist",
                         help="MNIST digits or whitened natural-image patches (default: mnist)")
     parser.add_argument("--atoms", type=int, default=256, help="dictionary size (default: 256)")
@@ -34,7 +42,24 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, n_train: int, n_te
 
 
 def load_dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Training and held-out rows (float32) and the image shape of one row."""
+    """Training and held-out rows (float32) and the image shape of one row.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``dataset``, ``n_train``, ``n_test``, ``sample``,
+        ``data_dir``, ``patch_size`` and ``seed``.
+
+    Returns
+    -------
+    train : ndarray of shape (n_train, n_features)
+        Training rows (``n_features`` is 784 for MNIST, ``patch_size ** 2`` for patches;
+        MNIST gives fewer rows when the split is smaller than asked).
+    test : ndarray of shape (n_test, n_features)
+        Held-out rows.
+    image_shape : tuple of (int, int)
+        ``(28, 28)`` or ``(patch_size, patch_size)``.
+    """
     if args.n_train < 1 or args.n_test < 1:
         raise ValueError("--n-train and --n-test must be positive")
     if args.dataset == "mnist":
@@ -51,7 +76,25 @@ def load_dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tupl
 
 def open_run(args: argparse.Namespace) -> tuple[Run, torch.Tensor, torch.Tensor, tuple[int, int]]:
     """The run folder (its configuration: every flag), the training and held-out rows
-    ``(n, n_features)`` on ``--device``, and the image shape of one row."""
+    ``(n, n_features)`` on ``--device``, and the image shape of one row.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments: every flag goes into ``config.json``; reads ``out``,
+        ``device``, ``resume`` and those of :func:`load_dataset`.
+
+    Returns
+    -------
+    run : Run
+        The run folder.
+    Y : torch.Tensor of shape (n_train, n_features)
+        Training rows.
+    Yt : torch.Tensor of shape (n_test, n_features)
+        Held-out rows.
+    image_shape : tuple of (int, int)
+        Shape of one row as an image.
+    """
     device = resolve_device(args.device)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     out = Run(args.out, config, resume=args.resume)

@@ -31,6 +31,13 @@ HELP = ("MNIST with few labels: a convnet whose first layer starts from a convol
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm pretrain`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     parser.add_argument("--labels-per-class", type=int, nargs="+", default=[1, 5, 10, 100])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     parser.add_argument("--filters", type=int, default=16, help="first-layer maps (default: 16)")
@@ -51,7 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 class SmallConvNet(nn.Module):
     """conv(k, ``filters``) → tanh → per-map gain → max-pool 2 → conv 5×5 (32) → ReLU →
-    max-pool 2 → linear (10). The first three stages have the auto-encoder's encoder form."""
+    max-pool 2 → linear (10). The first three stages have the auto-encoder's encoder form.
+
+    Parameters
+    ----------
+    filters : int
+        Maps of the first convolution.
+    kernel : int
+        Kernel side of the first convolution (padded to keep 28 × 28).
+    """
 
     def __init__(self, filters: int, kernel: int) -> None:
         super().__init__()
@@ -61,13 +76,31 @@ class SmallConvNet(nn.Module):
         self.head = nn.Linear(32 * 7 * 7, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores of a batch of digits.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, 1, 28, 28)
+            Digits, pixels in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, 10)
+            Logits.
+        """
         x = self.gain[None, :, None, None] * torch.tanh(self.conv1(x))
         x = F.max_pool2d(x[..., :28, :28], 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.head(x.flatten(1))
 
     def load_encoder(self, model: ConvSparseAutoencoder) -> None:
-        """Copy the encoder's kernels, biases and gains into the first layer."""
+        """Copy the encoder's kernels, biases and gains into the first layer.
+
+        Parameters
+        ----------
+        model : ConvSparseAutoencoder
+            A grey auto-encoder with ``filters`` maps of ``kernel × kernel`` kernels.
+        """
         with torch.no_grad():
             self.conv1.weight.copy_(model.encoder)
             self.conv1.bias.copy_(model.bias)
@@ -75,7 +108,22 @@ class SmallConvNet(nn.Module):
 
 
 def labelled_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Indices of ``per_class`` random examples of every digit (seeded)."""
+    """Indices of ``per_class`` random examples of every digit (seeded).
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n,)
+        Digit labels 0-9.
+    per_class : int
+        Examples per digit (at most the rarest digit's count).
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    ndarray of shape (10 * per_class,)
+        Indices into ``labels``, grouped by digit.
+    """
     rng = np.random.default_rng(seed)
     picks = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(10)]
     return np.concatenate(picks)
@@ -83,6 +131,23 @@ def labelled_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
 
 def train_classifier(net: SmallConvNet, x: torch.Tensor, y: torch.Tensor, steps: int,
                      lr: float, seed: int) -> None:
+    """Train ``net`` in place with Adam on cross-entropy, mini-batches of at most 64.
+
+    Parameters
+    ----------
+    net : SmallConvNet
+        The classifier.
+    x : torch.Tensor of shape (n, 1, 28, 28)
+        Labelled digits.
+    y : torch.Tensor of shape (n,)
+        Their labels (int64).
+    steps : int
+        Adam steps.
+    lr : float
+        Adam step size.
+    seed : int
+        Seed of the mini-batch draws.
+    """
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     batch = min(len(x), 64)
@@ -94,6 +159,22 @@ def train_classifier(net: SmallConvNet, x: torch.Tensor, y: torch.Tensor, steps:
 
 
 def accuracy(net: SmallConvNet, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of ``x`` that ``net`` classifies correctly.
+
+    Parameters
+    ----------
+    net : SmallConvNet
+        The classifier.
+    x : torch.Tensor of shape (n, 1, 28, 28)
+        Digits (``n >= 1``).
+    y : torch.Tensor of shape (n,)
+        Their labels.
+
+    Returns
+    -------
+    float
+        Accuracy in [0, 1].
+    """
     with torch.no_grad():
         hits = sum(int((net(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum())
                    for i in range(0, len(x), 1000))
@@ -101,6 +182,18 @@ def accuracy(net: SmallConvNet, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def plot(table: dict[str, dict[str, list[float]]], counts: list[int], path) -> None:
+    """Test accuracy (mean ± std over seeds) against labelled digits per class.
+
+    Parameters
+    ----------
+    table : dict of str to dict of str to list of float
+        ``table[str(n)][init]``: the accuracies of each seed, ``init`` being
+        ``"pretrained"`` or ``"random"``.
+    counts : list of int
+        Labelled digits per class, the keys of ``table``.
+    path : str or os.PathLike
+        PNG file to write.
+    """
     fig = Figure(figsize=(6.0, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -119,6 +212,22 @@ def plot(table: dict[str, dict[str, list[float]]], counts: list[int], path) -> N
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Train the auto-encoder, then classifiers from its encoder and from random, per count.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm pretrain`` (:func:`add_arguments`):
+        ``labels_per_class``, ``seeds``, ``filters``, ``kernel``, ``n_unlabelled``, ``steps``,
+        ``classifier_lr``, ``n_test``, ``fista_iter``, ``sample``, ``threads`` and the common
+        ones.
+
+    Returns
+    -------
+    Run
+        The output folder, with the auto-encoder, ``table.md``, ``metrics.json`` and
+        ``accuracy.png``.
+    """
     counts = sorted(set(args.labels_per_class))
     if min(counts) < 1 or args.seeds < 1 or args.steps < 1:
         raise ValueError("--labels-per-class, --seeds and --steps must be positive")

@@ -31,6 +31,13 @@ HELP = "predictive sparse decomposition: decoder, fast encoder, encoder-only cod
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm psd`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     add_common_arguments(parser, epochs=5, lam=0.5)
     add_dataset_arguments(parser, n_train=10000, n_test=2000)
     parser.add_argument("--beta", type=float, default=1.0,
@@ -48,7 +55,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def encoder_filters(model: PSD) -> torch.Tensor:
-    """The encoder's input filters ``(n_atoms, n_features)``: ``W_e``, or LISTA's first layer."""
+    """The encoder's input filters ``(n_atoms, n_features)``: ``W_e``, or LISTA's first layer.
+
+    Parameters
+    ----------
+    model : PSD
+        A trained model (``tanh`` or LISTA encoder).
+
+    Returns
+    -------
+    torch.Tensor of shape (n_atoms, n_features)
+        The filters, detached.
+    """
     enc = model.encoder
     if isinstance(enc, LISTA):
         if enc.variant == "lista":
@@ -60,7 +78,25 @@ def encoder_filters(model: PSD) -> torch.Tensor:
 
 
 def evaluate(model: PSD, Yt: torch.Tensor, args) -> dict[str, Any]:
-    """Encoder-only codes against FISTA's optimum of the Lasso on the learned decoder."""
+    """Encoder-only codes against FISTA's optimum of the Lasso on the learned decoder.
+
+    Parameters
+    ----------
+    model : PSD
+        The trained model.
+    Yt : torch.Tensor of shape (n_test, n_features)
+        Held-out signals (the first 500 are used for the warm-start report).
+    args : argparse.Namespace
+        The command's arguments; reads ``fista_iters``.
+
+    Returns
+    -------
+    dict
+        ``lasso_energy_encoder``, ``lasso_energy_optimal``, ``energy_excess``,
+        ``per_sample_excess`` (ndarray of shape (n_test,)), ``code_error``,
+        ``fista_iterations_same_error``, ``psd_free_energy``, ``warm_start`` and
+        ``optimal_nonzeros``.
+    """
     W, lam = model.dictionary(), model.lam
     P = model.predict(Yt)
     opt = fista(Yt, W, lam, max_iter=5000)
@@ -84,7 +120,15 @@ def evaluate(model: PSD, Yt: torch.Tensor, args) -> dict[str, Any]:
 
 
 def quality_figure(path, results: dict[str, dict[str, Any]]) -> None:
-    """Histogram of the per-sample relative energy excess of the encoder's codes."""
+    """Histogram of the per-sample relative energy excess of the encoder's codes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        PNG file to write.
+    results : dict of str to dict
+        Per encoder name, the output of :func:`evaluate`.
+    """
     fig = Figure(figsize=(6.4, 4.4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -104,6 +148,22 @@ def quality_figure(path, results: dict[str, dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Train one PSD model per encoder, compare encoder-only codes with FISTA, write metrics.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm psd`` (:func:`add_arguments`): ``beta``,
+        ``encoders``, ``steps``, ``batch_size``, ``lr_decoder``, ``lr_encoder``,
+        ``fista_iters``, those of
+        :func:`~latentebm.experiments.mnist_problems.add_dataset_arguments` and the common
+        ones.
+
+    Returns
+    -------
+    Run
+        The output folder, with the checkpoints, ``metrics.json`` and the figures.
+    """
     if args.lam < 0:
         raise ValueError(f"--lam must be >= 0, got {args.lam}")
     if args.beta < 0:

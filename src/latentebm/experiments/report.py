@@ -24,7 +24,18 @@ TITLE = "Reproducing the lecture: regularized latent-variable energy-based model
 
 
 def format_value(value: Any) -> str:
-    """A measured value as the report prints it (floats to 4 significant digits)."""
+    """A measured value as the report prints it (floats to 4 significant digits).
+
+    Parameters
+    ----------
+    value : object
+        A value from ``metrics.json``.
+
+    Returns
+    -------
+    str
+        ``"null"`` for None, ``"true"``/``"false"`` for bools, else the value as text.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -35,7 +46,18 @@ def format_value(value: Any) -> str:
 
 
 def measured_text(result: ClaimResult) -> list[str]:
-    """``key = value`` for each number a claim was judged on."""
+    """``key = value`` for each number a claim was judged on.
+
+    Parameters
+    ----------
+    result : ClaimResult
+        One judged claim.
+
+    Returns
+    -------
+    list of str
+        One line per entry of ``result.paths``.
+    """
     return [f"{path_text(p)} = {format_value(v)}"
             for p, v in zip(result.paths, result.values, strict=True)]
 

@@ -74,7 +74,13 @@ class Experiment:
     notes: dict[str, str] = field(default_factory=dict)
 
     def command_module(self) -> ModuleType:
-        """The experiment's command module."""
+        """The experiment's command module.
+
+        Returns
+        -------
+        module
+            ``latentebm.experiments.<module>``, imported.
+        """
         return importlib.import_module(f"{__package__}.{self.module}")
 
 
@@ -169,6 +175,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm reproduce`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     parser.add_argument("--out", required=True,
                         help="report folder: one sub-folder per experiment, index.html and "
                         "README.md; run again with the same folder to resume")
@@ -198,6 +211,18 @@ def mnist_source(args: argparse.Namespace) -> tuple[tuple[str, ...], str]:
 
     A ``--data-dir`` (or ``$LATENTEBM_DATA``) that lacks the files is an error; with neither,
     the cache is used when it holds them, else the bundled sample.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The reproduce arguments; reads ``budget`` and ``data_dir``.
+
+    Returns
+    -------
+    flags : tuple of str
+        ``("--sample",)``, ``("--data-dir", folder)`` or ``()`` (the cache).
+    text : str
+        The sentence for the report.
     """
     if args.budget == "tiny":
         return ("--sample",), "the bundled MNIST sample (--budget tiny)"
@@ -215,7 +240,20 @@ def mnist_source(args: argparse.Namespace) -> tuple[tuple[str, ...], str]:
 
 
 def image_source(args: argparse.Namespace) -> tuple[tuple[str, ...], str]:
-    """The ``--images`` flags and the sentence the report prints about the photographs."""
+    """The ``--images`` flags and the sentence the report prints about the photographs.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The reproduce arguments; reads ``images``.
+
+    Returns
+    -------
+    flags : tuple of str
+        ``()`` or ``("--images", folder)``.
+    text : str
+        The sentence for the report.
+    """
     if args.images is None:
         return (), "scikit-image's bundled photographs"
     folder = Path(args.images).expanduser()
@@ -226,7 +264,25 @@ def image_source(args: argparse.Namespace) -> tuple[tuple[str, ...], str]:
 
 def experiment_argv(exp: Experiment, args: argparse.Namespace, data_flags: dict[str, tuple],
                     resume: bool) -> list[str]:
-    """The command-line flags of ``exp`` for this reproduce run (without the command name)."""
+    """The command-line flags of ``exp`` for this reproduce run (without the command name).
+
+    Parameters
+    ----------
+    exp : Experiment
+        The experiment.
+    args : argparse.Namespace
+        The reproduce arguments; reads ``budget``, ``out``, ``seed``, ``device`` and
+        ``quiet``.
+    data_flags : dict of str to tuple of str
+        Data flags per ``Experiment.data`` kind (``"mnist"``, ``"images"``).
+    resume : bool
+        Append ``--resume``.
+
+    Returns
+    -------
+    list of str
+        The flags.
+    """
     argv = [*exp.flags, *exp.budgets.get(args.budget, ()), *data_flags[exp.data],
             "--out", str(Path(args.out) / exp.key), "--seed", str(args.seed),
             "--device", args.device]
@@ -238,7 +294,20 @@ def experiment_argv(exp: Experiment, args: argparse.Namespace, data_flags: dict[
 
 
 def parse_experiment(exp: Experiment, argv: list[str]) -> argparse.Namespace:
-    """``argv`` parsed by the experiment's own parser (``ValueError`` on a flag it lacks)."""
+    """``argv`` parsed by the experiment's own parser (``ValueError`` on a flag it lacks).
+
+    Parameters
+    ----------
+    exp : Experiment
+        The experiment.
+    argv : list of str
+        Its flags, as from :func:`experiment_argv`.
+
+    Returns
+    -------
+    argparse.Namespace
+        The parsed arguments, ready for the command's ``run``.
+    """
     module = exp.command_module()
     parser = _Parser(prog=f"latentebm {module.NAME}")
     module.add_arguments(parser)
@@ -246,7 +315,20 @@ def parse_experiment(exp: Experiment, argv: list[str]) -> argparse.Namespace:
 
 
 def command_line(prog: str, argv: list[str]) -> str:
-    """``prog`` and ``argv`` as one shell-quoted line."""
+    """``prog`` and ``argv`` as one shell-quoted line.
+
+    Parameters
+    ----------
+    prog : str
+        The subcommand's name.
+    argv : list of str
+        Its flags.
+
+    Returns
+    -------
+    str
+        ``latentebm <prog> <argv...>``, each word quoted for the shell where needed.
+    """
     return " ".join(shlex.quote(a) for a in ["latentebm", prog, *argv])
 
 
@@ -303,7 +385,22 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 def is_finished(out: Path, key: str, state: dict[str, Any]) -> bool:
     """Whether an experiment finished in an earlier run: recorded as done and its
-    ``metrics.json`` complete (it parses)."""
+    ``metrics.json`` complete (it parses).
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The reproduce folder.
+    key : str
+        The experiment's key (its sub-folder).
+    state : dict
+        The reproduce state read from ``reproduce.json``.
+
+    Returns
+    -------
+    bool
+        True when the experiment can be skipped.
+    """
     if state.get("experiments", {}).get(key, {}).get("status") != "done":
         return False
     try:
@@ -318,6 +415,20 @@ def _minutes(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Run every planned experiment not yet finished, rewriting the report after each.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm reproduce`` (:func:`add_arguments`): ``out``,
+        ``budget``, ``only``, ``seed``, ``data_dir``, ``images``, ``device`` and ``quiet``.
+
+    Returns
+    -------
+    Run
+        The reproduce folder, with ``reproduce.json``, the report files and one sub-folder per
+        experiment. Raises ``ValueError`` at the end when any experiment failed.
+    """
     mnist_flags, mnist_text = mnist_source(args)
     image_flags, image_text = image_source(args)
     data_flags = {"mnist": mnist_flags, "images": image_flags}
@@ -392,7 +503,20 @@ def run(args: argparse.Namespace) -> Run:
 
 
 def summary_text(results: dict[str, list], out: Path) -> str:
-    """Claims held per experiment and where the report is."""
+    """Claims held per experiment and where the report is.
+
+    Parameters
+    ----------
+    results : dict of str to list of ClaimResult
+        Output of :func:`~latentebm.experiments.report.write_report`.
+    out : pathlib.Path
+        The reproduce folder.
+
+    Returns
+    -------
+    str
+        Several lines of text.
+    """
     lines = ["lecture claims:"]
     for exp in PLAN:
         judged = results.get(exp.key)

@@ -32,6 +32,13 @@ STRICT_STROKE_LEVEL = 0.2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm sparse-coding`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     parser.add_argument("--dataset", choices=["mnist", "natural"], default="mnist")
     parser.add_argument("--atoms", type=int, default=256, help="dictionary size (default: 256)")
     parser.add_argument("--patch", type=int, default=12, help="natural: patch side (default: 12)")
@@ -58,7 +65,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Training and held-out rows ``(n, n_features)`` and the image shape of one row."""
+    """Training and held-out rows ``(n, n_features)`` and the image shape of one row.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``dataset``, ``sample``, ``data_dir``, ``n_train``,
+        ``n_test``, ``patch``, ``images`` and ``seed``.
+
+    Returns
+    -------
+    train : ndarray of shape (n_train, n_features)
+        float32 training rows (784 features for MNIST, ``patch ** 2`` for patches).
+    test : ndarray of shape (n_test, n_features)
+        float32 held-out rows.
+    image_shape : tuple of int
+        ``(28, 28)`` or ``(patch, patch)``.
+    """
     if args.dataset == "mnist":
         kw = {"sample": True} if args.sample else {"data_dir": args.data_dir}
         train = mnist_vectors(load_mnist("train", **kw)[0])
@@ -73,6 +96,22 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Learn the dictionary, measure held-out codes and atom shapes, write metrics and figures.
+
+    Under ``torchrun`` every rank trains; rank 0 alone evaluates and writes the results.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm sparse-coding`` (:func:`add_arguments`): ``dataset``,
+        ``atoms``, ``patch``, ``images``, ``n_train``, ``n_test``, ``batch_size``, ``method``,
+        ``codes``, ``init``, ``sample``, ``lam`` and the common ones.
+
+    Returns
+    -------
+    Run
+        The output folder, with the checkpoint, ``metrics.json`` and the figures.
+    """
     lam = DEFAULT_LAM[args.dataset] if args.lam is None else args.lam
     device = resolve_device(args.device)
     config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
@@ -140,7 +179,20 @@ def run(args: argparse.Namespace) -> Run:
 
 
 def result_text(metrics: dict, out) -> str:
-    """The few numbers that matter, the lecture's claim beside them, and where the figures are."""
+    """The few numbers that matter, the lecture's claim beside them, and where the figures are.
+
+    Parameters
+    ----------
+    metrics : dict
+        The run's metrics as written by :func:`run` (with ``strokes`` or ``gabor``).
+    out : str or os.PathLike
+        The output folder.
+
+    Returns
+    -------
+    str
+        A few lines of text.
+    """
     n_atoms = metrics["n_atoms"]
     if metrics["dataset"] == "mnist":
         s = metrics["strokes"]

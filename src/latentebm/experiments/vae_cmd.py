@@ -26,6 +26,13 @@ HELP = "MLP VAE on dynamically binarised MNIST: test −ELBO, k-sample NLL, samp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm vae`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     add_common_arguments(parser, epochs=50, lam=None)
     runs.add_vae_arguments(parser, latent=20)
     parser.add_argument(
@@ -59,7 +66,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def figures(model: VAE, run: Run, data: dict[str, Any], seed: int) -> None:
-    """Samples, reconstructions, an interpolation, curves, and the 2-D manifold."""
+    """Samples, reconstructions, an interpolation, curves, and the 2-D manifold.
+
+    Parameters
+    ----------
+    model : VAE
+        The trained model (the manifold is drawn only when its latent is 2-D).
+    run : Run
+        The run folder the PNG files go to.
+    data : dict
+        Output of :func:`~latentebm.experiments.vae_runs.binarized_mnist`; ``test``
+        (tensor of shape (n_test, 784)) and ``labels`` (shape (n_test,)) are used.
+    seed : int
+        Seed of the samples.
+    """
     gen = torch.Generator(device=model.device).manual_seed(seed)
     X, labels = data["test"], np.asarray(data["labels"])
     viz_vae.sample_grid(model.sample(64, generator=gen).cpu(), run.path("samples.png"))
@@ -99,6 +119,20 @@ def _normal_quantile(q: float) -> float:
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Train the VAE, measure test −ELBO and the k-sample NLL, write metrics and figures.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm vae`` (:func:`add_arguments`): ``k``,
+        ``nll_images``, ``max_minutes``, the VAE flags of
+        :func:`~latentebm.experiments.vae_runs.add_vae_arguments` and the common ones.
+
+    Returns
+    -------
+    Run
+        The output folder, with the checkpoint, ``metrics.json`` and the figures.
+    """
     runs.set_threads(args)
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")

@@ -18,7 +18,15 @@ from ..training.checkpoint import read_checkpoint
 
 
 def add_vae_arguments(parser: argparse.ArgumentParser, *, latent: int) -> None:
-    """Flags shared with ``vae-fuzzy-balls``."""
+    """Flags shared by ``vae`` and ``vae-fuzzy-balls``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    latent : int
+        Default of ``--latent``.
+    """
     parser.add_argument(
         "--latent", type=int, default=latent, help=f"latent dimensions (default: {latent})"
     )
@@ -73,7 +81,23 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, latent: int) -> None:
 
 def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """The run's ``config.json``: the command ``name``, the flags of :func:`add_vae_arguments`
-    and the common ones, and the command's own settings ``extra``."""
+    and the common ones, and the command's own settings ``extra``.
+
+    Parameters
+    ----------
+    name : str
+        The command's name.
+    args : argparse.Namespace
+        The command's arguments; reads the flags of :func:`add_vae_arguments` (but not
+        ``threads``) and ``seed``, ``epochs``, ``device``, ``resume``, ``quiet``, ``out``.
+    **extra
+        The command's own settings.
+
+    Returns
+    -------
+    dict
+        JSON-ready configuration.
+    """
     return {
         "command": name,
         "latent": args.latent,
@@ -98,7 +122,20 @@ def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, A
 
 def binarized_mnist(args: argparse.Namespace) -> dict[str, Any]:
     """Training probabilities ``(60000, 784)`` in [0, 1] (binarised afresh each batch during
-    training), the test set binarised once with a fixed seed, and the test labels."""
+    training), the test set binarised once with a fixed seed, and the test labels.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``sample``, ``data_dir`` and ``device``.
+
+    Returns
+    -------
+    dict
+        ``train``: float32 tensor of shape (n_train, 784) on the device (60000, or 2000 with
+        ``--sample``); ``test``: binary float32 tensor of shape (n_test, 784); ``labels``:
+        int64 ndarray of shape (n_test,).
+    """
     kwargs = {"sample": True} if args.sample else {"data_dir": args.data_dir}
     train_images, _ = load_mnist("train", **kwargs)
     test_images, test_labels = load_mnist("test", **kwargs)
@@ -110,6 +147,13 @@ def binarized_mnist(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (``torch.set_num_threads``) when it was given.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``threads``.
+    """
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -128,7 +172,32 @@ def train(
 ) -> dict[str, Any]:
     """Fit epoch by epoch through the checkpoint (a resumed run equals an uninterrupted one),
     stopping early once ``max_minutes`` of wall time have passed; ``on_epoch_end`` goes to
-    :meth:`VAE.fit`. NaN/inf during training becomes a ``ValueError``."""
+    :meth:`VAE.fit`. NaN/inf during training becomes a ``ValueError``.
+
+    Parameters
+    ----------
+    model : VAE
+        The model to train.
+    X : torch.Tensor of shape (n, 784)
+        Training probabilities in [0, 1] (dynamically binarised).
+    args : argparse.Namespace
+        The command's arguments; reads ``resume``, ``epochs``, ``batch_size``, ``lr``,
+        ``warmup_epochs`` and ``quiet``.
+    checkpoint : pathlib.Path
+        The model's resumable checkpoint.
+    validation : torch.Tensor of shape (n_val, 784) or None
+        Passed to :meth:`VAE.fit`.
+    max_minutes : float or None
+        Wall-time budget of this call (checked after each epoch).
+    on_epoch_end : callable or None
+        ``on_epoch_end(model, history_entry)``, passed to :meth:`VAE.fit`.
+
+    Returns
+    -------
+    dict
+        ``epochs`` (total trained), ``epochs_this_call``, ``train_seconds`` and
+        ``images_per_second``.
+    """
     start = time.perf_counter()
     first = 0
     if args.resume and checkpoint.exists():
@@ -182,7 +251,24 @@ def train(
 def evaluate(model: VAE, X: torch.Tensor, *, seed: int) -> dict[str, Any]:
     """Test −ELBO (one sample per digit), its two terms, KL per dimension, active units,
     E‖μ‖², mean σ per dimension, the code-to-noise ratio E‖μ‖² / E‖σ‖² (how far apart the
-    balls are relative to their size) and the pixel MSE of the reconstruction from μ."""
+    balls are relative to their size) and the pixel MSE of the reconstruction from μ.
+
+    Parameters
+    ----------
+    model : VAE
+        The trained model (left in eval mode).
+    X : torch.Tensor of shape (n, 784)
+        Binarised test digits.
+    seed : int
+        Seed of the one posterior sample per digit.
+
+    Returns
+    -------
+    dict
+        ``test_neg_elbo``, ``reconstruction_nats``, ``kl``, ``kl_per_dim`` (list of length
+        latent), ``active_units``, ``e_mu_sq``, ``mean_sigma_per_dim``, ``code_to_noise`` and
+        ``reconstruction_mse``.
+    """
     gen = torch.Generator(device=model.device).manual_seed(seed)
     model.eval()
     mu, logvar = model.posterior(X)

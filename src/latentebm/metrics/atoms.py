@@ -57,13 +57,41 @@ GOOD_GABOR_R2 = 0.8
 
 
 def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """``x`` as a finite float64 NumPy array of the given rank (``ValueError`` names ``name``)."""
+    """``x`` as a finite float64 NumPy array of the given rank (``ValueError`` names ``name``).
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor
+        The input (a tensor is copied to the CPU).
+    name : str
+        Name used in error messages.
+    ndim : int or tuple of int or None
+        Allowed rank(s); ``None`` accepts any.
+
+    Returns
+    -------
+    ndarray
+        float64 copy of ``x``, same shape.
+    """
     t = as_tensor(x, name, ndim=ndim, dtype=torch.float64)
     return t.detach().cpu().numpy()
 
 
 def check_image_shape(image_shape: Any, name: str = "image_shape") -> tuple[int, ...]:
-    """``(h, w)`` or ``(h, w, channels)`` with positive integer entries."""
+    """``(h, w)`` or ``(h, w, channels)`` with positive integer entries.
+
+    Parameters
+    ----------
+    image_shape : sequence of int
+        The shape to check.
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    tuple of int
+        The shape, length 2 or 3.
+    """
     try:
         shape = tuple(int(s) for s in image_shape)
     except (TypeError, ValueError) as exc:
@@ -76,7 +104,22 @@ def check_image_shape(image_shape: Any, name: str = "image_shape") -> tuple[int,
 
 
 def atoms_as_images(atoms: Any, image_shape: Any, name: str = "atoms") -> np.ndarray:
-    """Validate ``(n_atoms, n_features)`` atoms and reshape them to ``(n_atoms, *image_shape)``."""
+    """Validate ``(n_atoms, n_features)`` atoms and reshape them to ``(n_atoms, *image_shape)``.
+
+    Parameters
+    ----------
+    atoms : array_like of shape (n_atoms, n_features)
+        One flattened atom per row (``n_features = prod(image_shape)``).
+    image_shape : tuple of int
+        ``(h, w)`` or ``(h, w, channels)``.
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    ndarray of shape (n_atoms, h, w) or (n_atoms, h, w, channels)
+        float64 images (C-order reshape of each row).
+    """
     shape = check_image_shape(image_shape)
     arr = as_float_array(atoms, name, ndim=2)
     if arr.shape[1] != math.prod(shape):
@@ -116,8 +159,22 @@ def localization_score(
     strokes scoring high; small diffuse noise lowers the score by its share of the energy.
 
     The background is taken to be 0 (true for MNIST-like data; subtract your background
-    first otherwise). ``radius`` defaults to ``0.2 * min(h, w)`` (5.6 px for 28×28 MNIST).
-    An all-zero atom scores NaN. Returns ``(n_atoms,)`` float64.
+    first otherwise).
+
+    Parameters
+    ----------
+    atoms : array_like of shape (n_atoms, n_features)
+        One flattened atom per row (``n_features = prod(image_shape)``).
+    image_shape : tuple of int
+        ``(h, w)`` or ``(h, w, channels)``.
+    radius : float or None
+        Disc radius in pixels (>= 0.5); defaults to ``0.2 * min(h, w)`` (5.6 px for 28×28
+        MNIST).
+
+    Returns
+    -------
+    ndarray of shape (n_atoms,)
+        float64 scores in (0, 1]; NaN for an all-zero atom.
     """
     imgs = atoms_as_images(atoms, image_shape)
     h, w = imgs.shape[1:3]
@@ -152,6 +209,23 @@ def localization_summary(
     (84 % still do with 20 % of their energy in white noise); the 10 000 MNIST test digits
     have median 0.51 (5-95 %: 0.37-0.68) and 0.4 % score >= 0.75; pure noise scores ~0.16.
     All-zero atoms (NaN score) are left out and counted in ``n_zero``.
+
+    Parameters
+    ----------
+    atoms : array_like of shape (n_atoms, n_features)
+        One flattened atom per row (``n_features = prod(image_shape)``).
+    image_shape : tuple of int
+        ``(h, w)`` or ``(h, w, channels)``.
+    radius : float or None
+        Disc radius in pixels, as in :func:`localization_score`.
+    threshold : float
+        Score at or above which an atom counts as localised.
+
+    Returns
+    -------
+    dict
+        ``n_atoms``, ``n_zero``, ``radius``, ``threshold``, ``median``, ``mean`` and
+        ``share_localized`` (NaN when every atom is zero).
     """
     scores = localization_score(atoms, image_shape, radius=radius)
     h, w = check_image_shape(image_shape)[:2]
@@ -180,8 +254,21 @@ def stroke_spans(
     ``level`` times the atom's peak magnitude; both signs count, as both show in an atom figure.
     The span is the larger of the ink's height and width (``last − first + 1`` rows or columns).
     A pen stroke spans a few to about 14 px of a 28×28 image; a whole MNIST digit spans about
-    20 px (the digits are scaled to fit a 20×20 box). An all-zero atom gives NaN.
-    Returns ``(n_atoms,)`` float64.
+    20 px (the digits are scaled to fit a 20×20 box).
+
+    Parameters
+    ----------
+    atoms : array_like of shape (n_atoms, n_features)
+        One flattened atom per row (``n_features = prod(image_shape)``).
+    image_shape : tuple of int
+        ``(h, w)`` or ``(h, w, channels)``.
+    level : float
+        Ink threshold as a share of the atom's peak magnitude, in (0, 1].
+
+    Returns
+    -------
+    ndarray of shape (n_atoms,)
+        float64 spans in pixels; NaN for an all-zero atom.
     """
     imgs = atoms_as_images(atoms, image_shape)
     if isinstance(level, bool) or not (isinstance(level, Real) and 0 < level <= 1):
@@ -209,12 +296,27 @@ def stroke_summary(
     """Share of atoms that are pen strokes: their ink (see :func:`stroke_spans`) fits in a
     ``max_span`` square.
 
-    ``max_span`` defaults to half the image's smaller side (14 px for 28×28 MNIST). Calibration
-    on 28×28: the 60 000 MNIST training digits are 0 % strokes (their ink spans 20 px or more
-    at ``level`` 0.3); synthetic 6-14 px lines and arcs are 100 %; by eye, atoms spanning 15 px
-    or more read as whole digits or as two strokes joined. Keys: ``share`` (of the non-zero
-    atoms), ``n_strokes``, ``n_atoms``, ``n_zero`` (all-zero atoms, left out),
-    ``median_span`` (px), ``level`` and ``max_span``.
+    Calibration on 28×28: the 60 000 MNIST training digits are 0 % strokes (their ink spans
+    20 px or more at ``level`` 0.3); synthetic 6-14 px lines and arcs are 100 %; by eye, atoms
+    spanning 15 px or more read as whole digits or as two strokes joined.
+
+    Parameters
+    ----------
+    atoms : array_like of shape (n_atoms, n_features)
+        One flattened atom per row (``n_features = prod(image_shape)``).
+    image_shape : tuple of int
+        ``(h, w)`` or ``(h, w, channels)``.
+    level : float
+        Ink threshold, as in :func:`stroke_spans`.
+    max_span : float or None
+        Largest span (px, >= 1) of a stroke; defaults to half the image's smaller side (14 px
+        for 28×28 MNIST).
+
+    Returns
+    -------
+    dict
+        ``share`` (of the non-zero atoms), ``n_strokes``, ``n_atoms``, ``n_zero`` (all-zero
+        atoms, left out), ``median_span`` (px), ``level`` and ``max_span``.
     """
     h, w = check_image_shape(image_shape)[:2]
     if max_span is None:
@@ -387,6 +489,18 @@ def fit_gabor(atom_2d: Any, *, n_starts: int = 3) -> GaborFit:
     phase/amplitude/offset solved linearly) is ranked, and the ``n_starts`` best are refined
     with ``scipy.optimize.least_squares`` (analytic Jacobian) under bounds: centre inside the
     patch, frequency in [0, 0.5] cycles/pixel, envelope widths in [0.5, max(h, w)] pixels.
+
+    Parameters
+    ----------
+    atom_2d : array_like of shape (h, w)
+        One grey atom, at least 3×3.
+    n_starts : int
+        Starts refined by least squares.
+
+    Returns
+    -------
+    GaborFit
+        The best fit (all NaN for a constant atom).
     """
     img = _image_2d(atom_2d, "atom_2d")
     if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
@@ -412,7 +526,22 @@ def fit_gabor(atom_2d: Any, *, n_starts: int = 3) -> GaborFit:
 
 
 def fit_gabors(atoms: Any, patch_shape: Sequence[int], *, n_starts: int = 3) -> list[GaborFit]:
-    """:func:`fit_gabor` on every row of ``atoms`` ``(n_atoms, h*w)``; ``patch_shape = (h, w)``."""
+    """:func:`fit_gabor` on every row of ``atoms`` ``(n_atoms, h*w)``; ``patch_shape = (h, w)``.
+
+    Parameters
+    ----------
+    atoms : array_like of shape (n_atoms, h * w)
+        Grey atoms, one per row.
+    patch_shape : tuple of (int, int)
+        ``(h, w)``, at least 3×3.
+    n_starts : int
+        Starts refined per atom.
+
+    Returns
+    -------
+    list of GaborFit
+        One fit per atom, in order.
+    """
     shape = check_image_shape(patch_shape, "patch_shape")
     if len(shape) != 2:
         raise ValueError(f"patch_shape must be (h, w) for grey-level atoms, got {shape}")
@@ -427,7 +556,17 @@ def orientation_spread(thetas: Any) -> float:
 
     ``1 − |mean(exp(2iθ))|``: 0 when all orientations are identical, close to 1 when they are
     spread uniformly over [0, π) (exactly 1 for evenly spaced angles; about ``1 − 1/√n`` on
-    average for ``n`` random ones). ``thetas``: 1-D, radians, any range (θ and θ + π agree).
+    average for ``n`` random ones).
+
+    Parameters
+    ----------
+    thetas : array_like of shape (n,)
+        Orientations in radians, any range (θ and θ + π agree).
+
+    Returns
+    -------
+    float
+        The spread.
     """
     th = as_float_array(thetas, "thetas", ndim=1)
     return float(1.0 - abs(np.exp(2j * th).mean()))
@@ -436,13 +575,24 @@ def orientation_spread(thetas: Any) -> float:
 def gabor_summary(fits: Sequence[GaborFit], *, r2_threshold: float = GOOD_GABOR_R2) -> dict:
     """Summary statistics of Gabor fits.
 
-    Keys: ``n_atoms``, ``n_constant`` (NaN fits, left out of every statistic), ``median_r2``,
-    ``mean_r2``, ``share_r2_ge_0_8``, and over the good fits (``r2 >= r2_threshold``):
-    ``n_good``, ``orientation_spread`` (see :func:`orientation_spread`), ``mean_orientation``
-    (circular mean on doubled angles, radians in [0, π)), ``orientation_resultant``
-    (``|mean exp(2iθ)|``), ``median_frequency`` (cycles/pixel), ``median_sigma`` (geometric
-    mean of the two widths, pixels), ``median_aspect_ratio`` (``sigma_y / sigma_x``: >1 means
-    elongated along the stripes), ``median_abs_phase``. NaN where there is nothing to summarise.
+    Parameters
+    ----------
+    fits : sequence of GaborFit
+        Non-empty, e.g. from :func:`fit_gabors`.
+    r2_threshold : float
+        R² at or above which a fit counts as good.
+
+    Returns
+    -------
+    dict
+        ``n_atoms``, ``n_constant`` (NaN fits, left out of every statistic), ``median_r2``,
+        ``mean_r2``, ``share_r2_ge_0_8`` (always at 0.8), ``r2_threshold``, and over the good
+        fits (``r2 >= r2_threshold``): ``n_good``, ``orientation_spread`` (see
+        :func:`orientation_spread`), ``mean_orientation`` (circular mean on doubled angles,
+        radians in [0, π)), ``orientation_resultant`` (``|mean exp(2iθ)|``),
+        ``median_frequency`` (cycles/pixel), ``median_sigma`` (geometric mean of the two
+        widths, pixels), ``median_aspect_ratio`` (``sigma_y / sigma_x``: >1 means elongated
+        along the stripes), ``median_abs_phase``. NaN where there is nothing to summarise.
     """
     if isinstance(fits, GaborFit) or not all(isinstance(f, GaborFit) for f in fits):
         raise ValueError("fits must be a sequence of GaborFit (from fit_gabors)")
@@ -546,6 +696,16 @@ def fit_dog(filter_2d: Any) -> DoGFit:
     A few deterministic starts: centre at the largest-magnitude pixel and at the energy centroid,
     centre width 1 px or ``min(h, w)/8``, surround ``3×`` wider, balance 1. Bounds: centre
     inside the patch, ``sigma_c`` ∈ [0.3, max(h, w)/2], ``sigma_s / sigma_c`` ∈ [1.2, 10].
+
+    Parameters
+    ----------
+    filter_2d : array_like of shape (h, w)
+        One grey filter, at least 3×3.
+
+    Returns
+    -------
+    DoGFit
+        The best fit (all NaN for a constant filter).
     """
     img = _image_2d(filter_2d, "filter_2d")
     h, w = img.shape
@@ -582,7 +742,17 @@ def centre_surround_score(filter_2d: Any) -> float:
     ``max(R², 0) · min(balance, 1)`` of :func:`fit_dog`: the share of the filter's variance an
     isotropic DoG explains, times how strongly the fitted surround opposes the centre
     (0 for a plain blob, 1 for a balanced, zero-mean DoG). Oriented filters (Gabors, edges)
-    score lower because no isotropic DoG explains them. A constant filter scores 0.
+    score lower because no isotropic DoG explains them.
+
+    Parameters
+    ----------
+    filter_2d : array_like of shape (h, w)
+        One grey filter, at least 3×3.
+
+    Returns
+    -------
+    float
+        The score in [0, 1]; 0 for a constant filter.
     """
     fit = fit_dog(filter_2d)
     if not math.isfinite(fit.r2):

@@ -164,7 +164,7 @@ class ClassicRule(_StepRule):
         z : torch.Tensor of shape (batch, n_atoms)
             The previous iterate.
         k : int
-            Layer index, 1-based among the steps after the first.
+            Layer index (0-based, at least 1; uses ``S[k - 1]``).
         B : torch.Tensor of shape (batch, n_atoms)
             ``W_e y`` from :meth:`first`.
 

@@ -15,7 +15,18 @@ from ._validation import as_tensor
 
 
 def normalize_columns_(W: torch.Tensor) -> torch.Tensor:
-    """Rescale every column of ``W`` to unit Euclidean norm, in place."""
+    """Rescale every column of ``W`` to unit Euclidean norm, in place.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary, modified in place (zero columns stay zero).
+
+    Returns
+    -------
+    torch.Tensor of shape (n_features, n_atoms)
+        ``W`` itself.
+    """
     return W.div_(W.norm(dim=0, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny))
 
 
@@ -51,9 +62,23 @@ def initial_atoms(init: Any, n_features: int, n_atoms: int, seed: int
 
 
 def atoms_from_data(Y: torch.Tensor, n_atoms: int, seed: int) -> torch.Tensor:
-    """``n_atoms`` unit-norm atoms ``(n_features, n_atoms)`` from samples of ``Y``
-    ``(n, n_features)`` drawn by ``seed`` (with replacement once all are used), each nudged by
-    a little noise so that repeated samples give distinct atoms."""
+    """``n_atoms`` unit-norm atoms from samples of ``Y`` drawn by ``seed`` (with replacement once
+    all are used), each nudged by a little noise so that repeated samples give distinct atoms.
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (n, n_features)
+        Samples.
+    n_atoms : int
+        Number of atoms to draw.
+    seed : int
+        Seed of the draw and of the noise.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_features, n_atoms)
+        On ``Y``'s device and in its dtype.
+    """
     gen = torch.Generator().manual_seed(seed)
     n = Y.shape[0]
     pick = torch.randperm(n, generator=gen)[:n_atoms]
@@ -66,9 +91,23 @@ def atoms_from_data(Y: torch.Tensor, n_atoms: int, seed: int) -> torch.Tensor:
 
 
 def forgetting_factor(step: int, rho: float = 8.0) -> float:
-    """Weight on past statistics at mini-batch ``step`` (1-based): ``β = (1 − 1/t)^ρ``
+    """Weight on past statistics at mini-batch ``step``: ``β = (1 − 1/t)^ρ``.
+
     (Mairal et al. 2010, §3.4.2). ``ρ > 0`` forgets the statistics gathered with early, poor
-    dictionaries faster; ρ = 8 recovered planted dictionaries reliably in our tests."""
+    dictionaries faster; ρ = 8 recovered planted dictionaries reliably in our tests.
+
+    Parameters
+    ----------
+    step : int
+        Mini-batch index ``t``, 1-based.
+    rho : float, default=8.0
+        Exponent ``ρ``.
+
+    Returns
+    -------
+    float
+        ``β``; 0 at the first step.
+    """
     return (1.0 - 1.0 / step) ** rho if step > 1 else 0.0
 
 
@@ -80,7 +119,23 @@ def accumulate_statistics_(
     step: int,
     rho: float = 8.0,
 ) -> None:
-    """``A ← βA + ZᵀZ/n``, ``B ← βB + YᵀZ/n`` in place; β from :func:`forgetting_factor`."""
+    """``A ← βA + ZᵀZ/n``, ``B ← βB + YᵀZ/n`` in place; β from :func:`forgetting_factor`.
+
+    Parameters
+    ----------
+    A : torch.Tensor of shape (n_atoms, n_atoms)
+        Statistic ``Σ z zᵀ``, updated in place.
+    B : torch.Tensor of shape (n_features, n_atoms)
+        Statistic ``Σ y zᵀ``, updated in place.
+    Y : torch.Tensor of shape (n, n_features)
+        The batch of signals.
+    Z : torch.Tensor of shape (n, n_atoms)
+        Their codes.
+    step : int
+        Mini-batch index, 1-based.
+    rho : float, default=8.0
+        Exponent of the forgetting factor.
+    """
     accumulate_sums_(A, B, Z.T @ Z, Y.T @ Z, Y.shape[0], step, rho)
 
 
@@ -93,9 +148,26 @@ def accumulate_sums_(
     step: int,
     rho: float = 8.0,
 ) -> None:
-    """:func:`accumulate_statistics_` from a batch's sums ``ZZ = Σzzᵀ`` ``(n_atoms, n_atoms)``
-    and ``YZ = Σyzᵀ`` ``(n_features, n_atoms)`` over ``n`` samples (e.g. summed over the
-    processes that each coded part of the batch)."""
+    """:func:`accumulate_statistics_` from a batch's sums over ``n`` samples (e.g. summed over
+    the processes that each coded part of the batch).
+
+    Parameters
+    ----------
+    A : torch.Tensor of shape (n_atoms, n_atoms)
+        Statistic ``Σ z zᵀ``, updated in place.
+    B : torch.Tensor of shape (n_features, n_atoms)
+        Statistic ``Σ y zᵀ``, updated in place.
+    ZZ : torch.Tensor of shape (n_atoms, n_atoms)
+        ``Σ z zᵀ`` over the batch.
+    YZ : torch.Tensor of shape (n_features, n_atoms)
+        ``Σ y zᵀ`` over the batch.
+    n : int
+        Number of samples in the batch.
+    step : int
+        Mini-batch index, 1-based.
+    rho : float, default=8.0
+        Exponent of the forgetting factor.
+    """
     beta = forgetting_factor(step, rho)
     A.mul_(beta).add_(ZZ, alpha=1.0 / n)
     B.mul_(beta).add_(YZ, alpha=1.0 / n)
@@ -108,6 +180,17 @@ def block_coordinate_update_(
 
     Column ``j``: ``u = w_j + (b_j − W a_j) / A_jj``, ``w_j = u / ‖u‖``. Unused atoms
     (``A_jj == 0``) are left alone here; :func:`reinitialize_atoms_` deals with them.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary, updated in place.
+    A : torch.Tensor of shape (n_atoms, n_atoms)
+        Statistic ``Σ z zᵀ``.
+    B : torch.Tensor of shape (n_features, n_atoms)
+        Statistic ``Σ y zᵀ``.
+    n_passes : int, default=1
+        Number of sweeps over the columns.
     """
     n_atoms = W.shape[1]
     tiny = torch.finfo(W.dtype).tiny
@@ -124,17 +207,55 @@ def block_coordinate_update_(
 
 
 def sgd_update_(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, lr: float) -> None:
-    """Projected SGD: ``W ← W − lr·(WZᵀ − Yᵀ)Z / n``, then unit-norm columns."""
+    """Projected SGD: ``W ← W − lr·(WZᵀ − Yᵀ)Z / n``, then unit-norm columns.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary, updated in place.
+    Y : torch.Tensor of shape (n, n_features)
+        The batch of signals.
+    Z : torch.Tensor of shape (n, n_atoms)
+        Their codes.
+    lr : float
+        Learning rate.
+    """
     sgd_step_(W, sgd_gradient_sum(W, Y, Z), Y.shape[0], lr)
 
 
 def sgd_gradient_sum(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-    """``Σ (Wz − y) zᵀ`` over the batch, ``(n_features, n_atoms)``."""
+    """``Σ (Wz − y) zᵀ`` over the batch.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    Y : torch.Tensor of shape (n, n_features)
+        The batch of signals.
+    Z : torch.Tensor of shape (n, n_atoms)
+        Their codes.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_features, n_atoms)
+    """
     return (Z @ W.T - Y).T @ Z
 
 
 def sgd_step_(W: torch.Tensor, grad_sum: torch.Tensor, n: int, lr: float) -> None:
-    """:func:`sgd_update_` from the gradient summed over ``n`` samples."""
+    """:func:`sgd_update_` from the gradient summed over ``n`` samples.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary, updated in place.
+    grad_sum : torch.Tensor of shape (n_features, n_atoms)
+        Gradient summed over the batch (:func:`sgd_gradient_sum`).
+    n : int
+        Number of samples the gradient was summed over.
+    lr : float
+        Learning rate.
+    """
     W.sub_(grad_sum, alpha=lr / n)
     normalize_columns_(W)
 
@@ -150,8 +271,28 @@ def reinitialize_atoms_(
     """Replace the atoms flagged in ``dead`` by the worst-reconstructed residuals of the batch.
 
     Each dead atom becomes one of the largest residuals ``y − Wz`` (unit-normalised), in order
-    of decreasing residual norm; its rows and columns of the statistics are cleared. Returns how
-    many atoms were replaced.
+    of decreasing residual norm; its rows and columns of the statistics are cleared. At most
+    ``n`` atoms are replaced.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary, updated in place.
+    A : torch.Tensor of shape (n_atoms, n_atoms)
+        Statistic ``Σ z zᵀ``, updated in place.
+    B : torch.Tensor of shape (n_features, n_atoms)
+        Statistic ``Σ y zᵀ``, updated in place.
+    dead : torch.Tensor of shape (n_atoms,)
+        Boolean mask of the atoms to replace.
+    Y : torch.Tensor of shape (n, n_features)
+        The batch of signals.
+    Z : torch.Tensor of shape (n, n_atoms)
+        Their codes under the current ``W``.
+
+    Returns
+    -------
+    int
+        How many atoms were replaced.
     """
     dead_idx = torch.nonzero(dead).flatten()
     n_dead = min(int(dead_idx.numel()), Y.shape[0])

@@ -14,11 +14,31 @@ from .regularizers import Regularizer, get_regularizer
 def energy_and_gap(
     op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Primal energy ``P(z)`` and duality gap ``P(z) − D(θ) ≥ P(z) − P*``, both ``(batch,)``.
+    """Primal energy ``P(z)`` and duality gap ``P(z) − D(θ) ≥ P(z) − P*``, per sample.
 
     With ``r = y − Az``, ``c = Aᵀr`` and the dual point ``θ = r / max(λ, R°(c))``:
     ``gap = ½(1−u)²‖r‖² + λR(z) − u⟨z, c⟩`` where ``u = λ / max(λ, R°(c))``. This form avoids the
     cancellation of subtracting two nearly equal energies, so float32 certifies small gaps.
+
+    Parameters
+    ----------
+    op : LinearOperator
+        The decoder ``A``.
+    Y : torch.Tensor of shape (batch, *signal_dims)
+        Signals.
+    z : torch.Tensor of shape (batch, *code_dims)
+        Codes.
+    lam : float
+        Penalty weight ``λ``.
+    reg : Regularizer
+        The penalty ``R``.
+
+    Returns
+    -------
+    energy : torch.Tensor of shape (batch,)
+        ``P(z) = ½‖y − Az‖² + λR(z)``.
+    gap : torch.Tensor of shape (batch,)
+        The duality gap, clamped at 0.
     """
     r = Y - op.decode(z)
     return energy_and_gap_from(batch_dot(r, r), op.adjoint(r), z, lam, reg)
@@ -27,8 +47,29 @@ def energy_and_gap(
 def energy_and_gap_from(
     rr: torch.Tensor, c: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`energy_and_gap` from ``‖r‖²`` ``(batch,)`` and ``c = Aᵀr`` (codes' shape), for
-    callers that hold them already (a solver that keeps ``AᵀAz`` has ``Aᵀr = Aᵀy − AᵀAz``)."""
+    """:func:`energy_and_gap` from ``‖r‖²`` and ``c = Aᵀr``, for callers that hold them already
+    (a solver that keeps ``AᵀAz`` has ``Aᵀr = Aᵀy − AᵀAz``).
+
+    Parameters
+    ----------
+    rr : torch.Tensor of shape (batch,)
+        Squared residual norms ``‖y − Az‖²``.
+    c : torch.Tensor of shape (batch, *code_dims)
+        ``Aᵀr``.
+    z : torch.Tensor of shape (batch, *code_dims)
+        Codes.
+    lam : float
+        Penalty weight ``λ``.
+    reg : Regularizer
+        The penalty ``R``.
+
+    Returns
+    -------
+    energy : torch.Tensor of shape (batch,)
+        ``P(z)``.
+    gap : torch.Tensor of shape (batch,)
+        The duality gap, clamped at 0.
+    """
     reg_value = reg.value(z)
     primal = 0.5 * rr + lam * reg_value
     scale = torch.clamp(reg.dual_norm(c), min=lam)
@@ -38,11 +79,27 @@ def energy_and_gap_from(
 
 
 def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> Any:
-    """Per-sample ``½‖y − Wz‖² + λ‖z‖₁``, shape ``(batch,)``.
+    """Per-sample ``½‖y − Wz‖² + λ‖z‖₁``.
 
-    ``Y`` is ``(batch, n_features)`` (or images for a convolutional operator), ``W`` an array,
-    tensor or operator, ``Z`` the codes. With ``nonneg=True`` the penalty is ``λ Σ z`` and
-    negative entries make the energy infinite.
+    With ``nonneg=True`` the penalty is ``λ Σ z`` and negative entries make the energy infinite.
+
+    Parameters
+    ----------
+    Y : array-like or torch.Tensor of shape (batch, n_features)
+        Signals (or images ``(batch, channels, H, W)`` for a convolutional operator).
+    W : array-like, torch.Tensor of shape (n_features, n_atoms), or LinearOperator
+        The dictionary.
+    Z : array-like or torch.Tensor of shape (batch, *code_dims)
+        Codes, ``(batch, n_atoms)`` for a dense dictionary.
+    lam : float
+        Penalty weight ``λ``.
+    nonneg : bool, default=False
+        Use the non-negative Lasso penalty.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor of shape (batch,)
+        The energies; a NumPy array when ``Y`` is not a tensor.
     """
     problem = prepare(Y, W, lam)
     Z_t = prepare_code(Z, "Z", problem)
@@ -56,10 +113,28 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
 
 
 def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> Any:
-    """Per-sample Lasso duality gap, an upper bound on ``E(z) − min E``; shape ``(batch,)``.
+    """Per-sample Lasso duality gap, an upper bound on ``E(z) − min E``.
 
-    Dual point ``θ = r / max(λ, ‖Wᵀr‖_∞)`` with ``r = y − Wz``;
-    ``gap = P(z) − (½‖y‖² − ½‖y − λθ‖²)``.
+    Dual point ``θ = r / max(λ, ‖Wᵀr‖_∞)`` with ``r = y − Wz`` (the non-negative dual norm
+    ``max(max Wᵀr, 0)`` when ``nonneg``); ``gap = P(z) − (½‖y‖² − ½‖y − λθ‖²)``.
+
+    Parameters
+    ----------
+    Y : array-like or torch.Tensor of shape (batch, n_features)
+        Signals (or images ``(batch, channels, H, W)`` for a convolutional operator).
+    W : array-like, torch.Tensor of shape (n_features, n_atoms), or LinearOperator
+        The dictionary.
+    Z : array-like or torch.Tensor of shape (batch, *code_dims)
+        Codes, ``(batch, n_atoms)`` for a dense dictionary.
+    lam : float
+        Penalty weight ``λ``.
+    nonneg : bool, default=False
+        Use the non-negative Lasso penalty; ``Z`` must then have no negative entry.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor of shape (batch,)
+        The gaps; a NumPy array when ``Y`` is not a tensor.
     """
     problem = prepare(Y, W, lam)
     Z_t = prepare_code(Z, "Z", problem)

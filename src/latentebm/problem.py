@@ -23,7 +23,20 @@ class Problem:
 
 
 def as_operator(W: Any, *, like: torch.Tensor | None = None) -> LinearOperator:
-    """An operator from an operator, a tensor or an array (NumPy ``W`` follows ``like``)."""
+    """An operator from an operator, a tensor or an array (NumPy ``W`` follows ``like``).
+
+    Parameters
+    ----------
+    W : LinearOperator, torch.Tensor or array-like of shape (n_features, n_atoms)
+        An operator (returned as is), or a dense dictionary.
+    like : torch.Tensor, optional
+        Tensor whose device and dtype a NumPy ``W`` is converted to.
+
+    Returns
+    -------
+    LinearOperator
+        ``W`` itself, or a :class:`~latentebm.operators.DenseDictionary` around it.
+    """
     if isinstance(W, LinearOperator):
         return W
     if isinstance(W, torch.Tensor):
@@ -39,6 +52,23 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
 
     NumPy ``Y`` with a tensor or operator ``W`` is moved to ``W``'s device and dtype; a tensor
     ``Y`` must already match them (no silent transfers between devices or precisions).
+
+    Parameters
+    ----------
+    Y : array-like or torch.Tensor of shape (batch, *signal_dims)
+        Signals: ``(batch, n_features)`` or images ``(batch, channels, H, W)``.
+    W : LinearOperator, torch.Tensor or array-like of shape (n_features, n_atoms)
+        The decoder.
+    lam : float
+        Penalty weight, checked to be a non-negative finite number.
+    signal_ndim : int or tuple of int, default=(2, 4)
+        Allowed ranks of ``Y`` (batch dimension included).
+
+    Returns
+    -------
+    Problem
+        ``Y`` and the operator on one device and dtype, ``lam`` as a float, and whether ``Y``
+        was not a tensor (results then go back as NumPy arrays).
     """
     lam = check_lam(lam)
     numpy_out = not isinstance(Y, torch.Tensor)
@@ -57,7 +87,23 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
 
 
 def prepare_code(Z: Any, name: str, problem: Problem) -> torch.Tensor:
-    """Validate a code (``z0`` or ``Z``) against the problem's shapes, device and dtype."""
+    """Validate a code (``z0`` or ``Z``) against the problem's shapes, device and dtype.
+
+    A tensor must already be on the problem's device and dtype; an array is converted.
+
+    Parameters
+    ----------
+    Z : array-like or torch.Tensor of shape (batch, *code_dims)
+        The code.
+    name : str
+        Name of the argument, used in error messages.
+    problem : Problem
+        The problem from :func:`prepare`.
+
+    Returns
+    -------
+    torch.Tensor of shape (batch, *code_dims)
+    """
     expected = (problem.Y.shape[0], *problem.op.code_shape(tuple(problem.Y.shape[1:])))
     if isinstance(Z, torch.Tensor):
         Z_t = as_tensor(Z, name)
@@ -70,7 +116,20 @@ def prepare_code(Z: Any, name: str, problem: Problem) -> torch.Tensor:
 
 
 def to_output(t: Any, numpy_out: bool) -> Any:
-    """``t`` as a NumPy array when ``numpy_out`` and ``t`` is a tensor, else unchanged."""
+    """``t`` as a NumPy array when ``numpy_out`` and ``t`` is a tensor, else unchanged.
+
+    Parameters
+    ----------
+    t : Any
+        A result (tensors of any shape, or anything else).
+    numpy_out : bool
+        Whether the caller passed NumPy input.
+
+    Returns
+    -------
+    numpy.ndarray or Any
+        ``t`` detached and copied to the CPU as an array, or ``t`` itself.
+    """
     if numpy_out and isinstance(t, torch.Tensor):
         return t.detach().cpu().numpy()
     return t

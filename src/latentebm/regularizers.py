@@ -20,6 +20,18 @@ def soft_threshold(v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
     device synchronisation) and not being learned goes through the fused ``softshrink`` kernel,
     one pass over ``v`` with the same arithmetic; per-sample, learned or accelerator-held
     thresholds through ``clamp`` with tensor bounds (several times slower on CPU).
+
+    Parameters
+    ----------
+    v : torch.Tensor of shape (batch, *code_dims)
+        Values to shrink.
+    tau : float or torch.Tensor
+        Threshold: a number, a 0-dim tensor, or a tensor broadcastable against ``v``.
+
+    Returns
+    -------
+    torch.Tensor of the same shape as ``v``
+        The soft-thresholded values.
     """
     if isinstance(tau, torch.Tensor):
         if (tau.dim() == 0 and tau.device.type == "cpu" and not tau.requires_grad
@@ -45,13 +57,49 @@ class Regularizer(abc.ABC):
     nonneg: bool = False
 
     @abc.abstractmethod
-    def value(self, z: torch.Tensor) -> torch.Tensor: ...
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        """``R(z)`` for each sample.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, *code_dims)
+            Codes.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+            The penalty of each sample (``+inf`` outside the domain).
+        """
 
     @abc.abstractmethod
-    def prox(self, v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor: ...
+    def prox(self, v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+        """The proximal operator ``argmin_z ½‖z − v‖² + tau·R(z)``.
+
+        Parameters
+        ----------
+        v : torch.Tensor of shape (batch, *code_dims)
+            Point to evaluate the proximal operator at.
+        tau : float or torch.Tensor
+            Step: a number, a 0-dim tensor, or a tensor broadcastable against ``v``.
+
+        Returns
+        -------
+        torch.Tensor of the same shape as ``v``
+        """
 
     @abc.abstractmethod
-    def dual_norm(self, c: torch.Tensor) -> torch.Tensor: ...
+    def dual_norm(self, c: torch.Tensor) -> torch.Tensor:
+        """The dual norm ``R°(c)`` used by the gap certificate.
+
+        Parameters
+        ----------
+        c : torch.Tensor of shape (batch, *code_dims)
+            Code-shaped tensor, typically ``Aᵀr``.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -64,12 +112,47 @@ class L1(Regularizer):
     is_l1 = True
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
+        """``‖z‖₁`` of each sample.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, *code_dims)
+            Codes.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         return z.abs().flatten(1).sum(1)
 
     def prox(self, v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+        """Soft thresholding at ``tau``.
+
+        Parameters
+        ----------
+        v : torch.Tensor of shape (batch, *code_dims)
+            Point to evaluate the proximal operator at.
+        tau : float or torch.Tensor
+            Threshold: a number, a 0-dim tensor, or a tensor broadcastable against ``v``.
+
+        Returns
+        -------
+        torch.Tensor of the same shape as ``v``
+        """
         return soft_threshold(v, tau)
 
     def dual_norm(self, c: torch.Tensor) -> torch.Tensor:
+        """``‖c‖∞`` of each sample.
+
+        Parameters
+        ----------
+        c : torch.Tensor of shape (batch, *code_dims)
+            Code-shaped tensor.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         return c.abs().flatten(1).amax(1)
 
 
@@ -81,12 +164,47 @@ class NonNegL1(Regularizer):
     nonneg = True
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
+        """``Σ z`` of each sample (the domain ``z ≥ 0`` is not checked).
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, *code_dims)
+            Codes.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         return z.flatten(1).sum(1)
 
     def prox(self, v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+        """One-sided soft thresholding ``max(v − tau, 0)``.
+
+        Parameters
+        ----------
+        v : torch.Tensor of shape (batch, *code_dims)
+            Point to evaluate the proximal operator at.
+        tau : float or torch.Tensor
+            Threshold: a number, a 0-dim tensor, or a tensor broadcastable against ``v``.
+
+        Returns
+        -------
+        torch.Tensor of the same shape as ``v``
+        """
         return torch.clamp(v - tau, min=0)
 
     def dual_norm(self, c: torch.Tensor) -> torch.Tensor:
+        """``max(max c, 0)`` of each sample.
+
+        Parameters
+        ----------
+        c : torch.Tensor of shape (batch, *code_dims)
+            Code-shaped tensor.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         return c.flatten(1).amax(1).clamp_min(0)
 
 
@@ -115,15 +233,50 @@ class UnitBall(Regularizer):
         return z.flatten(z.dim() - self.atom_ndim).norm(dim=-1)
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
+        """0 where every atom of a sample lies in its unit ball, ``+inf`` otherwise.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, ..., *atom_dims)
+            Atoms, batch-first; the last ``atom_ndim`` dimensions make up one atom.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         outside = (self._norms(z) > 1 + 8 * torch.finfo(z.dtype).eps).flatten(1).any(1)
         zero = z.new_zeros(z.shape[0])
         return torch.where(outside, torch.full_like(zero, float("inf")), zero)
 
     def prox(self, v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+        """Project each atom onto the unit ball (``tau`` is ignored).
+
+        Parameters
+        ----------
+        v : torch.Tensor of shape (..., *atom_dims)
+            Atoms; the last ``atom_ndim`` dimensions make up one atom.
+        tau : float or torch.Tensor
+            Unused.
+
+        Returns
+        -------
+        torch.Tensor of the same shape as ``v``
+        """
         scale = self._norms(v).clamp_min(1.0)
         return v / scale.reshape(*scale.shape, *([1] * self.atom_ndim))
 
     def dual_norm(self, c: torch.Tensor) -> torch.Tensor:
+        """The support function ``Σ_i ‖c_i‖₂`` of each sample.
+
+        Parameters
+        ----------
+        c : torch.Tensor of shape (batch, ..., *atom_dims)
+            Atom-shaped tensor, batch-first.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         return self._norms(c).flatten(1).sum(1)
 
     def __repr__(self) -> str:

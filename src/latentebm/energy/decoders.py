@@ -39,9 +39,13 @@ class SquaredError:
 class LinearInZDecoder(nn.Module, abc.ABC):
     """``Dec(h, z) = b(h) + A z``: an offset from the predictor's output plus a linear operator.
 
-    ``offset``: ``"identity"`` (``b(h) = h``; ``h`` has the shape of ``y``), ``None`` (``b = 0``:
-    the unconditional case) or an ``nn.Module`` mapping ``h`` to the shape of ``y``. With no
-    predictor (``h = None``) the offset is zero whatever ``offset`` says.
+    With no predictor (``h = None``) the offset is zero whatever ``offset`` says.
+
+    Parameters
+    ----------
+    offset : "identity", None or nn.Module, default="identity"
+        ``"identity"``: ``b(h) = h`` (``h`` has the shape of ``y``); ``None``: ``b = 0`` (the
+        unconditional case); an ``nn.Module`` mapping ``h`` to the shape of ``y``.
     """
 
     def __init__(self, offset: Any = "identity") -> None:
@@ -61,14 +65,34 @@ class LinearInZDecoder(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def make_operator(self, atoms: torch.Tensor) -> LinearOperator:
-        """The library operator over the given atoms tensor (used as is, not copied)."""
+        """The library operator over the given atoms tensor (used as is, not copied).
+
+        Parameters
+        ----------
+        atoms : torch.Tensor
+            Atoms in the layout of :meth:`atoms` (``W`` or kernels).
+
+        Returns
+        -------
+        LinearOperator
+        """
 
     def operator(self) -> LinearOperator:
         """``A`` as a detached :class:`LinearOperator` snapshot (for the solvers)."""
         return self.make_operator(self.atoms().detach())
 
     def offset(self, h: torch.Tensor | None) -> torch.Tensor | None:
-        """``b(h)``, or ``None`` where it is zero."""
+        """``b(h)``, or ``None`` where it is zero.
+
+        Parameters
+        ----------
+        h : torch.Tensor of shape (batch, ...) or None
+            The predictor's output.
+
+        Returns
+        -------
+        torch.Tensor of the shape of ``y``, or None
+        """
         if h is None or self.offset_kind == "none":
             return None
         if self.offset_net is not None:
@@ -76,12 +100,35 @@ class LinearInZDecoder(nn.Module, abc.ABC):
         return h
 
     def forward(self, h: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
+        """``ŷ = b(h) + A z`` (differentiable in the atoms and the offset module).
+
+        Parameters
+        ----------
+        h : torch.Tensor of shape (batch, ...) or None
+            The predictor's output.
+        z : torch.Tensor of shape (batch, *code_dims)
+            Latent codes.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, *signal_dims)
+        """
         y_hat = self.make_operator(self.atoms()).decode(z)
         b = self.offset(h)
         return y_hat if b is None else y_hat + b
 
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Shape of one latent for one signal of ``signal_shape`` (batch excluded)."""
+        """Shape of one latent for one signal of ``signal_shape`` (batch excluded).
+
+        Parameters
+        ----------
+        signal_shape : tuple of int
+            Shape of one ``y``, without the batch dimension.
+
+        Returns
+        -------
+        tuple of int
+        """
         return self.operator().code_shape(tuple(signal_shape))
 
     @torch.no_grad()
@@ -95,8 +142,16 @@ class LinearInZDecoder(nn.Module, abc.ABC):
 class ConditionalLinearDecoder(LinearInZDecoder):
     """``Dec(h, z) = b(h) + W z`` with a dense ``W`` ``(n_features, n_atoms)``, unit-norm columns.
 
-    ``W``: the initial atoms (array or tensor); columns are normalised unless ``normalize=False``.
     Use :meth:`random` for Gaussian atoms.
+
+    Parameters
+    ----------
+    W : array-like or torch.Tensor of shape (n_features, n_atoms)
+        The initial atoms (copied).
+    offset : "identity", None or nn.Module, default="identity"
+        As in :class:`LinearInZDecoder`.
+    normalize : bool, default=True
+        Normalise the columns of ``W`` (which must then be non-zero).
     """
 
     def __init__(self, W: Any, *, offset: Any = "identity", normalize: bool = True) -> None:
@@ -119,7 +174,28 @@ class ConditionalLinearDecoder(LinearInZDecoder):
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> ConditionalLinearDecoder:
-        """Gaussian atoms drawn from ``seed`` (same seed, same atoms on every device)."""
+        """Gaussian atoms drawn from ``seed`` (same seed, same atoms on every device).
+
+        Parameters
+        ----------
+        n_features : int
+            Signal dimension.
+        n_atoms : int
+            Number of atoms.
+        offset : "identity", None or nn.Module, default="identity"
+            As in :class:`LinearInZDecoder`.
+        seed : int, default=0
+            Seed of the draw (made on the CPU in float64).
+        device : str, torch.device or None, default=None
+            Device of the atoms.
+        dtype : torch.dtype, default=torch.float32
+            Dtype of the atoms.
+
+        Returns
+        -------
+        ConditionalLinearDecoder
+            With unit-norm columns.
+        """
         gen = torch.Generator().manual_seed(int(seed))
         W = torch.randn(int(n_features), int(n_atoms), generator=gen, dtype=torch.float64)
         return cls(W.to(device=device, dtype=dtype), offset=offset)
@@ -132,14 +208,35 @@ class ConditionalLinearDecoder(LinearInZDecoder):
         return self.W
 
     def make_operator(self, atoms: torch.Tensor) -> DenseDictionary:
+        """A :class:`~latentebm.operators.DenseDictionary` over ``atoms`` (not copied).
+
+        Parameters
+        ----------
+        atoms : torch.Tensor of shape (n_features, n_atoms)
+            The dictionary.
+
+        Returns
+        -------
+        DenseDictionary
+        """
         return DenseDictionary(atoms)
 
 
 class ConditionalConvDecoder(LinearInZDecoder):
     """``Dec(h, z) = b(h) + Σ_i K_i * z_i`` with kernels ``(n_atoms, channels, kh, kw)``.
 
-    Signals are images ``(batch, channels, H, W)``, latents code maps; ``boundary`` as in
-    :class:`~latentebm.operators.ConvDictionary`. Kernels are normalised to unit norm.
+    Signals are images ``(batch, channels, H, W)``, latents code maps.
+
+    Parameters
+    ----------
+    kernels : array-like or torch.Tensor of shape (n_atoms, channels, kh, kw)
+        The initial kernels (copied).
+    boundary : {"full", "circular"}, default="full"
+        As in :class:`~latentebm.operators.ConvDictionary`.
+    offset : "identity", None or nn.Module, default="identity"
+        As in :class:`LinearInZDecoder`.
+    normalize : bool, default=True
+        Normalise the kernels to unit norm (they must then be non-zero).
     """
 
     def __init__(self, kernels: Any, *, boundary: str = "full", offset: Any = "identity",
@@ -162,6 +259,17 @@ class ConditionalConvDecoder(LinearInZDecoder):
         return self.kernels
 
     def make_operator(self, atoms: torch.Tensor) -> ConvDictionary:
+        """A :class:`~latentebm.operators.ConvDictionary` over ``atoms`` (not copied).
+
+        Parameters
+        ----------
+        atoms : torch.Tensor of shape (n_atoms, channels, kh, kw)
+            The kernels.
+
+        Returns
+        -------
+        ConvDictionary
+        """
         return ConvDictionary(atoms, boundary=self.boundary)
 
 

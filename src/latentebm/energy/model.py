@@ -45,7 +45,17 @@ from .decoders import LinearInZDecoder, SquaredError, decoder_for
 
 KIND = "latent_variable_ebm"
 def as_regularizer(reg: Any) -> Regularizer:
-    """A :class:`Regularizer` instance, or one named ``"l1"`` / ``"nonneg_l1"``."""
+    """A :class:`Regularizer` instance, or one named ``"l1"`` / ``"nonneg_l1"``.
+
+    Parameters
+    ----------
+    reg : Regularizer or str
+        An instance (returned as is) or a name; a bool is refused.
+
+    Returns
+    -------
+    Regularizer
+    """
     if isinstance(reg, bool):
         raise TypeError(f"regularizer must be a Regularizer or a name, got {reg!r}")
     return get_regularizer(reg)
@@ -54,14 +64,6 @@ def as_regularizer(reg: Any) -> Regularizer:
 class LatentVariableEBM(TrainingAttributes, nn.Module):
     """``E(x, y, z) = C(y, Dec(h, z)) + λR(z)`` with ``h = Pred(x)``.
 
-    predictor: ``nn.Module`` mapping ``x`` ``(batch, ...)`` to ``h``, or ``None`` (unconditional:
-    ``x`` is then ``None`` everywhere). decoder: ``nn.Module`` with ``forward(h, z) -> ŷ``
-    (``ŷ`` of the shape of ``y``; samples treated independently), e.g. a
-    :class:`~latentebm.decoders.ConditionalLinearDecoder`. regularizer: a library
-    :class:`Regularizer` (or ``"l1"``, ``"nonneg_l1"``). lam: λ ≥ 0. cost: callable
-    ``(y, ŷ) -> (batch,)``, default ``½‖y − ŷ‖²``. code_shape: the latent's shape for one sample
-    when the decoder has no ``code_shape(signal_shape)`` method.
-
     Tensors must be on the model's device and dtype (those of the decoder's parameters); NumPy
     input is converted and results come back as NumPy. The outputs of a user-supplied decoder
     and cost are checked on their first call (shape of ``y``; one value per sample).
@@ -69,6 +71,24 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
     ``forward(x, y, z)`` is the per-sample energy on validated tensors (no checks): training
     goes through it, so a ``DistributedDataParallel`` wrapper synchronises the gradients. The
     update counter, history and per-step energy trace travel in ``state_dict()``.
+
+    Parameters
+    ----------
+    predictor : nn.Module or None
+        Maps ``x`` ``(batch, ...)`` to ``h``; ``None``: unconditional (``x`` is then ``None``
+        everywhere).
+    decoder : nn.Module
+        ``forward(h, z) -> ŷ`` with ``ŷ`` of the shape of ``y`` (samples treated
+        independently), e.g. a :class:`~latentebm.decoders.ConditionalLinearDecoder`.
+    regularizer : Regularizer or str, default="l1"
+        A library :class:`Regularizer`, or ``"l1"``, ``"nonneg_l1"``.
+    lam : float, default=0.1
+        λ ≥ 0.
+    cost : callable or None, default=None
+        ``(y, ŷ) -> (batch,)``; ``None``: ``½‖y − ŷ‖²``.
+    code_shape : tuple of int or None, default=None
+        The latent's shape for one sample when the decoder has no
+        ``code_shape(signal_shape)`` method.
     """
 
     TRAINING_STATE = ("n_updates_", "history_", "energy_trace_")
@@ -147,7 +167,17 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         return torch.empty(0)
 
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Shape of one latent for one ``y`` of ``signal_shape`` (batch excluded)."""
+        """Shape of one latent for one ``y`` of ``signal_shape`` (batch excluded).
+
+        Parameters
+        ----------
+        signal_shape : tuple of int
+            Shape of one ``y``, without the batch dimension.
+
+        Returns
+        -------
+        tuple of int
+        """
         if self._code_shape is not None:
             return self._code_shape
         if callable(getattr(self.decoder, "code_shape", None)):
@@ -156,19 +186,62 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
     # ----------------------------------------------------------------- the energy
     def energy(self, x: Any, y: Any, z: Any) -> Any:
-        """Per-sample ``E(x, y, z)``, shape ``(batch,)`` (differentiable for tensor input)."""
+        """Per-sample ``E(x, y, z)`` (differentiable for tensor input).
+
+        Parameters
+        ----------
+        x : array-like, torch.Tensor of shape (batch, ...) or None
+            Inputs of the predictor (``None`` without one).
+        y : array-like or torch.Tensor of shape (batch, *signal_dims)
+            Observations.
+        z : array-like or torch.Tensor of shape (batch, *code_dims)
+            Latents.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (batch,)
+            NumPy when ``y`` is not a tensor.
+        """
         x_t, y_t, numpy_out = self._inputs(x, y)
         z_t = self._code(z, "z", y_t)
         E = self.energy_tensors(self.hidden(x_t), y_t, z_t)
         return to_output(E, numpy_out)
 
     def energy_tensors(self, h, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``E`` from already validated tensors and the predictor's output ``h``."""
+        """``E`` from already validated tensors and the predictor's output ``h``.
+
+        Parameters
+        ----------
+        h : torch.Tensor of shape (batch, ...) or None
+            The predictor's output.
+        y : torch.Tensor of shape (batch, *signal_dims)
+            Observations.
+        z : torch.Tensor of shape (batch, *code_dims)
+            Latents.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         return self._cost(y, self._decode(h, z, y.shape)) + self.lam * self.regularizer_value(z)
 
     def forward(self, x: torch.Tensor | None, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Per-sample ``E(x, y, z)`` ``(batch,)`` for validated tensors (differentiable in the
-        predictor's and decoder's parameters); no checks, no host synchronisation."""
+        """Per-sample ``E(x, y, z)`` for validated tensors (differentiable in the predictor's and
+        decoder's parameters); no checks, no host synchronisation.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, ...) or None
+            Inputs of the predictor (``None`` without one).
+        y : torch.Tensor of shape (batch, *signal_dims)
+            Observations.
+        z : torch.Tensor of shape (batch, *code_dims)
+            Latents.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         h = None if self.predictor is None else self.predictor(x)
         return self.energy_tensors(h, y, z)
 
@@ -186,7 +259,17 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         return out
 
     def regularizer_value(self, z: torch.Tensor) -> torch.Tensor:
-        """``R(z)`` per sample; +∞ where a non-negative code has a negative entry."""
+        """``R(z)`` per sample; +∞ where a non-negative code has a negative entry.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, *code_dims)
+            Latents.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         value = self.regularizer.value(z)
         if self.regularizer.nonneg:
             negative = (z < 0).flatten(1).any(1)
@@ -194,7 +277,17 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         return value
 
     def hidden(self, x_t: torch.Tensor | None) -> torch.Tensor | None:
-        """``h = Pred(x)`` for a validated ``x`` (``None`` without a predictor)."""
+        """``h = Pred(x)`` for a validated ``x`` (``None`` without a predictor).
+
+        Parameters
+        ----------
+        x_t : torch.Tensor of shape (batch, ...) or None
+            Inputs of the predictor.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, ...) or None
+        """
         if self.predictor is None:
             return None
         try:
@@ -208,8 +301,28 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         self, x: Any, y: Any, *, z0: Any = None, tol: float | None = None, max_iter: int = 1000
     ) -> SolverResult:
         """``argmin_z E(x, y, z)`` with its energy (and certified gap in the linear case; NaN
-        otherwise). tol: relative duality gap (linear case; default 1e-5 in float32, 1e-8 in
-        float64) or relative change of ``z`` (general case). z0: warm start."""
+        otherwise).
+
+        Parameters
+        ----------
+        x : array-like, torch.Tensor of shape (batch, ...) or None
+            Inputs of the predictor (``None`` without one).
+        y : array-like or torch.Tensor of shape (batch, *signal_dims)
+            Observations.
+        z0 : array-like, torch.Tensor of shape (batch, *code_dims) or None, default=None
+            Warm start; zeros by default.
+        tol : float or None, default=None
+            Relative duality gap (linear case; default 1e-5 in float32, 1e-8 in float64) or
+            relative change of ``z`` (general case).
+        max_iter : int, default=1000
+            Iteration cap.
+
+        Returns
+        -------
+        SolverResult
+            ``z`` ``(batch, *code_dims)``, ``energy`` and ``gap`` ``(batch,)`` and the other
+            fields of a :class:`SolverResult`; NumPy arrays when ``y`` is not a tensor.
+        """
         x_t, y_t, numpy_out = self._inputs(x, y)
         max_iter = check_int(max_iter, "max_iter", low=1)
         tol = self._tol(tol, y_t)
@@ -219,15 +332,56 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         return out.to_output(numpy_out)
 
     def infer(self, x: Any, y: Any, **kwargs: Any) -> Any:
-        """``z* = argmin_z E(x, y, z)``, shape ``(batch, *code_shape)``; see :meth:`solve`."""
+        """``z* = argmin_z E(x, y, z)``; see :meth:`solve`.
+
+        Parameters
+        ----------
+        x : array-like, torch.Tensor of shape (batch, ...) or None
+            Inputs of the predictor (``None`` without one).
+        y : array-like or torch.Tensor of shape (batch, *signal_dims)
+            Observations.
+        **kwargs
+            Options of :meth:`solve`.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (batch, *code_dims)
+        """
         return self.solve(x, y, **kwargs).z
 
     def free_energy(self, x: Any, y: Any, **kwargs: Any) -> Any:
-        """``F(x, y) = min_z E(x, y, z)`` per sample, shape ``(batch,)``; see :meth:`solve`."""
+        """``F(x, y) = min_z E(x, y, z)`` per sample; see :meth:`solve`.
+
+        Parameters
+        ----------
+        x : array-like, torch.Tensor of shape (batch, ...) or None
+            Inputs of the predictor (``None`` without one).
+        y : array-like or torch.Tensor of shape (batch, *signal_dims)
+            Observations.
+        **kwargs
+            Options of :meth:`solve`.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (batch,)
+        """
         return self.solve(x, y, **kwargs).energy
 
     def predict(self, x: Any, z: Any) -> Any:
-        """``Dec(Pred(x), z)``: the prediction for a chosen latent ``z`` ``(batch, ...)``."""
+        """``Dec(Pred(x), z)``: the prediction for a chosen latent ``z``.
+
+        Parameters
+        ----------
+        x : array-like, torch.Tensor of shape (batch, ...) or None
+            Inputs of the predictor (``None`` without one).
+        z : array-like or torch.Tensor of shape (batch, *code_dims)
+            Latents.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (batch, *signal_dims)
+            NumPy when ``z`` is not a tensor.
+        """
         numpy_out = not isinstance(z, torch.Tensor)
         z_t = self._tensor(z, "z")
         x_t = self._x(x, z_t.shape[0])
@@ -242,7 +396,26 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
     def solve_tensors(self, h, y: torch.Tensor, z0: torch.Tensor | None, *, tol: float,
                       max_iter: int) -> SolverResult:
-        """The tensor-level inference behind :meth:`solve` (inputs already validated)."""
+        """The tensor-level inference behind :meth:`solve` (inputs already validated).
+
+        Parameters
+        ----------
+        h : torch.Tensor of shape (batch, ...) or None
+            The predictor's output.
+        y : torch.Tensor of shape (batch, *signal_dims)
+            Observations.
+        z0 : torch.Tensor of shape (batch, *code_dims) or None
+            Warm start; zeros by default.
+        tol : float
+            Stopping tolerance (see :meth:`solve`).
+        max_iter : int
+            Iteration cap.
+
+        Returns
+        -------
+        SolverResult
+            Tensors: ``z`` ``(batch, *code_dims)``, ``energy`` and ``gap`` ``(batch,)``.
+        """
         if self.linear_in_z:
             b = self.decoder.offset(h)
             if b is not None and b.shape != y.shape:
@@ -266,7 +439,22 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
     # ----------------------------------------------------------------- learning
     def fit(self, x: Any, y: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        """Lower the free energy of the observed pairs; see :func:`latentebm.energy.fit.fit`."""
+        """Lower the free energy of the observed pairs; see :func:`latentebm.energy.fit.fit`.
+
+        Parameters
+        ----------
+        x : array-like, torch.Tensor of shape (n, ...) or None
+            Inputs of the predictor (``None`` without one).
+        y : array-like or torch.Tensor of shape (n, *signal_dims)
+            Observations.
+        **kwargs
+            Options of :func:`latentebm.energy.fit.fit`.
+
+        Returns
+        -------
+        list of dict
+            The training history, one entry per epoch.
+        """
         from .fit import fit
 
         return fit(self, x, y, **kwargs)
@@ -296,13 +484,30 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         write_checkpoint(path, kind=KIND, config=self.describe(), state_dict=self.state_dict())
 
     def load_state_(self, path: str | os.PathLike) -> LatentVariableEBM:
-        """Load what :meth:`save` (or a training checkpoint) wrote, in place."""
+        """Load what :meth:`save` (or a training checkpoint) wrote, in place.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The checkpoint file.
+
+        Returns
+        -------
+        LatentVariableEBM
+            ``self``.
+        """
         self.load_checkpoint_(read_checkpoint(path, kind=KIND))
         return self
 
     def load_checkpoint_(self, ckpt: Checkpoint) -> None:
         """Copy a checkpoint's state into this model; a model built another way, or a missing
-        or reshaped tensor, is a clear ``ValueError``."""
+        or reshaped tensor, is a clear ``ValueError``.
+
+        Parameters
+        ----------
+        ckpt : Checkpoint
+            A checkpoint read by :func:`~latentebm.training.checkpoint.read_checkpoint`.
+        """
         mine = self.describe()
         diffs = [f"{k}: checkpoint has {ckpt.config.get(k)!r}, model has {v!r}"
                  for k, v in mine.items() if ckpt.config.get(k) != v]

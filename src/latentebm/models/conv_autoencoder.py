@@ -66,6 +66,15 @@ class PredictionAugmented(LinearOperator):
 
     ``½‖y − Dz‖² + (β/2)‖z − e‖² = ½‖[y; √β e] − [D; √β I] z‖²``. Signals are the flattened
     pair ``(batch, C·H·W + n_atoms·H'·W')`` built by :meth:`signal`.
+
+    Parameters
+    ----------
+    op : ConvDictionary
+        The decoder ``D``.
+    image_shape : tuple of int
+        ``(C, H, W)``, the shape of one image.
+    beta : float
+        β ≥ 0, the weight of the prediction term.
     """
 
     def __init__(self, op: ConvDictionary, image_shape: tuple[int, int, int], beta: float):
@@ -86,32 +95,120 @@ class PredictionAugmented(LinearOperator):
         return self.op.n_atoms
 
     def signal(self, Y: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
-        """``[y; √β e]`` for images ``Y`` and predicted codes ``E``, ``(batch, n)``."""
+        """``[y; √β e]`` for images ``Y`` and predicted codes ``E``.
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, C, H, W)
+            Images.
+        E : torch.Tensor of shape (batch, n_atoms, H', W')
+            Predicted code maps.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, C·H·W + n_atoms·H'·W')
+        """
         return torch.cat([Y.flatten(1), self.root * E.flatten(1)], 1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``[Dz; √β z]``, flattened.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, n_atoms, H', W')
+            Code maps.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, C·H·W + n_atoms·H'·W')
+        """
         return torch.cat([self.op.decode(z).flatten(1), self.root * z.flatten(1)], 1)
 
     def adjoint(self, r: torch.Tensor) -> torch.Tensor:
+        """``Dᵀr_image + √β r_code``.
+
+        Parameters
+        ----------
+        r : torch.Tensor of shape (batch, C·H·W + n_atoms·H'·W')
+            A stacked signal-shaped tensor.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms, H', W')
+        """
         image = r[:, : self.n_image].reshape(-1, *self.image_shape)
         code = r[:, self.n_image :].reshape(-1, *self.codes)
         return self.op.adjoint(image) + self.root * code
 
     def gram(self, z: torch.Tensor) -> torch.Tensor:
+        """``DᵀD z + β z``.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, n_atoms, H', W')
+            Code maps.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms, H', W')
+        """
         return self.op.gram(z) + self.beta * z
 
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The code shape of the fixed image shape (``signal_shape`` is ignored).
+
+        Parameters
+        ----------
+        signal_shape : tuple of int
+            Unused.
+
+        Returns
+        -------
+        tuple of int
+            ``(n_atoms, H', W')``.
+        """
         return self.codes
 
     def check_signal(self, y: torch.Tensor, name: str = "Y") -> None:
+        """Raise ``ValueError`` unless ``y`` is a batch of stacked signals.
+
+        Parameters
+        ----------
+        y : torch.Tensor of shape (batch, C·H·W + n_atoms·H'·W')
+            Signals to check.
+        name : str, default="Y"
+            Name of the argument, used in the error message.
+        """
         expected = self.n_image + math.prod(self.codes)
         if y.dim() != 2 or y.shape[1] != expected:
             raise ValueError(f"{name} must have shape (batch, {expected}), got {tuple(y.shape)}")
 
     def check_code(self, z: torch.Tensor, name: str = "Z") -> None:
+        """Raise ``ValueError`` unless ``z`` is a batch of the decoder's code maps.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, n_atoms, H', W')
+            Codes to check.
+        name : str, default="Z"
+            Name of the argument, used in the error message.
+        """
         self.op.check_code(z, name)
 
     def lipschitz(self, signal_shape: tuple[int, ...], n_iter: int = 100) -> torch.Tensor:
+        """``λ_max(DᵀD) + β`` for the fixed image shape.
+
+        Parameters
+        ----------
+        signal_shape : tuple of int
+            Unused (the image shape given at construction is used).
+        n_iter : int, default=100
+            Unused.
+
+        Returns
+        -------
+        torch.Tensor of shape ()
+        """
         return self.op.lipschitz(self.image_shape) + self.beta
 
     def normalize_(self) -> PredictionAugmented:
@@ -123,10 +220,30 @@ class PredictionAugmented(LinearOperator):
 class ConvSparseAutoencoder(LatentModel):
     """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
 
-    ``n_filters`` code maps, kernels ``(channels, kernel_size, kernel_size)`` in both halves.
-    ``lam``: λ of the L1 term (pixel sums; the lecture's λ is 2λ). ``mode``: ``"psd"`` or
-    ``"sparse-ae"``; ``beta``: weight of the prediction term in ``"psd"``. ``boundary``:
-    ``"full"`` (code maps larger than the image by ``k − 1``) or ``"circular"``.
+    Parameters
+    ----------
+    n_filters : int
+        Number of code maps (kernels in each half).
+    kernel_size : int
+        Kernels are ``(channels, kernel_size, kernel_size)`` in both halves.
+    channels : int, default=1
+        Image channels.
+    lam : float, default=0.1
+        λ of the L1 term (pixel sums; the lecture's λ is 2λ).
+    mode : {"psd", "sparse-ae"}, default="psd"
+        Training mode (see the module docstring).
+    nonlinearity : {"tanh", "shrink"}, default="tanh"
+        The encoder's non-linearity.
+    beta : float, default=1.0
+        Weight of the prediction term in ``"psd"``.
+    boundary : {"full", "circular"}, default="full"
+        ``"full"``: code maps larger than the image by ``k − 1``; ``"circular"``: same size.
+    seed : int, default=0
+        Seed of the initial weights, of the data-drawn kernels and of the epoch order.
+    device : str, torch.device or None, default=None
+        Device of the model (CPU by default).
+    dtype : torch.dtype, default=torch.float32
+        Dtype of the model.
     """
 
     KIND = "conv_sparse_autoencoder"
@@ -182,8 +299,17 @@ class ConvSparseAutoencoder(LatentModel):
         return ConvDictionary(self.decoder.detach(), boundary=self.boundary)
 
     def predict(self, Y: torch.Tensor) -> torch.Tensor:
-        """``Enc(y)``: images ``(batch, channels, H, W)`` to code maps ``(batch, n_filters,
-        H', W')``, differentiable in the encoder's parameters."""
+        """``Enc(y)``, differentiable in the encoder's parameters.
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, channels, H, W)
+            Validated images.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_filters, H', W')
+        """
         pre = correlate(self.encoder, Y, self.boundary)
         if self.nonlinearity == "tanh":
             act = torch.tanh(pre + self.bias[None, :, None, None])
@@ -192,14 +318,41 @@ class ConvSparseAutoencoder(LatentModel):
         return self.gain[None, :, None, None] * act
 
     def decode(self, Z: torch.Tensor) -> torch.Tensor:
-        """``Σ_i D_i * z_i``, differentiable in the decoder kernels."""
+        """``Σ_i D_i * z_i``, differentiable in the decoder kernels.
+
+        Parameters
+        ----------
+        Z : torch.Tensor of shape (batch, n_filters, H', W')
+            Code maps.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, channels, H, W)
+        """
         return ConvDictionary(self.decoder, boundary=self.boundary).decode(Z)
 
     def infer(
         self, Y: torch.Tensor, *, tol: float = 1e-3, max_iter: int = 100, beta: float | None = None
     ) -> SolverResult:
         """Codes minimising the PSD energy (``beta=0``: the plain Lasso), warm-started from
-        ``Enc(y)``. Returns the solver's :class:`SolverResult`."""
+        ``Enc(y)``.
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, channels, H, W)
+            Validated images (no checks here).
+        tol : float, default=1e-3
+            Relative duality gap.
+        max_iter : int, default=100
+            Iteration cap.
+        beta : float or None, default=None
+            Weight of the prediction term; ``None`` uses the model's ``beta``.
+
+        Returns
+        -------
+        SolverResult
+            ``z`` ``(batch, n_filters, H', W')``, ``energy`` and ``gap`` ``(batch,)``.
+        """
         beta = self.beta if beta is None else check_scalar(beta, "beta", low=0.0)
         with torch.no_grad():
             pred = self.predict(Y)
@@ -214,14 +367,40 @@ class ConvSparseAutoencoder(LatentModel):
         return out
 
     def forward(self, Y: torch.Tensor) -> torch.Tensor:
-        """``Enc(Y)`` of validated images (see :meth:`predict`)."""
+        """``Enc(Y)`` of validated images (see :meth:`predict`).
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, channels, H, W)
+            Images.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_filters, H', W')
+        """
         return self.predict(Y)
 
     def encode(self, Y: Any, *, method: str = "encoder", tol: float = 1e-3,
                max_iter: int = 100) -> SolverResult:
-        """Code maps ``(batch, n_filters, H', W')`` of images ``Y`` as a
-        :class:`SolverResult`: ``method="encoder"`` gives ``Enc(y)``; ``"fista"`` the optimal
-        sparse codes of the decoder (plain Lasso, warm-started from ``Enc(y)``, certified)."""
+        """Code maps of images ``Y`` as a :class:`SolverResult`.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (batch, channels, H, W)
+            Images.
+        method : {"encoder", "fista"}, default="encoder"
+            ``"encoder"`` gives ``Enc(y)``; ``"fista"`` the optimal sparse codes of the decoder
+            (plain Lasso, warm-started from ``Enc(y)``, certified).
+        tol : float, default=1e-3
+            Relative duality gap (``"fista"``).
+        max_iter : int, default=100
+            Iteration cap (``"fista"``).
+
+        Returns
+        -------
+        SolverResult
+            ``z`` ``(batch, n_filters, H', W')`` (tensors, also for NumPy input).
+        """
         Y_t = self._images(Y)
         if method == "encoder":
             with torch.no_grad():
@@ -231,8 +410,22 @@ class ConvSparseAutoencoder(LatentModel):
         raise ValueError(f"method must be 'encoder' or 'fista', got {method!r}")
 
     def energy(self, Y: Any, *, tol: float = 1e-3, max_iter: int = 200) -> torch.Tensor:
-        """Per-image training energy, ``(batch,)``: in ``"psd"`` mode ``min_z E(y, z)``
-        (FISTA), in ``"sparse-ae"`` mode ``½‖y − D Enc(y)‖² + λ‖Enc(y)‖₁``."""
+        """Per-image training energy: in ``"psd"`` mode ``min_z E(y, z)`` (FISTA), in
+        ``"sparse-ae"`` mode ``½‖y − D Enc(y)‖² + λ‖Enc(y)‖₁``.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (batch, channels, H, W)
+            Images.
+        tol : float, default=1e-3
+            Relative duality gap (``"psd"``).
+        max_iter : int, default=200
+            Iteration cap (``"psd"``).
+
+        Returns
+        -------
+        torch.Tensor of shape (batch,)
+        """
         Y_t = self._images(Y)
         if self.mode == "psd":
             return self.infer(Y_t, tol=tol, max_iter=max_iter).energy
@@ -258,15 +451,44 @@ class ConvSparseAutoencoder(LatentModel):
         callback: Callable[[int, ConvSparseAutoencoder], None] | None = None,
         progress: bool = True,
     ) -> list[dict[str, float]]:
-        """Train on images ``Y`` ``(n_images, channels, H, W)`` with Adam (step ``lr``, kept
-        constant or, with ``lr_schedule="cosine"``, decayed to 0 over the ``epochs``).
+        """Train on images ``Y`` with Adam.
 
         ``"psd"``: FISTA codes to relative duality gap ``tol`` (at most ``max_iter``
         iterations) per batch. Decoder kernels start from random windows of the data at the
-        first call. Checkpoints (``checkpoint`` every ``checkpoint_every`` steps, at the end and
-        on Ctrl-C) hold the parameters and Adam's state; ``resume=True`` continues from one,
-        and the seeded epoch order makes a resumed run equal an uninterrupted one.
-        Returns the per-epoch history.
+        first call. Checkpoints hold the parameters and Adam's state, and the seeded epoch order
+        makes a resumed run equal an uninterrupted one.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (n_images, channels, H, W)
+            Training images.
+        epochs : int, default=1
+            Number of epochs.
+        batch_size : int, default=16
+            Mini-batch size (clipped to ``n_images``).
+        lr : float, default=1e-3
+            Adam step.
+        lr_schedule : {"constant", "cosine"}, default="constant"
+            Keep ``lr`` constant, or decay it to 0 over the ``epochs``.
+        tol : float, default=1e-2
+            Relative duality gap of the inference (``"psd"``).
+        max_iter : int, default=50
+            Iteration cap of the inference (``"psd"``).
+        checkpoint : str, os.PathLike or None, default=None
+            Written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
+        checkpoint_every : int, default=100
+            Steps between checkpoints.
+        resume : bool, default=False
+            Continue from ``checkpoint``.
+        callback : callable or None, default=None
+            ``callback(n_steps, model)`` after every step.
+        progress : bool, default=True
+            Show a progress bar.
+
+        Returns
+        -------
+        list of dict
+            The per-epoch history.
         """
         Y_t = self._images(Y)
         epochs = check_int(epochs, "epochs", low=1)

@@ -32,8 +32,24 @@ from ._dictionary_model import DictionaryModel
 def random_kernel_patches(
     Y: torch.Tensor, n: int, size: int, gen: torch.Generator
 ) -> torch.Tensor:
-    """``n`` random ``size × size`` windows of the images ``Y`` ``(N, C, H, W)``, mean removed
-    per channel and scaled to unit norm: ``(n, C, size, size)`` (all-flat windows become noise)."""
+    """``n`` random ``size × size`` windows of the images, mean removed per channel and scaled to
+    unit norm (all-flat windows become noise).
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (N, C, H, W)
+        Images.
+    n : int
+        Number of windows.
+    size : int
+        Side of a window.
+    gen : torch.Generator
+        CPU generator of the window positions and of the noise.
+
+    Returns
+    -------
+    torch.Tensor of shape (n, C, size, size)
+    """
     patches = random_windows(Y, n, size, gen)
     patches = patches - patches.mean(dim=(2, 3), keepdim=True)
     noise = torch.randn(patches.shape, generator=gen, dtype=torch.float64).to(patches)
@@ -155,17 +171,48 @@ class ConvDictionaryLearning(DictionaryModel):
         callback: Callable[[int, ConvDictionaryLearning, torch.Tensor], None] | None = None,
         progress: bool = True,
     ) -> list[dict[str, float]]:
-        """Learn the kernels from images ``Y`` ``(n_images, channels, H, W)``.
+        """Learn the kernels from images ``Y``.
 
         Each mini-batch: codes by FISTA to relative duality gap ``tol`` (at most ``max_iter``
-        iterations), warm-started from the batch's previous codes when ``warm_start`` (codes of
-        every image are kept: ``n_images × n_atoms × H' × W'`` numbers); then ``dict_steps``
-        projected gradient steps on the kernels and the renormalisation. With
-        ``replace_threshold``, kernels unused for an epoch, or that duplicate a more used one
-        up to a shift, are re-initialised from the residual (``None``: never). ``callback(step,
-        model, batch_energy)`` runs after every step. Checkpoints and Ctrl-C as in
-        :meth:`latentebm.SparseCoding.fit`; the epoch order comes from the seed, so a resumed
-        run equals an uninterrupted one. Returns the per-epoch history.
+        iterations), warm-started from the batch's previous codes when ``warm_start``; then
+        ``dict_steps`` projected gradient steps on the kernels and the renormalisation. The epoch
+        order comes from the seed, so a resumed run equals an uninterrupted one.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (n_images, channels, H, W)
+            Training images.
+        epochs : int, default=1
+            Number of epochs.
+        batch_size : int, default=8
+            Mini-batch size (clipped to ``n_images``).
+        tol : float, default=1e-3
+            Relative duality gap of the coding step.
+        max_iter : int, default=100
+            Iteration cap of the coding step.
+        dict_steps : int, default=10
+            Projected gradient steps on the kernels per mini-batch.
+        replace_threshold : float or None, default=0.9
+            Kernels unused for an epoch, or that duplicate a more used one up to a shift, are
+            re-initialised from the residual (``None``: never).
+        warm_start : bool, default=True
+            Keep the codes of every image (``n_images × n_atoms × H' × W'`` numbers) to warm-start
+            the next epoch's coding.
+        checkpoint : str, os.PathLike or None, default=None
+            Checkpoints and Ctrl-C as in :meth:`latentebm.SparseCoding.fit`.
+        checkpoint_every : int, default=50
+            Steps between checkpoints.
+        resume : bool, default=False
+            Continue from ``checkpoint``.
+        callback : callable or None, default=None
+            ``callback(step, model, batch_energy)`` after every step; ``batch_energy`` ``(batch,)``.
+        progress : bool, default=True
+            Show a progress bar.
+
+        Returns
+        -------
+        list of dict
+            The per-epoch history.
         """
         Y_t, _ = self.check_input(Y, "Y", ndim=4)
         self.operator().check_signal(Y_t, "Y")

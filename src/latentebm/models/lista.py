@@ -74,6 +74,21 @@ def ista_step(v: torch.Tensor, theta: torch.Tensor, reg: Regularizer, keep: int)
 
     With support selection (``keep > 0``) the ``keep`` largest entries of each sample that the
     threshold keeps bypass the shrinkage (the selection carries no gradient).
+
+    Parameters
+    ----------
+    v : torch.Tensor of shape (batch, n_atoms)
+        Pre-activation.
+    theta : torch.Tensor of shape (n_atoms,) or (1,)
+        The layer's threshold(s), broadcast against ``v``.
+    reg : Regularizer
+        The penalty whose ``prox`` is applied (L1 or non-negative L1).
+    keep : int
+        Number of entries per sample that bypass the shrinkage (0: none).
+
+    Returns
+    -------
+    torch.Tensor of shape (batch, n_atoms)
     """
     z = reg.prox(v, theta)
     if keep == 0:
@@ -102,6 +117,17 @@ class ClassicRule(_StepRule):
     """LISTA: ``v_k = α_k W_e y + S_k z_k`` (``W_e = Wᵀ/L``, ``S = I − WᵀW/L``)."""
 
     def init(self, net, W, inv_L):
+        """Create ``W_e = Wᵀ/L``, ``α = 1``, ``S = I − WᵀW/L`` and ``θ = λ/L`` on ``net``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network that receives the parameters.
+        W : torch.Tensor of shape (n_features, n_atoms)
+            The dictionary.
+        inv_L : torch.Tensor of shape ()
+            ``1/L``.
+        """
         K, count = net.n_steps, net.count
         eye = torch.eye(net.n_atoms, dtype=W.dtype, device=W.device)
         net.W_e = nn.Parameter(W.T * inv_L)
@@ -110,10 +136,42 @@ class ClassicRule(_StepRule):
         net.theta = nn.Parameter((net.lam * inv_L).expand(count(K), net.n_atoms).clone())
 
     def first(self, net, Y):
+        """``v_0 = α_0 W_e y``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        Y : torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        v : torch.Tensor of shape (batch, n_atoms)
+        B : torch.Tensor of shape (batch, n_atoms)
+            ``W_e y``, the context of the next steps.
+        """
         B = Y @ net.W_e.T
         return net.at(net.alpha, 0) * B, B
 
     def next(self, net, z, k, B):
+        """``v_k = α_k B + S_k z``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        z : torch.Tensor of shape (batch, n_atoms)
+            The previous iterate.
+        k : int
+            Layer index (0-based, at least 1; uses ``S[k - 1]``).
+        B : torch.Tensor of shape (batch, n_atoms)
+            ``W_e y`` from :meth:`first`.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
         S = net.S[0] if net.tied else net.S[k - 1]
         return net.at(net.alpha, k) * B + z @ S.T
 
@@ -122,15 +180,58 @@ class CoupledRule(_StepRule):
     """LISTA-CP: ``v_k = z_k + V_kᵀ(y − W z_k)``, computed as ``z + Vᵀy − (VᵀW) z``."""
 
     def init(self, net, W, inv_L):
+        """Create ``V_k = W/L`` and ``θ = λ/L`` on ``net``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network that receives the parameters.
+        W : torch.Tensor of shape (n_features, n_atoms)
+            The dictionary.
+        inv_L : torch.Tensor of shape ()
+            ``1/L``.
+        """
         count = net.count
         net.V = nn.Parameter((W * inv_L).expand(count(net.n_steps), -1, -1).clone())
         net.theta = nn.Parameter((net.lam * inv_L).expand(count(net.n_steps), net.n_atoms)
                                  .clone())
 
     def first(self, net, Y):
+        """``v_0 = V_0ᵀ y``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        Y : torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        v : torch.Tensor of shape (batch, n_atoms)
+        Y : torch.Tensor of shape (batch, n_features)
+            The signals, the context of the next steps.
+        """
         return Y @ net.V[0], Y
 
     def next(self, net, z, k, Y):
+        """``v_k = z + V_kᵀ(y − W z)``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        z : torch.Tensor of shape (batch, n_atoms)
+            The previous iterate.
+        k : int
+            Layer index (0-based).
+        Y : torch.Tensor of shape (batch, n_features)
+            The signals from :meth:`first`.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
         V = net.V[0] if net.tied else net.V[k]
         return z + Y @ V - z @ (V.T @ net.W).T
 
@@ -139,16 +240,60 @@ class StepSizeRule(_StepRule):
     """ALISTA-like: ``v_k = z_k − γ_k Wᵀ(W z_k − y)``; only ``γ_k`` and ``θ_k`` are learned."""
 
     def init(self, net, W, inv_L):
+        """Create ``γ = 1/L`` and a scalar ``θ = λ/L`` per layer on ``net`` and the buffer
+        ``G = WᵀW``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network that receives the parameters.
+        W : torch.Tensor of shape (n_features, n_atoms)
+            The dictionary.
+        inv_L : torch.Tensor of shape ()
+            ``1/L``.
+        """
         count = net.count
         net.gamma = nn.Parameter(inv_L.expand(count(net.n_steps)).clone())
         net.theta = nn.Parameter((net.lam * inv_L).expand(count(net.n_steps), 1).clone())
         net.register_buffer("G", W.T @ W)
 
     def first(self, net, Y):
+        """``v_0 = γ_0 Wᵀy``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        Y : torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        v : torch.Tensor of shape (batch, n_atoms)
+        b : torch.Tensor of shape (batch, n_atoms)
+            ``Wᵀy``, the context of the next steps.
+        """
         b = Y @ net.W
         return net.at(net.gamma, 0) * b, b
 
     def next(self, net, z, k, b):
+        """``v_k = z − γ_k (G z − Wᵀy)``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        z : torch.Tensor of shape (batch, n_atoms)
+            The previous iterate.
+        k : int
+            Layer index (0-based).
+        b : torch.Tensor of shape (batch, n_atoms)
+            ``Wᵀy`` from :meth:`first`.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
         return z - net.at(net.gamma, k) * (z @ net.G - b)
 
 
@@ -157,8 +302,20 @@ STEP_RULES: dict[str, _StepRule] = {"lista": ClassicRule(), "cp": CoupledRule(),
 
 
 def unroll(net: LISTA, Y: torch.Tensor) -> list[torch.Tensor]:
-    """All K iterates ``[z_1, ..., z_K]`` ``(batch, n_atoms)`` of ``net`` on signals ``Y``
-    ``(batch, n_features)`` (already validated; differentiable)."""
+    """All K iterates of ``net`` on signals ``Y`` (already validated; differentiable).
+
+    Parameters
+    ----------
+    net : LISTA
+        The network.
+    Y : torch.Tensor of shape (batch, n_features)
+        Signals.
+
+    Returns
+    -------
+    list of torch.Tensor of shape (batch, n_atoms)
+        ``[z_1, ..., z_K]``.
+    """
     rule = STEP_RULES[net.variant]
     v, context = rule.first(net, Y)
     z = ista_step(v, net.at(net.theta, 0), net.reg, net.selected(0))
@@ -250,7 +407,20 @@ class LISTA(LatentModel):
     @classmethod
     def from_config(cls, config: ModelConfig, *, device: str | torch.device | None = None
                     ) -> LISTA:
-        """A network of ``config``'s shape (weights to be loaded from a checkpoint)."""
+        """A network of ``config``'s shape (weights to be loaded from a checkpoint).
+
+        Parameters
+        ----------
+        config : LISTAConfig
+            The configuration saved in a checkpoint.
+        device : str, torch.device or None, default=None
+            Device of the network.
+
+        Returns
+        -------
+        LISTA
+            With placeholder weights (``W`` an identity-like matrix, ``L = 1``).
+        """
         args = dataclasses.asdict(config)
         dtype = {"float32": torch.float32, "float64": torch.float64}[args.pop("dtype")]
         W = torch.eye(args.pop("n_features"), args.pop("n_atoms"), dtype=dtype)
@@ -260,15 +430,48 @@ class LISTA(LatentModel):
     # ----------------------------------------------------------------- parameters
     def count(self, per_step: int) -> int:
         """How many copies of a per-step tensor: 1 when tied, else ``per_step`` (at least 1, so
-        a 1-step network keeps one unused ``S`` and every depth has the same tensor names)."""
+        a 1-step network keeps one unused ``S`` and every depth has the same tensor names).
+
+        Parameters
+        ----------
+        per_step : int
+            Number of layers that use the tensor.
+
+        Returns
+        -------
+        int
+        """
         return 1 if self.tied else max(per_step, 1)
 
     def at(self, p: torch.Tensor, k: int) -> torch.Tensor:
-        """Layer ``k``'s slice of a per-step parameter."""
+        """Layer ``k``'s slice of a per-step parameter.
+
+        Parameters
+        ----------
+        p : torch.Tensor of shape (count, ...)
+            A per-step parameter.
+        k : int
+            Layer index (0-based).
+
+        Returns
+        -------
+        torch.Tensor of shape p.shape[1:]
+        """
         return p[0] if self.tied else p[k]
 
     def selected(self, k: int) -> int:
-        """How many entries per sample bypass the threshold at layer ``k`` (0-based)."""
+        """How many entries per sample bypass the threshold at layer ``k``.
+
+        Parameters
+        ----------
+        k : int
+            Layer index (0-based).
+
+        Returns
+        -------
+        int
+            ``round(min((k + 1)·support, support_max)·n_atoms)``; 0 without support selection.
+        """
         if self.support == 0:
             return 0
         frac = min((k + 1) * self.support, self.support_max)
@@ -280,6 +483,16 @@ class LISTA(LatentModel):
         (``α = 0, S = I`` for classic LISTA, ``V = 0`` for CP, ``γ = 0`` for step-only, and
         ``θ = 0``), so training the deeper network starts from the shallower one's error.
         A tied network is copied with more steps.
+
+        Parameters
+        ----------
+        n_steps : int
+            Depth of the copy, at least the current one.
+
+        Returns
+        -------
+        LISTA
+            A new network (training counters and history are not copied).
         """
         n_steps = check_int(n_steps, "n_steps", low=self.n_steps)
         deeper = LISTA(self.W, self.lam, n_steps, variant=self.variant, tied=self.tied,
@@ -302,16 +515,47 @@ class LISTA(LatentModel):
 
     # ----------------------------------------------------------------- inference
     def forward(self, Y: torch.Tensor) -> torch.Tensor:
-        """Codes ``(batch, n_atoms)`` of validated signals ``Y`` ``(batch, n_features)``."""
+        """Codes of validated signals, with gradients and no checks.
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+            The last iterate ``z_K``.
+        """
         return unroll(self, Y)[-1]
 
     def unroll(self, Y: torch.Tensor) -> list[torch.Tensor]:
-        """All K iterates for an already validated ``Y`` (see :func:`unroll`)."""
+        """All K iterates for an already validated ``Y`` (see :func:`unroll`).
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        list of torch.Tensor of shape (batch, n_atoms)
+        """
         return unroll(self, Y)
 
     def encode(self, Y: Any) -> SolverResult:
-        """Codes of ``Y`` ``(batch, n_features)`` without gradient, as a
-        :class:`SolverResult` holding ``z`` ``(batch, n_atoms)`` (NumPy in, NumPy out)."""
+        """Codes of ``Y`` without gradient (NumPy in, NumPy out).
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        SolverResult
+            Holding ``z`` ``(batch, n_atoms)`` and ``n_iter = n_steps``.
+        """
         Y_t, numpy_out = self._check_signals(Y)
         with torch.no_grad():
             Z = self(Y_t)
@@ -322,8 +566,21 @@ class LISTA(LatentModel):
         return self.W
 
     def targets(self, Y: Any, *, tol: float | None = None, max_iter: int = 5000) -> torch.Tensor:
-        """Optimal codes ``z*`` ``(batch, n_atoms)`` of ``Y`` by the library's FISTA to a
-        relative duality gap ``tol`` (default 1e-5 in float32, 1e-10 in float64)."""
+        """Optimal codes ``z*`` of ``Y`` by the library's FISTA to a relative duality gap ``tol``.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (batch, n_features)
+            Signals.
+        tol : float or None, default=None
+            Relative duality gap; default 1e-5 in float32, 1e-10 in float64.
+        max_iter : int, default=5000
+            Iteration cap.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
         Y_t, _ = self._check_signals(Y)
         if tol is None:
             tol = 1e-10 if Y_t.dtype == torch.float64 else 1e-5
@@ -353,24 +610,56 @@ class LISTA(LatentModel):
         callback: Callable[[int, LISTA], None] | None = None,
         progress: bool = True,
     ) -> list[dict[str, float]]:
-        """Regress the optimal codes of ``Y`` ``(n_samples, n_features)`` through the K steps.
+        """Regress the optimal codes of ``Y`` through the K steps.
 
-        targets: the optimal codes ``(n_samples, n_atoms)`` if already known; otherwise computed
-        once by :meth:`targets` (to ``tol``) and cached for later calls on the same tensor.
         Adam with step ``lr``, cosine-decayed to ``lr/100`` over ``epochs``
-        (``torch.optim.lr_scheduler``); loss ``Σ‖z̄ − z*‖² / Σ‖z*‖²`` per mini-batch,
-        gradients clipped to norm ``max_grad_norm`` (``None``: no clipping); deterministic
-        epoch order from ``seed``. ``project_input``: after every update, project the input
-        weights (``W_e`` of ``"lista"``, the ``V_k`` of ``"cp"``) onto the range of ``W`` (the
-        lasso depends on ``y`` only through ``Wᵀy``). ``checkpoint``: a ``.safetensors`` path
-        written every ``checkpoint_every`` updates, at the end and on Ctrl-C; ``resume=True``
-        continues from it. A NaN/inf loss, weight or optimizer state stops training with
-        ``FloatingPointError`` naming the step and the last good checkpoint. Returns the
-        per-epoch history: relative code error, learning rate, seconds.
+        (``torch.optim.lr_scheduler``); loss ``Σ‖z̄ − z*‖² / Σ‖z*‖²`` per mini-batch;
+        deterministic epoch order from ``seed``. A NaN/inf loss, weight or optimizer state stops
+        training with ``FloatingPointError`` naming the step and the last good checkpoint.
 
         Under ``torchrun`` the model trains as ``DistributedDataParallel``: ``batch_size`` is
         the global batch, each process takes its share of it, and the weights are those one
         process gets on the same batches; rank 0 alone writes the checkpoint.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (n_samples, n_features)
+            Training signals.
+        epochs : int, default=50
+            Number of epochs (also the length of the cosine schedule).
+        batch_size : int, default=256
+            Global mini-batch size (clipped to ``n_samples``).
+        lr : float, default=1e-3
+            Initial Adam step.
+        targets : array-like, torch.Tensor of shape (n_samples, n_atoms) or None, default=None
+            The optimal codes if already known; otherwise computed once by :meth:`targets` (to
+            ``tol``) and cached for later calls on the same tensor.
+        tol : float or None, default=None
+            Tolerance of :meth:`targets`.
+        max_iter : int, default=5000
+            Iteration cap of :meth:`targets`.
+        max_grad_norm : float or None, default=1.0
+            Gradients are clipped to this norm (``None``: no clipping).
+        project_input : bool, default=True
+            After every update, project the input weights (``W_e`` of ``"lista"``, the ``V_k``
+            of ``"cp"``) onto the range of ``W`` (the lasso depends on ``y`` only through
+            ``Wᵀy``).
+        checkpoint : str, os.PathLike or None, default=None
+            A ``.safetensors`` path written every ``checkpoint_every`` updates, at the end and on
+            Ctrl-C.
+        checkpoint_every : int, default=200
+            Updates between checkpoints.
+        resume : bool, default=False
+            Continue from ``checkpoint``.
+        callback : callable or None, default=None
+            ``callback(n_updates, model)`` after every update.
+        progress : bool, default=True
+            Show a progress bar (rank 0 only).
+
+        Returns
+        -------
+        list of dict
+            The per-epoch history: relative code error, learning rate, seconds.
         """
         Y_t, _ = self._check_signals(Y)
         epochs = check_int(epochs, "epochs", low=1)

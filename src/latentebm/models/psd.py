@@ -54,6 +54,13 @@ class TanhEncoder(nn.Module):
 
     Initialised from a decoder ``W`` with ``W_e = Wᵀ/L``, ``b = 0``, ``g = 1`` so that the first
     predictions are close to one ISTA step from zero.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (n_features, n_atoms)
+        The decoder's dictionary.
+    L : torch.Tensor of shape ()
+        ``λ_max(WᵀW)`` or an upper estimate of it.
     """
 
     def __init__(self, W: torch.Tensor, L: torch.Tensor) -> None:
@@ -63,16 +70,49 @@ class TanhEncoder(nn.Module):
         self.g = nn.Parameter(torch.ones(W.shape[1], dtype=W.dtype, device=W.device))
 
     def forward(self, Y: torch.Tensor) -> torch.Tensor:
+        """Predicted codes of the signals ``Y``.
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
         return self.g * torch.tanh(Y @ self.W_e.T + self.b)
 
 
 class PSD(LatentModel):
     """Sparse coding with a trained feed-forward code predictor.
 
-    lam: λ ≥ 0; beta: β ≥ 0, the weight of the prediction term. encoder: ``"tanh"`` or
-    ``"lista"`` (then ``n_steps`` and ``variant`` configure the :class:`LISTA`). init: ``"data"``
-    (atoms drawn from the training samples at the first :meth:`fit`), ``"random"``, or an array
-    ``(n_features, n_atoms)`` such as a :class:`~latentebm.SparseCoding` dictionary.
+    Parameters
+    ----------
+    n_features : int
+        Signal dimension.
+    n_atoms : int
+        Number of atoms (code dimension).
+    lam : float
+        λ ≥ 0.
+    beta : float, default=1.0
+        β ≥ 0, the weight of the prediction term.
+    encoder : {"tanh", "lista"}, default="tanh"
+        The predictor: a :class:`TanhEncoder` or a :class:`LISTA`.
+    n_steps : int, default=3
+        Depth of the :class:`LISTA` encoder.
+    variant : {"lista", "cp", "step"}, default="lista"
+        Step rule of the :class:`LISTA` encoder.
+    init : {"data", "random"} or array of shape (n_features, n_atoms), default="data"
+        ``"data"``: atoms drawn from the training samples at the first :meth:`fit`;
+        ``"random"``: Gaussian atoms from ``seed``; an array such as a
+        :class:`~latentebm.SparseCoding` dictionary.
+    seed : int, default=0
+        Seed of the initial atoms and of the epoch order.
+    device : str, torch.device or None, default=None
+        Device of the model (CPU by default).
+    dtype : torch.dtype, default=torch.float32
+        Dtype of the model.
     """
 
     KIND = "psd"
@@ -131,14 +171,38 @@ class PSD(LatentModel):
         return self.W
 
     def predict(self, Y: Any) -> Any:
-        """The encoder's codes ``Enc(Y)`` ``(batch, n_atoms)`` in one pass, without gradient."""
+        """The encoder's codes ``Enc(Y)`` in one pass, without gradient.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (batch, n_atoms)
+            NumPy when ``Y`` is not a tensor.
+        """
         numpy_out = not isinstance(Y, torch.Tensor)
         with torch.no_grad():
             P = self(self._check_signals(Y))
         return to_output(P, numpy_out)
 
     def energy(self, Y: Any, Z: Any) -> Any:
-        """Per-sample ``½‖y − Wz‖² + λ‖z‖₁ + (β/2)‖z − Enc(y)‖²``, shape ``(batch,)``."""
+        """Per-sample ``½‖y − Wz‖² + λ‖z‖₁ + (β/2)‖z − Enc(y)‖²``.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (batch, n_features)
+            Signals.
+        Z : array-like or torch.Tensor of shape (batch, n_atoms)
+            Codes.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (batch,)
+            NumPy when ``Y`` is not a tensor.
+        """
         numpy_out = not isinstance(Y, torch.Tensor)
         Y_t = self._check_signals(Y)
         Z_t = self._check_codes(Z, Y_t)
@@ -153,7 +217,20 @@ class PSD(LatentModel):
     def infer(self, Y: Any, *, tol: float | None = None, max_iter: int = 1000) -> SolverResult:
         """``argmin_z E(y, z)`` by FISTA on the stacked problem, warm-started from ``Enc(y)``.
 
-        The result's ``energy`` is the PSD energy and ``gap`` its certified duality gap.
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (batch, n_features)
+            Signals.
+        tol : float or None, default=None
+            Relative duality gap (the solver's default when ``None``).
+        max_iter : int, default=1000
+            Iteration cap.
+
+        Returns
+        -------
+        SolverResult
+            ``z`` ``(batch, n_atoms)``; ``energy`` is the PSD energy and ``gap`` its certified
+            duality gap, ``(batch,)``. NumPy when ``Y`` is not a tensor.
         """
         numpy_out = not isinstance(Y, torch.Tensor)
         Y_t = self._check_signals(Y)
@@ -178,15 +255,47 @@ class PSD(LatentModel):
         return self.encoder, op, offset, L1(), self.lam
 
     def stacked_target(self, Y: torch.Tensor) -> torch.Tensor:
-        """``[y; 0]`` ``(batch, n_features + n_atoms)``: the target of :meth:`energy_parts`."""
+        """``[y; 0]``: the target of :meth:`energy_parts`.
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_features + n_atoms)
+        """
         return torch.cat([Y, Y.new_zeros(Y.shape[0], self.n_atoms)], 1)
 
     def free_energy(self, Y: Any, **kwargs: Any) -> Any:
-        """``min_z E(y, z)`` per sample (see :meth:`infer`)."""
+        """``min_z E(y, z)`` per sample (see :meth:`infer`).
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (batch, n_features)
+            Signals.
+        **kwargs
+            Options of :meth:`infer`.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (batch,)
+        """
         return self.infer(Y, **kwargs).energy
 
     def forward(self, Y: torch.Tensor) -> torch.Tensor:
-        """The encoder's prediction ``Enc(Y)`` ``(batch, n_atoms)`` of validated signals."""
+        """The encoder's prediction ``Enc(Y)`` of validated signals (with gradient).
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
         return self.encoder(Y)
 
     def _stacked(self, Y: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, DenseDictionary]:
@@ -213,15 +322,45 @@ class PSD(LatentModel):
         callback: Callable[[int, PSD], None] | None = None,
         progress: bool = True,
     ) -> list[dict[str, float]]:
-        """Alternate inference and learning on mini-batches of ``Y`` ``(n_samples, n_features)``.
+        """Alternate inference and learning on mini-batches of ``Y``.
 
         Each step: ``z`` = FISTA on ``E`` (relative gap ``tol``, at most ``max_iter`` iterations)
         warm-started from ``Enc(y)``; a projected gradient step ``lr_decoder`` on ``W`` for
         ``½‖y − Wz‖²`` (then unit-norm columns); an Adam step ``lr_encoder`` on the encoder for
         ``(β/2)‖z − Enc(y)‖²``. Both rates follow a cosine decay to 1/100 over ``epochs``.
-        Checkpoints and ``resume`` as in :meth:`SparseCoding.fit`. Returns the per-epoch
-        history: mean energy at ``z``, mean Lasso energy of the encoder's codes, mean
-        prediction error ``‖z − Enc(y)‖²``, mean FISTA iterations, seconds.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (n_samples, n_features)
+            Training signals.
+        epochs : int, default=10
+            Number of epochs (also the length of the cosine decay).
+        batch_size : int, default=256
+            Mini-batch size (clipped to ``n_samples``).
+        lr_decoder : float, default=1.0
+            Initial step of the projected gradient on ``W``.
+        lr_encoder : float, default=1e-3
+            Initial Adam step on the encoder.
+        tol : float, default=1e-4
+            Relative duality gap of the inference.
+        max_iter : int, default=300
+            Iteration cap of the inference.
+        checkpoint : str, os.PathLike or None, default=None
+            As in :meth:`SparseCoding.fit`.
+        checkpoint_every : int, default=100
+            Updates between checkpoints.
+        resume : bool, default=False
+            Continue from ``checkpoint``.
+        callback : callable or None, default=None
+            ``callback(n_updates, model)`` after every update.
+        progress : bool, default=True
+            Show a progress bar.
+
+        Returns
+        -------
+        list of dict
+            The per-epoch history: mean energy at ``z``, mean Lasso energy of the encoder's
+            codes, mean prediction error ``‖z − Enc(y)‖²``, mean FISTA iterations, seconds.
         """
         Y_t = self._check_signals(Y)
         epochs = check_int(epochs, "epochs", low=1)

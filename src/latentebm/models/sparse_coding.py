@@ -129,11 +129,7 @@ class SparseCoding(DictionaryModel):
         callback: Callable[[int, SparseCoding], None] | None = None,
         progress: bool = True,
     ) -> list[dict[str, float]]:
-        """Learn the atoms from ``Y`` ``(n_samples, n_features)`` in mini-batches.
-
-        ``Y`` is an array or tensor, or a :class:`~latentebm.data.streaming.ShardedArray` for
-        data larger than memory (rows read per batch; codes then start from zero instead of
-        each sample's previous code, and are not kept).
+        """Learn the atoms from ``Y`` in mini-batches.
 
         Under ``torchrun`` (a process group initialised, e.g. by
         :func:`latentebm.training.distributed.init_distributed`), ``batch_size`` is the global
@@ -144,15 +140,47 @@ class SparseCoding(DictionaryModel):
         processes.
 
         Codes: FISTA to relative gap ``tol``, warm-started from each sample's previous code.
-        Dictionary: ``method="online"`` is Mairal et al.'s block-coordinate update from the
-        sufficient statistics; ``"sgd"`` is projected SGD with step ``lr``. Columns are
-        renormalised after every step. An atom unused for ``dead_after`` steps (default: one
-        epoch) is re-initialised from the worst-reconstructed samples of the batch.
-        ``checkpoint``: a ``.safetensors`` path written every ``checkpoint_every`` steps, at the
-        end, and on Ctrl-C (after the step in flight); ``resume=True`` continues from it.
-        A NaN/inf energy or atom stops training with ``FloatingPointError`` (the last good
-        checkpoint is kept). Returns the per-epoch history (mean energy, mean non-zeros,
-        seconds, re-initialised atoms).
+        Columns are renormalised after every step. A NaN/inf energy or atom stops training with
+        ``FloatingPointError`` (the last good checkpoint is kept).
+
+        Parameters
+        ----------
+        Y : array-like, torch.Tensor or ShardedArray of shape (n_samples, n_features)
+            Training signals; a :class:`~latentebm.data.streaming.ShardedArray` for data larger
+            than memory (rows read per batch; codes then start from zero instead of each sample's
+            previous code, and are not kept).
+        epochs : int, default=1
+            Number of epochs.
+        batch_size : int, default=256
+            Global mini-batch size (clipped to ``n_samples``).
+        method : {"online", "sgd"}, default="online"
+            ``"online"``: Mairal et al.'s block-coordinate update from the sufficient statistics;
+            ``"sgd"``: projected SGD with step ``lr``.
+        lr : float, default=1.0
+            Step of ``"sgd"``.
+        tol : float, default=1e-3
+            Relative duality gap of the coding step.
+        max_iter : int, default=200
+            Iteration cap of the coding step.
+        dead_after : int or None, default=None
+            An atom unused for that many steps (default: one epoch) is re-initialised from the
+            worst-reconstructed samples of the batch.
+        checkpoint : str, os.PathLike or None, default=None
+            A ``.safetensors`` path written every ``checkpoint_every`` steps, at the end, and on
+            Ctrl-C (after the step in flight).
+        checkpoint_every : int, default=100
+            Steps between checkpoints.
+        resume : bool, default=False
+            Continue from ``checkpoint``.
+        callback : callable or None, default=None
+            ``callback(step, model)`` after every step.
+        progress : bool, default=True
+            Show a progress bar (rank 0 only).
+
+        Returns
+        -------
+        list of dict
+            The per-epoch history (mean energy, mean non-zeros, seconds, re-initialised atoms).
         """
         streaming = isinstance(Y, ShardedArray)
         Y_t = Y if streaming else self.check_input(Y, "Y", ndim=2)[0]

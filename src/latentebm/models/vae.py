@@ -96,14 +96,39 @@ class LogLikelihood(NamedTuple):
 class VAE(LatentModel):
     """A VAE on inputs of shape ``input_shape`` with a ``latent_dim``-dimensional Gaussian code.
 
-    ``encoder``: ``"mlp"`` (``hidden`` ReLU layers; the default ``(400,)`` gives 784-400-20),
-    ``"conv"`` (two stride-2 convolutions, then the MLP; sides must be multiples of 4) or
-    ``"linear"`` (affine encoder and decoder: probabilistic PCA). ``likelihood``:
-    ``"bernoulli"`` (pixels in [0, 1]) or ``"gaussian"`` (pixel noise σ learned as one scalar,
-    or fixed to ``obs_sigma``). ``learn_variance=False`` fixes the posterior σ ("the size of
-    the balls") to ``fixed_sigma`` instead of learning it per input and dimension.
     Weights are initialised from ``seed``; inputs may be ``(batch, *input_shape)`` or flat
     ``(batch, prod(input_shape))``.
+
+    Parameters
+    ----------
+    input_shape : int or sequence of int
+        Shape of one input, e.g. ``(28, 28)`` or ``784``.
+    latent_dim : int
+        Dimension of the code.
+    encoder : {"mlp", "conv", "linear"}, default="mlp"
+        ``"mlp"``: ``hidden`` ReLU layers (the default ``(400,)`` gives 784-400-20);
+        ``"conv"``: two stride-2 convolutions, then the MLP (sides must be multiples of 4);
+        ``"linear"``: affine encoder and decoder (probabilistic PCA).
+    likelihood : {"bernoulli", "gaussian"}, default="bernoulli"
+        ``"bernoulli"``: pixels in [0, 1]; ``"gaussian"``: pixel noise σ learned as one scalar,
+        or fixed to ``obs_sigma``.
+    beta : float, default=1.0
+        Weight β ≥ 0 of the KL term.
+    learn_variance : bool, default=True
+        ``False`` fixes the posterior σ ("the size of the balls") to ``fixed_sigma`` instead of
+        learning it per input and dimension.
+    fixed_sigma : float, default=1.0
+        The posterior σ when ``learn_variance=False``.
+    hidden : sequence of int, default=(400,)
+        Hidden layer sizes of the MLP (at least one unless ``encoder="linear"``).
+    obs_sigma : float or None, default=None
+        Fixed pixel noise σ of the Gaussian likelihood; ``None`` learns it.
+    seed : int, default=0
+        Seed of the weight initialisation and of the training order.
+    device : str, torch.device or None, default=None
+        Device of the model (CPU by default).
+    dtype : torch.dtype, default=torch.float32
+        Dtype of the model.
     """
 
     KIND = "vae"
@@ -161,15 +186,39 @@ class VAE(LatentModel):
 
     # ------------------------------------------------------------------ the model
     def encode(self, x: Any) -> SolverResult:
-        """The posterior means ``μ(x)`` ``(batch, latent_dim)`` as a :class:`SolverResult`
-        (``z``), without gradient; :meth:`posterior` gives ``(μ, log σ²)``."""
+        """The posterior means ``μ(x)`` as a :class:`SolverResult` (``z``), without gradient;
+        :meth:`posterior` gives ``(μ, log σ²)``.
+
+        Parameters
+        ----------
+        x : array-like or torch.Tensor of shape (batch, *input_shape) or (batch, n_features)
+            Images.
+
+        Returns
+        -------
+        SolverResult
+            Only ``z`` ``(batch, latent_dim)`` (NumPy when ``x`` is not a tensor).
+        """
         numpy_out = not isinstance(x, torch.Tensor)
         with torch.no_grad():
             mu = self.encoder(self._check_x(x))[0]
         return codes_only(mu.cpu().numpy() if numpy_out else mu)
 
     def posterior(self, x: Any, *, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(μ, log σ²)`` of many images, in batches and without gradients."""
+        """``(μ, log σ²)`` of many images, in batches and without gradients.
+
+        Parameters
+        ----------
+        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
+            Images.
+        batch_size : int, default=1000
+            Images per encoder call.
+
+        Returns
+        -------
+        mu : torch.Tensor of shape (n, latent_dim)
+        logvar : torch.Tensor of shape (n, latent_dim)
+        """
         x = self._check_x(x)
         batch_size = check_int(batch_size, "batch_size", low=1)
         with torch.no_grad():
@@ -177,7 +226,17 @@ class VAE(LatentModel):
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def decode(self, z: Any) -> torch.Tensor:
-        """Mean of ``p(x | z)`` (pixel probabilities for Bernoulli), ``(batch, *input_shape)``."""
+        """Mean of ``p(x | z)`` (pixel probabilities for Bernoulli).
+
+        Parameters
+        ----------
+        z : array-like or torch.Tensor of shape (batch, latent_dim)
+            Codes.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, *input_shape)
+        """
         out = self.decoder(self._check_z(z))
         return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
@@ -185,9 +244,29 @@ class VAE(LatentModel):
         self, x: torch.Tensor, *, beta: float | None = None,
         generator: torch.Generator | None = None, k: int = 1, objective: str = "elbo"
     ) -> VAEOutput:
-        """The training loss of validated images ``x`` ``(batch, *input_shape)``: the negative
-        ELBO (β-weighted KL) from one reparameterised sample, or with ``objective="iwae"`` the
-        negative importance-weighted bound from ``k`` samples; see the module docstring."""
+        """The training loss of validated images: the negative ELBO (β-weighted KL) from one
+        reparameterised sample, or with ``objective="iwae"`` the negative importance-weighted
+        bound from ``k`` samples; see the module docstring for the reduction.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, *input_shape)
+            Validated images.
+        beta : float or None, default=None
+            Weight of the KL term; ``None`` uses the model's ``beta``.
+        generator : torch.Generator or None, default=None
+            Source of the reparameterisation noise.
+        k : int, default=1
+            Samples per image of the importance-weighted bound.
+        objective : {"elbo", "iwae"}, default="elbo"
+            The bound whose negative is the loss.
+
+        Returns
+        -------
+        VAEOutput
+            Batch means of ``loss``, ``reconstruction`` and ``kl``, ``kl_per_dim``
+            ``(latent_dim,)``, and ``mu``, ``logvar`` ``(batch, latent_dim)``.
+        """
         return (self._iwae_loss if objective == "iwae" else self._loss)(
             x, self.beta if beta is None else beta, generator, k)
 
@@ -198,20 +277,21 @@ class VAE(LatentModel):
 
         Parameters
         ----------
-        x : array or tensor ``(batch, *input_shape)`` or ``(batch, prod(input_shape))``
+        x : array-like or torch.Tensor of shape (batch, *input_shape) or (batch, n_features)
             Images (in [0, 1] for a Bernoulli likelihood).
-        beta : float, optional
-            KL weight (default: the model's ``beta``).
-        generator : torch.Generator, optional
+        beta : float or None, default=None
+            Weight of the KL term; ``None`` uses the model's ``beta``.
+        generator : torch.Generator or None, default=None
             Source of the reparameterisation noise.
-        k : int
+        k : int, default=1
             Samples per image for ``objective="iwae"`` (``k = 1`` is the ELBO with a sampled
             KL term).
-        objective : ``"elbo"`` or ``"iwae"``
+        objective : {"elbo", "iwae"}, default="elbo"
 
         Returns
         -------
         VAEOutput
+            As :meth:`forward`.
         """
         b = self.beta if beta is None else check_scalar(beta, "beta", low=0.0)
         k, objective = _check_objective(objective, k)
@@ -253,8 +333,24 @@ class VAE(LatentModel):
         batch_size: int = 1000,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Per-image ELBO (β = 1, whatever the training β) ``(batch,)``, averaged over
-        ``n_samples`` reparameterised draws; ``log p(x) ≥ ELBO``."""
+        """Per-image ELBO (β = 1, whatever the training β), averaged over ``n_samples``
+        reparameterised draws; ``log p(x) ≥ ELBO``.
+
+        Parameters
+        ----------
+        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
+            Images.
+        n_samples : int, default=1
+            Draws per image.
+        batch_size : int, default=1000
+            Images per encoder call.
+        generator : torch.Generator or None, default=None
+            Source of the reparameterisation noise.
+
+        Returns
+        -------
+        torch.Tensor of shape (n,)
+        """
         x = self._check_x(x)
         n_samples = check_int(n_samples, "n_samples", low=1)
         batch_size = check_int(batch_size, "batch_size", low=1)
@@ -281,7 +377,28 @@ class VAE(LatentModel):
         """Importance-sampled ``log p(x) ≈ log (1/k) Σ_j p(x|z_j) p(z_j) / q(z_j|x)``,
         ``z_j ~ q(z|x)`` (Burda et al. 2016's bound, tight as ``k → ∞``), with the delta-method
         standard error of each estimate. Works through ``batch_size`` images × ``chunk``
-        samples at a time, so memory does not grow with ``k``."""
+        samples at a time, so memory does not grow with ``k``.
+
+        Parameters
+        ----------
+        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
+            Images.
+        k : int, default=5000
+            Importance samples per image.
+        chunk : int, default=500
+            Samples drawn at a time (at most ``k``).
+        batch_size : int, default=50
+            Images at a time.
+        generator : torch.Generator or None, default=None
+            Source of the samples.
+        progress : bool, default=False
+            Show a progress bar.
+
+        Returns
+        -------
+        LogLikelihood
+            ``log_px`` and ``stderr`` ``(n,)``, and ``k``.
+        """
         x = self._check_x(x)
         k = check_int(k, "k", low=1)
         chunk = min(check_int(chunk, "chunk", low=1), k)
@@ -308,12 +425,38 @@ class VAE(LatentModel):
         return LogLikelihood(torch.cat(log_px), torch.cat(stderr), k)
 
     def kl_per_dim(self, x: Any, *, batch_size: int = 1000) -> torch.Tensor:
-        """``E_x KL(q(z_d|x) ‖ N(0, 1))`` for each latent dimension, ``(latent_dim,)``."""
+        """``E_x KL(q(z_d|x) ‖ N(0, 1))`` for each latent dimension.
+
+        Parameters
+        ----------
+        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
+            Images.
+        batch_size : int, default=1000
+            Images per encoder call.
+
+        Returns
+        -------
+        torch.Tensor of shape (latent_dim,)
+        """
         mu, logvar = self.posterior(x, batch_size=batch_size)
         return kl_standard_normal(mu, logvar).mean(0)
 
     def active_units(self, x: Any, *, threshold: float = 0.01, batch_size: int = 1000) -> int:
-        """Number of dimensions with ``Var_x E[z_d | x] > threshold`` (Burda et al. 2016)."""
+        """Number of dimensions with ``Var_x E[z_d | x] > threshold`` (Burda et al. 2016).
+
+        Parameters
+        ----------
+        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
+            Images, at least 2.
+        threshold : float, default=0.01
+            Variance above which a dimension counts as active.
+        batch_size : int, default=1000
+            Images per encoder call.
+
+        Returns
+        -------
+        int
+        """
         threshold = check_scalar(threshold, "threshold", low=0.0)
         mu, _ = self.posterior(x, batch_size=batch_size)
         if mu.shape[0] < 2:
@@ -321,7 +464,19 @@ class VAE(LatentModel):
         return int((mu.var(0) > threshold).sum())
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decoded means of ``n`` codes drawn from the prior, ``(n, *input_shape)``."""
+        """Decoded means of ``n`` codes drawn from the prior.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples.
+        generator : torch.Generator or None, default=None
+            Source of the codes, on the model's device.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, *input_shape)
+        """
         n = check_int(n, "n", low=1)
         with torch.no_grad():
             z = torch.randn(
@@ -354,26 +509,66 @@ class VAE(LatentModel):
         on_epoch_end: Callable[[VAE, dict[str, Any]], None] | None = None,
         progress: bool = True,
     ) -> list[dict[str, Any]]:
-        """Train on ``X`` ``(n, *input_shape)`` with Adam(``lr``) on mini-batches.
+        """Train on ``X`` with Adam(``lr``) on mini-batches.
 
-        ``warmup_epochs``: β rises linearly from 0 to ``self.beta`` over that many epochs (0:
-        no warm-up). ``dynamic_binarization``: each batch is a fresh Bernoulli draw with
-        probabilities ``X`` (seeded by the step, so a resumed run repeats it exactly).
-        ``objective``: ``"elbo"`` (one sample) or ``"iwae"`` (the importance-weighted bound
-        with ``k`` samples per image; β then weights ``log p(z) − log q(z|x)`` in each
-        weight). ``lr_schedule``: ``"constant"`` or ``"cosine"`` decay to zero over
-        ``schedule_epochs`` epochs (default ``epochs``; give the full budget when training in
-        several calls). ``validation``: images whose mean −ELBO is recorded after every epoch,
-        and with ``nll_k > 0`` their importance-sampled NLL from ``nll_k`` samples every
-        ``nll_every`` epochs (``val_nll`` in the history, shown in the progress bar).
-        ``checkpoint``: safetensors path written every ``checkpoint_every`` steps (default:
-        every epoch), at the end and on Ctrl-C; ``resume=True`` continues from it (model,
-        Adam state, position, history), giving the same result as an uninterrupted run.
         Every ``check_every`` steps, and before each save, the loss and weights are checked:
         NaN/inf stops training with ``FloatingPointError`` and the last good checkpoint is
-        left in place. ``callback(step, model)`` runs after every step;
-        ``on_epoch_end(model, entry)`` may add JSON-able values to an epoch's history entry
-        before it is checkpointed. Returns the per-epoch history.
+        left in place.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
+            Training images.
+        epochs : int, default=1
+            Total number of epochs (a resumed run continues up to it).
+        batch_size : int, default=128
+            Mini-batch size (clipped to ``n``).
+        lr : float, default=1e-3
+            Adam learning rate.
+        warmup_epochs : float, default=0.0
+            β rises linearly from 0 to ``self.beta`` over that many epochs (0: no warm-up).
+        dynamic_binarization : bool, default=False
+            Each batch is a fresh Bernoulli draw with probabilities ``X`` (seeded by the step, so
+            a resumed run repeats it exactly); Bernoulli likelihood only.
+        objective : {"elbo", "iwae"}, default="elbo"
+            The ELBO (one sample) or the importance-weighted bound with ``k`` samples per
+            image (β then weights ``log p(z) − log q(z|x)`` in each log-weight).
+        k : int, default=1
+            Samples per image of the importance-weighted bound (``objective="iwae"`` only).
+        lr_schedule : {"constant", "cosine"}, default="constant"
+            Adam's learning rate kept, or decayed to zero by a cosine over ``schedule_epochs``.
+        schedule_epochs : int or None, default=None
+            Length of the cosine schedule in epochs (default ``epochs``; give the whole budget
+            when training in several calls).
+        validation : array-like, torch.Tensor or None, default=None
+            Images whose mean −ELBO is recorded after every epoch.
+        nll_k : int, default=0
+            With ``nll_k > 0``, the importance-sampled NLL of ``validation`` from ``nll_k``
+            samples every ``nll_every`` epochs (``val_nll`` in the history, shown in the
+            progress bar).
+        nll_every : int, default=1
+            Epochs between two NLL estimates.
+        checkpoint : str, os.PathLike or None, default=None
+            Safetensors path written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
+        checkpoint_every : int or None, default=None
+            Steps between checkpoints; ``None``: every epoch.
+        resume : bool, default=False
+            Continue from ``checkpoint`` (model, Adam state, position, history), giving the same
+            result as an uninterrupted run.
+        check_every : int, default=50
+            Steps between divergence checks (and progress-bar updates).
+        callback : callable or None, default=None
+            ``callback(step, model)`` after every step.
+        on_epoch_end : callable or None, default=None
+            ``on_epoch_end(model, entry)`` may add JSON-able values to an epoch's history entry
+            before it is checkpointed.
+        progress : bool, default=True
+            Show a progress bar.
+
+        Returns
+        -------
+        list of dict
+            The per-epoch history.
         """
         X_t = self._check_x(X, "X")
         epochs = check_int(epochs, "epochs", low=1)

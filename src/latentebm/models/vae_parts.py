@@ -28,26 +28,70 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``KL(N(μ, σ²) ‖ N(0, 1))`` per latent dimension: ``½(μ² + σ² − log σ² − 1)``.
 
-    ``mu``, ``logvar``: ``(batch, latent_dim)``; returns the same shape (sum it over dims).
+    Parameters
+    ----------
+    mu : torch.Tensor of shape (batch, latent_dim)
+        Posterior means.
+    logvar : torch.Tensor of shape (batch, latent_dim)
+        Posterior log-variances ``log σ²``.
+
+    Returns
+    -------
+    torch.Tensor of shape (batch, latent_dim)
+        The KL of each dimension (sum it over dims).
     """
     return 0.5 * (mu.square() + logvar.exp() - logvar - 1.0)
 
 
 def log_normal_diag(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """``log N(z; μ, diag σ²)`` summed over the last dimension."""
+    """``log N(z; μ, diag σ²)`` summed over the last dimension.
+
+    Parameters
+    ----------
+    z : torch.Tensor of shape (..., latent_dim)
+        Points, e.g. ``(k, batch, latent_dim)`` samples.
+    mu : torch.Tensor of shape (batch, latent_dim)
+        Means, broadcast against ``z``.
+    logvar : torch.Tensor of shape (batch, latent_dim)
+        Log-variances, broadcast against ``z``.
+
+    Returns
+    -------
+    torch.Tensor of shape z.shape[:-1]
+    """
     return -0.5 * (LOG_2PI + logvar + (z - mu).square() * torch.exp(-logvar)).sum(-1)
 
 
 def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
-    """``log N(z; 0, I)`` summed over the last dimension."""
+    """``log N(z; 0, I)`` summed over the last dimension.
+
+    Parameters
+    ----------
+    z : torch.Tensor of shape (..., latent_dim)
+        Points.
+
+    Returns
+    -------
+    torch.Tensor of shape z.shape[:-1]
+    """
     return -0.5 * (LOG_2PI + z.square()).sum(-1)
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``log p(x | logits)`` for pixels ``x`` ``(batch, *shape)`` in [0, 1], summed over pixels.
+    """``log p(x | logits)`` for pixels ``x`` in [0, 1], summed over pixels.
 
-    Written as ``−BCE-with-logits`` (numerically stable for any logit). ``logits`` is
-    ``(batch, *shape)`` or ``(k, batch, *shape)`` (``x`` scored under ``k`` samples).
+    Written as ``−BCE-with-logits`` (numerically stable for any logit).
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (batch, *shape) or (k, batch, *shape)
+        Decoder logits (the second form scores ``x`` under ``k`` samples).
+    x : torch.Tensor of shape (batch, *shape)
+        Pixels in [0, 1].
+
+    Returns
+    -------
+    torch.Tensor of shape (batch,) or (k, batch)
     """
     n_event = x.dim() - 1
     nll = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
@@ -57,7 +101,21 @@ def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Ten
 def gaussian_log_likelihood(
     mean: torch.Tensor, log_sigma: torch.Tensor, x: torch.Tensor
 ) -> torch.Tensor:
-    """``log N(x; mean, σ² I)`` summed over all pixels; ``log_sigma`` broadcasts to ``mean``."""
+    """``log N(x; mean, σ² I)`` summed over all pixels.
+
+    Parameters
+    ----------
+    mean : torch.Tensor of shape (batch, *shape) or (k, batch, *shape)
+        Decoder means.
+    log_sigma : torch.Tensor
+        ``log σ``, broadcastable to ``mean`` (a scalar for the VAE).
+    x : torch.Tensor of shape (batch, *shape)
+        Pixels.
+
+    Returns
+    -------
+    torch.Tensor of shape (batch,) or (k, batch)
+    """
     n_event = x.dim() - 1
     log_sigma = log_sigma.expand_as(mean)
     per_pixel = -0.5 * LOG_2PI - log_sigma - 0.5 * ((x - mean) * torch.exp(-log_sigma)).square()
@@ -78,14 +136,19 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """``x (batch, *input_shape) -> (μ, log σ²)``, each ``(batch, latent_dim)``, built from a
-    :class:`~latentebm.models.vae.VAEConfig`.
+    """``x (batch, *input_shape) -> (μ, log σ²)``, each ``(batch, latent_dim)``.
 
     ``kind="mlp"``: flatten, ``hidden`` ReLU layers, two linear heads (784-400-20 is
     ``hidden=(400,)``). ``"conv"``: two stride-2 4×4 convolutions (32, 64 channels, ReLU), then
     the MLP on the flattened features. ``"linear"``: the heads applied to the pixels (a linear
     Gaussian encoder). With ``learn_variance=False`` there is no log σ² head: ``log σ²`` is the
     constant ``2 log(fixed_sigma)`` for every input.
+
+    Parameters
+    ----------
+    config : VAEConfig
+        Reads ``input_shape``, ``latent_dim``, ``encoder`` (the kind), ``hidden``,
+        ``learn_variance`` and ``fixed_sigma``.
     """
 
     def __init__(self, config: VAEConfig) -> None:
@@ -120,6 +183,19 @@ class Encoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The posterior parameters of each image.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, *input_shape)
+            Images.
+
+        Returns
+        -------
+        mu : torch.Tensor of shape (batch, latent_dim)
+        logvar : torch.Tensor of shape (batch, latent_dim)
+            ``log σ²`` (the constant ``2 log(fixed_sigma)`` without a variance head).
+        """
         if self.kind == "conv":
             x = x.reshape(x.shape[0], *conv_shape(self.input_shape))
         h = self.body(self.features(x))
@@ -137,6 +213,12 @@ class Decoder(nn.Module):
     ``log(obs_sigma)``. Mirrors the encoder: ``"mlp"`` reversed hidden layers, ``"conv"`` a
     linear layer to a 64-channel map then two stride-2 transposed convolutions, ``"linear"`` one
     affine map.
+
+    Parameters
+    ----------
+    config : VAEConfig
+        Reads ``input_shape``, ``latent_dim``, ``encoder`` (the kind), ``hidden`` and
+        ``obs_sigma``.
     """
 
     def __init__(self, config: VAEConfig) -> None:
@@ -165,18 +247,49 @@ class Decoder(nn.Module):
             self.register_buffer("log_sigma", torch.tensor(math.log(obs_sigma)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits (Bernoulli) or means (Gaussian) of ``p(x | z)``.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (..., latent_dim)
+            Codes, with any leading dimensions (e.g. ``(k, batch, latent_dim)``).
+
+        Returns
+        -------
+        torch.Tensor of shape (..., *input_shape)
+        """
         lead = z.shape[:-1]
         out = self.net(z.reshape(-1, z.shape[-1]))
         return out.reshape(*lead, *self.input_shape)
 
 
 def conv_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """``(C, H, W)`` for a conv encoder: ``(H, W)`` means one channel."""
+    """``(C, H, W)`` for a conv encoder: ``(H, W)`` means one channel.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(H, W)`` or ``(C, H, W)``.
+
+    Returns
+    -------
+    tuple of int
+        ``(C, H, W)``.
+    """
     return (1, *input_shape) if len(input_shape) == 2 else input_shape  # type: ignore[return-value]
 
 
 def check_architecture(input_shape: tuple[int, ...], kind: str) -> None:
-    """The conv networks need an image shape whose sides are multiples of 4."""
+    """Raise ``ValueError`` for an unknown kind, or for a conv network on a shape that is not an
+    image whose sides are multiples of 4.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        Shape of one input.
+    kind : str
+        One of :data:`ENCODERS`.
+    """
     if kind not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {kind!r}")
     if kind == "conv":
@@ -193,7 +306,20 @@ def check_architecture(input_shape: tuple[int, ...], kind: str) -> None:
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One Bernoulli draw per pixel with probability ``x`` (dynamic binarisation)."""
+    """One Bernoulli draw per pixel with probability ``x`` (dynamic binarisation).
+
+    Parameters
+    ----------
+    x : torch.Tensor of any shape
+        Probabilities in [0, 1].
+    generator : torch.Generator or None, default=None
+        Source of randomness, on ``x``'s device.
+
+    Returns
+    -------
+    torch.Tensor of the shape and dtype of ``x``
+        Zeros and ones.
+    """
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (u < x).to(x.dtype)
 
@@ -208,6 +334,13 @@ class LogMeanExp:
         self.count = 0
 
     def add(self, log_w: torch.Tensor) -> None:
+        """Add a chunk of log-weights.
+
+        Parameters
+        ----------
+        log_w : torch.Tensor of shape (chunk, batch)
+            Log importance weights of ``chunk`` samples for each image.
+        """
         a = torch.logsumexp(log_w, 0)
         b = torch.logsumexp(2.0 * log_w, 0)
         self.lse = a if self.lse is None else torch.logaddexp(self.lse, a)

@@ -8,12 +8,38 @@ import torch
 
 
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample inner product over every non-batch dimension: shape ``(batch,)``."""
+    """Per-sample inner product over every non-batch dimension.
+
+    Parameters
+    ----------
+    a : torch.Tensor of shape (batch, *dims)
+        First operand.
+    b : torch.Tensor of shape (batch, *dims)
+        Second operand, with as many elements per sample as ``a``.
+
+    Returns
+    -------
+    torch.Tensor of shape (batch,)
+        ``⟨a_i, b_i⟩`` for each sample ``i``.
+    """
     return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
 
 
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a ``(batch,)`` tensor so it broadcasts against ``like`` (batch-first)."""
+    """Reshape a ``(batch,)`` tensor so it broadcasts against ``like`` (batch-first).
+
+    Parameters
+    ----------
+    v : torch.Tensor of shape (batch,)
+        One value per sample.
+    like : torch.Tensor of shape (batch, *dims)
+        Tensor whose number of dimensions to match.
+
+    Returns
+    -------
+    torch.Tensor of shape (batch, 1, ..., 1)
+        A view of ``v`` with ``like.dim()`` dimensions.
+    """
     return v.reshape(v.shape[0], *([1] * (like.dim() - 1)))
 
 
@@ -48,23 +74,71 @@ class LinearOperator(abc.ABC):
 
     @abc.abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``A z``: codes ``(batch, *code_dims)`` to signals ``(batch, *signal_dims)``."""
+        """``A z``: codes to signals.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, *code_dims)
+            Codes.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, *signal_dims)
+            Decoded signals.
+        """
 
     @abc.abstractmethod
     def adjoint(self, r: torch.Tensor) -> torch.Tensor:
-        """``Aᵀ r``: signals to code-shaped tensors."""
+        """``Aᵀ r``: signals to code-shaped tensors.
+
+        Parameters
+        ----------
+        r : torch.Tensor of shape (batch, *signal_dims)
+            Signal-shaped tensor (typically a residual).
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, *code_dims)
+        """
 
     @abc.abstractmethod
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Shape of the code of one signal of shape ``signal_shape`` (batch dim excluded)."""
+        """Shape of the code of one signal of shape ``signal_shape`` (batch dim excluded).
+
+        Parameters
+        ----------
+        signal_shape : tuple of int
+            Shape of one signal, ``signal_dims``, without the batch dimension.
+
+        Returns
+        -------
+        tuple of int
+            ``code_dims``, without the batch dimension.
+        """
 
     @abc.abstractmethod
     def check_signal(self, y: torch.Tensor, name: str = "Y") -> None:
-        """Raise ``ValueError`` naming ``name`` if ``y`` cannot be decoded by this operator."""
+        """Raise ``ValueError`` naming ``name`` if ``y`` cannot be decoded by this operator.
+
+        Parameters
+        ----------
+        y : torch.Tensor of shape (batch, *signal_dims)
+            Signals to check.
+        name : str, default="Y"
+            Name of the argument, used in the error message.
+        """
 
     @abc.abstractmethod
     def check_code(self, z: torch.Tensor, name: str = "Z") -> None:
-        """Raise ``ValueError`` naming ``name`` if ``z`` is not a batch of codes."""
+        """Raise ``ValueError`` naming ``name`` if ``z`` is not a batch of codes.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, *code_dims)
+            Codes to check.
+        name : str, default="Z"
+            Name of the argument, used in the error message.
+        """
 
     @abc.abstractmethod
     def normalize_(self) -> LinearOperator:
@@ -77,7 +151,17 @@ class LinearOperator(abc.ABC):
         return None
 
     def gram(self, z: torch.Tensor) -> torch.Tensor:
-        """``AᵀA z``; operators override this when a cheaper route exists."""
+        """``AᵀA z``; operators override this when a cheaper route exists.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, *code_dims)
+            Codes.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, *code_dims)
+        """
         return self.adjoint(self.decode(z))
 
     def invalidate(self) -> None:
@@ -89,6 +173,19 @@ class LinearOperator(abc.ABC):
 
         Power iteration from a fixed start vector, entirely on the operator's device (no host
         synchronisation), times a 1 % safety margin so that a step ``1/L`` is a descent step.
+        Cached per ``(signal_shape, n_iter)`` until :meth:`invalidate`.
+
+        Parameters
+        ----------
+        signal_shape : tuple of int
+            Shape of one signal, without the batch dimension.
+        n_iter : int, default=100
+            Number of power iterations.
+
+        Returns
+        -------
+        torch.Tensor of shape ()
+            The estimate, on the operator's device and in its dtype.
         """
         key = (*tuple(signal_shape), n_iter)
         if key not in self._lipschitz_cache:

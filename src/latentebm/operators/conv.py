@@ -64,11 +64,31 @@ class FourierEmbedding:
     circular: bool
 
     def synthesis(self, x_f: torch.Tensor) -> torch.Tensor:
-        """Half spectra of codes ``(B, n_atoms, gh, gwf)`` to images' ``(B, channels, gh, gwf)``."""
+        """Half spectra of codes to half spectra of images (the operator, per frequency).
+
+        Parameters
+        ----------
+        x_f : torch.Tensor of shape (B, n_atoms, gh, gw // 2 + 1)
+            ``rfft2`` of code maps on the grid.
+
+        Returns
+        -------
+        torch.Tensor of shape (B, channels, gh, gw // 2 + 1)
+        """
         return _mix(x_f, self.spectrum, adjoint=False)
 
     def analysis(self, r_f: torch.Tensor) -> torch.Tensor:
-        """The adjoint of :meth:`synthesis`: ``(B, channels, …) -> (B, n_atoms, …)``."""
+        """The adjoint of :meth:`synthesis`.
+
+        Parameters
+        ----------
+        r_f : torch.Tensor of shape (B, channels, gh, gw // 2 + 1)
+            ``rfft2`` of images on the grid.
+
+        Returns
+        -------
+        torch.Tensor of shape (B, n_atoms, gh, gw // 2 + 1)
+        """
         return _mix(r_f, self.spectrum, adjoint=True)
 METHODS = ("auto", "direct", "fft")
 
@@ -76,11 +96,17 @@ METHODS = ("auto", "direct", "fft")
 class ConvDictionary(LinearOperator):
     """A bank of ``n_atoms`` convolution kernels, each ``(channels, kh, kw)``.
 
-    ``kernels``: array or tensor ``(n_atoms, channels, kh, kw)`` (a tensor is used as is, not
-    copied: :meth:`normalize_` rescales it in place). ``boundary``: ``"full"`` or
-    ``"circular"`` (see the module docstring). ``method``: ``"direct"``, ``"fft"`` or
-    ``"auto"``. Atoms are the kernels; their norm is the Frobenius norm over
-    ``(channels, kh, kw)``.
+    Atoms are the kernels; their norm is the Frobenius norm over ``(channels, kh, kw)``.
+
+    Parameters
+    ----------
+    kernels : array-like or torch.Tensor of shape (n_atoms, channels, kh, kw)
+        The kernels (a tensor is used as is, not copied: :meth:`normalize_` rescales it in
+        place).
+    boundary : {"full", "circular"}, default="full"
+        Boundary condition (see the module docstring).
+    method : {"auto", "direct", "fft"}, default="auto"
+        How to compute the convolutions.
     """
 
     def __init__(self, kernels: Any, *, boundary: str = "full", method: str = "auto") -> None:
@@ -119,14 +145,38 @@ class ConvDictionary(LinearOperator):
         )
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        """A copy of this operator on another device or in another precision."""
+        """A copy of this operator on another device or in another precision.
+
+        Parameters
+        ----------
+        device : torch.device or str, optional
+            Target device; ``None`` keeps the current one.
+        dtype : torch.dtype, optional
+            Target dtype; ``None`` keeps the current one.
+
+        Returns
+        -------
+        ConvDictionary
+            A new operator with the same boundary and method.
+        """
         return ConvDictionary(
             self.kernels.to(device=device, dtype=dtype), boundary=self.boundary, method=self.method
         )
 
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """``(n_atoms, H + kh − 1, W + kw − 1)`` for ``"full"``, ``(n_atoms, H, W)`` for
-        ``"circular"``, from a signal shape ``(channels, H, W)``."""
+        """The code shape of one image.
+
+        Parameters
+        ----------
+        signal_shape : tuple of int
+            ``(channels, H, W)``.
+
+        Returns
+        -------
+        tuple of int
+            ``(n_atoms, H + kh − 1, W + kw − 1)`` for ``"full"``, ``(n_atoms, H, W)`` for
+            ``"circular"``.
+        """
         if len(signal_shape) != 3:
             raise ValueError(f"signal_shape must be (channels, H, W), got {tuple(signal_shape)}")
         _, h, w = signal_shape
@@ -136,7 +186,18 @@ class ConvDictionary(LinearOperator):
         return (self.n_atoms, h + kh - 1, w + kw - 1)
 
     def signal_shape(self, code_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The inverse of :meth:`code_shape`: ``(channels, H, W)`` from ``(n_atoms, H', W')``."""
+        """The inverse of :meth:`code_shape`.
+
+        Parameters
+        ----------
+        code_shape : tuple of int
+            ``(n_atoms, H', W')``.
+
+        Returns
+        -------
+        tuple of int
+            ``(channels, H, W)``.
+        """
         _, h, w = code_shape
         if self.boundary == "circular":
             return (self.channels, h, w)
@@ -144,6 +205,16 @@ class ConvDictionary(LinearOperator):
         return (self.channels, h - kh + 1, w - kw + 1)
 
     def check_signal(self, y: torch.Tensor, name: str = "Y") -> None:
+        """Raise ``ValueError`` unless ``y`` is a batch of images with the kernels' channels, each
+        at least as large as the kernels.
+
+        Parameters
+        ----------
+        y : torch.Tensor of shape (batch, channels, H, W)
+            Images to check.
+        name : str, default="Y"
+            Name of the argument, used in the error message.
+        """
         if y.dim() != 4:
             raise ValueError(
                 f"{name} must be images (batch, channels, H, W) for a convolutional dictionary, "
@@ -162,7 +233,15 @@ class ConvDictionary(LinearOperator):
             )
 
     def check_code(self, z: torch.Tensor, name: str = "Z") -> None:
-        """Raise ``ValueError`` naming ``name`` if ``z`` is not a batch of code maps."""
+        """Raise ``ValueError`` naming ``name`` if ``z`` is not a batch of code maps.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, n_atoms, H', W')
+            Code maps to check.
+        name : str, default="Z"
+            Name of the argument, used in the error message.
+        """
         kh, kw = self.kernel_size
         if z.dim() != 4 or z.shape[1] != self.n_atoms:
             raise ValueError(
@@ -195,21 +274,39 @@ class ConvDictionary(LinearOperator):
         return (_fast_size(code_hw[0]), _fast_size(code_hw[1]))
 
     def spectrum(self, grid: tuple[int, int]) -> torch.Tensor:
-        """``rfft2`` of the kernels zero-padded to ``grid``: ``(n_atoms, channels, gh, gw//2+1)``,
-        cached until :meth:`invalidate`."""
+        """``rfft2`` of the kernels zero-padded to ``grid``, cached until :meth:`invalidate`.
+
+        Parameters
+        ----------
+        grid : tuple of int
+            ``(gh, gw)``, the FFT size.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_atoms, channels, gh, gw // 2 + 1)
+        """
         grid = (int(grid[0]), int(grid[1]))
         if grid not in self._spectra:
             self._spectra[grid] = torch.fft.rfft2(self.kernels, s=grid)
         return self._spectra[grid]
 
     def fourier_embedding(self, signal_hw: tuple[int, int]) -> FourierEmbedding:
-        """This operator, for images of size ``signal_hw`` ``(H, W)``, as a (masked) circular
-        convolution on an FFT grid: the structure per-frequency solvers (ADMM) read.
+        """This operator, for images of size ``signal_hw``, as a (masked) circular convolution on an
+        FFT grid: the structure per-frequency solvers (ADMM) read.
 
         Circular: the ``H × W`` grid itself. Full: codes of size ``(H + kh − 1, W + kw − 1)``
         at the grid's origin, images at offset ``(kh − 1, kw − 1)``; no product of a code in
         its region wraps onto the image region, so the cropped circular convolution equals the
         operator exactly, on a grid of fast FFT sizes at least as large as the codes.
+
+        Parameters
+        ----------
+        signal_hw : tuple of int
+            ``(H, W)``, the image size.
+
+        Returns
+        -------
+        FourierEmbedding
         """
         h, w = (int(s) for s in signal_hw)
         kh, kw = self.kernel_size
@@ -224,10 +321,19 @@ class ConvDictionary(LinearOperator):
 
     def packed_adjoint_spectrum(self, grid: tuple[int, int]) -> torch.Tensor:
         """``conj(K̂_{2k}) + i·conj(K̂_{2k+1})`` on the full ``grid`` (an atom of zeros pads an odd
-        count): ``(ceil(n_atoms / 2), channels, gh, gw)``, cached until :meth:`invalidate`.
+        count), cached until :meth:`invalidate`.
 
         The product of an image spectrum with row ``k`` is the spectrum of
         ``o_{2k} + i·o_{2k+1}``, where ``o_m`` is the (real) correlation with kernel ``m``.
+
+        Parameters
+        ----------
+        grid : tuple of int
+            ``(gh, gw)``, the FFT size.
+
+        Returns
+        -------
+        torch.Tensor of shape (ceil(n_atoms / 2), channels, gh, gw)
         """
         grid = (int(grid[0]), int(grid[1]))
         if grid not in self._packed:
@@ -256,8 +362,18 @@ class ConvDictionary(LinearOperator):
         return maps
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``Σ_i K_i * z_i``: codes ``(batch, n_atoms, H', W')`` to images
-        ``(batch, channels, H, W)``."""
+        """``Σ_i K_i * z_i``: code maps to images.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, n_atoms, H', W')
+            Code maps.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, channels, H, W)
+            With ``H = H' − kh + 1`` for ``"full"``, ``H = H'`` for ``"circular"`` (same for ``W``).
+        """
         kh, kw = self.kernel_size
         if self._use_fft():
             grid = self._grid(z.shape[-2:])
@@ -272,7 +388,19 @@ class ConvDictionary(LinearOperator):
         return F.conv_transpose2d(z, self.kernels, padding=(kh - 1, kw - 1))
 
     def adjoint(self, r: torch.Tensor) -> torch.Tensor:
-        """The correlation ``Kᵀ r``: images ``(batch, channels, H, W)`` to code-shaped maps."""
+        """The correlation ``Kᵀ r``: images to code-shaped maps.
+
+        Parameters
+        ----------
+        r : torch.Tensor of shape (batch, channels, H, W)
+            Images (typically a residual).
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms, H', W')
+            With ``(H', W') = (H + kh − 1, W + kw − 1)`` for ``"full"``, ``(H, W)`` for
+            ``"circular"``.
+        """
         kh, kw = self.kernel_size
         if self._use_fft():
             code_hw = (r.shape[-2] + kh - 1, r.shape[-1] + kw - 1)
@@ -288,7 +416,17 @@ class ConvDictionary(LinearOperator):
         return correlate(self.kernels, r, self.boundary)
 
     def gram(self, z: torch.Tensor) -> torch.Tensor:
-        """``KᵀK z``; for circular boundaries one FFT round trip (no pass through images)."""
+        """``KᵀK z``; for circular boundaries one FFT round trip (no pass through images).
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, n_atoms, H', W')
+            Code maps.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms, H', W')
+        """
         if self.boundary == "circular" and self._use_fft():
             grid = (int(z.shape[-2]), int(z.shape[-1]))
             image_f = _mix(torch.fft.rfft2(z), self.spectrum(grid), adjoint=False)
@@ -297,14 +435,26 @@ class ConvDictionary(LinearOperator):
 
     # ----------------------------------------------------------------- step size
     def lipschitz(self, signal_shape: tuple[int, ...], n_iter: int = 100) -> torch.Tensor:
-        """``λ_max(KᵀK)`` for images of ``signal_shape`` ``(channels, H, W)``, a 0-dim tensor.
+        """``λ_max(KᵀK)`` for images of ``signal_shape``, a 0-dim tensor.
 
         Circular: exact, the largest squared singular value of the ``channels × n_atoms``
         kernel spectrum over the ``H × W`` frequency grid. Full: the same quantity on the grid of
         size ``(H + 2kh − 2, W + 2kw − 2)``, on which the linear convolution of a full code map
         does not wrap; the full operator is a restriction of that circular one, so the value is
         a certified upper bound (tight for images much larger than the kernels), computed
-        without iterating. ``n_iter`` is unused (kept for the base-class signature).
+        without iterating.
+
+        Parameters
+        ----------
+        signal_shape : tuple of int
+            ``(channels, H, W)``.
+        n_iter : int, default=100
+            Unused (kept for the base-class signature).
+
+        Returns
+        -------
+        torch.Tensor of shape ()
+            The constant (with a small safety margin), cached until :meth:`invalidate`.
         """
         if len(signal_shape) != 3:
             raise ValueError(f"signal_shape must be (channels, H, W), got {tuple(signal_shape)}")

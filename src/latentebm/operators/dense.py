@@ -15,6 +15,12 @@ class DenseDictionary(LinearOperator):
 
     ``W`` holds one atom per column. When atoms are few relative to features the Gram matrix
     ``WᵀW`` is cached and :meth:`gram` costs one ``n_atoms × n_atoms`` product per sample.
+
+    Parameters
+    ----------
+    W : array-like or torch.Tensor of shape (n_features, n_atoms)
+        The dictionary, one atom per column (a tensor is used as is, not copied:
+        :meth:`normalize_` rescales it in place).
     """
 
     def __init__(self, W: Any) -> None:
@@ -35,13 +41,48 @@ class DenseDictionary(LinearOperator):
         return self.W.shape[0]
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        """A copy of this operator on another device or in another precision."""
+        """A copy of this operator on another device or in another precision.
+
+        Parameters
+        ----------
+        device : torch.device or str, optional
+            Target device; ``None`` keeps the current one.
+        dtype : torch.dtype, optional
+            Target dtype; ``None`` keeps the current one.
+
+        Returns
+        -------
+        DenseDictionary
+            A new operator (the same ``W`` tensor where nothing changes).
+        """
         return DenseDictionary(self.W.to(device=device, dtype=dtype))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z Wᵀ``.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, n_atoms)
+            Codes.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_features)
+        """
         return z @ self.W.T
 
     def adjoint(self, r: torch.Tensor) -> torch.Tensor:
+        """``r W``.
+
+        Parameters
+        ----------
+        r : torch.Tensor of shape (batch, n_features)
+            Signal-shaped tensor.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
         return r @ self.W
 
     def gram_matrix(self) -> torch.Tensor:
@@ -51,14 +92,46 @@ class DenseDictionary(LinearOperator):
         return self._gram_matrix
 
     def gram(self, z: torch.Tensor) -> torch.Tensor:
+        """``z WᵀW``, through the cached Gram matrix when ``n_atoms <= 2 n_features``.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, n_atoms)
+            Codes.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
         if self.n_atoms <= 2 * self.n_features:
             return z @ self.gram_matrix()
         return self.adjoint(self.decode(z))
 
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``(n_atoms,)`` whatever the signal shape.
+
+        Parameters
+        ----------
+        signal_shape : tuple of int
+            Shape of one signal, ``(n_features,)`` (not checked).
+
+        Returns
+        -------
+        tuple of int
+            ``(n_atoms,)``.
+        """
         return (self.n_atoms,)
 
     def check_signal(self, y: torch.Tensor, name: str = "Y") -> None:
+        """Raise ``ValueError`` unless ``y`` has shape ``(batch, n_features)``.
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            Signals to check.
+        name : str, default="Y"
+            Name of the argument, used in the error message.
+        """
         if y.dim() != 2 or y.shape[1] != self.n_features:
             raise ValueError(
                 f"{name} must have shape (batch, {self.n_features}) to match W of shape "
@@ -66,6 +139,15 @@ class DenseDictionary(LinearOperator):
             )
 
     def check_code(self, z: torch.Tensor, name: str = "Z") -> None:
+        """Raise ``ValueError`` unless ``z`` has shape ``(batch, n_atoms)``.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Codes to check.
+        name : str, default="Z"
+            Name of the argument, used in the error message.
+        """
         if z.dim() != 2 or z.shape[1] != self.n_atoms:
             raise ValueError(
                 f"{name} must have shape (batch, {self.n_atoms}): one column per atom of W "

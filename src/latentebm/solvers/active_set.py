@@ -36,10 +36,30 @@ def support_solve(
     gap: torch.Tensor,
     tol: float,
 ) -> None:
-    """Run the active-set finish on the working samples of ``state`` (the proximal-gradient
-    loop's working set) whose sign pattern is new and whose gap is not yet small; updates
-    ``state`` and the ``(batch,)`` tensors ``energy`` and ``gap`` in place where the candidate
-    is better."""
+    """Run the active-set finish on the working samples of ``state`` whose sign pattern is new and
+    whose gap is not yet small; updates ``state``, ``energy`` and ``gap`` in place where the
+    candidate is better.
+
+    Parameters
+    ----------
+    op : LinearOperator
+        A dense operator (its :meth:`~LinearOperator.gram_matrix` is used).
+    state : object
+        The proximal-gradient loop's working set: codes ``z`` and extrapolated points ``x``
+        ``(n, n_atoms)`` with their Gram products ``Gz``, ``Gx``, ``b = Aᵀy`` ``(n, n_atoms)``,
+        ``yy = ‖y‖²`` and momentum ``t`` ``(n,)``, the signals ``Y``, and the sign patterns
+        ``signs`` ``(n, n_atoms)`` and ``tried`` flags ``(n,)`` of the active-set bookkeeping.
+    lam : float
+        Penalty weight ``λ``.
+    reg : Regularizer
+        An L1 penalty (``reg.nonneg`` selects the one-sided rounds).
+    energy : torch.Tensor of shape (n,)
+        Energies of the working samples, updated in place.
+    gap : torch.Tensor of shape (n,)
+        Their duality gaps, updated in place.
+    tol : float
+        Relative gap below which a sample is left alone.
+    """
     signs = torch.sign(state.z).to(torch.int8)
     state.tried &= (signs == state.signs).all(1)
     state.signs = signs
@@ -85,10 +105,33 @@ def active_set_rounds(
     rounds: int = ROUNDS,
     max_support: int = MAX_SUPPORT,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Active-set rounds from the sign guesses ``signs`` ``(batch, n_atoms)`` (int8).
+    """Active-set rounds from sign guesses.
 
-    ``G``: ``AᵀA`` ``(n_atoms, n_atoms)``; ``b = Aᵀy`` ``(batch, n_atoms)``. Returns the last
-    sign-consistent codes of each sample, their Gram products ``G z``, and where such codes exist.
+    Parameters
+    ----------
+    G : torch.Tensor of shape (n_atoms, n_atoms)
+        Gram matrix ``AᵀA``.
+    b : torch.Tensor of shape (batch, n_atoms)
+        ``Aᵀy``.
+    signs : torch.Tensor of shape (batch, n_atoms), int8
+        Sign guesses (0 off the support); not modified.
+    lam : float
+        Penalty weight ``λ``.
+    nonneg : bool, default=False
+        Only positive coefficients may enter the support.
+    rounds : int, default=ROUNDS
+        Maximal number of rounds.
+    max_support : int, default=MAX_SUPPORT
+        Samples whose support grows beyond this are dropped.
+
+    Returns
+    -------
+    codes : torch.Tensor of shape (batch, n_atoms)
+        The last sign-consistent codes of each sample (zeros where none).
+    G_codes : torch.Tensor of shape (batch, n_atoms)
+        Their Gram products ``G z``.
+    found : torch.Tensor of shape (batch,), bool
+        Where such codes exist.
     """
     batch = b.shape[0]
     best = torch.zeros_like(b)

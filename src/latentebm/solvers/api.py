@@ -55,7 +55,18 @@ METHODS: dict[str, Method] = {}
 
 
 def register_method(method: Method) -> Method:
-    """Add ``method`` to :data:`METHODS` (a new algorithm is a new file that calls this)."""
+    """Add ``method`` to :data:`METHODS` (a new algorithm is a new file that calls this).
+
+    Parameters
+    ----------
+    method : Method
+        The method to register; its name must be new and not ``"auto"``.
+
+    Returns
+    -------
+    Method
+        ``method`` itself (so this can be used as a decorator-like call).
+    """
     if method.name == "auto" or method.name in METHODS:
         raise ValueError(f"a solver method named {method.name!r} is already registered")
     METHODS[method.name] = method

@@ -78,7 +78,13 @@ class DualExtrapolation:
         self._pos = 0
 
     def restart(self, rows: torch.Tensor) -> None:
-        """Forget the history of the batch rows ``rows`` (their iterate jumped)."""
+        """Forget the history of the batch rows ``rows`` (their iterate jumped).
+
+        Parameters
+        ----------
+        rows : torch.Tensor of shape (n,)
+            Row indices into the batch given at construction.
+        """
         self.count[rows] = 0
 
     def update(self, x: torch.Tensor, Atr: torch.Tensor | None = None,

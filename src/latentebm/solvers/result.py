@@ -58,7 +58,18 @@ class SolverResult:
         return bool(self.converged.all())
 
     def to_output(self, numpy_out: bool) -> SolverResult:
-        """This result with every tensor converted to NumPy when ``numpy_out``."""
+        """This result with every tensor converted to NumPy when ``numpy_out``.
+
+        Parameters
+        ----------
+        numpy_out : bool
+            Whether to convert the tensors.
+
+        Returns
+        -------
+        SolverResult
+            ``self`` when ``numpy_out`` is false, else a copy holding NumPy arrays.
+        """
         if not numpy_out:
             return self
         return replace(

@@ -32,10 +32,37 @@ class SmoothObjective(Protocol):
     """``f`` per sample: ``value(rows, z)`` ``(len(rows),)`` and ``value_and_grad(rows, z)``
     for the samples ``rows`` of the batch at ``z`` ``(len(rows), *code_dims)``."""
 
-    def value(self, rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
+    def value(self, rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``f`` of the samples ``rows`` at ``z``.
+
+        Parameters
+        ----------
+        rows : torch.Tensor of shape (n,)
+            Indices of the samples in the batch being solved.
+        z : torch.Tensor of shape (n, *code_dims)
+            Their iterates.
+
+        Returns
+        -------
+        torch.Tensor of shape (n,)
+        """
 
     def value_and_grad(self, rows: torch.Tensor, z: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]: ...
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f`` and its gradient with respect to ``z`` for the samples ``rows``.
+
+        Parameters
+        ----------
+        rows : torch.Tensor of shape (n,)
+            Indices of the samples in the batch being solved.
+        z : torch.Tensor of shape (n, *code_dims)
+            Their iterates.
+
+        Returns
+        -------
+        value : torch.Tensor of shape (n,)
+        grad : torch.Tensor of shape (n, *code_dims)
+        """
 
 
 @dataclass(frozen=True)
@@ -45,11 +72,39 @@ class AutogradObjective:
     smooth: SmoothFn
 
     def value(self, rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``smooth(rows, z)`` without building a graph.
+
+        Parameters
+        ----------
+        rows : torch.Tensor of shape (n,)
+            Indices of the samples in the batch being solved.
+        z : torch.Tensor of shape (n, *code_dims)
+            Their iterates.
+
+        Returns
+        -------
+        torch.Tensor of shape (n,)
+        """
         with torch.no_grad():
             return self.smooth(rows, z).detach()
 
     def value_and_grad(self, rows: torch.Tensor, z: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``smooth(rows, z)`` and its gradient by autograd (of the sum over samples).
+
+        Parameters
+        ----------
+        rows : torch.Tensor of shape (n,)
+            Indices of the samples in the batch being solved.
+        z : torch.Tensor of shape (n, *code_dims)
+            Their iterates (detached before differentiation).
+
+        Returns
+        -------
+        value : torch.Tensor of shape (n,)
+            Detached values.
+        grad : torch.Tensor of shape (n, *code_dims)
+        """
         with torch.enable_grad():
             v = z.detach().requires_grad_(True)
             f = self.smooth(rows, v)
@@ -66,10 +121,37 @@ class JointObjective:
     value_and_grad_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
     def value(self, rows: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``value_fn`` of the single variable, as a batch of one.
+
+        Parameters
+        ----------
+        rows : torch.Tensor of shape (1,)
+            Unused.
+        z : torch.Tensor of shape (1, *V.shape)
+            The variable with a leading batch dimension of one.
+
+        Returns
+        -------
+        torch.Tensor of shape (1,)
+        """
         return self.value_fn(z[0]).reshape(1)
 
     def value_and_grad(self, rows: torch.Tensor, z: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``value_and_grad_fn`` of the single variable, as a batch of one.
+
+        Parameters
+        ----------
+        rows : torch.Tensor of shape (1,)
+            Unused.
+        z : torch.Tensor of shape (1, *V.shape)
+            The variable with a leading batch dimension of one.
+
+        Returns
+        -------
+        value : torch.Tensor of shape (1,)
+        grad : torch.Tensor of shape (1, *V.shape)
+        """
         f, g = self.value_and_grad_fn(z[0])
         return f.reshape(1), g.unsqueeze(0)
 
@@ -199,8 +281,27 @@ def autograd_proximal_gradient(
     reg: Regularizer,
     **options,
 ) -> SolverResult:
-    """:func:`smooth_proximal_gradient` for ``f`` given as ``smooth(rows, z) -> (len(rows),)``,
-    differentiated by autograd; ``options`` as there."""
+    """:func:`smooth_proximal_gradient` for ``f`` given as a function, differentiated by autograd.
+
+    Parameters
+    ----------
+    smooth : callable
+        ``smooth(rows, z) -> (len(rows),)``: per-sample ``f`` of the samples ``rows`` at
+        ``z`` ``(len(rows), *code_dims)``.
+    z0 : torch.Tensor of shape (batch, *code_dims)
+        Starting point.
+    lam : float
+        λ ≥ 0.
+    reg : Regularizer
+        ``R``, through its ``prox`` and ``value``.
+    **options
+        Keyword options of :func:`smooth_proximal_gradient`.
+
+    Returns
+    -------
+    SolverResult
+        As :func:`smooth_proximal_gradient`.
+    """
     return smooth_proximal_gradient(AutogradObjective(smooth), z0, lam, reg, **options)
 
 

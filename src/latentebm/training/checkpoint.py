@@ -79,7 +79,18 @@ class Checkpoint:
     training: TrainingState | None
 
     def damaged(self, what: str) -> CheckpointError:
-        """The error for this file, saying what is wrong with it."""
+        """The error for this file, saying what is wrong with it.
+
+        Parameters
+        ----------
+        what : str
+            What is wrong.
+
+        Returns
+        -------
+        CheckpointError
+            The error (returned, not raised).
+        """
         return CheckpointError(f"checkpoint {self.path} is damaged: {what}")
 
 
@@ -240,8 +251,18 @@ def read_checkpoint(
 
 def check_same_settings(path: str | os.PathLike, saved: dict[str, Any], now: dict[str, Any]
                         ) -> None:
-    """Raise ``ValueError`` listing every setting in ``now`` that the checkpoint at ``path``
-    (whose settings are ``saved``) holds with another value: a run resumes only as it began."""
+    """Raise ``ValueError`` listing every setting in ``now`` that the checkpoint holds with
+    another value: a run resumes only as it began.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint's path (for the message).
+    saved : dict
+        The settings stored in the checkpoint.
+    now : dict
+        The settings of this run; a key missing from ``saved`` counts as different.
+    """
     diffs = [f"{k}: checkpoint has {saved.get(k, '(unset)')!r}, now {v!r}"
              for k, v in now.items() if saved.get(k, "(unset)") != v]
     if diffs:

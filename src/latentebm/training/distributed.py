@@ -154,7 +154,20 @@ def shutdown() -> None:
 def process_group(backend: str | None = None, *, timeout_s: float | None = None
                   ) -> Iterator[bool]:
     """:func:`init_distributed` for the block, :func:`shutdown` after it (only if this block
-    created the group)."""
+    created the group).
+
+    Parameters
+    ----------
+    backend : str or None, default=None
+        As :func:`init_distributed`.
+    timeout_s : float or None, default=None
+        As :func:`init_distributed`.
+
+    Yields
+    ------
+    bool
+        Whether this process is part of a group of more than one process.
+    """
     created = not is_initialized()
     try:
         yield init_distributed(backend, timeout_s=timeout_s)
@@ -177,7 +190,20 @@ def _collective(what: str, fn: Callable[[], T]) -> T:
 
 
 def all_reduce_(tensor: torch.Tensor, *, what: str = "all_reduce") -> torch.Tensor:
-    """Sum ``tensor`` (any shape) over all processes, in place; returned for chaining."""
+    """Sum ``tensor`` over all processes, in place; returned for chaining.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor of any shape
+        Reduced in place.
+    what : str, default="all_reduce"
+        Name of the collective in error messages.
+
+    Returns
+    -------
+    torch.Tensor
+        ``tensor`` itself.
+    """
     if world_size() > 1:
         traffic.add(tensor.numel() * tensor.element_size())
         _collective(what, lambda: tdist.all_reduce(tensor))
@@ -187,7 +213,20 @@ def all_reduce_(tensor: torch.Tensor, *, what: str = "all_reduce") -> torch.Tens
 def all_reduce_dict_(tensors: dict[str, torch.Tensor], *, what: str = "all_reduce"
                      ) -> dict[str, torch.Tensor]:
     """Sum every tensor of ``tensors`` over all processes, in place, with one collective per
-    (dtype, device) group: the tensors are packed into one flat buffer, reduced, unpacked."""
+    (dtype, device) group: the tensors are packed into one flat buffer, reduced, unpacked.
+
+    Parameters
+    ----------
+    tensors : dict of str to torch.Tensor
+        Tensors of any shapes, reduced in place.
+    what : str, default="all_reduce"
+        Name of the collective in error messages.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``tensors`` itself.
+    """
     if world_size() == 1:
         return tensors
     groups: dict[tuple[torch.dtype, torch.device], list[str]] = {}
@@ -205,8 +244,20 @@ def all_reduce_dict_(tensors: dict[str, torch.Tensor], *, what: str = "all_reduc
 
 
 def all_gather_cat(tensor: torch.Tensor, *, what: str = "all_gather") -> torch.Tensor:
-    """The ``tensor`` of every rank concatenated along dim 0, in rank order; the first
-    dimension may differ between ranks (the others and the dtype must agree)."""
+    """The ``tensor`` of every rank concatenated along dim 0, in rank order.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor of shape (n_rank, *dims)
+        This rank's part; ``n_rank`` may differ between ranks (``dims`` and the dtype must
+        agree).
+    what : str, default="all_gather"
+        Name of the collective in error messages.
+
+    Returns
+    -------
+    torch.Tensor of shape (sum of n_rank, *dims)
+    """
     if world_size() == 1:
         return tensor
     sizes = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
@@ -223,7 +274,22 @@ def all_gather_cat(tensor: torch.Tensor, *, what: str = "all_gather") -> torch.T
 
 
 def broadcast_(tensor: torch.Tensor, src: int = 0, *, what: str = "broadcast") -> torch.Tensor:
-    """Overwrite ``tensor`` on every rank with rank ``src``'s, in place."""
+    """Overwrite ``tensor`` on every rank with rank ``src``'s, in place.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor of any shape
+        Same shape and dtype on every rank.
+    src : int, default=0
+        Rank whose tensor is sent.
+    what : str, default="broadcast"
+        Name of the collective in error messages.
+
+    Returns
+    -------
+    torch.Tensor
+        ``tensor`` itself.
+    """
     if world_size() > 1:
         traffic.add(tensor.numel() * tensor.element_size())
         _collective(what, lambda: tdist.broadcast(tensor, src))
@@ -231,7 +297,22 @@ def broadcast_(tensor: torch.Tensor, src: int = 0, *, what: str = "broadcast") -
 
 
 def broadcast_object(obj: Any, src: int = 0, *, what: str = "broadcast_object") -> Any:
-    """Rank ``src``'s ``obj`` (picklable; our own processes only) on every rank."""
+    """Rank ``src``'s ``obj`` (picklable; our own processes only) on every rank.
+
+    Parameters
+    ----------
+    obj : Any
+        The object on rank ``src`` (ignored elsewhere).
+    src : int, default=0
+        Rank whose object is sent.
+    what : str, default="broadcast_object"
+        Name of the collective in error messages.
+
+    Returns
+    -------
+    Any
+        Rank ``src``'s object.
+    """
     if world_size() == 1:
         return obj
     box = [obj if rank() == src else None]
@@ -241,7 +322,20 @@ def broadcast_object(obj: Any, src: int = 0, *, what: str = "broadcast_object") 
 
 
 def all_gather_object(obj: Any, *, what: str = "all_gather_object") -> list[Any]:
-    """Every rank's ``obj`` (picklable; our own processes only), in rank order."""
+    """Every rank's ``obj`` (picklable; our own processes only), in rank order.
+
+    Parameters
+    ----------
+    obj : Any
+        This rank's object.
+    what : str, default="all_gather_object"
+        Name of the collective in error messages.
+
+    Returns
+    -------
+    list
+        One object per rank.
+    """
     if world_size() == 1:
         return [obj]
     out: list[Any] = [None] * world_size()
@@ -251,20 +345,49 @@ def all_gather_object(obj: Any, *, what: str = "all_gather_object") -> list[Any]
 
 
 def any_rank(flag: bool, *, what: str = "any_rank") -> bool:
-    """Whether ``flag`` is true on at least one rank (the same answer on every rank)."""
+    """Whether ``flag`` is true on at least one rank (the same answer on every rank).
+
+    Parameters
+    ----------
+    flag : bool
+        This rank's flag.
+    what : str, default="any_rank"
+        Name of the collective in error messages.
+
+    Returns
+    -------
+    bool
+    """
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device())
     return bool(all_reduce_(t, what=what)[0] > 0)
 
 
 def barrier(*, what: str = "barrier") -> None:
-    """Wait for every rank (within the collective timeout)."""
+    """Wait for every rank (within the collective timeout).
+
+    Parameters
+    ----------
+    what : str, default="barrier"
+        Name of the collective in error messages.
+    """
     # a tiny all-reduce rather than tdist.barrier(): the same timeout on every backend
     any_rank(False, what=what)
 
 
 def on_main(write: Callable[..., None]) -> Callable[..., None]:
     """``write`` (a checkpoint or figure writer) run by rank 0 alone, every rank then waiting
-    until it is done, so that what it wrote can be read by all (e.g. on resume)."""
+    until it is done, so that what it wrote can be read by all (e.g. on resume).
+
+    Parameters
+    ----------
+    write : callable
+        The writer; its return value is dropped.
+
+    Returns
+    -------
+    callable
+        A function with ``write``'s arguments, to be called on every rank.
+    """
 
     def call(*args: Any, **kwargs: Any) -> None:
         if is_main():
@@ -296,9 +419,20 @@ def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
 
 def global_mean(local_sum: torch.Tensor, n_global: int) -> torch.Tensor:
     """The loss to backpropagate so that the gradient ``DistributedDataParallel`` averages is
-    the gradient of the mean over the whole global batch of ``n_global`` samples, however it
-    is split: this process's per-sample losses summed, ``local_sum`` (a scalar), times
-    ``world_size() / n_global``. With one process: ``local_sum / n_global``."""
+    the gradient of the mean over the whole global batch, however it is split.
+
+    Parameters
+    ----------
+    local_sum : torch.Tensor of shape ()
+        This process's per-sample losses summed.
+    n_global : int
+        Number of samples in the global batch.
+
+    Returns
+    -------
+    torch.Tensor of shape ()
+        ``local_sum * world_size() / n_global`` (``local_sum / n_global`` with one process).
+    """
     return local_sum * (world_size() / n_global)
 
 
@@ -307,7 +441,22 @@ def shard_bounds(n: int, rank_: int | None = None, world: int | None = None
                  ) -> tuple[int, int]:
     """``[start, stop)`` of rank ``rank_``'s contiguous share of ``n`` items: shares differ by
     at most one item, the first ``n % world`` ranks get the larger ones, and together they
-    cover ``0..n-1`` once, in order."""
+    cover ``0..n-1`` once, in order.
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    rank_ : int or None, default=None
+        The rank; this process's by default.
+    world : int or None, default=None
+        Number of ranks; the group's size by default.
+
+    Returns
+    -------
+    tuple of int
+        ``(start, stop)``.
+    """
     r = rank() if rank_ is None else rank_
     w = world_size() if world is None else world
     if not 0 <= r < w:
@@ -319,8 +468,23 @@ def shard_bounds(n: int, rank_: int | None = None, world: int | None = None
 
 def shard(indices: torch.Tensor, rank_: int | None = None, world: int | None = None
           ) -> torch.Tensor:
-    """This rank's contiguous share of ``indices`` ``(n, ...)`` (see :func:`shard_bounds`);
-    concatenating the shares of ranks ``0..world-1`` gives ``indices`` back."""
+    """This rank's contiguous share of ``indices`` (see :func:`shard_bounds`); concatenating the
+    shares of ranks ``0..world-1`` gives ``indices`` back.
+
+    Parameters
+    ----------
+    indices : torch.Tensor of shape (n, ...)
+        Items to share out along dim 0.
+    rank_ : int or None, default=None
+        The rank; this process's by default.
+    world : int or None, default=None
+        Number of ranks; the group's size by default.
+
+    Returns
+    -------
+    torch.Tensor of shape (stop - start, ...)
+        A view of ``indices``.
+    """
     start, stop = shard_bounds(indices.shape[0], rank_, world)
     return indices[start:stop]
 

@@ -16,6 +16,13 @@ class TrainingAttributes:
         return {name: copy.deepcopy(getattr(self, name)) for name in self.TRAINING_STATE}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the ``TRAINING_STATE`` attributes found in ``state`` (deep copies).
+
+        Parameters
+        ----------
+        state : dict
+            The extra state from :meth:`get_extra_state`; names it lacks are left unchanged.
+        """
         if not isinstance(state, dict):
             raise ValueError(f"the extra state of {type(self).__name__} must be a dict")
         for name in self.TRAINING_STATE:

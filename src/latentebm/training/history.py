@@ -19,7 +19,15 @@ import torch
 class EpochRecord(ABC):
     """Base class: subclasses keep their sums, say what the entry holds (:meth:`values`) and how
     to take the sums back from a partial entry (:meth:`restore`); they call :meth:`publish`
-    (``partial=True``) from their ``add``."""
+    (``partial=True``) from their ``add``.
+
+    Parameters
+    ----------
+    history : list of dict
+        The training history, one entry per epoch; this record's entry is kept at its end.
+    epoch : int
+        The epoch this record is for.
+    """
 
     def __init__(self, history: list[dict[str, Any]], epoch: int) -> None:
         self.history, self.epoch = history, epoch
@@ -29,7 +37,22 @@ class EpochRecord(ABC):
     @classmethod
     def open(cls, history: list[dict[str, Any]], epoch: int, *, resumed: bool) -> EpochRecord:
         """A record for ``epoch``; when ``resumed`` and the history ends with that epoch's
-        partial entry, the entry is taken off the history and its sums continue."""
+        partial entry, the entry is taken off the history and its sums continue.
+
+        Parameters
+        ----------
+        history : list of dict
+            The training history.
+        epoch : int
+            The epoch to record.
+        resumed : bool
+            Whether the run resumed in the middle of this epoch.
+
+        Returns
+        -------
+        EpochRecord
+            An instance of ``cls``.
+        """
         record = cls(history, epoch)
         last = history[-1] if history and history[-1].get("epoch") == epoch else None
         if resumed and last is not None and last.get("partial"):
@@ -44,18 +67,44 @@ class EpochRecord(ABC):
 
     @abstractmethod
     def restore(self, entry: dict[str, Any]) -> None:
-        """Take the running sums back from a partial ``entry`` of this epoch."""
+        """Take the running sums back from a partial ``entry`` of this epoch.
+
+        Parameters
+        ----------
+        entry : dict
+            A history entry published with ``partial=True``.
+        """
 
     def close(self) -> None:
         self.publish(partial=False)
 
     def publish(self, partial: bool) -> None:
-        """Replace this epoch's entry at the end of the history (or append it)."""
+        """Replace this epoch's entry at the end of the history (or append it).
+
+        Parameters
+        ----------
+        partial : bool
+            Whether the epoch is still running.
+        """
         if self.history and self.history[-1].get("epoch") == self.epoch:
             self.history.pop()
         self.history.append(self.entry(partial, self.seconds + time.perf_counter() - self.start))
 
     def entry(self, partial: bool, seconds: float) -> dict[str, Any]:
+        """This epoch's history entry.
+
+        Parameters
+        ----------
+        partial : bool
+            Whether the epoch is still running.
+        seconds : float
+            Time spent in the epoch so far.
+
+        Returns
+        -------
+        dict
+            ``{"epoch": epoch, **values(), "partial": partial, "seconds": seconds}``.
+        """
         return {"epoch": self.epoch, **self.values(), "partial": partial, "seconds": seconds}
 
 
@@ -63,7 +112,15 @@ class MeanRecord(EpochRecord):
     """Per-sample quantities ``KEYS`` summed over the epoch and published as means (named
     ``PREFIX + key``), with the sample count as ``COUNT_KEY``. :meth:`add` takes a dict of
     per-sample tensors ``(batch,)``, :meth:`add_sums` sums already taken over a batch;
-    ``SUM_DTYPE`` (if set) is the dtype the sums are taken in."""
+    ``SUM_DTYPE`` (if set) is the dtype the sums are taken in.
+
+    Parameters
+    ----------
+    history : list of dict
+        The training history, one entry per epoch.
+    epoch : int
+        The epoch this record is for.
+    """
 
     KEYS: tuple[str, ...] = ()
     PREFIX: str = ""
@@ -76,14 +133,41 @@ class MeanRecord(EpochRecord):
         self.count: int | float = 0
 
     def mean(self, key: str) -> float:
+        """The running mean of ``key`` (0 before any sample).
+
+        Parameters
+        ----------
+        key : str
+            One of ``KEYS``.
+
+        Returns
+        -------
+        float
+        """
         return self.sums[key] / max(self.count, 1)
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
+        """Add a batch of per-sample values and republish the entry.
+
+        Parameters
+        ----------
+        values : dict of str to torch.Tensor of shape (batch,)
+            One tensor per key of ``KEYS`` (other keys are ignored).
+        """
         sums = {key: (values[key] if self.SUM_DTYPE is None
                       else values[key].to(self.SUM_DTYPE)).sum() for key in self.KEYS}
         self.add_sums(sums, int(values[self.KEYS[0]].shape[0]))
 
     def add_sums(self, sums: dict[str, torch.Tensor | float], count: int | float) -> None:
+        """Add sums already taken over a batch and republish the entry.
+
+        Parameters
+        ----------
+        sums : dict of str to torch.Tensor or float
+            One scalar per key of ``KEYS``.
+        count : int or float
+            Number of samples (or total weight) the sums are over.
+        """
         for key in self.KEYS:
             self.sums[key] += float(sums[key])
         self.count += count
@@ -93,6 +177,13 @@ class MeanRecord(EpochRecord):
         return {**{self.PREFIX + k: self.mean(k) for k in self.KEYS}, self.COUNT_KEY: self.count}
 
     def restore(self, entry: dict[str, Any]) -> None:
+        """Take the count and the sums (mean × count) back from a partial ``entry``.
+
+        Parameters
+        ----------
+        entry : dict
+            A history entry published with ``partial=True``.
+        """
         self.count = entry[self.COUNT_KEY]
         self.sums = {k: entry[self.PREFIX + k] * self.count for k in self.KEYS}
 

@@ -33,14 +33,42 @@ from .interrupt import GracefulInterrupt
 
 
 def epoch_order(seed: int, n: int, epoch: int, device: torch.device | str) -> torch.Tensor:
-    """The permutation of ``n`` samples for ``epoch``, ``(n,)`` long on ``device``; drawn on the
-    CPU from ``seed * 1_000_003 + epoch`` so that it is the same on every device and run."""
+    """The permutation of ``n`` samples for ``epoch``, drawn on the CPU from
+    ``seed * 1_000_003 + epoch`` so that it is the same on every device and run.
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed.
+    n : int
+        Number of samples.
+    epoch : int
+        Epoch index, 0-based.
+    device : torch.device or str
+        Where the permutation is put.
+
+    Returns
+    -------
+    torch.Tensor of shape (n,), long
+    """
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=gen).to(device)
 
 
 def resuming(resume: bool, checkpoint: str | os.PathLike | None) -> bool:
-    """Whether ``fit`` continues from ``checkpoint``: asked to, and the file exists."""
+    """Whether ``fit`` continues from ``checkpoint``: asked to, and the file exists.
+
+    Parameters
+    ----------
+    resume : bool
+        Whether the caller asked to resume.
+    checkpoint : str, os.PathLike or None
+        The checkpoint path.
+
+    Returns
+    -------
+    bool
+    """
     return bool(resume) and checkpoint is not None and os.path.exists(checkpoint)
 
 
@@ -92,8 +120,40 @@ class MinibatchLoop:
     last good checkpoint, which is left as it was. ``scheduler`` (a
     ``torch.optim.lr_scheduler``) is stepped after every step.
 
-    ``batch_size`` must already be clipped to ``n``. Use as a context manager around
-    :meth:`epochs`, and call :meth:`step_done` after every step.
+    Use as a context manager around :meth:`epochs`, and call :meth:`step_done` after every step.
+
+    Parameters
+    ----------
+    n : int
+        Number of training samples.
+    batch_size : int
+        Mini-batch size, already clipped to ``n``.
+    epochs : int
+        Total number of epochs of the run (including those already done before ``start``).
+    seed : int
+        Seed of the epoch orders (:func:`epoch_order`).
+    device : torch.device or str
+        Device of the sample orders and of the divergence flag.
+    start : tuple of int, default=(0, 0)
+        ``(epoch, batch)`` position to start from (a resumed run's).
+    checkpoint : str, os.PathLike or None, default=None
+        Checkpoint path; ``None`` disables saving.
+    save : callable or None, default=None
+        ``save(epoch, batch)``, writes the checkpoint at that position.
+    checkpoint_every : int, default=100
+        Save when the model's step counter is a multiple of this.
+    check_every : int, default=50
+        Check for divergence every this many steps.
+    watch : torch.nn.Module or None, default=None
+        Module whose ``state_dict`` tensors are checked for NaN/inf.
+    optimizer : torch.optim.Optimizer or None, default=None
+        Optimizer whose state is checked for NaN/inf.
+    scheduler : torch.optim.lr_scheduler.LRScheduler or None, default=None
+        Stepped after every step.
+    desc : str, default="training"
+        Label of the progress bar.
+    progress : bool, default=True
+        Show a tqdm progress bar.
     """
 
     def __init__(
@@ -175,11 +235,26 @@ class MinibatchLoop:
                   postfix: dict[str, str] | None = None,
                   callback: Callable[..., object] | None = None,
                   callback_args: tuple[Any, ...] = ()) -> None:
-        """After a step: flag a non-finite ``loss`` (any shape), step the scheduler, move the
-        position past ``batch``, advance the bar (with ``postfix``), call
-        ``callback(*callback_args)``, check for divergence every ``check_every`` steps, save if
-        ``count`` (the model's step counter) is a multiple of ``checkpoint_every``, and raise
-        ``KeyboardInterrupt`` if Ctrl-C was pressed."""
+        """After a step: flag a non-finite ``loss``, step the scheduler, move the position past
+        ``batch``, advance the bar, call ``callback(*callback_args)``, check for divergence every
+        ``check_every`` steps, save if ``count`` is a multiple of ``checkpoint_every``, and raise
+        ``KeyboardInterrupt`` if Ctrl-C was pressed.
+
+        Parameters
+        ----------
+        batch : Batch
+            The mini-batch just processed.
+        count : int
+            The model's step counter after this step.
+        loss : torch.Tensor or None, default=None
+            The step's loss (any shape); checked for NaN/inf without host synchronisation.
+        postfix : dict of str to str or None, default=None
+            Values shown next to the progress bar.
+        callback : callable or None, default=None
+            Called as ``callback(*callback_args)``.
+        callback_args : tuple, default=()
+            Arguments of ``callback``.
+        """
         if loss is not None:
             bad = ~torch.isfinite(loss.detach()).all()
             unset = self._first_bad < 0

@@ -11,7 +11,21 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def cosine_factor(step: int, total: int, final_fraction: float) -> float:
-    """``f + (1 − f)·½(1 + cos(π·step/total))``: 1 at step 0, ``f`` at ``total``."""
+    """``f + (1 − f)·½(1 + cos(π·step/total))``: 1 at step 0, ``f`` at ``total``.
+
+    Parameters
+    ----------
+    step : int
+        Scheduler step.
+    total : int
+        Steps over which the factor decays (at least 1 is used).
+    final_fraction : float
+        ``f``, the factor at ``total``.
+
+    Returns
+    -------
+    float
+    """
     frac = 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
     return final_fraction + (1 - final_fraction) * frac
 
@@ -37,7 +51,17 @@ def cosine_schedule(
 
 def constant_schedule(optimizer: torch.optim.Optimizer) -> LambdaLR:
     """The learning rate kept at its initial value (a schedule object all the same, so every
-    model's checkpoint has the same shape)."""
+    model's checkpoint has the same shape).
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        The optimizer to schedule.
+
+    Returns
+    -------
+    torch.optim.lr_scheduler.LambdaLR
+    """
     return LambdaLR(optimizer, _one)
 
 

@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> Run:
     photos = load_images(args.images, grey=False)
     images = runs.preprocess(photos, args.preprocess)
     # The last photograph is held out whole for the code-map figure; tiles come from the rest.
-    show_source, train_images = images[-1], images[:-1] or images
+    if len(images) < 2:
+        raise ValueError(f"conv-colour needs at least 2 photographs in --images (one is held "
+                         f"out for the code maps), found {len(images)}")
+    show_source, train_images = images[-1], images[:-1]
     train_np, test_np = runs.image_tiles(train_images, args.tile, args.n_tiles, args.n_test,
                                          args.seed)
     train = torch.from_numpy(train_np).to(device)

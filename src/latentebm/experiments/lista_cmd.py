@@ -58,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     add_common_arguments(parser, epochs=12, lam=0.5)
     add_dataset_arguments(parser, n_train=60000, n_test=2000)
+    parser.add_argument("--dict-epochs", type=int, default=1,
+                        help="epochs of dictionary learning when no --dictionary (default: 1)")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10],
                         help="depths K to train (default: 1 2 3 5 10)")
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),

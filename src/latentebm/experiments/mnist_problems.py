@@ -37,8 +37,6 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, n_train: int, n_te
                         help="use the MNIST sample bundled with the package (offline demo)")
     parser.add_argument("--dictionary", default=None,
                         help="a SparseCoding checkpoint to use instead of learning a dictionary")
-    parser.add_argument("--dict-epochs", type=int, default=1,
-                        help="epochs of dictionary learning when no --dictionary (default: 1)")
 
 
 def load_dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:

@@ -82,6 +82,12 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
     image_shape : tuple of int
         ``(28, 28)`` or ``(patch, patch)``.
     """
+    for flag in ("n_train", "n_test"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.sample and args.dataset != "mnist":
+        raise ValueError("--sample is the bundled MNIST sample; it needs --dataset mnist")
     if args.dataset == "mnist":
         kw = {"sample": True} if args.sample else {"data_dir": args.data_dir}
         train = mnist_vectors(load_mnist("train", **kw)[0])

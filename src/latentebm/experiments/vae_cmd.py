@@ -141,6 +141,9 @@ def run(args: argparse.Namespace) -> Run:
     # evaluation settings (--k, --nll-images) may change on --resume; metrics.json records them
     run = Run(args.out, runs.vae_config(NAME, args), resume=args.resume)
     data = runs.binarized_mnist(args)
+    n_test = data["test"].shape[0]
+    if args.nll_images is not None and not 1 <= args.nll_images <= n_test:
+        raise ValueError(f"--nll-images must be in [1, {n_test}], got {args.nll_images}")
     model = VAE(
         (28, 28),
         args.latent,
@@ -158,10 +161,7 @@ def run(args: argparse.Namespace) -> Run:
         max_minutes=args.max_minutes,
     )
     metrics: dict[str, Any] = {**timing, **runs.evaluate(model, data["test"], seed=args.seed)}
-    n_nll = data["test"].shape[0] if args.nll_images is None else args.nll_images
-    if not 1 <= n_nll <= data["test"].shape[0]:
-        raise ValueError(f"--nll-images must be in [1, {data['test'].shape[0]}], got {n_nll}")
-    n_test = data["test"].shape[0]
+    n_nll = n_test if args.nll_images is None else args.nll_images
     subset = torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed))[:n_nll]
     x_nll = data["test"][subset.sort().values.to(data["test"].device)]
     gen = torch.Generator(device=model.device).manual_seed(args.seed + 1)

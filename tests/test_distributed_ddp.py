@@ -109,3 +109,49 @@ def test_lista_ddp_on_two_processes_equals_one(tmp_path: Path) -> None:
             errs = json.loads((tmp_path / f"{variant}-rank{r}.err").read_text())
             assert errs == pytest.approx([e["code_error"] for e in hist], rel=1e-10)
     assert (tmp_path / "lista.ckpt").exists()  # written by rank 0
+
+
+# --------------------------------------------------------------------------- VAE
+VAE_OBJECTIVES = [("elbo", 1), ("iwae", 3)]
+
+
+def vae_fit(objective: str, k: int, checkpoint: Path | None = None):
+    from latentebm import VAE
+
+    gen = torch.Generator().manual_seed(5)
+    X = torch.rand(53, 12, generator=gen, dtype=torch.float64)
+    model = VAE(12, 3, hidden=(7,), seed=3, dtype=torch.float64)
+    hist = model.fit(X, epochs=2, batch_size=20, lr=1e-2, dynamic_binarization=True,
+                     objective=objective, k=k, warmup_epochs=1.0, progress=False,
+                     checkpoint=checkpoint)
+    return model, hist
+
+
+def vae_worker(out_dir: str) -> None:
+    dist.init_distributed()
+    for objective, k in VAE_OBJECTIVES:
+        ckpt = Path(out_dir) / f"vae-{objective}.ckpt"
+        model, hist = vae_fit(objective, k, ckpt)
+        save_file({name: v.contiguous() for name, v in model.state_dict().items()
+                   if isinstance(v, torch.Tensor)},
+                  str(Path(out_dir) / f"vae-{objective}-rank{dist.rank()}.st"))
+        Path(out_dir, f"vae-{objective}-rank{dist.rank()}.loss").write_text(
+            json.dumps([e["loss"] for e in hist]))
+    dist.shutdown()
+
+
+def test_vae_ddp_on_two_processes_equals_one(tmp_path: Path) -> None:
+    """Unequal shares (53 images, batches of 20 and 13), the same binarisation and noise
+    draws: two processes end with one process's weights and epoch losses."""
+    check_ok(launch("test_distributed_ddp:vae_worker", 2, str(tmp_path)))
+    for objective, k in VAE_OBJECTIVES:
+        single, hist = vae_fit(objective, k)
+        for r in range(2):
+            got = load_file(str(tmp_path / f"vae-{objective}-rank{r}.st"))
+            for name, v in single.state_dict().items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    assert float((got[name] - v).norm()) <= 1e-10 * max(float(v.norm()), 1e-300), (
+                        objective, r, name)
+            losses = json.loads((tmp_path / f"vae-{objective}-rank{r}.loss").read_text())
+            assert losses == pytest.approx([e["loss"] for e in hist], rel=1e-10)
+        assert (tmp_path / f"vae-{objective}.ckpt").exists()

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .._validation import as_tensor, check_int, check_scalar, check_seed, resolve_device
 from ..solvers import SolverResult
+from ..training import distributed as dist
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
@@ -242,7 +243,8 @@ class VAE(LatentModel):
 
     def forward(
         self, x: torch.Tensor, *, beta: float | None = None,
-        generator: torch.Generator | None = None, k: int = 1, objective: str = "elbo"
+        generator: torch.Generator | None = None, k: int = 1, objective: str = "elbo",
+        noise: torch.Tensor | None = None,
     ) -> VAEOutput:
         """The training loss of validated images: the negative ELBO (β-weighted KL) from one
         reparameterised sample, or with ``objective="iwae"`` the negative importance-weighted
@@ -260,6 +262,11 @@ class VAE(LatentModel):
             Samples per image of the importance-weighted bound.
         objective : {"elbo", "iwae"}, default="elbo"
             The bound whose negative is the loss.
+        noise : torch.Tensor or None, default=None
+            The standard normal draws ε of the reparameterisation, ``(batch, latent_dim)`` for
+            the ELBO or ``(k, batch, latent_dim)`` for the importance-weighted bound, instead
+            of drawing them from ``generator`` (distributed training draws them for the whole
+            global batch, so that every process uses its rows of the same draw).
 
         Returns
         -------
@@ -268,7 +275,7 @@ class VAE(LatentModel):
             ``(latent_dim,)``, and ``mu``, ``logvar`` ``(batch, latent_dim)``.
         """
         return (self._iwae_loss if objective == "iwae" else self._loss)(
-            x, self.beta if beta is None else beta, generator, k)
+            x, self.beta if beta is None else beta, generator, k, noise)
 
     def loss(self, x: Any, *, beta: float | None = None,
              generator: torch.Generator | None = None, k: int = 1,
@@ -612,23 +619,30 @@ class VAE(LatentModel):
         if resuming(resume, checkpoint):
             state = self.resume_from(checkpoint, fit_args, optimizer=opt, scheduler=scheduler)
             start = state.position
-            sums.copy_(state.extra["running"])
+            if dist.is_main():  # the saved sums are over every process: counted once
+                sums.copy_(state.extra["running"])
             seconds_before = float(state.extra["epoch_seconds"])
         warmup_steps = warmup_epochs * steps_per_epoch
         gen = torch.Generator(device=self.device)
         clock = {"epoch_start": time.perf_counter(), "before": seconds_before}
 
-        def save(epoch: int, batch: int) -> None:
+        @dist.on_main
+        def write(epoch: int, batch: int, running: torch.Tensor) -> None:
             seconds = clock["before"] + time.perf_counter() - clock["epoch_start"] if batch else 0.0
             self.write_training_checkpoint(
                 checkpoint, fit_args, (epoch, batch), optimizer=opt, scheduler=scheduler,
-                extra={"running": sums, "epoch_seconds": torch.tensor(seconds)})
+                extra={"running": running, "epoch_seconds": torch.tensor(seconds)})
+
+        def save(epoch: int, batch: int) -> None:
+            write(epoch, batch, dist.all_reduce_(sums.clone(), what="of the epoch sums"))
 
         loop = MinibatchLoop(
             n, batch_size, epochs, seed=self.seed, device=self.device, start=start,
             checkpoint=checkpoint, save=save, checkpoint_every=every, check_every=check_every,
-            watch=self, optimizer=opt, scheduler=scheduler, desc="vae", progress=progress,
+            watch=self, optimizer=opt, scheduler=scheduler, desc="vae",
+            progress=progress and dist.is_main(),
         )
+        model = dist.data_parallel(self, find_unused_parameters=True)
         self.train()
         with loop:
             for epoch in loop.epochs():
@@ -641,7 +655,7 @@ class VAE(LatentModel):
                     beta = self.beta
                     if warmup_steps > 0:
                         beta *= min(1.0, (self.n_steps_ + 1) / warmup_steps)
-                    loss = self._train_step(opt, xb, beta, gen, sums, objective, k)
+                    loss = self._train_step(model, opt, xb, beta, gen, sums, objective, k)
                     if b.batch + 1 == epoch.steps_per_epoch:
                         self._close_epoch(epoch.index, sums, beta, clock, X_val, on_epoch_end,
                                           nll_k if (epoch.index + 1) % nll_every == 0 else 0)
@@ -659,33 +673,35 @@ class VAE(LatentModel):
 
     # ------------------------------------------------------------------ internals
     def _loss(self, x: torch.Tensor, beta: float, generator: torch.Generator | None,
-              k: int = 1) -> VAEOutput:
+              k: int = 1, noise: torch.Tensor | None = None) -> VAEOutput:
         mu, logvar = self.encoder(x)
-        z = self._reparameterize(mu, logvar, generator, None)
+        z = self._reparameterize(mu, logvar, generator, None, noise)
         rec = -self._log_px_given_z(z, x).mean()
         kl_dims = kl_standard_normal(mu, logvar).mean(0)
         kl = kl_dims.sum()
         return VAEOutput(rec + beta * kl, rec, kl, kl_dims, mu, logvar)
 
     def _log_weights(self, x: torch.Tensor, beta: float, generator: torch.Generator | None,
-                     k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                     k: int, noise: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``log p(x|z_j) + β (log p(z_j) − log q(z_j|x))`` ``(k, batch)`` for ``k`` samples
         per image, with ``log p(x|z_j)`` ``(k, batch)`` and the posterior ``(μ, log σ²)``."""
         mu, logvar = self.encoder(x)
-        z = self._reparameterize(mu, logvar, generator, k)
+        z = self._reparameterize(mu, logvar, generator, k, noise)
         log_px_z = self._log_px_given_z(z, x)
         return (log_px_z + beta * (log_standard_normal(z) - log_normal_diag(z, mu, logvar)),
                 log_px_z, mu, logvar)
 
     def _iwae_loss(self, x: torch.Tensor, beta: float, generator: torch.Generator | None,
-                   k: int) -> VAEOutput:
-        log_w, log_px_z, mu, logvar = self._log_weights(x, beta, generator, k)
+                   k: int, noise: torch.Tensor | None = None) -> VAEOutput:
+        log_w, log_px_z, mu, logvar = self._log_weights(x, beta, generator, k, noise)
         bound = log_w.logsumexp(0) - math.log(k)
         kl_dims = kl_standard_normal(mu, logvar).mean(0)
         return VAEOutput(-bound.mean(), -log_px_z.mean(), kl_dims.sum(), kl_dims, mu, logvar)
 
     def _train_step(
         self,
+        model: nn.Module,
         opt: torch.optim.Optimizer,
         x: torch.Tensor,
         beta: float,
@@ -694,11 +710,21 @@ class VAE(LatentModel):
         objective: str,
         k: int,
     ) -> torch.Tensor:
-        """One Adam step through :meth:`forward`; accumulates (loss, rec, kl, count) into
-        ``sums`` on the device (no host sync) and returns the detached loss."""
-        out = self(x, beta=beta, generator=generator, k=k, objective=objective)
+        """One Adam step through ``model`` (this VAE or its ``DistributedDataParallel``
+        wrapper) on the global batch ``x``: this process takes its rows of ``x`` and of one
+        noise draw for the whole batch, and backpropagates its share of the global mean, so
+        that the averaged gradient is the one-process gradient. Accumulates this process's
+        (loss, rec, kl, count) sums into ``sums`` on the device (no host sync) and returns
+        the detached local loss."""
+        n_global = x.shape[0]
+        noise_shape = (n_global, self.latent_dim) if objective == "elbo" else (
+            k, n_global, self.latent_dim)
+        noise = torch.randn(noise_shape, generator=generator, device=x.device, dtype=x.dtype)
+        start, stop = dist.shard_bounds(n_global)
+        x = x[start:stop]
+        out = model(x, beta=beta, k=k, objective=objective, noise=noise[..., start:stop, :])
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        dist.global_mean(out.loss * x.shape[0], n_global).backward()
         opt.step()
         self.n_steps_ += 1
         with torch.no_grad():
@@ -712,10 +738,13 @@ class VAE(LatentModel):
         logvar: torch.Tensor,
         generator: torch.Generator | None,
         n_samples: int | None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``μ + σ ε``; with ``n_samples``, ``(n_samples, batch, latent_dim)``."""
+        """``μ + σ ε`` with ε ``noise`` or drawn from ``generator``; with ``n_samples``,
+        ``(n_samples, batch, latent_dim)``."""
         shape = mu.shape if n_samples is None else (n_samples, *mu.shape)
-        eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = noise if noise is not None else torch.randn(
+            shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def _log_px_given_z(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -760,7 +789,8 @@ class VAE(LatentModel):
         return as_tensor(x, name).to(self.device, self.dtype)
 
     def _close_epoch(self, epoch, sums, beta, clock, X_val, on_epoch_end, nll_k) -> None:
-        loss, rec, kl, count = (float(v) for v in sums)
+        loss, rec, kl, count = (float(v) for v in dist.all_reduce_(sums.clone(),
+                                                                   what="of the epoch sums"))
         entry = {
             "epoch": epoch,
             "loss": loss / count,

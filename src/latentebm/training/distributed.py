@@ -398,7 +398,8 @@ def on_main(write: Callable[..., None]) -> Callable[..., None]:
 
 
 # --------------------------------------------------------------------------- gradients
-def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
+def data_parallel(module: torch.nn.Module, *, find_unused_parameters: bool = False
+                  ) -> torch.nn.Module:
     """``module`` wrapped in ``DistributedDataParallel`` when there is more than one process
     (its gradients are then averaged over the processes in ``backward``), else ``module``.
 
@@ -406,6 +407,13 @@ def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
     ----------
     module : torch.nn.Module
         On this process's device (:func:`device`); training must call it (its ``forward``).
+    find_unused_parameters : bool, default=False
+        Let some parameters get no gradient in a step (e.g. a VAE's pixel-noise scale under a
+        Bernoulli likelihood); costs a graph traversal per step.
+
+    Returns
+    -------
+    torch.nn.Module
     """
     if world_size() == 1:
         return module
@@ -414,7 +422,8 @@ def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
     ids = [module_device.index] if (module_device := next(
         (p.device for p in module.parameters()), torch.device("cpu"))).type == "cuda" else None
     # our models' buffers are the same on every rank already: no broadcast before each forward
-    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False,
+                                   find_unused_parameters=find_unused_parameters)
 
 
 def global_mean(local_sum: torch.Tensor, n_global: int) -> torch.Tensor:

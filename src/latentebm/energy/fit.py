@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .._validation import check_int, check_scalar
+from ..training import distributed as dist
 from ..training.checkpoint import (
     TrainingState,
     check_same_settings,
@@ -74,6 +75,7 @@ def fit(
     A NaN/inf energy or weight stops training with ``FloatingPointError`` naming the step; the
     last good checkpoint is kept.
     """
+    dist.require_single_process("LatentVariableEBM.fit")
     x_t, y_t, _ = model._inputs(x, y)
     epochs = check_int(epochs, "epochs", low=1)
     batch_size = check_int(batch_size, "batch_size", low=1)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..models.vae import VAE
+from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
 from ._args import add_common_arguments
@@ -160,6 +161,8 @@ def run(args: argparse.Namespace) -> Run:
         validation=data["test"][: args.monitor_images],
         max_minutes=args.max_minutes,
     )
+    if not distributed.is_main():  # the model is the same on every rank: rank 0 reports
+        return run
     metrics: dict[str, Any] = {**timing, **runs.evaluate(model, data["test"], seed=args.seed)}
     n_nll = n_test if args.nll_images is None else args.nll_images
     subset = torch.randperm(n_test, generator=torch.Generator().manual_seed(args.seed))[:n_nll]

@@ -37,6 +37,7 @@ from ..operators.base import batch_dot
 from ..operators.conv import correlate
 from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
+from ..training import distributed as dist
 from ..training.history import MeanRecord
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
@@ -490,6 +491,7 @@ class ConvSparseAutoencoder(LatentModel):
         list of dict
             The per-epoch history.
         """
+        dist.require_single_process("ConvSparseAutoencoder.fit")
         Y_t = self._images(Y)
         epochs = check_int(epochs, "epochs", low=1)
         batch_size = min(check_int(batch_size, "batch_size", low=1), Y_t.shape[0])

@@ -23,6 +23,7 @@ from ..data.patches import random_windows
 from ..operators import ConvDictionary
 from ..regularizers import UnitBall
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
+from ..training import distributed as dist
 from ..training.history import EpochRecord
 from ..training.loop import MinibatchLoop, resuming
 from ._base import ModelConfig, dtype_name
@@ -214,6 +215,7 @@ class ConvDictionaryLearning(DictionaryModel):
         list of dict
             The per-epoch history.
         """
+        dist.require_single_process("ConvDictionaryLearning.fit")
         Y_t, _ = self.check_input(Y, "Y", ndim=4)
         self.operator().check_signal(Y_t, "Y")
         epochs = check_int(epochs, "epochs", low=1)

@@ -27,6 +27,7 @@ from ..operators import DenseDictionary, batch_dot
 from ..problem import to_output
 from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
+from ..training import distributed as dist
 from ..training.history import MeanRecord
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import cosine_factor, cosine_schedule
@@ -362,6 +363,7 @@ class PSD(LatentModel):
             The per-epoch history: mean energy at ``z``, mean Lasso energy of the encoder's
             codes, mean prediction error ``‖z − Enc(y)‖²``, mean FISTA iterations, seconds.
         """
+        dist.require_single_process("PSD.fit")
         Y_t = self._check_signals(Y)
         epochs = check_int(epochs, "epochs", low=1)
         batch_size = check_int(batch_size, "batch_size", low=1)

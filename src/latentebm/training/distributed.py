@@ -397,6 +397,26 @@ def on_main(write: Callable[..., None]) -> Callable[..., None]:
     return call
 
 
+def require_single_process(what: str) -> None:
+    """Refuse to train ``what`` across processes where it has no distributed step yet (rather
+    than letting every process train its own copy).
+
+    Parameters
+    ----------
+    what : str
+        The trainer's name for the error message, e.g. ``"PSD.fit"``.
+
+    Raises
+    ------
+    DistributedError
+        When a process group of more than one process is initialised.
+    """
+    if world_size() > 1:
+        raise DistributedError(
+            f"{what} trains on one process only (no distributed step yet), but this is a "
+            f"{world_size()}-process job; run it without torchrun")
+
+
 # --------------------------------------------------------------------------- gradients
 def data_parallel(module: torch.nn.Module, *, find_unused_parameters: bool = False
                   ) -> torch.nn.Module:
@@ -500,6 +520,7 @@ def shard(indices: torch.Tensor, rank_: int | None = None, world: int | None = N
 
 __all__ = [
     "DistributedError",
+    "require_single_process",
     "all_gather_cat",
     "all_gather_object",
     "all_reduce_",

@@ -97,7 +97,9 @@ def proximal_gradient(
         :data:`STEP_SHRINK` every step and doubled where a step overshoots; otherwise the fixed
         ``L = lipschitz`` or a power-iteration bound on ``λ_max(AᵀA)``. ``None``: backtracking
         where the operator has an explicit Gram matrix and no ``lipschitz`` is given (a redone
-        step costs one small matmul).
+        step costs one small matmul), on the CPU only: on a GPU the fixed step is the default,
+        because deciding which steps to redo reads a flag back to the host every iteration,
+        while the fixed-step loop synchronises only at the gap checks (every ``check_every``).
     restart : bool
         Adaptive restart of the momentum.
     polish : bool
@@ -122,7 +124,7 @@ def proximal_gradient(
     b = op.adjoint(Y)
     explicit_gram = op.gram_matrix() is not None
     if backtracking is None:
-        backtracking = lipschitz is None and explicit_gram
+        backtracking = lipschitz is None and explicit_gram and Y.device.type == "cpu"
     if backtracking:
         L = _rayleigh_start(op, b) if lipschitz is None else b.new_full((batch,), lipschitz)
     elif lipschitz is None:

@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser : argparse.ArgumentParser
         The subcommand's parser.
     """
-    parser.add_argument("--task", choices=TASKS, default="mnist-completion")
+    parser.add_argument("--task", choices=TASKS, default="mnist-completion",
+                        help="the conditional problem: x is the top half of a digit, y its "
+                        "bottom half (default: mnist-completion)")
     add_common_arguments(parser, epochs=4, lam=1.0)
     parser.add_argument("--atoms", type=int, default=512,
                         help="latent size, over-complete for the 392 pixels of y (default: 512)")

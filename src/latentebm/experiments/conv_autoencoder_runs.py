@@ -41,13 +41,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
                         help=f"training tiles (default: {n_tiles})")
     parser.add_argument("--n-test", type=int, default=n_test,
                         help=f"held-out tiles (default: {n_test})")
-    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help=f"tiles per Adam step (default: {batch_size})")
     parser.add_argument("--lr", type=float, default=lr,
                         help=f"Adam step, decayed to 0 on a cosine (default: {lr})")
     parser.add_argument("--mode", choices=["psd", "sparse-ae"], default="psd",
                         help="PSD (FISTA codes warm-started by the encoder) or plain sparse "
                         "auto-encoder (default: psd)")
-    parser.add_argument("--nonlinearity", choices=["tanh", "shrink"], default="tanh")
+    parser.add_argument("--nonlinearity", choices=["tanh", "shrink"], default="tanh",
+                        help="encoder output: tanh with a per-map gain, or a learned soft "
+                        "threshold (default: tanh)")
     parser.add_argument("--beta", type=float, default=1.0,
                         help="weight of the prediction term (β/2)‖z − Enc(y)‖² (default: 1)")
     parser.add_argument("--fista-iter", type=int, default=10,

@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser : argparse.ArgumentParser
         The subcommand's parser.
     """
-    parser.add_argument("--dataset", choices=["mnist", "natural"], default="mnist")
+    parser.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
+                        help="MNIST digits (atoms become strokes) or whitened natural-image "
+                        "patches (atoms become Gabor-like edges) (default: mnist)")
     parser.add_argument("--atoms", type=int, default=256, help="dictionary size (default: 256)")
     parser.add_argument("--patch", type=int, default=12, help="natural: patch side (default: 12)")
     parser.add_argument("--images", default=None,
@@ -47,8 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-train", type=int, default=None,
                         help="training samples (default: all MNIST / 100000 patches)")
     parser.add_argument("--n-test", type=int, default=2000, help="held-out samples (default 2000)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--method", choices=["online", "sgd"], default="online")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="signals per dictionary update (default: 256)")
+    parser.add_argument("--method", choices=["online", "sgd"], default="online",
+                        help="dictionary update: Mairal et al.'s online block-coordinate "
+                        "update, or projected SGD (default: online)")
     parser.add_argument("--codes", choices=["signed", "nonneg"], default=None,
                         help="code sign constraint (default: nonneg for mnist, signed for "
                         "natural; non-negative codes give the cleanest pen strokes)")

@@ -151,3 +151,25 @@ def test_writer_checks_its_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="got 2 rows but n_rows=3"):
         write_shards(iter([np.zeros((2, 4))]), tmp_path / "y", n_rows=3, n_features=4)
     assert list((tmp_path / "y").iterdir()) == []  # no index, no half-written shard
+
+
+def test_prepare_patches_command_then_sparse_coding_streams_the_shards(tmp_path: Path) -> None:
+    from latentebm.cli import main
+
+    prep = tmp_path / "prep"
+    assert main(["prepare-patches", "--out", str(prep), "--n-patches", "2500", "--patch", "8",
+                 "--rows-per-shard", "1000", "--quiet"]) == 0
+    shards = prep / "patches"
+    assert len(list(shards.glob("*.npy"))) == 3
+    metrics = json.loads((prep / "metrics.json").read_text())
+    assert metrics["n_rows"] == 2500 and metrics["n_features"] == 64
+    out = tmp_path / "sc"
+    assert main(["sparse-coding", "--dataset", "natural", "--shards", str(shards), "--atoms",
+                 "16", "--epochs", "1", "--batch-size", "250", "--n-test", "100", "--out",
+                 str(out), "--quiet"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["n_train"] == 2500 and result["n_test"] == 100
+    assert 0 < result["test_relative_reconstruction_error"] < 1
+    # --shards needs natural patches, all of them
+    assert main(["sparse-coding", "--dataset", "mnist", "--shards", str(shards), "--out",
+                 str(tmp_path / "bad"), "--quiet"]) == 2

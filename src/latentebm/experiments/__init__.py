@@ -9,6 +9,7 @@ from types import ModuleType
 COMMANDS: tuple[str, ...] = (
     "sparse_coding_cmd", "vae_cmd", "fuzzy_balls_cmd", "lista_cmd", "psd_cmd",
     "conv_filters_cmd", "conv_colour_cmd", "pretrain_cmd", "conditional_cmd", "reproduce_cmd",
+    "prepare_patches_cmd",
 )
 
 

@@ -27,7 +27,8 @@ def seed_argument(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("seed ")) from None
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, lam: float | None,
+def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,
+                         lam: float | None,
                          data_dir_help: str = MNIST_DATA_DIR) -> None:
     """Add ``--out --device --seed --epochs [--lam] --resume --data-dir --quiet`` to ``parser``.
 
@@ -35,8 +36,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, lam: f
     ----------
     parser : argparse.ArgumentParser
         The command's parser.
-    epochs : int
-        Default of ``--epochs``.
+    epochs : int or None
+        Default of ``--epochs``; ``None`` for a command that does not train (no flag).
     lam : float or None
         Default of ``--lam``; ``None`` leaves the flag to the command.
     data_dir_help : str
@@ -47,7 +48,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, lam: f
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--seed", type=seed_argument, default=0,
                         help="random seed in [0, 2**32 - 1] (default: 0)")
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
+    if epochs is not None:
+        parser.add_argument("--epochs", type=int, default=epochs,
+                            help=f"epochs (default: {epochs})")
     if lam is not None:
         parser.add_argument("--lam", type=float, default=lam,
                             help=f"λ of ½‖y − Wz‖² + λ‖z‖₁ (default: {lam})")

@@ -12,6 +12,7 @@ import torch
 from .. import viz
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors, natural_patches
+from ..data.streaming import ShardedArray
 from ..metrics import fit_gabors, gabor_summary, localization_summary, stroke_summary
 from ..models import SparseCoding
 from ..training import distributed
@@ -46,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch", type=int, default=12, help="natural: patch side (default: 12)")
     parser.add_argument("--images", default=None,
                         help="natural: folder of photographs (default: scikit-image's bundled)")
+    parser.add_argument("--shards", default=None,
+                        help="natural: train on a prepared patch dataset (latentebm "
+                        "prepare-patches), streamed batch by batch, instead of patches held in "
+                        "memory; held-out patches are cut afresh from --images")
     parser.add_argument("--n-train", type=int, default=None,
                         help="training samples (default: all MNIST / 100000 patches)")
     parser.add_argument("--n-test", type=int, default=2000, help="held-out samples (default 2000)")
@@ -80,7 +85,7 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
 
     Returns
     -------
-    train : ndarray of shape (n_train, n_features)
+    train : ndarray of shape (n_train, n_features), or ShardedArray with --shards
         float32 training rows (784 features for MNIST, ``patch ** 2`` for patches).
     test : ndarray of shape (n_test, n_features)
         float32 held-out rows.
@@ -93,6 +98,18 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.sample and args.dataset != "mnist":
         raise ValueError("--sample is the bundled MNIST sample; it needs --dataset mnist")
+    if args.shards is not None:
+        if args.dataset != "natural" or args.n_train is not None:
+            raise ValueError("--shards streams natural-image patches: it needs --dataset "
+                             "natural and takes every prepared patch (no --n-train)")
+        train = ShardedArray(args.shards)
+        size = int(train.meta.get("size", args.patch))
+        if train.n_features != size * size:
+            raise ValueError(f"--shards {args.shards} holds {train.n_features} features per "
+                             f"row, not grey {size}x{size} patches")
+        test = natural_patches(size, args.n_test, images=args.images, whiten="1f",
+                               seed=args.seed + 1)
+        return train, test, (size, size)
     if args.dataset == "mnist":
         kw = {"sample": True} if args.sample else {"data_dir": args.data_dir}
         train = mnist_vectors(load_mnist("train", **kw)[0])

@@ -1,0 +1,78 @@
+"""``latentebm prepare-patches``: write whitened natural-image patches once, as a sharded
+dataset that ``latentebm sparse-coding --shards`` streams (data larger than memory)."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+
+from ..data.streaming import ShardedArray, prepare_patches
+from ._args import add_common_arguments
+from ._run import Run
+
+NAME = "prepare-patches"
+HELP = ("write whitened natural-image patches as float32 shards with a checksummed index, for "
+        "sparse-coding --shards (datasets larger than memory)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm prepare-patches`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
+    parser.add_argument("--n-patches", type=int, required=True,
+                        help="patches to write (10 000 000 12x12 patches are 5.8 GB)")
+    parser.add_argument("--patch", type=int, default=12, help="patch side (default: 12)")
+    parser.add_argument("--images", default=None,
+                        help="folder of photographs, read as grey (default: scikit-image's "
+                        "bundled ones)")
+    parser.add_argument("--whiten", choices=["1f", "none"], default="1f",
+                        help="Olshausen & Field's 1/f whitening of each photograph (default: 1f)")
+    parser.add_argument("--rows-per-shard", type=int, default=1_000_000,
+                        help="patches per .npy shard (default: 1000000)")
+    add_common_arguments(parser, epochs=None, lam=None,
+                         data_dir_help="not read by this command: its photographs come from "
+                         "--images")
+
+
+def run(args: argparse.Namespace) -> Run:
+    """Write the shards into ``--out/patches`` and check them by reading the index back.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags (:func:`add_arguments`): ``n_patches``, ``patch``, ``images``,
+        ``whiten``, ``rows_per_shard``, ``seed`` and ``out``.
+
+    Returns
+    -------
+    Run
+        The output folder, with ``patches/`` (shards and ``index.json``) and ``metrics.json``.
+    """
+    for flag in ("n_patches", "patch", "rows_per_shard"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
+    run_dir = Run(args.out, config, resume=args.resume)
+    folder = run_dir.path("patches")
+    prepare_patches(folder, args.n_patches, size=args.patch, images=args.images,
+                    whiten=args.whiten, seed=args.seed, rows_per_shard=args.rows_per_shard)
+    data = ShardedArray(folder)
+    metrics = {
+        "shards": str(folder),
+        "n_rows": data.n_rows,
+        "n_features": data.n_features,
+        "scale": data.scale,
+        "seconds": run_dir.elapsed(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    run_dir.write_metrics(metrics)
+    if not args.quiet:
+        print(f"prepare-patches: {data.n_rows} patches of {args.patch}x{args.patch} in "
+              f"{folder} ({metrics['seconds']:.0f} s, peak memory {metrics['peak_rss_mb']:.0f} "
+              f"MB); train on them with: latentebm sparse-coding --dataset natural --shards "
+              f"{folder} --out DIR")
+    return run_dir

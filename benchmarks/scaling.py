@@ -46,6 +46,8 @@ def worker(args: argparse.Namespace) -> None:
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     if args.model == "lista":
         return lista_worker(args, dtype)
+    if args.model == "vae":
+        return vae_worker(args, dtype)
     data = ShardedArray(args.shards) if args.shards else patches(args.n)
     if args.shards is None and dtype == torch.float64:
         data = data.astype(np.float64)
@@ -85,6 +87,34 @@ def lista_worker(args: argparse.Namespace, dtype: torch.dtype) -> None:
         Path(args.out + ".json").write_text(json.dumps(
             {"seconds": seconds, "steps": model.n_updates_,
              "bytes": dist.traffic.bytes + (grads * model.n_updates_
+                                            if dist.world_size() > 1 else 0),
+             "world": dist.world_size()}))
+    dist.shutdown()
+
+
+def vae_worker(args: argparse.Namespace, dtype: torch.dtype) -> None:
+    """The 784-400-20 VAE on MNIST training digits (dynamic binarisation) under DDP: each
+    process takes its rows of every global batch and of its noise draw."""
+    from latentebm import VAE
+    from latentebm.data import load_mnist, mnist_vectors
+
+    images, _ = load_mnist("train", data_dir=os.environ.get("LATENTEBM_DATA",
+                                                           "/work/shared/data/mnist"))
+    X = torch.from_numpy(mnist_vectors(images[: args.n])).to(dtype)
+    model = VAE(784, 20, hidden=(400,), seed=0, dtype=dtype)
+    dist.barrier()
+    dist.traffic.reset()
+    start = time.perf_counter()
+    model.fit(X, epochs=args.epochs, batch_size=args.batch // 8, dynamic_binarization=True,
+              progress=False)
+    seconds = time.perf_counter() - start
+    grads = sum(p.numel() * p.element_size() for p in model.parameters())
+    if dist.is_main():
+        weights = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
+        np.save(args.out + ".npy", weights.numpy())
+        Path(args.out + ".json").write_text(json.dumps(
+            {"seconds": seconds, "steps": model.n_steps_,
+             "bytes": dist.traffic.bytes + (grads * model.n_steps_
                                             if dist.world_size() > 1 else 0),
              "world": dist.world_size()}))
     dist.shutdown()
@@ -142,6 +172,8 @@ def main() -> None:
                                                        "float32", shards)
             runs[f"lista-float64-{world}"] = launch(world, Path(tmp) / f"l{world}", "float64",
                                                     model="lista")
+            runs[f"vae-float64-{world}"] = launch(world, Path(tmp) / f"v{world}", "float64",
+                                                  model="vae")
         # how far float32 moves for a mere change of thread count, for comparison
         runs["memory 2 threads-float32-1"] = launch(1, Path(tmp) / "t2", "float32", threads=2)
     load_after = os.getloadavg()
@@ -173,7 +205,7 @@ def main() -> None:
 def markdown(p: dict) -> str:
     pr = p["problem"]
     lines = [
-        "# Scaling across processes (SparseCoding, LISTA)", "",
+        "# Scaling across processes (SparseCoding, LISTA, VAE)", "",
         "Reproduce: `python benchmarks/scaling.py` (this 2-core machine, CPU, gloo, "
         "`OMP_NUM_THREADS=1` per process). Load average before "
         f"{p['load_before'][0]:.2f}, after {p['load_after'][0]:.2f} (other jobs share the "
@@ -188,7 +220,10 @@ def markdown(p: dict) -> str:
         "(3 steps, `DistributedDataParallel`) regressing precomputed FISTA codes, Adam; its "
         "bytes are DDP's gradient all-reduce (the parameters' size per step, computed, DDP's "
         "traffic is not counted by our counter) plus the code-error sum; ‖W − W₁‖ is over "
-        "all its parameters.", "",
+        f"all its parameters. *vae*: the 784-400-20 VAE on the first {pr['n']} MNIST training "
+        f"digits (dynamic binarisation), global batch {pr['batch'] // 8}, Adam, "
+        "`DistributedDataParallel`, the noise drawn once per global batch; bytes counted as "
+        "for LISTA.", "",
         "| run | processes | samples/s | s/step | bytes sent/step (rank 0) | "
         "‖W − W₁‖/‖W₁‖ |", "|---|---:|---:|---:|---:|---:|",
     ]

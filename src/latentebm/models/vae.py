@@ -7,6 +7,11 @@ Energy of an observation with a noisy code ("fuzzy ball") ``z = μ(x) + σ(x) �
 **Reduction.** Both terms are *summed* over pixels and latent dimensions (nats per image) and
 *averaged* over the batch: ``loss = mean_b [rec_b + β kl_b]``. With β = 1 the loss is the
 negative ELBO, an upper bound on ``−log p(x)``. β is the strength of the KL "spring".
+
+**Importance-weighted objective** (``objective="iwae"``, Burda, Grosse & Salakhutdinov 2016):
+``loss = −mean_b log (1/k) Σ_j w_j`` with ``log w_j = log p(x | z_j) + β (log p(z_j) −
+log q(z_j | x))`` and ``z_j ~ q(z | x)``: a tighter bound on ``−log p(x)`` as ``k`` grows
+(``k = 1`` is the ELBO with a sampled KL term).
 """
 
 from __future__ import annotations

@@ -207,3 +207,24 @@ def test_pretrain_command(tmp_path):
     table = (out / "table.md").read_text()
     assert "| 1 |" in table and "| 2 |" in table
     assert np.isfinite(metrics["accuracy"]["1"]["pretrained"]["mean"])
+
+
+def test_filter_similarity_is_one_exactly_when_the_encoder_is_the_decoders_adjoint():
+    from latentebm.experiments.conv_autoencoder_runs import filter_similarity
+    from latentebm.operators.conv import correlate
+
+    model = le.ConvSparseAutoencoder(4, 5, 2, seed=3, dtype=torch.float64)
+    with torch.no_grad():
+        model.encoder.copy_(model.decoder)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 2, 12, 12, generator=gen, dtype=torch.float64)
+    z = torch.randn(2, 4, 16, 16, generator=gen, dtype=torch.float64)
+    # the encoder's linear part is Dᵀ: <D z, y> = <z, correlate(encoder, y)>
+    lhs = (model.decode(z) * y).sum()
+    rhs = (z * correlate(model.encoder, y, model.boundary)).sum()
+    assert float(lhs) == pytest.approx(float(rhs), rel=1e-12)
+    enc, dec = model.encoder.detach().numpy(), model.decoder.detach().numpy()
+    np.testing.assert_allclose(filter_similarity(enc, dec), 1.0, rtol=1e-12)
+    # a flipped kernel (a convolution, not the adjoint) is not similar in general
+    flipped = filter_similarity(enc[:, :, ::-1, ::-1].copy(), dec)
+    assert float(flipped.max()) < 0.9

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -191,19 +190,3 @@ def test_conv_colour_command(tmp_path, photo_folder):
     assert len(metrics["crop_code_nonzero_share_per_map"]) == 3
     for name in ("kernels.png", "code_maps.png", "image_pair.png"):
         assert (out / name).stat().st_size > 0
-
-
-def test_pretrain_command(tmp_path):
-    out = tmp_path / "pretrain"
-    args = ["pretrain", "--sample", "--labels-per-class", "1", "2", "--seeds", "2",
-            "--n-unlabelled", "64", "--steps", "5", "--n-test", "200", "--epochs", "1",
-            "--filters", "4", "--kernel", "5", "--out", str(out), "--quiet"]
-    assert main(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    for n in ("1", "2"):
-        for init in ("pretrained", "random"):
-            runs = metrics["accuracy"][n][init]["runs"]
-            assert len(runs) == 2 and all(0 <= a <= 1 for a in runs)
-    table = (out / "table.md").read_text()
-    assert "| 1 |" in table and "| 2 |" in table
-    assert np.isfinite(metrics["accuracy"]["1"]["pretrained"]["mean"])

@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train the first layer with the rest (finetune), keep it fixed in "
                         f"both arms (frozen), or run both (default: {DEFAULT_FIRST_LAYER})")
     parser.add_argument("--seeds", type=int, default=5,
-                        help="paired seeds per setting, at least 2 (default: 5)")
+                        help="paired seeds per setting; one seed gives no standard deviation "
+                        "or test (default: 5)")
     parser.add_argument("--filters", type=int, default=16, help="first-layer maps (default: 16)")
     parser.add_argument("--kernel", type=int, default=7, help="first-layer kernel (default: 7)")
     parser.add_argument("--n-unlabelled", type=int, default=5000,
@@ -91,9 +92,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     for flag, value in positive.items():
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
-    if args.seeds < 2:
-        raise ValueError(f"--seeds must be >= 2 (a standard deviation and a paired test need "
-                         f"two seeds), got {args.seeds}")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1 (2 or more for a standard deviation and a "
+                         f"paired test), got {args.seeds}")
     bad = [c for c in args.classes if not 2 <= c <= 10]
     if bad:
         raise ValueError(f"--classes must lie in 2..10 (the first N digit classes), got {bad[0]}")
@@ -251,6 +252,8 @@ def plot_accuracy(settings: Sequence[Setting], summaries: dict[str, dict[str, An
                         yerr=[100 * (r["std"] or 0.0) for r in rows], fmt=style, capsize=3,
                         label=f"first layer: {arm}")
         ax.set_xscale("log")
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
         ax.set_xlabel("labelled digits per class")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{classes} classes, first layer {mode}", fontsize=10)
@@ -260,22 +263,27 @@ def plot_accuracy(settings: Sequence[Setting], summaries: dict[str, dict[str, An
     save_png(fig, path)
 
 
-def plot_filters(run_dir: Run, settings: Sequence[Setting], store: RunStore) -> list[str]:
+def plot_filters(run_dir: Run, settings: Sequence[Setting], store: RunStore) -> dict[str, str]:
     """For each first-layer mode, both arms' first-layer kernels after classifier training
-    (seed 0 of the setting with the most classes and labels); returns the files' names."""
-    names = []
+    (seed 0 of the setting with the most classes and labels).
+
+    Returns
+    -------
+    dict
+        File name → the setting it shows.
+    """
+    shown = {}
     for mode in sorted({s.first_layer for s in settings}):
         setting = max(s for s in settings if s.first_layer == mode)
         run = store.get(setting, 0)
         if run is None or "filters" not in run:
             continue
+        banks = [np.asarray(run["filters"][arm]) for arm in ARMS]
         name = f"filters_{mode}.png"
-        viz.filter_bank_pair(
-            np.asarray(run["filters"]["pretrained"]), np.asarray(run["filters"]["random"]),
-            run_dir.path(name), titles=("pretrained init", "random init"),
-            title=f"first layer after training: {setting.describe()}, seed 0")
-        names.append(name)
-    return names
+        viz.filter_bank_pair(*banks, run_dir.path(name), titles=("pretrained init", "random init"),
+                             n_cols=min(len(banks[0]), 8), title="first layer after training")
+        shown[name] = setting.describe() + ", seed 0"
+    return shown
 
 
 def _mnist(args: argparse.Namespace, device: torch.device,
@@ -361,7 +369,7 @@ def run(args: argparse.Namespace) -> Run:
         "seeds": args.seeds,
         "std": "sample standard deviation over seeds (ddof = 1)",
         "steps_per_run": args.steps,
-        "figures": ["accuracy.png", *figures],
+        "figures": {"accuracy.png": "accuracy against labels per class", **figures},
         "wall_seconds": run_dir.elapsed(),
     }
     run_dir.write_metrics(metrics)

@@ -40,6 +40,7 @@ from .pretrain_study import (
     settings_grid,
     table_markdown,
     verdict,
+    wilcoxon_notes,
 )
 
 NAME = "pretrain"
@@ -353,7 +354,9 @@ def run(args: argparse.Namespace) -> Run:
     header = (f"Test accuracy (%) on the MNIST test digits of the chosen classes, mean ± sample "
               f"std (ddof = 1) over {args.seeds} paired seeds; difference = pretrained − random "
               f"(percentage points) with its 95 % t interval.\n\n")
-    text = header + table + "\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n" + LECTURE_CLAIM
+    notes = [f"Wilcoxon: {n}; the paired t-test decides." for n in wilcoxon_notes(summaries)]
+    text = (header + table + "".join(f"\n{n}\n" for n in notes) + "\n"
+            + "\n".join(f"- {v}" for v in verdicts) + "\n\n" + LECTURE_CLAIM)
     write_atomic(run_dir.path("table.md"), lambda p: p.write_text(text + "\n", encoding="utf-8"))
     headline = settings[0]
     metrics = {
@@ -363,6 +366,10 @@ def run(args: argparse.Namespace) -> Run:
         "accuracy": {str(s.labels_per_class): summaries[s.key] for s in settings
                      if (s.classes, s.first_layer) == (headline.classes, headline.first_layer)},
         "accuracy_setting": {"classes": headline.classes, "first_layer": headline.first_layer},
+        "accuracy_by_first_layer": {
+            mode: {str(s.labels_per_class): summaries[s.key] for s in settings
+                   if (s.classes, s.first_layer) == (headline.classes, mode)}
+            for mode in sorted({s.first_layer for s in settings})},
         "autoencoder_history": ae.history_,
         "n_unlabelled": int(unlabelled.shape[0]),
         "n_test": {str(c): int(len(t[0])) for c, t in data["test"].items()},
@@ -374,5 +381,5 @@ def run(args: argparse.Namespace) -> Run:
     }
     run_dir.write_metrics(metrics)
     if not args.quiet:
-        print(table + "\n" + "\n".join(verdicts) + "\n" + LECTURE_CLAIM)
+        print("\n".join([table, *notes, *verdicts, LECTURE_CLAIM]))
     return run_dir

@@ -189,6 +189,12 @@ def table_markdown(settings: Sequence[Setting], summaries: dict[str, dict[str, A
     return "\n".join(lines) + "\n"
 
 
+def wilcoxon_notes(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """The distinct notes on Wilcoxon p-values that cannot reach :data:`ALPHA` (few seeds)."""
+    notes = {row["difference"]["wilcoxon_note"] for row in summaries.values()}
+    return sorted(n for n in notes if n)
+
+
 class RunStore:
     """Finished classifier runs, one JSON file in the run folder, rewritten atomically after
     every run so that ``--resume`` skips them.

@@ -49,7 +49,7 @@ HELP = ("MNIST with few labels or few classes: a convnet whose first layer start
 
 DEFAULT_CLASSES = [10]
 DEFAULT_FIRST_LAYER = "both"
-DEFAULT_LABELS = [1, 5, 20]
+DEFAULT_LABELS = [1, 100]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -239,28 +239,38 @@ def paired_run(setting: Setting, seed: int, args: argparse.Namespace,
 
 def plot_accuracy(settings: Sequence[Setting], summaries: dict[str, dict[str, Any]],
                   path: Any) -> None:
-    """Accuracy against labels per class, both arms, error bars = sample std; one panel per
-    (classes, first-layer mode)."""
+    """One column per (classes, first-layer mode): top, accuracy against labels per class for
+    both arms (error bars: sample std over seeds); bottom, the mean paired difference with its
+    95 % t interval."""
     groups = sorted({(s.classes, s.first_layer) for s in settings})
-    fig = new_figure(4.2 * len(groups), 3.8, layout="constrained")
-    axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    for ax, (classes, mode) in zip(axes, groups, strict=True):
+    fig = new_figure(4.2 * len(groups), 6.4, layout="constrained")
+    axes = fig.subplots(2, len(groups), squeeze=False, sharex="col", height_ratios=(3, 2))
+    for col, (classes, mode) in enumerate(groups):
         cells = [s for s in settings if (s.classes, s.first_layer) == (classes, mode)]
         counts = [s.labels_per_class for s in cells]
+        top, bottom = axes[0, col], axes[1, col]
         for arm, style in (("pretrained", "o-"), ("random", "s--")):
             rows = [summaries[s.key][arm] for s in cells]
-            ax.errorbar(counts, [100 * r["mean"] for r in rows],
-                        yerr=[100 * (r["std"] or 0.0) for r in rows], fmt=style, capsize=3,
-                        label=f"first layer: {arm}")
-        ax.set_xscale("log")
-        ax.set_xticks(counts, [str(c) for c in counts])
-        ax.minorticks_off()
-        ax.set_xlabel("labelled digits per class")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{classes} classes, first layer {mode}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("mean ± sample std over seeds", fontsize=9)
+            top.errorbar(counts, [100 * r["mean"] for r in rows],
+                         yerr=[100 * (r["std"] or 0.0) for r in rows], fmt=style, capsize=3,
+                         label=f"first layer: {arm}")
+        diffs = [summaries[s.key]["difference"] for s in cells]
+        means = [100 * d["mean"] for d in diffs]
+        spans = [(0.0, 0.0) if d["ci95"] is None else
+                 (100 * d["mean"] - 100 * d["ci95"][0], 100 * d["ci95"][1] - 100 * d["mean"])
+                 for d in diffs]
+        bottom.errorbar(counts, means, yerr=np.array(spans).T, fmt="o-", color="k", capsize=3)
+        bottom.axhline(0.0, color="grey", lw=0.8)
+        top.set_title(f"{classes} classes, first layer {mode}", fontsize=10)
+        top.set_ylabel("test accuracy (%)\nmean ± sample std")
+        top.legend(fontsize=8)
+        bottom.set_ylabel("pretrained − random\n(points, 95 % CI)")
+        bottom.set_xlabel("labelled digits per class")
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.set_xticks(counts, [str(c) for c in counts])
+            ax.minorticks_off()
+            ax.grid(True, which="both", alpha=0.3)
     save_png(fig, path)
 
 

@@ -193,22 +193,6 @@ def test_conv_colour_command(tmp_path, photo_folder):
         assert (out / name).stat().st_size > 0
 
 
-def test_pretrain_command(tmp_path):
-    out = tmp_path / "pretrain"
-    args = ["pretrain", "--sample", "--labels-per-class", "1", "2", "--seeds", "2",
-            "--n-unlabelled", "64", "--steps", "5", "--n-test", "200", "--epochs", "1",
-            "--filters", "4", "--kernel", "5", "--out", str(out), "--quiet"]
-    assert main(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    for n in ("1", "2"):
-        for init in ("pretrained", "random"):
-            runs = metrics["accuracy"][n][init]["runs"]
-            assert len(runs) == 2 and all(0 <= a <= 1 for a in runs)
-    table = (out / "table.md").read_text()
-    assert "| 1 |" in table and "| 2 |" in table
-    assert np.isfinite(metrics["accuracy"]["1"]["pretrained"]["mean"])
-
-
 def test_filter_similarity_is_one_exactly_when_the_encoder_is_the_decoders_adjoint():
     from latentebm.experiments.conv_autoencoder_runs import filter_similarity
     from latentebm.operators.conv import correlate
@@ -228,3 +212,4 @@ def test_filter_similarity_is_one_exactly_when_the_encoder_is_the_decoders_adjoi
     # a flipped kernel (a convolution, not the adjoint) is not similar in general
     flipped = filter_similarity(enc[:, :, ::-1, ::-1].copy(), dec)
     assert float(flipped.max()) < 0.9
+

@@ -53,6 +53,13 @@ DEFAULT_LABELS = [1, 100]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``latentebm pretrain`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     parser.add_argument("--labels-per-class", type=int, nargs="+", default=DEFAULT_LABELS,
                         help="labelled training digits per class, one setting each "
                         f"(default: {' '.join(map(str, DEFAULT_LABELS))})")
@@ -85,7 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Raise a ``ValueError`` naming the flag for any setting the command cannot run."""
+    """Raise a ``ValueError`` naming the flag for any setting the command cannot run.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm pretrain``.
+    """
     positive = {"--labels-per-class": min(args.labels_per_class), "--steps": args.steps,
                 "--filters": args.filters, "--kernel": args.kernel,
                 "--n-unlabelled": args.n_unlabelled, "--n-test": args.n_test,
@@ -128,14 +141,30 @@ class SmallConvNet(nn.Module):
         self.head = nn.Linear(32 * 7 * 7, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores ``(batch, n_classes)`` of images ``(batch, 1, 28, 28)``."""
+        """Class scores of images.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, 1, 28, 28)
+            Images.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_classes)
+        """
         x = self.gain[None, :, None, None] * torch.tanh(self.conv1(x))
         x = F.max_pool2d(x[..., :28, :28], 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.head(x.flatten(1))
 
     def load_encoder(self, model: ConvSparseAutoencoder) -> None:
-        """Copy the encoder's kernels, biases and gains into the first layer."""
+        """Copy the encoder's kernels, biases and gains into the first layer.
+
+        Parameters
+        ----------
+        model : ConvSparseAutoencoder
+            A trained auto-encoder with ``filters`` maps of this kernel size, one channel.
+        """
         with torch.no_grad():
             self.conv1.weight.copy_(model.encoder)
             self.conv1.bias.copy_(model.bias)
@@ -169,8 +198,26 @@ def labelled_subset(labels: np.ndarray, per_class: int, seed: int,
 
 def train_classifier(net: SmallConvNet, x: torch.Tensor, y: torch.Tensor, steps: int,
                      lr: float, seed: int, *, freeze_first_layer: bool = False) -> None:
-    """Adam on the cross-entropy of minibatches of at most 64 of ``x`` ``(n, 1, 28, 28)``,
-    ``y`` ``(n,)``, drawn in a seeded order; the first layer is left as it is when frozen."""
+    """Adam on the cross-entropy of minibatches of at most 64 labelled digits, drawn in a
+    seeded order; the first layer is left as it is when frozen.
+
+    Parameters
+    ----------
+    net : SmallConvNet
+        Trained in place.
+    x : torch.Tensor of shape (n, 1, 28, 28)
+        Labelled images.
+    y : torch.Tensor of shape (n,)
+        Their classes.
+    steps : int
+        Adam steps.
+    lr : float
+        Adam learning rate.
+    seed : int
+        Seed of the minibatch order.
+    freeze_first_layer : bool, default=False
+        Keep ``conv1``, its bias and the gains fixed.
+    """
     frozen = {id(p) for p in net.first_layer_parameters()} if freeze_first_layer else set()
     params = [p for p in net.parameters() if id(p) not in frozen]
     gen = torch.Generator().manual_seed(seed)
@@ -184,7 +231,22 @@ def train_classifier(net: SmallConvNet, x: torch.Tensor, y: torch.Tensor, steps:
 
 
 def accuracy(net: SmallConvNet, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Share of ``x`` ``(n, 1, 28, 28)`` classified as ``y`` ``(n,)``."""
+    """Share of the images classified as their labels.
+
+    Parameters
+    ----------
+    net : SmallConvNet
+        The classifier.
+    x : torch.Tensor of shape (n, 1, 28, 28)
+        Images (``n >= 1``).
+    y : torch.Tensor of shape (n,)
+        Their classes.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
     with torch.no_grad():
         hits = sum(int((net(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum())
                    for i in range(0, len(x), 1000))
@@ -241,7 +303,18 @@ def plot_accuracy(settings: Sequence[Setting], summaries: dict[str, dict[str, An
                   path: Any) -> None:
     """One column per (classes, first-layer mode): top, accuracy against labels per class for
     both arms (error bars: sample std over seeds); bottom, the mean paired difference with its
-    95 % t interval."""
+    95 % t interval.
+
+    Parameters
+    ----------
+    settings : sequence of Setting
+        The settings run.
+    summaries : dict
+        Setting key → its summary (per arm: ``mean``, ``std``; ``difference``: ``mean``,
+        ``ci95``), as :func:`~latentebm.experiments.pretrain_study.paired_statistics` gives.
+    path : str or os.PathLike
+        The PNG to write.
+    """
     groups = sorted({(s.classes, s.first_layer) for s in settings})
     fig = new_figure(4.2 * len(groups), 6.4, layout="constrained")
     axes = fig.subplots(2, len(groups), squeeze=False, sharex="col", height_ratios=(3, 2))
@@ -277,6 +350,15 @@ def plot_accuracy(settings: Sequence[Setting], summaries: dict[str, dict[str, An
 def plot_filters(run_dir: Run, settings: Sequence[Setting], store: RunStore) -> dict[str, str]:
     """For each first-layer mode, both arms' first-layer kernels after classifier training
     (seed 0 of the setting with the most classes and labels).
+
+    Parameters
+    ----------
+    run_dir : Run
+        The run folder (the figures go there).
+    settings : sequence of Setting
+        The settings run.
+    store : RunStore
+        The per-run results, with each run's first-layer kernels.
 
     Returns
     -------
@@ -336,6 +418,19 @@ def _autoencoder(args: argparse.Namespace, run_dir: Run, unlabelled: torch.Tenso
 
 
 def run(args: argparse.Namespace) -> Run:
+    """Train the auto-encoder, then both arms of every setting and seed; write the table,
+    the statistics, the figures and ``metrics.json``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags of ``latentebm pretrain`` (:func:`add_arguments`).
+
+    Returns
+    -------
+    Run
+        The output folder.
+    """
     check_arguments(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -190,7 +190,17 @@ def table_markdown(settings: Sequence[Setting], summaries: dict[str, dict[str, A
 
 
 def wilcoxon_notes(summaries: dict[str, dict[str, Any]]) -> list[str]:
-    """The distinct notes on Wilcoxon p-values that cannot reach :data:`ALPHA` (few seeds)."""
+    """The distinct notes on Wilcoxon p-values that cannot reach :data:`ALPHA` (few seeds).
+
+    Parameters
+    ----------
+    summaries : dict
+        Setting key → its summary (:func:`paired_statistics`).
+
+    Returns
+    -------
+    list of str
+    """
     notes = {row["difference"]["wilcoxon_note"] for row in summaries.values()}
     return sorted(n for n in notes if n)
 
@@ -225,18 +235,67 @@ class RunStore:
 
     @staticmethod
     def run_key(setting: Setting, seed_index: int) -> str:
+        """The store's key of one run.
+
+        Parameters
+        ----------
+        setting : Setting
+            The setting.
+        seed_index : int
+            The seed's index in the setting.
+
+        Returns
+        -------
+        str
+        """
         return f"{setting.key}/seed {seed_index}"
 
     def get(self, setting: Setting, seed_index: int) -> dict[str, Any] | None:
-        """The stored result of one run (``{"pretrained": acc, "random": acc, ...}``) or None."""
+        """The stored result of one run, or ``None``.
+
+        Parameters
+        ----------
+        setting : Setting
+            The setting.
+        seed_index : int
+            The seed's index in the setting.
+
+        Returns
+        -------
+        dict or None
+            ``{"pretrained": accuracy, "random": accuracy, ...}``.
+        """
         return self.runs.get(self.run_key(setting, seed_index))
 
     def put(self, setting: Setting, seed_index: int, result: dict[str, Any]) -> None:
-        """Record one run and rewrite the file."""
+        """Record one run and rewrite the file.
+
+        Parameters
+        ----------
+        setting : Setting
+            The setting.
+        seed_index : int
+            The seed's index in the setting.
+        result : dict
+            Both arms' accuracies (and whatever else the run reports), JSON-able.
+        """
         self.runs[self.run_key(setting, seed_index)] = result
         write_json(self.path, {"fingerprint": self.fingerprint, "runs": self.runs})
 
     def accuracies(self, setting: Setting, n_seeds: int) -> dict[str, list[float]]:
-        """Per-seed accuracies of both arms, seed order kept."""
+        """Per-seed accuracies of both arms, seed order kept.
+
+        Parameters
+        ----------
+        setting : Setting
+            The setting.
+        n_seeds : int
+            Seeds to read (all must be stored).
+
+        Returns
+        -------
+        dict of str to list of float
+            Arm name → accuracies.
+        """
         rows = [self.runs[self.run_key(setting, s)] for s in range(n_seeds)]
         return {arm: [float(row[arm]) for row in rows] for arm in ARMS}

@@ -137,7 +137,7 @@ PLAN: tuple[Experiment, ...] = (
         "mnist", (),
         {"tiny": _split("--labels-per-class 1 2 --seeds 1 --filters 2 --n-unlabelled 50 "
                         "--steps 3 --n-test 100 --epochs 1 --fista-iter 2"),
-         "fast": _split("--labels-per-class 1 10 100 --seeds 2 --n-unlabelled 1000 --steps 100 "
+         "fast": _split("--labels-per-class 1 100 --seeds 3 --n-unlabelled 2000 --steps 150 "
                         "--n-test 2000 --epochs 1")},
     ),
     Experiment(

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .._validation import as_tensor, check_int, check_scalar, check_seed, resolve_device
 from ..solvers import SolverResult
 from ..training import distributed as dist
+from ..training.denormals import denormals_flushed
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
@@ -333,7 +334,7 @@ class VAE(LatentModel):
         x = self._check_x(x)
         k = check_int(k, "k", low=1)
         batch_size = check_int(batch_size, "batch_size", low=1)
-        with torch.no_grad():
+        with torch.no_grad(), denormals_flushed():
             return torch.cat([self._log_weights(xb, 1.0, generator, k)[0].logsumexp(0)
                               - math.log(k) for xb in x.split(batch_size)])
 
@@ -367,7 +368,7 @@ class VAE(LatentModel):
         n_samples = check_int(n_samples, "n_samples", low=1)
         batch_size = check_int(batch_size, "batch_size", low=1)
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), denormals_flushed():
             for xb in x.split(batch_size):
                 mu, logvar = self.encoder(xb)
                 kl = kl_standard_normal(mu, logvar).sum(-1)
@@ -417,7 +418,7 @@ class VAE(LatentModel):
         batch_size = check_int(batch_size, "batch_size", low=1)
         log_px, stderr = [], []
         bar = tqdm(total=x.shape[0], disable=not progress, desc="log p(x)", unit="img", leave=False)
-        with torch.no_grad():
+        with torch.no_grad(), denormals_flushed():
             for xb in x.split(batch_size):
                 mu, logvar = self.encoder(xb)
                 acc = LogMeanExp()
@@ -649,7 +650,7 @@ class VAE(LatentModel):
         )
         model = dist.data_parallel(self, find_unused_parameters=True)
         self.train()
-        with loop:
+        with denormals_flushed(), loop:
             for epoch in loop.epochs():
                 clock["epoch_start"] = time.perf_counter()
                 for b in epoch:

@@ -650,7 +650,7 @@ class VAE(LatentModel):
         )
         model = dist.data_parallel(self, find_unused_parameters=True)
         self.train()
-        with denormals_flushed(), loop:
+        with loop:
             for epoch in loop.epochs():
                 clock["epoch_start"] = time.perf_counter()
                 for b in epoch:

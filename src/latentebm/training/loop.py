@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .denormals import denormals_flushed
 from .interrupt import GracefulInterrupt
 
 
@@ -200,6 +201,8 @@ class MinibatchLoop:
         )
 
     def __enter__(self) -> MinibatchLoop:
+        self._denormals = denormals_flushed()
+        self._denormals.__enter__()
         start_epoch, start_batch = self.start
         self._bar = tqdm(total=self.total,
                          initial=start_epoch * self.steps_per_epoch + start_batch,
@@ -209,6 +212,13 @@ class MinibatchLoop:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        try:
+            self._finish(exc_type, exc, tb)
+        finally:
+            self._denormals.__exit__(exc_type, exc, tb)
+
+    def _finish(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                tb: TracebackType | None) -> None:
         if exc_type is None:
             self._interrupt.__exit__(None, None, None)
             self._bar.close()

@@ -1,6 +1,8 @@
 """The mini-batch training loop shared by every model's ``fit``: deterministic epoch order from a
 seed, a resumable ``(epoch, batch)`` position, a tqdm bar, Ctrl-C that finishes the step in flight
-and saves, and checkpoint saves every ``checkpoint_every`` steps and at the end.
+and saves, and checkpoint saves every ``checkpoint_every`` steps and at the end. Inside the loop
+denormal floats are flushed to zero (:mod:`latentebm.training.denormals`): saturated units
+otherwise make the CPU crawl through 1e-40-sized gradients.
 
 The models keep their maths; a ``fit`` reads::
 

@@ -197,3 +197,23 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     fine = read_checkpoint(tmp_path / "fine.safetensors")
     assert fine.training.position == (3, 0)
     assert torch.equal(net.weight, fine.state_dict["weight"])
+
+
+def test_denormals_are_flushed_inside_the_loop_and_restored_after():
+    from latentebm.training.denormals import denormals_flushed
+
+    def flushed() -> bool:
+        return float(torch.tensor([1e-39]) * 1.0) == 0.0
+
+    assert not flushed()
+    with denormals_flushed():
+        assert flushed()
+    assert not flushed()
+    seen = []
+    loop = MinibatchLoop(4, 2, 1, seed=0, device="cpu", progress=False)
+    with loop:
+        for epoch in loop.epochs():
+            for b in epoch:
+                seen.append(flushed())
+                loop.step_done(b, b.step + 1)
+    assert seen == [True, True] and not flushed()

@@ -174,7 +174,8 @@ def accumulate_sums_(
 
 
 def block_coordinate_update_(
-    W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, n_passes: int = 1
+    W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, n_passes: int = 1, *,
+    nonneg: bool = False,
 ) -> None:
     """Minimise ``½tr(WᵀWA) − tr(WᵀB)`` one column at a time, each column then set to unit norm.
 
@@ -191,6 +192,10 @@ def block_coordinate_update_(
         Statistic ``Σ y zᵀ``.
     n_passes : int, default=1
         Number of sweeps over the columns.
+    nonneg : bool, default=False
+        Keep the atoms non-negative: ``u`` is clipped at 0 before the normalisation (the
+        projection onto the non-negative part of the unit ball; a column clipped to zero keeps
+        its previous value).
     """
     n_atoms = W.shape[1]
     tiny = torch.finfo(W.dtype).tiny
@@ -203,7 +208,12 @@ def block_coordinate_update_(
         for j in range(n_atoms):
             u = columns[j] + (B[:, j] - W @ A[:, j]) / diag[j] if moves[j] else \
                 columns[j].contiguous()
-            columns[j].copy_(u / u.norm().clamp_min(tiny))
+            if nonneg:
+                u = u.clamp_min(0)
+                norm = u.norm()
+                columns[j].copy_(torch.where(norm > 0, u / norm.clamp_min(tiny), columns[j]))
+            else:
+                columns[j].copy_(u / u.norm().clamp_min(tiny))
 
 
 def sgd_update_(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, lr: float) -> None:
@@ -242,7 +252,8 @@ def sgd_gradient_sum(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor) -> torch
     return (Z @ W.T - Y).T @ Z
 
 
-def sgd_step_(W: torch.Tensor, grad_sum: torch.Tensor, n: int, lr: float) -> None:
+def sgd_step_(W: torch.Tensor, grad_sum: torch.Tensor, n: int, lr: float, *,
+              nonneg: bool = False) -> None:
     """:func:`sgd_update_` from the gradient summed over ``n`` samples.
 
     Parameters
@@ -255,8 +266,12 @@ def sgd_step_(W: torch.Tensor, grad_sum: torch.Tensor, n: int, lr: float) -> Non
         Number of samples the gradient was summed over.
     lr : float
         Learning rate.
+    nonneg : bool, default=False
+        Clip the atoms at 0 before the normalisation.
     """
     W.sub_(grad_sum, alpha=lr / n)
+    if nonneg:
+        W.clamp_(min=0)
     normalize_columns_(W)
 
 
@@ -267,6 +282,8 @@ def reinitialize_atoms_(
     dead: torch.Tensor,
     Y: torch.Tensor,
     Z: torch.Tensor,
+    *,
+    nonneg: bool = False,
 ) -> int:
     """Replace the atoms flagged in ``dead`` by the worst-reconstructed residuals of the batch.
 
@@ -288,6 +305,8 @@ def reinitialize_atoms_(
         The batch of signals.
     Z : torch.Tensor of shape (n, n_atoms)
         Their codes under the current ``W``.
+    nonneg : bool, default=False
+        Non-negative atoms: the residuals' positive parts replace them.
 
     Returns
     -------
@@ -302,6 +321,8 @@ def reinitialize_atoms_(
     residual = Y - Z @ W.T
     worst = torch.argsort(residual.norm(dim=1), descending=True, stable=True)[:n_dead]
     new_atoms = residual[worst].T
+    if nonneg:
+        new_atoms = new_atoms.clamp_min(0)
     W[:, dead_idx] = new_atoms / new_atoms.norm(dim=0, keepdim=True).clamp_min(
         torch.finfo(W.dtype).tiny
     )

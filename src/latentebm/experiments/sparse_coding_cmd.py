@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codes", choices=["signed", "nonneg"], default=None,
                         help="code sign constraint (default: nonneg for mnist, signed for "
                         "natural; non-negative codes give the cleanest pen strokes)")
+    parser.add_argument("--atoms-sign", choices=["signed", "nonneg"], default=None,
+                        help="nonneg keeps the atoms non-negative as well (with nonneg codes: "
+                        "sparse NMF, whose atoms are parts, i.e. pen strokes) (default: nonneg "
+                        "for mnist, signed for natural)")
     parser.add_argument("--init", choices=["random", "data"], default="random",
                         help="initial atoms: Gaussian noise, or training samples (default: random;"
                         " on few MNIST digits and epochs, data-initialised atoms break into "
@@ -144,12 +148,14 @@ def run(args: argparse.Namespace) -> Run:
     device = resolve_device(args.device)
     config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
     codes = DEFAULT_CODES[args.dataset] if args.codes is None else args.codes
-    config.update(lam=lam, codes=codes)
+    atoms_sign = DEFAULT_CODES[args.dataset] if args.atoms_sign is None else args.atoms_sign
+    config.update(lam=lam, codes=codes, atoms_sign=atoms_sign)
     run_dir = Run(args.out, config, resume=args.resume)
     train, test, image_shape = load_data(args)
 
     model = SparseCoding(train.shape[1], args.atoms, lam, nonneg=codes == "nonneg",
-                         init=args.init, seed=args.seed, device=device)
+                         nonneg_atoms=atoms_sign == "nonneg", init=args.init,
+                         seed=args.seed, device=device)
     history = model.fit(train, epochs=args.epochs, batch_size=args.batch_size,
                         method=args.method, checkpoint=run_dir.checkpoint, resume=args.resume,
                         progress=not args.quiet)

@@ -17,6 +17,7 @@ from ..dictionary_update import (
     atoms_from_data,
     block_coordinate_update_,
     initial_atoms,
+    normalize_columns_,
     reinitialize_atoms_,
     sgd_gradient_sum,
     sgd_step_,
@@ -39,6 +40,7 @@ class SparseCodingConfig(ModelConfig):
     n_atoms: int
     lam: float
     nonneg: bool = False
+    nonneg_atoms: bool = False
 
 
 class SparseCoding(DictionaryModel):
@@ -52,6 +54,10 @@ class SparseCoding(DictionaryModel):
         λ ≥ 0 in ``½‖y − Wz‖² + λ‖z‖₁`` (scikit-learn's ``alpha``; the lecture's λ is 2λ).
     nonneg : bool
         Constrain the codes to ``z ≥ 0``.
+    nonneg_atoms : bool
+        Keep the atoms non-negative too (each dictionary update projects onto the non-negative
+        part of the unit ball). With non-negative codes this is sparse non-negative matrix
+        factorisation, whose atoms are parts: pen strokes on MNIST (Lee & Seung 1999).
     init : ``"data"``, ``"random"`` or array ``(n_features, n_atoms)``
         ``"data"``: atoms drawn from the training samples at the first :meth:`fit`;
         ``"random"``: Gaussian; an array: those atoms (normalised).
@@ -78,6 +84,7 @@ class SparseCoding(DictionaryModel):
         lam: float,
         *,
         nonneg: bool = False,
+        nonneg_atoms: bool = False,
         init: Any = "data",
         seed: int = 0,
         device: str | torch.device | None = None,
@@ -87,10 +94,16 @@ class SparseCoding(DictionaryModel):
         self.config = SparseCodingConfig(
             n_features=check_int(n_features, "n_features", low=1),
             n_atoms=check_int(n_atoms, "n_atoms", low=1), lam=check_lam(lam),
-            nonneg=bool(nonneg), seed=check_int(seed, "seed", low=0), dtype=dtype_name(dtype),
+            nonneg=bool(nonneg), nonneg_atoms=bool(nonneg_atoms),
+            seed=check_int(seed, "seed", low=0), dtype=dtype_name(dtype),
         )
         device = resolve_device(device)
         W, self._init_from_data = initial_atoms(init, self.n_features, self.n_atoms, self.seed)
+        if self.nonneg_atoms:
+            if not isinstance(init, str) and bool((W < 0).any()):
+                raise ValueError("init has negative entries, but nonneg_atoms=True keeps the "
+                                 "atoms non-negative")
+            W = normalize_columns_(W.abs())
         self.register_buffer("W", W.to(device=device, dtype=dtype))
         self.register_buffer(
             "A", torch.zeros(self.n_atoms, self.n_atoms, device=device, dtype=dtype)
@@ -266,21 +279,23 @@ class SparseCoding(DictionaryModel):
         self.last_used[sums["used"] > 0] = self.n_steps_
         if method == "online":
             accumulate_sums_(self.A, self.B, sums["ZZ"], sums["YZ"], n, self.n_steps_)
-            block_coordinate_update_(W, self.A, self.B)
+            block_coordinate_update_(W, self.A, self.B, nonneg=self.nonneg_atoms)
         else:
-            sgd_step_(W, sums["grad"], n, lr)
+            sgd_step_(W, sums["grad"], n, lr, nonneg=self.nonneg_atoms)
         dead = self.n_steps_ - self.last_used >= dead_after
         if dist.world_size() > 1 and bool(dead.any()):
             # every rank picks the same replacements from the whole batch, in batch order
             Yb = dist.all_gather_cat(Yb, what="of the batch (dead atoms)")
             Z = dist.all_gather_cat(Z, what="of the codes (dead atoms)")
-        stats.reinit += reinitialize_atoms_(W, self.A, self.B, dead, Yb, Z)
+        stats.reinit += reinitialize_atoms_(W, self.A, self.B, dead, Yb, Z,
+                                            nonneg=self.nonneg_atoms)
         self.last_used[dead] = self.n_steps_
         stats.add(sums["energy"], sums["nnz"], n)
 
     # ----------------------------------------------------------------- helpers
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
-        self.W.copy_(atoms_from_data(Y, self.n_atoms, self.seed))
+        atoms = atoms_from_data(Y, self.n_atoms, self.seed)
+        self.W.copy_(normalize_columns_(atoms.clamp_min(0)) if self.nonneg_atoms else atoms)
         self._init_from_data = False
 
 

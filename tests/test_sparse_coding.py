@@ -112,3 +112,26 @@ def test_training_lowers_energy():
     model.fit(Y, epochs=3, batch_size=100, progress=False)
     after = model.energy(Y[:200]).mean()
     assert after < 0.7 * before
+
+
+def test_nonneg_atoms_stay_non_negative_unit_norm_and_lower_the_energy():
+    gen = torch.Generator().manual_seed(0)
+    parts = torch.rand(6, 30, generator=gen, dtype=torch.float64) * (
+        torch.rand(6, 30, generator=gen, dtype=torch.float64) > 0.7)
+    weights = torch.rand(400, 6, generator=gen, dtype=torch.float64) * (
+        torch.rand(400, 6, generator=gen, dtype=torch.float64) > 0.5)
+    Y = weights @ parts
+    model = le.SparseCoding(30, 8, 0.05, nonneg=True, nonneg_atoms=True, init="random", seed=1,
+                         dtype=torch.float64)
+    assert bool((model.W >= 0).all())
+    before = float(model.energy(Y).mean())
+    model.fit(Y, epochs=3, batch_size=50, progress=False)
+    assert bool((model.W >= 0).all())
+    torch.testing.assert_close(model.W.norm(dim=0), torch.ones(8, dtype=torch.float64))
+    assert float(model.energy(Y).mean()) < 0.5 * before
+    sgd = le.SparseCoding(30, 8, 0.05, nonneg=True, nonneg_atoms=True, seed=1,
+                       dtype=torch.float64)
+    sgd.fit(Y, epochs=1, batch_size=50, method="sgd", progress=False)
+    assert bool((sgd.W >= 0).all())
+    with pytest.raises(ValueError, match="negative entries"):
+        le.SparseCoding(30, 8, 0.05, nonneg_atoms=True, init=-torch.ones(30, 8))

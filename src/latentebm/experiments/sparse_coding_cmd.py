@@ -23,6 +23,8 @@ NAME = "sparse-coding"
 HELP = "learn a sparse-coding dictionary on MNIST (strokes) or natural image patches (edges)"
 DEFAULT_LAM = {"mnist": 0.1, "natural": 1.0}
 DEFAULT_CODES = {"mnist": "nonneg", "natural": "signed"}
+#: Non-negative atoms on MNIST (sparse NMF: parts, i.e. strokes); signed edges on photographs.
+DEFAULT_ATOMS_SIGN = {"mnist": "nonneg", "natural": "signed"}
 #: The lecture's claim for each dataset, printed beside the measured numbers.
 CLAIM = {
     "mnist": "the system learns a set of 256 strokes",
@@ -148,7 +150,8 @@ def run(args: argparse.Namespace) -> Run:
     device = resolve_device(args.device)
     config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
     codes = DEFAULT_CODES[args.dataset] if args.codes is None else args.codes
-    atoms_sign = DEFAULT_CODES[args.dataset] if args.atoms_sign is None else args.atoms_sign
+    atoms_sign = (DEFAULT_ATOMS_SIGN[args.dataset] if args.atoms_sign is None
+                  else args.atoms_sign)
     config.update(lam=lam, codes=codes, atoms_sign=atoms_sign)
     run_dir = Run(args.out, config, resume=args.resume)
     train, test, image_shape = load_data(args)

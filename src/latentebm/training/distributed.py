@@ -22,6 +22,7 @@ of waiting for ever. ``torchrun`` then stops the whole job and prints the failed
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import pickle
 from collections.abc import Callable, Iterator
@@ -145,8 +146,15 @@ def init_distributed(
 
 
 def shutdown() -> None:
-    """Leave the process group (if any)."""
+    """Leave the process group (if any).
+
+    ``DistributedDataParallel`` wrappers that finished training may still wait for the garbage
+    collector (they sit in reference cycles); collected after the group is gone, their C++
+    reducer aborts the process ("terminate called without an active exception"), so they are
+    collected first.
+    """
     if is_initialized():
+        gc.collect()
         tdist.destroy_process_group()
 
 

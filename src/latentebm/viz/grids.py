@@ -55,9 +55,14 @@ def _show_mosaic(ax: Any, mosaic: np.ndarray, title: str | None) -> None:
         ax.set_title(title)
 
 
-def _inches(mosaic: np.ndarray) -> tuple[float, float]:
-    """Figure size giving each mosaic pixel about 3 screen pixels (capped at 16 in)."""
-    ph = 3.0 / DPI
+#: Screen pixels a drawn kernel gets at least (small kernels are magnified to this).
+MIN_TILE_PX = 48
+
+
+def _inches(mosaic: np.ndarray, tile: int | None = None) -> tuple[float, float]:
+    """Figure size giving each mosaic pixel about 3 screen pixels, or more so that a tile of
+    side ``tile`` gets at least :data:`MIN_TILE_PX` (capped at 16 in)."""
+    ph = (3.0 if tile is None else max(3.0, MIN_TILE_PX / tile)) / DPI
     h, w = mosaic.shape[:2]
     scale = min(1.0, 16.0 / (w * ph), 16.0 / (h * ph))
     return w * ph * scale, h * ph * scale + 0.5
@@ -156,7 +161,7 @@ def filter_bank_pair(
         raise ValueError(f"titles must be a pair of strings, got {titles!r}")
     cols = check_n_cols(n_cols)
     mosaics = [_mosaic(_scale_tiles(b, symmetric), cols) for b in (enc, dec)]
-    sizes = [_inches(m) for m in mosaics]
+    sizes = [_inches(m, tile=enc.shape[1]) for m in mosaics]
     fig = new_figure(sizes[0][0] + sizes[1][0] + 0.5, max(s[1] for s in sizes) + 0.3)
     for i, (m, t) in enumerate(zip(mosaics, titles, strict=True)):
         _show_mosaic(fig.add_subplot(1, 2, i + 1), m, str(t))

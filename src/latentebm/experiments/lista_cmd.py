@@ -42,6 +42,7 @@ VARIANTS: dict[str, tuple[str, bool, str]] = {
     "tied": ("lista", True, "LISTA (tied)"),
     "cp": ("cp", False, "LISTA-CP"),
     "step": ("step", False, "step-only (ALISTA-like)"),
+    "hybrid": ("hybrid", False, "LISTA head + learned steps"),
 }
 DEFAULT_LR = {"cp": 1e-3}
 LIBRARY_FISTA_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120,
@@ -73,6 +74,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--support", type=float, default=0.0,
                         help="support selection: at step k the min(k·p, 5p) largest entries of "
                              "each code bypass the threshold (LISTA-CPSS; default: 0, off)")
+    parser.add_argument("--head", type=int, default=3,
+                        help="hybrid variant: how many leading layers are classic LISTA; the "
+                             "later ones learn per-atom step sizes and momentum (default: 3)")
+    parser.add_argument("--validation", type=int, default=None,
+                        help="training signals held out for early stopping; the networks are "
+                             "trained on the rest (default: one twelfth, 5000 of MNIST's "
+                             "60 000; 0: none)")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="stop a network after this many epochs without a better "
+                             "validation error (default: run every epoch, keep the best)")
+    parser.add_argument("--layer-weight", type=float, default=0.0,
+                        help="weight of the earlier layers' mean code error in the loss "
+                             "(deep supervision; default: 0)")
     parser.add_argument("--no-project", action="store_true",
                         help="let the input weights leave the range of the dictionary "
                              "(the library's training keeps them in it)")
@@ -167,14 +181,14 @@ def train_networks(args, run: Run, W, Y, Z) -> dict[tuple[str, int], LISTA]:
     ----------
     args : argparse.Namespace
         The command's arguments; reads ``steps``, ``variants``, ``lam``, ``seed``,
-        ``support``, ``no_grow``, ``lr``, ``epochs``, ``batch_size``, ``no_project``,
-        ``resume`` and ``quiet``.
+        ``support``, ``head``, ``validation``, ``patience``, ``layer_weight``, ``no_grow``,
+        ``lr``, ``epochs``, ``batch_size``, ``no_project``, ``resume`` and ``quiet``.
     run : Run
         The run folder (one checkpoint per network).
     W : torch.Tensor of shape (n_features, n_atoms)
         Dictionary.
     Y : torch.Tensor of shape (n_train, n_features)
-        Training signals.
+        Training signals (the last ``--validation`` of them held out for early stopping).
     Z : torch.Tensor of shape (n_train, n_atoms)
         Their optimal codes (the regression targets).
 
@@ -186,6 +200,12 @@ def train_networks(args, run: Run, W, Y, Z) -> dict[tuple[str, int], LISTA]:
     steps = sorted(set(args.steps))
     if steps[0] < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    n_val = Y.shape[0] // 12 if args.validation is None else args.validation
+    if not 0 <= n_val < Y.shape[0]:
+        raise ValueError(f"--validation must be in [0, {Y.shape[0]}), got {n_val}")
+    fit_data = {"Y": Y[: Y.shape[0] - n_val], "targets": Z[: Y.shape[0] - n_val]}
+    if n_val:
+        fit_data["validation"] = (Y[-n_val:], Z[-n_val:])
     models: dict[tuple[str, int], LISTA] = {}
     for name in args.variants:
         variant, tied, _ = VARIANTS[name]
@@ -193,12 +213,13 @@ def train_networks(args, run: Run, W, Y, Z) -> dict[tuple[str, int], LISTA]:
         for K in steps:
             if previous is None or args.no_grow:
                 model = LISTA(W, args.lam, K, variant=variant, tied=tied, seed=args.seed,
-                              support=args.support)
+                              support=args.support, head=args.head)
             else:
                 model = previous.grow(K)
             lr = args.lr if args.lr is not None else DEFAULT_LR.get(name, 3e-3)
-            model.fit(Y, targets=Z, epochs=args.epochs, batch_size=args.batch_size, lr=lr,
-                      project_input=not args.no_project,
+            model.fit(**fit_data, epochs=args.epochs, batch_size=args.batch_size, lr=lr,
+                      project_input=not args.no_project, patience=args.patience,
+                      layer_weight=args.layer_weight,
                       checkpoint=run.path(f"lista_{name}_K{K}.safetensors"),
                       resume=args.resume, progress=not args.quiet)
             models[(name, K)] = model
@@ -280,6 +301,9 @@ def evaluate(args, W, Yt, Zt, models) -> dict[str, Any]:
             "speedup_is_lower_bound": n_fista is None,
             "warm_start": warm,
             "train_code_error": model.history_[-1]["code_error"] if model.history_ else None,
+            "val_code_error": min((h["val_code_error"] for h in model.history_
+                                   if "val_code_error" in h), default=None),
+            "epochs_run": len(model.history_),
         })
     return {"rows": rows, "traces": traces, "library_fista": {"iterations": grid,
                                                               "code_error": library}}
@@ -427,9 +451,14 @@ def run(args: argparse.Namespace) -> Run:
     """
     if args.lam < 0:
         raise ValueError(f"--lam must be >= 0, got {args.lam}")
-    for flag in ("fista_iters", "ista_iters", "speed_samples", "warm_samples", "epochs"):
+    for flag in ("fista_iters", "ista_iters", "speed_samples", "warm_samples", "epochs", "head"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.patience is not None and args.patience < 1:
+        raise ValueError(f"--patience must be >= 1, got {args.patience}")
+    if (args.validation or 0) < 0 or not args.layer_weight >= 0:
+        raise ValueError("--validation and --layer-weight must be >= 0, got "
+                         f"{args.validation} and {args.layer_weight}")
     out, Y, Yt, image_shape = open_run(args)
     sc = dictionary_for(args, out, Y)
     W = sc.dictionary()

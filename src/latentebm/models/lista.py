@@ -17,6 +17,11 @@ Variants (``variant``):
   initialised to ``W/L`` (untied: one ``V_k`` per step).
 - ``"step"``: ALISTA-like (Liu, Chen, Wang & Yin 2019), only per-step scalar step sizes ``γ_k``
   and thresholds ``θ_k`` are learned: ``z_{k+1} = shrink_{θ_k}(z_k − γ_k Wᵀ(W z_k − y))``.
+- ``"hybrid"``: classic LISTA for the first ``head`` layers, which find the support, then
+  proximal gradient steps with learned per-atom step sizes ``γ_k`` and momentum ``β_k``,
+  ``u = z_k + β_k (z_k − z_{k−1})``, ``z_{k+1} = shrink_{λγ_k}(u − γ_k ⊙ Wᵀ(W u − y))``: the
+  threshold is tied to the step, so each of these layers keeps the lasso's solution as its
+  fixed point and depth keeps paying (Ablin, Moreau, Massias & Gramfort 2019 learn scalar steps).
 
 Support selection (``support=p``, any variant; "LISTA-CPSS" of Chen et al. 2018 for ``"cp"``): at
 step ``k`` (1-based) the ``min(k·p, p_max)·n_atoms`` entries of largest magnitude of each sample
@@ -42,13 +47,17 @@ from ..problem import to_output
 from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
+from ..training.early_stopping import EarlyStopping
 from ..training.history import EpochRecord
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 
-VARIANTS = ("lista", "cp", "step")
+VARIANTS = ("lista", "cp", "step", "hybrid")
 FINAL_LR_FRACTION = 0.01
+#: checkpoint prefix of the best weights kept by early stopping
+BEST = "best."
+
 #: without ``support_max``, the selected fraction stops growing after this many steps
 SUPPORT_MAX_STEPS = 5
 
@@ -66,6 +75,7 @@ class LISTAConfig(ModelConfig):
     nonneg: bool = False
     support: float = 0.0
     support_max: float = 0.0
+    head: int = 3
 
 
 # ----------------------------------------------------------------- the one ISTA step
@@ -101,7 +111,10 @@ def ista_step(v: torch.Tensor, theta: torch.Tensor, reg: Regularizer, keep: int)
 class _StepRule(abc.ABC):
     """How one variant forms the pre-activation ``v_k`` that :func:`ista_step` shrinks:
     ``init`` creates the variant's parameters on ``net``, ``first(net, Y)`` gives
-    ``(v_0, context)``, ``next(net, z, k, context)`` gives ``v_k``."""
+    ``(v_0, context)``, ``next(net, z, prev, k, context)`` gives ``v_k`` from the last two
+    iterates, and ``threshold(net, k)`` the layer's threshold. ``used_rows`` and ``added_row``
+    tell :meth:`LISTA.grow` which rows of a per-step parameter a network uses and what an added
+    (identity) step holds."""
 
     @abc.abstractmethod
     def init(self, net: LISTA, W: torch.Tensor, inv_L: torch.Tensor) -> None: ...
@@ -110,7 +123,61 @@ class _StepRule(abc.ABC):
     def first(self, net: LISTA, Y: torch.Tensor) -> tuple[torch.Tensor, Any]: ...
 
     @abc.abstractmethod
-    def next(self, net: LISTA, z: torch.Tensor, k: int, context: Any) -> torch.Tensor: ...
+    def next(self, net: LISTA, z: torch.Tensor, prev: torch.Tensor, k: int, context: Any
+             ) -> torch.Tensor: ...
+
+    def threshold(self, net: LISTA, k: int) -> torch.Tensor:
+        """Layer ``k``'s threshold(s), shape ``(n_atoms,)`` or ``(1,)``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        k : int
+            Layer index (0-based).
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        return net.at(net.theta, k)
+
+    def used_rows(self, net: LISTA, name: str) -> int:
+        """How many rows of the per-step parameter ``name`` the network uses.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        name : str
+            Parameter name.
+
+        Returns
+        -------
+        int
+        """
+        return net.n_steps - 1 if name == "S" else net.n_steps
+
+    def added_row(self, net: LISTA, name: str, row: torch.Tensor) -> torch.Tensor:
+        """The value of an added step's row of ``name`` that makes the step the identity.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        name : str
+            Parameter name.
+        row : torch.Tensor
+            A row of the parameter (for its shape, dtype and device).
+
+        Returns
+        -------
+        torch.Tensor
+            ``I`` for ``S``, zeros otherwise (no input gain, step or threshold).
+        """
+        if name == "S":
+            return torch.eye(net.n_atoms, dtype=row.dtype, device=row.device)
+        return torch.zeros_like(row)
 
 
 class ClassicRule(_StepRule):
@@ -154,7 +221,7 @@ class ClassicRule(_StepRule):
         B = Y @ net.W_e.T
         return net.at(net.alpha, 0) * B, B
 
-    def next(self, net, z, k, B):
+    def next(self, net, z, prev, k, B):
         """``v_k = α_k B + S_k z``.
 
         Parameters
@@ -163,6 +230,8 @@ class ClassicRule(_StepRule):
             The network.
         z : torch.Tensor of shape (batch, n_atoms)
             The previous iterate.
+        prev : torch.Tensor of shape (batch, n_atoms)
+            The one before (unused).
         k : int
             Layer index (0-based, at least 1; uses ``S[k - 1]``).
         B : torch.Tensor of shape (batch, n_atoms)
@@ -214,7 +283,7 @@ class CoupledRule(_StepRule):
         """
         return Y @ net.V[0], Y
 
-    def next(self, net, z, k, Y):
+    def next(self, net, z, prev, k, Y):
         """``v_k = z + V_kᵀ(y − W z)``.
 
         Parameters
@@ -223,6 +292,8 @@ class CoupledRule(_StepRule):
             The network.
         z : torch.Tensor of shape (batch, n_atoms)
             The previous iterate.
+        prev : torch.Tensor of shape (batch, n_atoms)
+            The one before (unused).
         k : int
             Layer index (0-based).
         Y : torch.Tensor of shape (batch, n_features)
@@ -276,7 +347,7 @@ class StepSizeRule(_StepRule):
         b = Y @ net.W
         return net.at(net.gamma, 0) * b, b
 
-    def next(self, net, z, k, b):
+    def next(self, net, z, prev, k, b):
         """``v_k = z − γ_k (G z − Wᵀy)``.
 
         Parameters
@@ -285,6 +356,8 @@ class StepSizeRule(_StepRule):
             The network.
         z : torch.Tensor of shape (batch, n_atoms)
             The previous iterate.
+        prev : torch.Tensor of shape (batch, n_atoms)
+            The one before (unused).
         k : int
             Layer index (0-based).
         b : torch.Tensor of shape (batch, n_atoms)
@@ -297,8 +370,130 @@ class StepSizeRule(_StepRule):
         return z - net.at(net.gamma, k) * (z @ net.G - b)
 
 
+class HybridRule(_StepRule):
+    """Classic LISTA for the first ``head`` layers (they find the support), then proximal
+    gradient steps with learned per-atom step sizes and momentum:
+    ``u = z_k + β_k (z_k − z_{k−1})``, ``v_k = u − γ_k ⊙ (G u − Wᵀy)`` shrunk by ``λ γ_k``.
+
+    The threshold is tied to the step, so every later layer keeps the lasso's solution as its
+    fixed point (a diagonally preconditioned ISTA step, Ablin et al. 2019 learn the scalar
+    version); ``γ`` is stored as ``step = γ L`` (1 is ISTA's step) and ``β = 0`` initially,
+    so the untrained network is K ISTA steps.
+    """
+
+    classic = ClassicRule()
+
+    def init(self, net, W, inv_L):
+        """Create the classic parameters of the first ``min(K, head)`` layers and ``step``
+        ``(max(K − head, 1), n_atoms)``, ``beta`` ``(max(K − head, 1),)`` and the buffer
+        ``G = WᵀW``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network that receives the parameters.
+        W : torch.Tensor of shape (n_features, n_atoms)
+            The dictionary.
+        inv_L : torch.Tensor of shape ()
+            ``1/L``.
+        """
+        head, tail = min(net.n_steps, net.head), max(net.n_steps - net.head, 1)
+        eye = torch.eye(net.n_atoms, dtype=W.dtype, device=W.device)
+        net.W_e = nn.Parameter(W.T * inv_L)
+        net.alpha = nn.Parameter(torch.ones(head, dtype=W.dtype, device=W.device))
+        net.S = nn.Parameter((eye - (W.T @ W) * inv_L).expand(max(head - 1, 1), -1, -1).clone())
+        net.theta = nn.Parameter((net.lam * inv_L).expand(head, net.n_atoms).clone())
+        net.step = nn.Parameter(torch.ones(tail, net.n_atoms, dtype=W.dtype, device=W.device))
+        net.beta = nn.Parameter(torch.zeros(tail, dtype=W.dtype, device=W.device))
+        net.register_buffer("G", W.T @ W)
+
+    def first(self, net, Y):
+        """``v_0 = α_0 W_e y``, with ``(W_e y, Wᵀy)`` as the context.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        Y : torch.Tensor of shape (batch, n_features)
+            Signals.
+
+        Returns
+        -------
+        v : torch.Tensor of shape (batch, n_atoms)
+        context : tuple of torch.Tensor of shape (batch, n_atoms)
+            ``W_e y`` and ``Wᵀy``.
+        """
+        v, B = self.classic.first(net, Y)
+        return v, (B, Y @ net.W)
+
+    def next(self, net, z, prev, k, context):
+        """A classic step below ``head``, else the momentum step.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        z : torch.Tensor of shape (batch, n_atoms)
+            The previous iterate.
+        prev : torch.Tensor of shape (batch, n_atoms)
+            The one before (zeros before the first).
+        k : int
+            Layer index (0-based, at least 1).
+        context : tuple of torch.Tensor of shape (batch, n_atoms)
+            From :meth:`first`.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
+        B, b = context
+        if k < net.head:
+            return self.classic.next(net, z, prev, k, B)
+        t = k - net.head
+        u = z + net.beta[t] * (z - prev)
+        return u - (net.step[t] / net.L) * (u @ net.G - b)
+
+    def threshold(self, net, k):
+        """``θ_k`` below ``head``, else ``λ γ_k`` (``γ`` clipped at 0).
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        k : int
+            Layer index (0-based).
+
+        Returns
+        -------
+        torch.Tensor of shape (n_atoms,)
+        """
+        if k < net.head:
+            return net.theta[k]
+        return (net.lam / net.L) * net.step[k - net.head].clamp_min(0)
+
+    def used_rows(self, net, name):
+        """Rows used: ``min(K, head)`` (less one for ``S``) of the classic parameters and
+        ``K − head`` of ``step`` and ``beta``.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        name : str
+            Parameter name.
+
+        Returns
+        -------
+        int
+        """
+        head = min(net.n_steps, net.head)
+        if name in ("step", "beta"):
+            return max(net.n_steps - net.head, 0)
+        return head - 1 if name == "S" else head
+
+
 STEP_RULES: dict[str, _StepRule] = {"lista": ClassicRule(), "cp": CoupledRule(),
-                                    "step": StepSizeRule()}
+                                    "step": StepSizeRule(), "hybrid": HybridRule()}
 
 
 def unroll(net: LISTA, Y: torch.Tensor) -> list[torch.Tensor]:
@@ -318,11 +513,11 @@ def unroll(net: LISTA, Y: torch.Tensor) -> list[torch.Tensor]:
     """
     rule = STEP_RULES[net.variant]
     v, context = rule.first(net, Y)
-    z = ista_step(v, net.at(net.theta, 0), net.reg, net.selected(0))
-    zs = [z]
+    z = ista_step(v, rule.threshold(net, 0), net.reg, net.selected(0))
+    zs, prev = [z], torch.zeros_like(z)
     for k in range(1, net.n_steps):
-        z = ista_step(rule.next(net, z, k, context), net.at(net.theta, k), net.reg,
-                      net.selected(k))
+        prev, z = z, ista_step(rule.next(net, z, prev, k, context), rule.threshold(net, k),
+                               net.reg, net.selected(k))
         zs.append(z)
     return zs
 
@@ -338,7 +533,7 @@ class LISTA(LatentModel):
         λ ≥ 0.
     n_steps : int
         K ≥ 1 layers.
-    variant : {"lista", "cp", "step"}
+    variant : {"lista", "cp", "step", "hybrid"}
         The step rule (:data:`STEP_RULES`).
     tied : bool
         One set of weights shared by every layer.
@@ -350,6 +545,8 @@ class LISTA(LatentModel):
         Seeds the epoch order.
     support, support_max : float
         Support selection (fraction of entries per layer that bypass the shrinkage).
+    head : int
+        ``"hybrid"`` only: how many leading layers are classic LISTA.
 
     ``model(Y)`` maps signals ``(batch, n_features)`` to codes ``(batch, n_atoms)`` with
     gradients and no checks; :meth:`encode` is the validated, no-grad entry point.
@@ -372,6 +569,7 @@ class LISTA(LatentModel):
         seed: int = 0,
         support: float = 0.0,
         support_max: float | None = None,
+        head: int = 3,
         device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
@@ -390,7 +588,9 @@ class LISTA(LatentModel):
             n_steps=check_int(n_steps, "n_steps", low=1), variant=variant, tied=tied,
             nonneg=bool(nonneg), seed=check_seed(seed), support=support,
             support_max=check_scalar(support_max, "support_max", low=0.0, high=1.0),
-            dtype=dtype_name(W_t.dtype))
+            head=check_int(head, "head", low=1), dtype=dtype_name(W_t.dtype))
+        if variant == "hybrid" and tied:
+            raise ValueError("the hybrid variant has no tied form (its layers differ)")
         if lipschitz is None:
             L = DenseDictionary(W_t).lipschitz((self.n_features,)).detach().clone()
         else:
@@ -497,37 +697,37 @@ class LISTA(LatentModel):
         n_steps = check_int(n_steps, "n_steps", low=self.n_steps)
         deeper = LISTA(self.W, self.lam, n_steps, variant=self.variant, tied=self.tied,
                        nonneg=self.nonneg, lipschitz=float(self.L), seed=self.seed,
-                       support=self.support, support_max=self.support_max)
+                       support=self.support, support_max=self.support_max, head=self.head)
+        rule = STEP_RULES[self.variant]
         with torch.no_grad():
             for name, p in deeper.named_parameters():
                 mine = getattr(self, name)
                 if name == "W_e" or self.tied:
                     p.copy_(mine)
                     continue
-                # S has one matrix per step after the first; a 1-step network keeps an unused one.
-                have = mine.shape[0] if name != "S" else self.n_steps - 1
+                have = rule.used_rows(self, name)
                 p[:have] = mine[:have]
-                if name == "S":
-                    p[have:] = torch.eye(self.n_atoms, dtype=p.dtype, device=p.device)
-                else:
-                    p[have:] = 0
+                for row in range(have, rule.used_rows(deeper, name)):
+                    p[row] = rule.added_row(deeper, name, p[row])
         return deeper
 
     # ----------------------------------------------------------------- inference
-    def forward(self, Y: torch.Tensor) -> torch.Tensor:
+    def forward(self, Y: torch.Tensor, every_step: bool = False) -> torch.Tensor:
         """Codes of validated signals, with gradients and no checks.
 
         Parameters
         ----------
         Y : torch.Tensor of shape (batch, n_features)
             Signals.
+        every_step : bool, default=False
+            Return every iterate instead of the last.
 
         Returns
         -------
-        torch.Tensor of shape (batch, n_atoms)
-            The last iterate ``z_K``.
+        torch.Tensor of shape (batch, n_atoms), or (n_steps, batch, n_atoms) with every_step
+            The last iterate ``z_K`` (or ``z_1 .. z_K``).
         """
-        return unroll(self, Y)[-1]
+        return torch.stack(unroll(self, Y)) if every_step else unroll(self, Y)[-1]
 
     def unroll(self, Y: torch.Tensor) -> list[torch.Tensor]:
         """All K iterates for an already validated ``Y`` (see :func:`unroll`).
@@ -604,6 +804,9 @@ class LISTA(LatentModel):
         max_iter: int = 5000,
         max_grad_norm: float | None = 1.0,
         project_input: bool = True,
+        validation: tuple[Any, Any] | None = None,
+        patience: int | None = None,
+        layer_weight: float = 0.0,
         checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 200,
         resume: bool = False,
@@ -613,9 +816,13 @@ class LISTA(LatentModel):
         """Regress the optimal codes of ``Y`` through the K steps.
 
         Adam with step ``lr``, cosine-decayed to ``lr/100`` over ``epochs``
-        (``torch.optim.lr_scheduler``); loss ``Σ‖z̄ − z*‖² / Σ‖z*‖²`` per mini-batch;
-        deterministic epoch order from ``seed``. A NaN/inf loss, weight or optimizer state stops
-        training with ``FloatingPointError`` naming the step and the last good checkpoint.
+        (``torch.optim.lr_scheduler``); loss ``Σ‖z̄ − z*‖² / Σ‖z*‖²`` per mini-batch (plus
+        ``layer_weight`` times the mean of the same error at the K − 1 earlier steps);
+        deterministic epoch order from ``seed``. With ``validation``, the held-out code error
+        is measured after every epoch, the weights of the best epoch are kept and restored at
+        the end, and ``patience`` epochs without a new best stop training early. A NaN/inf
+        loss, weight or optimizer state stops training with ``FloatingPointError`` naming the
+        step and the last good checkpoint.
 
         Under ``torchrun`` the model trains as ``DistributedDataParallel``: ``batch_size`` is
         the global batch, each process takes its share of it, and the weights are those one
@@ -644,6 +851,16 @@ class LISTA(LatentModel):
             After every update, project the input weights (``W_e`` of ``"lista"``, the ``V_k``
             of ``"cp"``) onto the range of ``W`` (the lasso depends on ``y`` only through
             ``Wᵀy``).
+        validation : (array-like, array-like) or None, default=None
+            Held-out signals ``(n_val, n_features)`` and their optimal codes
+            ``(n_val, n_atoms)``; their relative code error is the history's
+            ``val_code_error``.
+        patience : int or None, default=None
+            With ``validation``: stop after this many epochs without a new best (``None``: run
+            every epoch, still ending on the best weights).
+        layer_weight : float, default=0.0
+            Weight of the earlier steps' mean code error in the loss (deep supervision; 0: the
+            last step only).
         checkpoint : str, os.PathLike or None, default=None
             A ``.safetensors`` path written every ``checkpoint_every`` updates, at the end and on
             Ctrl-C.
@@ -659,7 +876,8 @@ class LISTA(LatentModel):
         Returns
         -------
         list of dict
-            The per-epoch history: relative code error, learning rate, seconds.
+            The per-epoch history: relative code error (and ``val_code_error``), learning
+            rate, seconds.
         """
         Y_t, _ = self._check_signals(Y)
         epochs = check_int(epochs, "epochs", low=1)
@@ -671,26 +889,41 @@ class LISTA(LatentModel):
                                          low_inclusive=False)
         if not isinstance(project_input, bool):
             raise TypeError(f"project_input must be a bool, got {type(project_input).__name__}")
+        layer_weight = check_scalar(layer_weight, "layer_weight", low=0.0)
+        held_out = None if validation is None else self._check_validation(validation)
+        if patience is not None:
+            if held_out is None:
+                raise ValueError("patience needs validation data")
+            patience = check_int(patience, "patience", low=1)
         n = Y_t.shape[0]
         batch_size = min(batch_size, n)
         fit_args = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_samples": n,
-                    "max_grad_norm": max_grad_norm, "project_input": project_input}
+                    "max_grad_norm": max_grad_norm, "project_input": project_input,
+                    "validation": None if held_out is None else held_out[0].shape[0],
+                    "patience": patience, "layer_weight": layer_weight}
         basis = self._range_basis() if project_input else None
         optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         steps = epochs * -(-n // batch_size)
         scheduler = cosine_schedule(optimizer, steps, FINAL_LR_FRACTION)
         own_targets = targets is None
         start, Z_star = (0, 0), None
+        best: dict[str, torch.Tensor] | None = None
         if resuming(resume, checkpoint):
             state = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
                                      scheduler=scheduler)
             start, Z_star = state.position, state.extra.get("targets")
+            best = {k[len(BEST):]: v for k, v in state.extra.items() if k.startswith(BEST)}
         if Z_star is None:
             Z_star = self._training_targets(Y_t, targets, tol, max_iter)
+        stopper = EarlyStopping(
+            self, patience, best_state=best,
+            scores=tuple(h["val_code_error"] for h in self.history_
+                         if not h["partial"] and "val_code_error" in h))
 
         @dist.on_main
         def save(epoch: int, batch: int) -> None:
             extra = {"targets": Z_star} if own_targets else {}
+            extra.update({BEST + k: v for k, v in (stopper.best_state or {}).items()})
             self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
                                            optimizer=optimizer, scheduler=scheduler, extra=extra)
 
@@ -703,19 +936,25 @@ class LISTA(LatentModel):
         model = dist.data_parallel(self)
         with loop:
             for epoch in loop.epochs():
+                if stopper.should_stop:
+                    break
                 stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
                     lr_now = optimizer.param_groups[0]["lr"]
                     mine = dist.shard(b.idx)
                     err, ref = self._update(optimizer, Y_t[mine], Z_star[mine], max_grad_norm,
-                                            basis, model=model,
+                                            basis, model=model, layer_weight=layer_weight,
                                             ref=Z_star[b.idx].pow(2).sum())
                     stats.add(err, ref, lr_now)
                     self.n_updates_ += 1
                     loop.step_done(b, self.n_updates_, loss=err,
                                    postfix={"code_error": f"{stats.code_error:.3g}"},
                                    callback=callback, callback_args=(self.n_updates_, self))
+                if held_out is not None:
+                    stats.val_code_error = self._held_out_error(*held_out)
+                    stopper.update(stats.val_code_error)
                 stats.close()
+            stopper.restore()
         return self.history_
 
     def _range_basis(self) -> torch.Tensor | None:
@@ -729,28 +968,49 @@ class LISTA(LatentModel):
 
     def _project_input(self, Q: torch.Tensor) -> None:
         with torch.no_grad():
-            if self.variant == "lista":
+            if self.variant in ("lista", "hybrid"):
                 self.W_e.copy_((self.W_e @ Q) @ Q.T)
             elif self.variant == "cp":
                 self.V.copy_(Q @ (Q.T @ self.V))
 
     def _update(self, optimizer, Yb: torch.Tensor, Zb: torch.Tensor, max_grad_norm, basis=None,
-                model: nn.Module | None = None, ref: torch.Tensor | None = None):
+                model: nn.Module | None = None, ref: torch.Tensor | None = None,
+                layer_weight: float = 0.0):
         """One step on this process's rows ``Yb``, ``Zb`` of a batch whose targets have squared
         norm ``ref`` in all (default: ``Zb``'s); ``model`` is ``self`` or its DDP wrapper, whose
         gradient average over the processes is then the whole batch's gradient. Returns the
-        batch's squared code error (summed over the processes) and ``ref``."""
+        batch's squared code error (summed over the processes) at the last step and ``ref``."""
         optimizer.zero_grad(set_to_none=True)
-        Z = (self if model is None else model)(Yb)
-        err = (Z - Zb).pow(2).sum()
+        net = self if model is None else model
+        if layer_weight and self.n_steps > 1:
+            per_step = (net(Yb, every_step=True) - Zb).pow(2).sum(dim=(1, 2))
+            err, loss = per_step[-1], per_step[-1] + layer_weight * per_step[:-1].mean()
+        else:
+            err = loss = (net(Yb) - Zb).pow(2).sum()
         ref = Zb.pow(2).sum() if ref is None else ref
-        (err * dist.world_size() / ref.clamp_min(torch.finfo(ref.dtype).tiny)).backward()
+        (loss * dist.world_size() / ref.clamp_min(torch.finfo(ref.dtype).tiny)).backward()
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.parameters(), max_grad_norm)
         optimizer.step()
         if basis is not None:
             self._project_input(basis)
         return dist.all_reduce_(err.detach(), what="of the code error"), ref
+
+    def _check_validation(self, validation: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError("validation must be a pair (signals, optimal codes)")
+        Yv, _ = self._check_signals(validation[0])
+        Zv = as_tensor(validation[1], "validation codes", ndim=2).to(self.W.device, self.W.dtype)
+        if tuple(Zv.shape) != (Yv.shape[0], self.n_atoms):
+            raise ValueError(f"validation codes must have shape ({Yv.shape[0]}, {self.n_atoms}), "
+                             f"got {tuple(Zv.shape)}")
+        return Yv, Zv
+
+    def _held_out_error(self, Yv: torch.Tensor, Zv: torch.Tensor) -> float:
+        with torch.no_grad():
+            err = sum(float((self(Y) - Z).pow(2).sum())
+                      for Y, Z in zip(Yv.split(4096), Zv.split(4096), strict=True))
+        return err / max(float(Zv.pow(2).sum()), torch.finfo(Zv.dtype).tiny)
 
     def _training_targets(self, Y, targets, tol, max_iter) -> torch.Tensor:
         if targets is not None:
@@ -788,6 +1048,7 @@ class _EpochStats(EpochRecord):
         super().__init__(history, epoch)
         self.err = self.ref = 0.0
         self.lr = float("nan")
+        self.val_code_error: float | None = None
 
     @property
     def code_error(self) -> float:
@@ -800,8 +1061,11 @@ class _EpochStats(EpochRecord):
         self.publish(partial=True)
 
     def values(self) -> dict[str, Any]:
-        return {"code_error": self.code_error, "sum_error": self.err, "sum_target": self.ref,
-                "lr": self.lr}
+        values = {"code_error": self.code_error, "sum_error": self.err,
+                  "sum_target": self.ref, "lr": self.lr}
+        if self.val_code_error is not None:
+            values["val_code_error"] = self.val_code_error
+        return values
 
     def restore(self, entry: dict[str, Any]) -> None:
         self.err, self.ref = entry["sum_error"], entry["sum_target"]

@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs of dictionary learning when no --dictionary (default: 1)")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10],
                         help="depths K to train (default: 1 2 3 5 10)")
+    parser.add_argument("--epochs-per-step", type=int, nargs="+", default=None,
+                        help="epochs for each depth in --steps, in the same order (default: "
+                             "--epochs for every depth)")
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
                         help="which networks (default: all)")
     parser.add_argument("--batch-size", type=int, default=256, help="mini-batch (default: 256)")
@@ -81,6 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training signals held out for early stopping; the networks are "
                              "trained on the rest (default: one twelfth, 5000 of MNIST's "
                              "60 000; 0: none)")
+    parser.add_argument("--shift-augment", action="store_true",
+                        help="MNIST: also train on the training digits shifted by one pixel up, "
+                             "down, left and right (5x the data, their optimal codes computed "
+                             "once and cached; the validation digits are not shifted)")
     parser.add_argument("--patience", type=int, default=None,
                         help="stop a network after this many epochs without a better "
                              "validation error (default: run every epoch, keep the best)")
@@ -174,23 +181,148 @@ def optimal_codes(args, run: Run, Y: torch.Tensor, Yt: torch.Tensor, W: torch.Te
     return out.z, out_t.z, gap_max
 
 
-def train_networks(args, run: Run, W, Y, Z) -> dict[tuple[str, int], LISTA]:
+def shifted_copies(Y: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
+    """The images ``Y`` shifted by one pixel down, up, right and left (zeros enter).
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (n, h * w)
+        Images as rows.
+    image_shape : tuple of (int, int)
+        ``(h, w)``.
+
+    Returns
+    -------
+    torch.Tensor of shape (4 * n, h * w)
+        The four shifted copies, one after the other.
+    """
+    images = Y.reshape(-1, *image_shape)
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    h, w = image_shape
+    crops = [padded[:, :h, 1:w + 1], padded[:, 2:, 1:w + 1],
+             padded[:, 1:h + 1, :w], padded[:, 1:h + 1, 2:]]
+    return torch.cat([c.reshape(Y.shape[0], -1) for c in crops])
+
+
+def shifted_training_set(args, run: Run, Y: torch.Tensor, Z: torch.Tensor, W: torch.Tensor,
+                         image_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Y`` and its four one-pixel shifts, with their optimal codes (cached in the run folder).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``lam`` and ``resume``.
+    run : Run
+        The run folder (``shifted_targets.safetensors`` is cached there).
+    Y : torch.Tensor of shape (n, n_features)
+        Training images as rows.
+    Z : torch.Tensor of shape (n, n_atoms)
+        Their optimal codes.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    image_shape : tuple of (int, int)
+        Shape of one image.
+
+    Returns
+    -------
+    Y5 : torch.Tensor of shape (5 * n, n_features)
+    Z5 : torch.Tensor of shape (5 * n, n_atoms)
+    """
+    shifted = shifted_copies(Y, image_shape)
+    path = run.path("shifted_targets.safetensors")
+    codes = None
+    if args.resume and path.exists():
+        codes = read_checkpoint(path, kind="lista_targets").state_dict["shifted"].to(Y)
+        if codes.shape != (shifted.shape[0], W.shape[1]):
+            codes = None
+    if codes is None:
+        codes = fista(shifted, W, args.lam, max_iter=5000).z
+        write_checkpoint(path, kind="lista_targets", config={}, state_dict={"shifted": codes})
+    return torch.cat([Y, shifted]), torch.cat([Z, codes])
+
+
+def split_training_set(args, run: Run, Y: torch.Tensor, Z: torch.Tensor, W: torch.Tensor,
+                       image_shape: tuple[int, int]) -> dict[str, Any]:
+    """The networks' training data and validation pair from the training signals.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``validation``, ``shift_augment``, ``dataset``, ``lam``
+        and ``resume``.
+    run : Run
+        The run folder.
+    Y : torch.Tensor of shape (n_train, n_features)
+        Training signals; the last ``--validation`` are held out.
+    Z : torch.Tensor of shape (n_train, n_atoms)
+        Their optimal codes.
+    W : torch.Tensor of shape (n_features, n_atoms)
+        Dictionary.
+    image_shape : tuple of (int, int)
+        Shape of one signal as an image.
+
+    Returns
+    -------
+    dict
+        Keyword arguments ``Y``, ``targets`` and (unless ``--validation 0``) ``validation``
+        of :meth:`LISTA.fit`.
+    """
+    n = Y.shape[0]
+    n_val = n // 12 if args.validation is None else args.validation
+    if not 0 <= n_val < n:
+        raise ValueError(f"--validation must be in [0, {n}), got {n_val}")
+    fit_Y, fit_Z = Y[: n - n_val], Z[: n - n_val]
+    if args.shift_augment:
+        fit_Y, fit_Z = shifted_training_set(args, run, fit_Y, fit_Z, W, image_shape)
+    data: dict[str, Any] = {"Y": fit_Y, "targets": fit_Z}
+    if n_val:
+        data["validation"] = (Y[n - n_val:], Z[n - n_val:])
+    return data
+
+
+def epochs_per_depth(args: argparse.Namespace) -> dict[int, int]:
+    """The training epochs of each depth K in ``--steps``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``steps``, ``epochs`` and ``epochs_per_step``.
+
+    Returns
+    -------
+    dict of int to int
+        K to epochs.
+    """
+    if min(args.steps) < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.epochs_per_step is None:
+        return {K: args.epochs for K in args.steps}
+    if len(args.epochs_per_step) != len(args.steps) or min(args.epochs_per_step) < 1:
+        raise ValueError("--epochs-per-step needs one count >= 1 per depth in --steps, got "
+                         f"{args.epochs_per_step} for {args.steps}")
+    by_depth: dict[int, int] = {}
+    for K, n in zip(args.steps, args.epochs_per_step, strict=True):
+        if by_depth.setdefault(K, n) != n:
+            raise ValueError(f"--steps repeats {K} with different --epochs-per-step")
+    return by_depth
+
+
+def train_networks(args, run: Run, W, data: dict[str, Any]) -> dict[tuple[str, int], LISTA]:
     """One trained network per (variant, K); deeper ones grown from the shallower one.
 
     Parameters
     ----------
     args : argparse.Namespace
         The command's arguments; reads ``steps``, ``variants``, ``lam``, ``seed``,
-        ``support``, ``head``, ``validation``, ``patience``, ``layer_weight``, ``no_grow``,
-        ``lr``, ``epochs``, ``batch_size``, ``no_project``, ``resume`` and ``quiet``.
+        ``support``, ``head``, ``patience``, ``layer_weight``, ``no_grow``, ``lr``,
+        ``epochs``, ``epochs_per_step``, ``batch_size``, ``no_project``, ``resume`` and
+        ``quiet``.
     run : Run
         The run folder (one checkpoint per network).
     W : torch.Tensor of shape (n_features, n_atoms)
         Dictionary.
-    Y : torch.Tensor of shape (n_train, n_features)
-        Training signals (the last ``--validation`` of them held out for early stopping).
-    Z : torch.Tensor of shape (n_train, n_atoms)
-        Their optimal codes (the regression targets).
+    data : dict
+        Training signals, targets and validation pair (:func:`split_training_set`).
 
     Returns
     -------
@@ -198,14 +330,7 @@ def train_networks(args, run: Run, W, Y, Z) -> dict[tuple[str, int], LISTA]:
         The trained networks keyed by (variant name, K).
     """
     steps = sorted(set(args.steps))
-    if steps[0] < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    n_val = Y.shape[0] // 12 if args.validation is None else args.validation
-    if not 0 <= n_val < Y.shape[0]:
-        raise ValueError(f"--validation must be in [0, {Y.shape[0]}), got {n_val}")
-    fit_data = {"Y": Y[: Y.shape[0] - n_val], "targets": Z[: Y.shape[0] - n_val]}
-    if n_val:
-        fit_data["validation"] = (Y[-n_val:], Z[-n_val:])
+    epochs = epochs_per_depth(args)
     models: dict[tuple[str, int], LISTA] = {}
     for name in args.variants:
         variant, tied, _ = VARIANTS[name]
@@ -217,7 +342,7 @@ def train_networks(args, run: Run, W, Y, Z) -> dict[tuple[str, int], LISTA]:
             else:
                 model = previous.grow(K)
             lr = args.lr if args.lr is not None else DEFAULT_LR.get(name, 3e-3)
-            model.fit(**fit_data, epochs=args.epochs, batch_size=args.batch_size, lr=lr,
+            model.fit(**data, epochs=epochs[K], batch_size=args.batch_size, lr=lr,
                       project_input=not args.no_project, patience=args.patience,
                       layer_weight=args.layer_weight,
                       checkpoint=run.path(f"lista_{name}_K{K}.safetensors"),
@@ -456,6 +581,9 @@ def run(args: argparse.Namespace) -> Run:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.patience is not None and args.patience < 1:
         raise ValueError(f"--patience must be >= 1, got {args.patience}")
+    epochs_per_depth(args)
+    if args.shift_augment and args.dataset != "mnist":
+        raise ValueError("--shift-augment applies to --dataset mnist only")
     if (args.validation or 0) < 0 or not args.layer_weight >= 0:
         raise ValueError("--validation and --layer-weight must be >= 0, got "
                          f"{args.validation} and {args.layer_weight}")
@@ -463,7 +591,7 @@ def run(args: argparse.Namespace) -> Run:
     sc = dictionary_for(args, out, Y)
     W = sc.dictionary()
     Z, Zt, gap_max = optimal_codes(args, out, Y, Yt, W)
-    models = train_networks(args, out, W, Y, Z)
+    models = train_networks(args, out, W, split_training_set(args, out, Y, Z, W, image_shape))
     results = evaluate(args, W, Yt, Zt, models)
     table = markdown_table(results["rows"], args)
     out.path("table.md").write_text(table)

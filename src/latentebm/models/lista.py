@@ -126,6 +126,31 @@ class _StepRule(abc.ABC):
     def next(self, net: LISTA, z: torch.Tensor, prev: torch.Tensor, k: int, context: Any
              ) -> torch.Tensor: ...
 
+    def layer(self, net: LISTA, z: torch.Tensor, prev: torch.Tensor, k: int, context: Any
+              ) -> torch.Tensor:
+        """Layer ``k ≥ 1``: :func:`ista_step` of :meth:`next` at :meth:`threshold`.
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        z : torch.Tensor of shape (batch, n_atoms)
+            The previous iterate.
+        prev : torch.Tensor of shape (batch, n_atoms)
+            The one before (zeros before the first).
+        k : int
+            Layer index (0-based).
+        context : Any
+            From :meth:`first`.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+            The next iterate.
+        """
+        return ista_step(self.next(net, z, prev, k, context), self.threshold(net, k), net.reg,
+                         net.selected(k))
+
     def threshold(self, net: LISTA, k: int) -> torch.Tensor:
         """Layer ``k``'s threshold(s), shape ``(n_atoms,)`` or ``(1,)``.
 
@@ -372,14 +397,21 @@ class StepSizeRule(_StepRule):
 
 class HybridRule(_StepRule):
     """Classic LISTA for the first ``head`` layers (they find the support), then proximal
-    gradient steps with learned per-atom step sizes and momentum:
-    ``u = z_k + β_k (z_k − z_{k−1})``, ``v_k = u − γ_k ⊙ (G u − Wᵀy)`` shrunk by ``λ γ_k``.
+    gradient steps with learned per-atom step sizes, momentum and a learned share of each
+    sample's Barzilai–Borwein step:
+    ``u = z_k + β_k (z_k − z_{k−1})``, ``γ = (s_k / L) ⊙ ρ^{a_k}``,
+    ``z_{k+1} = shrink_{λγ}(u − γ ⊙ (G u − Wᵀy))``, with ``ρ = clip(L‖d‖² / dᵀGd, 1, 100)``,
+    ``d = z_k − z_{k−1}``: the inverse curvature along the last move, which on the sample's
+    support is far larger than ``1/L`` (SpaRSA, Wright, Nowak & Figueiredo 2009).
 
     The threshold is tied to the step, so every later layer keeps the lasso's solution as its
-    fixed point (a diagonally preconditioned ISTA step, Ablin et al. 2019 learn the scalar
-    version); ``γ`` is stored as ``step = γ L`` (1 is ISTA's step) and ``β = 0`` initially,
-    so the untrained network is K ISTA steps.
+    fixed point (a diagonally preconditioned ISTA step; Ablin et al. 2019 learn the scalar
+    version). ``s = 1`` (ISTA's step), ``β = 0`` and ``a = 0`` initially, so the untrained
+    network is K ISTA steps; ``a`` is clipped to ``[0, 1]`` and ``s`` at 0.
     """
+
+    #: bounds of the per-sample curvature ratio ``ρ``
+    RHO_MAX = 100.0
 
     classic = ClassicRule()
 
@@ -405,6 +437,7 @@ class HybridRule(_StepRule):
         net.theta = nn.Parameter((net.lam * inv_L).expand(head, net.n_atoms).clone())
         net.step = nn.Parameter(torch.ones(tail, net.n_atoms, dtype=W.dtype, device=W.device))
         net.beta = nn.Parameter(torch.zeros(tail, dtype=W.dtype, device=W.device))
+        net.bb = nn.Parameter(torch.zeros(tail, dtype=W.dtype, device=W.device))
         net.register_buffer("G", W.T @ W)
 
     def first(self, net, Y):
@@ -427,7 +460,30 @@ class HybridRule(_StepRule):
         return v, (B, Y @ net.W)
 
     def next(self, net, z, prev, k, context):
-        """A classic step below ``head``, else the momentum step.
+        """The classic pre-activation (used below ``head``; see :meth:`layer`).
+
+        Parameters
+        ----------
+        net : LISTA
+            The network.
+        z : torch.Tensor of shape (batch, n_atoms)
+            The previous iterate.
+        prev : torch.Tensor of shape (batch, n_atoms)
+            The one before (zeros before the first).
+        k : int
+            Layer index (0-based, ``1 ≤ k < head``).
+        context : tuple of torch.Tensor of shape (batch, n_atoms)
+            From :meth:`first`.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, n_atoms)
+        """
+        return self.classic.next(net, z, prev, k, context[0])
+
+    def layer(self, net, z, prev, k, context):
+        """A classic layer below ``head``, else the momentum step with the sample's share of
+        its Barzilai–Borwein step (see the class docstring).
 
         Parameters
         ----------
@@ -446,34 +502,21 @@ class HybridRule(_StepRule):
         -------
         torch.Tensor of shape (batch, n_atoms)
         """
-        B, b = context
         if k < net.head:
-            return self.classic.next(net, z, prev, k, B)
+            return super().layer(net, z, prev, k, context)
         t = k - net.head
-        u = z + net.beta[t] * (z - prev)
-        return u - (net.step[t] / net.L) * (u @ net.G - b)
-
-    def threshold(self, net, k):
-        """``θ_k`` below ``head``, else ``λ γ_k`` (``γ`` clipped at 0).
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        k : int
-            Layer index (0-based).
-
-        Returns
-        -------
-        torch.Tensor of shape (n_atoms,)
-        """
-        if k < net.head:
-            return net.theta[k]
-        return (net.lam / net.L) * net.step[k - net.head].clamp_min(0)
+        d = z - prev
+        curvature = (d * (d @ net.G)).sum(1, keepdim=True)
+        rho = (net.L * d.pow(2).sum(1, keepdim=True)
+               / curvature.clamp_min(torch.finfo(d.dtype).tiny)).clamp(1.0, self.RHO_MAX)
+        gamma = (net.step[t].clamp_min(0) / net.L) * rho ** net.bb[t].clamp(0.0, 1.0)
+        u = z + net.beta[t] * d
+        return ista_step(u - gamma * (u @ net.G - context[1]), net.lam * gamma, net.reg,
+                         net.selected(k))
 
     def used_rows(self, net, name):
         """Rows used: ``min(K, head)`` (less one for ``S``) of the classic parameters and
-        ``K − head`` of ``step`` and ``beta``.
+        ``K − head`` of ``step``, ``beta`` and ``bb``.
 
         Parameters
         ----------
@@ -487,7 +530,7 @@ class HybridRule(_StepRule):
         int
         """
         head = min(net.n_steps, net.head)
-        if name in ("step", "beta"):
+        if name in ("step", "beta", "bb"):
             return max(net.n_steps - net.head, 0)
         return head - 1 if name == "S" else head
 
@@ -516,8 +559,7 @@ def unroll(net: LISTA, Y: torch.Tensor) -> list[torch.Tensor]:
     z = ista_step(v, rule.threshold(net, 0), net.reg, net.selected(0))
     zs, prev = [z], torch.zeros_like(z)
     for k in range(1, net.n_steps):
-        prev, z = z, ista_step(rule.next(net, z, prev, k, context), rule.threshold(net, k),
-                               net.reg, net.selected(k))
+        prev, z = z, rule.layer(net, z, prev, k, context)
         zs.append(z)
     return zs
 

@@ -14,7 +14,7 @@ from latentebm import LISTA
 from latentebm.experiments import lista_eval as ev
 
 VARIANT_CASES = [("lista", False), ("lista", True), ("cp", False), ("cp", True),
-                 ("step", False), ("step", True)]
+                 ("step", False), ("step", True), ("hybrid", False)]
 
 
 def sparse_problem(n_features=20, n_atoms=40, n=600, k=3, seed=0, dtype=torch.float64):
@@ -70,6 +70,112 @@ def test_gradcheck_through_unrolled_steps(variant, tied):
 
     assert float(f(Yg, *params).detach().abs().sum()) > 0
     assert torch.autograd.gradcheck(f, (Yg, *params), eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_through_the_hybrid_learned_steps():
+    W, Y = sparse_problem(n_features=5, n_atoms=7, n=3, seed=1)
+    model = LISTA(W, 0.05, 4, variant="hybrid", head=1)
+    with torch.no_grad():  # away from the clips at 0 and 1, where the derivative is one-sided
+        model.step.fill_(1.3)
+        model.beta.fill_(0.3)
+        model.bb.fill_(0.5)
+    names = [n for n, _ in model.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+
+    def f(*ps):
+        return functional_call(model, dict(zip(names, ps, strict=True)), (Y,))
+
+    assert float(f(*params).detach().abs().sum()) > 0
+    assert torch.autograd.gradcheck(f, tuple(params), eps=1e-6, atol=1e-5)
+
+
+def test_hybrid_tail_keeps_the_lasso_solution_as_fixed_point():
+    # Whatever the learned steps, momentum and BB share, a tail layer fed the optimal code
+    # twice returns it: the threshold is tied to the step.
+    W, Y = sparse_problem(n=24)
+    model = LISTA(W, 0.2, 5, variant="hybrid", head=2)
+    with torch.no_grad():
+        model.step.uniform_(0.5, 3.0)
+        model.beta.uniform_(-0.5, 0.9)
+        model.bb.fill_(1.0)
+    Z_star = latentebm.fista(Y, W, 0.2, tol=1e-12, max_iter=20000).z
+    rule = latentebm.models.lista.STEP_RULES["hybrid"]
+    with torch.no_grad():
+        context = rule.first(model, Y)[1]
+        for k in range(2, 5):
+            out = rule.layer(model, Z_star, Z_star, k, context)
+            assert torch.allclose(out, Z_star, atol=1e-8, rtol=0), k
+
+
+def _wreck_after(n_updates: int):
+    """A fit callback that spoils every weight (deterministically) after each update past the
+    first ``n_updates``."""
+    def callback(step, model):
+        if step > n_updates:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(1.5).add_(0.1)
+    return callback
+
+
+def test_validation_restores_the_best_epoch_and_patience_stops_early():
+    W, Y = sparse_problem(n=200, dtype=torch.float64)
+    Ytr, Yval = Y[:160], Y[160:]
+    model = LISTA(W, 0.2, 2)
+    Zval = model.targets(Yval)
+    per_epoch = 160 // 32
+    history = model.fit(Ytr, validation=(Yval, Zval), patience=2, epochs=10, batch_size=32,
+                        lr=3e-3, progress=False, callback=_wreck_after(2 * per_epoch))
+    val = [h["val_code_error"] for h in history]
+    # epochs 0 and 1 trained, the later ones spoilt: two epochs after the best one, it stops
+    assert len(val) == val.index(min(val)) + 3 < 10
+    assert min(val[2:]) > max(val[:2])
+    assert ev.relative_code_error(model.encode(Yval).z, Zval) == pytest.approx(min(val),
+                                                                               rel=1e-12)
+    free = LISTA(W, 0.2, 2)
+    free.fit(Ytr, validation=(Yval, Zval), epochs=10, batch_size=32, lr=3e-3,
+             progress=False, callback=_wreck_after(2 * per_epoch))
+    assert len(free.history_) == 10  # no patience: every epoch runs, the best is kept
+    assert [h["val_code_error"] for h in free.history_[: len(val)]] == pytest.approx(val)
+    assert torch.equal(free.encode(Yval).z, model.encode(Yval).z)
+
+
+def test_resumed_early_stopping_equals_uninterrupted(tmp_path):
+    W, Y = sparse_problem(n=120, dtype=torch.float64)
+    Ytr, Yval = Y[:96], Y[96:]
+    Zval = LISTA(W, 0.2, 2).targets(Yval)
+    kw = {"validation": (Yval, Zval), "patience": 1, "epochs": 6, "batch_size": 32,
+          "lr": 3e-3, "progress": False}
+    wreck = _wreck_after(3 * 3)
+    full = LISTA(W, 0.2, 2)
+    full.fit(Ytr, callback=wreck, **kw)
+
+    def stop_at_five(step, model):
+        wreck(step, model)
+        if step == 5:  # in epoch 1: epoch 0's weights are the best so far
+            raise KeyboardInterrupt
+
+    path = tmp_path / "ckpt.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        LISTA(W, 0.2, 2).fit(Ytr, checkpoint=path, callback=stop_at_five, **kw)
+    resumed = LISTA(W, 0.2, 2)
+    resumed.fit(Ytr, checkpoint=path, resume=True, callback=wreck, **kw)
+    assert len(resumed.history_) == len(full.history_) < 6
+    assert [h["val_code_error"] for h in resumed.history_] == pytest.approx(
+        [h["val_code_error"] for h in full.history_], rel=1e-12)
+    assert torch.equal(resumed.encode(Yval).z, full.encode(Yval).z)
+    assert torch.equal(LISTA.load(path).encode(Yval).z, full.encode(Yval).z)
+
+
+def test_layer_weight_trains_every_step():
+    W, Y = sparse_problem(n=160, dtype=torch.float64)
+    Z = LISTA(W, 0.2, 3).targets(Y)
+    plain, deep = LISTA(W, 0.2, 3), LISTA(W, 0.2, 3)
+    for model, weight in ((plain, 0.0), (deep, 1.0)):
+        model.fit(Y, targets=Z, layer_weight=weight, epochs=4, batch_size=32, lr=3e-3,
+                  progress=False)
+    first = [ev.relative_code_error(m.unroll(Y)[0].detach(), Z) for m in (plain, deep)]
+    assert first[1] < first[0]
 
 
 def test_training_lowers_held_out_code_error(trained):
@@ -204,6 +310,21 @@ def test_bad_input(tmp_path):
         model.fit(Y, targets=torch.zeros(3, 40, dtype=torch.float64), progress=False)
     with pytest.raises(ValueError, match="epochs"):
         model.fit(Y, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="patience needs validation"):
+        model.fit(Y, patience=3, progress=False)
+    Z = torch.zeros(20, 40, dtype=torch.float64)
+    with pytest.raises(ValueError, match="patience"):
+        model.fit(Y, validation=(Y, Z), patience=0, progress=False)
+    with pytest.raises(ValueError, match="validation codes"):
+        model.fit(Y, validation=(Y, Z[:, :3]), progress=False)
+    with pytest.raises(TypeError, match="validation"):
+        model.fit(Y, validation=Y, progress=False)
+    with pytest.raises(ValueError, match="layer_weight"):
+        model.fit(Y, layer_weight=-1.0, progress=False)
+    with pytest.raises(ValueError, match="head"):
+        LISTA(W, 0.1, 2, variant="hybrid", head=0)
+    with pytest.raises(ValueError, match="tied"):
+        LISTA(W, 0.1, 2, variant="hybrid", tied=True)
     path = tmp_path / "c.safetensors"
     LISTA(W, 0.1, 2).fit(Y, epochs=1, checkpoint=path, progress=False)
     with pytest.raises(ValueError, match="n_steps"):
@@ -234,15 +355,18 @@ def test_lista_command_runs_on_the_bundled_sample(tmp_path):
 
     out = tmp_path / "run"
     argv = ["lista", "--sample", "--out", str(out), "--n-train", "150", "--n-test", "40",
-            "--atoms", "16", "--steps", "1", "2", "--variants", "lista", "step", "--epochs", "1",
+            "--atoms", "16", "--steps", "1", "2", "--variants", "lista", "hybrid",
+            "--epochs-per-step", "1", "2", "--head", "1", "--shift-augment", "--patience", "3",
             "--fista-iters", "50", "--ista-iters", "80", "--speed-samples", "40",
             "--warm-samples", "20", "--quiet"]
     assert main(argv) == 0
     import json
 
     rows = json.loads((out / "table.json").read_text())["rows"]
-    assert [(r["variant"], r["K"]) for r in rows] == [("lista", 1), ("lista", 2), ("step", 1),
-                                                      ("step", 2)]
+    assert [(r["variant"], r["K"], r["epochs_run"]) for r in rows] == [
+        ("lista", 1, 1), ("lista", 2, 2), ("hybrid", 1, 1), ("hybrid", 2, 2)]
+    assert all(r["val_code_error"] > 0 for r in rows)
+    assert (out / "shifted_targets.safetensors").is_file()
     assert all(0 <= r["code_error"] for r in rows)
     for name in ("table.md", "error_vs_iterations.png", "metrics.json",
                  "lista_lista_K2.safetensors"):
@@ -303,3 +427,34 @@ def test_input_weights_stay_in_the_range_of_the_dictionary(variant):
     free = LISTA(W, 0.1, 2, variant=variant)
     free.fit(Y, epochs=3, batch_size=32, lr=1e-2, project_input=False, progress=False)
     assert off_range(kept) < 1e-5 < 1e-2 < off_range(free)
+
+
+def test_shifted_copies_move_every_pixel_by_one():
+    from latentebm.experiments.lista_cmd import shifted_copies
+
+    Y = torch.arange(1.0, 2 * 12 + 1).reshape(2, 12)
+    S = shifted_copies(Y, (3, 4)).reshape(4, 2, 3, 4)
+    img = Y.reshape(2, 3, 4)
+    assert torch.equal(S[0, :, 1:], img[:, :-1]) and bool((S[0, :, 0] == 0).all())
+    assert torch.equal(S[1, :, :-1], img[:, 1:]) and bool((S[1, :, -1] == 0).all())
+    assert torch.equal(S[2, :, :, 1:], img[:, :, :-1]) and bool((S[2, :, :, 0] == 0).all())
+    assert torch.equal(S[3, :, :, :-1], img[:, :, 1:]) and bool((S[3, :, :, -1] == 0).all())
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--epochs-per-step", "1"], "epochs-per-step"),
+    (["--steps", "2", "2", "--epochs-per-step", "1", "3"], "repeats"),
+    (["--head", "0"], "head"),
+    (["--patience", "0"], "patience"),
+    (["--layer-weight", "-1"], "layer-weight"),
+    (["--validation", "-5"], "validation"),
+    (["--dataset", "natural", "--shift-augment"], "shift-augment"),
+])
+def test_lista_command_refuses_bad_training_flags_before_any_work(tmp_path, extra, message,
+                                                                  capsys):
+    from latentebm.cli import main
+
+    argv = ["lista", "--sample", "--out", str(tmp_path / "r"), "--steps", "1", "2", *extra]
+    assert main(argv) != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "targets.safetensors").exists()

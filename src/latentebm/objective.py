@@ -6,11 +6,13 @@ from typing import Any
 
 import torch
 
+from ._docs import fill_doc
 from .operators import LinearOperator, batch_dot
 from .problem import prepare, prepare_code, to_output
 from .regularizers import Regularizer, get_regularizer
 
 
+@fill_doc
 def energy_and_gap(
     op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,16 +24,12 @@ def energy_and_gap(
 
     Parameters
     ----------
-    op : LinearOperator
-        The decoder ``A``.
+    {op_decoder}
     Y : torch.Tensor of shape (batch, *signal_dims)
         Signals.
-    z : torch.Tensor of shape (batch, *code_dims)
-        Codes.
-    lam : float
-        Penalty weight ``λ``.
-    reg : Regularizer
-        The penalty ``R``.
+    {z_codes}
+    {lam_weight}
+    {reg_penalty}
 
     Returns
     -------
@@ -44,6 +42,7 @@ def energy_and_gap(
     return energy_and_gap_from(batch_dot(r, r), op.adjoint(r), z, lam, reg)
 
 
+@fill_doc
 def energy_and_gap_from(
     rr: torch.Tensor, c: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,12 +55,9 @@ def energy_and_gap_from(
         Squared residual norms ``‖y − Az‖²``.
     c : torch.Tensor of shape (batch, *code_dims)
         ``Aᵀr``.
-    z : torch.Tensor of shape (batch, *code_dims)
-        Codes.
-    lam : float
-        Penalty weight ``λ``.
-    reg : Regularizer
-        The penalty ``R``.
+    {z_codes}
+    {lam_weight}
+    {reg_penalty}
 
     Returns
     -------
@@ -78,6 +74,7 @@ def energy_and_gap_from(
     return primal, gap.clamp_min(0)
 
 
+@fill_doc
 def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> Any:
     """Per-sample ``½‖y − Wz‖² + λ‖z‖₁``.
 
@@ -91,8 +88,7 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
         The dictionary.
     Z : array-like or torch.Tensor of shape (batch, *code_dims)
         Codes, ``(batch, n_atoms)`` for a dense dictionary.
-    lam : float
-        Penalty weight ``λ``.
+    {lam_weight}
     nonneg : bool, default=False
         Use the non-negative Lasso penalty.
 
@@ -112,6 +108,7 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
     return to_output(energy, problem.numpy_out)
 
 
+@fill_doc
 def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> Any:
     """Per-sample Lasso duality gap, an upper bound on ``E(z) − min E``.
 
@@ -126,8 +123,7 @@ def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> An
         The dictionary.
     Z : array-like or torch.Tensor of shape (batch, *code_dims)
         Codes, ``(batch, n_atoms)`` for a dense dictionary.
-    lam : float
-        Penalty weight ``λ``.
+    {lam_weight}
     nonneg : bool, default=False
         Use the non-negative Lasso penalty; ``Z`` must then have no negative entry.
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._docs import fill_doc
 from .._io import file_mode, write_bytes
 
 __all__ = [
@@ -88,6 +89,7 @@ _UBYTE = 0x08
 # --------------------------------------------------------------------------- IDX format
 
 
+@fill_doc
 def parse_idx(data: bytes, name: str = "IDX data", *, ndim: int | None = None) -> np.ndarray:
     """Decode an uncompressed IDX file into a uint8 array.
 
@@ -100,8 +102,7 @@ def parse_idx(data: bytes, name: str = "IDX data", *, ndim: int | None = None) -
     ----------
     data : bytes
         The whole (uncompressed) IDX file.
-    name : str
-        Name used in error messages.
+    {error_name}
     ndim : int or None
         Required rank, or ``None`` to accept any.
 

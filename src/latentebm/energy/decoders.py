@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._docs import fill_doc
 from .._validation import as_tensor
 from ..operators import ConvDictionary, DenseDictionary, LinearOperator
 
@@ -36,6 +37,7 @@ class SquaredError:
         return "SquaredError()"
 
 
+@fill_doc
 class LinearInZDecoder(nn.Module, abc.ABC):
     """``Dec(h, z) = b(h) + A z``: an offset from the predictor's output plus a linear operator.
 
@@ -86,8 +88,7 @@ class LinearInZDecoder(nn.Module, abc.ABC):
 
         Parameters
         ----------
-        h : torch.Tensor of shape (batch, ...) or None
-            The predictor's output.
+        {h_hidden}
 
         Returns
         -------
@@ -104,14 +105,11 @@ class LinearInZDecoder(nn.Module, abc.ABC):
 
         Parameters
         ----------
-        h : torch.Tensor of shape (batch, ...) or None
-            The predictor's output.
+        {h_hidden}
         z : torch.Tensor of shape (batch, *code_dims)
             Latent codes.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, *signal_dims)
+        {returns_signals}
         """
         y_hat = self.make_operator(self.atoms()).decode(z)
         b = self.offset(h)
@@ -122,12 +120,9 @@ class LinearInZDecoder(nn.Module, abc.ABC):
 
         Parameters
         ----------
-        signal_shape : tuple of int
-            Shape of one ``y``, without the batch dimension.
+        {signal_shape_y}
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
         """
         return self.operator().code_shape(tuple(signal_shape))
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import viz
+from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
 from ..energy import ConditionalLinearDecoder, LatentVariableEBM
@@ -31,13 +32,13 @@ TASKS = ("mnist-completion",)
 HALF = 14
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm conditional`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     parser.add_argument("--task", choices=TASKS, default="mnist-completion",
                         help="the conditional problem: x is the top half of a digit, y its "
@@ -108,14 +109,14 @@ def build_model(lam: float, args: argparse.Namespace, device: torch.device) -> L
     return LatentVariableEBM(predictor, decoder, reg, lam).to(device)
 
 
+@fill_doc
 def completions_figure(path, model: LatentVariableEBM, X: torch.Tensor, Y: torch.Tensor,
                        latents: torch.Tensor, title: str) -> None:
     """Per row: the given top half, completions from several latents, ``z = 0``, the truth.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        PNG file to write.
+    {png_path_short}
     model : LatentVariableEBM
         The trained model.
     X : torch.Tensor of shape (n_rows, 392)

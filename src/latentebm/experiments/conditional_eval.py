@@ -10,6 +10,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .._docs import fill_doc
 from .._io import atomic_path
 from ..energy import LatentVariableEBM
 
@@ -158,13 +159,13 @@ def best_of_n(model: LatentVariableEBM, X: torch.Tensor, Y: torch.Tensor,
     }
 
 
+@fill_doc
 def ranking_figure(path, results: dict[str, dict[str, Any]]) -> None:
     """One panel per model: histograms of ``F(x_i, y_i)`` and ``F(x_i, y_j)``, ``j ≠ i``.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        PNG file to write.
+    {png_path_short}
     results : dict of str to dict
         Per model label, the output of :func:`ranking` (with ``_true`` and ``_others``).
     """

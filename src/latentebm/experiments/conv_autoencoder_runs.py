@@ -9,12 +9,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._docs import fill_doc
 from ..data import local_contrast_normalize, whiten_1f
 from ..models.conv_autoencoder import ConvSparseAutoencoder
 from ._args import UNUSED_DATA_DIR, add_common_arguments
 from ._run import Run
 
 
+@fill_doc
 def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: float,
                         tile: int, n_tiles: int, n_test: int, batch_size: int,
                         lr: float) -> None:
@@ -22,8 +24,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     kernel, lam, tile, n_tiles, n_test, batch_size, lr : int or float
         Defaults of ``--kernel``, ``--lam``, ``--tile``, ``--n-tiles``, ``--n-test``,
         ``--batch-size`` and ``--lr``.

@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .. import viz
+from .._docs import fill_doc
 from .._io import atomic_path
 from .._validation import resolve_device
 from ..data import load_images
@@ -30,13 +31,13 @@ HELP = ("convolutional sparse auto-encoders with 1..64 filters on natural images
         "centre-surround, oriented edges, gratings")
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm conv-filters`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64],
                         help="filter counts, one model each (default: 1 2 4 8 16 32 64)")

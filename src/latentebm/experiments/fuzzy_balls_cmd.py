@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._docs import fill_doc
 from ..models.vae import VAE
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
@@ -25,13 +26,13 @@ NAME = "vae-fuzzy-balls"
 HELP = "VAE codes as fuzzy balls: posterior ellipses and code statistics for several β"
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm vae-fuzzy-balls`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     add_common_arguments(parser, epochs=10, lam=None)
     runs.add_vae_arguments(parser, latent=2)

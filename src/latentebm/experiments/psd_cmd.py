@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .. import viz
+from .._docs import fill_doc
 from .._io import atomic_path
 from ..models import SparseCoding
 from ..models.lista import LISTA
@@ -30,13 +31,13 @@ NAME = "psd"
 HELP = "predictive sparse decomposition: decoder, fast encoder, encoder-only code quality"
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm psd`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     add_common_arguments(parser, epochs=5, lam=0.5)
     add_dataset_arguments(parser, n_train=10000, n_test=2000)
@@ -119,13 +120,13 @@ def evaluate(model: PSD, Yt: torch.Tensor, args) -> dict[str, Any]:
     }
 
 
+@fill_doc
 def quality_figure(path, results: dict[str, dict[str, Any]]) -> None:
     """Histogram of the per-sample relative energy excess of the encoder's codes.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        PNG file to write.
+    {png_path_short}
     results : dict of str to dict
         Per encoder name, the output of :func:`evaluate`.
     """

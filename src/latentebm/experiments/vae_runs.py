@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
 from ..models.vae import VAE
@@ -17,13 +18,13 @@ from ..models.vae_parts import binarize
 from ..training.checkpoint import read_checkpoint
 
 
+@fill_doc
 def add_vae_arguments(parser: argparse.ArgumentParser, *, latent: int) -> None:
     """Flags shared by ``vae`` and ``vae-fuzzy-balls``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     latent : int
         Default of ``--latent``.
     """

@@ -25,6 +25,7 @@ import torch
 from scipy.optimize import least_squares
 from scipy.signal import fftconvolve
 
+from .._docs import fill_doc
 from .._validation import as_tensor
 
 __all__ = [
@@ -56,6 +57,7 @@ GOOD_GABOR_R2 = 0.8
 # ----------------------------------------------------------------------------- validation
 
 
+@fill_doc
 def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     """``x`` as a finite float64 NumPy array of the given rank (``ValueError`` names ``name``).
 
@@ -63,8 +65,7 @@ def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = No
     ----------
     x : array_like or torch.Tensor
         The input (a tensor is copied to the CPU).
-    name : str
-        Name used in error messages.
+    {error_name}
     ndim : int or tuple of int or None
         Allowed rank(s); ``None`` accepts any.
 
@@ -77,6 +78,7 @@ def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = No
     return t.detach().cpu().numpy()
 
 
+@fill_doc
 def check_image_shape(image_shape: Any, name: str = "image_shape") -> tuple[int, ...]:
     """``(h, w)`` or ``(h, w, channels)`` with positive integer entries.
 
@@ -84,12 +86,9 @@ def check_image_shape(image_shape: Any, name: str = "image_shape") -> tuple[int,
     ----------
     image_shape : sequence of int
         The shape to check.
-    name : str
-        Name used in error messages.
+    {error_name}
 
-    Returns
-    -------
-    tuple of int
+    {returns_shape}
         The shape, length 2 or 3.
     """
     try:
@@ -103,6 +102,7 @@ def check_image_shape(image_shape: Any, name: str = "image_shape") -> tuple[int,
     return shape
 
 
+@fill_doc
 def atoms_as_images(atoms: Any, image_shape: Any, name: str = "atoms") -> np.ndarray:
     """Validate ``(n_atoms, n_features)`` atoms and reshape them to ``(n_atoms, *image_shape)``.
 
@@ -112,8 +112,7 @@ def atoms_as_images(atoms: Any, image_shape: Any, name: str = "atoms") -> np.nda
         One flattened atom per row (``n_features = prod(image_shape)``).
     image_shape : tuple of int
         ``(h, w)`` or ``(h, w, channels)``.
-    name : str
-        Name used in error messages.
+    {error_name}
 
     Returns
     -------

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._docs import fill_doc
 from .._validation import as_tensor, check_int, check_scalar, check_seed, resolve_device
 from ..solvers import SolverResult
 from ..training import distributed as dist
@@ -100,6 +101,7 @@ class LogLikelihood(NamedTuple):
         }
 
 
+@fill_doc
 class VAE(LatentModel):
     """A VAE on inputs of shape ``input_shape`` with a ``latent_dim``-dimensional Gaussian code.
 
@@ -132,10 +134,8 @@ class VAE(LatentModel):
         Fixed pixel noise σ of the Gaussian likelihood; ``None`` learns it.
     seed : int, default=0
         Seed of the weight initialisation and of the training order.
-    device : str, torch.device or None, default=None
-        Device of the model (CPU by default).
-    dtype : torch.dtype, default=torch.float32
-        Dtype of the model.
+    {model_device}
+    {model_dtype}
     """
 
     KIND = "vae"
@@ -575,8 +575,7 @@ class VAE(LatentModel):
         on_epoch_end : callable or None, default=None
             ``on_epoch_end(model, entry)`` may add JSON-able values to an epoch's history entry
             before it is checkpointed.
-        progress : bool, default=True
-            Show a progress bar.
+        {fit_progress}
 
         Returns
         -------

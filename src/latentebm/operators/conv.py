@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._docs import fill_doc
 from .._validation import as_tensor
 from .base import LinearOperator
 
@@ -93,6 +94,7 @@ class FourierEmbedding:
 METHODS = ("auto", "direct", "fft")
 
 
+@fill_doc
 class ConvDictionary(LinearOperator):
     """A bank of ``n_atoms`` convolution kernels, each ``(channels, kh, kw)``.
 
@@ -149,10 +151,8 @@ class ConvDictionary(LinearOperator):
 
         Parameters
         ----------
-        device : torch.device or str, optional
-            Target device; ``None`` keeps the current one.
-        dtype : torch.dtype, optional
-            Target dtype; ``None`` keeps the current one.
+        {to_device}
+        {to_dtype}
 
         Returns
         -------
@@ -171,9 +171,7 @@ class ConvDictionary(LinearOperator):
         signal_shape : tuple of int
             ``(channels, H, W)``.
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
             ``(n_atoms, H + kh − 1, W + kw − 1)`` for ``"full"``, ``(n_atoms, H, W)`` for
             ``"circular"``.
         """
@@ -193,9 +191,7 @@ class ConvDictionary(LinearOperator):
         code_shape : tuple of int
             ``(n_atoms, H', W')``.
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
             ``(channels, H, W)``.
         """
         _, h, w = code_shape
@@ -212,8 +208,7 @@ class ConvDictionary(LinearOperator):
         ----------
         y : torch.Tensor of shape (batch, channels, H, W)
             Images to check.
-        name : str, default="Y"
-            Name of the argument, used in the error message.
+        {check_name_Y}
         """
         if y.dim() != 4:
             raise ValueError(
@@ -239,8 +234,7 @@ class ConvDictionary(LinearOperator):
         ----------
         z : torch.Tensor of shape (batch, n_atoms, H', W')
             Code maps to check.
-        name : str, default="Z"
-            Name of the argument, used in the error message.
+        {check_name_Z}
         """
         kh, kw = self.kernel_size
         if z.dim() != 4 or z.shape[1] != self.n_atoms:
@@ -366,12 +360,9 @@ class ConvDictionary(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms, H', W')
-            Code maps.
+        {z_maps}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, channels, H, W)
+        {returns_images}
             With ``H = H' − kh + 1`` for ``"full"``, ``H = H'`` for ``"circular"`` (same for ``W``).
         """
         kh, kw = self.kernel_size
@@ -395,9 +386,7 @@ class ConvDictionary(LinearOperator):
         r : torch.Tensor of shape (batch, channels, H, W)
             Images (typically a residual).
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms, H', W')
+        {returns_maps}
             With ``(H', W') = (H + kh − 1, W + kw − 1)`` for ``"full"``, ``(H, W)`` for
             ``"circular"``.
         """
@@ -420,12 +409,9 @@ class ConvDictionary(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms, H', W')
-            Code maps.
+        {z_maps}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms, H', W')
+        {returns_maps}
         """
         if self.boundary == "circular" and self._use_fft():
             grid = (int(z.shape[-2]), int(z.shape[-1]))

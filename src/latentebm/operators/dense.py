@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 
+from .._docs import fill_doc
 from .._validation import as_tensor
 from .base import LinearOperator
 
 
+@fill_doc
 class DenseDictionary(LinearOperator):
     """``decode(z) = z Wᵀ`` for codes ``(batch, n_atoms)`` and signals ``(batch, n_features)``.
 
@@ -45,10 +47,8 @@ class DenseDictionary(LinearOperator):
 
         Parameters
         ----------
-        device : torch.device or str, optional
-            Target device; ``None`` keeps the current one.
-        dtype : torch.dtype, optional
-            Target dtype; ``None`` keeps the current one.
+        {to_device}
+        {to_dtype}
 
         Returns
         -------
@@ -62,12 +62,9 @@ class DenseDictionary(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms)
-            Codes.
+        {z_dense}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_features)
+        {returns_dense_signals}
         """
         return z @ self.W.T
 
@@ -79,9 +76,7 @@ class DenseDictionary(LinearOperator):
         r : torch.Tensor of shape (batch, n_features)
             Signal-shaped tensor.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
+        {returns_dense_codes}
         """
         return r @ self.W
 
@@ -96,12 +91,9 @@ class DenseDictionary(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms)
-            Codes.
+        {z_dense}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
+        {returns_dense_codes}
         """
         if self.n_atoms <= 2 * self.n_features:
             return z @ self.gram_matrix()
@@ -115,9 +107,7 @@ class DenseDictionary(LinearOperator):
         signal_shape : tuple of int
             Shape of one signal, ``(n_features,)`` (not checked).
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
             ``(n_atoms,)``.
         """
         return (self.n_atoms,)
@@ -129,8 +119,7 @@ class DenseDictionary(LinearOperator):
         ----------
         y : torch.Tensor
             Signals to check.
-        name : str, default="Y"
-            Name of the argument, used in the error message.
+        {check_name_Y}
         """
         if y.dim() != 2 or y.shape[1] != self.n_features:
             raise ValueError(
@@ -145,8 +134,7 @@ class DenseDictionary(LinearOperator):
         ----------
         z : torch.Tensor
             Codes to check.
-        name : str, default="Z"
-            Name of the argument, used in the error message.
+        {check_name_Z}
         """
         if z.dim() != 2 or z.shape[1] != self.n_atoms:
             raise ValueError(

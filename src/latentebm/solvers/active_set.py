@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .._docs import fill_doc
 from ..objective import energy_and_gap_from
 from ..operators import LinearOperator, batch_dot
 from ..regularizers import Regularizer
@@ -27,6 +28,7 @@ ATTEMPT_BELOW = 0.1
 off to pay for the factorisations."""
 
 
+@fill_doc
 def support_solve(
     op: LinearOperator,
     state,
@@ -49,8 +51,7 @@ def support_solve(
         ``(n, n_atoms)`` with their Gram products ``Gz``, ``Gx``, ``b = Aᵀy`` ``(n, n_atoms)``,
         ``yy = ‖y‖²`` and momentum ``t`` ``(n,)``, the signals ``Y``, and the sign patterns
         ``signs`` ``(n, n_atoms)`` and ``tried`` flags ``(n,)`` of the active-set bookkeeping.
-    lam : float
-        Penalty weight ``λ``.
+    {lam_weight}
     reg : Regularizer
         An L1 penalty (``reg.nonneg`` selects the one-sided rounds).
     energy : torch.Tensor of shape (n,)
@@ -95,6 +96,7 @@ def support_solve(
     gap[rows] = cand_gap[better]
 
 
+@fill_doc
 def active_set_rounds(
     G: torch.Tensor,
     b: torch.Tensor,
@@ -115,8 +117,7 @@ def active_set_rounds(
         ``Aᵀy``.
     signs : torch.Tensor of shape (batch, n_atoms), int8
         Sign guesses (0 off the support); not modified.
-    lam : float
-        Penalty weight ``λ``.
+    {lam_weight}
     nonneg : bool, default=False
         Only positive coefficients may enter the support.
     rounds : int, default=ROUNDS

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import torch
 
+from .._docs import fill_doc
 from ..operators import batch_dot, per_sample
 from ..regularizers import Regularizer
 from .result import Callback, IterationState, SolverResult
@@ -169,6 +170,7 @@ def _initial_lipschitz(objective: SmoothObjective, rows, z, g) -> torch.Tensor:
     return torch.nan_to_num(L, nan=1.0, posinf=1.0).clamp_min(1e-8)
 
 
+@fill_doc
 def smooth_proximal_gradient(
     objective: SmoothObjective,
     z0: torch.Tensor,
@@ -191,8 +193,7 @@ def smooth_proximal_gradient(
         The smooth part ``f``.
     z0 : torch.Tensor, shape (batch, *code_dims)
         Starting point.
-    lam : float
-        λ ≥ 0.
+    {lam_nonneg}
     reg : Regularizer
         ``R``, through its ``prox`` and ``value``.
     max_iter, tol : int, float
@@ -206,8 +207,7 @@ def smooth_proximal_gradient(
         Starting ``L`` (e.g. the last run's); by default a finite-difference estimate.
     slack : float or None
         Relative slack of the sufficient-decrease test (default ``16·eps``).
-    callback : callable or None
-        ``callback(iteration, IterationState)`` after every iteration.
+    {solver_callback}
 
     Returns
     -------
@@ -274,6 +274,7 @@ def smooth_proximal_gradient(
         method="smooth_proximal_gradient", lipschitz=out_L)
 
 
+@fill_doc
 def autograd_proximal_gradient(
     smooth: SmoothFn,
     z0: torch.Tensor,
@@ -290,8 +291,7 @@ def autograd_proximal_gradient(
         ``z`` ``(len(rows), *code_dims)``.
     z0 : torch.Tensor of shape (batch, *code_dims)
         Starting point.
-    lam : float
-        λ ≥ 0.
+    {lam_nonneg}
     reg : Regularizer
         ``R``, through its ``prox`` and ``value``.
     **options

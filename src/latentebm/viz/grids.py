@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._docs import fill_doc
 from ..metrics.atoms import as_float_array, atoms_as_images, check_image_shape
 from ._figure import DPI, check_n_cols, new_figure, save_png
 
@@ -79,6 +80,7 @@ def _filter_bank(bank: Any, name: str) -> np.ndarray:
     return arr.transpose(0, 2, 3, 1)
 
 
+@fill_doc
 def atom_grid(
     atoms: Any,
     image_shape: Sequence[int],
@@ -96,8 +98,7 @@ def atom_grid(
         One atom per row (i.e. ``W.T``); ``n_features = prod(image_shape)``.
     image_shape : sequence of int
         ``(h, w)`` (grey) or ``(h, w, 3)`` (colour).
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     n_cols : int or None
         Columns of the grid (default ``ceil(sqrt(n_atoms))``: 256 atoms -> 16 × 16).
     title : str or None
@@ -123,6 +124,7 @@ def atom_grid(
     return save_png(fig, path)
 
 
+@fill_doc
 def filter_bank_pair(
     encoder: Any,
     decoder: Any,
@@ -139,8 +141,7 @@ def filter_bank_pair(
     ----------
     encoder, decoder : array_like, shape (n_filters, C, kh, kw)
         ``C`` = 1 or 3; the two banks may differ in size.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     titles : pair of str
         Panel titles.
     n_cols : int or None
@@ -170,6 +171,7 @@ def filter_bank_pair(
     return save_png(fig, path)
 
 
+@fill_doc
 def image_grid(
     images: Any,
     path: str | os.PathLike,
@@ -187,8 +189,7 @@ def image_grid(
     ----------
     images : array_like, shape (n, h, w), (n, h, w, 3) or (n, n_features)
         The last form needs ``image_shape``.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     image_shape : sequence of int or None
         ``(h, w)`` or ``(h, w, 3)`` for flat rows.
     n_cols : int or None

@@ -1,0 +1,116 @@
+"""Shared numpydoc fragments and the decorator that puts them into docstrings.
+
+A docstring names a fragment on a line of its own, ``{name}``, indented as the text it stands
+for; :func:`fill_doc` replaces that line by the fragment, every line indented alike. Only
+whole-line placeholders are filled, so braces elsewhere in a docstring (``{0, 1}``, format
+examples) are left alone. An unknown name raises ``KeyError`` at import time.
+
+Fragments describe parameters (``name : type`` and an indented description) or whole
+``Returns`` sections; the ``Parameters`` heading itself stays in every docstring.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_PLACEHOLDER = re.compile(r"^([ \t]*)\{(\w+)\}[ \t]*$", re.MULTILINE)
+
+
+def _returns(kind: str, text: str = "") -> str:
+    return "Returns\n-------\n" + kind + ("\n    " + text if text else "")
+
+
+DOCS: dict[str, str] = {
+    # ------------------------------------------------------------ codes and signals
+    "z_codes": "z : torch.Tensor of shape (batch, *code_dims)\n    Codes.",
+    "z_latents": "z : torch.Tensor of shape (batch, *code_dims)\n    Latents.",
+    "c_code_shaped": "c : torch.Tensor of shape (batch, *code_dims)\n    Code-shaped tensor.",
+    "y_observations": "y : torch.Tensor of shape (batch, *signal_dims)\n    Observations.",
+    "h_hidden": "h : torch.Tensor of shape (batch, ...) or None\n    The predictor's output.",
+    "x_any": ("x : array-like, torch.Tensor of shape (batch, ...) or None\n"
+              "    Inputs of the predictor (``None`` without one)."),
+    "y_any": "y : array-like or torch.Tensor of shape (batch, *signal_dims)\n    Observations.",
+    "solve_kwargs": "**kwargs\n    Options of :meth:`solve`.",
+    "z_dense": "z : torch.Tensor of shape (batch, n_atoms)\n    Codes.",
+    "Y_dense": "Y : torch.Tensor of shape (batch, n_features)\n    Signals.",
+    "z_maps": "z : torch.Tensor of shape (batch, n_atoms, H', W')\n    Code maps.",
+    "prox_v": ("v : torch.Tensor of shape (batch, *code_dims)\n"
+               "    Point to evaluate the proximal operator at."),
+    "prox_tau": ("tau : float or torch.Tensor\n    Threshold: a number, a 0-dim tensor, "
+                 "or a tensor broadcastable against ``v``."),
+    # ------------------------------------------------------------ command modules and figures
+    "cmd_parser": "parser : argparse.ArgumentParser\n    The subcommand's parser.",
+    "png_path": "path : str or os.PathLike\n    The PNG file to write.",
+    "png_path_short": "path : str or os.PathLike\n    PNG file to write.",
+    "plot_title": "title : str or None\n    Title above the plot.",
+    # ------------------------------------------------------------ solvers and models
+    "lam_weight": "lam : float\n    Penalty weight ``λ``.",
+    "lam_nonneg": "lam : float\n    λ ≥ 0.",
+    "max_iter_cap": "max_iter : int\n    Iteration cap.",
+    "solver_callback": ("callback : callable or None\n"
+                        "    ``callback(iteration, IterationState)`` after every iteration."),
+    "reg_penalty": "reg : Regularizer\n    The penalty ``R``.",
+    "op_decoder": "op : LinearOperator\n    The decoder ``A``.",
+    "error_name": "name : str\n    Name used in error messages.",
+    "check_name_Y": 'name : str, default="Y"\n    Name of the argument, used in the error message.',
+    "check_name_Z": 'name : str, default="Z"\n    Name of the argument, used in the error message.',
+    "fit_resume": "resume : bool, default=False\n    Continue from ``checkpoint``.",
+    "fit_progress": "progress : bool, default=True\n    Show a progress bar.",
+    "model_device": ("device : str, torch.device or None, default=None\n"
+                     "    Device of the model (CPU by default)."),
+    "model_dtype": "dtype : torch.dtype, default=torch.float32\n    Dtype of the model.",
+    "signal_shape_y": ("signal_shape : tuple of int\n"
+                       "    Shape of one ``y``, without the batch dimension."),
+    "to_device": ("device : torch.device or str, optional\n"
+                  "    Target device; ``None`` keeps the current one."),
+    "to_dtype": "dtype : torch.dtype, optional\n    Target dtype; ``None`` keeps the current one.",
+    "sklearn_y_ignored": "y : None\n    Ignored.",
+    # ------------------------------------------------------------ whole Returns sections
+    "returns_per_sample": _returns("torch.Tensor of shape (batch,)"),
+    "returns_like_v": _returns("torch.Tensor of the same shape as ``v``"),
+    "returns_code_shaped": _returns("torch.Tensor of shape (batch, *code_dims)"),
+    "returns_signals": _returns("torch.Tensor of shape (batch, *signal_dims)"),
+    "returns_dense_codes": _returns("torch.Tensor of shape (batch, n_atoms)"),
+    "returns_dense_signals": _returns("torch.Tensor of shape (batch, n_features)"),
+    "returns_maps": _returns("torch.Tensor of shape (batch, n_atoms, H', W')"),
+    "returns_images": _returns("torch.Tensor of shape (batch, channels, H, W)"),
+    "returns_shape": _returns("tuple of int"),
+}
+"""The shared fragments, by name."""
+
+
+def _filled(doc: str, fragments: Mapping[str, str]) -> str:
+    def expand(match: re.Match[str]) -> str:
+        indent, name = match.groups()
+        if name not in fragments:
+            raise KeyError(f"no docstring fragment named {{{name}}}")
+        return textwrap.indent(fragments[name], indent)
+
+    return _PLACEHOLDER.sub(expand, doc)
+
+
+def doc_filler(extra: Mapping[str, str] | None = None) -> Callable[[T], T]:
+    """A :func:`fill_doc` that also knows the fragments ``extra`` (a module's own ones)."""
+    fragments = DOCS if not extra else {**DOCS, **extra}
+
+    def fill(obj: T) -> T:
+        if isinstance(obj, type):
+            for member in vars(obj).values():
+                target = member.fget if isinstance(member, property) else member
+                target = getattr(target, "__func__", target)
+                if callable(target) and getattr(target, "__doc__", None):
+                    target.__doc__ = _filled(target.__doc__, fragments)
+        if getattr(obj, "__doc__", None):
+            obj.__doc__ = _filled(obj.__doc__, fragments)
+        return obj
+
+    return fill
+
+
+fill_doc = doc_filler()
+"""Fill the ``{name}`` lines of a function's docstring, or of a class's and its methods'."""

@@ -70,6 +70,34 @@ DOCS: dict[str, str] = {
                   "    Target device; ``None`` keeps the current one."),
     "to_dtype": "dtype : torch.dtype, optional\n    Target dtype; ``None`` keeps the current one.",
     "sklearn_y_ignored": "y : None\n    Ignored.",
+    # ------------------------------------------------------------ data, metrics, updates
+    "idx_ndim": "ndim : int or None\n    Required rank, or ``None`` to accept any.",
+    "returns_idx": _returns("ndarray of shape (d_1, ..., d_ndim)",
+                            "uint8 array with the shape given in the header."),
+    "stats_AB": ("A : torch.Tensor of shape (n_atoms, n_atoms)\n"
+                 "    Statistic ``Σ z zᵀ``, updated in place.\n"
+                 "B : torch.Tensor of shape (n_features, n_atoms)\n"
+                 "    Statistic ``Σ y zᵀ``, updated in place."),
+    "forgetting": ("step : int\n    Mini-batch index, 1-based.\n"
+                   "rho : float, default=8.0\n    Exponent of the forgetting factor."),
+    "atoms_rows": ("atoms : array_like of shape (n_atoms, n_features)\n"
+                   "    One flattened atom per row (``n_features = prod(image_shape)``).\n"
+                   "image_shape : tuple of int\n    ``(h, w)`` or ``(h, w, channels)``."),
+    "filter_2d": "filter_2d : array_like of shape (h, w)\n    One grey filter, at least 3×3.",
+    "fft_grid": "grid : tuple of int\n    ``(gh, gw)``, the FFT size.",
+    # ------------------------------------------------------------ smooth objectives
+    "rows_iterates": ("rows : torch.Tensor of shape (n,)\n"
+                      "    Indices of the samples in the batch being solved.\n"
+                      "z : torch.Tensor of shape (n, *code_dims)\n    Their iterates."),
+    "rows_single": ("rows : torch.Tensor of shape (1,)\n    Unused.\n"
+                    "z : torch.Tensor of shape (1, *V.shape)\n"
+                    "    The variable with a leading batch dimension of one."),
+    "returns_rows": _returns("torch.Tensor of shape (n,)"),
+    "returns_rows_grad": _returns("value : torch.Tensor of shape (n,)\n"
+                                  "grad : torch.Tensor of shape (n, *code_dims)"),
+    "returns_single": _returns("torch.Tensor of shape (1,)"),
+    "returns_single_grad": _returns("value : torch.Tensor of shape (1,)\n"
+                                    "grad : torch.Tensor of shape (1, *V.shape)"),
     # ------------------------------------------------------------ whole Returns sections
     "returns_per_sample": _returns("torch.Tensor of shape (batch,)"),
     "returns_like_v": _returns("torch.Tensor of the same shape as ``v``"),

@@ -103,13 +103,9 @@ def parse_idx(data: bytes, name: str = "IDX data", *, ndim: int | None = None) -
     data : bytes
         The whole (uncompressed) IDX file.
     {error_name}
-    ndim : int or None
-        Required rank, or ``None`` to accept any.
+    {idx_ndim}
 
-    Returns
-    -------
-    ndarray of shape (d_1, ..., d_ndim)
-        uint8 array with the shape given in the header.
+    {returns_idx}
     """
     if len(data) < 4:
         raise ValueError(f"{name}: not an IDX file (only {len(data)} bytes)")
@@ -134,6 +130,7 @@ def parse_idx(data: bytes, name: str = "IDX data", *, ndim: int | None = None) -
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
+@fill_doc
 def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed when the name ends in ``.gz``) as a uint8 array.
 
@@ -143,13 +140,9 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     ----------
     path : str or os.PathLike
         The file.
-    ndim : int or None
-        Required rank, or ``None`` to accept any.
+    {idx_ndim}
 
-    Returns
-    -------
-    ndarray of shape (d_1, ..., d_ndim)
-        uint8 array with the shape given in the header.
+    {returns_idx}
     """
     path = Path(path)
     try:

@@ -108,10 +108,7 @@ def atoms_as_images(atoms: Any, image_shape: Any, name: str = "atoms") -> np.nda
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
+    {atoms_rows}
     {error_name}
 
     Returns
@@ -145,6 +142,7 @@ def _disc(radius: float) -> np.ndarray:
     return (xx**2 + yy**2 <= radius**2 + 1e-9).astype(np.float64)
 
 
+@fill_doc
 def localization_score(
     atoms: Any, image_shape: Sequence[int], *, radius: float | None = None
 ) -> np.ndarray:
@@ -162,10 +160,7 @@ def localization_score(
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
+    {atoms_rows}
     radius : float or None
         Disc radius in pixels (>= 0.5); defaults to ``0.2 * min(h, w)`` (5.6 px for 28×28
         MNIST).
@@ -194,6 +189,7 @@ def localization_score(
     return np.clip(score, 0.0, 1.0)
 
 
+@fill_doc
 def localization_summary(
     atoms: Any,
     image_shape: Sequence[int],
@@ -211,10 +207,7 @@ def localization_summary(
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
+    {atoms_rows}
     radius : float or None
         Disc radius in pixels, as in :func:`localization_score`.
     threshold : float
@@ -244,6 +237,7 @@ def localization_summary(
 # ----------------------------------------------------------------------------- strokes
 
 
+@fill_doc
 def stroke_spans(
     atoms: Any, image_shape: Sequence[int], *, level: float = STROKE_LEVEL
 ) -> np.ndarray:
@@ -257,10 +251,7 @@ def stroke_spans(
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
+    {atoms_rows}
     level : float
         Ink threshold as a share of the atom's peak magnitude, in (0, 1].
 
@@ -285,6 +276,7 @@ def stroke_spans(
     return spans
 
 
+@fill_doc
 def stroke_summary(
     atoms: Any,
     image_shape: Sequence[int],
@@ -301,10 +293,7 @@ def stroke_summary(
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
+    {atoms_rows}
     level : float
         Ink threshold, as in :func:`stroke_spans`.
     max_span : float or None
@@ -689,6 +678,7 @@ def _dog_jacobian(p: np.ndarray, x: np.ndarray, y: np.ndarray, target: np.ndarra
     return jac
 
 
+@fill_doc
 def fit_dog(filter_2d: Any) -> DoGFit:
     """Least-squares fit of :class:`DoGFit` to a ``(h, w)`` filter.
 
@@ -698,8 +688,7 @@ def fit_dog(filter_2d: Any) -> DoGFit:
 
     Parameters
     ----------
-    filter_2d : array_like of shape (h, w)
-        One grey filter, at least 3×3.
+    {filter_2d}
 
     Returns
     -------
@@ -735,6 +724,7 @@ def fit_dog(filter_2d: Any) -> DoGFit:
     return DoGFit(x0, y0, a * scale, sc, sc * ratio, bal, r2)
 
 
+@fill_doc
 def centre_surround_score(filter_2d: Any) -> float:
     """How much a ``(h, w)`` filter looks like a centre-surround (DoG) receptive field, in [0, 1].
 
@@ -745,8 +735,7 @@ def centre_surround_score(filter_2d: Any) -> float:
 
     Parameters
     ----------
-    filter_2d : array_like of shape (h, w)
-        One grey filter, at least 3×3.
+    {filter_2d}
 
     Returns
     -------

@@ -93,10 +93,6 @@ class PredictionAugmented(LinearOperator):
     def atoms(self) -> torch.Tensor:
         return self.op.atoms
 
-    @property
-    def n_atoms(self) -> int:
-        return self.op.n_atoms
-
     def signal(self, Y: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
         """``[y; √β e]`` for images ``Y`` and predicted codes ``E``.
 

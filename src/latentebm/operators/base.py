@@ -70,9 +70,32 @@ class LinearOperator(abc.ABC):
     def device(self) -> torch.device:
         return self.atoms.device
 
+    atom_axis: int = 0
+    """The axis of :attr:`atoms` that indexes the atoms."""
+
     @property
-    @abc.abstractmethod
-    def n_atoms(self) -> int: ...
+    def n_atoms(self) -> int:
+        return self.atoms.shape[self.atom_axis]
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """A copy of this operator on another device or in another precision.
+
+        Parameters
+        ----------
+        {to_device}
+        {to_dtype}
+
+        Returns
+        -------
+        LinearOperator
+            A new operator of the same type and settings (the same atoms tensor where nothing
+            changes).
+        """
+        return self._like(self.atoms.to(device=device, dtype=dtype))
+
+    def _like(self, atoms: torch.Tensor) -> LinearOperator:
+        """An operator like this one with the atoms ``atoms``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be copied with .to()")
 
     @abc.abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:

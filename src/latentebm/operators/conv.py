@@ -37,6 +37,7 @@ from .base import LinearOperator
 BOUNDARIES = ("full", "circular")
 
 
+@fill_doc
 @dataclass(frozen=True)
 class FourierEmbedding:
     """A convolutional operator as a circular convolution on an FFT grid, for solvers that work
@@ -48,8 +49,7 @@ class FourierEmbedding:
 
     Attributes
     ----------
-    grid : tuple of int
-        ``(gh, gw)``, the FFT size.
+    {fft_grid}
     spectrum : torch.Tensor, shape (n_atoms, channels, gh, gw // 2 + 1)
         ``rfft2`` of the kernels zero-padded to the grid (origin at index 0).
     code_region, signal_region : tuple of slice
@@ -129,10 +129,6 @@ class ConvDictionary(LinearOperator):
         return self.kernels
 
     @property
-    def n_atoms(self) -> int:
-        return self.kernels.shape[0]
-
-    @property
     def channels(self) -> int:
         return self.kernels.shape[1]
 
@@ -146,22 +142,8 @@ class ConvDictionary(LinearOperator):
             f"kernel_size={self.kernel_size}, boundary={self.boundary!r})"
         )
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        """A copy of this operator on another device or in another precision.
-
-        Parameters
-        ----------
-        {to_device}
-        {to_dtype}
-
-        Returns
-        -------
-        ConvDictionary
-            A new operator with the same boundary and method.
-        """
-        return ConvDictionary(
-            self.kernels.to(device=device, dtype=dtype), boundary=self.boundary, method=self.method
-        )
+    def _like(self, atoms: torch.Tensor) -> ConvDictionary:
+        return ConvDictionary(atoms, boundary=self.boundary, method=self.method)
 
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The code shape of one image.
@@ -272,8 +254,7 @@ class ConvDictionary(LinearOperator):
 
         Parameters
         ----------
-        grid : tuple of int
-            ``(gh, gw)``, the FFT size.
+        {fft_grid}
 
         Returns
         -------
@@ -322,8 +303,7 @@ class ConvDictionary(LinearOperator):
 
         Parameters
         ----------
-        grid : tuple of int
-            ``(gh, gw)``, the FFT size.
+        {fft_grid}
 
         Returns
         -------

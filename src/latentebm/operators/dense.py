@@ -25,6 +25,8 @@ class DenseDictionary(LinearOperator):
         :meth:`normalize_` rescales it in place).
     """
 
+    atom_axis = 1
+
     def __init__(self, W: Any) -> None:
         super().__init__()
         self.W = as_tensor(W, "W", ndim=2)
@@ -35,27 +37,11 @@ class DenseDictionary(LinearOperator):
         return self.W
 
     @property
-    def n_atoms(self) -> int:
-        return self.W.shape[1]
-
-    @property
     def n_features(self) -> int:
         return self.W.shape[0]
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        """A copy of this operator on another device or in another precision.
-
-        Parameters
-        ----------
-        {to_device}
-        {to_dtype}
-
-        Returns
-        -------
-        DenseDictionary
-            A new operator (the same ``W`` tensor where nothing changes).
-        """
-        return DenseDictionary(self.W.to(device=device, dtype=dtype))
+    def _like(self, atoms: torch.Tensor) -> DenseDictionary:
+        return DenseDictionary(atoms)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``z Wᵀ``.
@@ -121,11 +107,7 @@ class DenseDictionary(LinearOperator):
             Signals to check.
         {check_name_Y}
         """
-        if y.dim() != 2 or y.shape[1] != self.n_features:
-            raise ValueError(
-                f"{name} must have shape (batch, {self.n_features}) to match W of shape "
-                f"{tuple(self.W.shape)}, got {tuple(y.shape)}"
-            )
+        self._check_rows(y, name, self.n_features, " to match W of shape")
 
     def check_code(self, z: torch.Tensor, name: str = "Z") -> None:
         """Raise ``ValueError`` unless ``z`` has shape ``(batch, n_atoms)``.
@@ -136,11 +118,13 @@ class DenseDictionary(LinearOperator):
             Codes to check.
         {check_name_Z}
         """
-        if z.dim() != 2 or z.shape[1] != self.n_atoms:
-            raise ValueError(
-                f"{name} must have shape (batch, {self.n_atoms}): one column per atom of W "
-                f"{tuple(self.W.shape)}, got {tuple(z.shape)}"
-            )
+        self._check_rows(z, name, self.n_atoms, ": one column per atom of W")
+
+    def _check_rows(self, t: torch.Tensor, name: str, width: int, relation: str) -> None:
+        """Raise ``ValueError`` unless ``t`` is ``(batch, width)``; ``relation`` ties it to W."""
+        if t.dim() != 2 or t.shape[1] != width:
+            raise ValueError(f"{name} must have shape (batch, {width}){relation} "
+                             f"{tuple(self.W.shape)}, got {tuple(t.shape)}")
 
     def invalidate(self) -> None:
         super().invalidate()

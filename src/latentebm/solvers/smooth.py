@@ -29,6 +29,7 @@ MAX_LIPSCHITZ = 1e30
 """Backtracking stops doubling ``L`` here (the step is then accepted as it is)."""
 
 
+@fill_doc
 class SmoothObjective(Protocol):
     """``f`` per sample: ``value(rows, z)`` ``(len(rows),)`` and ``value_and_grad(rows, z)``
     for the samples ``rows`` of the batch at ``z`` ``(len(rows), *code_dims)``."""
@@ -38,14 +39,9 @@ class SmoothObjective(Protocol):
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (n,)
-            Indices of the samples in the batch being solved.
-        z : torch.Tensor of shape (n, *code_dims)
-            Their iterates.
+        {rows_iterates}
 
-        Returns
-        -------
-        torch.Tensor of shape (n,)
+        {returns_rows}
         """
 
     def value_and_grad(self, rows: torch.Tensor, z: torch.Tensor
@@ -54,18 +50,13 @@ class SmoothObjective(Protocol):
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (n,)
-            Indices of the samples in the batch being solved.
-        z : torch.Tensor of shape (n, *code_dims)
-            Their iterates.
+        {rows_iterates}
 
-        Returns
-        -------
-        value : torch.Tensor of shape (n,)
-        grad : torch.Tensor of shape (n, *code_dims)
+        {returns_rows_grad}
         """
 
 
+@fill_doc
 @dataclass(frozen=True)
 class AutogradObjective:
     """A :class:`SmoothObjective` from ``smooth(rows, z)``, gradient by autograd."""
@@ -77,14 +68,9 @@ class AutogradObjective:
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (n,)
-            Indices of the samples in the batch being solved.
-        z : torch.Tensor of shape (n, *code_dims)
-            Their iterates.
+        {rows_iterates}
 
-        Returns
-        -------
-        torch.Tensor of shape (n,)
+        {returns_rows}
         """
         with torch.no_grad():
             return self.smooth(rows, z).detach()
@@ -113,6 +99,7 @@ class AutogradObjective:
         return f.detach(), g
 
 
+@fill_doc
 @dataclass(frozen=True)
 class JointObjective:
     """A :class:`SmoothObjective` of one unbatched variable: ``value(V)`` a 0-dim tensor and
@@ -126,14 +113,9 @@ class JointObjective:
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (1,)
-            Unused.
-        z : torch.Tensor of shape (1, *V.shape)
-            The variable with a leading batch dimension of one.
+        {rows_single}
 
-        Returns
-        -------
-        torch.Tensor of shape (1,)
+        {returns_single}
         """
         return self.value_fn(z[0]).reshape(1)
 
@@ -143,15 +125,9 @@ class JointObjective:
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (1,)
-            Unused.
-        z : torch.Tensor of shape (1, *V.shape)
-            The variable with a leading batch dimension of one.
+        {rows_single}
 
-        Returns
-        -------
-        value : torch.Tensor of shape (1,)
-        grad : torch.Tensor of shape (1, *V.shape)
+        {returns_single_grad}
         """
         f, g = self.value_and_grad_fn(z[0])
         return f.reshape(1), g.unsqueeze(0)

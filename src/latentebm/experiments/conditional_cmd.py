@@ -23,7 +23,7 @@ from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
 from ..energy import ConditionalLinearDecoder, LatentVariableEBM
 from . import conditional_eval as ev
-from ._args import add_common_arguments
+from ._args import add_common_arguments, add_defaulted_flags
 from ._run import Run
 
 NAME = "conditional"
@@ -51,14 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="R(z): non-negative L1 or L1 (default: nonneg)")
     parser.add_argument("--batch-size", type=int, default=256, help="mini-batch (default: 256)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam step (default: 1e-3)")
-    parser.add_argument("--n-train", type=int, default=30000,
-                        help="training digits (default: 30000)")
-    parser.add_argument("--n-test", type=int, default=500,
-                        help="held-out digits ranked against each other (default: 500)")
+    add_defaulted_flags(parser, int, [
+        ("--n-train", 30000, "training digits"),
+        ("--n-test", 500, "held-out digits ranked against each other"),
+    ])
     parser.add_argument("--candidates", type=int, default=10,
                         help="candidates per held-out top half, the true one included (10)")
-    parser.add_argument("--best-of", type=int, default=10,
-                        help="latents per digit for best-of-N completions (default: 10)")
+    add_defaulted_flags(parser, int, [
+        ("--best-of", 10, "latents per digit for best-of-N completions"),
+    ])
     parser.add_argument("--sample", action="store_true",
                         help="use the small MNIST sample bundled with the package (offline)")
 

@@ -19,7 +19,6 @@ from .._docs import fill_doc
 from ..models.vae import VAE
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
-from ._args import add_common_arguments
 from ._run import Run
 
 NAME = "vae-fuzzy-balls"
@@ -34,8 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ----------
     {cmd_parser}
     """
-    add_common_arguments(parser, epochs=10, lam=None)
-    runs.add_vae_arguments(parser, latent=2)
+    runs.add_vae_arguments(parser, epochs=10, latent=2)
     parser.add_argument(
         "--betas",
         type=float,

@@ -20,7 +20,6 @@ from ..models.vae import VAE
 from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
-from ._args import add_common_arguments
 from ._run import Run
 
 NAME = "vae"
@@ -35,8 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ----------
     {cmd_parser}
     """
-    add_common_arguments(parser, epochs=50, lam=None)
-    runs.add_vae_arguments(parser, latent=20)
+    runs.add_vae_arguments(parser, epochs=50, latent=20)
     parser.add_argument(
         "--k",
         type=int,

@@ -54,6 +54,15 @@ DOCS: dict[str, str] = {
     "max_iter_cap": "max_iter : int\n    Iteration cap.",
     "solver_callback": ("callback : callable or None\n"
                         "    ``callback(iteration, IterationState)`` after every iteration."),
+    "lasso_YWZ": ("Y : array-like or torch.Tensor of shape (batch, n_features)\n"
+                  "    Signals (or images ``(batch, channels, H, W)`` for a convolutional "
+                  "operator).\n"
+                  "W : array-like, torch.Tensor of shape (n_features, n_atoms), or LinearOperator\n"
+                  "    The dictionary.\n"
+                  "Z : array-like or torch.Tensor of shape (batch, *code_dims)\n"
+                  "    Codes, ``(batch, n_atoms)`` for a dense dictionary."),
+    "returns_solver_result": _returns("SolverResult",
+                                      "NumPy arrays when ``Y`` was NumPy, tensors otherwise."),
     "reg_penalty": "reg : Regularizer\n    The penalty ``R``.",
     "op_decoder": "op : LinearOperator\n    The decoder ``A``.",
     "error_name": "name : str\n    Name used in error messages.",

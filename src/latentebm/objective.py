@@ -8,7 +8,7 @@ import torch
 
 from ._docs import fill_doc
 from .operators import LinearOperator, batch_dot
-from .problem import prepare, prepare_code, to_output
+from .problem import Problem, prepare, prepare_code, to_output
 from .regularizers import Regularizer, get_regularizer
 
 
@@ -82,12 +82,7 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
 
     Parameters
     ----------
-    Y : array-like or torch.Tensor of shape (batch, n_features)
-        Signals (or images ``(batch, channels, H, W)`` for a convolutional operator).
-    W : array-like, torch.Tensor of shape (n_features, n_atoms), or LinearOperator
-        The dictionary.
-    Z : array-like or torch.Tensor of shape (batch, *code_dims)
-        Codes, ``(batch, n_atoms)`` for a dense dictionary.
+    {lasso_YWZ}
     {lam_weight}
     nonneg : bool, default=False
         Use the non-negative Lasso penalty.
@@ -97,8 +92,7 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
     numpy.ndarray or torch.Tensor of shape (batch,)
         The energies; a NumPy array when ``Y`` is not a tensor.
     """
-    problem = prepare(Y, W, lam)
-    Z_t = prepare_code(Z, "Z", problem)
+    problem, Z_t = _prepared(Y, W, Z, lam)
     reg = get_regularizer(nonneg)
     r = problem.Y - problem.op.decode(Z_t)
     energy = 0.5 * batch_dot(r, r) + problem.lam * reg.value(Z_t)
@@ -117,12 +111,7 @@ def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> An
 
     Parameters
     ----------
-    Y : array-like or torch.Tensor of shape (batch, n_features)
-        Signals (or images ``(batch, channels, H, W)`` for a convolutional operator).
-    W : array-like, torch.Tensor of shape (n_features, n_atoms), or LinearOperator
-        The dictionary.
-    Z : array-like or torch.Tensor of shape (batch, *code_dims)
-        Codes, ``(batch, n_atoms)`` for a dense dictionary.
+    {lasso_YWZ}
     {lam_weight}
     nonneg : bool, default=False
         Use the non-negative Lasso penalty; ``Z`` must then have no negative entry.
@@ -132,9 +121,14 @@ def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> An
     numpy.ndarray or torch.Tensor of shape (batch,)
         The gaps; a NumPy array when ``Y`` is not a tensor.
     """
-    problem = prepare(Y, W, lam)
-    Z_t = prepare_code(Z, "Z", problem)
+    problem, Z_t = _prepared(Y, W, Z, lam)
     if nonneg and bool((Z_t < 0).any()):
         raise ValueError("Z has negative entries but nonneg=True; the gap would be infinite")
     _, gap = energy_and_gap(problem.op, problem.Y, Z_t, problem.lam, get_regularizer(nonneg))
     return to_output(gap, problem.numpy_out)
+
+
+def _prepared(Y: Any, W: Any, Z: Any, lam: Any) -> tuple[Problem, torch.Tensor]:
+    """The validated problem of the public functions and their codes ``Z`` as a tensor."""
+    problem = prepare(Y, W, lam)
+    return problem, prepare_code(Z, "Z", problem)

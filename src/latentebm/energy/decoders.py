@@ -83,6 +83,10 @@ class LinearInZDecoder(nn.Module, abc.ABC):
         """``A`` as a detached :class:`LinearOperator` snapshot (for the solvers)."""
         return self.make_operator(self.atoms().detach())
 
+    @property
+    def n_atoms(self) -> int:
+        return self.operator().n_atoms
+
     def offset(self, h: torch.Tensor | None) -> torch.Tensor | None:
         """``b(h)``, or ``None`` where it is zero.
 
@@ -195,10 +199,6 @@ class ConditionalLinearDecoder(LinearInZDecoder):
         W = torch.randn(int(n_features), int(n_atoms), generator=gen, dtype=torch.float64)
         return cls(W.to(device=device, dtype=dtype), offset=offset)
 
-    @property
-    def n_atoms(self) -> int:
-        return self.W.shape[1]
-
     def atoms(self) -> torch.Tensor:
         return self.W
 
@@ -245,10 +245,6 @@ class ConditionalConvDecoder(LinearInZDecoder):
         self.kernels = nn.Parameter(K)
         if normalize:
             self.normalize_()
-
-    @property
-    def n_atoms(self) -> int:
-        return self.kernels.shape[0]
 
     def atoms(self) -> torch.Tensor:
         return self.kernels

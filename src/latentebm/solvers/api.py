@@ -144,10 +144,7 @@ def solve(
     **options
         Method-specific options (e.g. ``lipschitz``, ``restart``, ``polish`` for FISTA).
 
-    Returns
-    -------
-    SolverResult
-        NumPy arrays when ``Y`` was NumPy, tensors otherwise.
+    {returns_solver_result}
     """
     if not isinstance(method, str) or (method != "auto" and method not in METHODS):
         raise ValueError(f"unknown method {method!r}; known: "
@@ -210,10 +207,7 @@ def fista(
         on the identified support (solve exactly on it, drop atoms whose sign flips, add atoms
         that violate optimality); a result is kept only where its duality gap is smaller.
 
-    Returns
-    -------
-    SolverResult
-        NumPy arrays when ``Y`` was NumPy, tensors otherwise.
+    {returns_solver_result}
     """
     return solve(Y, W, lam, method="fista", max_iter=max_iter, tol=tol, z0=z0, nonneg=nonneg,
                  regularizer=regularizer, callback=callback, lipschitz=lipschitz,
@@ -221,6 +215,7 @@ def fista(
                  polish=polish)
 
 
+@fill_doc
 def ista(Y: Any, W: Any, lam: Any, **options: Any) -> SolverResult:
     """ISTA: ``z ← shrink_{λ/L}(z − Wᵀ(Wz − y)/L)``.
 
@@ -233,10 +228,7 @@ def ista(Y: Any, W: Any, lam: Any, **options: Any) -> SolverResult:
         ``backtracking`` and ``polish`` are off by default, so that the iterates are the
         textbook ones (fixed step ``1/L``), whose energy never increases.
 
-    Returns
-    -------
-    SolverResult
-        NumPy arrays when ``Y`` was NumPy, tensors otherwise.
+    {returns_solver_result}
     """
     return solve(Y, W, lam, method="ista", **options)
 

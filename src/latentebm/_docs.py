@@ -47,6 +47,7 @@ DOCS: dict[str, str] = {
     "cmd_parser": "parser : argparse.ArgumentParser\n    The subcommand's parser.",
     "png_path": "path : str or os.PathLike\n    The PNG file to write.",
     "png_path_short": "path : str or os.PathLike\n    PNG file to write.",
+    "returns_png": _returns("pathlib.Path", "``path``."),
     "plot_title": "title : str or None\n    Title above the plot.",
     # ------------------------------------------------------------ solvers and models
     "lam_weight": "lam : float\n    Penalty weight ``λ``.",
@@ -79,6 +80,14 @@ DOCS: dict[str, str] = {
                   "    Target device; ``None`` keeps the current one."),
     "to_dtype": "dtype : torch.dtype, optional\n    Target dtype; ``None`` keeps the current one.",
     "sklearn_y_ignored": "y : None\n    Ignored.",
+    "setting_seed": ("setting : Setting\n    The setting.\n"
+                     "seed_index : int\n    The seed's index in the setting."),
+    "vae_images": ("x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)\n"
+                   "    Images."),
+    "vae_batch_size": "batch_size : int, default=1000\n    Images per encoder call.",
+    "vae_images_batches": ("x : array-like or torch.Tensor of shape (n, *input_shape) or "
+                           "(n, n_features)\n    Images.\n"
+                           "batch_size : int, default=1000\n    Images per encoder call."),
     # ------------------------------------------------------------ data, metrics, updates
     "idx_ndim": "ndim : int or None\n    Required rank, or ``None`` to accept any.",
     "returns_idx": _returns("ndarray of shape (d_1, ..., d_ndim)",
@@ -138,8 +147,11 @@ def doc_filler(extra: Mapping[str, str] | None = None) -> Callable[[T], T]:
     def fill(obj: T) -> T:
         if isinstance(obj, type):
             for member in vars(obj).values():
-                target = member.fget if isinstance(member, property) else member
-                target = getattr(target, "__func__", target)
+                if isinstance(member, property):  # a property keeps its own copy of the doc
+                    if member.__doc__:
+                        member.__doc__ = _filled(member.__doc__, fragments)
+                    member = member.fget
+                target = getattr(member, "__func__", member)
                 if callable(target) and getattr(target, "__doc__", None):
                     target.__doc__ = _filled(target.__doc__, fragments)
         if getattr(obj, "__doc__", None):

@@ -216,10 +216,7 @@ class VAE(LatentModel):
 
         Parameters
         ----------
-        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
-            Images.
-        batch_size : int, default=1000
-            Images per encoder call.
+        {vae_images_batches}
 
         Returns
         -------
@@ -351,12 +348,10 @@ class VAE(LatentModel):
 
         Parameters
         ----------
-        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
-            Images.
+        {vae_images}
         n_samples : int, default=1
             Draws per image.
-        batch_size : int, default=1000
-            Images per encoder call.
+        {vae_batch_size}
         generator : torch.Generator or None, default=None
             Source of the reparameterisation noise.
 
@@ -394,8 +389,7 @@ class VAE(LatentModel):
 
         Parameters
         ----------
-        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
-            Images.
+        {vae_images}
         k : int, default=5000
             Importance samples per image.
         chunk : int, default=500
@@ -442,10 +436,7 @@ class VAE(LatentModel):
 
         Parameters
         ----------
-        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
-            Images.
-        batch_size : int, default=1000
-            Images per encoder call.
+        {vae_images_batches}
 
         Returns
         -------
@@ -463,8 +454,7 @@ class VAE(LatentModel):
             Images, at least 2.
         threshold : float, default=0.01
             Variance above which a dimension counts as active.
-        batch_size : int, default=1000
-            Images per encoder call.
+        {vae_batch_size}
 
         Returns
         -------

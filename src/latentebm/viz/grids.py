@@ -107,10 +107,7 @@ def atom_grid(
         Scale each tile by its largest magnitude so grey is 0, black the most negative and
         white the most positive value (default); otherwise min-max.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     shape = check_image_shape(image_shape)
     if len(shape) == 3 and shape[2] not in (1, 3):
@@ -151,10 +148,7 @@ def filter_bank_pair(
     symmetric : bool
         Tile scaling as in :func:`atom_grid`.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     enc = _filter_bank(encoder, "encoder")
     dec = _filter_bank(decoder, "decoder")
@@ -199,10 +193,7 @@ def image_grid(
     value_range : (float, float) or None
         ``(low, high)`` mapped to black/white (default: the data's min and max).
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     if image_shape is not None:
         imgs = atoms_as_images(images, image_shape, "images")

@@ -43,10 +43,7 @@ def convergence_curves(
         ``x <= 0`` with ``logx``, are not drawn; a curve with no such point left is an error.
     {plot_title}
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     if not isinstance(curves, Mapping) or len(curves) == 0:
         raise ValueError("curves must be a non-empty mapping {label: (x, y)}")
@@ -111,10 +108,7 @@ def orientation_frequency(
     title : str or None
         Title above both panels.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     th = as_float_array(orientations_rad, "orientations_rad", ndim=1)
     f = as_float_array(frequencies, "frequencies", ndim=1)

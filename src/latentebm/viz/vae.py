@@ -133,10 +133,7 @@ def posterior_ellipses(
     {png_path}
     {plot_title}
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     mu_a, sigma_a, lab = _posterior_args(mu, sigma, labels)
     fig = new_figure(6.0, 6.6, layout="constrained")
@@ -169,10 +166,7 @@ def posterior_panels(
     suptitle : str or None
         Title above all panels.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     if not isinstance(panels, Mapping) or not panels:
         raise ValueError("panels must be a non-empty mapping {title: (mu, sigma)}")
@@ -219,10 +213,7 @@ def sample_grid(
     title : str
         Title above the grid.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     imgs = _images(samples, "samples", image_shape)
     return image_grid(imgs, path, title=title, value_range=(0.0, 1.0))
@@ -249,10 +240,7 @@ def reconstruction_pairs(
     n_cols : int
         Images per row.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     a = _images(x, "x", image_shape)
     b = _images(recon, "recon", image_shape)
@@ -294,10 +282,7 @@ def interpolation_strip(
     title : str
         Title above the strip.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     imgs = _images(images, "images", image_shape)
     return image_grid(imgs, path, n_cols=n_cols or len(imgs), title=title, value_range=(0.0, 1.0))
@@ -319,10 +304,7 @@ def latent_manifold(
     image_shape : (int, int)
         ``(h, w)``.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     g = as_float_array(grid, "grid", ndim=1)
     m = g.size
@@ -365,10 +347,7 @@ def training_curves(
     logy : bool
         Logarithmic y axis (points with ``y <= 0`` skipped).
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves must be a non-empty mapping {label: (x, y)}")

@@ -69,8 +69,6 @@ DOCS: dict[str, str] = {
     "error_name": "name : str\n    Name used in error messages.",
     "check_name_Y": 'name : str, default="Y"\n    Name of the argument, used in the error message.',
     "check_name_Z": 'name : str, default="Z"\n    Name of the argument, used in the error message.',
-    "fit_resume": "resume : bool, default=False\n    Continue from ``checkpoint``.",
-    "fit_progress": "progress : bool, default=True\n    Show a progress bar.",
     "model_device": ("device : str, torch.device or None, default=None\n"
                      "    Device of the model (CPU by default)."),
     "model_dtype": "dtype : torch.dtype, default=torch.float32\n    Dtype of the model.",

@@ -462,10 +462,12 @@ class ConvSparseAutoencoder(LatentModel):
             Written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
         checkpoint_every : int, default=100
             Steps between checkpoints.
-        {fit_resume}
+        resume : bool, default=False
+            Continue from ``checkpoint``.
         callback : callable or None, default=None
             ``callback(n_steps, model)`` after every step.
-        {fit_progress}
+        progress : bool, default=True
+            Show a progress bar.
 
         Returns
         -------

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._docs import fill_doc
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
@@ -73,7 +72,6 @@ class ConvDictionaryLearningConfig(ModelConfig):
     nonneg: bool = False
 
 
-@fill_doc
 class ConvDictionaryLearning(DictionaryModel):
     """Learn ``n_atoms`` unit-norm kernels ``(n_atoms, channels, k, k)`` from images.
 
@@ -205,10 +203,12 @@ class ConvDictionaryLearning(DictionaryModel):
             Checkpoints and Ctrl-C as in :meth:`latentebm.SparseCoding.fit`.
         checkpoint_every : int, default=50
             Steps between checkpoints.
-        {fit_resume}
+        resume : bool, default=False
+            Continue from ``checkpoint``.
         callback : callable or None, default=None
             ``callback(step, model, batch_energy)`` after every step; ``batch_energy`` ``(batch,)``.
-        {fit_progress}
+        progress : bool, default=True
+            Show a progress bar.
 
         Returns
         -------

@@ -343,10 +343,12 @@ class PSD(LatentModel):
             As in :meth:`SparseCoding.fit`.
         checkpoint_every : int, default=100
             Updates between checkpoints.
-        {fit_resume}
+        resume : bool, default=False
+            Continue from ``checkpoint``.
         callback : callable or None, default=None
             ``callback(n_updates, model)`` after every update.
-        {fit_progress}
+        progress : bool, default=True
+            Show a progress bar.
 
         Returns
         -------

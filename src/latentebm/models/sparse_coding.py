@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from .._docs import fill_doc
 from .._validation import check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
@@ -44,7 +43,6 @@ class SparseCodingConfig(ModelConfig):
     nonneg_atoms: bool = False
 
 
-@fill_doc
 class SparseCoding(DictionaryModel):
     """A dictionary ``W`` ``(n_features, n_atoms)`` with unit-norm columns and its L1 energy.
 
@@ -185,7 +183,8 @@ class SparseCoding(DictionaryModel):
             Ctrl-C (after the step in flight).
         checkpoint_every : int, default=100
             Steps between checkpoints.
-        {fit_resume}
+        resume : bool, default=False
+            Continue from ``checkpoint``.
         callback : callable or None, default=None
             ``callback(step, model)`` after every step.
         progress : bool, default=True

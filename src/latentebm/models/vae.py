@@ -565,7 +565,8 @@ class VAE(LatentModel):
         on_epoch_end : callable or None, default=None
             ``on_epoch_end(model, entry)`` may add JSON-able values to an epoch's history entry
             before it is checkpointed.
-        {fit_progress}
+        progress : bool, default=True
+            Show a progress bar.
 
         Returns
         -------

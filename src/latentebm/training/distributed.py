@@ -32,8 +32,6 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as tdist
 
-from .._docs import fill_doc
-
 DEFAULT_TIMEOUT_S = 300.0
 TIMEOUT_ENV = "LATENTEBM_DIST_TIMEOUT"
 MIXED = "cpu:gloo,cuda:nccl"
@@ -476,7 +474,6 @@ def global_mean(local_sum: torch.Tensor, n_global: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- sharding
-@fill_doc
 def shard_bounds(n: int, rank_: int | None = None, world: int | None = None
                  ) -> tuple[int, int]:
     """``[start, stop)`` of rank ``rank_``'s contiguous share of ``n`` items: shares differ by
@@ -492,7 +489,9 @@ def shard_bounds(n: int, rank_: int | None = None, world: int | None = None
     world : int or None, default=None
         Number of ranks; the group's size by default.
 
-    {returns_shape}
+    Returns
+    -------
+    tuple of int
         ``(start, stop)``.
     """
     r = rank() if rank_ is None else rank_

@@ -63,20 +63,17 @@ def check_ok(runs: list[subprocess.CompletedProcess]) -> None:
         assert run.returncode == 0, f"rank {r} failed:\n{run.stderr[-3000:]}"
 
 
-def command_on_two_and_one(args: list[str], tmp_path: Path) -> None:
-    """Run ``latentebm *args`` under ``torchrun`` with two processes (``--out tmp_path/two``),
-    where rank 0 alone must report, then as one process (``--out tmp_path/one``)."""
+def run_command(args: list[str], out: Path, nproc: int = 1, timeout: float = 120.0
+                ) -> subprocess.CompletedProcess:
+    """``latentebm ARGS --out OUT`` as a process on the CPU, under ``torchrun --standalone
+    --nproc_per_node NPROC`` when ``nproc > 1``; fails the test unless it exits with 0."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    two = subprocess.run(
-        [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node",
-         "2", "-m", "latentebm", *args, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert two.stdout.count("wrote:") == 1  # rank 0 alone reports
-    one = subprocess.run([sys.executable, "-m", "latentebm", *args, "--out",
-                          str(tmp_path / "one")], env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert one.returncode == 0, one.stderr[-3000:]
+    launcher = ([str(Path(sys.executable).with_name("torchrun")), "--standalone",
+                 "--nproc_per_node", str(nproc)] if nproc > 1 else [sys.executable])
+    done = subprocess.run([*launcher, "-m", "latentebm", *args, "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 # --------------------------------------------------------------------------- workers

@@ -74,9 +74,6 @@ DOCS: dict[str, str] = {
     "model_dtype": "dtype : torch.dtype, default=torch.float32\n    Dtype of the model.",
     "signal_shape_y": ("signal_shape : tuple of int\n"
                        "    Shape of one ``y``, without the batch dimension."),
-    "to_device": ("device : torch.device or str, optional\n"
-                  "    Target device; ``None`` keeps the current one."),
-    "to_dtype": "dtype : torch.dtype, optional\n    Target dtype; ``None`` keeps the current one.",
     "sklearn_y_ignored": "y : None\n    Ignored.",
     "setting_seed": ("setting : Setting\n    The setting.\n"
                      "seed_index : int\n    The seed's index in the setting."),
@@ -109,11 +106,6 @@ DOCS: dict[str, str] = {
                     "z : torch.Tensor of shape (1, *V.shape)\n"
                     "    The variable with a leading batch dimension of one."),
     "returns_rows": _returns("torch.Tensor of shape (n,)"),
-    "returns_rows_grad": _returns("value : torch.Tensor of shape (n,)\n"
-                                  "grad : torch.Tensor of shape (n, *code_dims)"),
-    "returns_single": _returns("torch.Tensor of shape (1,)"),
-    "returns_single_grad": _returns("value : torch.Tensor of shape (1,)\n"
-                                    "grad : torch.Tensor of shape (1, *V.shape)"),
     # ------------------------------------------------------------ whole Returns sections
     "returns_per_sample": _returns("torch.Tensor of shape (batch,)"),
     "returns_like_v": _returns("torch.Tensor of the same shape as ``v``"),

@@ -82,8 +82,10 @@ class LinearOperator(abc.ABC):
 
         Parameters
         ----------
-        {to_device}
-        {to_dtype}
+        device : torch.device or str, optional
+            Target device; ``None`` keeps the current one.
+        dtype : torch.dtype, optional
+            Target dtype; ``None`` keeps the current one.
 
         Returns
         -------

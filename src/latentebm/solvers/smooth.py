@@ -52,7 +52,10 @@ class SmoothObjective(Protocol):
         ----------
         {rows_iterates}
 
-        {returns_rows_grad}
+        Returns
+        -------
+        value : torch.Tensor of shape (n,)
+        grad : torch.Tensor of shape (n, *code_dims)
         """
 
 
@@ -115,7 +118,9 @@ class JointObjective:
         ----------
         {rows_single}
 
-        {returns_single}
+        Returns
+        -------
+        torch.Tensor of shape (1,)
         """
         return self.value_fn(z[0]).reshape(1)
 
@@ -127,7 +132,10 @@ class JointObjective:
         ----------
         {rows_single}
 
-        {returns_single_grad}
+        Returns
+        -------
+        value : torch.Tensor of shape (1,)
+        grad : torch.Tensor of shape (1, *V.shape)
         """
         f, g = self.value_and_grad_fn(z[0])
         return f.reshape(1), g.unsqueeze(0)

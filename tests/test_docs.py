@@ -55,9 +55,19 @@ def test_a_class_and_its_methods_are_filled():
             {returns_per_sample}
             """
 
+        @staticmethod
+        def s(z):
+            """Static method.
+
+            Parameters
+            ----------
+            {z_codes}
+            """
+
     assert "x : int\n    Extra." in inspect.getdoc(C)
     assert "Codes." in inspect.getdoc(C.m)
     assert "torch.Tensor of shape (batch,)" in inspect.getdoc(C.p)
+    assert "Codes." in inspect.getdoc(vars(C)["s"])
 
 
 def test_an_unknown_fragment_is_an_error():
@@ -80,8 +90,9 @@ def test_no_placeholder_is_left_in_the_package():
                 continue
             members = [obj, *vars(obj).values()] if inspect.isclass(obj) else [obj]
             members += [m.fget for m in members if isinstance(m, property)]
+            members += [m.__func__ for m in members if isinstance(m, (staticmethod, classmethod))]
             for member in members:
-                doc = getattr(getattr(member, "__func__", member), "__doc__", None)
+                doc = getattr(member, "__doc__", None)
                 if isinstance(doc, str) and PLACEHOLDER.search(doc):
                     left.append(f"{module.__name__}.{name}")
     assert not left

@@ -137,10 +137,11 @@ def doc_filler(extra: Mapping[str, str] | None = None) -> Callable[[T], T]:
     def fill(obj: T) -> T:
         if isinstance(obj, type):
             for member in vars(obj).values():
-                if isinstance(member, property):  # a property keeps its own copy of the doc
+                # a property, staticmethod or classmethod keeps its own copy of the doc
+                if isinstance(member, (property, staticmethod, classmethod)):
                     if member.__doc__:
                         member.__doc__ = _filled(member.__doc__, fragments)
-                    member = member.fget
+                    member = member.fget if isinstance(member, property) else member.__func__
                 target = getattr(member, "__func__", member)
                 if callable(target) and getattr(target, "__doc__", None):
                     target.__doc__ = _filled(target.__doc__, fragments)

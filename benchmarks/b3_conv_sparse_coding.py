@@ -266,12 +266,9 @@ def main() -> None:
                         help="methods also timed stopping on their own certificate")
     parser.add_argument("--quick", action="store_true",
                         help="SPORCO's ADMM rows only (skip its slower FISTA rows)")
-    parser.add_argument("--admm-reference", type=int, default=3000,
-                        help="iterations of the ADMM reference run for E*")
-    parser.add_argument("--fista-reference", type=int, default=5000,
-                        help="iterations of the FISTA reference run for E*")
-    parser.add_argument("--sporco-reference", type=int, default=3000,
-                        help="iterations of the SPORCO ADMM reference run for E*")
+    for run, default in (("ADMM", 3000), ("FISTA", 5000), ("SPORCO ADMM", 3000)):
+        parser.add_argument(f"--{run.split()[0].lower()}-reference", type=int, default=default,
+                            help=f"iterations of the {run} reference run for E*")
     parser.add_argument("--sporco-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sporco_worker:

@@ -79,17 +79,7 @@ def lista_worker(args: argparse.Namespace, dtype: torch.dtype) -> None:
     dist.traffic.reset()
     start = time.perf_counter()
     model.fit(Y, targets=targets, epochs=args.epochs, batch_size=args.batch, progress=False)
-    seconds = time.perf_counter() - start
-    grads = sum(p.numel() * p.element_size() for p in model.parameters())
-    if dist.is_main():
-        weights = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
-        np.save(args.out + ".npy", weights.numpy())
-        Path(args.out + ".json").write_text(json.dumps(
-            {"seconds": seconds, "steps": model.n_updates_,
-             "bytes": dist.traffic.bytes + (grads * model.n_updates_
-                                            if dist.world_size() > 1 else 0),
-             "world": dist.world_size()}))
-    dist.shutdown()
+    _report_ddp(args, model, time.perf_counter() - start, model.n_updates_)
 
 
 def vae_worker(args: argparse.Namespace, dtype: torch.dtype) -> None:
@@ -107,15 +97,21 @@ def vae_worker(args: argparse.Namespace, dtype: torch.dtype) -> None:
     start = time.perf_counter()
     model.fit(X, epochs=args.epochs, batch_size=args.batch // 8, dynamic_binarization=True,
               progress=False)
-    seconds = time.perf_counter() - start
+    _report_ddp(args, model, time.perf_counter() - start, model.n_steps_)
+
+
+def _report_ddp(args: argparse.Namespace, model: torch.nn.Module, seconds: float,
+                steps: int) -> None:
+    """Rank 0 writes a DDP-trained module's parameters (``.npy``) and its time, steps and bytes
+    (``.json``): the counted collectives plus DDP's gradient all-reduce of every parameter each
+    step (not seen by the counter) when there are several processes; then leave the group."""
     grads = sum(p.numel() * p.element_size() for p in model.parameters())
     if dist.is_main():
         weights = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
         np.save(args.out + ".npy", weights.numpy())
         Path(args.out + ".json").write_text(json.dumps(
-            {"seconds": seconds, "steps": model.n_steps_,
-             "bytes": dist.traffic.bytes + (grads * model.n_steps_
-                                            if dist.world_size() > 1 else 0),
+            {"seconds": seconds, "steps": steps,
+             "bytes": dist.traffic.bytes + (grads * steps if dist.world_size() > 1 else 0),
              "world": dist.world_size()}))
     dist.shutdown()
 

@@ -9,15 +9,10 @@
 # A log of the last attempt is kept in benchmarks/results/raw/setup_peers.log.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="$HERE/.venv-spams"
-PYTHON="${PYTHON:-python3.11}"
-LOG_DIR="$HERE/results/raw"
-mkdir -p "$LOG_DIR"
-LOG="$LOG_DIR/setup_peers.log"
-: >"$LOG"
-
-log() { echo "[setup_peers] $*" | tee -a "$LOG"; }
+SETUP_NAME=setup_peers
+VENV_NAME=.venv-spams
+# shellcheck source=benchmarks/_setup_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_setup_common.sh"
 
 # 1. Debian packages: BLAS/LAPACK headers and libraries for SPAMS' C++ extension.
 APT_PACKAGES=(libopenblas-dev liblapack-dev g++ make)
@@ -38,11 +33,8 @@ else
 fi
 
 # 2. The venv.
-if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating $VENV with $PYTHON"
-    "$PYTHON" -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip >>"$LOG" 2>&1
+make_venv
+upgrade_pip
 
 # 3. SPAMS (build from the sdist against numpy<2; fall back to the spams-bin wheels).
 if "$VENV/bin/python" -c "import spams" >/dev/null 2>&1; then

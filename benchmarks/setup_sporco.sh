@@ -10,25 +10,17 @@
 # A log of the last attempt is kept in benchmarks/results/raw/setup_sporco.log.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="$HERE/.venv-sporco"
-PYTHON="${PYTHON:-python3.11}"
-LOG_DIR="$HERE/results/raw"
-mkdir -p "$LOG_DIR"
-LOG="$LOG_DIR/setup_sporco.log"
-: >"$LOG"
+SETUP_NAME=setup_sporco
+VENV_NAME=.venv-sporco
+# shellcheck source=benchmarks/_setup_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_setup_common.sh"
 
-log() { echo "[setup_sporco] $*" | tee -a "$LOG"; }
-
-if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating $VENV with $PYTHON"
-    "$PYTHON" -m venv "$VENV"
-fi
+make_venv
 if "$VENV/bin/python" -c "import sporco" >/dev/null 2>&1; then
     log "sporco already importable: $("$VENV/bin/python" -c 'import sporco; print(sporco.__version__)')"
     exit 0
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip >>"$LOG" 2>&1
+upgrade_pip
 log "pip install sporco pyfftw numpy scipy threadpoolctl"
 if "$VENV/bin/python" -m pip install sporco pyfftw numpy scipy threadpoolctl >>"$LOG" 2>&1 \
     && "$VENV/bin/python" -c "import sporco" >>"$LOG" 2>&1; then

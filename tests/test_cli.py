@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error
 
 import latentebm
 from latentebm.cli import build_parser, main
@@ -78,18 +79,11 @@ SMALL = ["sparse-coding", "--dataset", "mnist", "--sample", "--n-train", "200", 
          "--atoms", "4", "--epochs", "1", "--batch-size", "100", "--quiet"]
 
 
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    return err
-
-
 def test_out_is_a_file(tmp_path, capsys):
     target = tmp_path / "results.txt"
     target.write_text("keep me")
     assert run_cli(SMALL + ["--out", str(target)]) == 2
-    assert "is a file" in _one_line_error(capsys)
+    assert "is a file" in one_line_error(capsys)
     assert target.read_text() == "keep me"
 
 
@@ -103,11 +97,11 @@ def test_out_not_writable(tmp_path, capsys, monkeypatch):
                             else real_access(p, mode))
     try:
         assert run_cli(SMALL + ["--out", str(folder)]) == 2
-        assert "not writable" in _one_line_error(capsys)
+        assert "not writable" in one_line_error(capsys)
         assert run_cli(SMALL + ["--out", str(tmp_path / "file" / "sub")]) == 0
         (tmp_path / "plain").write_text("x")
         assert run_cli(SMALL + ["--out", str(tmp_path / "plain" / "sub")]) == 2
-        assert "cannot create" in _one_line_error(capsys)
+        assert "cannot create" in one_line_error(capsys)
     finally:
         folder.chmod(0o755)
 
@@ -120,7 +114,7 @@ def test_write_failure_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(_run, "write_json", full_disk)
     assert run_cli(SMALL + ["--out", str(tmp_path / "o")]) == 2
-    assert "No space left on device" in _one_line_error(capsys)
+    assert "No space left on device" in one_line_error(capsys)
     assert not (tmp_path / "o" / LOCK_NAME).exists()  # released on error too
 
 
@@ -131,7 +125,7 @@ def test_second_run_on_the_same_out_is_refused(tmp_path, capsys):
     try:
         (out / LOCK_NAME).write_text(f"{socket.gethostname()} {holder.pid}\n")
         assert run_cli(SMALL + ["--out", str(out)]) == 2
-        err = _one_line_error(capsys)
+        err = one_line_error(capsys)
         assert f"in use by process {holder.pid}" in err and LOCK_NAME in err
         assert not (out / "config.json").exists()  # nothing written, nothing interleaved
     finally:

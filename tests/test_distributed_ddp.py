@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_distributed import check_ok, launch
+from test_distributed import check_ok, launch, run_command
 from torch import nn
 
 from latentebm.training import MinibatchLoop
@@ -66,6 +66,26 @@ def test_global_mean_is_the_plain_mean_on_one_process() -> None:
     assert dist.data_parallel(net) is net
 
 
+def save_rank(out_dir: str, tag: str, model: nn.Module, trace: list[float]) -> None:
+    """This rank's tensors of ``model`` and its per-epoch ``trace``, tagged with the rank."""
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()
+               if isinstance(v, torch.Tensor)},
+              str(Path(out_dir) / f"{tag}-rank{dist.rank()}.st"))
+    Path(out_dir, f"{tag}-rank{dist.rank()}.json").write_text(json.dumps(trace))
+
+
+def check_ranks(out_dir: Path, tag: str, single: nn.Module, trace: list[float]) -> None:
+    """Both ranks' :func:`save_rank` files equal the one-process model and trace."""
+    for r in range(2):
+        got = load_file(str(out_dir / f"{tag}-rank{r}.st"))
+        for k, v in single.state_dict().items():
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                assert float((got[k] - v).norm()) <= 1e-10 * max(float(v.norm()), 1e-300), (
+                    tag, r, k)
+        saved = json.loads((out_dir / f"{tag}-rank{r}.json").read_text())
+        assert saved == pytest.approx(trace, rel=1e-10)
+
+
 # --------------------------------------------------------------------------- LISTA
 VARIANTS = [("lista", False), ("cp", True), ("step", False)]
 
@@ -88,11 +108,7 @@ def lista_worker(out_dir: str) -> None:
     for variant, tied in VARIANTS:
         ckpt = Path(out_dir) / f"{variant}.ckpt" if variant == "lista" else None
         model, hist = lista_fit(variant, tied, ckpt)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()
-                   if isinstance(v, torch.Tensor)},
-                  str(Path(out_dir) / f"{variant}-rank{dist.rank()}.st"))
-        Path(out_dir, f"{variant}-rank{dist.rank()}.err").write_text(
-            json.dumps([e["code_error"] for e in hist]))
+        save_rank(out_dir, variant, model, [e["code_error"] for e in hist])
     dist.shutdown()
 
 
@@ -100,14 +116,7 @@ def test_lista_ddp_on_two_processes_equals_one(tmp_path: Path) -> None:
     check_ok(launch("test_distributed_ddp:lista_worker", 2, str(tmp_path)))
     for variant, tied in VARIANTS:
         single, hist = lista_fit(variant, tied)
-        for r in range(2):
-            got = load_file(str(tmp_path / f"{variant}-rank{r}.st"))
-            for k, v in single.state_dict().items():
-                if isinstance(v, torch.Tensor) and v.is_floating_point():
-                    assert float((got[k] - v).norm()) <= 1e-10 * max(float(v.norm()), 1e-300), (
-                        variant, r, k)
-            errs = json.loads((tmp_path / f"{variant}-rank{r}.err").read_text())
-            assert errs == pytest.approx([e["code_error"] for e in hist], rel=1e-10)
+        check_ranks(tmp_path, variant, single, [e["code_error"] for e in hist])
     assert (tmp_path / "lista.ckpt").exists()  # written by rank 0
 
 
@@ -132,11 +141,7 @@ def vae_worker(out_dir: str) -> None:
     for objective, k in VAE_OBJECTIVES:
         ckpt = Path(out_dir) / f"vae-{objective}.ckpt"
         model, hist = vae_fit(objective, k, ckpt)
-        save_file({name: v.contiguous() for name, v in model.state_dict().items()
-                   if isinstance(v, torch.Tensor)},
-                  str(Path(out_dir) / f"vae-{objective}-rank{dist.rank()}.st"))
-        Path(out_dir, f"vae-{objective}-rank{dist.rank()}.loss").write_text(
-            json.dumps([e["loss"] for e in hist]))
+        save_rank(out_dir, f"vae-{objective}", model, [e["loss"] for e in hist])
     dist.shutdown()
 
 
@@ -146,36 +151,17 @@ def test_vae_ddp_on_two_processes_equals_one(tmp_path: Path) -> None:
     check_ok(launch("test_distributed_ddp:vae_worker", 2, str(tmp_path)))
     for objective, k in VAE_OBJECTIVES:
         single, hist = vae_fit(objective, k)
-        for r in range(2):
-            got = load_file(str(tmp_path / f"vae-{objective}-rank{r}.st"))
-            for name, v in single.state_dict().items():
-                if isinstance(v, torch.Tensor) and v.is_floating_point():
-                    assert float((got[name] - v).norm()) <= 1e-10 * max(float(v.norm()), 1e-300), (
-                        objective, r, name)
-            losses = json.loads((tmp_path / f"vae-{objective}-rank{r}.loss").read_text())
-            assert losses == pytest.approx([e["loss"] for e in hist], rel=1e-10)
+        check_ranks(tmp_path, f"vae-{objective}", single, [e["loss"] for e in hist])
         assert (tmp_path / f"vae-{objective}.ckpt").exists()
 
 
 def test_torchrun_runs_the_vae_command_and_rank_zero_reports(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
     args = ["vae", "--sample", "--latent", "2", "--hidden", "16", "--epochs", "1",
             "--batch-size", "100", "--k", "4", "--nll-images", "10", "--monitor-k", "0",
             "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    two = subprocess.run(
-        [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node",
-         "2", "-m", "latentebm", *args, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert two.returncode == 0, two.stderr[-3000:]
+    two = run_command(args, tmp_path / "two", nproc=2)
     assert two.stdout.count("wrote:") == 1  # rank 0 alone reports
-    one = subprocess.run([sys.executable, "-m", "latentebm", *args, "--out",
-                          str(tmp_path / "one")], env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert one.returncode == 0, one.stderr[-3000:]
+    run_command(args, tmp_path / "one")
     a, b = (load_file(str(tmp_path / d / "checkpoint.safetensors")) for d in ("one", "two"))
     for name, v in a.items():
         if v.is_floating_point():  # float32: the same steps up to rounding

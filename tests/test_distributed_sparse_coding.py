@@ -5,16 +5,13 @@ checkpoint written by rank 0 that one process resumes from (a different world si
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_distributed import check_ok, launch
+from test_distributed import check_ok, launch, run_command
 
 from latentebm import SparseCoding
 from latentebm.data.streaming import ShardedArray, write_shards
@@ -94,18 +91,10 @@ def test_rank_zero_checkpoint_resumes_on_one_process(runs: Path, tmp_path: Path)
 def test_torchrun_runs_the_command_and_rank_zero_reports(tmp_path: Path) -> None:
     args = ["sparse-coding", "--dataset", "mnist", "--sample", "--n-train", "256", "--n-test",
             "50", "--atoms", "16", "--epochs", "1", "--batch-size", "64", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    two = subprocess.run(
-        [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node",
-         "2", "-m", "latentebm", *args, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert two.returncode == 0, two.stderr[-3000:]
+    two = run_command(args, tmp_path / "two", nproc=2)
     assert two.stdout.count("wrote:") == 1  # rank 0 alone reports
     assert (tmp_path / "two" / "metrics.json").exists()
-    one = subprocess.run([sys.executable, "-m", "latentebm", *args, "--out",
-                          str(tmp_path / "one")], env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert one.returncode == 0, one.stderr[-3000:]
+    run_command(args, tmp_path / "one")
     W1, W2 = (load_file(str(tmp_path / d / "checkpoint.safetensors"))["model.W"]
               for d in ("one", "two"))
     # float32: rounding differences move some codes across the FISTA stopping test (tol 1e-3)

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error
 
 from latentebm.cli import main as run_cli
 from latentebm.experiments import reproduce_cmd as rc
@@ -118,13 +119,6 @@ def test_other_budget_in_the_same_folder_is_refused(tiny, capsys):
 # ----------------------------------------------------------------------------- bad arguments
 
 
-def _error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    return err
-
-
 def test_unknown_budget(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         run_cli(["reproduce", "--out", str(tmp_path / "r"), "--budget", "huge"])
@@ -137,7 +131,7 @@ def test_out_is_a_file(tmp_path, capsys):
     target = tmp_path / "report.txt"
     target.write_text("keep me")
     assert run_cli(["reproduce", "--out", str(target), "--budget", "tiny"]) == 2
-    assert "is a file" in _error(capsys)
+    assert "is a file" in one_line_error(capsys)
     assert target.read_text() == "keep me"
 
 
@@ -148,7 +142,7 @@ def test_read_only_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "access",
                         lambda p, mode: Path(p) != folder and real_access(p, mode))
     assert run_cli(["reproduce", "--out", str(folder), "--budget", "tiny"]) == 2
-    assert "not writable" in _error(capsys)
+    assert "not writable" in one_line_error(capsys)
     assert list(folder.iterdir()) == []
 
 
@@ -157,7 +151,7 @@ def test_data_dir_without_mnist(tmp_path, capsys):
     empty.mkdir()
     out = tmp_path / "r"
     assert run_cli(["reproduce", "--out", str(out), "--data-dir", str(empty)]) == 2
-    assert "lacks the MNIST files" in _error(capsys)
+    assert "lacks the MNIST files" in one_line_error(capsys)
     assert not out.exists()
 
 
@@ -165,7 +159,7 @@ def test_images_not_a_folder(tmp_path, capsys):
     out = tmp_path / "r"
     assert run_cli(["reproduce", "--out", str(out), "--budget", "tiny",
                     "--images", str(tmp_path / "nowhere")]) == 2
-    assert "--images" in _error(capsys)
+    assert "--images" in one_line_error(capsys)
     assert not out.exists()
 
 

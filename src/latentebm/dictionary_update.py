@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ._docs import fill_doc
 from ._validation import as_tensor
 
 
@@ -111,6 +112,7 @@ def forgetting_factor(step: int, rho: float = 8.0) -> float:
     return (1.0 - 1.0 / step) ** rho if step > 1 else 0.0
 
 
+@fill_doc
 def accumulate_statistics_(
     A: torch.Tensor,
     B: torch.Tensor,
@@ -123,22 +125,17 @@ def accumulate_statistics_(
 
     Parameters
     ----------
-    A : torch.Tensor of shape (n_atoms, n_atoms)
-        Statistic ``Σ z zᵀ``, updated in place.
-    B : torch.Tensor of shape (n_features, n_atoms)
-        Statistic ``Σ y zᵀ``, updated in place.
+    {stats_AB}
     Y : torch.Tensor of shape (n, n_features)
         The batch of signals.
     Z : torch.Tensor of shape (n, n_atoms)
         Their codes.
-    step : int
-        Mini-batch index, 1-based.
-    rho : float, default=8.0
-        Exponent of the forgetting factor.
+    {forgetting}
     """
     accumulate_sums_(A, B, Z.T @ Z, Y.T @ Z, Y.shape[0], step, rho)
 
 
+@fill_doc
 def accumulate_sums_(
     A: torch.Tensor,
     B: torch.Tensor,
@@ -153,20 +150,14 @@ def accumulate_sums_(
 
     Parameters
     ----------
-    A : torch.Tensor of shape (n_atoms, n_atoms)
-        Statistic ``Σ z zᵀ``, updated in place.
-    B : torch.Tensor of shape (n_features, n_atoms)
-        Statistic ``Σ y zᵀ``, updated in place.
+    {stats_AB}
     ZZ : torch.Tensor of shape (n_atoms, n_atoms)
         ``Σ z zᵀ`` over the batch.
     YZ : torch.Tensor of shape (n_features, n_atoms)
         ``Σ y zᵀ`` over the batch.
     n : int
         Number of samples in the batch.
-    step : int
-        Mini-batch index, 1-based.
-    rho : float, default=8.0
-        Exponent of the forgetting factor.
+    {forgetting}
     """
     beta = forgetting_factor(step, rho)
     A.mul_(beta).add_(ZZ, alpha=1.0 / n)
@@ -275,6 +266,7 @@ def sgd_step_(W: torch.Tensor, grad_sum: torch.Tensor, n: int, lr: float, *,
     normalize_columns_(W)
 
 
+@fill_doc
 def reinitialize_atoms_(
     W: torch.Tensor,
     A: torch.Tensor,
@@ -295,10 +287,7 @@ def reinitialize_atoms_(
     ----------
     W : torch.Tensor of shape (n_features, n_atoms)
         Dictionary, updated in place.
-    A : torch.Tensor of shape (n_atoms, n_atoms)
-        Statistic ``Σ z zᵀ``, updated in place.
-    B : torch.Tensor of shape (n_features, n_atoms)
-        Statistic ``Σ y zᵀ``, updated in place.
+    {stats_AB}
     dead : torch.Tensor of shape (n_atoms,)
         Boolean mask of the atoms to replace.
     Y : torch.Tensor of shape (n, n_features)

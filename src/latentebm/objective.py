@@ -6,11 +6,13 @@ from typing import Any
 
 import torch
 
+from ._docs import fill_doc
 from .operators import LinearOperator, batch_dot
-from .problem import prepare, prepare_code, to_output
+from .problem import Problem, prepare, prepare_code, to_output
 from .regularizers import Regularizer, get_regularizer
 
 
+@fill_doc
 def energy_and_gap(
     op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,16 +24,12 @@ def energy_and_gap(
 
     Parameters
     ----------
-    op : LinearOperator
-        The decoder ``A``.
+    {op_decoder}
     Y : torch.Tensor of shape (batch, *signal_dims)
         Signals.
-    z : torch.Tensor of shape (batch, *code_dims)
-        Codes.
-    lam : float
-        Penalty weight ``λ``.
-    reg : Regularizer
-        The penalty ``R``.
+    {z_codes}
+    {lam_weight}
+    {reg_penalty}
 
     Returns
     -------
@@ -44,6 +42,7 @@ def energy_and_gap(
     return energy_and_gap_from(batch_dot(r, r), op.adjoint(r), z, lam, reg)
 
 
+@fill_doc
 def energy_and_gap_from(
     rr: torch.Tensor, c: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,12 +55,9 @@ def energy_and_gap_from(
         Squared residual norms ``‖y − Az‖²``.
     c : torch.Tensor of shape (batch, *code_dims)
         ``Aᵀr``.
-    z : torch.Tensor of shape (batch, *code_dims)
-        Codes.
-    lam : float
-        Penalty weight ``λ``.
-    reg : Regularizer
-        The penalty ``R``.
+    {z_codes}
+    {lam_weight}
+    {reg_penalty}
 
     Returns
     -------
@@ -78,6 +74,7 @@ def energy_and_gap_from(
     return primal, gap.clamp_min(0)
 
 
+@fill_doc
 def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> Any:
     """Per-sample ``½‖y − Wz‖² + λ‖z‖₁``.
 
@@ -85,14 +82,8 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
 
     Parameters
     ----------
-    Y : array-like or torch.Tensor of shape (batch, n_features)
-        Signals (or images ``(batch, channels, H, W)`` for a convolutional operator).
-    W : array-like, torch.Tensor of shape (n_features, n_atoms), or LinearOperator
-        The dictionary.
-    Z : array-like or torch.Tensor of shape (batch, *code_dims)
-        Codes, ``(batch, n_atoms)`` for a dense dictionary.
-    lam : float
-        Penalty weight ``λ``.
+    {lasso_YWZ}
+    {lam_weight}
     nonneg : bool, default=False
         Use the non-negative Lasso penalty.
 
@@ -101,8 +92,7 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
     numpy.ndarray or torch.Tensor of shape (batch,)
         The energies; a NumPy array when ``Y`` is not a tensor.
     """
-    problem = prepare(Y, W, lam)
-    Z_t = prepare_code(Z, "Z", problem)
+    problem, Z_t = _prepared(Y, W, Z, lam)
     reg = get_regularizer(nonneg)
     r = problem.Y - problem.op.decode(Z_t)
     energy = 0.5 * batch_dot(r, r) + problem.lam * reg.value(Z_t)
@@ -112,6 +102,7 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
     return to_output(energy, problem.numpy_out)
 
 
+@fill_doc
 def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> Any:
     """Per-sample Lasso duality gap, an upper bound on ``E(z) − min E``.
 
@@ -120,14 +111,8 @@ def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> An
 
     Parameters
     ----------
-    Y : array-like or torch.Tensor of shape (batch, n_features)
-        Signals (or images ``(batch, channels, H, W)`` for a convolutional operator).
-    W : array-like, torch.Tensor of shape (n_features, n_atoms), or LinearOperator
-        The dictionary.
-    Z : array-like or torch.Tensor of shape (batch, *code_dims)
-        Codes, ``(batch, n_atoms)`` for a dense dictionary.
-    lam : float
-        Penalty weight ``λ``.
+    {lasso_YWZ}
+    {lam_weight}
     nonneg : bool, default=False
         Use the non-negative Lasso penalty; ``Z`` must then have no negative entry.
 
@@ -136,9 +121,14 @@ def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> An
     numpy.ndarray or torch.Tensor of shape (batch,)
         The gaps; a NumPy array when ``Y`` is not a tensor.
     """
-    problem = prepare(Y, W, lam)
-    Z_t = prepare_code(Z, "Z", problem)
+    problem, Z_t = _prepared(Y, W, Z, lam)
     if nonneg and bool((Z_t < 0).any()):
         raise ValueError("Z has negative entries but nonneg=True; the gap would be infinite")
     _, gap = energy_and_gap(problem.op, problem.Y, Z_t, problem.lam, get_regularizer(nonneg))
     return to_output(gap, problem.numpy_out)
+
+
+def _prepared(Y: Any, W: Any, Z: Any, lam: Any) -> tuple[Problem, torch.Tensor]:
+    """The validated problem of the public functions and their codes ``Z`` as a tensor."""
+    problem = prepare(Y, W, lam)
+    return problem, prepare_code(Z, "Z", problem)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ._docs import fill_doc
 from ._validation import as_tensor, check_lam, check_same_device_dtype
 from .operators import DenseDictionary, LinearOperator
 
@@ -86,6 +87,7 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
     return Problem(Y=Y_t, op=op, lam=lam, numpy_out=numpy_out)
 
 
+@fill_doc
 def prepare_code(Z: Any, name: str, problem: Problem) -> torch.Tensor:
     """Validate a code (``z0`` or ``Z``) against the problem's shapes, device and dtype.
 
@@ -100,9 +102,7 @@ def prepare_code(Z: Any, name: str, problem: Problem) -> torch.Tensor:
     problem : Problem
         The problem from :func:`prepare`.
 
-    Returns
-    -------
-    torch.Tensor of shape (batch, *code_dims)
+    {returns_code_shaped}
     """
     expected = (problem.Y.shape[0], *problem.op.code_shape(tuple(problem.Y.shape[1:])))
     if isinstance(Z, torch.Tensor):

@@ -12,7 +12,10 @@ import abc
 import torch
 import torch.nn.functional as F
 
+from ._docs import fill_doc
 
+
+@fill_doc
 def soft_threshold(v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
     """``shrink_τ(v) = sign(v)·max(|v| − τ, 0)``, computed as ``v − clip(v, −τ, τ)``.
 
@@ -25,12 +28,9 @@ def soft_threshold(v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
     ----------
     v : torch.Tensor of shape (batch, *code_dims)
         Values to shrink.
-    tau : float or torch.Tensor
-        Threshold: a number, a 0-dim tensor, or a tensor broadcastable against ``v``.
+    {prox_tau}
 
-    Returns
-    -------
-    torch.Tensor of the same shape as ``v``
+    {returns_like_v}
         The soft-thresholded values.
     """
     if isinstance(tau, torch.Tensor):
@@ -42,6 +42,7 @@ def soft_threshold(v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
         v - torch.clamp(v, min=-float(tau), max=float(tau))
 
 
+@fill_doc
 class Regularizer(abc.ABC):
     """A convex, positively homogeneous penalty ``R`` (a gauge), so the Lasso-type duality gap
     ``½(1−u)²‖r‖² + λR(z) − u⟨z, Aᵀr⟩`` with ``u = λ / max(λ, R°(Aᵀr))`` certifies optimality,
@@ -62,12 +63,9 @@ class Regularizer(abc.ABC):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, *code_dims)
-            Codes.
+        {z_codes}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
             The penalty of each sample (``+inf`` outside the domain).
         """
 
@@ -77,14 +75,11 @@ class Regularizer(abc.ABC):
 
         Parameters
         ----------
-        v : torch.Tensor of shape (batch, *code_dims)
-            Point to evaluate the proximal operator at.
+        {prox_v}
         tau : float or torch.Tensor
             Step: a number, a 0-dim tensor, or a tensor broadcastable against ``v``.
 
-        Returns
-        -------
-        torch.Tensor of the same shape as ``v``
+        {returns_like_v}
         """
 
     @abc.abstractmethod
@@ -96,15 +91,14 @@ class Regularizer(abc.ABC):
         c : torch.Tensor of shape (batch, *code_dims)
             Code-shaped tensor, typically ``Aᵀr``.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
+@fill_doc
 class L1(Regularizer):
     """``R(z) = ‖z‖₁``."""
 
@@ -116,12 +110,9 @@ class L1(Regularizer):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, *code_dims)
-            Codes.
+        {z_codes}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         return z.abs().flatten(1).sum(1)
 
@@ -130,14 +121,10 @@ class L1(Regularizer):
 
         Parameters
         ----------
-        v : torch.Tensor of shape (batch, *code_dims)
-            Point to evaluate the proximal operator at.
-        tau : float or torch.Tensor
-            Threshold: a number, a 0-dim tensor, or a tensor broadcastable against ``v``.
+        {prox_v}
+        {prox_tau}
 
-        Returns
-        -------
-        torch.Tensor of the same shape as ``v``
+        {returns_like_v}
         """
         return soft_threshold(v, tau)
 
@@ -146,16 +133,14 @@ class L1(Regularizer):
 
         Parameters
         ----------
-        c : torch.Tensor of shape (batch, *code_dims)
-            Code-shaped tensor.
+        {c_code_shaped}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         return c.abs().flatten(1).amax(1)
 
 
+@fill_doc
 class NonNegL1(Regularizer):
     """``R(z) = Σ z`` on ``z ≥ 0`` (+∞ elsewhere): the non-negative Lasso."""
 
@@ -168,12 +153,9 @@ class NonNegL1(Regularizer):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, *code_dims)
-            Codes.
+        {z_codes}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         return z.flatten(1).sum(1)
 
@@ -182,14 +164,10 @@ class NonNegL1(Regularizer):
 
         Parameters
         ----------
-        v : torch.Tensor of shape (batch, *code_dims)
-            Point to evaluate the proximal operator at.
-        tau : float or torch.Tensor
-            Threshold: a number, a 0-dim tensor, or a tensor broadcastable against ``v``.
+        {prox_v}
+        {prox_tau}
 
-        Returns
-        -------
-        torch.Tensor of the same shape as ``v``
+        {returns_like_v}
         """
         return torch.clamp(v - tau, min=0)
 
@@ -198,16 +176,14 @@ class NonNegL1(Regularizer):
 
         Parameters
         ----------
-        c : torch.Tensor of shape (batch, *code_dims)
-            Code-shaped tensor.
+        {c_code_shaped}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         return c.flatten(1).amax(1).clamp_min(0)
 
 
+@fill_doc
 class UnitBall(Regularizer):
     """The indicator of ``‖z_i‖₂ ≤ 1`` for each atom ``z_i``: a constraint, not a penalty.
 
@@ -240,9 +216,7 @@ class UnitBall(Regularizer):
         z : torch.Tensor of shape (batch, ..., *atom_dims)
             Atoms, batch-first; the last ``atom_ndim`` dimensions make up one atom.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         outside = (self._norms(z) > 1 + 8 * torch.finfo(z.dtype).eps).flatten(1).any(1)
         zero = z.new_zeros(z.shape[0])
@@ -258,9 +232,7 @@ class UnitBall(Regularizer):
         tau : float or torch.Tensor
             Unused.
 
-        Returns
-        -------
-        torch.Tensor of the same shape as ``v``
+        {returns_like_v}
         """
         scale = self._norms(v).clamp_min(1.0)
         return v / scale.reshape(*scale.shape, *([1] * self.atom_ndim))
@@ -273,9 +245,7 @@ class UnitBall(Regularizer):
         c : torch.Tensor of shape (batch, ..., *atom_dims)
             Atom-shaped tensor, batch-first.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         return self._norms(c).flatten(1).sum(1)
 

@@ -27,6 +27,7 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._docs import fill_doc
 from ._validation import MAX_SEED
 from .models import SparseCoding
 from .solvers import fista
@@ -68,6 +69,7 @@ def _decode(estimator, codes, components: np.ndarray) -> np.ndarray:
     return Z @ components.astype(Z.dtype, copy=False)
 
 
+@fill_doc
 class _CertifiedCoder(
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator, metaclass=ABCMeta
 ):
@@ -92,8 +94,7 @@ class _CertifiedCoder(
         ----------
         X : array-like of shape (n_samples, n_features)
             Signals.
-        y : None
-            Ignored.
+        {sklearn_y_ignored}
 
         Returns
         -------
@@ -134,6 +135,7 @@ class _CertifiedCoder(
         return tags
 
 
+@fill_doc
 class DictionaryLearning(_CertifiedCoder):
     """Sparse dictionary learning with FISTA codes and Mairal et al.'s online updates.
 
@@ -224,8 +226,7 @@ class DictionaryLearning(_CertifiedCoder):
         ----------
         X : array-like of shape (n_samples, n_features)
             Training signals.
-        y : None
-            Ignored.
+        {sklearn_y_ignored}
 
         Returns
         -------
@@ -245,8 +246,7 @@ class DictionaryLearning(_CertifiedCoder):
         ----------
         X : array-like of shape (n_samples, n_features)
             Training signals (the same ``n_features`` on every call).
-        y : None
-            Ignored.
+        {sklearn_y_ignored}
 
         Returns
         -------
@@ -288,6 +288,7 @@ class DictionaryLearning(_CertifiedCoder):
         return self.components_.shape[0]
 
 
+@fill_doc
 class SparseCoder(_CertifiedCoder):
     """Sparse codes on a fixed dictionary, by FISTA with a certified duality gap.
 
@@ -343,8 +344,7 @@ class SparseCoder(_CertifiedCoder):
         ----------
         X : array-like of shape (n_samples, n_features)
             Signals (only their shape and values are checked).
-        y : None
-            Ignored.
+        {sklearn_y_ignored}
 
         Returns
         -------

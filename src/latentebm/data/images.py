@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .._docs import fill_doc
 from .._validation import check_int, check_scalar
 
 __all__ = [
@@ -35,6 +36,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # --------------------------------------------------------------------------- validation
 
 
+@fill_doc
 def check_image(image, name: str = "image") -> np.ndarray:
     """A finite real ``(H, W)`` or ``(H, W, C)`` array, returned as float64.
 
@@ -42,8 +44,7 @@ def check_image(image, name: str = "image") -> np.ndarray:
     ----------
     image : array_like of shape (H, W) or (H, W, C)
         The image to check (numeric or bool, real, non-empty, finite).
-    name : str
-        Name used in error messages.
+    {error_name}
 
     Returns
     -------

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._docs import fill_doc
 from .._io import file_mode, write_bytes
 
 __all__ = [
@@ -88,6 +89,7 @@ _UBYTE = 0x08
 # --------------------------------------------------------------------------- IDX format
 
 
+@fill_doc
 def parse_idx(data: bytes, name: str = "IDX data", *, ndim: int | None = None) -> np.ndarray:
     """Decode an uncompressed IDX file into a uint8 array.
 
@@ -100,15 +102,10 @@ def parse_idx(data: bytes, name: str = "IDX data", *, ndim: int | None = None) -
     ----------
     data : bytes
         The whole (uncompressed) IDX file.
-    name : str
-        Name used in error messages.
-    ndim : int or None
-        Required rank, or ``None`` to accept any.
+    {error_name}
+    {idx_ndim}
 
-    Returns
-    -------
-    ndarray of shape (d_1, ..., d_ndim)
-        uint8 array with the shape given in the header.
+    {returns_idx}
     """
     if len(data) < 4:
         raise ValueError(f"{name}: not an IDX file (only {len(data)} bytes)")
@@ -133,6 +130,7 @@ def parse_idx(data: bytes, name: str = "IDX data", *, ndim: int | None = None) -
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
+@fill_doc
 def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed when the name ends in ``.gz``) as a uint8 array.
 
@@ -142,13 +140,9 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     ----------
     path : str or os.PathLike
         The file.
-    ndim : int or None
-        Required rank, or ``None`` to accept any.
+    {idx_ndim}
 
-    Returns
-    -------
-    ndarray of shape (d_1, ..., d_ndim)
-        uint8 array with the shape given in the header.
+    {returns_idx}
     """
     path = Path(path)
     try:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._docs import fill_doc
 from .._validation import as_tensor
 from ..operators import ConvDictionary, DenseDictionary, LinearOperator
 
@@ -36,6 +37,7 @@ class SquaredError:
         return "SquaredError()"
 
 
+@fill_doc
 class LinearInZDecoder(nn.Module, abc.ABC):
     """``Dec(h, z) = b(h) + A z``: an offset from the predictor's output plus a linear operator.
 
@@ -81,13 +83,16 @@ class LinearInZDecoder(nn.Module, abc.ABC):
         """``A`` as a detached :class:`LinearOperator` snapshot (for the solvers)."""
         return self.make_operator(self.atoms().detach())
 
+    @property
+    def n_atoms(self) -> int:
+        return self.operator().n_atoms
+
     def offset(self, h: torch.Tensor | None) -> torch.Tensor | None:
         """``b(h)``, or ``None`` where it is zero.
 
         Parameters
         ----------
-        h : torch.Tensor of shape (batch, ...) or None
-            The predictor's output.
+        {h_hidden}
 
         Returns
         -------
@@ -104,14 +109,11 @@ class LinearInZDecoder(nn.Module, abc.ABC):
 
         Parameters
         ----------
-        h : torch.Tensor of shape (batch, ...) or None
-            The predictor's output.
+        {h_hidden}
         z : torch.Tensor of shape (batch, *code_dims)
             Latent codes.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, *signal_dims)
+        {returns_signals}
         """
         y_hat = self.make_operator(self.atoms()).decode(z)
         b = self.offset(h)
@@ -122,12 +124,9 @@ class LinearInZDecoder(nn.Module, abc.ABC):
 
         Parameters
         ----------
-        signal_shape : tuple of int
-            Shape of one ``y``, without the batch dimension.
+        {signal_shape_y}
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
         """
         return self.operator().code_shape(tuple(signal_shape))
 
@@ -200,10 +199,6 @@ class ConditionalLinearDecoder(LinearInZDecoder):
         W = torch.randn(int(n_features), int(n_atoms), generator=gen, dtype=torch.float64)
         return cls(W.to(device=device, dtype=dtype), offset=offset)
 
-    @property
-    def n_atoms(self) -> int:
-        return self.W.shape[1]
-
     def atoms(self) -> torch.Tensor:
         return self.W
 
@@ -250,10 +245,6 @@ class ConditionalConvDecoder(LinearInZDecoder):
         self.kernels = nn.Parameter(K)
         if normalize:
             self.normalize_()
-
-    @property
-    def n_atoms(self) -> int:
-        return self.kernels.shape[0]
 
     def atoms(self) -> torch.Tensor:
         return self.kernels

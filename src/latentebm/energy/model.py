@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._docs import fill_doc
 from .._validation import (
     as_tensor,
     check_int,
@@ -61,6 +62,7 @@ def as_regularizer(reg: Any) -> Regularizer:
     return get_regularizer(reg)
 
 
+@fill_doc
 class LatentVariableEBM(TrainingAttributes, nn.Module):
     """``E(x, y, z) = C(y, Dec(h, z)) + λR(z)`` with ``h = Pred(x)``.
 
@@ -171,12 +173,9 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        signal_shape : tuple of int
-            Shape of one ``y``, without the batch dimension.
+        {signal_shape_y}
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
         """
         if self._code_shape is not None:
             return self._code_shape
@@ -190,10 +189,8 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        x : array-like, torch.Tensor of shape (batch, ...) or None
-            Inputs of the predictor (``None`` without one).
-        y : array-like or torch.Tensor of shape (batch, *signal_dims)
-            Observations.
+        {x_any}
+        {y_any}
         z : array-like or torch.Tensor of shape (batch, *code_dims)
             Latents.
 
@@ -212,16 +209,11 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        h : torch.Tensor of shape (batch, ...) or None
-            The predictor's output.
-        y : torch.Tensor of shape (batch, *signal_dims)
-            Observations.
-        z : torch.Tensor of shape (batch, *code_dims)
-            Latents.
+        {h_hidden}
+        {y_observations}
+        {z_latents}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         return self._cost(y, self._decode(h, z, y.shape)) + self.lam * self.regularizer_value(z)
 
@@ -233,14 +225,10 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         ----------
         x : torch.Tensor of shape (batch, ...) or None
             Inputs of the predictor (``None`` without one).
-        y : torch.Tensor of shape (batch, *signal_dims)
-            Observations.
-        z : torch.Tensor of shape (batch, *code_dims)
-            Latents.
+        {y_observations}
+        {z_latents}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         h = None if self.predictor is None else self.predictor(x)
         return self.energy_tensors(h, y, z)
@@ -263,12 +251,9 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, *code_dims)
-            Latents.
+        {z_latents}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         value = self.regularizer.value(z)
         if self.regularizer.nonneg:
@@ -305,10 +290,8 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        x : array-like, torch.Tensor of shape (batch, ...) or None
-            Inputs of the predictor (``None`` without one).
-        y : array-like or torch.Tensor of shape (batch, *signal_dims)
-            Observations.
+        {x_any}
+        {y_any}
         z0 : array-like, torch.Tensor of shape (batch, *code_dims) or None, default=None
             Warm start; zeros by default.
         tol : float or None, default=None
@@ -336,12 +319,9 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        x : array-like, torch.Tensor of shape (batch, ...) or None
-            Inputs of the predictor (``None`` without one).
-        y : array-like or torch.Tensor of shape (batch, *signal_dims)
-            Observations.
-        **kwargs
-            Options of :meth:`solve`.
+        {x_any}
+        {y_any}
+        {solve_kwargs}
 
         Returns
         -------
@@ -354,12 +334,9 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        x : array-like, torch.Tensor of shape (batch, ...) or None
-            Inputs of the predictor (``None`` without one).
-        y : array-like or torch.Tensor of shape (batch, *signal_dims)
-            Observations.
-        **kwargs
-            Options of :meth:`solve`.
+        {x_any}
+        {y_any}
+        {solve_kwargs}
 
         Returns
         -------
@@ -372,8 +349,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        x : array-like, torch.Tensor of shape (batch, ...) or None
-            Inputs of the predictor (``None`` without one).
+        {x_any}
         z : array-like or torch.Tensor of shape (batch, *code_dims)
             Latents.
 
@@ -400,16 +376,13 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        h : torch.Tensor of shape (batch, ...) or None
-            The predictor's output.
-        y : torch.Tensor of shape (batch, *signal_dims)
-            Observations.
+        {h_hidden}
+        {y_observations}
         z0 : torch.Tensor of shape (batch, *code_dims) or None
             Warm start; zeros by default.
         tol : float
             Stopping tolerance (see :meth:`solve`).
-        max_iter : int
-            Iteration cap.
+        {max_iter_cap}
 
         Returns
         -------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
+from typing import Any
 
 from .._validation import check_seed
 
@@ -25,6 +27,23 @@ def seed_argument(text: str) -> int:
         return check_seed(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("seed ")) from None
+
+
+def add_defaulted_flags(parser: argparse.ArgumentParser, kind: type,
+                        flags: Sequence[tuple[str, Any, str]]) -> None:
+    """Add flags of one type whose help ends in ``(default: <default>)``, in the given order.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The command's parser.
+    kind : type
+        The flags' argparse ``type`` (``int``, ``float``).
+    flags : sequence of (str, object, str)
+        ``(flag, default, what)``: the help reads ``f"{what} (default: {default})"``.
+    """
+    for flag, default, what in flags:
+        parser.add_argument(flag, type=kind, default=default, help=f"{what} (default: {default})")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from .. import viz
+from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
 from ..energy import ConditionalLinearDecoder, LatentVariableEBM
 from . import conditional_eval as ev
-from ._args import add_common_arguments
+from ._args import add_common_arguments, add_defaulted_flags
 from ._run import Run
 
 NAME = "conditional"
@@ -31,13 +32,13 @@ TASKS = ("mnist-completion",)
 HALF = 14
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm conditional`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     parser.add_argument("--task", choices=TASKS, default="mnist-completion",
                         help="the conditional problem: x is the top half of a digit, y its "
@@ -50,14 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="R(z): non-negative L1 or L1 (default: nonneg)")
     parser.add_argument("--batch-size", type=int, default=256, help="mini-batch (default: 256)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam step (default: 1e-3)")
-    parser.add_argument("--n-train", type=int, default=30000,
-                        help="training digits (default: 30000)")
-    parser.add_argument("--n-test", type=int, default=500,
-                        help="held-out digits ranked against each other (default: 500)")
+    add_defaulted_flags(parser, int, [
+        ("--n-train", 30000, "training digits"),
+        ("--n-test", 500, "held-out digits ranked against each other"),
+    ])
     parser.add_argument("--candidates", type=int, default=10,
                         help="candidates per held-out top half, the true one included (10)")
-    parser.add_argument("--best-of", type=int, default=10,
-                        help="latents per digit for best-of-N completions (default: 10)")
+    add_defaulted_flags(parser, int, [
+        ("--best-of", 10, "latents per digit for best-of-N completions"),
+    ])
     parser.add_argument("--sample", action="store_true",
                         help="use the small MNIST sample bundled with the package (offline)")
 
@@ -108,14 +110,14 @@ def build_model(lam: float, args: argparse.Namespace, device: torch.device) -> L
     return LatentVariableEBM(predictor, decoder, reg, lam).to(device)
 
 
+@fill_doc
 def completions_figure(path, model: LatentVariableEBM, X: torch.Tensor, Y: torch.Tensor,
                        latents: torch.Tensor, title: str) -> None:
     """Per row: the given top half, completions from several latents, ``z = 0``, the truth.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        PNG file to write.
+    {png_path_short}
     model : LatentVariableEBM
         The trained model.
     X : torch.Tensor of shape (n_rows, 392)

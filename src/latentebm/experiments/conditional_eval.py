@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from .._io import atomic_path
+from .._docs import fill_doc
 from ..energy import LatentVariableEBM
+from ..viz._figure import new_figure, save_png
 
 
 def candidate_indices(n: int, n_candidates: int, seed: int) -> torch.Tensor:
@@ -158,18 +157,17 @@ def best_of_n(model: LatentVariableEBM, X: torch.Tensor, Y: torch.Tensor,
     }
 
 
+@fill_doc
 def ranking_figure(path, results: dict[str, dict[str, Any]]) -> None:
     """One panel per model: histograms of ``F(x_i, y_i)`` and ``F(x_i, y_j)``, ``j ≠ i``.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        PNG file to write.
+    {png_path_short}
     results : dict of str to dict
         Per model label, the output of :func:`ranking` (with ``_true`` and ``_others``).
     """
-    fig = Figure(figsize=(5.2 * len(results), 4.2), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(5.2 * len(results), 4.2)
     for k, (label, r) in enumerate(results.items()):
         ax = fig.add_subplot(1, len(results), k + 1)
         both = np.concatenate([r["_true"], r["_others"]])
@@ -186,8 +184,7 @@ def ranking_figure(path, results: dict[str, dict[str, Any]]) -> None:
                      f"top-1 {100 * r['top1_accuracy']:.1f} %", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(fig, path)
 
 
 __all__ = ["candidate_indices", "ranking", "neighbour_latents", "best_of_n", "ranking_figure"]

@@ -9,12 +9,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._docs import fill_doc
 from ..data import local_contrast_normalize, whiten_1f
 from ..models.conv_autoencoder import ConvSparseAutoencoder
-from ._args import UNUSED_DATA_DIR, add_common_arguments
+from ._args import UNUSED_DATA_DIR, add_common_arguments, add_defaulted_flags
 from ._run import Run
 
 
+@fill_doc
 def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: float,
                         tile: int, n_tiles: int, n_test: int, batch_size: int,
                         lr: float) -> None:
@@ -22,8 +24,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     kernel, lam, tile, n_tiles, n_test, batch_size, lr : int or float
         Defaults of ``--kernel``, ``--lam``, ``--tile``, ``--n-tiles``, ``--n-test``,
         ``--batch-size`` and ``--lr``.
@@ -33,18 +34,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
     parser.add_argument("--preprocess", choices=["whiten", "lcn"], default="whiten",
                         help="1/f whitening (Olshausen & Field) or local contrast "
                         "normalisation (default: whiten)")
-    parser.add_argument("--kernel", type=int, default=kernel,
-                        help=f"kernel side of encoder and decoder (default: {kernel})")
-    parser.add_argument("--tile", type=int, default=tile,
-                        help=f"training images are tiles of this side (default: {tile})")
-    parser.add_argument("--n-tiles", type=int, default=n_tiles,
-                        help=f"training tiles (default: {n_tiles})")
-    parser.add_argument("--n-test", type=int, default=n_test,
-                        help=f"held-out tiles (default: {n_test})")
-    parser.add_argument("--batch-size", type=int, default=batch_size,
-                        help=f"tiles per Adam step (default: {batch_size})")
-    parser.add_argument("--lr", type=float, default=lr,
-                        help=f"Adam step, decayed to 0 on a cosine (default: {lr})")
+    add_defaulted_flags(parser, int, [
+        ("--kernel", kernel, "kernel side of encoder and decoder"),
+        ("--tile", tile, "training images are tiles of this side"),
+        ("--n-tiles", n_tiles, "training tiles"),
+        ("--n-test", n_test, "held-out tiles"),
+        ("--batch-size", batch_size, "tiles per Adam step"),
+    ])
+    add_defaulted_flags(parser, float, [("--lr", lr, "Adam step, decayed to 0 on a cosine")])
     parser.add_argument("--mode", choices=["psd", "sparse-ae"], default="psd",
                         help="PSD (FISTA codes warm-started by the encoder) or plain sparse "
                         "auto-encoder (default: psd)")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .. import viz
+from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_images
 from . import conv_autoencoder_runs as runs
@@ -18,13 +19,13 @@ NAME = "conv-colour"
 HELP = "convolutional sparse auto-encoder on colour photographs: 9x9x3 kernels, sparse code maps"
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm conv-colour`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     parser.add_argument("--filters", type=int, default=32, help="code maps (default: 32)")
     parser.add_argument("--show-size", type=int, default=128,

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from .. import viz
-from .._io import atomic_path
+from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_images
 from ..metrics import centre_surround_score, fit_gabors, gabor_summary
+from ..viz._figure import new_figure, save_png
 from . import conv_autoencoder_runs as runs
 from ._run import Run
 
@@ -30,13 +29,13 @@ HELP = ("convolutional sparse auto-encoders with 1..64 filters on natural images
         "centre-surround, oriented edges, gratings")
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm conv-filters`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64],
                         help="filter counts, one model each (default: 1 2 4 8 16 32 64)")
@@ -102,8 +101,7 @@ def overview_figure(banks: dict[int, tuple[np.ndarray, np.ndarray]], path: Path)
     width = max(len(d) for _, d in banks.values())
     cols = min(width, 32)
     lines = sum(2 * math.ceil(len(d) / cols) for _, d in banks.values())
-    fig = Figure(figsize=(0.45 * cols + 1.5, 0.45 * lines + 0.35 * rows + 0.5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(0.45 * cols + 1.5, 0.45 * lines + 0.35 * rows + 0.5)
     grid = fig.add_gridspec(lines, cols + 1, hspace=0.15, wspace=0.08)
     line = 0
     for count, (enc, dec) in banks.items():
@@ -122,8 +120,7 @@ def overview_figure(banks: dict[int, tuple[np.ndarray, np.ndarray]], path: Path)
                           vmax=1, interpolation="nearest")
                 ax.set_axis_off()
             line += n_lines
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(fig, path)
     return path
 
 

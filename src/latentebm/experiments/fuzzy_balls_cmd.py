@@ -15,26 +15,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._docs import fill_doc
 from ..models.vae import VAE
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
-from ._args import add_common_arguments
 from ._run import Run
 
 NAME = "vae-fuzzy-balls"
 HELP = "VAE codes as fuzzy balls: posterior ellipses and code statistics for several β"
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm vae-fuzzy-balls`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
-    add_common_arguments(parser, epochs=10, lam=None)
-    runs.add_vae_arguments(parser, latent=2)
+    runs.add_vae_arguments(parser, epochs=10, latent=2)
     parser.add_argument(
         "--betas",
         type=float,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import resource
 
+from .._docs import fill_doc
 from ..data.streaming import ShardedArray, prepare_patches
 from ._args import add_common_arguments
 from ._run import Run
@@ -15,13 +16,13 @@ HELP = ("write whitened natural-image patches as float32 shards with a checksumm
         "sparse-coding --shards (datasets larger than memory)")
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm prepare-patches`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     parser.add_argument("--n-patches", type=int, required=True,
                         help="patches to write (10 000 000 12x12 patches are 5.8 GB)")

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import viz
+from .._docs import fill_doc
 from .._io import write_atomic
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
@@ -52,13 +53,13 @@ DEFAULT_FIRST_LAYER = "both"
 DEFAULT_LABELS = [1, 100]
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm pretrain`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     parser.add_argument("--labels-per-class", type=int, nargs="+", default=DEFAULT_LABELS,
                         help="labelled training digits per class, one setting each "

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from .._docs import fill_doc
 from .._io import write_json
 
 #: How the classifier treats its first layer.
@@ -205,6 +206,7 @@ def wilcoxon_notes(summaries: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(n for n in notes if n)
 
 
+@fill_doc
 class RunStore:
     """Finished classifier runs, one JSON file in the run folder, rewritten atomically after
     every run so that ``--resume`` skips them.
@@ -239,10 +241,7 @@ class RunStore:
 
         Parameters
         ----------
-        setting : Setting
-            The setting.
-        seed_index : int
-            The seed's index in the setting.
+        {setting_seed}
 
         Returns
         -------
@@ -255,10 +254,7 @@ class RunStore:
 
         Parameters
         ----------
-        setting : Setting
-            The setting.
-        seed_index : int
-            The seed's index in the setting.
+        {setting_seed}
 
         Returns
         -------
@@ -272,10 +268,7 @@ class RunStore:
 
         Parameters
         ----------
-        setting : Setting
-            The setting.
-        seed_index : int
-            The seed's index in the setting.
+        {setting_seed}
         result : dict
             Both arms' accuracies (and whatever else the run reports), JSON-able.
         """

@@ -12,15 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from .. import viz
-from .._io import atomic_path
+from .._docs import fill_doc
 from ..models import SparseCoding
 from ..models.lista import LISTA
 from ..models.psd import ENCODERS, PSD
 from ..solvers import fista
+from ..viz._figure import new_figure, save_png
 from . import lista_eval as ev
 from ._args import add_common_arguments
 from ._run import Run
@@ -30,13 +29,13 @@ NAME = "psd"
 HELP = "predictive sparse decomposition: decoder, fast encoder, encoder-only code quality"
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm psd`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     add_common_arguments(parser, epochs=5, lam=0.5)
     add_dataset_arguments(parser, n_train=10000, n_test=2000)
@@ -119,18 +118,17 @@ def evaluate(model: PSD, Yt: torch.Tensor, args) -> dict[str, Any]:
     }
 
 
+@fill_doc
 def quality_figure(path, results: dict[str, dict[str, Any]]) -> None:
     """Histogram of the per-sample relative energy excess of the encoder's codes.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        PNG file to write.
+    {png_path_short}
     results : dict of str to dict
         Per encoder name, the output of :func:`evaluate`.
     """
-    fig = Figure(figsize=(6.4, 4.4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(6.4, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     for name, r in results.items():
         x = np.clip(r["per_sample_excess"], 1e-6, None)
@@ -143,8 +141,7 @@ def quality_figure(path, results: dict[str, dict[str, Any]]) -> None:
     ax.set_title("encoder-only codes against FISTA's optimum")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(fig, path)
 
 
 def run(args: argparse.Namespace) -> Run:

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._docs import fill_doc
 from .._io import write_json
 from ..data.mnist import mnist_cache_dir
 from ._args import seed_argument
@@ -174,13 +175,13 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(f"{self.prog}: {message}")
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm reproduce`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     parser.add_argument("--out", required=True,
                         help="report folder: one sub-folder per experiment, index.html and "

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import viz
+from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors, natural_patches
 from ..data.streaming import ShardedArray
@@ -34,13 +35,13 @@ CLAIM = {
 STRICT_STROKE_LEVEL = 0.2
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm sparse-coding`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
     parser.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
                         help="MNIST digits (atoms become strokes) or whitened natural-image "

@@ -15,27 +15,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._docs import fill_doc
 from ..models.vae import VAE
 from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
-from ._args import add_common_arguments
 from ._run import Run
 
 NAME = "vae"
 HELP = "MLP VAE on dynamically binarised MNIST: test −ELBO, k-sample NLL, samples, manifold"
 
 
+@fill_doc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of ``latentebm vae`` to ``parser``.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
     """
-    add_common_arguments(parser, epochs=50, lam=None)
-    runs.add_vae_arguments(parser, latent=20)
+    runs.add_vae_arguments(parser, epochs=50, latent=20)
     parser.add_argument(
         "--k",
         type=int,

@@ -10,23 +10,28 @@ from typing import Any
 
 import torch
 
+from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
 from ..models.vae import VAE
 from ..models.vae_parts import binarize
 from ..training.checkpoint import read_checkpoint
+from ._args import add_common_arguments
 
 
-def add_vae_arguments(parser: argparse.ArgumentParser, *, latent: int) -> None:
-    """Flags shared by ``vae`` and ``vae-fuzzy-balls``.
+@fill_doc
+def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: int) -> None:
+    """Flags shared by ``vae`` and ``vae-fuzzy-balls``, after the common flags.
 
     Parameters
     ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
+    {cmd_parser}
+    epochs : int
+        Default of ``--epochs``.
     latent : int
         Default of ``--latent``.
     """
+    add_common_arguments(parser, epochs=epochs, lam=None)
     parser.add_argument(
         "--latent", type=int, default=latent, help=f"latent dimensions (default: {latent})"
     )

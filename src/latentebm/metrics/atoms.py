@@ -25,6 +25,7 @@ import torch
 from scipy.optimize import least_squares
 from scipy.signal import fftconvolve
 
+from .._docs import fill_doc
 from .._validation import as_tensor
 
 __all__ = [
@@ -56,6 +57,7 @@ GOOD_GABOR_R2 = 0.8
 # ----------------------------------------------------------------------------- validation
 
 
+@fill_doc
 def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     """``x`` as a finite float64 NumPy array of the given rank (``ValueError`` names ``name``).
 
@@ -63,8 +65,7 @@ def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = No
     ----------
     x : array_like or torch.Tensor
         The input (a tensor is copied to the CPU).
-    name : str
-        Name used in error messages.
+    {error_name}
     ndim : int or tuple of int or None
         Allowed rank(s); ``None`` accepts any.
 
@@ -77,6 +78,7 @@ def as_float_array(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = No
     return t.detach().cpu().numpy()
 
 
+@fill_doc
 def check_image_shape(image_shape: Any, name: str = "image_shape") -> tuple[int, ...]:
     """``(h, w)`` or ``(h, w, channels)`` with positive integer entries.
 
@@ -84,12 +86,9 @@ def check_image_shape(image_shape: Any, name: str = "image_shape") -> tuple[int,
     ----------
     image_shape : sequence of int
         The shape to check.
-    name : str
-        Name used in error messages.
+    {error_name}
 
-    Returns
-    -------
-    tuple of int
+    {returns_shape}
         The shape, length 2 or 3.
     """
     try:
@@ -103,17 +102,14 @@ def check_image_shape(image_shape: Any, name: str = "image_shape") -> tuple[int,
     return shape
 
 
+@fill_doc
 def atoms_as_images(atoms: Any, image_shape: Any, name: str = "atoms") -> np.ndarray:
     """Validate ``(n_atoms, n_features)`` atoms and reshape them to ``(n_atoms, *image_shape)``.
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
-    name : str
-        Name used in error messages.
+    {atoms_rows}
+    {error_name}
 
     Returns
     -------
@@ -146,6 +142,7 @@ def _disc(radius: float) -> np.ndarray:
     return (xx**2 + yy**2 <= radius**2 + 1e-9).astype(np.float64)
 
 
+@fill_doc
 def localization_score(
     atoms: Any, image_shape: Sequence[int], *, radius: float | None = None
 ) -> np.ndarray:
@@ -163,10 +160,7 @@ def localization_score(
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
+    {atoms_rows}
     radius : float or None
         Disc radius in pixels (>= 0.5); defaults to ``0.2 * min(h, w)`` (5.6 px for 28×28
         MNIST).
@@ -195,6 +189,7 @@ def localization_score(
     return np.clip(score, 0.0, 1.0)
 
 
+@fill_doc
 def localization_summary(
     atoms: Any,
     image_shape: Sequence[int],
@@ -212,10 +207,7 @@ def localization_summary(
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
+    {atoms_rows}
     radius : float or None
         Disc radius in pixels, as in :func:`localization_score`.
     threshold : float
@@ -245,6 +237,7 @@ def localization_summary(
 # ----------------------------------------------------------------------------- strokes
 
 
+@fill_doc
 def stroke_spans(
     atoms: Any, image_shape: Sequence[int], *, level: float = STROKE_LEVEL
 ) -> np.ndarray:
@@ -258,10 +251,7 @@ def stroke_spans(
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
+    {atoms_rows}
     level : float
         Ink threshold as a share of the atom's peak magnitude, in (0, 1].
 
@@ -286,6 +276,7 @@ def stroke_spans(
     return spans
 
 
+@fill_doc
 def stroke_summary(
     atoms: Any,
     image_shape: Sequence[int],
@@ -302,10 +293,7 @@ def stroke_summary(
 
     Parameters
     ----------
-    atoms : array_like of shape (n_atoms, n_features)
-        One flattened atom per row (``n_features = prod(image_shape)``).
-    image_shape : tuple of int
-        ``(h, w)`` or ``(h, w, channels)``.
+    {atoms_rows}
     level : float
         Ink threshold, as in :func:`stroke_spans`.
     max_span : float or None
@@ -690,6 +678,7 @@ def _dog_jacobian(p: np.ndarray, x: np.ndarray, y: np.ndarray, target: np.ndarra
     return jac
 
 
+@fill_doc
 def fit_dog(filter_2d: Any) -> DoGFit:
     """Least-squares fit of :class:`DoGFit` to a ``(h, w)`` filter.
 
@@ -699,8 +688,7 @@ def fit_dog(filter_2d: Any) -> DoGFit:
 
     Parameters
     ----------
-    filter_2d : array_like of shape (h, w)
-        One grey filter, at least 3×3.
+    {filter_2d}
 
     Returns
     -------
@@ -736,6 +724,7 @@ def fit_dog(filter_2d: Any) -> DoGFit:
     return DoGFit(x0, y0, a * scale, sc, sc * ratio, bal, r2)
 
 
+@fill_doc
 def centre_surround_score(filter_2d: Any) -> float:
     """How much a ``(h, w)`` filter looks like a centre-surround (DoG) receptive field, in [0, 1].
 
@@ -746,8 +735,7 @@ def centre_surround_score(filter_2d: Any) -> float:
 
     Parameters
     ----------
-    filter_2d : array_like of shape (h, w)
-        One grey filter, at least 3×3.
+    {filter_2d}
 
     Returns
     -------

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .._docs import fill_doc
 from ..objective import lasso_energy
 from ..operators import LinearOperator
 from ..problem import to_output
@@ -21,6 +22,7 @@ from ..solvers import SolverResult, fista, proximal_gradient
 from ._base import LatentModel
 
 
+@fill_doc
 class DictionaryModel(LatentModel):
     """Inference, decoding and energy of a model whose decoder is the operator ``A``.
 
@@ -54,8 +56,7 @@ class DictionaryModel(LatentModel):
             kernels.
         tol : float, optional
             Relative duality gap (default 1e-5 in float32, 1e-8 in float64).
-        max_iter : int
-            Iteration cap.
+        {max_iter_cap}
         z0 : array or tensor ``(batch, *code_shape)``, optional
             Warm start.
 

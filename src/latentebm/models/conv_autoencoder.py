@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._docs import fill_doc
 from .._validation import check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
@@ -62,6 +63,7 @@ class ConvSparseAutoencoderConfig(ModelConfig):
     boundary: str = "full"
 
 
+@fill_doc
 class PredictionAugmented(LinearOperator):
     """``[D; √β I]``: turns the PSD inference problem into a Lasso for the shared solver.
 
@@ -91,10 +93,6 @@ class PredictionAugmented(LinearOperator):
     def atoms(self) -> torch.Tensor:
         return self.op.atoms
 
-    @property
-    def n_atoms(self) -> int:
-        return self.op.n_atoms
-
     def signal(self, Y: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
         """``[y; √β e]`` for images ``Y`` and predicted codes ``E``.
 
@@ -116,8 +114,7 @@ class PredictionAugmented(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms, H', W')
-            Code maps.
+        {z_maps}
 
         Returns
         -------
@@ -133,9 +130,7 @@ class PredictionAugmented(LinearOperator):
         r : torch.Tensor of shape (batch, C·H·W + n_atoms·H'·W')
             A stacked signal-shaped tensor.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms, H', W')
+        {returns_maps}
         """
         image = r[:, : self.n_image].reshape(-1, *self.image_shape)
         code = r[:, self.n_image :].reshape(-1, *self.codes)
@@ -146,12 +141,9 @@ class PredictionAugmented(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms, H', W')
-            Code maps.
+        {z_maps}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms, H', W')
+        {returns_maps}
         """
         return self.op.gram(z) + self.beta * z
 
@@ -163,9 +155,7 @@ class PredictionAugmented(LinearOperator):
         signal_shape : tuple of int
             Unused.
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
             ``(n_atoms, H', W')``.
         """
         return self.codes
@@ -177,8 +167,7 @@ class PredictionAugmented(LinearOperator):
         ----------
         y : torch.Tensor of shape (batch, C·H·W + n_atoms·H'·W')
             Signals to check.
-        name : str, default="Y"
-            Name of the argument, used in the error message.
+        {check_name_Y}
         """
         expected = self.n_image + math.prod(self.codes)
         if y.dim() != 2 or y.shape[1] != expected:
@@ -191,8 +180,7 @@ class PredictionAugmented(LinearOperator):
         ----------
         z : torch.Tensor of shape (batch, n_atoms, H', W')
             Codes to check.
-        name : str, default="Z"
-            Name of the argument, used in the error message.
+        {check_name_Z}
         """
         self.op.check_code(z, name)
 
@@ -218,6 +206,7 @@ class PredictionAugmented(LinearOperator):
         return self
 
 
+@fill_doc
 class ConvSparseAutoencoder(LatentModel):
     """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
 
@@ -241,10 +230,8 @@ class ConvSparseAutoencoder(LatentModel):
         ``"full"``: code maps larger than the image by ``k − 1``; ``"circular"``: same size.
     seed : int, default=0
         Seed of the initial weights, of the data-drawn kernels and of the epoch order.
-    device : str, torch.device or None, default=None
-        Device of the model (CPU by default).
-    dtype : torch.dtype, default=torch.float32
-        Dtype of the model.
+    {model_device}
+    {model_dtype}
     """
 
     KIND = "conv_sparse_autoencoder"
@@ -326,9 +313,7 @@ class ConvSparseAutoencoder(LatentModel):
         Z : torch.Tensor of shape (batch, n_filters, H', W')
             Code maps.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, channels, H, W)
+        {returns_images}
         """
         return ConvDictionary(self.decoder, boundary=self.boundary).decode(Z)
 
@@ -423,9 +408,7 @@ class ConvSparseAutoencoder(LatentModel):
         max_iter : int, default=200
             Iteration cap (``"psd"``).
 
-        Returns
-        -------
-        torch.Tensor of shape (batch,)
+        {returns_per_sample}
         """
         Y_t = self._images(Y)
         if self.mode == "psd":

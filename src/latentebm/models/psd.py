@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._docs import fill_doc
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..dictionary_update import atoms_from_data, initial_atoms, sgd_update_
 from ..operators import DenseDictionary, batch_dot
@@ -50,6 +51,7 @@ class PSDConfig(ModelConfig):
     variant: str = "lista"
 
 
+@fill_doc
 class TanhEncoder(nn.Module):
     """``g ⊙ tanh(W_e y + b)``: ``(batch, n_features)`` → ``(batch, n_atoms)``.
 
@@ -75,16 +77,14 @@ class TanhEncoder(nn.Module):
 
         Parameters
         ----------
-        Y : torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
+        {returns_dense_codes}
         """
         return self.g * torch.tanh(Y @ self.W_e.T + self.b)
 
 
+@fill_doc
 class PSD(LatentModel):
     """Sparse coding with a trained feed-forward code predictor.
 
@@ -94,8 +94,7 @@ class PSD(LatentModel):
         Signal dimension.
     n_atoms : int
         Number of atoms (code dimension).
-    lam : float
-        λ ≥ 0.
+    {lam_nonneg}
     beta : float, default=1.0
         β ≥ 0, the weight of the prediction term.
     encoder : {"tanh", "lista"}, default="tanh"
@@ -110,10 +109,8 @@ class PSD(LatentModel):
         :class:`~latentebm.SparseCoding` dictionary.
     seed : int, default=0
         Seed of the initial atoms and of the epoch order.
-    device : str, torch.device or None, default=None
-        Device of the model (CPU by default).
-    dtype : torch.dtype, default=torch.float32
-        Dtype of the model.
+    {model_device}
+    {model_dtype}
     """
 
     KIND = "psd"
@@ -260,8 +257,7 @@ class PSD(LatentModel):
 
         Parameters
         ----------
-        Y : torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense}
 
         Returns
         -------
@@ -290,12 +286,9 @@ class PSD(LatentModel):
 
         Parameters
         ----------
-        Y : torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
+        {returns_dense_codes}
         """
         return self.encoder(Y)
 

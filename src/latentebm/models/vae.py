@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._docs import fill_doc
 from .._validation import as_tensor, check_int, check_scalar, check_seed, resolve_device
 from ..solvers import SolverResult
 from ..training import distributed as dist
@@ -100,6 +101,7 @@ class LogLikelihood(NamedTuple):
         }
 
 
+@fill_doc
 class VAE(LatentModel):
     """A VAE on inputs of shape ``input_shape`` with a ``latent_dim``-dimensional Gaussian code.
 
@@ -132,10 +134,8 @@ class VAE(LatentModel):
         Fixed pixel noise σ of the Gaussian likelihood; ``None`` learns it.
     seed : int, default=0
         Seed of the weight initialisation and of the training order.
-    device : str, torch.device or None, default=None
-        Device of the model (CPU by default).
-    dtype : torch.dtype, default=torch.float32
-        Dtype of the model.
+    {model_device}
+    {model_dtype}
     """
 
     KIND = "vae"
@@ -216,10 +216,7 @@ class VAE(LatentModel):
 
         Parameters
         ----------
-        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
-            Images.
-        batch_size : int, default=1000
-            Images per encoder call.
+        {vae_images_batches}
 
         Returns
         -------
@@ -351,12 +348,10 @@ class VAE(LatentModel):
 
         Parameters
         ----------
-        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
-            Images.
+        {vae_images}
         n_samples : int, default=1
             Draws per image.
-        batch_size : int, default=1000
-            Images per encoder call.
+        {vae_batch_size}
         generator : torch.Generator or None, default=None
             Source of the reparameterisation noise.
 
@@ -394,8 +389,7 @@ class VAE(LatentModel):
 
         Parameters
         ----------
-        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
-            Images.
+        {vae_images}
         k : int, default=5000
             Importance samples per image.
         chunk : int, default=500
@@ -442,10 +436,7 @@ class VAE(LatentModel):
 
         Parameters
         ----------
-        x : array-like or torch.Tensor of shape (n, *input_shape) or (n, n_features)
-            Images.
-        batch_size : int, default=1000
-            Images per encoder call.
+        {vae_images_batches}
 
         Returns
         -------
@@ -463,8 +454,7 @@ class VAE(LatentModel):
             Images, at least 2.
         threshold : float, default=0.01
             Variance above which a dimension counts as active.
-        batch_size : int, default=1000
-            Images per encoder call.
+        {vae_batch_size}
 
         Returns
         -------

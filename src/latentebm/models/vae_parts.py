@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._docs import fill_doc
+
 if TYPE_CHECKING:
     from .vae import VAEConfig
 
@@ -263,6 +265,7 @@ class Decoder(nn.Module):
         return out.reshape(*lead, *self.input_shape)
 
 
+@fill_doc
 def conv_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """``(C, H, W)`` for a conv encoder: ``(H, W)`` means one channel.
 
@@ -271,9 +274,7 @@ def conv_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     input_shape : tuple of int
         ``(H, W)`` or ``(C, H, W)``.
 
-    Returns
-    -------
-    tuple of int
+    {returns_shape}
         ``(C, H, W)``.
     """
     return (1, *input_shape) if len(input_shape) == 2 else input_shape  # type: ignore[return-value]

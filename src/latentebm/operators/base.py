@@ -6,7 +6,10 @@ import abc
 
 import torch
 
+from .._docs import fill_doc
 
+
+@fill_doc
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample inner product over every non-batch dimension.
 
@@ -17,9 +20,7 @@ def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     b : torch.Tensor of shape (batch, *dims)
         Second operand, with as many elements per sample as ``a``.
 
-    Returns
-    -------
-    torch.Tensor of shape (batch,)
+    {returns_per_sample}
         ``⟨a_i, b_i⟩`` for each sample ``i``.
     """
     return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
@@ -43,6 +44,7 @@ def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], *([1] * (like.dim() - 1)))
 
 
+@fill_doc
 class LinearOperator(abc.ABC):
     """A linear decoder ``A`` with its adjoint.
 
@@ -68,9 +70,34 @@ class LinearOperator(abc.ABC):
     def device(self) -> torch.device:
         return self.atoms.device
 
+    atom_axis: int = 0
+    """The axis of :attr:`atoms` that indexes the atoms."""
+
     @property
-    @abc.abstractmethod
-    def n_atoms(self) -> int: ...
+    def n_atoms(self) -> int:
+        return self.atoms.shape[self.atom_axis]
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """A copy of this operator on another device or in another precision.
+
+        Parameters
+        ----------
+        device : torch.device or str, optional
+            Target device; ``None`` keeps the current one.
+        dtype : torch.dtype, optional
+            Target dtype; ``None`` keeps the current one.
+
+        Returns
+        -------
+        LinearOperator
+            A new operator of the same type and settings (the same atoms tensor where nothing
+            changes).
+        """
+        return self._like(self.atoms.to(device=device, dtype=dtype))
+
+    def _like(self, atoms: torch.Tensor) -> LinearOperator:
+        """An operator like this one with the atoms ``atoms``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be copied with .to()")
 
     @abc.abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -78,12 +105,9 @@ class LinearOperator(abc.ABC):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, *code_dims)
-            Codes.
+        {z_codes}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, *signal_dims)
+        {returns_signals}
             Decoded signals.
         """
 
@@ -96,9 +120,7 @@ class LinearOperator(abc.ABC):
         r : torch.Tensor of shape (batch, *signal_dims)
             Signal-shaped tensor (typically a residual).
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, *code_dims)
+        {returns_code_shaped}
         """
 
     @abc.abstractmethod
@@ -110,9 +132,7 @@ class LinearOperator(abc.ABC):
         signal_shape : tuple of int
             Shape of one signal, ``signal_dims``, without the batch dimension.
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
             ``code_dims``, without the batch dimension.
         """
 
@@ -124,8 +144,7 @@ class LinearOperator(abc.ABC):
         ----------
         y : torch.Tensor of shape (batch, *signal_dims)
             Signals to check.
-        name : str, default="Y"
-            Name of the argument, used in the error message.
+        {check_name_Y}
         """
 
     @abc.abstractmethod
@@ -136,8 +155,7 @@ class LinearOperator(abc.ABC):
         ----------
         z : torch.Tensor of shape (batch, *code_dims)
             Codes to check.
-        name : str, default="Z"
-            Name of the argument, used in the error message.
+        {check_name_Z}
         """
 
     @abc.abstractmethod
@@ -155,12 +173,9 @@ class LinearOperator(abc.ABC):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, *code_dims)
-            Codes.
+        {z_codes}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, *code_dims)
+        {returns_code_shaped}
         """
         return self.adjoint(self.decode(z))
 

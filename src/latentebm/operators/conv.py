@@ -30,12 +30,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._docs import fill_doc
 from .._validation import as_tensor
 from .base import LinearOperator
 
 BOUNDARIES = ("full", "circular")
 
 
+@fill_doc
 @dataclass(frozen=True)
 class FourierEmbedding:
     """A convolutional operator as a circular convolution on an FFT grid, for solvers that work
@@ -47,8 +49,7 @@ class FourierEmbedding:
 
     Attributes
     ----------
-    grid : tuple of int
-        ``(gh, gw)``, the FFT size.
+    {fft_grid}
     spectrum : torch.Tensor, shape (n_atoms, channels, gh, gw // 2 + 1)
         ``rfft2`` of the kernels zero-padded to the grid (origin at index 0).
     code_region, signal_region : tuple of slice
@@ -93,6 +94,7 @@ class FourierEmbedding:
 METHODS = ("auto", "direct", "fft")
 
 
+@fill_doc
 class ConvDictionary(LinearOperator):
     """A bank of ``n_atoms`` convolution kernels, each ``(channels, kh, kw)``.
 
@@ -127,10 +129,6 @@ class ConvDictionary(LinearOperator):
         return self.kernels
 
     @property
-    def n_atoms(self) -> int:
-        return self.kernels.shape[0]
-
-    @property
     def channels(self) -> int:
         return self.kernels.shape[1]
 
@@ -144,24 +142,8 @@ class ConvDictionary(LinearOperator):
             f"kernel_size={self.kernel_size}, boundary={self.boundary!r})"
         )
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        """A copy of this operator on another device or in another precision.
-
-        Parameters
-        ----------
-        device : torch.device or str, optional
-            Target device; ``None`` keeps the current one.
-        dtype : torch.dtype, optional
-            Target dtype; ``None`` keeps the current one.
-
-        Returns
-        -------
-        ConvDictionary
-            A new operator with the same boundary and method.
-        """
-        return ConvDictionary(
-            self.kernels.to(device=device, dtype=dtype), boundary=self.boundary, method=self.method
-        )
+    def _like(self, atoms: torch.Tensor) -> ConvDictionary:
+        return ConvDictionary(atoms, boundary=self.boundary, method=self.method)
 
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The code shape of one image.
@@ -171,9 +153,7 @@ class ConvDictionary(LinearOperator):
         signal_shape : tuple of int
             ``(channels, H, W)``.
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
             ``(n_atoms, H + kh − 1, W + kw − 1)`` for ``"full"``, ``(n_atoms, H, W)`` for
             ``"circular"``.
         """
@@ -193,9 +173,7 @@ class ConvDictionary(LinearOperator):
         code_shape : tuple of int
             ``(n_atoms, H', W')``.
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
             ``(channels, H, W)``.
         """
         _, h, w = code_shape
@@ -212,8 +190,7 @@ class ConvDictionary(LinearOperator):
         ----------
         y : torch.Tensor of shape (batch, channels, H, W)
             Images to check.
-        name : str, default="Y"
-            Name of the argument, used in the error message.
+        {check_name_Y}
         """
         if y.dim() != 4:
             raise ValueError(
@@ -239,8 +216,7 @@ class ConvDictionary(LinearOperator):
         ----------
         z : torch.Tensor of shape (batch, n_atoms, H', W')
             Code maps to check.
-        name : str, default="Z"
-            Name of the argument, used in the error message.
+        {check_name_Z}
         """
         kh, kw = self.kernel_size
         if z.dim() != 4 or z.shape[1] != self.n_atoms:
@@ -278,8 +254,7 @@ class ConvDictionary(LinearOperator):
 
         Parameters
         ----------
-        grid : tuple of int
-            ``(gh, gw)``, the FFT size.
+        {fft_grid}
 
         Returns
         -------
@@ -328,8 +303,7 @@ class ConvDictionary(LinearOperator):
 
         Parameters
         ----------
-        grid : tuple of int
-            ``(gh, gw)``, the FFT size.
+        {fft_grid}
 
         Returns
         -------
@@ -366,12 +340,9 @@ class ConvDictionary(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms, H', W')
-            Code maps.
+        {z_maps}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, channels, H, W)
+        {returns_images}
             With ``H = H' − kh + 1`` for ``"full"``, ``H = H'`` for ``"circular"`` (same for ``W``).
         """
         kh, kw = self.kernel_size
@@ -395,9 +366,7 @@ class ConvDictionary(LinearOperator):
         r : torch.Tensor of shape (batch, channels, H, W)
             Images (typically a residual).
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms, H', W')
+        {returns_maps}
             With ``(H', W') = (H + kh − 1, W + kw − 1)`` for ``"full"``, ``(H, W)`` for
             ``"circular"``.
         """
@@ -420,12 +389,9 @@ class ConvDictionary(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms, H', W')
-            Code maps.
+        {z_maps}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms, H', W')
+        {returns_maps}
         """
         if self.boundary == "circular" and self._use_fft():
             grid = (int(z.shape[-2]), int(z.shape[-1]))

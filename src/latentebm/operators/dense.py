@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 
+from .._docs import fill_doc
 from .._validation import as_tensor
 from .base import LinearOperator
 
 
+@fill_doc
 class DenseDictionary(LinearOperator):
     """``decode(z) = z Wᵀ`` for codes ``(batch, n_atoms)`` and signals ``(batch, n_features)``.
 
@@ -23,6 +25,8 @@ class DenseDictionary(LinearOperator):
         :meth:`normalize_` rescales it in place).
     """
 
+    atom_axis = 1
+
     def __init__(self, W: Any) -> None:
         super().__init__()
         self.W = as_tensor(W, "W", ndim=2)
@@ -33,41 +37,20 @@ class DenseDictionary(LinearOperator):
         return self.W
 
     @property
-    def n_atoms(self) -> int:
-        return self.W.shape[1]
-
-    @property
     def n_features(self) -> int:
         return self.W.shape[0]
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        """A copy of this operator on another device or in another precision.
-
-        Parameters
-        ----------
-        device : torch.device or str, optional
-            Target device; ``None`` keeps the current one.
-        dtype : torch.dtype, optional
-            Target dtype; ``None`` keeps the current one.
-
-        Returns
-        -------
-        DenseDictionary
-            A new operator (the same ``W`` tensor where nothing changes).
-        """
-        return DenseDictionary(self.W.to(device=device, dtype=dtype))
+    def _like(self, atoms: torch.Tensor) -> DenseDictionary:
+        return DenseDictionary(atoms)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``z Wᵀ``.
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms)
-            Codes.
+        {z_dense}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_features)
+        {returns_dense_signals}
         """
         return z @ self.W.T
 
@@ -79,9 +62,7 @@ class DenseDictionary(LinearOperator):
         r : torch.Tensor of shape (batch, n_features)
             Signal-shaped tensor.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
+        {returns_dense_codes}
         """
         return r @ self.W
 
@@ -96,12 +77,9 @@ class DenseDictionary(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, n_atoms)
-            Codes.
+        {z_dense}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
+        {returns_dense_codes}
         """
         if self.n_atoms <= 2 * self.n_features:
             return z @ self.gram_matrix()
@@ -115,9 +93,7 @@ class DenseDictionary(LinearOperator):
         signal_shape : tuple of int
             Shape of one signal, ``(n_features,)`` (not checked).
 
-        Returns
-        -------
-        tuple of int
+        {returns_shape}
             ``(n_atoms,)``.
         """
         return (self.n_atoms,)
@@ -129,14 +105,9 @@ class DenseDictionary(LinearOperator):
         ----------
         y : torch.Tensor
             Signals to check.
-        name : str, default="Y"
-            Name of the argument, used in the error message.
+        {check_name_Y}
         """
-        if y.dim() != 2 or y.shape[1] != self.n_features:
-            raise ValueError(
-                f"{name} must have shape (batch, {self.n_features}) to match W of shape "
-                f"{tuple(self.W.shape)}, got {tuple(y.shape)}"
-            )
+        self._check_rows(y, name, self.n_features, " to match W of shape")
 
     def check_code(self, z: torch.Tensor, name: str = "Z") -> None:
         """Raise ``ValueError`` unless ``z`` has shape ``(batch, n_atoms)``.
@@ -145,14 +116,15 @@ class DenseDictionary(LinearOperator):
         ----------
         z : torch.Tensor
             Codes to check.
-        name : str, default="Z"
-            Name of the argument, used in the error message.
+        {check_name_Z}
         """
-        if z.dim() != 2 or z.shape[1] != self.n_atoms:
-            raise ValueError(
-                f"{name} must have shape (batch, {self.n_atoms}): one column per atom of W "
-                f"{tuple(self.W.shape)}, got {tuple(z.shape)}"
-            )
+        self._check_rows(z, name, self.n_atoms, ": one column per atom of W")
+
+    def _check_rows(self, t: torch.Tensor, name: str, width: int, relation: str) -> None:
+        """Raise ``ValueError`` unless ``t`` is ``(batch, width)``; ``relation`` ties it to W."""
+        if t.dim() != 2 or t.shape[1] != width:
+            raise ValueError(f"{name} must have shape (batch, {width}){relation} "
+                             f"{tuple(self.W.shape)}, got {tuple(t.shape)}")
 
     def invalidate(self) -> None:
         super().invalidate()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .._docs import fill_doc
 from ..objective import energy_and_gap_from
 from ..operators import LinearOperator, batch_dot
 from ..regularizers import Regularizer
@@ -27,6 +28,7 @@ ATTEMPT_BELOW = 0.1
 off to pay for the factorisations."""
 
 
+@fill_doc
 def support_solve(
     op: LinearOperator,
     state,
@@ -49,8 +51,7 @@ def support_solve(
         ``(n, n_atoms)`` with their Gram products ``Gz``, ``Gx``, ``b = Aᵀy`` ``(n, n_atoms)``,
         ``yy = ‖y‖²`` and momentum ``t`` ``(n,)``, the signals ``Y``, and the sign patterns
         ``signs`` ``(n, n_atoms)`` and ``tried`` flags ``(n,)`` of the active-set bookkeeping.
-    lam : float
-        Penalty weight ``λ``.
+    {lam_weight}
     reg : Regularizer
         An L1 penalty (``reg.nonneg`` selects the one-sided rounds).
     energy : torch.Tensor of shape (n,)
@@ -61,15 +62,10 @@ def support_solve(
         Relative gap below which a sample is left alone.
     """
     signs = torch.sign(state.z).to(torch.int8)
-    state.tried &= (signs == state.signs).all(1)
+    rows = new_sign_rows(signs, state.signs, state.tried, energy, gap, tol, atom_dim=1)
     state.signs = signs
-    size = (signs != 0).sum(1)
-    eligible = ~state.tried & (size > 0) & (size <= MAX_SUPPORT) & (gap > tol * energy)
-    eligible &= gap <= ATTEMPT_BELOW * energy
-    rows = torch.nonzero(eligible).flatten()
     if rows.numel() == 0:
         return
-    state.tried[rows] = True
     nonneg = reg.nonneg
     candidate, G_cand, ok = active_set_rounds(op.gram_matrix(), state.b[rows], signs[rows], lam,
                                               nonneg=nonneg)
@@ -95,6 +91,47 @@ def support_solve(
     gap[rows] = cand_gap[better]
 
 
+def new_sign_rows(signs: torch.Tensor, previous: torch.Tensor, tried: torch.Tensor,
+                  energy: torch.Tensor, gap: torch.Tensor, tol: float, *,
+                  atom_dim: int) -> torch.Tensor:
+    """The samples due an active-set finish, marked as tried.
+
+    A sample is due when its sign pattern is new since its last attempt (``tried`` is cleared
+    where it changed), its support holds 1 to :data:`MAX_SUPPORT` atoms and its gap lies
+    between ``tol`` and :data:`ATTEMPT_BELOW` relative to its energy.
+
+    Parameters
+    ----------
+    signs : torch.Tensor of int8, shape (n, n_atoms) or (n_atoms, n)
+        The current sign patterns, atoms along ``atom_dim``.
+    previous : torch.Tensor of int8, the shape of ``signs``
+        The sign patterns of the last check.
+    tried : torch.Tensor of bool, shape (n,)
+        Whether the sample's pattern was already tried; updated in place.
+    energy : torch.Tensor of shape (n,)
+        The samples' energies.
+    gap : torch.Tensor of shape (n,)
+        Their duality gaps.
+    tol : float
+        Relative gap below which a sample is left alone.
+    atom_dim : int
+        The dimension of ``signs`` that indexes atoms.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_due,)
+        Indices of the samples due a finish.
+    """
+    tried &= (signs == previous).all(atom_dim)
+    size = (signs != 0).sum(atom_dim)
+    eligible = ~tried & (size > 0) & (size <= MAX_SUPPORT) & (gap > tol * energy)
+    eligible &= gap <= ATTEMPT_BELOW * energy
+    rows = torch.nonzero(eligible).flatten()
+    tried[rows] = True
+    return rows
+
+
+@fill_doc
 def active_set_rounds(
     G: torch.Tensor,
     b: torch.Tensor,
@@ -115,8 +152,7 @@ def active_set_rounds(
         ``Aᵀy``.
     signs : torch.Tensor of shape (batch, n_atoms), int8
         Sign guesses (0 off the support); not modified.
-    lam : float
-        Penalty weight ``λ``.
+    {lam_weight}
     nonneg : bool, default=False
         Only positive coefficients may enter the support.
     rounds : int, default=ROUNDS

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from .._docs import fill_doc
 from .._validation import check_int, check_scalar
 from ..operators import LinearOperator, batch_dot
 from ..problem import Problem
@@ -81,6 +82,7 @@ class _State:
                 setattr(self, name, value[mask])
 
 
+@fill_doc
 def admm_fourier(
     op: LinearOperator,
     Y: torch.Tensor,
@@ -104,8 +106,7 @@ def admm_fourier(
         An operator with ``fourier_embedding((H, W))`` (a convolutional dictionary).
     Y : torch.Tensor, shape (batch, channels, H, W)
         Images.
-    lam : float
-        λ ≥ 0.
+    {lam_nonneg}
     reg : Regularizer
         A penalty with a closed-form prox (L1 or non-negative L1).
     max_iter, tol, check_every : int, float, int
@@ -119,8 +120,7 @@ def admm_fourier(
         Over-relaxation ``α`` in ``(0, 2)``.
     adaptive : bool
         Residual balancing of ρ every :data:`REBALANCE_EVERY` iterations.
-    callback : callable or None
-        ``callback(iteration, IterationState)`` after every iteration.
+    {solver_callback}
 
     Returns
     -------

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._docs import fill_doc
 from .._validation import check_int, check_scalar
 from ..operators import LinearOperator
 from ..problem import Problem, prepare, prepare_code
@@ -99,6 +100,7 @@ register_method(Method("fista", _proximal_gradient_method(True), priority=1000,
 register_method(Method("ista", _proximal_gradient_method(False), options=PG_OPTIONS))
 
 
+@fill_doc
 def solve(
     Y: Any,
     W: Any,
@@ -131,23 +133,18 @@ def solve(
     tol : float or None
         Relative duality gap per sample at which a sample stops; by default 1e-8 in float64
         and 1e-5 in float32.
-    max_iter : int
-        Iteration cap.
+    {max_iter_cap}
     z0 : array or tensor or None, shape (batch, *code_dims)
         Warm start.
     nonneg : bool
         Constrain ``z ≥ 0`` (ignored when ``regularizer`` is given).
     regularizer : Regularizer or None
         Another penalty instead of (non-negative) L1.
-    callback : callable or None
-        ``callback(iteration, IterationState)`` after every iteration.
+    {solver_callback}
     **options
         Method-specific options (e.g. ``lipschitz``, ``restart``, ``polish`` for FISTA).
 
-    Returns
-    -------
-    SolverResult
-        NumPy arrays when ``Y`` was NumPy, tensors otherwise.
+    {returns_solver_result}
     """
     if not isinstance(method, str) or (method != "auto" and method not in METHODS):
         raise ValueError(f"unknown method {method!r}; known: "
@@ -166,6 +163,7 @@ def solve(
     return _run(chosen, problem, reg, z0, tol, max_iter, callback, options)
 
 
+@fill_doc
 def fista(
     Y: Any,
     W: Any,
@@ -190,8 +188,7 @@ def fista(
     Y, W, lam, tol, z0, nonneg, regularizer, callback
         As in :func:`solve`. With ``lam = 0`` (least squares) the gap is uninformative and the
         rule becomes a relative proximal-gradient norm ``‖z − prox(z − ∇f)‖ ≤ tol·‖Wᵀy‖``.
-    max_iter : int
-        Iteration cap.
+    {max_iter_cap}
     lipschitz : float or None
         A known bound on ``λ_max(WᵀW)``; by default a power-iteration estimate. A value far
         too small makes the iterates diverge: that raises ``FloatingPointError``.
@@ -210,10 +207,7 @@ def fista(
         on the identified support (solve exactly on it, drop atoms whose sign flips, add atoms
         that violate optimality); a result is kept only where its duality gap is smaller.
 
-    Returns
-    -------
-    SolverResult
-        NumPy arrays when ``Y`` was NumPy, tensors otherwise.
+    {returns_solver_result}
     """
     return solve(Y, W, lam, method="fista", max_iter=max_iter, tol=tol, z0=z0, nonneg=nonneg,
                  regularizer=regularizer, callback=callback, lipschitz=lipschitz,
@@ -221,6 +215,7 @@ def fista(
                  polish=polish)
 
 
+@fill_doc
 def ista(Y: Any, W: Any, lam: Any, **options: Any) -> SolverResult:
     """ISTA: ``z ← shrink_{λ/L}(z − Wᵀ(Wz − y)/L)``.
 
@@ -233,10 +228,7 @@ def ista(Y: Any, W: Any, lam: Any, **options: Any) -> SolverResult:
         ``backtracking`` and ``polish`` are off by default, so that the iterates are the
         textbook ones (fixed step ``1/L``), whose energy never increases.
 
-    Returns
-    -------
-    SolverResult
-        NumPy arrays when ``Y`` was NumPy, tensors otherwise.
+    {returns_solver_result}
     """
     return solve(Y, W, lam, method="ista", **options)
 

@@ -25,7 +25,7 @@ from ..objective import energy_and_gap_from
 from ..operators import LinearOperator
 from ..problem import Problem
 from ..regularizers import Regularizer
-from .active_set import ATTEMPT_BELOW, MAX_SUPPORT, active_set_rounds
+from .active_set import active_set_rounds, new_sign_rows
 from .api import Method, register_method
 from .dual import DualExtrapolation
 from .result import Callback, IterationState, SolverResult
@@ -207,18 +207,14 @@ def _finish(op: LinearOperator, work: _Working, G: torch.Tensor, lam: float,
             reg: Regularizer, dual: DualExtrapolation | None, energy: torch.Tensor,
             gap: torch.Tensor, tol: float) -> None:
     """The exact active-set finish on samples whose sign pattern is new and whose gap is
-    between ``tol`` and :data:`ATTEMPT_BELOW` (relative); updates ``work``, ``energy`` and
-    ``gap`` in place where the candidate certifies a smaller gap."""
+    between ``tol`` and :data:`~.active_set.ATTEMPT_BELOW` (relative): see
+    :func:`~.active_set.new_sign_rows`. Updates ``work``, ``energy`` and ``gap`` in place where
+    the candidate certifies a smaller gap."""
     signs = torch.sign(work.zt).to(torch.int8)
-    work.tried &= (signs == work.signs).all(0)
+    rows = new_sign_rows(signs, work.signs, work.tried, energy, gap, tol, atom_dim=0)
     work.signs = signs
-    size = (signs != 0).sum(0)
-    eligible = ~work.tried & (size > 0) & (size <= MAX_SUPPORT) & (gap > tol * energy)
-    eligible &= gap <= ATTEMPT_BELOW * energy
-    rows = torch.nonzero(eligible).flatten()
     if rows.numel() == 0:
         return
-    work.tried[rows] = True
     candidate, G_cand, ok = active_set_rounds(G, work.bt[:, rows].T, signs[:, rows].T, lam,
                                               nonneg=reg.nonneg)
     if not bool(ok.any()):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .._docs import fill_doc
 from ..objective import energy_and_gap, energy_and_gap_from
 from ..operators import LinearOperator, batch_dot, per_sample
 from ..regularizers import Regularizer
@@ -55,6 +56,7 @@ class _State:
             self.L = self.L[mask]
 
 
+@fill_doc
 def proximal_gradient(
     op: LinearOperator,
     Y: torch.Tensor,
@@ -76,14 +78,11 @@ def proximal_gradient(
 
     Parameters
     ----------
-    op : LinearOperator
-        The decoder ``A``.
+    {op_decoder}
     Y : torch.Tensor, shape (batch, *signal_dims)
         Signals.
-    lam : float
-        λ ≥ 0.
-    reg : Regularizer
-        The penalty ``R``.
+    {lam_nonneg}
+    {reg_penalty}
     accelerated : bool
         FISTA (momentum) or ISTA.
     max_iter, tol, check_every : int, float, int
@@ -105,8 +104,7 @@ def proximal_gradient(
     polish : bool
         The exact active-set finish, where the operator has an explicit Gram matrix and the
         penalty is an L1 norm.
-    callback : callable or None
-        ``callback(iteration, IterationState)`` after every iteration.
+    {solver_callback}
 
     Returns
     -------

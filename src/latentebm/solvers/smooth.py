@@ -17,6 +17,7 @@ from typing import Protocol
 
 import torch
 
+from .._docs import fill_doc
 from ..operators import batch_dot, per_sample
 from ..regularizers import Regularizer
 from .result import Callback, IterationState, SolverResult
@@ -28,6 +29,7 @@ MAX_LIPSCHITZ = 1e30
 """Backtracking stops doubling ``L`` here (the step is then accepted as it is)."""
 
 
+@fill_doc
 class SmoothObjective(Protocol):
     """``f`` per sample: ``value(rows, z)`` ``(len(rows),)`` and ``value_and_grad(rows, z)``
     for the samples ``rows`` of the batch at ``z`` ``(len(rows), *code_dims)``."""
@@ -37,14 +39,9 @@ class SmoothObjective(Protocol):
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (n,)
-            Indices of the samples in the batch being solved.
-        z : torch.Tensor of shape (n, *code_dims)
-            Their iterates.
+        {rows_iterates}
 
-        Returns
-        -------
-        torch.Tensor of shape (n,)
+        {returns_rows}
         """
 
     def value_and_grad(self, rows: torch.Tensor, z: torch.Tensor
@@ -53,10 +50,7 @@ class SmoothObjective(Protocol):
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (n,)
-            Indices of the samples in the batch being solved.
-        z : torch.Tensor of shape (n, *code_dims)
-            Their iterates.
+        {rows_iterates}
 
         Returns
         -------
@@ -65,6 +59,7 @@ class SmoothObjective(Protocol):
         """
 
 
+@fill_doc
 @dataclass(frozen=True)
 class AutogradObjective:
     """A :class:`SmoothObjective` from ``smooth(rows, z)``, gradient by autograd."""
@@ -76,14 +71,9 @@ class AutogradObjective:
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (n,)
-            Indices of the samples in the batch being solved.
-        z : torch.Tensor of shape (n, *code_dims)
-            Their iterates.
+        {rows_iterates}
 
-        Returns
-        -------
-        torch.Tensor of shape (n,)
+        {returns_rows}
         """
         with torch.no_grad():
             return self.smooth(rows, z).detach()
@@ -112,6 +102,7 @@ class AutogradObjective:
         return f.detach(), g
 
 
+@fill_doc
 @dataclass(frozen=True)
 class JointObjective:
     """A :class:`SmoothObjective` of one unbatched variable: ``value(V)`` a 0-dim tensor and
@@ -125,10 +116,7 @@ class JointObjective:
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (1,)
-            Unused.
-        z : torch.Tensor of shape (1, *V.shape)
-            The variable with a leading batch dimension of one.
+        {rows_single}
 
         Returns
         -------
@@ -142,10 +130,7 @@ class JointObjective:
 
         Parameters
         ----------
-        rows : torch.Tensor of shape (1,)
-            Unused.
-        z : torch.Tensor of shape (1, *V.shape)
-            The variable with a leading batch dimension of one.
+        {rows_single}
 
         Returns
         -------
@@ -169,6 +154,7 @@ def _initial_lipschitz(objective: SmoothObjective, rows, z, g) -> torch.Tensor:
     return torch.nan_to_num(L, nan=1.0, posinf=1.0).clamp_min(1e-8)
 
 
+@fill_doc
 def smooth_proximal_gradient(
     objective: SmoothObjective,
     z0: torch.Tensor,
@@ -191,8 +177,7 @@ def smooth_proximal_gradient(
         The smooth part ``f``.
     z0 : torch.Tensor, shape (batch, *code_dims)
         Starting point.
-    lam : float
-        λ ≥ 0.
+    {lam_nonneg}
     reg : Regularizer
         ``R``, through its ``prox`` and ``value``.
     max_iter, tol : int, float
@@ -206,8 +191,7 @@ def smooth_proximal_gradient(
         Starting ``L`` (e.g. the last run's); by default a finite-difference estimate.
     slack : float or None
         Relative slack of the sufficient-decrease test (default ``16·eps``).
-    callback : callable or None
-        ``callback(iteration, IterationState)`` after every iteration.
+    {solver_callback}
 
     Returns
     -------
@@ -274,6 +258,7 @@ def smooth_proximal_gradient(
         method="smooth_proximal_gradient", lipschitz=out_L)
 
 
+@fill_doc
 def autograd_proximal_gradient(
     smooth: SmoothFn,
     z0: torch.Tensor,
@@ -290,8 +275,7 @@ def autograd_proximal_gradient(
         ``z`` ``(len(rows), *code_dims)``.
     z0 : torch.Tensor of shape (batch, *code_dims)
         Starting point.
-    lam : float
-        λ ≥ 0.
+    {lam_nonneg}
     reg : Regularizer
         ``R``, through its ``prox`` and ``value``.
     **options

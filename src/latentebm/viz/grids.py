@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._docs import fill_doc
 from ..metrics.atoms import as_float_array, atoms_as_images, check_image_shape
 from ._figure import DPI, check_n_cols, new_figure, save_png
 
@@ -79,6 +80,7 @@ def _filter_bank(bank: Any, name: str) -> np.ndarray:
     return arr.transpose(0, 2, 3, 1)
 
 
+@fill_doc
 def atom_grid(
     atoms: Any,
     image_shape: Sequence[int],
@@ -96,8 +98,7 @@ def atom_grid(
         One atom per row (i.e. ``W.T``); ``n_features = prod(image_shape)``.
     image_shape : sequence of int
         ``(h, w)`` (grey) or ``(h, w, 3)`` (colour).
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     n_cols : int or None
         Columns of the grid (default ``ceil(sqrt(n_atoms))``: 256 atoms -> 16 × 16).
     title : str or None
@@ -106,10 +107,7 @@ def atom_grid(
         Scale each tile by its largest magnitude so grey is 0, black the most negative and
         white the most positive value (default); otherwise min-max.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     shape = check_image_shape(image_shape)
     if len(shape) == 3 and shape[2] not in (1, 3):
@@ -123,6 +121,7 @@ def atom_grid(
     return save_png(fig, path)
 
 
+@fill_doc
 def filter_bank_pair(
     encoder: Any,
     decoder: Any,
@@ -139,8 +138,7 @@ def filter_bank_pair(
     ----------
     encoder, decoder : array_like, shape (n_filters, C, kh, kw)
         ``C`` = 1 or 3; the two banks may differ in size.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     titles : pair of str
         Panel titles.
     n_cols : int or None
@@ -150,10 +148,7 @@ def filter_bank_pair(
     symmetric : bool
         Tile scaling as in :func:`atom_grid`.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     enc = _filter_bank(encoder, "encoder")
     dec = _filter_bank(decoder, "decoder")
@@ -170,6 +165,7 @@ def filter_bank_pair(
     return save_png(fig, path)
 
 
+@fill_doc
 def image_grid(
     images: Any,
     path: str | os.PathLike,
@@ -187,8 +183,7 @@ def image_grid(
     ----------
     images : array_like, shape (n, h, w), (n, h, w, 3) or (n, n_features)
         The last form needs ``image_shape``.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     image_shape : sequence of int or None
         ``(h, w)`` or ``(h, w, 3)`` for flat rows.
     n_cols : int or None
@@ -198,10 +193,7 @@ def image_grid(
     value_range : (float, float) or None
         ``(low, high)`` mapped to black/white (default: the data's min and max).
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     if image_shape is not None:
         imgs = atoms_as_images(images, image_shape, "images")

@@ -11,12 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from .._docs import fill_doc
 from ..metrics.atoms import as_float_array
 from ._figure import new_figure, save_png
 
 __all__ = ["convergence_curves", "orientation_frequency"]
 
 
+@fill_doc
 def convergence_curves(
     curves: Mapping[str, tuple[Any, Any]],
     path: str | os.PathLike,
@@ -33,20 +35,15 @@ def convergence_curves(
     ----------
     curves : mapping of str to (array_like, array_like)
         ``{label: (x, y)}``, ``x`` and ``y`` 1-D of equal length ``(n_points,)``.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     xlabel, ylabel : str
         Axis labels.
     logy, logx : bool
         Logarithmic axes. Points with ``y <= 0`` (e.g. a gap that reached exactly 0), or
         ``x <= 0`` with ``logx``, are not drawn; a curve with no such point left is an error.
-    title : str or None
-        Title above the plot.
+    {plot_title}
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     if not isinstance(curves, Mapping) or len(curves) == 0:
         raise ValueError("curves must be a non-empty mapping {label: (x, y)}")
@@ -83,6 +80,7 @@ def convergence_curves(
     return save_png(fig, path)
 
 
+@fill_doc
 def orientation_frequency(
     orientations_rad: Any,
     frequencies: Any,
@@ -104,17 +102,13 @@ def orientation_frequency(
         Orientations in radians.
     frequencies : array_like, shape (n_atoms,)
         Spatial frequencies in cycles/pixel, >= 0.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     r2 : array_like, shape (n_atoms,), optional
         Goodness of fit, used as colour.
     title : str or None
         Title above both panels.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     th = as_float_array(orientations_rad, "orientations_rad", ndim=1)
     f = as_float_array(frequencies, "frequencies", ndim=1)

@@ -19,6 +19,7 @@ from matplotlib.collections import EllipseCollection
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle
 
+from .._docs import fill_doc
 from .._validation import as_tensor
 from ..metrics.atoms import as_float_array
 from ._figure import new_figure, save_png
@@ -115,6 +116,7 @@ def _class_legend(fig: Any, labels: np.ndarray) -> None:
     )
 
 
+@fill_doc
 def posterior_ellipses(
     mu: Any, sigma: Any, labels: Any, path: str | os.PathLike, *, title: str | None = None
 ) -> Path:
@@ -128,15 +130,10 @@ def posterior_ellipses(
         Posterior means and standard deviations (not log-variances).
     labels : array_like of int, shape (n,)
         Classes, one colour each.
-    path : str or os.PathLike
-        The PNG file to write.
-    title : str or None
-        Title above the plot.
+    {png_path}
+    {plot_title}
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     mu_a, sigma_a, lab = _posterior_args(mu, sigma, labels)
     fig = new_figure(6.0, 6.6, layout="constrained")
@@ -146,6 +143,7 @@ def posterior_ellipses(
     return save_png(fig, path)
 
 
+@fill_doc
 def posterior_panels(
     panels: Mapping[str, tuple[Any, Any]],
     labels: Any,
@@ -162,17 +160,13 @@ def posterior_panels(
         ``{title: (mu, sigma)}``, each ``(n, 2)`` as in :func:`posterior_ellipses`.
     labels : array_like of int, shape (n,)
         Classes shared by every panel.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     n_cols : int or None
         Panels per row (default ``min(n_panels, 3)``).
     suptitle : str or None
         Title above all panels.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     if not isinstance(panels, Mapping) or not panels:
         raise ValueError("panels must be a non-empty mapping {title: (mu, sigma)}")
@@ -199,6 +193,7 @@ def _images(x: Any, name: str, image_shape: Sequence[int]) -> np.ndarray:
     return arr.reshape(-1, h, w)
 
 
+@fill_doc
 def sample_grid(
     samples: Any,
     path: str | os.PathLike,
@@ -212,22 +207,19 @@ def sample_grid(
     ----------
     samples : array_like, shape (n, h * w) or (n, h, w)
         Decoded samples in [0, 1].
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     image_shape : (int, int)
         ``(h, w)``.
     title : str
         Title above the grid.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     imgs = _images(samples, "samples", image_shape)
     return image_grid(imgs, path, title=title, value_range=(0.0, 1.0))
 
 
+@fill_doc
 def reconstruction_pairs(
     x: Any,
     recon: Any,
@@ -242,17 +234,13 @@ def reconstruction_pairs(
     ----------
     x, recon : array_like, shape (n, h * w) or (n, h, w)
         Images and their reconstructions in [0, 1].
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     image_shape : (int, int)
         ``(h, w)``.
     n_cols : int
         Images per row.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     a = _images(x, "x", image_shape)
     b = _images(recon, "recon", image_shape)
@@ -271,6 +259,7 @@ def reconstruction_pairs(
     )
 
 
+@fill_doc
 def interpolation_strip(
     images: Any,
     path: str | os.PathLike,
@@ -285,8 +274,7 @@ def interpolation_strip(
     ----------
     images : array_like, shape (n, h * w) or (n, h, w)
         Decoded images in [0, 1], in path order.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     image_shape : (int, int)
         ``(h, w)``.
     n_cols : int or None
@@ -294,15 +282,13 @@ def interpolation_strip(
     title : str
         Title above the strip.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     imgs = _images(images, "images", image_shape)
     return image_grid(imgs, path, n_cols=n_cols or len(imgs), title=title, value_range=(0.0, 1.0))
 
 
+@fill_doc
 def latent_manifold(
     images: Any, grid: Any, path: str | os.PathLike, *, image_shape: Sequence[int] = (28, 28)
 ) -> Path:
@@ -314,15 +300,11 @@ def latent_manifold(
         Decoded images in row-major order of ``(z₂ descending, z₁)``.
     grid : array_like, shape (m,)
         The coordinate values per axis.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     image_shape : (int, int)
         ``(h, w)``.
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     g = as_float_array(grid, "grid", ndim=1)
     m = g.size
@@ -342,6 +324,7 @@ def latent_manifold(
     return save_png(fig, path)
 
 
+@fill_doc
 def training_curves(
     curves: Mapping[str, tuple[Any, Any]],
     path: str | os.PathLike,
@@ -357,19 +340,14 @@ def training_curves(
     ----------
     curves : mapping of str to (array_like, array_like)
         ``{label: (x, y)}``, 1-D of equal length ``(n_points,)``; NaN marks a missing point.
-    path : str or os.PathLike
-        The PNG file to write.
+    {png_path}
     xlabel, ylabel : str
         Axis labels.
-    title : str or None
-        Title above the plot.
+    {plot_title}
     logy : bool
         Logarithmic y axis (points with ``y <= 0`` skipped).
 
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    {returns_png}
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves must be a non-empty mapping {label: (x, y)}")

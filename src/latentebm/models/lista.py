@@ -109,12 +109,20 @@ def ista_step(v: torch.Tensor, theta: torch.Tensor, reg: Regularizer, keep: int)
 
 
 class _StepRule(abc.ABC):
-    """How one variant forms the pre-activation ``v_k`` that :func:`ista_step` shrinks:
-    ``init`` creates the variant's parameters on ``net``, ``first(net, Y)`` gives
-    ``(v_0, context)``, ``next(net, z, prev, k, context)`` gives ``v_k`` from the last two
-    iterates, and ``threshold(net, k)`` the layer's threshold. ``used_rows`` and ``added_row``
-    tell :meth:`LISTA.grow` which rows of a per-step parameter a network uses and what an added
-    (identity) step holds."""
+    """How one variant forms its layers; the subclasses' methods take the arguments below.
+
+    ``init(net, W, inv_L)`` creates the variant's parameters on ``net`` from the dictionary
+    ``W`` ``(n_features, n_atoms)`` and ``inv_L = 1/L`` (0-dim) so that the network is K ISTA
+    steps. ``first(net, Y)`` maps the signals ``Y`` ``(batch, n_features)`` to the first
+    pre-activation ``v_0`` ``(batch, n_atoms)`` and a ``context`` the later layers reuse.
+    ``next(net, z, prev, k, context)`` gives layer ``k``'s pre-activation from the last two
+    iterates ``z`` and ``prev`` ``(batch, n_atoms)`` (``prev`` is zeros before the first),
+    ``threshold(net, k)`` its threshold(s) ``(n_atoms,)`` or ``(1,)``, and
+    ``layer(net, z, prev, k, context)`` the next iterate, by default :func:`ista_step` of the
+    two. ``used_rows(net, name)`` and ``added_row(net, name, row)`` tell :meth:`LISTA.grow`
+    how many rows of the per-step parameter ``name`` a network uses and what an added step,
+    the identity, holds.
+    """
 
     @abc.abstractmethod
     def init(self, net: LISTA, W: torch.Tensor, inv_L: torch.Tensor) -> None: ...
@@ -128,98 +136,26 @@ class _StepRule(abc.ABC):
 
     def layer(self, net: LISTA, z: torch.Tensor, prev: torch.Tensor, k: int, context: Any
               ) -> torch.Tensor:
-        """Layer ``k ≥ 1``: :func:`ista_step` of :meth:`next` at :meth:`threshold`.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        z : torch.Tensor of shape (batch, n_atoms)
-            The previous iterate.
-        prev : torch.Tensor of shape (batch, n_atoms)
-            The one before (zeros before the first).
-        k : int
-            Layer index (0-based).
-        context : Any
-            From :meth:`first`.
-
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
-            The next iterate.
-        """
         return ista_step(self.next(net, z, prev, k, context), self.threshold(net, k), net.reg,
                          net.selected(k))
 
     def threshold(self, net: LISTA, k: int) -> torch.Tensor:
-        """Layer ``k``'s threshold(s), shape ``(n_atoms,)`` or ``(1,)``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        k : int
-            Layer index (0-based).
-
-        Returns
-        -------
-        torch.Tensor
-        """
         return net.at(net.theta, k)
 
     def used_rows(self, net: LISTA, name: str) -> int:
-        """How many rows of the per-step parameter ``name`` the network uses.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        name : str
-            Parameter name.
-
-        Returns
-        -------
-        int
-        """
         return net.n_steps - 1 if name == "S" else net.n_steps
 
     def added_row(self, net: LISTA, name: str, row: torch.Tensor) -> torch.Tensor:
-        """The value of an added step's row of ``name`` that makes the step the identity.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        name : str
-            Parameter name.
-        row : torch.Tensor
-            A row of the parameter (for its shape, dtype and device).
-
-        Returns
-        -------
-        torch.Tensor
-            ``I`` for ``S``, zeros otherwise (no input gain, step or threshold).
-        """
         if name == "S":
             return torch.eye(net.n_atoms, dtype=row.dtype, device=row.device)
         return torch.zeros_like(row)
 
 
-class ClassicRule(_StepRule):
-    """LISTA: ``v_k = α_k W_e y + S_k z_k`` (``W_e = Wᵀ/L``, ``S = I − WᵀW/L``)."""
+class _ClassicRule(_StepRule):
+    """LISTA: ``v_0 = α_0 W_e y``, ``v_k = α_k W_e y + S_k z_k`` with ``W_e = Wᵀ/L``,
+    ``α = 1``, ``S = I − WᵀW/L`` and ``θ = λ/L`` initially; the context is ``W_e y``."""
 
     def init(self, net, W, inv_L):
-        """Create ``W_e = Wᵀ/L``, ``α = 1``, ``S = I − WᵀW/L`` and ``θ = λ/L`` on ``net``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network that receives the parameters.
-        W : torch.Tensor of shape (n_features, n_atoms)
-            The dictionary.
-        inv_L : torch.Tensor of shape ()
-            ``1/L``.
-        """
         K, count = net.n_steps, net.count
         eye = torch.eye(net.n_atoms, dtype=W.dtype, device=W.device)
         net.W_e = nn.Parameter(W.T * inv_L)
@@ -228,174 +164,52 @@ class ClassicRule(_StepRule):
         net.theta = nn.Parameter((net.lam * inv_L).expand(count(K), net.n_atoms).clone())
 
     def first(self, net, Y):
-        """``v_0 = α_0 W_e y``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        Y : torch.Tensor of shape (batch, n_features)
-            Signals.
-
-        Returns
-        -------
-        v : torch.Tensor of shape (batch, n_atoms)
-        B : torch.Tensor of shape (batch, n_atoms)
-            ``W_e y``, the context of the next steps.
-        """
         B = Y @ net.W_e.T
         return net.at(net.alpha, 0) * B, B
 
     def next(self, net, z, prev, k, B):
-        """``v_k = α_k B + S_k z``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        z : torch.Tensor of shape (batch, n_atoms)
-            The previous iterate.
-        prev : torch.Tensor of shape (batch, n_atoms)
-            The one before (unused).
-        k : int
-            Layer index (0-based, at least 1; uses ``S[k - 1]``).
-        B : torch.Tensor of shape (batch, n_atoms)
-            ``W_e y`` from :meth:`first`.
-
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
-        """
         S = net.S[0] if net.tied else net.S[k - 1]
         return net.at(net.alpha, k) * B + z @ S.T
 
 
-class CoupledRule(_StepRule):
-    """LISTA-CP: ``v_k = z_k + V_kᵀ(y − W z_k)``, computed as ``z + Vᵀy − (VᵀW) z``."""
+class _CoupledRule(_StepRule):
+    """LISTA-CP: ``v_0 = V_0ᵀy``, ``v_k = z + V_kᵀ(y − W z)`` (computed as
+    ``z + Vᵀy − (VᵀW) z``) with ``V = W/L`` and ``θ = λ/L`` initially; the context is ``y``."""
 
     def init(self, net, W, inv_L):
-        """Create ``V_k = W/L`` and ``θ = λ/L`` on ``net``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network that receives the parameters.
-        W : torch.Tensor of shape (n_features, n_atoms)
-            The dictionary.
-        inv_L : torch.Tensor of shape ()
-            ``1/L``.
-        """
         count = net.count
         net.V = nn.Parameter((W * inv_L).expand(count(net.n_steps), -1, -1).clone())
         net.theta = nn.Parameter((net.lam * inv_L).expand(count(net.n_steps), net.n_atoms)
                                  .clone())
 
     def first(self, net, Y):
-        """``v_0 = V_0ᵀ y``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        Y : torch.Tensor of shape (batch, n_features)
-            Signals.
-
-        Returns
-        -------
-        v : torch.Tensor of shape (batch, n_atoms)
-        Y : torch.Tensor of shape (batch, n_features)
-            The signals, the context of the next steps.
-        """
         return Y @ net.V[0], Y
 
     def next(self, net, z, prev, k, Y):
-        """``v_k = z + V_kᵀ(y − W z)``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        z : torch.Tensor of shape (batch, n_atoms)
-            The previous iterate.
-        prev : torch.Tensor of shape (batch, n_atoms)
-            The one before (unused).
-        k : int
-            Layer index (0-based).
-        Y : torch.Tensor of shape (batch, n_features)
-            The signals from :meth:`first`.
-
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
-        """
         V = net.V[0] if net.tied else net.V[k]
         return z + Y @ V - z @ (V.T @ net.W).T
 
 
-class StepSizeRule(_StepRule):
-    """ALISTA-like: ``v_k = z_k − γ_k Wᵀ(W z_k − y)``; only ``γ_k`` and ``θ_k`` are learned."""
+class _StepSizeRule(_StepRule):
+    """ALISTA-like: ``v_0 = γ_0 Wᵀy``, ``v_k = z − γ_k (G z − Wᵀy)`` with ``G = WᵀW`` (a
+    buffer); only ``γ = 1/L`` and a scalar ``θ = λ/L`` per layer are learned; the context is
+    ``Wᵀy``."""
 
     def init(self, net, W, inv_L):
-        """Create ``γ = 1/L`` and a scalar ``θ = λ/L`` per layer on ``net`` and the buffer
-        ``G = WᵀW``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network that receives the parameters.
-        W : torch.Tensor of shape (n_features, n_atoms)
-            The dictionary.
-        inv_L : torch.Tensor of shape ()
-            ``1/L``.
-        """
         count = net.count
         net.gamma = nn.Parameter(inv_L.expand(count(net.n_steps)).clone())
         net.theta = nn.Parameter((net.lam * inv_L).expand(count(net.n_steps), 1).clone())
         net.register_buffer("G", W.T @ W)
 
     def first(self, net, Y):
-        """``v_0 = γ_0 Wᵀy``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        Y : torch.Tensor of shape (batch, n_features)
-            Signals.
-
-        Returns
-        -------
-        v : torch.Tensor of shape (batch, n_atoms)
-        b : torch.Tensor of shape (batch, n_atoms)
-            ``Wᵀy``, the context of the next steps.
-        """
         b = Y @ net.W
         return net.at(net.gamma, 0) * b, b
 
     def next(self, net, z, prev, k, b):
-        """``v_k = z − γ_k (G z − Wᵀy)``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        z : torch.Tensor of shape (batch, n_atoms)
-            The previous iterate.
-        prev : torch.Tensor of shape (batch, n_atoms)
-            The one before (unused).
-        k : int
-            Layer index (0-based).
-        b : torch.Tensor of shape (batch, n_atoms)
-            ``Wᵀy`` from :meth:`first`.
-
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
-        """
         return z - net.at(net.gamma, k) * (z @ net.G - b)
 
 
-class HybridRule(_StepRule):
+class _HybridRule(_StepRule):
     """Classic LISTA for the first ``head`` layers (they find the support), then proximal
     gradient steps with learned per-atom step sizes, momentum and a learned share of each
     sample's Barzilai–Borwein step:
@@ -406,29 +220,18 @@ class HybridRule(_StepRule):
 
     The threshold is tied to the step, so every later layer keeps the lasso's solution as its
     fixed point (a diagonally preconditioned ISTA step; Ablin et al. 2019 learn the scalar
-    version). ``s = 1`` (ISTA's step), ``β = 0`` and ``a = 0`` initially, so the untrained
-    network is K ISTA steps; ``a`` is clipped to ``[0, 1]`` and ``s`` at 0.
+    version). The parameters are the classic ones of the first ``min(K, head)`` layers,
+    ``step`` (``s``, ``(max(K − head, 1), n_atoms)``), ``beta`` and ``bb`` (``a``,
+    ``(max(K − head, 1),)``); ``s = 1`` (ISTA's step), ``β = 0`` and ``a = 0`` initially, so
+    the untrained network is K ISTA steps; ``a`` is clipped to ``[0, 1]`` and ``s`` at 0. The
+    context is ``(W_e y, Wᵀy)``.
     """
 
-    #: bounds of the per-sample curvature ratio ``ρ``
+    #: upper bound of the per-sample curvature ratio ``ρ``
     RHO_MAX = 100.0
-
-    classic = ClassicRule()
+    classic = _ClassicRule()
 
     def init(self, net, W, inv_L):
-        """Create the classic parameters of the first ``min(K, head)`` layers and ``step``
-        ``(max(K − head, 1), n_atoms)``, ``beta`` ``(max(K − head, 1),)`` and the buffer
-        ``G = WᵀW``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network that receives the parameters.
-        W : torch.Tensor of shape (n_features, n_atoms)
-            The dictionary.
-        inv_L : torch.Tensor of shape ()
-            ``1/L``.
-        """
         head, tail = min(net.n_steps, net.head), max(net.n_steps - net.head, 1)
         eye = torch.eye(net.n_atoms, dtype=W.dtype, device=W.device)
         net.W_e = nn.Parameter(W.T * inv_L)
@@ -441,67 +244,13 @@ class HybridRule(_StepRule):
         net.register_buffer("G", W.T @ W)
 
     def first(self, net, Y):
-        """``v_0 = α_0 W_e y``, with ``(W_e y, Wᵀy)`` as the context.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        Y : torch.Tensor of shape (batch, n_features)
-            Signals.
-
-        Returns
-        -------
-        v : torch.Tensor of shape (batch, n_atoms)
-        context : tuple of torch.Tensor of shape (batch, n_atoms)
-            ``W_e y`` and ``Wᵀy``.
-        """
         v, B = self.classic.first(net, Y)
         return v, (B, Y @ net.W)
 
     def next(self, net, z, prev, k, context):
-        """The classic pre-activation (used below ``head``; see :meth:`layer`).
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        z : torch.Tensor of shape (batch, n_atoms)
-            The previous iterate.
-        prev : torch.Tensor of shape (batch, n_atoms)
-            The one before (zeros before the first).
-        k : int
-            Layer index (0-based, ``1 ≤ k < head``).
-        context : tuple of torch.Tensor of shape (batch, n_atoms)
-            From :meth:`first`.
-
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
-        """
         return self.classic.next(net, z, prev, k, context[0])
 
     def layer(self, net, z, prev, k, context):
-        """A classic layer below ``head``, else the momentum step with the sample's share of
-        its Barzilai–Borwein step (see the class docstring).
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        z : torch.Tensor of shape (batch, n_atoms)
-            The previous iterate.
-        prev : torch.Tensor of shape (batch, n_atoms)
-            The one before (zeros before the first).
-        k : int
-            Layer index (0-based, at least 1).
-        context : tuple of torch.Tensor of shape (batch, n_atoms)
-            From :meth:`first`.
-
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_atoms)
-        """
         if k < net.head:
             return super().layer(net, z, prev, k, context)
         t = k - net.head
@@ -515,28 +264,14 @@ class HybridRule(_StepRule):
                          net.selected(k))
 
     def used_rows(self, net, name):
-        """Rows used: ``min(K, head)`` (less one for ``S``) of the classic parameters and
-        ``K − head`` of ``step``, ``beta`` and ``bb``.
-
-        Parameters
-        ----------
-        net : LISTA
-            The network.
-        name : str
-            Parameter name.
-
-        Returns
-        -------
-        int
-        """
-        head = min(net.n_steps, net.head)
         if name in ("step", "beta", "bb"):
             return max(net.n_steps - net.head, 0)
+        head = min(net.n_steps, net.head)
         return head - 1 if name == "S" else head
 
 
-STEP_RULES: dict[str, _StepRule] = {"lista": ClassicRule(), "cp": CoupledRule(),
-                                    "step": StepSizeRule(), "hybrid": HybridRule()}
+STEP_RULES: dict[str, _StepRule] = {"lista": _ClassicRule(), "cp": _CoupledRule(),
+                                    "step": _StepSizeRule(), "hybrid": _HybridRule()}
 
 
 def unroll(net: LISTA, Y: torch.Tensor) -> list[torch.Tensor]:

@@ -63,6 +63,19 @@ def check_ok(runs: list[subprocess.CompletedProcess]) -> None:
         assert run.returncode == 0, f"rank {r} failed:\n{run.stderr[-3000:]}"
 
 
+def run_command(args: list[str], out: Path, nproc: int = 1, timeout: float = 120.0
+                ) -> subprocess.CompletedProcess:
+    """``latentebm ARGS --out OUT`` as a process on the CPU, under ``torchrun --standalone
+    --nproc_per_node NPROC`` when ``nproc > 1``; fails the test unless it exits with 0."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    launcher = ([str(Path(sys.executable).with_name("torchrun")), "--standalone",
+                 "--nproc_per_node", str(nproc)] if nproc > 1 else [sys.executable])
+    done = subprocess.run([*launcher, "-m", "latentebm", *args, "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 # --------------------------------------------------------------------------- workers
 def collectives_worker(out_dir: str) -> None:
     assert dist.init_distributed() is True

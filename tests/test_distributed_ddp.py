@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_distributed import check_ok, launch
+from test_distributed import check_ok, launch, run_command
 from torch import nn
 
 from latentebm.training import MinibatchLoop
@@ -158,24 +158,12 @@ def test_vae_ddp_on_two_processes_equals_one(tmp_path: Path) -> None:
 
 
 def test_torchrun_runs_the_vae_command_and_rank_zero_reports(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
     args = ["vae", "--sample", "--latent", "2", "--hidden", "16", "--epochs", "1",
             "--batch-size", "100", "--k", "4", "--nll-images", "10", "--monitor-k", "0",
             "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    two = subprocess.run(
-        [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node",
-         "2", "-m", "latentebm", *args, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert two.returncode == 0, two.stderr[-3000:]
+    two = run_command(args, tmp_path / "two", nproc=2)
     assert two.stdout.count("wrote:") == 1  # rank 0 alone reports
-    one = subprocess.run([sys.executable, "-m", "latentebm", *args, "--out",
-                          str(tmp_path / "one")], env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert one.returncode == 0, one.stderr[-3000:]
+    run_command(args, tmp_path / "one")
     a, b = (load_file(str(tmp_path / d / "checkpoint.safetensors")) for d in ("one", "two"))
     for name, v in a.items():
         if v.is_floating_point():  # float32: the same steps up to rounding

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_distributed import check_ok, launch
+from test_distributed import check_ok, launch, run_command
 from torch import nn
 
 from latentebm.training import distributed as dist
@@ -192,3 +192,24 @@ def test_two_processes_train_as_one(name: str, tmp_path: Path) -> None:
               + ", ".join(f"{k} {x:.1e}" for k, x in worst.items()))
         assert all(math.isfinite(x) and x <= tol for x in worst.values()), (v, worst)
         assert (tmp_path / f"{name}-{v}.ckpt").exists()  # written by rank 0
+
+
+@pytest.mark.parametrize(("args", "files"), [
+    (["psd", "--sample", "--n-train", "120", "--n-test", "30", "--atoms", "16", "--epochs", "1",
+      "--fista-iters", "50", "--quiet"], ["psd_tanh.safetensors", "psd_lista.safetensors"]),
+    (["conditional", "--task", "mnist-completion", "--sample", "--n-train", "150", "--n-test",
+      "20", "--atoms", "50", "--hidden", "16", "--epochs", "1", "--batch-size", "75",
+      "--best-of", "3", "--candidates", "5", "--quiet"],
+     ["checkpoint.safetensors", "checkpoint_lam0.safetensors"]),
+])
+def test_torchrun_runs_the_command_and_rank_zero_reports(args: list[str], files: list[str],
+                                                         tmp_path: Path) -> None:
+    two = run_command(args, tmp_path / "two", nproc=2)
+    assert two.stdout.count("wrote:") == 1  # rank 0 alone reports
+    run_command(args, tmp_path / "one")
+    assert (tmp_path / "two" / "metrics.json").is_file()
+    for f in files:
+        a, b = (load_file(str(tmp_path / d / f)) for d in ("one", "two"))
+        for name, v in a.items():
+            if v.is_floating_point():  # float32: the same steps up to rounding
+                assert float((v - b[name]).norm()) <= 1e-4 * max(float(v.norm()), 1e-12), name

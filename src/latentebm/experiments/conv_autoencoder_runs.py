@@ -11,6 +11,7 @@ import torch
 
 from ..data import local_contrast_normalize, whiten_1f
 from ..models.conv_autoencoder import ConvSparseAutoencoder
+from ..training import distributed
 from ._args import UNUSED_DATA_DIR, add_common_arguments
 from ._run import Run
 
@@ -192,7 +193,8 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
     Returns
     -------
     ConvSparseAutoencoder
-        The trained (or loaded) model, saved as ``model_{tag}.safetensors``.
+        The trained (or loaded) model, saved as ``model_{tag}.safetensors`` (by rank 0 alone
+        under ``torchrun``; every rank trains it).
     """
     final = run_dir.out / f"model_{tag}.safetensors"
     if args.resume and final.exists():
@@ -202,7 +204,7 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
               lr_schedule="cosine", max_iter=args.fista_iter,
               checkpoint=run_dir.out / f"checkpoint_{tag}.safetensors",
               resume=args.resume, progress=not args.quiet)
-    model.save(run_dir.path(f"model_{tag}.safetensors"))
+    distributed.on_main(model.save)(run_dir.path(f"model_{tag}.safetensors"))
     return model
 
 

@@ -116,8 +116,8 @@ RESUMABLE = {"ebm": _ebm_fit, "conv_dictionary": _cdl_fit}
 #: The EBM with a decoder non-linear in z: its latents minimise a non-convex, ill-conditioned
 #: energy whose minimiser is fixed only to about √eps, and the BLAS rounds a row differently
 #: within batches of different sizes (a single-row product is not the same kernel), so a
-#: process's share converges to the same energies (to 1e-14) at latents that differ by ~1e-7
-#: from one process's; the trained weights then agree to ~1e-9.
+#: process's share converges to the same energies (to 1e-14) at latents that differ by a few
+#: 1e-7 from one process's; the trained weights then agree to about 4e-8.
 TOLERANCE = {("ebm", "tanh"): 1e-7}
 
 

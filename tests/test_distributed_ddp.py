@@ -166,28 +166,3 @@ def test_torchrun_runs_the_vae_command_and_rank_zero_reports(tmp_path: Path) -> 
     for name, v in a.items():
         if v.is_floating_point():  # float32: the same steps up to rounding
             assert float((v - b[name]).norm()) <= 1e-4 * max(float(v.norm()), 1e-12), name
-
-
-def single_process_worker(out_dir: str) -> None:
-    from latentebm import PSD, ConvDictionaryLearning, ConvSparseAutoencoder
-
-    dist.init_distributed()
-    messages = []
-    fits = [lambda: PSD(8, 6, 0.1).fit(torch.rand(20, 8), progress=False),
-            lambda: ConvSparseAutoencoder(2, 3).fit(torch.rand(4, 1, 8, 8), progress=False),
-            lambda: ConvDictionaryLearning(2, 3).fit(torch.rand(4, 1, 8, 8), progress=False)]
-    for fit in fits:
-        try:
-            fit()
-        except dist.DistributedError as exc:
-            messages.append(str(exc))
-    Path(out_dir, f"messages{dist.rank()}.json").write_text(json.dumps(messages))
-    dist.shutdown()
-
-
-def test_trainers_without_a_distributed_step_refuse_a_multi_process_job(tmp_path: Path) -> None:
-    check_ok(launch("test_distributed_ddp:single_process_worker", 2, str(tmp_path)))
-    for r in range(2):
-        messages = json.loads((tmp_path / f"messages{r}.json").read_text())
-        assert len(messages) == 3
-        assert all("one process only" in m and "2-process job" in m for m in messages)

@@ -74,8 +74,13 @@ def fit(
     inference iterations, seconds); the per-step mean energy goes to ``model.energy_trace_``.
     A NaN/inf energy or weight stops training with ``FloatingPointError`` naming the step; the
     last good checkpoint is kept.
+
+    Under ``torchrun`` ``batch_size`` is the global batch: each process infers the latents of
+    its share of it (warm starts gathered onto every rank), the model trains as
+    ``DistributedDataParallel`` on its share of the global mean energy, and the weights, the
+    history and ``energy_trace_`` are those one process gets on the same batches. Rank 0 alone
+    writes the checkpoint; every rank resumes from it.
     """
-    dist.require_single_process("LatentVariableEBM.fit")
     x_t, y_t, _ = model._inputs(x, y)
     epochs = check_int(epochs, "epochs", low=1)
     batch_size = check_int(batch_size, "batch_size", low=1)
@@ -99,6 +104,7 @@ def fit(
     elif normalize and model.n_updates_ == 0:
         model.normalize_()
 
+    @dist.on_main
     def save(epoch: int, batch: int) -> None:
         state = TrainingState((epoch, batch), fit_args, optimizer.state_dict(),
                               extra={"codes": codes})
@@ -108,17 +114,20 @@ def fit(
     loop = MinibatchLoop(
         n, batch_size, epochs, seed=seed, device=y_t.device, start=start, checkpoint=checkpoint,
         save=save, checkpoint_every=checkpoint_every, watch=model, optimizer=optimizer,
-        desc="conditional EBM", progress=progress,
+        desc="conditional EBM", progress=progress and dist.is_main(),
     )
+    # a predictor or decoder may leave some parameters out of a step (e.g. an unused bias)
+    trainer = dist.data_parallel(model, find_unused_parameters=True)
     with loop:
         for epoch in loop.epochs():
             stats = _EpochStats.open(model.history_, epoch.index, resumed=epoch.resumed)
             for b in epoch:
-                xb = None if x_t is None else x_t[b.idx]
-                values = _step(model, optimizer, xb, y_t[b.idx], codes, b.idx, tol, max_iter,
-                               normalize)
-                stats.add(values)
-                model.energy_trace_.append(float(values["energy"].mean()))
+                mine = dist.shard(b.idx)
+                xb = None if x_t is None else x_t[mine]
+                values = _step(model, trainer, optimizer, xb, y_t[mine], codes, b.idx, tol,
+                               max_iter, normalize)
+                batch_sums = stats.add(values)
+                model.energy_trace_.append(batch_sums["energy"] / b.idx.numel())
                 model.n_updates_ += 1
                 loop.step_done(b, model.n_updates_, loss=values["energy"],
                                postfix={"energy": f"{stats.mean('energy'):.4g}",
@@ -128,16 +137,18 @@ def fit(
     return model.history_
 
 
-def _step(model, optimizer, xb, yb, codes, idx, tol, max_iter, normalize) -> dict:
-    """Infer ``z*`` (no gradient), then one Adam step on ``mean E(x, y, z*)`` through
-    ``model.forward``."""
+def _step(model, trainer, optimizer, xb, yb, codes, idx, tol, max_iter, normalize) -> dict:
+    """Infer ``z*`` (no gradient) of this process's rows ``xb``, ``yb`` of the global batch
+    ``idx``, then one Adam step on the global batch's ``mean E(x, y, z*)`` through
+    ``trainer`` (``model`` or its DDP wrapper). Returns this process's per-sample values."""
+    mine = dist.shard(idx)
     with torch.no_grad():
         h = model.hidden(xb)
-        out = model.solve_tensors(h, yb, codes[idx], tol=tol, max_iter=max_iter)
+        out = model.solve_tensors(h, yb, codes[mine], tol=tol, max_iter=max_iter)
     Z = out.z
-    codes[idx] = Z
+    codes[idx] = dist.all_gather_cat(Z, what="of the latents")
     optimizer.zero_grad(set_to_none=True)
-    model(xb, yb, Z).mean().backward()
+    dist.global_mean(trainer(xb, yb, Z).sum(), idx.numel()).backward()
     optimizer.step()
     if normalize:
         model.normalize_()

@@ -22,6 +22,7 @@ from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
 from ..energy import ConditionalLinearDecoder, LatentVariableEBM
+from ..training import distributed
 from . import conditional_eval as ev
 from ._args import add_common_arguments, add_defaulted_flags
 from ._run import Run
@@ -182,12 +183,17 @@ def run(args: argparse.Namespace) -> Run:
             "λ = 0": (0.0, out.path("checkpoint_lam0.safetensors"))}
     metrics: dict[str, Any] = {"task": args.task, "n_train": int(Xtr.shape[0]),
                                "n_test": int(Xte.shape[0]), "models": {}}
-    rankings, traces = {}, {}
-    for label, (lam, ckpt) in runs.items():
-        model = build_model(lam, args, device)
+    models = {}
+    for label, (lam, ckpt) in runs.items():  # under torchrun every rank trains
+        models[label] = model = build_model(lam, args, device)
         model.fit(Xtr, Ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   tol=1e-3, max_iter=100, seed=args.seed, checkpoint=ckpt,
                   resume=args.resume, progress=not args.quiet)
+    if not distributed.is_main():  # the models are the same on every rank: rank 0 reports
+        return out
+    rankings, traces = {}, {}
+    for label, (lam, _) in runs.items():
+        model = models[label]
         rank = ev.ranking(model, Xte, Yte, n_candidates=min(args.candidates, Xte.shape[0]),
                           seed=args.seed, tol=1e-4, max_iter=300)
         n_bank = min(Xtr.shape[0], 5000)

@@ -12,6 +12,7 @@ import torch
 from .._docs import fill_doc
 from ..data import local_contrast_normalize, whiten_1f
 from ..models.conv_autoencoder import ConvSparseAutoencoder
+from ..training import distributed
 from ._args import UNUSED_DATA_DIR, add_common_arguments, add_defaulted_flags
 from ._run import Run
 
@@ -189,7 +190,8 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
     Returns
     -------
     ConvSparseAutoencoder
-        The trained (or loaded) model, saved as ``model_{tag}.safetensors``.
+        The trained (or loaded) model, saved as ``model_{tag}.safetensors`` (by rank 0 alone
+        under ``torchrun``; every rank trains it).
     """
     final = run_dir.out / f"model_{tag}.safetensors"
     if args.resume and final.exists():
@@ -199,7 +201,7 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
               lr_schedule="cosine", max_iter=args.fista_iter,
               checkpoint=run_dir.out / f"checkpoint_{tag}.safetensors",
               resume=args.resume, progress=not args.quiet)
-    model.save(run_dir.path(f"model_{tag}.safetensors"))
+    distributed.on_main(model.save)(run_dir.path(f"model_{tag}.safetensors"))
     return model
 
 

@@ -12,6 +12,7 @@ from .. import viz
 from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_images
+from ..training import distributed
 from . import conv_autoencoder_runs as runs
 from ._run import Run
 
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> Run:
     test = torch.from_numpy(test_np).to(device)
 
     model = runs.train_or_load(args, run_dir, args.filters, 3, train, f"{args.filters:02d}")
+    if not distributed.is_main():  # the model is the same on every rank: rank 0 reports
+        return run_dir
     encoder = model.encoder.detach().cpu().numpy()
     decoder = model.decoder.detach().cpu().numpy()
     viz.filter_bank_pair(encoder, decoder, run_dir.path("kernels.png"),

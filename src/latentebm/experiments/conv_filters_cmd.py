@@ -20,6 +20,7 @@ from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_images
 from ..metrics import centre_surround_score, fit_gabors, gabor_summary
+from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import conv_autoencoder_runs as runs
 from ._run import Run
@@ -155,9 +156,15 @@ def run(args: argparse.Namespace) -> Run:
 
     per_count: dict[str, dict] = {}
     banks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for count in counts:
+    trained: dict[int, tuple] = {}  # count: (model, seconds to train or load it)
+    for count in counts:  # under torchrun every rank trains, then rank 0 reports
         start = run_dir.elapsed()
-        model = runs.train_or_load(args, run_dir, count, 1, train, f"{count:02d}")
+        trained[count] = (runs.train_or_load(args, run_dir, count, 1, train, f"{count:02d}"),
+                          run_dir.elapsed() - start)
+    if not distributed.is_main():  # the models are the same on every rank
+        return run_dir
+    for count, (model, train_wall) in trained.items():
+        start = run_dir.elapsed()
         encoder = model.encoder.detach().cpu().numpy()
         decoder = model.decoder.detach().cpu().numpy()
         banks[count] = (encoder, decoder)
@@ -168,7 +175,7 @@ def run(args: argparse.Namespace) -> Run:
             **shape_metrics(encoder, decoder),
             **runs.evaluate(model, test),
             "train_seconds": sum(epoch["seconds"] for epoch in model.history_),
-            "seconds_this_invocation": run_dir.elapsed() - start,
+            "seconds_this_invocation": train_wall + run_dir.elapsed() - start,
             "history": model.history_,
         }
     overview_figure(banks, run_dir.path("filters_overview.png"))

@@ -29,6 +29,7 @@ from .._io import write_atomic
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
 from ..models.conv_autoencoder import ConvSparseAutoencoder
+from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from ._args import add_common_arguments
 from ._run import Run
@@ -414,7 +415,7 @@ def _autoencoder(args: argparse.Namespace, run_dir: Run, unlabelled: torch.Tenso
                                device=device)
     ae.fit(unlabelled, epochs=args.epochs, batch_size=32, lr=0.01, max_iter=args.fista_iter,
            checkpoint=run_dir.checkpoint, resume=args.resume, progress=not args.quiet)
-    ae.save(run_dir.path("autoencoder.safetensors"))
+    distributed.on_main(ae.save)(run_dir.path("autoencoder.safetensors"))
     return ae
 
 
@@ -441,6 +442,8 @@ def run(args: argparse.Namespace) -> Run:
     run_dir = Run(args.out, config, resume=args.resume)
     unlabelled, data = _mnist(args, device, args.classes)
     ae = _autoencoder(args, run_dir, unlabelled, device)
+    if not distributed.is_main():  # under torchrun the ranks train the auto-encoder together;
+        return run_dir             # rank 0 alone trains the classifiers and reports
 
     fingerprint = {"autoencoder_steps": ae.n_steps_, "steps": args.steps,
                    "classifier_lr": args.classifier_lr, "n_test": args.n_test,

@@ -19,6 +19,7 @@ from ..models import SparseCoding
 from ..models.lista import LISTA
 from ..models.psd import ENCODERS, PSD
 from ..solvers import fista
+from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import lista_eval as ev
 from ._args import add_common_arguments
@@ -176,14 +177,18 @@ def run(args: argparse.Namespace) -> Run:
                 f"needs {args.atoms} atoms of {Y.shape[1]}"
             )
         init = sc.dictionary()
-    results, curves_energy = {}, {}
-    for name in args.encoders:
-        model = PSD(Y.shape[1], args.atoms, args.lam, args.beta, encoder=name,
-                    n_steps=args.steps, init=init, seed=args.seed, device=device)
+    models = {}
+    for name in args.encoders:  # under torchrun every rank trains, then rank 0 reports
+        models[name] = model = PSD(Y.shape[1], args.atoms, args.lam, args.beta, encoder=name,
+                                   n_steps=args.steps, init=init, seed=args.seed, device=device)
         model.fit(Y, epochs=args.epochs, batch_size=args.batch_size,
                   lr_decoder=args.lr_decoder, lr_encoder=args.lr_encoder,
                   checkpoint=out.path(f"psd_{name}.safetensors"), resume=args.resume,
                   progress=not args.quiet)
+    if not distributed.is_main():  # the models are the same on every rank
+        return out
+    results, curves_energy = {}, {}
+    for name, model in models.items():
         results[name] = evaluate(model, Yt, args)
         epochs = np.array([h["epoch"] + 1 for h in model.history_])
         curves_energy[f"{name}: PSD energy at z"] = (

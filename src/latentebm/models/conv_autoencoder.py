@@ -473,8 +473,14 @@ class ConvSparseAutoencoder(LatentModel):
         -------
         list of dict
             The per-epoch history.
+
+        Notes
+        -----
+        Under ``torchrun`` ``batch_size`` is the global batch: each process infers the codes of
+        its share of it and backpropagates its share of the global mean loss through
+        ``DistributedDataParallel``, so the weights and the history are those one process gets
+        on the same batches. Rank 0 alone writes the checkpoint; every rank resumes from it.
         """
-        dist.require_single_process("ConvSparseAutoencoder.fit")
         Y_t = self._images(Y)
         epochs = check_int(epochs, "epochs", low=1)
         batch_size = min(check_int(batch_size, "batch_size", low=1), Y_t.shape[0])
@@ -504,6 +510,7 @@ class ConvSparseAutoencoder(LatentModel):
                                                          self.kernel_size, gen))
             self._init_from_data = False
 
+        @dist.on_main
         def save(epoch: int, batch: int) -> None:
             self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
                                            optimizer=optimizer, scheduler=scheduler)
@@ -512,13 +519,16 @@ class ConvSparseAutoencoder(LatentModel):
             n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
             checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
             optimizer=optimizer, scheduler=scheduler,
-            desc=f"conv auto-encoder ({self.mode})", progress=progress,
+            desc=f"conv auto-encoder ({self.mode})", progress=progress and dist.is_main(),
         )
+        # the unused one of bias / threshold gets no gradient
+        terms = dist.data_parallel(_TrainingTerms(self), find_unused_parameters=True)
         with loop:
             for epoch in loop.epochs():
                 stats = _Stats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
-                    record = self._step(Y_t[b.idx], optimizer, tol, max_iter)
+                    record = self._step(Y_t[dist.shard(b.idx)], b.idx.numel(), terms,
+                                        optimizer, tol, max_iter)
                     self.n_steps_ += 1
                     stats.add(record)
                     loop.step_done(b, self.n_steps_, loss=record["energy"],
@@ -528,28 +538,24 @@ class ConvSparseAutoencoder(LatentModel):
                 stats.close()
         return self.history_
 
-    def _step(self, Y: torch.Tensor, optimizer: torch.optim.Optimizer, tol: float,
-              max_iter: int) -> dict[str, torch.Tensor]:
-        """One training step on a batch; returns per-batch sums for the history."""
+    def _step(self, Y: torch.Tensor, n_global: int, terms: nn.Module,
+              optimizer: torch.optim.Optimizer, tol: float, max_iter: int
+              ) -> dict[str, torch.Tensor]:
+        """One training step on this process's images ``Y`` of a global batch of
+        ``n_global``, through ``terms`` (:class:`_TrainingTerms` or its DDP wrapper); returns
+        this process's sums for the history."""
         batch = Y.shape[0]
         optimizer.zero_grad(set_to_none=True)
         if self.mode == "psd":
             out = self.infer(Y, tol=tol, max_iter=max_iter)
-            Z = out.z
-            pred = self(Y)
-            r = Y - self.decode(Z)
-            recon = 0.5 * batch_dot(r, r)
-            prediction = 0.5 * self.beta * batch_dot(Z - pred, Z - pred)
-            loss = (recon.sum() + prediction.sum()) / batch
-            energy = out.energy
+            Z, energy = out.z, out.energy
+            recon, prediction, _ = terms(Y, Z)
+            loss = recon.sum() + prediction.sum()
         else:
-            Z = self(Y)
-            r = Y - self.decode(Z)
-            recon = 0.5 * batch_dot(r, r)
-            prediction = torch.zeros_like(recon)
+            recon, prediction, Z = terms(Y, None)
             energy = recon + self.lam * Z.abs().flatten(1).sum(1)
-            loss = energy.sum() / batch
-        loss.backward()
+            loss = energy.sum()
+        dist.global_mean(loss, n_global).backward()
         optimizer.step()
         with torch.no_grad():
             self.decoder.div_(_norms(self.decoder).clamp_min(torch.finfo(Y.dtype).tiny))
@@ -584,6 +590,50 @@ def _unit(K: torch.Tensor) -> torch.Tensor:
     return K / _norms(K)
 
 
+class _TrainingTerms(nn.Module):
+    """A :class:`ConvSparseAutoencoder`'s per-image training terms as one module, so that
+    ``DistributedDataParallel`` sees every parameter of a step in its ``forward``.
+
+    Parameters
+    ----------
+    model : ConvSparseAutoencoder
+        The model being trained (held, not copied).
+    """
+
+    def __init__(self, model: ConvSparseAutoencoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, Y: torch.Tensor, Z: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``½‖y − Dz‖²`` and ``(β/2)‖z − Enc(y)‖²`` per image at the codes ``Z`` (``"psd"``),
+        or at ``z = Enc(y)`` when ``Z`` is None (``"sparse-ae"``, prediction term zero).
+
+        Parameters
+        ----------
+        Y : torch.Tensor of shape (batch, channels, H, W)
+            Validated images.
+        Z : torch.Tensor of shape (batch, n_filters, H', W') or None
+            Inferred codes, or None to use the encoder's.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            Reconstruction ``(batch,)``, prediction ``(batch,)`` and the codes used
+            ``(batch, n_filters, H', W')``.
+        """
+        model = self.model
+        if Z is None:
+            Z = model(Y)
+            prediction = None
+        else:
+            D = Z - model(Y)
+            prediction = 0.5 * model.beta * batch_dot(D, D)
+        r = Y - model.decode(Z)
+        recon = 0.5 * batch_dot(r, r)
+        return recon, torch.zeros_like(recon) if prediction is None else prediction, Z
+
+
 class _Stats(MeanRecord):
     """Per-epoch means of the step records (per-batch sums), ``mean_<key>`` in the history."""
 
@@ -591,8 +641,8 @@ class _Stats(MeanRecord):
     PREFIX = "mean_"
     COUNT_KEY = "images"
 
-    def add(self, record: dict[str, torch.Tensor]) -> None:
-        self.add_sums(record, float(record["images"]))
+    def add(self, record: dict[str, torch.Tensor]) -> dict[str, float]:
+        return self.add_sums(record, float(record["images"]))
 
     def entry(self, partial: bool, seconds: float) -> dict[str, Any]:
         values = self.values()  # this history has always listed the means last

@@ -214,8 +214,17 @@ class ConvDictionaryLearning(DictionaryModel):
         -------
         list of dict
             The per-epoch history.
+
+        Notes
+        -----
+        Under ``torchrun`` ``batch_size`` is the global batch and its images are shared out
+        between the processes: each computes the codes of its images, the kernel step's
+        objective and gradient are summed over the processes (so every process takes the same
+        steps, those of one process on the whole batch), and kernels are replaced from the
+        whole batch's residual. The warm-start codes are gathered onto every rank; the
+        callback gets this process's energies. Rank 0 alone writes the checkpoint; every rank
+        resumes from it.
         """
-        dist.require_single_process("ConvDictionaryLearning.fit")
         Y_t, _ = self.check_input(Y, "Y", ndim=4)
         self.operator().check_signal(Y_t, "Y")
         epochs = check_int(epochs, "epochs", low=1)
@@ -247,6 +256,7 @@ class ConvDictionaryLearning(DictionaryModel):
             self.kernels.copy_(patches)
             self._init_from_data = False
 
+        @dist.on_main
         def save(epoch: int, batch: int) -> None:
             extra = {} if codes is None else {"codes": codes}
             self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch), extra=extra)
@@ -254,14 +264,15 @@ class ConvDictionaryLearning(DictionaryModel):
         loop = MinibatchLoop(
             n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
             checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            desc="conv dictionary", progress=progress,
+            desc="conv dictionary", progress=progress and dist.is_main(),
         )
         with loop:
             for epoch in loop.epochs():
                 stats = _Stats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
-                    Yb = Y_t[b.idx]
-                    out = self(Yb, None if codes is None else codes[b.idx], tol=tol,
+                    mine = dist.shard(b.idx)
+                    Yb = Y_t[mine]
+                    out = self(Yb, None if codes is None else codes[mine], tol=tol,
                                max_iter=max_iter)
                     Z = out.z
                     scale = self._kernel_step_(Yb, Z, dict_steps)
@@ -270,7 +281,7 @@ class ConvDictionaryLearning(DictionaryModel):
                         replaced = self._replace_atoms_(Yb, Z, replace_threshold, steps_per_epoch)
                         Z[:, replaced] = 0
                     if codes is not None:
-                        codes[b.idx] = Z
+                        codes[b.idx] = dist.all_gather_cat(Z, what="of the codes")
                     self.n_steps_ += 1
                     stats.add(out.energy, Z)
                     loop.step_done(
@@ -308,6 +319,18 @@ class ConvDictionaryLearning(DictionaryModel):
                     r = ConvDictionary(V, boundary=self.boundary).decode(Z) - Y
                     return 0.5 * (r * r).sum()
 
+        if dist.world_size() > 1:  # the whole batch's objective: sums over the processes
+            local_value, local_value_and_grad = value, value_and_grad
+
+            def value(V: torch.Tensor) -> torch.Tensor:
+                return dist.all_reduce_(local_value(V).clone(), what="of the kernel objective")
+
+            def value_and_grad(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                f, grad = local_value_and_grad(V)
+                both = dist.all_reduce_(torch.cat([f.reshape(1), grad.reshape(-1)]),
+                                        what="of the kernel objective and gradient")
+                return both[0], both[1:].view_as(grad)
+
         result = smooth_proximal_gradient(
             JointObjective(value, value_and_grad), K.unsqueeze(0), 1.0,
             UnitBall(atom_ndim=K.dim() - 1), max_iter=n_steps, tol=0.0, shrink=0.5,
@@ -327,7 +350,7 @@ class ConvDictionaryLearning(DictionaryModel):
         the batch residual with the most energy. Returns the boolean mask of replaced kernels."""
         K = self.kernels.data
         k = self.kernel_size
-        usage = Z.abs().sum(dim=(0, 2, 3))
+        usage = dist.all_reduce_(Z.abs().sum(dim=(0, 2, 3)), what="of the kernel usage")
         self.last_used[usage > 0] = self.n_steps_
         # corr[i, j] = max over shifts of |<K_i, shift(K_j)>|, kernels have unit norm
         corr = F.conv2d(K, K, padding=k - 1).abs().flatten(2).amax(2)
@@ -344,6 +367,8 @@ class ConvDictionaryLearning(DictionaryModel):
             return replace
         with torch.no_grad():
             residual = Y - ConvDictionary(K, boundary=self.boundary).decode(Z)
+            # every rank picks the same windows from the whole batch, in batch order
+            residual = dist.all_gather_cat(residual, what="of the residuals (replaced kernels)")
             energy = F.avg_pool2d((residual * residual).sum(1, keepdim=True), k, stride=1)
         flat = energy.flatten()
         _, w_out = energy.shape[-2:]
@@ -440,10 +465,15 @@ class _Stats(EpochRecord):
         return self.nnz / max(self.entries, 1.0)
 
     def add(self, energy: torch.Tensor, Z: torch.Tensor) -> None:
-        self.energy_sum += float(energy.sum())
-        self.nnz += float((Z != 0).sum())
-        self.entries += float(Z.numel())
-        self.count += Z.shape[0]
+        """Add this process's energies ``(batch,)`` and codes ``(batch, n_atoms, H', W')``;
+        the sums are added over the processes."""
+        sums = dist.all_reduce_floats(
+            [float(energy.sum()), float((Z != 0).sum()), float(Z.numel()), float(Z.shape[0])],
+            what="of the epoch sums")
+        self.energy_sum += sums[0]
+        self.nnz += sums[1]
+        self.entries += sums[2]
+        self.count += round(sums[3])
         self.publish(partial=True)
 
     def values(self) -> dict[str, Any]:

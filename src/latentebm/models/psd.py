@@ -23,7 +23,7 @@ from torch import nn
 
 from .._docs import fill_doc
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
-from ..dictionary_update import atoms_from_data, initial_atoms, sgd_update_
+from ..dictionary_update import atoms_from_data, initial_atoms, sgd_gradient_sum, sgd_step_
 from ..operators import DenseDictionary, batch_dot
 from ..problem import to_output
 from ..regularizers import L1
@@ -355,8 +355,15 @@ class PSD(LatentModel):
         list of dict
             The per-epoch history: mean energy at ``z``, mean Lasso energy of the encoder's
             codes, mean prediction error ``‖z − Enc(y)‖²``, mean FISTA iterations, seconds.
+
+        Notes
+        -----
+        Under ``torchrun`` ``batch_size`` is the global batch: each process infers the codes of
+        its share of it, the decoder's gradient is summed over the processes and the encoder
+        trains as ``DistributedDataParallel``, so the weights and the history are those one
+        process gets on the same batches. Rank 0 alone writes the checkpoint; every rank
+        resumes from it.
         """
-        dist.require_single_process("PSD.fit")
         Y_t = self._check_signals(Y)
         epochs = check_int(epochs, "epochs", low=1)
         batch_size = check_int(batch_size, "batch_size", low=1)
@@ -380,6 +387,7 @@ class PSD(LatentModel):
             start = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
                                      scheduler=scheduler).position
 
+        @dist.on_main
         def save(epoch: int, batch: int) -> None:
             self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
                                            optimizer=optimizer, scheduler=scheduler)
@@ -388,15 +396,16 @@ class PSD(LatentModel):
             n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
             checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
             optimizer=optimizer, scheduler=scheduler, desc=f"PSD ({self.config.encoder})",
-            progress=progress,
+            progress=progress and dist.is_main(),
         )
+        encoder = dist.data_parallel(self.encoder)
         with loop:
             for epoch in loop.epochs():
                 stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
                     factor = cosine_factor(b.step, loop.total, FINAL_LR_FRACTION)
-                    record = self._update(optimizer, Y_t[b.idx], lr_decoder * factor, tol,
-                                          max_iter)
+                    record = self._update(optimizer, Y_t[dist.shard(b.idx)], b.idx.numel(),
+                                          lr_decoder * factor, tol, max_iter, encoder)
                     stats.add(record)
                     self.n_updates_ += 1
                     loop.step_done(b, self.n_updates_, loss=record["energy"],
@@ -405,8 +414,12 @@ class PSD(LatentModel):
                 stats.close()
         return self.history_
 
-    def _update(self, optimizer, Yb: torch.Tensor, lr_decoder: float, tol: float,
-                max_iter: int) -> dict[str, torch.Tensor]:
+    def _update(self, optimizer, Yb: torch.Tensor, n_global: int, lr_decoder: float,
+                tol: float, max_iter: int, encoder: nn.Module) -> dict[str, torch.Tensor]:
+        """One step on this process's rows ``Yb`` of a global batch of ``n_global``: codes of
+        ``Yb``, the decoder step from the gradient summed over the processes, and the encoder
+        step through ``encoder`` (``self.encoder`` or its DDP wrapper) on its share of the
+        global mean. Returns this process's per-sample records."""
         with torch.no_grad():
             P = self(Yb)
             Y_aug, op = self._stacked(Yb, P)
@@ -414,10 +427,12 @@ class PSD(LatentModel):
             Z = out.z
             r = Yb - P @ self.W.T
             lasso_pred = 0.5 * batch_dot(r, r) + self.lam * P.abs().sum(1)
-            sgd_update_(self.W, Yb, Z, lr_decoder)
+            grad = dist.all_reduce_(sgd_gradient_sum(self.W, Yb, Z),
+                                    what="of the decoder gradient")
+            sgd_step_(self.W, grad, n_global, lr_decoder)
         optimizer.zero_grad(set_to_none=True)
-        loss = 0.5 * self.beta * (Z - self(Yb)).pow(2).sum(1)
-        loss.mean().backward()
+        loss = 0.5 * self.beta * (Z - encoder(Yb)).pow(2).sum(1)
+        dist.global_mean(loss.sum(), n_global).backward()
         optimizer.step()
         return {
             "energy": out.energy, "lasso_energy_encoder": lasso_pred,

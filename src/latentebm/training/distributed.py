@@ -251,6 +251,28 @@ def all_reduce_dict_(tensors: dict[str, torch.Tensor], *, what: str = "all_reduc
     return tensors
 
 
+def all_reduce_floats(values: list[float], *, what: str = "all_reduce") -> list[float]:
+    """Python numbers (e.g. a batch's sums for the history) summed over all processes, in
+    one float64 collective; ``values`` itself with one process.
+
+    Parameters
+    ----------
+    values : list of float
+        This process's numbers; the same length on every rank.
+    what : str, default="all_reduce"
+        Name of the collective in error messages.
+
+    Returns
+    -------
+    list of float
+        The sums, in order, the same on every rank.
+    """
+    if world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device())
+    return all_reduce_(t, what=what).tolist()
+
+
 def all_gather_cat(tensor: torch.Tensor, *, what: str = "all_gather") -> torch.Tensor:
     """The ``tensor`` of every rank concatenated along dim 0, in rank order.
 
@@ -405,26 +427,6 @@ def on_main(write: Callable[..., None]) -> Callable[..., None]:
     return call
 
 
-def require_single_process(what: str) -> None:
-    """Refuse to train ``what`` across processes where it has no distributed step yet (rather
-    than letting every process train its own copy).
-
-    Parameters
-    ----------
-    what : str
-        The trainer's name for the error message, e.g. ``"PSD.fit"``.
-
-    Raises
-    ------
-    DistributedError
-        When a process group of more than one process is initialised.
-    """
-    if world_size() > 1:
-        raise DistributedError(
-            f"{what} trains on one process only (no distributed step yet), but this is a "
-            f"{world_size()}-process job; run it without torchrun")
-
-
 # --------------------------------------------------------------------------- gradients
 def data_parallel(module: torch.nn.Module, *, find_unused_parameters: bool = False
                   ) -> torch.nn.Module:
@@ -528,11 +530,11 @@ def shard(indices: torch.Tensor, rank_: int | None = None, world: int | None = N
 
 __all__ = [
     "DistributedError",
-    "require_single_process",
     "all_gather_cat",
     "all_gather_object",
     "all_reduce_",
     "all_reduce_dict_",
+    "all_reduce_floats",
     "any_rank",
     "barrier",
     "broadcast_",

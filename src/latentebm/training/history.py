@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from . import distributed as dist
+
 
 class EpochRecord(ABC):
     """Base class: subclasses keep their sums, say what the entry holds (:meth:`values`) and how
@@ -112,7 +114,10 @@ class MeanRecord(EpochRecord):
     """Per-sample quantities ``KEYS`` summed over the epoch and published as means (named
     ``PREFIX + key``), with the sample count as ``COUNT_KEY``. :meth:`add` takes a dict of
     per-sample tensors ``(batch,)``, :meth:`add_sums` sums already taken over a batch;
-    ``SUM_DTYPE`` (if set) is the dtype the sums are taken in.
+    ``SUM_DTYPE`` (if set) is the dtype the sums are taken in. Under ``torchrun`` each process
+    adds the sums over its share of a global batch and they are summed over the processes (one
+    collective per batch, so every rank must add every batch), so every rank's history is the
+    whole batches'.
 
     Parameters
     ----------
@@ -146,19 +151,25 @@ class MeanRecord(EpochRecord):
         """
         return self.sums[key] / max(self.count, 1)
 
-    def add(self, values: dict[str, torch.Tensor]) -> None:
+    def add(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
         """Add a batch of per-sample values and republish the entry.
 
         Parameters
         ----------
         values : dict of str to torch.Tensor of shape (batch,)
             One tensor per key of ``KEYS`` (other keys are ignored).
+
+        Returns
+        -------
+        dict of str to float
+            The batch's sums (over every process), as :meth:`add_sums`.
         """
         sums = {key: (values[key] if self.SUM_DTYPE is None
                       else values[key].to(self.SUM_DTYPE)).sum() for key in self.KEYS}
-        self.add_sums(sums, int(values[self.KEYS[0]].shape[0]))
+        return self.add_sums(sums, int(values[self.KEYS[0]].shape[0]))
 
-    def add_sums(self, sums: dict[str, torch.Tensor | float], count: int | float) -> None:
+    def add_sums(self, sums: dict[str, torch.Tensor | float], count: int | float
+                 ) -> dict[str, float]:
         """Add sums already taken over a batch and republish the entry.
 
         Parameters
@@ -166,12 +177,24 @@ class MeanRecord(EpochRecord):
         sums : dict of str to torch.Tensor or float
             One scalar per key of ``KEYS``.
         count : int or float
-            Number of samples (or total weight) the sums are over.
+            Number of samples (or total weight) the sums are over, on this process.
+
+        Returns
+        -------
+        dict of str to float
+            The batch's sums of ``KEYS`` over every process.
         """
+        if dist.world_size() > 1:
+            *added, total = dist.all_reduce_floats(
+                [float(sums[key]) for key in self.KEYS] + [float(count)], what="of the epoch sums")
+            sums = dict(zip(self.KEYS, added, strict=True))
+            count = round(total) if isinstance(count, int) else total
+        batch = {key: float(sums[key]) for key in self.KEYS}
         for key in self.KEYS:
-            self.sums[key] += float(sums[key])
+            self.sums[key] += batch[key]
         self.count += count
         self.publish(partial=True)
+        return batch
 
     def values(self) -> dict[str, Any]:
         return {**{self.PREFIX + k: self.mean(k) for k in self.KEYS}, self.COUNT_KEY: self.count}

@@ -75,10 +75,9 @@ def test_gradcheck_through_unrolled_steps(variant, tied):
 def test_gradcheck_through_the_hybrid_learned_steps():
     W, Y = sparse_problem(n_features=5, n_atoms=7, n=3, seed=1)
     model = LISTA(W, 0.05, 4, variant="hybrid", head=1)
-    with torch.no_grad():  # away from the clips at 0 and 1, where the derivative is one-sided
+    with torch.no_grad():  # away from the clip at 0, where the derivative is one-sided
         model.step.fill_(1.3)
-        model.beta.fill_(0.3)
-        model.bb.fill_(0.5)
+        model.cg.fill_(0.7)
     names = [n for n, _ in model.named_parameters()]
     params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
 
@@ -90,14 +89,13 @@ def test_gradcheck_through_the_hybrid_learned_steps():
 
 
 def test_hybrid_tail_keeps_the_lasso_solution_as_fixed_point():
-    # Whatever the learned steps, momentum and BB share, a tail layer fed the optimal code
-    # twice returns it: the threshold is tied to the step.
+    # Whatever the learned steps and conjugate-gradient shares, a tail layer fed the optimal
+    # code returns it: the threshold is tied to the step and the gradient on the support is 0.
     W, Y = sparse_problem(n=24)
     model = LISTA(W, 0.2, 5, variant="hybrid", head=2)
     with torch.no_grad():
         model.step.uniform_(0.5, 3.0)
-        model.beta.uniform_(-0.5, 0.9)
-        model.bb.fill_(1.0)
+        model.cg.uniform_(0.5, 1.5)
     Z_star = latentebm.fista(Y, W, 0.2, tol=1e-12, max_iter=20000).z
     rule = latentebm.models.lista.STEP_RULES["hybrid"]
     with torch.no_grad():
@@ -105,6 +103,11 @@ def test_hybrid_tail_keeps_the_lasso_solution_as_fixed_point():
         for k in range(2, 5):
             out = rule.layer(model, Z_star, Z_star, k, context)
             assert torch.allclose(out, Z_star, atol=1e-8, rtol=0), k
+        # and a code off the solution moves towards it
+        start = 0.8 * Z_star
+        context = rule.first(model, Y)[1]
+        closer = rule.layer(model, start, start, 2, context)
+        assert (closer - Z_star).norm() < 0.5 * (start - Z_star).norm()
 
 
 def _wreck_after(n_updates: int):

@@ -34,7 +34,8 @@ from .mnist_problems import (
 )
 
 NAME = "lista"
-HELP = "LISTA (tied, untied, CP, step-only) against ISTA and FISTA: error, iterations, speed"
+HELP = ("LISTA (untied, tied, CP, step-only, hybrid) against ISTA and FISTA: error, "
+        "iterations, speed")
 
 #: command-line name -> (LISTA variant, tied, label)
 VARIANTS: dict[str, tuple[str, bool, str]] = {
@@ -61,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser, n_train=60000, n_test=2000)
     parser.add_argument("--dict-epochs", type=int, default=1,
                         help="epochs of dictionary learning when no --dictionary (default: 1)")
-    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10],
-                        help="depths K to train (default: 1 2 3 5 10)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10, 16],
+                        help="depths K to train (default: 1 2 3 5 10 16)")
     parser.add_argument("--epochs-per-step", type=int, nargs="+", default=None,
                         help="epochs for each depth in --steps, in the same order (default: "
                              "--epochs for every depth)")

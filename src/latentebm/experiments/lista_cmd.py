@@ -24,6 +24,7 @@ from .._io import atomic_path
 from ..models import SparseCoding
 from ..models.lista import LISTA
 from ..solvers import fista
+from ..training import distributed
 from ..training.checkpoint import read_checkpoint, write_checkpoint
 from . import lista_eval as ev
 from ._args import add_common_arguments
@@ -176,9 +177,11 @@ def optimal_codes(args, run: Run, Y: torch.Tensor, Yt: torch.Tensor, W: torch.Te
     start = time.perf_counter()
     out, out_t = (fista(X, W, args.lam, max_iter=5000) for X in (Y, Yt))
     gap_max = float(torch.cat([out.gap / out.energy, out_t.gap / out_t.energy]).max())
-    write_checkpoint(path, kind="lista_targets", config={"seconds": time.perf_counter() - start},
-                     state_dict={"train": out.z, "test": out_t.z,
-                                 "gap_max": torch.tensor(gap_max)})
+    if distributed.is_main():  # every rank computes the same codes; rank 0 caches them
+        write_checkpoint(path, kind="lista_targets",
+                         config={"seconds": time.perf_counter() - start},
+                         state_dict={"train": out.z, "test": out_t.z,
+                                     "gap_max": torch.tensor(gap_max)})
     return out.z, out_t.z, gap_max
 
 
@@ -238,7 +241,9 @@ def shifted_training_set(args, run: Run, Y: torch.Tensor, Z: torch.Tensor, W: to
             codes = None
     if codes is None:
         codes = fista(shifted, W, args.lam, max_iter=5000).z
-        write_checkpoint(path, kind="lista_targets", config={}, state_dict={"shifted": codes})
+        if distributed.is_main():
+            write_checkpoint(path, kind="lista_targets", config={},
+                             state_dict={"shifted": codes})
     return torch.cat([Y, shifted]), torch.cat([Z, codes])
 
 
@@ -593,6 +598,8 @@ def run(args: argparse.Namespace) -> Run:
     W = sc.dictionary()
     Z, Zt, gap_max = optimal_codes(args, out, Y, Yt, W)
     models = train_networks(args, out, W, split_training_set(args, out, Y, Z, W, image_shape))
+    if not distributed.is_main():  # under torchrun every rank trains; rank 0 reports
+        return out
     results = evaluate(args, W, Yt, Zt, models)
     table = markdown_table(results["rows"], args)
     out.path("table.md").write_text(table)

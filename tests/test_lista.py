@@ -143,6 +143,18 @@ def test_validation_restores_the_best_epoch_and_patience_stops_early():
     assert torch.equal(free.encode(Yval).z, model.encode(Yval).z)
 
 
+def test_a_second_fit_with_validation_starts_its_own_record():
+    W, Y = sparse_problem(n=120, dtype=torch.float64)
+    Zval = LISTA(W, 0.2, 2).targets(Y[96:])
+    model = LISTA(W, 0.2, 2)
+    kw = {"validation": (Y[96:], Zval), "batch_size": 32, "lr": 3e-3, "progress": False}
+    model.fit(Y[:96], epochs=2, **kw)
+    history = model.fit(Y[:96], epochs=3, patience=1, **kw)
+    assert [h["epoch"] for h in history] == [0, 1, 0, 1, 2][: len(history)]
+    assert ev.relative_code_error(model.encode(Y[96:]).z, Zval) == pytest.approx(
+        min(h["val_code_error"] for h in history[2:]), rel=1e-12)
+
+
 def test_resumed_early_stopping_equals_uninterrupted(tmp_path):
     W, Y = sparse_problem(n=120, dtype=torch.float64)
     Ytr, Yval = Y[:96], Y[96:]

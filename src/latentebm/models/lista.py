@@ -697,17 +697,17 @@ class LISTA(LatentModel):
         own_targets = targets is None
         start, Z_star = (0, 0), None
         best: dict[str, torch.Tensor] | None = None
+        done_before: tuple[float, ...] = ()  # this fit's finished epochs (a resumed one's)
         if resuming(resume, checkpoint):
             state = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
                                      scheduler=scheduler)
             start, Z_star = state.position, state.extra.get("targets")
             best = {k[len(BEST):]: v for k, v in state.extra.items() if k.startswith(BEST)}
+            done_before = tuple(h["val_code_error"] for h in self.history_
+                                if not h["partial"] and "val_code_error" in h)
         if Z_star is None:
             Z_star = self._training_targets(Y_t, targets, tol, max_iter)
-        stopper = EarlyStopping(
-            self, patience, best_state=best,
-            scores=tuple(h["val_code_error"] for h in self.history_
-                         if not h["partial"] and "val_code_error" in h))
+        stopper = EarlyStopping(self, patience, scores=done_before, best_state=best)
 
         @dist.on_main
         def save(epoch: int, batch: int) -> None:

@@ -182,6 +182,25 @@ def test_resumed_early_stopping_equals_uninterrupted(tmp_path):
     assert torch.equal(LISTA.load(path).encode(Yval).z, full.encode(Yval).z)
 
 
+def test_hybrid_layerwise_training_keeps_the_head():
+    W, Y = sparse_problem(n=96, dtype=torch.float64)
+    shallow = LISTA(W, 0.2, 2, variant="hybrid", head=2)
+    shallow.fit(Y, epochs=2, batch_size=32, lr=1e-2, progress=False)
+    deeper = shallow.grow(4)
+    before = {k: v.clone() for k, v in deeper.state_dict().items() if isinstance(v, torch.Tensor)}
+    Z = deeper.targets(Y)
+    err0 = ev.relative_code_error(deeper.encode(Y).z, Z)
+    deeper.fit(Y, targets=Z, train_head=False, epochs=3, batch_size=32, lr=1e-2, progress=False)
+    after = deeper.state_dict()
+    for name in ("W_e", "alpha", "S", "theta"):
+        assert torch.equal(after[name], before[name]), name
+        assert getattr(deeper, name).requires_grad  # given back after fit
+    assert not torch.equal(after["cg"], before["cg"])
+    assert ev.relative_code_error(deeper.encode(Y).z, Z) < err0
+    with pytest.raises(ValueError, match="hybrid"):
+        LISTA(W, 0.2, 2).fit(Y, train_head=False, progress=False)
+
+
 def test_layer_weight_trains_every_step():
     W, Y = sparse_problem(n=160, dtype=torch.float64)
     Z = LISTA(W, 0.2, 3).targets(Y)

@@ -81,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "each code bypass the threshold (LISTA-CPSS; default: 0, off)")
     parser.add_argument("--head", type=int, default=3,
                         help="hybrid variant: how many leading layers are classic LISTA; the "
-                             "later ones learn per-atom step sizes and momentum (default: 3)")
+                             "later ones take learned shares of conjugate-gradient and "
+                             "proximal steps, and deeper networks train them alone, the "
+                             "trained head kept (default: 3)")
     parser.add_argument("--validation", type=int, default=None,
                         help="training signals held out for early stopping; the networks are "
                              "trained on the rest (default: one twelfth, 5000 of MNIST's "
@@ -348,9 +350,12 @@ def train_networks(args, run: Run, W, data: dict[str, Any]) -> dict[tuple[str, i
             else:
                 model = previous.grow(K)
             lr = args.lr if args.lr is not None else DEFAULT_LR.get(name, 3e-3)
+            # the hybrid grows layer-wise: a trained head stays as it is
+            head_done = (variant == "hybrid" and previous is not None and not args.no_grow
+                         and previous.n_steps >= args.head)
             model.fit(**data, epochs=epochs[K], batch_size=args.batch_size, lr=lr,
                       project_input=not args.no_project, patience=args.patience,
-                      layer_weight=args.layer_weight,
+                      layer_weight=args.layer_weight, train_head=not head_done,
                       checkpoint=run.path(f"lista_{name}_K{K}.safetensors"),
                       resume=args.resume, progress=not args.quiet)
             models[(name, K)] = model

@@ -58,6 +58,8 @@ VARIANTS = ("lista", "cp", "step", "hybrid")
 FINAL_LR_FRACTION = 0.01
 #: checkpoint prefix of the best weights kept by early stopping
 BEST = "best."
+#: the classic layers' parameters of the ``"hybrid"`` variant (``fit(train_head=False)``)
+HEAD_PARAMETERS = ("W_e", "alpha", "S", "theta")
 
 #: without ``support_max``, the selected fraction stops growing after this many steps
 SUPPORT_MAX_STEPS = 5
@@ -596,6 +598,7 @@ class LISTA(LatentModel):
         validation: tuple[Any, Any] | None = None,
         patience: int | None = None,
         layer_weight: float = 0.0,
+        train_head: bool = True,
         checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 200,
         resume: bool = False,
@@ -650,6 +653,9 @@ class LISTA(LatentModel):
         layer_weight : float, default=0.0
             Weight of the earlier steps' mean code error in the loss (deep supervision; 0: the
             last step only).
+        train_head : bool, default=True
+            ``"hybrid"`` only: ``False`` keeps the classic head's weights as they are and
+            trains the later layers alone (layer-wise training of a grown network).
         checkpoint : str, os.PathLike or None, default=None
             A ``.safetensors`` path written every ``checkpoint_every`` updates, at the end and on
             Ctrl-C.
@@ -679,6 +685,10 @@ class LISTA(LatentModel):
         if not isinstance(project_input, bool):
             raise TypeError(f"project_input must be a bool, got {type(project_input).__name__}")
         layer_weight = check_scalar(layer_weight, "layer_weight", low=0.0)
+        if not isinstance(train_head, bool):
+            raise TypeError(f"train_head must be a bool, got {type(train_head).__name__}")
+        if not train_head and self.variant != "hybrid":
+            raise ValueError("train_head=False applies to the hybrid variant only")
         held_out = None if validation is None else self._check_validation(validation)
         if patience is not None:
             if held_out is None:
@@ -690,8 +700,12 @@ class LISTA(LatentModel):
                     "max_grad_norm": max_grad_norm, "project_input": project_input,
                     "validation": None if held_out is None else held_out[0].shape[0],
                     "patience": patience, "layer_weight": layer_weight}
-        basis = self._range_basis() if project_input else None
-        optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+        if not train_head:
+            fit_args["train_head"] = False
+        frozen = set(HEAD_PARAMETERS if not train_head else ())
+        trained = [p for name, p in self.named_parameters() if name not in frozen]
+        basis = self._range_basis() if project_input and train_head else None
+        optimizer = torch.optim.Adam(trained, lr=lr)
         steps = epochs * -(-n // batch_size)
         scheduler = cosine_schedule(optimizer, steps, FINAL_LR_FRACTION)
         own_targets = targets is None
@@ -722,6 +736,19 @@ class LISTA(LatentModel):
             optimizer=optimizer, scheduler=scheduler,
             desc=f"LISTA-{self.n_steps} {self.variant}", progress=progress and dist.is_main(),
         )
+        for name in frozen:  # before DDP wraps the model, which then leaves them alone
+            getattr(self, name).requires_grad_(False)
+        try:
+            self._train(loop, stopper, optimizer, Y_t, Z_star, held_out, max_grad_norm, basis,
+                        layer_weight, callback)
+        finally:
+            for name in frozen:
+                getattr(self, name).requires_grad_(True)
+        return self.history_
+
+    def _train(self, loop, stopper, optimizer, Y_t, Z_star, held_out, max_grad_norm, basis,
+               layer_weight, callback) -> None:
+        """The epochs of :meth:`fit`, ending on the best held-out weights."""
         model = dist.data_parallel(self)
         with loop:
             for epoch in loop.epochs():
@@ -744,7 +771,6 @@ class LISTA(LatentModel):
                     stopper.update(stats.val_code_error)
                 stats.close()
             stopper.restore()
-        return self.history_
 
     def _range_basis(self) -> torch.Tensor | None:
         """An orthonormal basis ``(n_features, rank)`` of the range of ``W`` (``None`` when the

@@ -15,10 +15,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._docs import doc_filler
 from ..operators import DenseDictionary
 from ..solvers import IterationState, fista, ista
 
+fill_doc = doc_filler({
+    "lasso_YWlam": ("Y : torch.Tensor of shape (batch, n_features)\n    Signals.\n"
+                    "W : torch.Tensor of shape (n_features, n_atoms)\n    Dictionary.\n"
+                    "lam : float\n    λ of the L1 penalty."),
+    "optimal_codes": "Z_star : torch.Tensor of shape (batch, n_atoms)\n    Optimal codes.",
+    "nonneg_codes": "nonneg : bool\n    Constrain the codes to be non-negative.",
+})
 
+
+@fill_doc
 def relative_code_error(Z: torch.Tensor, Z_star: torch.Tensor) -> float:
     """``Σ‖z − z*‖² / Σ‖z*‖²`` over the batch.
 
@@ -26,8 +36,7 @@ def relative_code_error(Z: torch.Tensor, Z_star: torch.Tensor) -> float:
     ----------
     Z : torch.Tensor of shape (batch, n_atoms)
         Codes to judge.
-    Z_star : torch.Tensor of shape (batch, n_atoms)
-        Optimal codes.
+    {optimal_codes}
 
     Returns
     -------
@@ -37,17 +46,13 @@ def relative_code_error(Z: torch.Tensor, Z_star: torch.Tensor) -> float:
     return float((Z - Z_star).pow(2).sum() / Z_star.pow(2).sum().clamp_min(1e-300))
 
 
+@fill_doc
 def energies(Y: torch.Tensor, W: torch.Tensor, Z: torch.Tensor, lam: float) -> torch.Tensor:
     """Per-sample ``½‖y − Wz‖² + λ‖z‖₁``.
 
     Parameters
     ----------
-    Y : torch.Tensor of shape (batch, n_features)
-        Signals.
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary.
-    lam : float
-        λ of the L1 penalty.
+    {lasso_YWlam}
     Z : torch.Tensor of shape (batch, n_atoms)
         Codes.
 
@@ -78,6 +83,7 @@ def relative_energy_excess(E: torch.Tensor, E_star: torch.Tensor) -> float:
     return float((E.sum() - E_star.sum()) / E_star.sum())
 
 
+@fill_doc
 def solver_trace(
     Y: torch.Tensor,
     W: torch.Tensor,
@@ -97,20 +103,13 @@ def solver_trace(
 
     Parameters
     ----------
-    Y : torch.Tensor of shape (batch, n_features)
-        Signals.
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary.
-    lam : float
-        λ of the L1 penalty.
-    Z_star : torch.Tensor of shape (batch, n_atoms)
-        Optimal codes.
+    {lasso_YWlam}
+    {optimal_codes}
     n_iter : int
         Number of iterations.
     accelerated : bool
         FISTA if true, ISTA otherwise.
-    nonneg : bool
-        Constrain the codes to be non-negative.
+    {nonneg_codes}
     lipschitz : float or None
         Lipschitz constant ``L`` of the gradient (``‖W‖₂²``); computed when ``None``.
 
@@ -134,6 +133,7 @@ def solver_trace(
     return errors.cpu().numpy()
 
 
+@fill_doc
 def library_fista_trace(
     Y: torch.Tensor,
     W: torch.Tensor,
@@ -148,18 +148,11 @@ def library_fista_trace(
 
     Parameters
     ----------
-    Y : torch.Tensor of shape (batch, n_features)
-        Signals.
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary.
-    lam : float
-        λ of the L1 penalty.
-    Z_star : torch.Tensor of shape (batch, n_atoms)
-        Optimal codes.
+    {lasso_YWlam}
+    {optimal_codes}
     iterations : sequence of int
         Iteration counts, one run each.
-    nonneg : bool
-        Constrain the codes to be non-negative.
+    {nonneg_codes}
 
     Returns
     -------
@@ -224,6 +217,7 @@ def codes_per_second(encode: Callable[[], Any], n_samples: int, *, repeats: int 
     return n_samples / best
 
 
+@fill_doc
 def fista_fixed(Y: torch.Tensor, W: torch.Tensor, lam: float, n_iter: int, *, plain: bool,
                 nonneg: bool = False) -> torch.Tensor:
     """Exactly ``n_iter`` FISTA iterations from zero (``plain``: the textbook method with the
@@ -232,18 +226,12 @@ def fista_fixed(Y: torch.Tensor, W: torch.Tensor, lam: float, n_iter: int, *, pl
 
     Parameters
     ----------
-    Y : torch.Tensor of shape (batch, n_features)
-        Signals.
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary.
-    lam : float
-        λ of the L1 penalty.
+    {lasso_YWlam}
     n_iter : int
         Number of iterations.
     plain : bool
         Textbook FISTA (fixed step, no restart, no polish) instead of the library's default.
-    nonneg : bool
-        Constrain the codes to be non-negative.
+    {nonneg_codes}
 
     Returns
     -------
@@ -256,22 +244,17 @@ def fista_fixed(Y: torch.Tensor, W: torch.Tensor, lam: float, n_iter: int, *, pl
     return fista(Y, W, lam, max_iter=n_iter, tol=0.0, nonneg=nonneg).z
 
 
+@fill_doc
 def ista_fixed(Y: torch.Tensor, W: torch.Tensor, lam: float, n_iter: int,
                nonneg: bool = False) -> torch.Tensor:
     """Exactly ``n_iter`` ISTA iterations from zero.
 
     Parameters
     ----------
-    Y : torch.Tensor of shape (batch, n_features)
-        Signals.
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary.
-    lam : float
-        λ of the L1 penalty.
+    {lasso_YWlam}
     n_iter : int
         Number of iterations.
-    nonneg : bool
-        Constrain the codes to be non-negative.
+    {nonneg_codes}
 
     Returns
     -------
@@ -281,6 +264,7 @@ def ista_fixed(Y: torch.Tensor, W: torch.Tensor, lam: float, n_iter: int,
     return ista(Y, W, lam, max_iter=n_iter, tol=0.0, check_every=n_iter, nonneg=nonneg).z
 
 
+@fill_doc
 def iterations_to_gap(
     Y: torch.Tensor,
     W: torch.Tensor,
@@ -296,20 +280,14 @@ def iterations_to_gap(
 
     Parameters
     ----------
-    Y : torch.Tensor of shape (batch, n_features)
-        Signals.
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary.
-    lam : float
-        λ of the L1 penalty.
+    {lasso_YWlam}
     tol : float
         Relative duality gap to reach.
     z0 : torch.Tensor of shape (batch, n_atoms) or None
         Warm start (zero when ``None``).
     max_iter : int
         Iteration cap.
-    nonneg : bool
-        Constrain the codes to be non-negative.
+    {nonneg_codes}
 
     Returns
     -------

@@ -205,6 +205,9 @@ def test_two_processes_train_as_one(name: str, tmp_path: Path) -> None:
       "2", "--variants", "lista", "hybrid", "--head", "1", "--epochs", "1", "--fista-iters",
       "50", "--ista-iters", "50", "--speed-samples", "20", "--warm-samples", "10", "--quiet"],
      []),  # float32 Adam: entries with a gradient near 0 move by ±lr either way; see below
+    (["vae-fuzzy-balls", "--sample", "--hidden", "16", "--epochs", "1", "--betas", "0", "1",
+      "--n-plot", "50", "--threads", "1", "--quiet"],
+     ["beta_0/checkpoint.safetensors", "fixed_sigma_beta_1/checkpoint.safetensors"]),
 ])
 def test_torchrun_runs_the_command_and_rank_zero_reports(args: list[str], files: list[str],
                                                          tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import torch
 
 from .._docs import fill_doc
 from ..models.vae import VAE
+from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
 from ._run import Run
@@ -62,20 +63,24 @@ def _tag(beta: float) -> str:
     return f"beta_{beta:g}"
 
 
-def _train_one(
-    run: Run, name: str, model: VAE, data: dict[str, Any], plot_x: torch.Tensor, args
-) -> dict[str, Any]:
+def _train(run: Run, name: str, model: VAE, data: dict[str, Any], plot_x: torch.Tensor,
+           args) -> dict[str, Any]:
     """Train (resumable, in ``run.out / name``) recording E‖μ‖² and mean σ of the plotted
-    digits after every epoch; write and return the test metrics."""
+    digits after every epoch; return the timing."""
 
     def record(m: VAE, entry: dict[str, Any]) -> None:
         mu, logvar = m.posterior(plot_x)
         entry["plot_e_mu_sq"] = float(mu.square().sum(1).mean())
         entry["plot_mean_sigma"] = float(torch.exp(0.5 * logvar).mean())
 
-    timing = runs.train(
+    return runs.train(
         model, data["train"], args, run.out / name / "checkpoint.safetensors", on_epoch_end=record
     )
+
+
+def _report(run: Run, name: str, model: VAE, timing: dict[str, Any], data: dict[str, Any],
+            args) -> dict[str, Any]:
+    """Write and return a trained model's test metrics."""
     metrics = {
         "beta": model.beta,
         "learn_variance": model.learn_variance,
@@ -133,14 +138,22 @@ def run(args: argparse.Namespace) -> Run:
             device=args.device,
         )
 
+    learned_tags = [_tag(b) for b in dict.fromkeys([*args.betas, args.sigma_beta])]
+    fixed_tag = f"fixed_sigma_{_tag(args.sigma_beta)}"
+    models = {_tag(b): make(b) for b in dict.fromkeys([*args.betas, args.sigma_beta])}
+    models[fixed_tag] = make(args.sigma_beta, learn_variance=False)
+    # under torchrun every rank trains every model, then rank 0 alone evaluates and draws
+    timings = {tag: _train(run, tag, model, data, plot_x, args) for tag, model in models.items()}
+    if not distributed.is_main():
+        return run
+    metrics = {tag: _report(run, tag, models[tag], timings[tag], data, args)
+               for tag in (*learned_tags, fixed_tag)}
     panels: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     summary: dict[str, Any] = {}
-    models: dict[float, VAE] = {}
     histories: dict[float, list[dict[str, Any]]] = {}
     for beta in args.betas:
-        model = make(beta)
-        m = _train_one(run, _tag(beta), model, data, plot_x, args)
-        models[beta], histories[beta] = model, m["history"]
+        model, m = models[_tag(beta)], metrics[_tag(beta)]
+        histories[beta] = m["history"]
         summary[_tag(beta)] = {k: v for k, v in m.items() if k != "history"}
         mu, logvar = model.posterior(plot_x)
         sigma = torch.exp(0.5 * logvar)
@@ -160,14 +173,8 @@ def run(args: argparse.Namespace) -> Run:
     )
     _codes_over_training(run, histories)
 
-    if args.sigma_beta in models:
-        learned, m_learned = models[args.sigma_beta], summary[_tag(args.sigma_beta)]
-    else:
-        learned = make(args.sigma_beta)
-        m_learned = _train_one(run, _tag(args.sigma_beta), learned, data, plot_x, args)
-    fixed = make(args.sigma_beta, learn_variance=False)
-    fixed_tag = f"fixed_sigma_{_tag(args.sigma_beta)}"
-    m_fixed = _train_one(run, fixed_tag, fixed, data, plot_x, args)
+    learned, m_learned = models[_tag(args.sigma_beta)], metrics[_tag(args.sigma_beta)]
+    fixed, m_fixed = models[fixed_tag], metrics[fixed_tag]
     summary[fixed_tag] = {k: v for k, v in m_fixed.items() if k != "history"}
     compare = {}
     for label, model, m in (

@@ -101,12 +101,12 @@ def test_hybrid_tail_keeps_the_lasso_solution_as_fixed_point():
     with torch.no_grad():
         context = rule.first(model, Y)[1]
         for k in range(2, 5):
-            out = rule.layer(model, Z_star, Z_star, k, context)
+            out = rule.layer(model, Z_star, k, context)
             assert torch.allclose(out, Z_star, atol=1e-8, rtol=0), k
         # and a code off the solution moves towards it
         start = 0.8 * Z_star
         context = rule.first(model, Y)[1]
-        closer = rule.layer(model, start, start, 2, context)
+        closer = rule.layer(model, start, 2, context)
         assert (closer - Z_star).norm() < 0.5 * (start - Z_star).norm()
 
 

@@ -118,13 +118,12 @@ class _StepRule(abc.ABC):
     ``W`` ``(n_features, n_atoms)`` and ``inv_L = 1/L`` (0-dim) so that the network is K ISTA
     steps. ``first(net, Y)`` maps the signals ``Y`` ``(batch, n_features)`` to the first
     pre-activation ``v_0`` ``(batch, n_atoms)`` and a ``context`` the later layers reuse.
-    ``next(net, z, prev, k, context)`` gives layer ``k``'s pre-activation from the last two
-    iterates ``z`` and ``prev`` ``(batch, n_atoms)`` (``prev`` is zeros before the first),
-    ``threshold(net, k)`` its threshold(s) ``(n_atoms,)`` or ``(1,)``, and
-    ``layer(net, z, prev, k, context)`` the next iterate, by default :func:`ista_step` of the
-    two. ``used_rows(net, name)`` and ``added_row(net, name, row)`` tell :meth:`LISTA.grow`
-    how many rows of the per-step parameter ``name`` a network uses and what an added step,
-    the identity, holds.
+    ``next(net, z, k, context)`` gives layer ``k``'s pre-activation from the last iterate
+    ``z`` ``(batch, n_atoms)``, ``threshold(net, k)`` its threshold(s) ``(n_atoms,)`` or
+    ``(1,)``, and ``layer(net, z, k, context)`` the next iterate, by default
+    :func:`ista_step` of the two. ``used_rows(net, name)`` and ``added_row(net, name, row)``
+    tell :meth:`LISTA.grow` how many rows of the per-step parameter ``name`` a network uses
+    and what an added step, the identity, holds.
     """
 
     @abc.abstractmethod
@@ -134,12 +133,10 @@ class _StepRule(abc.ABC):
     def first(self, net: LISTA, Y: torch.Tensor) -> tuple[torch.Tensor, Any]: ...
 
     @abc.abstractmethod
-    def next(self, net: LISTA, z: torch.Tensor, prev: torch.Tensor, k: int, context: Any
-             ) -> torch.Tensor: ...
+    def next(self, net: LISTA, z: torch.Tensor, k: int, context: Any) -> torch.Tensor: ...
 
-    def layer(self, net: LISTA, z: torch.Tensor, prev: torch.Tensor, k: int, context: Any
-              ) -> torch.Tensor:
-        return ista_step(self.next(net, z, prev, k, context), self.threshold(net, k), net.reg,
+    def layer(self, net: LISTA, z: torch.Tensor, k: int, context: Any) -> torch.Tensor:
+        return ista_step(self.next(net, z, k, context), self.threshold(net, k), net.reg,
                          net.selected(k))
 
     def threshold(self, net: LISTA, k: int) -> torch.Tensor:
@@ -170,7 +167,7 @@ class _ClassicRule(_StepRule):
         B = Y @ net.W_e.T
         return net.at(net.alpha, 0) * B, B
 
-    def next(self, net, z, prev, k, B):
+    def next(self, net, z, k, B):
         S = net.S[0] if net.tied else net.S[k - 1]
         return net.at(net.alpha, k) * B + z @ S.T
 
@@ -188,7 +185,7 @@ class _CoupledRule(_StepRule):
     def first(self, net, Y):
         return Y @ net.V[0], Y
 
-    def next(self, net, z, prev, k, Y):
+    def next(self, net, z, k, Y):
         V = net.V[0] if net.tied else net.V[k]
         return z + Y @ V - z @ (V.T @ net.W).T
 
@@ -208,7 +205,7 @@ class _StepSizeRule(_StepRule):
         b = Y @ net.W
         return net.at(net.gamma, 0) * b, b
 
-    def next(self, net, z, prev, k, b):
+    def next(self, net, z, k, b):
         return z - net.at(net.gamma, k) * (z @ net.G - b)
 
 
@@ -253,12 +250,12 @@ class _HybridRule(_StepRule):
         v, B = self.classic.first(net, Y)
         return v, {"B": B, "b": Y @ net.W, "direction": None, "gradient": None}
 
-    def next(self, net, z, prev, k, context):
-        return self.classic.next(net, z, prev, k, context["B"])
+    def next(self, net, z, k, context):
+        return self.classic.next(net, z, k, context["B"])
 
-    def layer(self, net, z, prev, k, context):
+    def layer(self, net, z, k, context):
         if k < net.head:
-            return super().layer(net, z, prev, k, context)
+            return super().layer(net, z, k, context)
         t = k - net.head
         tiny = torch.finfo(z.dtype).tiny
         on_support = (z != 0).to(z.dtype)
@@ -306,9 +303,9 @@ def unroll(net: LISTA, Y: torch.Tensor) -> list[torch.Tensor]:
     rule = STEP_RULES[net.variant]
     v, context = rule.first(net, Y)
     z = ista_step(v, rule.threshold(net, 0), net.reg, net.selected(0))
-    zs, prev = [z], torch.zeros_like(z)
+    zs = [z]
     for k in range(1, net.n_steps):
-        prev, z = z, rule.layer(net, z, prev, k, context)
+        z = rule.layer(net, z, k, context)
         zs.append(z)
     return zs
 

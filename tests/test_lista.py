@@ -482,6 +482,7 @@ def test_shifted_copies_move_every_pixel_by_one():
     (["--patience", "0"], "patience"),
     (["--layer-weight", "-1"], "layer-weight"),
     (["--validation", "-5"], "validation"),
+    (["--validation", "150", "--n-train", "150"], "validation"),
     (["--dataset", "natural", "--shift-augment"], "shift-augment"),
 ])
 def test_lista_command_refuses_bad_training_flags_before_any_work(tmp_path, extra, message,

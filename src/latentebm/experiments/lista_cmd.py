@@ -595,6 +595,9 @@ def run(args: argparse.Namespace) -> Run:
     epochs_per_depth(args)
     if args.shift_augment and args.dataset != "mnist":
         raise ValueError("--shift-augment applies to --dataset mnist only")
+    if args.validation is not None and args.validation >= args.n_train:
+        raise ValueError(f"--validation must be below --n-train ({args.n_train}), got "
+                         f"{args.validation}")
     if (args.validation or 0) < 0 or not args.layer_weight >= 0:
         raise ValueError("--validation and --layer-weight must be >= 0, got "
                          f"{args.validation} and {args.layer_weight}")

@@ -208,13 +208,14 @@ def test_two_processes_train_as_one(name: str, tmp_path: Path) -> None:
     (["vae-fuzzy-balls", "--sample", "--hidden", "16", "--epochs", "1", "--betas", "0", "1",
       "--n-plot", "50", "--threads", "1", "--quiet"],
      ["beta_0/checkpoint.safetensors", "fixed_sigma_beta_1/checkpoint.safetensors"]),
+    (["reproduce", "--budget", "tiny", "--only", "strokes", "lista", "--quiet"], []),
 ])
 def test_torchrun_runs_the_command_and_rank_zero_reports(args: list[str], files: list[str],
                                                          tmp_path: Path) -> None:
     two = run_command(args, tmp_path / "two", nproc=2)
     assert two.stdout.count("wrote:") == 1  # rank 0 alone reports
     run_command(args, tmp_path / "one")
-    assert (tmp_path / "two" / "metrics.json").is_file()
+    assert any((tmp_path / "two" / name).is_file() for name in ("metrics.json", "reproduce.json"))
     for f in files:
         a, b = (load_file(str(tmp_path / d / f)) for d in ("one", "two"))
         for name, v in a.items():

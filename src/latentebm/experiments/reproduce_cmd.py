@@ -27,6 +27,7 @@ from typing import Any
 from .._docs import fill_doc
 from .._io import write_json
 from ..data.mnist import mnist_cache_dir
+from ..training import distributed
 from ._args import seed_argument
 from ._run import Run
 from .claims import claims_for
@@ -454,14 +455,15 @@ def run(args: argparse.Namespace) -> Run:
     state.setdefault("first_started", state["started"])
     started = time.perf_counter()
     failures = []
+    say = distributed.on_main(lambda text: print(text, flush=True))
     for k, exp in enumerate(plan, 1):
         elapsed = _minutes(time.perf_counter() - started)
         heading = f"[{k}/{len(plan)}] {exp.key}: {exp.title} (elapsed {elapsed})"
         if is_finished(run_dir.out, exp.key, state):
-            print(f"{heading}: finished in an earlier run, skipped", flush=True)
+            say(f"{heading}: finished in an earlier run, skipped")
             continue
         resume = (run_dir.out / exp.key / "config.json").exists()
-        print(heading + (", resuming" if resume else ""), flush=True)
+        say(heading + (", resuming" if resume else ""))
         argv = experiment_argv(exp, args, data_flags, resume)
         entry = {"status": "running", "command_line": command_line(
             exp.command_module().NAME, argv), "resumed": resume, "budget_note":
@@ -486,10 +488,13 @@ def run(args: argparse.Namespace) -> Run:
             entry["wall_seconds"] = round(time.perf_counter() - t0, 2)
             entry["finished"] = _now()
             entry["load_average_end"] = _load()
-            write_json(state_path, state)
-            write_report(run_dir.out, PLAN, state)
-        print(f"  {exp.key}: {entry['status']} in {entry['wall_seconds']:.0f} s", flush=True)
+            if distributed.is_main():  # under torchrun rank 0 alone keeps the report
+                write_json(state_path, state)
+                write_report(run_dir.out, PLAN, state)
+        say(f"  {exp.key}: {entry['status']} in {entry['wall_seconds']:.0f} s")
 
+    if not distributed.is_main():
+        return run_dir
     state["finished"] = _now()
     state["wall_seconds_this_run"] = round(time.perf_counter() - started, 2)
     write_json(state_path, state)

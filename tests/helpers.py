@@ -1,6 +1,9 @@
-"""Small assertions shared by several test modules."""
+"""Small assertions and test models shared by several test modules."""
 
 from __future__ import annotations
+
+import torch
+from torch import nn
 
 
 def one_line_error(capsys) -> str:
@@ -9,3 +12,17 @@ def one_line_error(capsys) -> str:
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     return err
+
+
+class TanhDecoder(nn.Module):
+    """``h + tanh(z Wᵀ)``: a decoder that is not linear in ``z`` (``W``: (n_features, n_atoms))."""
+
+    def __init__(self, W: torch.Tensor) -> None:
+        super().__init__()
+        self.W = nn.Parameter(W.clone())
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return h + torch.tanh(z @ self.W.T)
+
+    def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.W.shape[1],)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import TanhDecoder
 from safetensors.torch import load_file, save_file
 from test_distributed import check_ok, launch, run_command
 from torch import nn
@@ -38,20 +39,6 @@ def _images(n: int, seed: int) -> torch.Tensor:
     return torch.rand(n, 1, 8, 8, generator=_gen(seed), dtype=D64)
 
 
-class _TanhDecoder(nn.Module):
-    """``h + tanh(z Wᵀ)``: a decoder that is not linear in ``z``."""
-
-    def __init__(self, W: torch.Tensor) -> None:
-        super().__init__()
-        self.W = nn.Parameter(W.clone())
-
-    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return h + torch.tanh(z @ self.W.T)
-
-    def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (self.W.shape[1],)
-
-
 def _ebm(linear: bool):
     from latentebm import ConditionalLinearDecoder, LatentVariableEBM
 
@@ -59,7 +46,7 @@ def _ebm(linear: bool):
     predictor = nn.Linear(4, 10).to(D64)
     W = torch.randn(10, 14, generator=_gen(7), dtype=D64)
     W /= W.norm(dim=0)
-    decoder = ConditionalLinearDecoder(W) if linear else _TanhDecoder(0.5 * W)
+    decoder = ConditionalLinearDecoder(W) if linear else TanhDecoder(0.5 * W)
     return LatentVariableEBM(predictor, decoder, "l1", 0.1)
 
 

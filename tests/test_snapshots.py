@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import TanhDecoder
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -83,27 +84,13 @@ def conv_dictionary_learning(boundary: str) -> Snapshot:
     return {"kernels": model.dictionary(), **_state(model), "probe.z": probe.z}, history
 
 
-class _TanhDecoder(nn.Module):
-    """``h + tanh(z Wᵀ)``: a decoder that is not linear in ``z``."""
-
-    def __init__(self, W: torch.Tensor) -> None:
-        super().__init__()
-        self.W = nn.Parameter(W.clone())
-
-    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return h + torch.tanh(z @ self.W.T)
-
-    def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (self.W.shape[1],)
-
-
 def _ebm(linear: bool) -> le.LatentVariableEBM:
     torch.manual_seed(4)
     predictor = nn.Linear(4, 10).to(D64)
     if linear:
         decoder = le.ConditionalLinearDecoder(_unit_dictionary())
     else:
-        decoder = _TanhDecoder(0.5 * _unit_dictionary())
+        decoder = TanhDecoder(0.5 * _unit_dictionary())
     return le.LatentVariableEBM(predictor, decoder, "l1", 0.1)
 
 

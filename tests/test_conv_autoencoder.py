@@ -214,3 +214,16 @@ def test_filter_similarity_is_one_exactly_when_the_encoder_is_the_decoders_adjoi
     flipped = filter_similarity(enc[:, :, ::-1, ::-1].copy(), dec)
     assert float(flipped.max()) < 0.9
 
+
+
+def test_prediction_augmented_operator_moves_with_to():
+    from latentebm.models.conv_autoencoder import PredictionAugmented
+    from latentebm.operators import ConvDictionary
+
+    gen = torch.Generator().manual_seed(0)
+    op = PredictionAugmented(ConvDictionary(torch.randn(4, 1, 3, 3, generator=gen)), (1, 8, 8), 0.5)
+    wide = op.to(dtype=torch.float64)
+    assert isinstance(wide, PredictionAugmented) and wide.dtype == torch.float64
+    assert (wide.image_shape, wide.beta) == (op.image_shape, op.beta)
+    z = torch.randn(2, *op.codes, generator=gen)
+    assert torch.allclose(wide.decode(z.double()).float(), op.decode(z), atol=1e-5)

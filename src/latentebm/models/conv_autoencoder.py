@@ -93,6 +93,9 @@ class PredictionAugmented(LinearOperator):
     def atoms(self) -> torch.Tensor:
         return self.op.atoms
 
+    def _like(self, atoms: torch.Tensor) -> PredictionAugmented:
+        return PredictionAugmented(self.op._like(atoms), self.image_shape, self.beta)
+
     def signal(self, Y: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
         """``[y; √β e]`` for images ``Y`` and predicted codes ``E``.
 

@@ -95,9 +95,9 @@ class LinearOperator(abc.ABC):
         """
         return self._like(self.atoms.to(device=device, dtype=dtype))
 
+    @abc.abstractmethod
     def _like(self, atoms: torch.Tensor) -> LinearOperator:
-        """An operator like this one with the atoms ``atoms``."""
-        raise NotImplementedError(f"{type(self).__name__} cannot be copied with .to()")
+        """An operator like this one with the atoms ``atoms`` (what :meth:`to` returns)."""
 
     @abc.abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:

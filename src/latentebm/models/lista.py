@@ -248,7 +248,8 @@ class _HybridRule(_StepRule):
 
     def first(self, net, Y):
         v, B = self.classic.first(net, Y)
-        return v, {"B": B, "b": Y @ net.W, "direction": None, "gradient": None}
+        b = Y @ net.W if net.n_steps > net.head else None  # only the later layers use Wᵀy
+        return v, {"B": B, "b": b, "direction": None, "gradient": None}
 
     def next(self, net, z, k, context):
         return self.classic.next(net, z, k, context["B"])

@@ -76,6 +76,32 @@ def test_cd_certificate_bounds_the_true_gap(tol, extrapolate):
     assert np.all(res.gap[res.converged] <= tol * res.energy[res.converged])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("extrapolate", [True, False])
+@pytest.mark.parametrize("tol", [1e-2, 1e-4, 1e-6])
+def test_fista_certificate_bounds_the_true_gap(tol, extrapolate, dtype):
+    if dtype == torch.float32 and tol < 1e-5:
+        pytest.skip("below what float32 energies certify")
+    Y, W, lam = problem(1, n=30, frac=0.05)
+    ref = solve(Y, W, lam, method="cd", tol=1e-14, max_iter=20000)
+    res = le.fista(torch.from_numpy(Y).to(dtype), torch.from_numpy(W).to(dtype), lam, tol=tol,
+                   extrapolate=extrapolate, polish=False, check_every=3)
+    z = res.z.double().numpy()
+    true_gap = energies(Y, W, z, lam) - ref.energy
+    slack = (1e-12 if dtype == torch.float64 else 1e-6) * ref.energy
+    assert np.all(res.gap.double().numpy() >= true_gap - slack)
+    assert bool(res.converged.all())
+    assert torch.all(res.gap <= tol * res.energy)
+
+
+def test_fista_extrapolated_certificate_stops_no_later():
+    Y, W, lam = problem(4, n=40, frac=0.05)
+    runs = {flag: le.fista(Y, W, lam, tol=1e-8, extrapolate=flag, polish=False, check_every=2)
+            for flag in (True, False)}
+    assert np.all(runs[True].n_iter_per_sample <= runs[False].n_iter_per_sample)
+    assert runs[True].n_iter_per_sample.sum() < runs[False].n_iter_per_sample.sum()
+
+
 def test_extrapolated_certificate_is_tighter_and_valid_in_both_modes():
     """Feeding ISTA's iterates (through the callback) to both modes of DualExtrapolation gives
     the same dual values, never above the primal optimum, and above the plain rescaled point's."""

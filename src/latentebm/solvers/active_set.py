@@ -37,7 +37,7 @@ def support_solve(
     energy: torch.Tensor,
     gap: torch.Tensor,
     tol: float,
-) -> None:
+) -> torch.Tensor:
     """Run the active-set finish on the working samples of ``state`` whose sign pattern is new and
     whose gap is not yet small; updates ``state``, ``energy`` and ``gap`` in place where the
     candidate is better.
@@ -60,17 +60,22 @@ def support_solve(
         Their duality gaps, updated in place.
     tol : float
         Relative gap below which a sample is left alone.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_replaced,)
+        The working rows whose iterate was replaced by its candidate.
     """
     signs = torch.sign(state.z).to(torch.int8)
     rows = new_sign_rows(signs, state.signs, state.tried, energy, gap, tol, atom_dim=1)
     state.signs = signs
     if rows.numel() == 0:
-        return
+        return rows
     nonneg = reg.nonneg
     candidate, G_cand, ok = active_set_rounds(op.gram_matrix(), state.b[rows], signs[rows], lam,
                                               nonneg=nonneg)
     if not bool(ok.any()):
-        return
+        return rows[ok]
     rows, candidate, G_cand = rows[ok], candidate[ok], G_cand[ok]
     if candidate.dtype == torch.float64:
         b = state.b[rows]
@@ -89,6 +94,7 @@ def support_solve(
     state.t[rows] = 1
     energy[rows] = cand_energy[better]
     gap[rows] = cand_gap[better]
+    return rows
 
 
 def new_sign_rows(signs: torch.Tensor, previous: torch.Tensor, tried: torch.Tensor,

@@ -105,6 +105,45 @@ class DualExtrapolation:
         torch.Tensor, shape (n,), float64
             Best dual value seen for each of these rows (plain or extrapolated point).
         """
+        X, C, idx, count = self.record(x, Atr, idx)
+        ctx = self._context(idx)
+        value = self._dual_value(X, C, ctx)
+        order = [(self._pos + 1 + i) % (self.K + 1) for i in range(self.K + 1)]
+        hist_x = self._x[:, idx][order].transpose(0, 1)            # (n, K+1, d)
+        hist_c = self._c[:, idx][order].transpose(0, 1)
+        extra = self._extrapolated_value(hist_x, hist_c, ctx)
+        value = torch.maximum(value, extra.masked_fill(count <= self.K, -float("inf")))
+        best = torch.maximum(self.best[idx], value)
+        self.best[idx] = best
+        return best
+
+    def record(self, x: torch.Tensor, Atr: torch.Tensor | None = None,
+               idx: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Add the rows ``idx`` to the history without evaluating a dual point.
+
+        For a solver that records a burst of consecutive iterates before each check
+        (:meth:`restart` them first, then :meth:`record` all but the last and :meth:`update`
+        with the last). Arguments as in :meth:`update`.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (n, *signal_dims) or (n, *code_dims)
+            Residuals (residual mode) or codes (code mode) of the rows ``idx``.
+        Atr : torch.Tensor or None, shape (n, *code_dims)
+            Their ``Aᵀr``.
+        idx : torch.Tensor or None, shape (n,)
+            Row indices into the batch (all rows when None).
+
+        Returns
+        -------
+        X, C : torch.Tensor of shape (n, d) and (n, n_code), float64
+            The recorded rows, flattened.
+        idx : torch.Tensor of shape (n,)
+            The row indices.
+        count : torch.Tensor of shape (n,)
+            How many points each row's history now holds since its last restart.
+        """
         if Atr is None:
             if self.Aty is not None or self.adjoint is None:
                 raise ValueError("DualExtrapolation.update needs Atr (or an adjoint in "
@@ -114,8 +153,6 @@ class DualExtrapolation:
             idx = torch.arange(self.Y.shape[0], device=x.device)
         X = x.flatten(1).double()
         C = Atr.flatten(1).double()
-        ctx = self._context(idx)
-        value = self._dual_value(X, C, ctx)
         if self._x is None:
             self._x = X.new_zeros((self.K + 1, self.Y.shape[0], X.shape[1]))
             self._c = C.new_zeros((self.K + 1, self.Y.shape[0], C.shape[1]))
@@ -126,14 +163,7 @@ class DualExtrapolation:
         self._c[self._pos, idx] = C
         count = self.count[idx] + 1
         self.count[idx] = count
-        order = [(self._pos + 1 + i) % (self.K + 1) for i in range(self.K + 1)]
-        hist_x = self._x[:, idx][order].transpose(0, 1)            # (n, K+1, d)
-        hist_c = self._c[:, idx][order].transpose(0, 1)
-        extra = self._extrapolated_value(hist_x, hist_c, ctx)
-        value = torch.maximum(value, extra.masked_fill(count <= self.K, -float("inf")))
-        best = torch.maximum(self.best[idx], value)
-        self.best[idx] = best
-        return best
+        return X, C, idx, count
 
     def _context(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.Aty is None:

@@ -108,9 +108,11 @@ class DualExtrapolation:
         X, C, idx, count = self.record(x, Atr, idx)
         ctx = self._context(idx)
         value = self._dual_value(X, C, ctx)
-        order = [(self._pos + 1 + i) % (self.K + 1) for i in range(self.K + 1)]
-        hist_x = self._x[:, idx][order].transpose(0, 1)            # (n, K+1, d)
-        hist_c = self._c[:, idx][order].transpose(0, 1)
+        order = torch.tensor([(self._pos + 1 + i) % (self.K + 1) for i in range(self.K + 1)],
+                             device=idx.device)
+        # one gather for both indices (chained indexing would copy the history twice)
+        hist_x = self._x[order[:, None], idx[None, :]].transpose(0, 1)   # (n, K+1, d)
+        hist_c = self._c[order[:, None], idx[None, :]].transpose(0, 1)
         extra = self._extrapolated_value(hist_x, hist_c, ctx)
         value = torch.maximum(value, extra.masked_fill(count <= self.K, -float("inf")))
         best = torch.maximum(self.best[idx], value)

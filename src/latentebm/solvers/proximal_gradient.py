@@ -7,11 +7,11 @@ Gram product ``AᵀA`` (for a dense dictionary one ``n_atoms × n_atoms`` matmul
 each sample's duality gap from quantities it already holds (``Aᵀr = Aᵀy − AᵀAz``), retires the
 samples whose relative gap is below ``tol`` (the working batch shrinks) and, for dense
 dictionaries, tries to solve exactly on the identified support (:mod:`.active_set`).
-The gap is certified against the best dual value seen, plain or extrapolated from the last
-checks' iterates (:class:`~.dual.DualExtrapolation`, in code space: no operator call).
-In float64 those are the returned energies and gaps; in lower precision the energies and plain
-gaps are recomputed once at the end from the true residual, and the gap against the best dual
-value is kept where it is smaller.
+With ``extrapolate=True`` the gap is certified against the best dual value seen, plain or
+extrapolated from the iterates just before each check (:class:`~.dual.DualExtrapolation`, in
+code space: no operator call). In float64 those are the returned energies and gaps; in lower
+precision the energies and plain gaps are recomputed once at the end from the true residual,
+and the gap against the best dual value is kept where it is smaller.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def proximal_gradient(
     restart: bool = True,
     check_every: int = 10,
     polish: bool = True,
-    extrapolate: bool | None = None,
+    extrapolate: bool = False,
     callback: Callback | None = None,
 ) -> SolverResult:
     """The tensor-level solver (inputs already validated; call under ``torch.no_grad()``).
@@ -109,12 +109,11 @@ def proximal_gradient(
     polish : bool
         The exact active-set finish, where the operator has an explicit Gram matrix and the
         penalty is an L1 norm.
-    extrapolate : bool or None
+    extrapolate : bool
         Certify the gap against the best dual value seen, including points extrapolated from
-        the iterates of the last checks (tighter than the current residual alone, so the loop
-        stops sooner at the same ``tol``); ignored when ``lam == 0``. It keeps six codes and six
-        gradients per sample in float64, so ``None`` turns it on only where the operator has an
-        explicit Gram matrix (dense dictionaries, whose codes are small).
+        the iterates just before each check (tighter than the current residual alone, so the
+        loop may stop sooner at the same ``tol``); ignored when ``lam == 0``. It keeps six codes
+        and six gradients per sample in float64 and costs several passes over them per check.
     {solver_callback}
 
     Returns
@@ -148,8 +147,6 @@ def proximal_gradient(
     out_energy = torch.full((batch,), float("inf"), dtype=Y.dtype, device=Y.device)
     out_gap = out_energy.clone()
     state = _State(Y, b, z, op.gram(z), L)
-    if extrapolate is None:
-        extrapolate = explicit_gram
     dual = DualExtrapolation(Y, lam, reg, Aty=b) if extrapolate and lam > 0 else None
 
     for k in range(1, max_iter + 1):

@@ -40,7 +40,7 @@ from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.loop import resuming
 from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 from .conv_dictionary_learning import random_kernel_patches
@@ -513,16 +513,10 @@ class ConvSparseAutoencoder(LatentModel):
                                                          self.kernel_size, gen))
             self._init_from_data = False
 
-        @dist.on_main
-        def save(epoch: int, batch: int) -> None:
-            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
-                                           optimizer=optimizer, scheduler=scheduler)
-
-        loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            optimizer=optimizer, scheduler=scheduler,
-            desc=f"conv auto-encoder ({self.mode})", progress=progress and dist.is_main(),
+        loop = self.training_loop(
+            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
+            checkpoint_every=checkpoint_every, desc=f"conv auto-encoder ({self.mode})",
+            progress=progress, optimizer=optimizer, scheduler=scheduler,
         )
         # the unused one of bias / threshold gets no gradient
         terms = dist.data_parallel(_TrainingTerms(self), find_unused_parameters=True)

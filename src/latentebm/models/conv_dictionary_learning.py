@@ -25,7 +25,7 @@ from ..regularizers import UnitBall
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training import distributed as dist
 from ..training.history import EpochRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.loop import resuming
 from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
@@ -256,15 +256,10 @@ class ConvDictionaryLearning(DictionaryModel):
             self.kernels.copy_(patches)
             self._init_from_data = False
 
-        @dist.on_main
-        def save(epoch: int, batch: int) -> None:
-            extra = {} if codes is None else {"codes": codes}
-            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch), extra=extra)
-
-        loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            desc="conv dictionary", progress=progress and dist.is_main(),
+        loop = self.training_loop(
+            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
+            checkpoint_every=checkpoint_every, desc="conv dictionary", progress=progress,
+            extra={} if codes is None else {"codes": codes},
         )
         with loop:
             for epoch in loop.epochs():

@@ -30,7 +30,7 @@ from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.loop import resuming
 from ..training.schedules import cosine_factor, cosine_schedule
 from ._base import LatentModel, ModelConfig, dtype_name
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
@@ -387,16 +387,10 @@ class PSD(LatentModel):
             start = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
                                      scheduler=scheduler).position
 
-        @dist.on_main
-        def save(epoch: int, batch: int) -> None:
-            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
-                                           optimizer=optimizer, scheduler=scheduler)
-
-        loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            optimizer=optimizer, scheduler=scheduler, desc=f"PSD ({self.config.encoder})",
-            progress=progress and dist.is_main(),
+        loop = self.training_loop(
+            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
+            checkpoint_every=checkpoint_every, desc=f"PSD ({self.config.encoder})",
+            progress=progress, optimizer=optimizer, scheduler=scheduler,
         )
         encoder = dist.data_parallel(self.encoder)
         with loop:

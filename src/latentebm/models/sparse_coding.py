@@ -25,7 +25,7 @@ from ..dictionary_update import (
 from ..operators import DenseDictionary
 from ..training import distributed as dist
 from ..training.history import EpochRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.loop import resuming
 from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
@@ -229,15 +229,10 @@ class SparseCoding(DictionaryModel):
         elif self._init_from_data and self.n_steps_ == 0:
             self._init_atoms_from(Y_t)
 
-        @dist.on_main
-        def save(epoch: int, batch: int) -> None:
-            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
-                                           extra={} if codes is None else {"codes": codes})
-
-        loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            desc="sparse coding", progress=progress and dist.is_main(),
+        loop = self.training_loop(
+            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
+            checkpoint_every=checkpoint_every, desc="sparse coding", progress=progress,
+            extra={} if codes is None else {"codes": codes},
         )
         with loop, torch.no_grad():
             for epoch in loop.epochs():

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._docs import fill_doc
+from .._docs import doc_filler, fill_doc, fit_options
 from .._validation import check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
@@ -209,7 +209,7 @@ class PredictionAugmented(LinearOperator):
         return self
 
 
-@fill_doc
+@doc_filler({"fit_options": fit_options(checkpoint_every=100, callback_args="n_steps, model")})
 class ConvSparseAutoencoder(LatentModel):
     """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
 
@@ -461,16 +461,7 @@ class ConvSparseAutoencoder(LatentModel):
             Relative duality gap of the inference (``"psd"``).
         max_iter : int, default=50
             Iteration cap of the inference (``"psd"``).
-        checkpoint : str, os.PathLike or None, default=None
-            Written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
-        checkpoint_every : int, default=100
-            Steps between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(n_steps, model)`` after every step.
-        progress : bool, default=True
-            Show a progress bar.
+        {fit_options}
 
         Returns
         -------

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._docs import doc_filler, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
@@ -72,6 +73,9 @@ class ConvDictionaryLearningConfig(ModelConfig):
     nonneg: bool = False
 
 
+@doc_filler({"fit_options": fit_options(
+    checkpoint_every=50, callback_args="step, model, batch_energy",
+    callback_note="; ``batch_energy`` ``(batch,)``")})
 class ConvDictionaryLearning(DictionaryModel):
     """Learn ``n_atoms`` unit-norm kernels ``(n_atoms, channels, k, k)`` from images.
 
@@ -199,16 +203,7 @@ class ConvDictionaryLearning(DictionaryModel):
         warm_start : bool, default=True
             Keep the codes of every image (``n_images × n_atoms × H' × W'`` numbers) to warm-start
             the next epoch's coding.
-        checkpoint : str, os.PathLike or None, default=None
-            Checkpoints and Ctrl-C as in :meth:`latentebm.SparseCoding.fit`.
-        checkpoint_every : int, default=50
-            Steps between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(step, model, batch_energy)`` after every step; ``batch_energy`` ``(batch,)``.
-        progress : bool, default=True
-            Show a progress bar.
+        {fit_options}
 
         Returns
         -------

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._docs import fill_doc
+from .._docs import doc_filler, fill_doc, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..dictionary_update import atoms_from_data, initial_atoms, sgd_gradient_sum, sgd_step_
 from ..operators import DenseDictionary, batch_dot
@@ -84,7 +84,8 @@ class TanhEncoder(nn.Module):
         return self.g * torch.tanh(Y @ self.W_e.T + self.b)
 
 
-@fill_doc
+@doc_filler({"fit_options": fit_options(checkpoint_every=100, unit="update",
+                                         callback_args="n_updates, model")})
 class PSD(LatentModel):
     """Sparse coding with a trained feed-forward code predictor.
 
@@ -339,16 +340,7 @@ class PSD(LatentModel):
             Relative duality gap of the inference.
         max_iter : int, default=300
             Iteration cap of the inference.
-        checkpoint : str, os.PathLike or None, default=None
-            As in :meth:`SparseCoding.fit`.
-        checkpoint_every : int, default=100
-            Updates between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(n_updates, model)`` after every update.
-        progress : bool, default=True
-            Show a progress bar.
+        {fit_options}
 
         Returns
         -------

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._docs import doc_filler, fit_options
 from .._validation import check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
@@ -43,6 +44,7 @@ class SparseCodingConfig(ModelConfig):
     nonneg_atoms: bool = False
 
 
+@doc_filler({"fit_options": fit_options(checkpoint_every=100)})
 class SparseCoding(DictionaryModel):
     """A dictionary ``W`` ``(n_features, n_atoms)`` with unit-norm columns and its L1 energy.
 
@@ -178,17 +180,7 @@ class SparseCoding(DictionaryModel):
         dead_after : int or None, default=None
             An atom unused for that many steps (default: one epoch) is re-initialised from the
             worst-reconstructed samples of the batch.
-        checkpoint : str, os.PathLike or None, default=None
-            A ``.safetensors`` path written every ``checkpoint_every`` steps, at the end, and on
-            Ctrl-C (after the step in flight).
-        checkpoint_every : int, default=100
-            Steps between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(step, model)`` after every step.
-        progress : bool, default=True
-            Show a progress bar (rank 0 only).
+        {fit_options}
 
         Returns
         -------

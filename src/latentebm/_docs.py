@@ -35,7 +35,6 @@ DOCS: dict[str, str] = {
     "x_any": ("x : array-like, torch.Tensor of shape (batch, ...) or None\n"
               "    Inputs of the predictor (``None`` without one)."),
     "y_any": "y : array-like or torch.Tensor of shape (batch, *signal_dims)\n    Observations.",
-    "solve_kwargs": "**kwargs\n    Options of :meth:`solve`.",
     "z_dense": "z : torch.Tensor of shape (batch, n_atoms)\n    Codes.",
     "Y_dense": "Y : torch.Tensor of shape (batch, n_features)\n    Signals.",
     "z_maps": "z : torch.Tensor of shape (batch, n_atoms, H', W')\n    Code maps.",
@@ -118,6 +117,8 @@ DOCS: dict[str, str] = {
     "returns_shape": _returns("tuple of int"),
 }
 """The shared fragments, by name."""
+DOCS["solve_args"] = "\n".join(
+    [DOCS["x_any"], DOCS["y_any"], "**kwargs\n    Options of :meth:`solve`."])
 
 
 def fit_options(*, checkpoint_every: int, unit: str = "step", callback_args: str = "step, model",

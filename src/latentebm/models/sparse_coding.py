@@ -25,7 +25,7 @@ from ..dictionary_update import (
 )
 from ..operators import DenseDictionary
 from ..training import distributed as dist
-from ..training.history import EpochRecord
+from ..training.history import MeanRecord
 from ..training.loop import resuming
 from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
@@ -241,8 +241,8 @@ class SparseCoding(DictionaryModel):
                                           dead_after, stats)
                     loop.step_done(
                         b, self.n_steps_, loss=out.energy,
-                        postfix={"energy": f"{stats.mean_energy:.4g}",
-                                 "nnz": f"{stats.mean_nnz:.1f}"},
+                        postfix={"energy": f"{stats.mean('energy'):.4g}",
+                                 "nnz": f"{stats.mean('nnz'):.1f}"},
                         callback=callback, callback_args=(self.n_steps_, self),
                     )
                 stats.close()
@@ -277,7 +277,7 @@ class SparseCoding(DictionaryModel):
         stats.reinit += reinitialize_atoms_(W, self.A, self.B, dead, Yb, Z,
                                             nonneg=self.nonneg_atoms)
         self.last_used[dead] = self.n_steps_
-        stats.add(sums["energy"], sums["nnz"], n)
+        stats.add_sums({"energy": sums["energy"], "nnz": sums["nnz"]}, n, reduced=True)
 
     # ----------------------------------------------------------------- helpers
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
@@ -286,36 +286,22 @@ class SparseCoding(DictionaryModel):
         self._init_from_data = False
 
 
-class _EpochStats(EpochRecord):
-    """Running means over one epoch: energy, non-zeros per code, re-initialised atoms."""
+class _EpochStats(MeanRecord):
+    """Running means over one epoch of the energy and the non-zeros per code, and the count of
+    re-initialised atoms."""
+
+    KEYS = ("energy", "nnz")
+    PREFIX = "mean_"
 
     def __init__(self, history: list, epoch: int) -> None:
         super().__init__(history, epoch)
-        self.energy_sum = self.nnz_sum = 0.0
-        self.count = self.reinit = 0
-
-    @property
-    def mean_energy(self) -> float:
-        return self.energy_sum / max(self.count, 1)
-
-    @property
-    def mean_nnz(self) -> float:
-        return self.nnz_sum / max(self.count, 1)
-
-    def add(self, energy_sum: torch.Tensor, nnz_sum: torch.Tensor, count: int) -> None:
-        self.energy_sum += float(energy_sum)
-        self.nnz_sum += float(nnz_sum)
-        self.count += count
-        self.publish(partial=True)
+        self.reinit = 0
 
     def values(self) -> dict[str, Any]:
-        return {"mean_energy": self.mean_energy, "mean_nnz": self.mean_nnz,
-                "samples": self.count, "reinitialized": self.reinit}
+        return {**super().values(), "reinitialized": self.reinit}
 
     def restore(self, entry: dict[str, Any]) -> None:
-        self.count = int(entry["samples"])
-        self.energy_sum = entry["mean_energy"] * self.count
-        self.nnz_sum = entry["mean_nnz"] * self.count
+        super().restore(entry)
         self.reinit = int(entry["reinitialized"])
 
 

@@ -35,7 +35,6 @@ DOCS: dict[str, str] = {
     "x_any": ("x : array-like, torch.Tensor of shape (batch, ...) or None\n"
               "    Inputs of the predictor (``None`` without one)."),
     "y_any": "y : array-like or torch.Tensor of shape (batch, *signal_dims)\n    Observations.",
-    "solve_kwargs": "**kwargs\n    Options of :meth:`solve`.",
     "z_dense": "z : torch.Tensor of shape (batch, n_atoms)\n    Codes.",
     "Y_dense": "Y : torch.Tensor of shape (batch, n_features)\n    Signals.",
     "z_maps": "z : torch.Tensor of shape (batch, n_atoms, H', W')\n    Code maps.",
@@ -118,6 +117,42 @@ DOCS: dict[str, str] = {
     "returns_shape": _returns("tuple of int"),
 }
 """The shared fragments, by name."""
+DOCS["solve_args"] = "\n".join(
+    [DOCS["x_any"], DOCS["y_any"], "**kwargs\n    Options of :meth:`solve`."])
+
+
+def fit_options(*, checkpoint_every: int, unit: str = "step", callback_args: str = "step, model",
+                callback_note: str = "") -> str:
+    """The entries of the options every model's ``fit`` ends with (``checkpoint``,
+    ``checkpoint_every``, ``resume``, ``callback``, ``progress``), as a fragment for
+    :func:`doc_filler`.
+
+    Parameters
+    ----------
+    checkpoint_every : int
+        The default of ``checkpoint_every``.
+    unit : str, default="step"
+        What ``fit`` counts: a ``"step"`` or an ``"update"``.
+    callback_args : str, default="step, model"
+        The callback's arguments.
+    callback_note : str, default=""
+        Said after the callback's description (e.g. ``"; ``x`` ``(batch,)``"``).
+
+    Returns
+    -------
+    str
+    """
+    return (
+        "checkpoint : str, os.PathLike or None, default=None\n"
+        f"    A ``.safetensors`` file written every ``checkpoint_every`` {unit}s, at the end, "
+        f"and on\n    Ctrl-C (after the {unit} in flight).\n"
+        f"checkpoint_every : int, default={checkpoint_every}\n"
+        f"    {unit.capitalize()}s between checkpoints.\n"
+        "resume : bool, default=False\n    Continue from ``checkpoint``.\n"
+        "callback : callable or None, default=None\n"
+        f"    ``callback({callback_args})`` after every {unit}{callback_note}.\n"
+        "progress : bool, default=True\n    Show a progress bar (rank 0 only)."
+    )
 
 
 def _filled(doc: str, fragments: Mapping[str, str]) -> str:

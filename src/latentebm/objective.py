@@ -6,13 +6,18 @@ from typing import Any
 
 import torch
 
-from ._docs import fill_doc
+from ._docs import doc_filler, fill_doc
 from .operators import LinearOperator, batch_dot
 from .problem import Problem, prepare, prepare_code, to_output
 from .regularizers import Regularizer, get_regularizer
 
+_fill_gap_doc = doc_filler({"returns_energy_gap": (
+    "Returns\n-------\nenergy : torch.Tensor of shape (batch,)\n"
+    "    ``P(z) = ½‖y − Az‖² + λR(z)``.\ngap : torch.Tensor of shape (batch,)\n"
+    "    The duality gap, clamped at 0.")})
 
-@fill_doc
+
+@_fill_gap_doc
 def energy_and_gap(
     op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,18 +36,13 @@ def energy_and_gap(
     {lam_weight}
     {reg_penalty}
 
-    Returns
-    -------
-    energy : torch.Tensor of shape (batch,)
-        ``P(z) = ½‖y − Az‖² + λR(z)``.
-    gap : torch.Tensor of shape (batch,)
-        The duality gap, clamped at 0.
+    {returns_energy_gap}
     """
     r = Y - op.decode(z)
     return energy_and_gap_from(batch_dot(r, r), op.adjoint(r), z, lam, reg)
 
 
-@fill_doc
+@_fill_gap_doc
 def energy_and_gap_from(
     rr: torch.Tensor, c: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,12 +59,7 @@ def energy_and_gap_from(
     {lam_weight}
     {reg_penalty}
 
-    Returns
-    -------
-    energy : torch.Tensor of shape (batch,)
-        ``P(z)``.
-    gap : torch.Tensor of shape (batch,)
-        The duality gap, clamped at 0.
+    {returns_energy_gap}
     """
     reg_value = reg.value(z)
     primal = 0.5 * rr + lam * reg_value

@@ -319,9 +319,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        {x_any}
-        {y_any}
-        {solve_kwargs}
+        {solve_args}
 
         Returns
         -------
@@ -334,9 +332,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         Parameters
         ----------
-        {x_any}
-        {y_any}
-        {solve_kwargs}
+        {solve_args}
 
         Returns
         -------

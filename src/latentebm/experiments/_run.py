@@ -4,6 +4,7 @@ one run at a time (a lock file)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -58,6 +59,26 @@ class Run:
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **settings: Any) -> Run:
+        """The run of a command: its folder ``args.out``, every flag but the private ones
+        (``_...``) as its config, with ``settings`` (values the command resolved) over them,
+        resumed when ``args.resume``.
+
+        Parameters
+        ----------
+        args : argparse.Namespace
+            The command's parsed flags.
+        **settings
+            Config entries that replace or add to the flags'.
+
+        Returns
+        -------
+        Run
+        """
+        config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+        return cls(args.out, {**config, **settings}, resume=args.resume)
 
     def _check_and_write_config(self, resume: bool) -> None:
         saved_path = self.out / "config.json"

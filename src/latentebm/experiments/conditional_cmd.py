@@ -169,8 +169,7 @@ def run(args: argparse.Namespace) -> Run:
     if args.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     device = resolve_device(args.device)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    out = Run(args.out, config, resume=args.resume)
+    out = Run.from_args(args)
     kw: dict[str, Any] = {"sample": True} if args.sample else {"data_dir": args.data_dir}
     Xtr, Ytr = (torch.from_numpy(a[: args.n_train]).to(device)
                 for a in halves(load_mnist("train", **kw)[0]))

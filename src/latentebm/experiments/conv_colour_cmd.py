@@ -73,8 +73,7 @@ def run(args: argparse.Namespace) -> Run:
     if args.filters < 1 or args.show_size < args.kernel:
         raise ValueError("--filters must be >= 1 and --show-size at least --kernel")
     device = resolve_device(args.device)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    run_dir = Run(args.out, config, resume=args.resume)
+    run_dir = Run.from_args(args)
     photos = load_images(args.images, grey=False)
     images = runs.preprocess(photos, args.preprocess)
     # The last photograph is held out whole for the code-map figure; tiles come from the rest.

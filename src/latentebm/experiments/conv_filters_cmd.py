@@ -146,9 +146,7 @@ def run(args: argparse.Namespace) -> Run:
     if min(counts) < 1:
         raise ValueError(f"--counts must be positive, got {args.counts}")
     device = resolve_device(args.device)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    config["counts"] = counts
-    run_dir = Run(args.out, config, resume=args.resume)
+    run_dir = Run.from_args(args, counts=counts)
     images = runs.preprocess(load_images(args.images, grey=True), args.preprocess)
     train_np, test_np = runs.image_tiles(images, args.tile, args.n_tiles, args.n_test, args.seed)
     train = torch.from_numpy(train_np).to(device)

@@ -94,8 +94,7 @@ def open_run(args: argparse.Namespace) -> tuple[Run, torch.Tensor, torch.Tensor,
         Shape of one row as an image.
     """
     device = resolve_device(args.device)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    out = Run(args.out, config, resume=args.resume)
+    out = Run.from_args(args)
     Y_np, Yt_np, image_shape = load_dataset(args)
     return out, torch.from_numpy(Y_np).to(device), torch.from_numpy(Yt_np).to(device), image_shape
 

@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> Run:
     for flag in ("n_patches", "patch", "rows_per_shard"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
-    run_dir = Run(args.out, config, resume=args.resume)
+    run_dir = Run.from_args(args)
     folder = run_dir.path("patches")
     prepare_patches(folder, args.n_patches, size=args.patch, images=args.images,
                     whiten=args.whiten, seed=args.seed, rows_per_shard=args.rows_per_shard)

@@ -438,8 +438,7 @@ def run(args: argparse.Namespace) -> Run:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     settings = settings_grid(args.classes, args.labels_per_class, args.first_layer)
-    config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    run_dir = Run(args.out, config, resume=args.resume)
+    run_dir = Run.from_args(args)
     unlabelled, data = _mnist(args, device, args.classes)
     ae = _autoencoder(args, run_dir, unlabelled, device)
     if not distributed.is_main():  # under torchrun the ranks train the auto-encoder together;

@@ -149,12 +149,10 @@ def run(args: argparse.Namespace) -> Run:
     """
     lam = DEFAULT_LAM[args.dataset] if args.lam is None else args.lam
     device = resolve_device(args.device)
-    config = {key: value for key, value in vars(args).items() if not key.startswith("_")}
     codes = DEFAULT_CODES[args.dataset] if args.codes is None else args.codes
     atoms_sign = (DEFAULT_ATOMS_SIGN[args.dataset] if args.atoms_sign is None
                   else args.atoms_sign)
-    config.update(lam=lam, codes=codes, atoms_sign=atoms_sign)
-    run_dir = Run(args.out, config, resume=args.resume)
+    run_dir = Run.from_args(args, lam=lam, codes=codes, atoms_sign=atoms_sign)
     train, test, image_shape = load_data(args)
 
     model = SparseCoding(train.shape[1], args.atoms, lam, nonneg=codes == "nonneg",

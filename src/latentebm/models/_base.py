@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -36,6 +37,7 @@ from torch import nn
 
 from .._validation import as_tensor
 from ..solvers import SolverResult
+from ..training import distributed as dist
 from ..training.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -45,6 +47,7 @@ from ..training.checkpoint import (
     write_checkpoint,
 )
 from ..training.extra_state import TrainingAttributes
+from ..training.loop import MinibatchLoop
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -224,6 +227,64 @@ class LatentModel(TrainingAttributes, nn.Module):
         )
         write_checkpoint(path, kind=self.KIND, config=self.config.to_json(),
                          state_dict=self.state_dict(), training=state)
+
+    def training_loop(
+        self,
+        n: int,
+        batch_size: int,
+        epochs: int,
+        *,
+        start: tuple[int, int],
+        checkpoint: str | os.PathLike | None,
+        fit_args: dict[str, Any],
+        checkpoint_every: int,
+        desc: str,
+        progress: bool,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        extra: Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]] | None = None,
+    ) -> MinibatchLoop:
+        """The :class:`~latentebm.training.loop.MinibatchLoop` of a ``fit`` over ``n`` samples:
+        epoch order from the model's seed, the model's weights and ``optimizer`` watched for
+        divergence, a progress bar on rank 0 only (when ``progress``), and checkpoints written
+        by rank 0 alone with :meth:`write_training_checkpoint`.
+
+        Parameters
+        ----------
+        n, batch_size, epochs : int
+            Samples, mini-batch size (already clipped to ``n``) and epochs of the whole run.
+        start : tuple of int
+            ``(epoch, batch)`` to start from (a resumed run's position).
+        checkpoint : str, os.PathLike or None
+            Checkpoint path; ``None`` disables saving.
+        fit_args : dict
+            The ``fit`` arguments a resumed run must repeat (see :meth:`resume_from`).
+        checkpoint_every, desc, progress
+            As in :class:`~latentebm.training.loop.MinibatchLoop`.
+        optimizer, scheduler : optional
+            Saved with the checkpoint; the optimizer is checked for NaN/inf, the scheduler
+            stepped after every step.
+        extra : mapping of str to torch.Tensor, callable or None, default=None
+            Extra tensors of the checkpoint, or a callable that returns them at every save.
+
+        Returns
+        -------
+        MinibatchLoop
+        """
+
+        @dist.on_main
+        def save(epoch: int, batch: int) -> None:
+            tensors = extra() if callable(extra) else extra
+            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
+                                           optimizer=optimizer, scheduler=scheduler,
+                                           extra=tensors)
+
+        return MinibatchLoop(
+            n, batch_size, epochs, seed=self.seed, device=self.device, start=start,
+            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
+            optimizer=optimizer, scheduler=scheduler, desc=desc,
+            progress=progress and dist.is_main(),
+        )
 
     def resume_from(
         self,

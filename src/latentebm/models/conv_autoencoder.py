@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._docs import fill_doc
+from .._docs import doc_filler, fill_doc, fit_options
 from .._validation import check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
@@ -40,7 +40,7 @@ from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.loop import resuming
 from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 from .conv_dictionary_learning import random_kernel_patches
@@ -209,7 +209,7 @@ class PredictionAugmented(LinearOperator):
         return self
 
 
-@fill_doc
+@doc_filler({"fit_options": fit_options(checkpoint_every=100, callback_args="n_steps, model")})
 class ConvSparseAutoencoder(LatentModel):
     """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
 
@@ -461,16 +461,7 @@ class ConvSparseAutoencoder(LatentModel):
             Relative duality gap of the inference (``"psd"``).
         max_iter : int, default=50
             Iteration cap of the inference (``"psd"``).
-        checkpoint : str, os.PathLike or None, default=None
-            Written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
-        checkpoint_every : int, default=100
-            Steps between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(n_steps, model)`` after every step.
-        progress : bool, default=True
-            Show a progress bar.
+        {fit_options}
 
         Returns
         -------
@@ -513,16 +504,10 @@ class ConvSparseAutoencoder(LatentModel):
                                                          self.kernel_size, gen))
             self._init_from_data = False
 
-        @dist.on_main
-        def save(epoch: int, batch: int) -> None:
-            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
-                                           optimizer=optimizer, scheduler=scheduler)
-
-        loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            optimizer=optimizer, scheduler=scheduler,
-            desc=f"conv auto-encoder ({self.mode})", progress=progress and dist.is_main(),
+        loop = self.training_loop(
+            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
+            checkpoint_every=checkpoint_every, desc=f"conv auto-encoder ({self.mode})",
+            progress=progress, optimizer=optimizer, scheduler=scheduler,
         )
         # the unused one of bias / threshold gets no gradient
         terms = dist.data_parallel(_TrainingTerms(self), find_unused_parameters=True)

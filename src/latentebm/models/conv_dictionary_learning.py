@@ -18,14 +18,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._docs import doc_filler, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
 from ..regularizers import UnitBall
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training import distributed as dist
-from ..training.history import EpochRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.history import MeanRecord
+from ..training.loop import resuming
 from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
@@ -72,6 +73,9 @@ class ConvDictionaryLearningConfig(ModelConfig):
     nonneg: bool = False
 
 
+@doc_filler({"fit_options": fit_options(
+    checkpoint_every=50, callback_args="step, model, batch_energy",
+    callback_note="; ``batch_energy`` ``(batch,)``")})
 class ConvDictionaryLearning(DictionaryModel):
     """Learn ``n_atoms`` unit-norm kernels ``(n_atoms, channels, k, k)`` from images.
 
@@ -199,16 +203,7 @@ class ConvDictionaryLearning(DictionaryModel):
         warm_start : bool, default=True
             Keep the codes of every image (``n_images × n_atoms × H' × W'`` numbers) to warm-start
             the next epoch's coding.
-        checkpoint : str, os.PathLike or None, default=None
-            Checkpoints and Ctrl-C as in :meth:`latentebm.SparseCoding.fit`.
-        checkpoint_every : int, default=50
-            Steps between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(step, model, batch_energy)`` after every step; ``batch_energy`` ``(batch,)``.
-        progress : bool, default=True
-            Show a progress bar.
+        {fit_options}
 
         Returns
         -------
@@ -256,15 +251,10 @@ class ConvDictionaryLearning(DictionaryModel):
             self.kernels.copy_(patches)
             self._init_from_data = False
 
-        @dist.on_main
-        def save(epoch: int, batch: int) -> None:
-            extra = {} if codes is None else {"codes": codes}
-            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch), extra=extra)
-
-        loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            desc="conv dictionary", progress=progress and dist.is_main(),
+        loop = self.training_loop(
+            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
+            checkpoint_every=checkpoint_every, desc="conv dictionary", progress=progress,
+            extra={} if codes is None else {"codes": codes},
         )
         with loop:
             for epoch in loop.epochs():
@@ -283,10 +273,10 @@ class ConvDictionaryLearning(DictionaryModel):
                     if codes is not None:
                         codes[b.idx] = dist.all_gather_cat(Z, what="of the codes")
                     self.n_steps_ += 1
-                    stats.add(out.energy, Z)
+                    stats.add_codes(out.energy, Z)
                     loop.step_done(
                         b, self.n_steps_, loss=out.energy,
-                        postfix={"energy": f"{stats.mean_energy:.4g}",
+                        postfix={"energy": f"{stats.mean('energy'):.4g}",
                                  "nnz": f"{stats.nnz_share:.3%}"},
                         callback=callback, callback_args=(self.n_steps_, self, out.energy),
                     )
@@ -448,43 +438,31 @@ class _CircularKernelLoss:
         return self._value(Rf), grad.contiguous()
 
 
-class _Stats(EpochRecord):
+class _Stats(MeanRecord):
     """Per-epoch running means: energy per image and the share of non-zero code entries."""
 
-    def __init__(self, history: list, epoch: int) -> None:
-        super().__init__(history, epoch)
-        self.energy_sum = self.nnz = self.entries = 0.0
-        self.count = 0
-
-    @property
-    def mean_energy(self) -> float:
-        return self.energy_sum / max(self.count, 1)
+    KEYS = ("energy", "nnz", "entries")
+    COUNT_KEY = "images"
 
     @property
     def nnz_share(self) -> float:
-        return self.nnz / max(self.entries, 1.0)
+        return self.sums["nnz"] / max(self.sums["entries"], 1.0)
 
-    def add(self, energy: torch.Tensor, Z: torch.Tensor) -> None:
+    def add_codes(self, energy: torch.Tensor, Z: torch.Tensor) -> None:
         """Add this process's energies ``(batch,)`` and codes ``(batch, n_atoms, H', W')``;
         the sums are added over the processes."""
-        sums = dist.all_reduce_floats(
-            [float(energy.sum()), float((Z != 0).sum()), float(Z.numel()), float(Z.shape[0])],
-            what="of the epoch sums")
-        self.energy_sum += sums[0]
-        self.nnz += sums[1]
-        self.entries += sums[2]
-        self.count += round(sums[3])
-        self.publish(partial=True)
+        self.add_sums({"energy": energy.sum(), "nnz": (Z != 0).sum(), "entries": Z.numel()},
+                      Z.shape[0])
 
     def values(self) -> dict[str, Any]:
-        return {"mean_energy": self.mean_energy, "nnz_share": self.nnz_share,
-                "images": self.count, "entries": self.entries}
+        return {"mean_energy": self.mean("energy"), "nnz_share": self.nnz_share,
+                "images": self.count, "entries": self.sums["entries"]}
 
     def restore(self, entry: dict[str, Any]) -> None:
         self.count = int(entry["images"])
-        self.energy_sum = entry["mean_energy"] * self.count
-        self.entries = float(entry["entries"])
-        self.nnz = entry["nnz_share"] * self.entries
+        entries = float(entry["entries"])
+        self.sums = {"energy": entry["mean_energy"] * self.count, "entries": entries,
+                     "nnz": entry["nnz_share"] * entries}
 
 
 __all__ = ["ConvDictionaryLearning", "random_kernel_patches"]

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._docs import fill_doc
+from .._docs import doc_filler, fill_doc, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..dictionary_update import atoms_from_data, initial_atoms, sgd_gradient_sum, sgd_step_
 from ..operators import DenseDictionary, batch_dot
@@ -30,7 +30,7 @@ from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.loop import resuming
 from ..training.schedules import cosine_factor, cosine_schedule
 from ._base import LatentModel, ModelConfig, dtype_name
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
@@ -84,7 +84,8 @@ class TanhEncoder(nn.Module):
         return self.g * torch.tanh(Y @ self.W_e.T + self.b)
 
 
-@fill_doc
+@doc_filler({"fit_options": fit_options(checkpoint_every=100, unit="update",
+                                         callback_args="n_updates, model")})
 class PSD(LatentModel):
     """Sparse coding with a trained feed-forward code predictor.
 
@@ -339,16 +340,7 @@ class PSD(LatentModel):
             Relative duality gap of the inference.
         max_iter : int, default=300
             Iteration cap of the inference.
-        checkpoint : str, os.PathLike or None, default=None
-            As in :meth:`SparseCoding.fit`.
-        checkpoint_every : int, default=100
-            Updates between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(n_updates, model)`` after every update.
-        progress : bool, default=True
-            Show a progress bar.
+        {fit_options}
 
         Returns
         -------
@@ -387,16 +379,10 @@ class PSD(LatentModel):
             start = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
                                      scheduler=scheduler).position
 
-        @dist.on_main
-        def save(epoch: int, batch: int) -> None:
-            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
-                                           optimizer=optimizer, scheduler=scheduler)
-
-        loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            optimizer=optimizer, scheduler=scheduler, desc=f"PSD ({self.config.encoder})",
-            progress=progress and dist.is_main(),
+        loop = self.training_loop(
+            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
+            checkpoint_every=checkpoint_every, desc=f"PSD ({self.config.encoder})",
+            progress=progress, optimizer=optimizer, scheduler=scheduler,
         )
         encoder = dist.data_parallel(self.encoder)
         with loop:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._docs import doc_filler, fit_options
 from .._validation import check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
@@ -24,8 +25,8 @@ from ..dictionary_update import (
 )
 from ..operators import DenseDictionary
 from ..training import distributed as dist
-from ..training.history import EpochRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.history import MeanRecord
+from ..training.loop import resuming
 from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
@@ -43,6 +44,7 @@ class SparseCodingConfig(ModelConfig):
     nonneg_atoms: bool = False
 
 
+@doc_filler({"fit_options": fit_options(checkpoint_every=100)})
 class SparseCoding(DictionaryModel):
     """A dictionary ``W`` ``(n_features, n_atoms)`` with unit-norm columns and its L1 energy.
 
@@ -178,17 +180,7 @@ class SparseCoding(DictionaryModel):
         dead_after : int or None, default=None
             An atom unused for that many steps (default: one epoch) is re-initialised from the
             worst-reconstructed samples of the batch.
-        checkpoint : str, os.PathLike or None, default=None
-            A ``.safetensors`` path written every ``checkpoint_every`` steps, at the end, and on
-            Ctrl-C (after the step in flight).
-        checkpoint_every : int, default=100
-            Steps between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(step, model)`` after every step.
-        progress : bool, default=True
-            Show a progress bar (rank 0 only).
+        {fit_options}
 
         Returns
         -------
@@ -229,15 +221,10 @@ class SparseCoding(DictionaryModel):
         elif self._init_from_data and self.n_steps_ == 0:
             self._init_atoms_from(Y_t)
 
-        @dist.on_main
-        def save(epoch: int, batch: int) -> None:
-            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
-                                           extra={} if codes is None else {"codes": codes})
-
-        loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            desc="sparse coding", progress=progress and dist.is_main(),
+        loop = self.training_loop(
+            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
+            checkpoint_every=checkpoint_every, desc="sparse coding", progress=progress,
+            extra={} if codes is None else {"codes": codes},
         )
         with loop, torch.no_grad():
             for epoch in loop.epochs():
@@ -254,8 +241,8 @@ class SparseCoding(DictionaryModel):
                                           dead_after, stats)
                     loop.step_done(
                         b, self.n_steps_, loss=out.energy,
-                        postfix={"energy": f"{stats.mean_energy:.4g}",
-                                 "nnz": f"{stats.mean_nnz:.1f}"},
+                        postfix={"energy": f"{stats.mean('energy'):.4g}",
+                                 "nnz": f"{stats.mean('nnz'):.1f}"},
                         callback=callback, callback_args=(self.n_steps_, self),
                     )
                 stats.close()
@@ -290,7 +277,7 @@ class SparseCoding(DictionaryModel):
         stats.reinit += reinitialize_atoms_(W, self.A, self.B, dead, Yb, Z,
                                             nonneg=self.nonneg_atoms)
         self.last_used[dead] = self.n_steps_
-        stats.add(sums["energy"], sums["nnz"], n)
+        stats.add_sums({"energy": sums["energy"], "nnz": sums["nnz"]}, n, reduced=True)
 
     # ----------------------------------------------------------------- helpers
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
@@ -299,36 +286,22 @@ class SparseCoding(DictionaryModel):
         self._init_from_data = False
 
 
-class _EpochStats(EpochRecord):
-    """Running means over one epoch: energy, non-zeros per code, re-initialised atoms."""
+class _EpochStats(MeanRecord):
+    """Running means over one epoch of the energy and the non-zeros per code, and the count of
+    re-initialised atoms."""
+
+    KEYS = ("energy", "nnz")
+    PREFIX = "mean_"
 
     def __init__(self, history: list, epoch: int) -> None:
         super().__init__(history, epoch)
-        self.energy_sum = self.nnz_sum = 0.0
-        self.count = self.reinit = 0
-
-    @property
-    def mean_energy(self) -> float:
-        return self.energy_sum / max(self.count, 1)
-
-    @property
-    def mean_nnz(self) -> float:
-        return self.nnz_sum / max(self.count, 1)
-
-    def add(self, energy_sum: torch.Tensor, nnz_sum: torch.Tensor, count: int) -> None:
-        self.energy_sum += float(energy_sum)
-        self.nnz_sum += float(nnz_sum)
-        self.count += count
-        self.publish(partial=True)
+        self.reinit = 0
 
     def values(self) -> dict[str, Any]:
-        return {"mean_energy": self.mean_energy, "mean_nnz": self.mean_nnz,
-                "samples": self.count, "reinitialized": self.reinit}
+        return {**super().values(), "reinitialized": self.reinit}
 
     def restore(self, entry: dict[str, Any]) -> None:
-        self.count = int(entry["samples"])
-        self.energy_sum = entry["mean_energy"] * self.count
-        self.nnz_sum = entry["mean_nnz"] * self.count
+        super().restore(entry)
         self.reinit = int(entry["reinitialized"])
 
 

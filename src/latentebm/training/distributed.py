@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as tdist
 
+from .._docs import doc_filler
+
 DEFAULT_TIMEOUT_S = 300.0
 TIMEOUT_ENV = "LATENTEBM_DIST_TIMEOUT"
 MIXED = "cpu:gloo,cuda:nccl"
@@ -59,6 +61,14 @@ class _Traffic:
 
 
 traffic = _Traffic()
+
+_fill_doc = doc_filler({
+    "what": "what : str, optional\n    Name of the collective in error messages.",
+    "returns_tensor_itself": "Returns\n-------\ntorch.Tensor\n    ``tensor`` itself.",
+    "rank_world": ("rank_ : int or None, default=None\n    The rank; this process's by default.\n"
+                   "world : int or None, default=None\n"
+                   "    Number of ranks; the group's size by default."),
+})
 
 
 # --------------------------------------------------------------------------- the group
@@ -197,6 +207,7 @@ def _collective(what: str, fn: Callable[[], T]) -> T:
         ) from exc
 
 
+@_fill_doc
 def all_reduce_(tensor: torch.Tensor, *, what: str = "all_reduce") -> torch.Tensor:
     """Sum ``tensor`` over all processes, in place; returned for chaining.
 
@@ -204,13 +215,9 @@ def all_reduce_(tensor: torch.Tensor, *, what: str = "all_reduce") -> torch.Tens
     ----------
     tensor : torch.Tensor of any shape
         Reduced in place.
-    what : str, default="all_reduce"
-        Name of the collective in error messages.
+    {what}
 
-    Returns
-    -------
-    torch.Tensor
-        ``tensor`` itself.
+    {returns_tensor_itself}
     """
     if world_size() > 1:
         traffic.add(tensor.numel() * tensor.element_size())
@@ -218,6 +225,7 @@ def all_reduce_(tensor: torch.Tensor, *, what: str = "all_reduce") -> torch.Tens
     return tensor
 
 
+@_fill_doc
 def all_reduce_dict_(tensors: dict[str, torch.Tensor], *, what: str = "all_reduce"
                      ) -> dict[str, torch.Tensor]:
     """Sum every tensor of ``tensors`` over all processes, in place, with one collective per
@@ -227,8 +235,7 @@ def all_reduce_dict_(tensors: dict[str, torch.Tensor], *, what: str = "all_reduc
     ----------
     tensors : dict of str to torch.Tensor
         Tensors of any shapes, reduced in place.
-    what : str, default="all_reduce"
-        Name of the collective in error messages.
+    {what}
 
     Returns
     -------
@@ -251,6 +258,7 @@ def all_reduce_dict_(tensors: dict[str, torch.Tensor], *, what: str = "all_reduc
     return tensors
 
 
+@_fill_doc
 def all_reduce_floats(values: list[float], *, what: str = "all_reduce") -> list[float]:
     """Python numbers (e.g. a batch's sums for the history) summed over all processes, in
     one float64 collective; ``values`` itself with one process.
@@ -259,8 +267,7 @@ def all_reduce_floats(values: list[float], *, what: str = "all_reduce") -> list[
     ----------
     values : list of float
         This process's numbers; the same length on every rank.
-    what : str, default="all_reduce"
-        Name of the collective in error messages.
+    {what}
 
     Returns
     -------
@@ -273,6 +280,7 @@ def all_reduce_floats(values: list[float], *, what: str = "all_reduce") -> list[
     return all_reduce_(t, what=what).tolist()
 
 
+@_fill_doc
 def all_gather_cat(tensor: torch.Tensor, *, what: str = "all_gather") -> torch.Tensor:
     """The ``tensor`` of every rank concatenated along dim 0, in rank order.
 
@@ -281,8 +289,7 @@ def all_gather_cat(tensor: torch.Tensor, *, what: str = "all_gather") -> torch.T
     tensor : torch.Tensor of shape (n_rank, *dims)
         This rank's part; ``n_rank`` may differ between ranks (``dims`` and the dtype must
         agree).
-    what : str, default="all_gather"
-        Name of the collective in error messages.
+    {what}
 
     Returns
     -------
@@ -303,6 +310,7 @@ def all_gather_cat(tensor: torch.Tensor, *, what: str = "all_gather") -> torch.T
     return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)])
 
 
+@_fill_doc
 def broadcast_(tensor: torch.Tensor, src: int = 0, *, what: str = "broadcast") -> torch.Tensor:
     """Overwrite ``tensor`` on every rank with rank ``src``'s, in place.
 
@@ -312,13 +320,9 @@ def broadcast_(tensor: torch.Tensor, src: int = 0, *, what: str = "broadcast") -
         Same shape and dtype on every rank.
     src : int, default=0
         Rank whose tensor is sent.
-    what : str, default="broadcast"
-        Name of the collective in error messages.
+    {what}
 
-    Returns
-    -------
-    torch.Tensor
-        ``tensor`` itself.
+    {returns_tensor_itself}
     """
     if world_size() > 1:
         traffic.add(tensor.numel() * tensor.element_size())
@@ -326,6 +330,7 @@ def broadcast_(tensor: torch.Tensor, src: int = 0, *, what: str = "broadcast") -
     return tensor
 
 
+@_fill_doc
 def broadcast_object(obj: Any, src: int = 0, *, what: str = "broadcast_object") -> Any:
     """Rank ``src``'s ``obj`` (picklable; our own processes only) on every rank.
 
@@ -335,8 +340,7 @@ def broadcast_object(obj: Any, src: int = 0, *, what: str = "broadcast_object") 
         The object on rank ``src`` (ignored elsewhere).
     src : int, default=0
         Rank whose object is sent.
-    what : str, default="broadcast_object"
-        Name of the collective in error messages.
+    {what}
 
     Returns
     -------
@@ -351,6 +355,7 @@ def broadcast_object(obj: Any, src: int = 0, *, what: str = "broadcast_object") 
     return box[0]
 
 
+@_fill_doc
 def all_gather_object(obj: Any, *, what: str = "all_gather_object") -> list[Any]:
     """Every rank's ``obj`` (picklable; our own processes only), in rank order.
 
@@ -358,8 +363,7 @@ def all_gather_object(obj: Any, *, what: str = "all_gather_object") -> list[Any]
     ----------
     obj : Any
         This rank's object.
-    what : str, default="all_gather_object"
-        Name of the collective in error messages.
+    {what}
 
     Returns
     -------
@@ -374,6 +378,7 @@ def all_gather_object(obj: Any, *, what: str = "all_gather_object") -> list[Any]
     return out
 
 
+@_fill_doc
 def any_rank(flag: bool, *, what: str = "any_rank") -> bool:
     """Whether ``flag`` is true on at least one rank (the same answer on every rank).
 
@@ -381,8 +386,7 @@ def any_rank(flag: bool, *, what: str = "any_rank") -> bool:
     ----------
     flag : bool
         This rank's flag.
-    what : str, default="any_rank"
-        Name of the collective in error messages.
+    {what}
 
     Returns
     -------
@@ -392,13 +396,13 @@ def any_rank(flag: bool, *, what: str = "any_rank") -> bool:
     return bool(all_reduce_(t, what=what)[0] > 0)
 
 
+@_fill_doc
 def barrier(*, what: str = "barrier") -> None:
     """Wait for every rank (within the collective timeout).
 
     Parameters
     ----------
-    what : str, default="barrier"
-        Name of the collective in error messages.
+    {what}
     """
     # a tiny all-reduce rather than tdist.barrier(): the same timeout on every backend
     any_rank(False, what=what)
@@ -476,6 +480,7 @@ def global_mean(local_sum: torch.Tensor, n_global: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- sharding
+@_fill_doc
 def shard_bounds(n: int, rank_: int | None = None, world: int | None = None
                  ) -> tuple[int, int]:
     """``[start, stop)`` of rank ``rank_``'s contiguous share of ``n`` items: shares differ by
@@ -486,10 +491,7 @@ def shard_bounds(n: int, rank_: int | None = None, world: int | None = None
     ----------
     n : int
         Number of items.
-    rank_ : int or None, default=None
-        The rank; this process's by default.
-    world : int or None, default=None
-        Number of ranks; the group's size by default.
+    {rank_world}
 
     Returns
     -------
@@ -505,6 +507,7 @@ def shard_bounds(n: int, rank_: int | None = None, world: int | None = None
     return start, start + base + (1 if r < extra else 0)
 
 
+@_fill_doc
 def shard(indices: torch.Tensor, rank_: int | None = None, world: int | None = None
           ) -> torch.Tensor:
     """This rank's contiguous share of ``indices`` (see :func:`shard_bounds`); concatenating the
@@ -514,10 +517,7 @@ def shard(indices: torch.Tensor, rank_: int | None = None, world: int | None = N
     ----------
     indices : torch.Tensor of shape (n, ...)
         Items to share out along dim 0.
-    rank_ : int or None, default=None
-        The rank; this process's by default.
-    world : int or None, default=None
-        Number of ranks; the group's size by default.
+    {rank_world}
 
     Returns
     -------

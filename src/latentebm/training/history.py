@@ -168,8 +168,8 @@ class MeanRecord(EpochRecord):
                       else values[key].to(self.SUM_DTYPE)).sum() for key in self.KEYS}
         return self.add_sums(sums, int(values[self.KEYS[0]].shape[0]))
 
-    def add_sums(self, sums: dict[str, torch.Tensor | float], count: int | float
-                 ) -> dict[str, float]:
+    def add_sums(self, sums: dict[str, torch.Tensor | float], count: int | float, *,
+                 reduced: bool = False) -> dict[str, float]:
         """Add sums already taken over a batch and republish the entry.
 
         Parameters
@@ -178,13 +178,15 @@ class MeanRecord(EpochRecord):
             One scalar per key of ``KEYS``.
         count : int or float
             Number of samples (or total weight) the sums are over, on this process.
+        reduced : bool, default=False
+            The sums and ``count`` are already over every process (no collective).
 
         Returns
         -------
         dict of str to float
             The batch's sums of ``KEYS`` over every process.
         """
-        if dist.world_size() > 1:
+        if not reduced and dist.world_size() > 1:
             *added, total = dist.all_reduce_floats(
                 [float(sums[key]) for key in self.KEYS] + [float(count)], what="of the epoch sums")
             sums = dict(zip(self.KEYS, added, strict=True))

@@ -405,6 +405,9 @@ def test_lista_command_runs_on_the_bundled_sample(tmp_path):
     for name in ("table.md", "error_vs_iterations.png", "metrics.json",
                  "lista_lista_K2.safetensors"):
         assert (out / name).is_file()
+    # the hybrid's head (one layer here) has per-layer input matrices, classic LISTA one shared
+    assert LISTA.load(out / "lista_hybrid_K2.safetensors").W_e.shape == (1, 16, 784)
+    assert LISTA.load(out / "lista_lista_K2.safetensors").W_e.shape == (16, 784)
     assert main(argv + ["--resume"]) == 0
 
 

@@ -156,7 +156,7 @@ class _StepRule(abc.ABC):
         return torch.zeros_like(row)
 
 
-def input_weights(W: torch.Tensor, inv_L: torch.Tensor, n_inputs: int,
+def _input_weights(W: torch.Tensor, inv_L: torch.Tensor, n_inputs: int,
                   per_step: bool) -> nn.Parameter:
     """The classic layers' input matrix ``W_e = Wᵀ/L``, one copy per step with ``per_step``.
 
@@ -189,7 +189,7 @@ class _ClassicRule(_StepRule):
     def init(self, net, W, inv_L):
         K, count = net.n_steps, net.count
         eye = torch.eye(net.n_atoms, dtype=W.dtype, device=W.device)
-        net.W_e = input_weights(W, inv_L, count(K), net.per_step_input)
+        net.W_e = _input_weights(W, inv_L, count(K), net.per_step_input)
         net.alpha = nn.Parameter(torch.ones(count(K), dtype=W.dtype, device=W.device))
         net.S = nn.Parameter((eye - (W.T @ W) * inv_L).expand(count(K - 1), -1, -1).clone())
         net.theta = nn.Parameter((net.lam * inv_L).expand(count(K), net.n_atoms).clone())
@@ -283,7 +283,7 @@ class _HybridRule(_StepRule):
     def init(self, net, W, inv_L):
         head, tail = min(net.n_steps, net.head), max(net.n_steps - net.head, 1)
         eye = torch.eye(net.n_atoms, dtype=W.dtype, device=W.device)
-        net.W_e = input_weights(W, inv_L, head, net.per_step_input)
+        net.W_e = _input_weights(W, inv_L, head, net.per_step_input)
         net.alpha = nn.Parameter(torch.ones(head, dtype=W.dtype, device=W.device))
         net.S = nn.Parameter((eye - (W.T @ W) * inv_L).expand(max(head - 1, 1), -1, -1).clone())
         net.theta = nn.Parameter((net.lam * inv_L).expand(head, net.n_atoms).clone())

@@ -405,6 +405,9 @@ def test_lista_command_runs_on_the_bundled_sample(tmp_path):
     for name in ("table.md", "error_vs_iterations.png", "metrics.json",
                  "lista_lista_K2.safetensors"):
         assert (out / name).is_file()
+    # the hybrid's head (one layer here) has per-layer input matrices, classic LISTA one shared
+    assert LISTA.load(out / "lista_hybrid_K2.safetensors").W_e.shape == (1, 16, 784)
+    assert LISTA.load(out / "lista_lista_K2.safetensors").W_e.shape == (16, 784)
     assert main(argv + ["--resume"]) == 0
 
 
@@ -493,3 +496,36 @@ def test_lista_command_refuses_bad_training_flags_before_any_work(tmp_path, extr
     assert main(argv) != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r" / "targets.safetensors").exists()
+
+
+@pytest.mark.parametrize("variant", ["lista", "hybrid"])
+def test_per_step_input_starts_as_ista_trains_grows_and_round_trips(variant, tmp_path):
+    # One input matrix per classic layer: the untrained network is still K ISTA steps, the
+    # layers' matrices part ways in training, a grown copy computes the same codes (its added
+    # steps start as the identity) and the option survives save/load.
+    W, Y = sparse_problem(n=64, dtype=torch.float32)
+    lam = 0.2
+    for K in (1, 2, 4):
+        model = LISTA(W, lam, K, variant=variant, per_step_input=True, head=2)
+        assert model.W_e.shape == (min(K, 2) if variant == "hybrid" else K, 40, 20)
+        ref = latentebm.ista(Y, W, lam, max_iter=K, tol=0, lipschitz=float(model.L))
+        assert torch.allclose(model(Y), ref.z, atol=1e-5, rtol=0), K
+    model = LISTA(W, lam, 2, variant=variant, per_step_input=True)
+    model.fit(Y, epochs=3, batch_size=16, lr=1e-2, progress=False)
+    assert not torch.allclose(model.W_e[0], model.W_e[1])
+    deeper = model.grow(4)
+    assert deeper.per_step_input and torch.equal(deeper.W_e[:2], model.W_e)
+    with torch.no_grad():
+        assert torch.allclose(deeper(Y), model(Y), atol=1e-6, rtol=0)
+    model.save(tmp_path / "psi.safetensors")
+    again = LISTA.load(tmp_path / "psi.safetensors")
+    assert again.per_step_input and torch.equal(again.encode(Y).z, model.encode(Y).z)
+
+
+def test_per_step_input_bad_input():
+    W, _ = sparse_problem(n=4)
+    for kwargs in ({"variant": "cp"}, {"variant": "step"}, {"tied": True}):
+        with pytest.raises(ValueError, match="per_step_input"):
+            LISTA(W, 0.1, 2, per_step_input=True, **kwargs)
+    with pytest.raises(TypeError, match="per_step_input"):
+        LISTA(W, 0.1, 2, per_step_input=1)

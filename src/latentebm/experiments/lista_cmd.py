@@ -84,6 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "later ones take learned shares of conjugate-gradient and "
                              "proximal steps, and deeper networks train them alone, the "
                              "trained head kept (default: 3)")
+    parser.add_argument("--shared-input", action="store_true",
+                        help="hybrid variant: one input matrix W_e shared by the classic head's "
+                             "layers, as in Gregor & LeCun, instead of one per layer (default: "
+                             "one per layer)")
     parser.add_argument("--validation", type=int, default=None,
                         help="training signals held out for early stopping; the networks are "
                              "trained on the rest (default: one twelfth, 5000 of MNIST's "
@@ -322,7 +326,8 @@ def train_networks(args, run: Run, W, data: dict[str, Any]) -> dict[tuple[str, i
     ----------
     args : argparse.Namespace
         The command's arguments; reads ``steps``, ``variants``, ``lam``, ``seed``,
-        ``support``, ``head``, ``patience``, ``layer_weight``, ``no_grow``, ``lr``,
+        ``support``, ``head``, ``shared_input``, ``patience``, ``layer_weight``, ``no_grow``,
+        ``lr``,
         ``epochs``, ``epochs_per_step``, ``batch_size``, ``no_project``, ``resume`` and
         ``quiet``.
     run : Run
@@ -346,7 +351,8 @@ def train_networks(args, run: Run, W, data: dict[str, Any]) -> dict[tuple[str, i
         for K in steps:
             if previous is None or args.no_grow:
                 model = LISTA(W, args.lam, K, variant=variant, tied=tied, seed=args.seed,
-                              support=args.support, head=args.head)
+                              support=args.support, head=args.head,
+                              per_step_input=variant == "hybrid" and not args.shared_input)
             else:
                 model = previous.grow(K)
             lr = args.lr if args.lr is not None else DEFAULT_LR.get(name, 3e-3)

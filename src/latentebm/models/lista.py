@@ -11,7 +11,11 @@ Variants (``variant``):
 - ``"lista"``: the form above, with a scalar gain per step on the shared input term,
   ``z_{k+1} = shrink_{θ_k}(α_k W_e y + S_k z_k)`` (``α = 1`` initially; it lets :meth:`LISTA.grow`
   add steps that start as the identity). Untied means one ``S_k``, ``α_k`` and threshold vector
-  ``θ_k`` per step; ``W_e`` is shared because ``W_e y`` is computed once per signal.
+  ``θ_k`` per step; ``W_e`` is shared because ``W_e y`` is computed once per signal, unless
+  ``per_step_input=True``: then each step has its own input matrix,
+  ``z_{k+1} = shrink_{θ_k}(α_k W_{e,k} y + S_k z_k)`` (one more ``(n_atoms, n_features)``
+  matrix per step, every ``W_{e,k} y`` computed by one matrix product), which also applies to
+  the classic head of ``"hybrid"``.
 - ``"cp"``: LISTA-CP, the coupled form of Chen, Liu, Wang & Yin (2018),
   ``z_{k+1} = shrink_{θ_k}(z_k + V_kᵀ(y − W z_k))`` with ``V_k`` ``(n_features, n_atoms)``
   initialised to ``W/L`` (untied: one ``V_k`` per step).
@@ -79,6 +83,7 @@ class LISTAConfig(ModelConfig):
     support: float = 0.0
     support_max: float = 0.0
     head: int = 3
+    per_step_input: bool = False
 
 
 # ----------------------------------------------------------------- the one ISTA step
@@ -151,25 +156,65 @@ class _StepRule(abc.ABC):
         return torch.zeros_like(row)
 
 
+def _input_weights(W: torch.Tensor, inv_L: torch.Tensor, n_inputs: int,
+                  per_step: bool) -> nn.Parameter:
+    """The classic layers' input matrix ``W_e = Wᵀ/L``, one copy per step with ``per_step``.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (n_features, n_atoms)
+        The dictionary.
+    inv_L : torch.Tensor of shape ()
+        ``1/L``.
+    n_inputs : int
+        Number of classic layers (copies made with ``per_step``).
+    per_step : bool
+        One matrix per layer instead of one shared matrix.
+
+    Returns
+    -------
+    torch.nn.Parameter of shape (n_atoms, n_features), or (n_inputs, n_atoms, n_features)
+        with per_step
+    """
+    W_e = W.T * inv_L
+    return nn.Parameter(W_e.expand(n_inputs, -1, -1).clone() if per_step else W_e)
+
+
 class _ClassicRule(_StepRule):
     """LISTA: ``v_0 = α_0 W_e y``, ``v_k = α_k W_e y + S_k z_k`` with ``W_e = Wᵀ/L``,
-    ``α = 1``, ``S = I − WᵀW/L`` and ``θ = λ/L`` initially; the context is ``W_e y``."""
+    ``α = 1``, ``S = I − WᵀW/L`` and ``θ = λ/L`` initially; the context is ``W_e y``
+    ``(batch, n_atoms)``, or with ``per_step_input`` every layer's ``W_{e,k} y``
+    ``(batch, n_layers, n_atoms)``."""
 
     def init(self, net, W, inv_L):
         K, count = net.n_steps, net.count
         eye = torch.eye(net.n_atoms, dtype=W.dtype, device=W.device)
-        net.W_e = nn.Parameter(W.T * inv_L)
+        net.W_e = _input_weights(W, inv_L, count(K), net.per_step_input)
         net.alpha = nn.Parameter(torch.ones(count(K), dtype=W.dtype, device=W.device))
         net.S = nn.Parameter((eye - (W.T @ W) * inv_L).expand(count(K - 1), -1, -1).clone())
         net.theta = nn.Parameter((net.lam * inv_L).expand(count(K), net.n_atoms).clone())
 
     def first(self, net, Y):
-        B = Y @ net.W_e.T
-        return net.at(net.alpha, 0) * B, B
+        if net.per_step_input:  # all layers' input terms in one product
+            n_inputs = net.W_e.shape[0]
+            B = (Y @ net.W_e.reshape(-1, net.n_features).T).reshape(-1, n_inputs, net.n_atoms)
+        else:
+            B = Y @ net.W_e.T
+        return self.input_term(net, B, 0), B
 
     def next(self, net, z, k, B):
         S = net.S[0] if net.tied else net.S[k - 1]
-        return net.at(net.alpha, k) * B + z @ S.T
+        return self.input_term(net, B, k) + z @ S.T
+
+    @staticmethod
+    def input_term(net, B, k):
+        """Layer ``k``'s ``α_k W_e y`` (``α_k W_{e,k} y``) from the context ``B``."""
+        return net.at(net.alpha, k) * (B[:, k] if net.per_step_input else B)
+
+    def added_row(self, net, name, row):
+        if name == "W_e":  # behind α = 0; ISTA's input so that α starts with a gradient
+            return net.W.T / net.L
+        return super().added_row(net, name, row)
 
 
 class _CoupledRule(_StepRule):
@@ -238,7 +283,7 @@ class _HybridRule(_StepRule):
     def init(self, net, W, inv_L):
         head, tail = min(net.n_steps, net.head), max(net.n_steps - net.head, 1)
         eye = torch.eye(net.n_atoms, dtype=W.dtype, device=W.device)
-        net.W_e = nn.Parameter(W.T * inv_L)
+        net.W_e = _input_weights(W, inv_L, head, net.per_step_input)
         net.alpha = nn.Parameter(torch.ones(head, dtype=W.dtype, device=W.device))
         net.S = nn.Parameter((eye - (W.T @ W) * inv_L).expand(max(head - 1, 1), -1, -1).clone())
         net.theta = nn.Parameter((net.lam * inv_L).expand(head, net.n_atoms).clone())
@@ -274,6 +319,9 @@ class _HybridRule(_StepRule):
         gamma = net.step[t].clamp_min(0) / net.L
         return ista_step(u - gamma * (u @ net.G - context["b"]), net.lam * gamma, net.reg,
                          net.selected(k))
+
+    def added_row(self, net, name, row):
+        return self.classic.added_row(net, name, row)
 
     def used_rows(self, net, name):
         if name in ("step", "cg"):
@@ -336,6 +384,10 @@ class LISTA(LatentModel):
         Support selection (fraction of entries per layer that bypass the shrinkage).
     head : int
         ``"hybrid"`` only: how many leading layers are classic LISTA.
+    per_step_input : bool
+        ``"lista"`` (untied) and ``"hybrid"`` only: one input matrix ``W_{e,k}``
+        ``(n_atoms, n_features)`` per classic layer instead of one shared ``W_e``; each starts
+        as ``Wᵀ/L``, so the untrained network is still K ISTA steps.
 
     ``model(Y)`` maps signals ``(batch, n_features)`` to codes ``(batch, n_atoms)`` with
     gradients and no checks; :meth:`encode` is the validated, no-grad entry point.
@@ -359,6 +411,7 @@ class LISTA(LatentModel):
         support: float = 0.0,
         support_max: float | None = None,
         head: int = 3,
+        per_step_input: bool = False,
         device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
@@ -369,6 +422,11 @@ class LISTA(LatentModel):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if not isinstance(tied, bool):
             raise TypeError(f"tied must be a bool, got {type(tied).__name__}")
+        if not isinstance(per_step_input, bool):
+            raise TypeError(f"per_step_input must be a bool, got {type(per_step_input).__name__}")
+        if per_step_input and (tied or variant not in ("lista", "hybrid")):
+            raise ValueError("per_step_input applies to the untied lista and hybrid variants "
+                             f"only, got variant={variant!r}, tied={tied}")
         support = check_scalar(support, "support", low=0.0, high=1.0)
         if support_max is None:
             support_max = min(1.0, SUPPORT_MAX_STEPS * support)
@@ -377,7 +435,8 @@ class LISTA(LatentModel):
             n_steps=check_int(n_steps, "n_steps", low=1), variant=variant, tied=tied,
             nonneg=bool(nonneg), seed=check_seed(seed), support=support,
             support_max=check_scalar(support_max, "support_max", low=0.0, high=1.0),
-            head=check_int(head, "head", low=1), dtype=dtype_name(W_t.dtype))
+            head=check_int(head, "head", low=1), per_step_input=per_step_input,
+            dtype=dtype_name(W_t.dtype))
         if variant == "hybrid" and tied:
             raise ValueError("the hybrid variant has no tied form (its layers differ)")
         if lipschitz is None:
@@ -470,7 +529,8 @@ class LISTA(LatentModel):
         """A deeper copy that computes exactly what this network computes: its first K steps
         carry this network's (trained) weights and every added step starts as the identity
         (``α = 0, S = I`` for classic LISTA, ``V = 0`` for CP, ``γ = 0`` for step-only, and
-        ``θ = 0``), so training the deeper network starts from the shallower one's error.
+        ``θ = 0``; with ``per_step_input`` its input matrix starts as ``Wᵀ/L``, behind
+        ``α = 0``), so training the deeper network starts from the shallower one's error.
         A tied network is copied with more steps.
 
         Parameters
@@ -486,12 +546,13 @@ class LISTA(LatentModel):
         n_steps = check_int(n_steps, "n_steps", low=self.n_steps)
         deeper = LISTA(self.W, self.lam, n_steps, variant=self.variant, tied=self.tied,
                        nonneg=self.nonneg, lipschitz=float(self.L), seed=self.seed,
-                       support=self.support, support_max=self.support_max, head=self.head)
+                       support=self.support, support_max=self.support_max, head=self.head,
+                       per_step_input=self.per_step_input)
         rule = STEP_RULES[self.variant]
         with torch.no_grad():
             for name, p in deeper.named_parameters():
                 mine = getattr(self, name)
-                if name == "W_e" or self.tied:
+                if (name == "W_e" and not self.per_step_input) or self.tied:
                     p.copy_(mine)
                     continue
                 have = rule.used_rows(self, name)
@@ -851,7 +912,8 @@ class LISTA(LatentModel):
     def extra_repr(self) -> str:
         return (f"n_features={self.n_features}, n_atoms={self.n_atoms}, lam={self.lam}, "
                 f"n_steps={self.n_steps}, variant={self.variant!r}, tied={self.tied}"
-                + (f", support={self.support}" if self.support else ""))
+                + (f", support={self.support}" if self.support else "")
+                + (", per_step_input=True" if self.per_step_input else ""))
 
 
 class _EpochStats(EpochRecord):

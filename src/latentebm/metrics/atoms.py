@@ -581,10 +581,10 @@ def orientation_coverage(thetas: Any, n_bins: int = 8) -> float:
     float
         The covered share, in [0, 1].
     """
-    th = as_float_array(thetas, "thetas", ndim=1)
     n_bins = check_int(n_bins, "n_bins", low=1)
-    if th.size == 0:
+    if np.size(thetas) == 0:
         return 0.0
+    th = as_float_array(thetas, "thetas", ndim=1)
     width = math.pi / n_bins
     bins = np.floor(np.mod(th + width / 2, math.pi) / width).astype(int) % n_bins
     return float(len(np.unique(bins)) / n_bins)

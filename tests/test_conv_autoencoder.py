@@ -182,6 +182,24 @@ def test_conv_filters_command(tmp_path, capsys, photo_folder):
     assert main(args + ["--resume", "--lam", "0.9"]) == 2
     assert main(["conv-filters", "--kernel", "40", "--tile", "16", "--out",
                  str(tmp_path / "bad")]) == 2
+    assert main(["conv-filters", "--taper", "9", "--tile", "16", "--kernel", "5", "--out",
+                 str(tmp_path / "bad")]) == 2
+
+
+def test_tiles_are_tapered_at_their_borders():
+    from latentebm.experiments.conv_autoencoder_runs import image_tiles, tile_window
+
+    w = tile_window(16, 4)
+    assert w.shape == (16, 16) and w.dtype == np.float32
+    np.testing.assert_allclose(w[4:12, 4:12], 1.0)
+    np.testing.assert_allclose(w, w[::-1, ::-1])
+    assert 0 < w[0, 0] < w[1, 1] < w[3, 3] < 1
+    np.testing.assert_array_equal(tile_window(16, 0), np.ones((16, 16), np.float32))
+    photo = np.ones((32, 32))
+    train, test = image_tiles([photo], 16, 3, 1, seed=0, taper=4)
+    np.testing.assert_allclose(train[0, 0], w)
+    plain, _ = image_tiles([photo], 16, 3, 1, seed=0)
+    np.testing.assert_allclose(plain, 1.0)
 
 
 def test_conv_colour_command(tmp_path, photo_folder):

@@ -20,7 +20,7 @@ from ._run import Run
 @fill_doc
 def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: float,
                         tile: int, n_tiles: int, n_test: int, batch_size: int,
-                        lr: float, epochs: int = 6,
+                        lr: float, epochs: int = 6, taper: int | None = None,
                         images_help: str = "folder of photographs (default: scikit-image's "
                         "bundled ones)") -> None:
     """Flags shared by ``conv-filters`` and ``conv-colour``, with the common flags.
@@ -33,6 +33,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
         ``--batch-size`` and ``--lr``.
     epochs : int, default=6
         Default of ``--epochs``.
+    taper : int or None, default=None
+        Default of ``--taper`` (``None``: the kernel side minus one).
     images_help : str
         Help text of ``--images`` (it names the default photographs).
     """
@@ -61,6 +63,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
     parser.add_argument("--fista-iter", type=int, default=30,
                         help="FISTA iterations per training batch, warm-started from the "
                         "encoder (default: 30)")
+    parser.add_argument("--taper", type=int, default=taper,
+                        help="pixels of each tile's border tapered to zero by a raised cosine, "
+                        "so the tile's cut edges teach the filters no broadband steps "
+                        f"(default: {'kernel - 1' if taper is None else taper}; 0: none)")
     parser.add_argument("--eval-iter", type=int, default=1000,
                         help="iteration cap of the held-out codes and the code maps, certified "
                         "to a relative duality gap of 1e-3 (default: 1000)")
@@ -90,9 +96,38 @@ def preprocess(images: Sequence[np.ndarray], how: str) -> list[np.ndarray]:
     return [local_contrast_normalize(im) for im in images]
 
 
+def tile_window(size: int, taper: int) -> np.ndarray:
+    """A ``size × size`` window, 1 inside and a raised cosine over the ``taper`` pixels of each
+    border.
+
+    Parameters
+    ----------
+    size : int
+        Tile side.
+    taper : int
+        Width of the tapered border, ``0 <= taper <= size // 2`` (0: all ones).
+
+    Returns
+    -------
+    ndarray of shape (size, size)
+        float32 window, the outer product of two 1-D ones.
+    """
+    w = np.ones(size)
+    if taper > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(taper) + 0.5) / taper)
+        w[:taper] = ramp
+        w[size - taper :] = ramp[::-1]
+    return np.outer(w, w).astype(np.float32)
+
+
 def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: int,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
+                seed: int, *, taper: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Non-overlapping ``size × size`` tiles of the images, shuffled with ``seed`` and split.
+
+    With ``taper > 0`` every tile is multiplied by :func:`tile_window`: a tile's cut edge is a
+    step down to the zero padding of a ``"full"`` convolution, broadband where the whitened
+    photograph has no power above about a quarter cycle per pixel, and the encoder, which has
+    to predict codes there, learned high-frequency noise from those steps.
 
     Parameters
     ----------
@@ -104,6 +139,8 @@ def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: i
         Number of training and held-out tiles; together at most the number of tiles.
     seed : int
         Seed of the shuffle.
+    taper : int, default=0
+        Width of the tapered border of every tile (0: none).
 
     Returns
     -------
@@ -126,6 +163,8 @@ def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: i
         )
     order = np.random.default_rng(seed).permutation(len(tiles))
     stack = np.stack([tiles[i] for i in order[: n_train + n_test]]).astype(np.float32)
+    if taper > 0:
+        stack *= tile_window(size, taper)
     return stack[:n_train], stack[n_train:]
 
 
@@ -136,8 +175,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     ----------
     args : argparse.Namespace
         The command's arguments; reads ``kernel``, ``tile``, ``n_tiles``, ``n_test``,
-        ``batch_size``, ``fista_iter``, ``eval_iter``, ``epochs`` and ``threads``
-        (``torch.set_num_threads`` is called when it is given).
+        ``batch_size``, ``fista_iter``, ``eval_iter``, ``epochs``, ``taper`` (``None`` is
+        replaced by ``min(kernel - 1, tile // 2)``) and ``threads`` (``torch.set_num_threads``
+        is called when it is given).
     """
     for name in ("kernel", "tile", "n_tiles", "n_test", "batch_size", "fista_iter", "eval_iter",
                  "epochs"):
@@ -145,6 +185,11 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.kernel > args.tile:
         raise ValueError(f"--kernel {args.kernel} is larger than --tile {args.tile}")
+    if args.taper is None:
+        args.taper = min(args.kernel - 1, args.tile // 2)
+    if not 0 <= args.taper <= args.tile // 2:
+        raise ValueError(f"--taper must be in [0, --tile / 2 = {args.tile // 2}], "
+                         f"got {args.taper}")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")

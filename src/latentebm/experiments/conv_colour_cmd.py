@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the held-out photograph (the last one) is shown whole, "
                         "block-averaged until its longer side is at most this (default: 256)")
     runs.add_model_arguments(parser, kernel=9, lam=1.0, tile=32, n_tiles=400, n_test=100,
-                             batch_size=8, lr=0.005,
+                             batch_size=8, lr=0.005, taper=0,
                              images_help="folder of colour photographs; the last one is held "
                              "out whole for the code maps (default: Kodak24 from "
                              "../shared/data/kodak24 when present, else scikit-image's bundled "
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> Run:
     train_images = runs.preprocess(photos[:-1], args.preprocess)
     show_source = runs.preprocess([downscale(photos[-1], args.show_size)], args.preprocess)[0]
     train_np, test_np = runs.image_tiles(train_images, args.tile, args.n_tiles, args.n_test,
-                                         args.seed)
+                                         args.seed, taper=args.taper)
     train = torch.from_numpy(train_np).to(device)
     test = torch.from_numpy(test_np).to(device)
 

@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> Run:
     device = resolve_device(args.device)
     run_dir = Run.from_args(args, counts=counts)
     images = runs.preprocess(load_images(args.images, grey=True), args.preprocess)
-    train_np, test_np = runs.image_tiles(images, args.tile, args.n_tiles, args.n_test, args.seed)
+    train_np, test_np = runs.image_tiles(images, args.tile, args.n_tiles, args.n_test, args.seed,
+                                         taper=args.taper)
     train = torch.from_numpy(train_np).to(device)
     test = torch.from_numpy(test_np).to(device)
 

@@ -707,12 +707,16 @@ def _fit_shrink(pre: torch.Tensor, codes: torch.Tensor, lam: float
     """
     x = pre.transpose(0, 1).flatten(1)  # (n_maps, n)
     z = codes.transpose(0, 1).flatten(1)
-    levels = torch.linspace(0.5, 0.999, 40, dtype=x.dtype, device=x.device)
-    cand = torch.quantile(x.abs().double(), levels.double(), dim=1).T.to(x.dtype)
+    stride = max(1, math.ceil(x.numel() / 2**22))  # torch.quantile's input is limited
+    levels = torch.linspace(0.5, 0.999, 40, dtype=torch.float64, device=x.device)
+    cand = torch.quantile(x[:, ::stride].abs().double(), levels, dim=1).T.to(x.dtype)
     cand = torch.cat([cand.clamp_min(lam), cand.new_full((len(x), 1), lam)], 1)  # (n_maps, T)
-    s = soft_threshold(x[:, None, :], cand[:, :, None])  # (n_maps, T, n)
-    ss = s.pow(2).sum(2)
-    sz = (s * z[:, None, :]).sum(2)
+    ss = torch.empty_like(cand)
+    sz = torch.empty_like(cand)
+    for t in range(cand.shape[1]):  # one (n_maps, n) temporary at a time
+        s = soft_threshold(x, cand[:, t : t + 1])
+        ss[:, t] = s.pow(2).sum(1)
+        sz[:, t] = (s * z).sum(1)
     gain = sz / ss.clamp_min(torch.finfo(x.dtype).tiny)
     err = z.pow(2).sum(1, keepdim=True) - gain * sz  # residual of the least-squares gain
     best = err.argmin(1)

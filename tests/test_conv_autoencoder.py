@@ -173,11 +173,33 @@ def test_conv_filters_command(tmp_path, capsys, photo_folder):
     assert 0 < one["relative_reconstruction_error"] < 1
     assert 0 < one["code_nonzero_share"] < 1
     assert len(metrics["per_count"]["2"]["encoder_decoder_similarity"]) == 2
+    assert 0 <= one["orientation_coverage"] <= 1 and 0 <= one["codes_converged_share"] <= 1
+    from latentebm.experiments.conv_filters_cmd import result_text
+    text = result_text(metrics, out)
+    assert "orientation coverage" in text and "fig. 6" in text and "relative duality gap" in text
     # resuming reuses the finished models; a changed λ is refused
     assert main(args + ["--resume"]) == 0
     assert main(args + ["--resume", "--lam", "0.9"]) == 2
     assert main(["conv-filters", "--kernel", "40", "--tile", "16", "--out",
                  str(tmp_path / "bad")]) == 2
+    assert main(["conv-filters", "--taper", "9", "--tile", "16", "--kernel", "5", "--out",
+                 str(tmp_path / "bad")]) == 2
+
+
+def test_tiles_are_tapered_at_their_borders():
+    from latentebm.experiments.conv_autoencoder_runs import image_tiles, tile_window
+
+    w = tile_window(16, 4)
+    assert w.shape == (16, 16) and w.dtype == np.float32
+    np.testing.assert_allclose(w[4:12, 4:12], 1.0)
+    np.testing.assert_allclose(w, w[::-1, ::-1])
+    assert 0 < w[0, 0] < w[1, 1] < w[3, 3] < 1
+    np.testing.assert_array_equal(tile_window(16, 0), np.ones((16, 16), np.float32))
+    photo = np.ones((32, 32))
+    train, test = image_tiles([photo], 16, 3, 1, seed=0, taper=4)
+    np.testing.assert_allclose(train[0, 0], w)
+    plain, _ = image_tiles([photo], 16, 3, 1, seed=0)
+    np.testing.assert_allclose(plain, 1.0)
 
 
 def test_conv_colour_command(tmp_path, photo_folder):
@@ -191,6 +213,30 @@ def test_conv_colour_command(tmp_path, photo_folder):
     assert len(metrics["crop_code_nonzero_share_per_map"]) == 3
     for name in ("kernels.png", "code_maps.png", "image_pair.png"):
         assert (out / name).stat().st_size > 0
+    # the whole held-out photograph (96 px), block-averaged to at most --show-size
+    assert metrics["shown_photograph_shape"] == [3, 32, 32]
+    assert isinstance(metrics["crop_codes_converged"], bool)
+    assert main(args[:-3] + ["--eval-iter", "0", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_conv_colour_photographs_and_downscale(tmp_path, monkeypatch):
+    from latentebm.experiments import conv_colour_cmd as cc
+
+    photo = np.arange(7 * 5 * 3, dtype=float).reshape(7, 5, 3)
+    assert cc.downscale(photo, 7) is photo
+    small = cc.downscale(photo, 3)  # factor ceil(7 / 3) = 3: 2 x 1 blocks of 3 x 3
+    assert small.shape == (2, 1, 3)
+    np.testing.assert_allclose(small[0, 0], photo[:3, :3].mean(axis=(0, 1)))
+    # Kodak24 beside the working folder is the default; without it, scikit-image's photographs
+    work = tmp_path / "work"
+    kodak = tmp_path / "shared" / "data" / "kodak24"
+    kodak.mkdir(parents=True)
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(cc, "__file__", str(tmp_path / "a" / "b" / "c" / "d" / "e.py"))
+    assert cc.default_photographs() is None  # an empty folder is not Kodak24
+    (kodak / "kodim01.png").write_bytes(b"")
+    assert cc.default_photographs() == kodak
 
 
 def test_filter_similarity_is_one_exactly_when_the_encoder_is_the_decoders_adjoint():
@@ -227,3 +273,68 @@ def test_prediction_augmented_operator_moves_with_to():
     assert (wide.image_shape, wide.beta) == (op.image_shape, op.beta)
     z = torch.randn(2, *op.codes, generator=gen)
     assert torch.allclose(wide.decode(z.double()).float(), op.decode(z), atol=1e-5)
+
+
+def test_first_fit_starts_the_encoder_at_the_decoders_adjoint():
+    from latentebm.experiments.conv_autoencoder_runs import filter_similarity
+
+    Y = images(8, 16, seed=2)
+    for nonlinearity in ("shrink", "tanh"):
+        model = le.ConvSparseAutoencoder(4, 5, 1, lam=0.1, nonlinearity=nonlinearity, seed=1)
+        model.fit(Y, epochs=1, batch_size=8, lr=1e-9, progress=False)  # init, ~no step
+        enc, dec = model.encoder.detach().numpy(), model.decoder.detach().numpy()
+        np.testing.assert_allclose(filter_similarity(enc, dec), 1.0, atol=1e-4)
+        assert torch.isfinite(model.gain).all() and (model.gain > 0).all()
+    # shrink: the fitted threshold is at least λ and the encoder predicts better than zero
+    shrink = le.ConvSparseAutoencoder(4, 5, 1, lam=0.1, nonlinearity="shrink", seed=1)
+    shrink.fit(Y, epochs=1, batch_size=8, lr=1e-9, progress=False)
+    z = shrink.encode(Y, method="fista", tol=1e-4, max_iter=500).z
+    assert (shrink.threshold >= 0.1 - 1e-6).all()
+    assert float(((shrink.encode(Y).z - z) ** 2).sum() / (z**2).sum()) < 1.0
+
+
+def test_shrink_encoder_kernels_are_kept_unit_norm_without_changing_the_encoder():
+    Y = images(8, 16, seed=5).double()
+    model = le.ConvSparseAutoencoder(3, 5, 1, lam=0.1, nonlinearity="shrink", seed=2,
+                                     dtype=torch.float64)
+    with torch.no_grad():
+        model.encoder.mul_(torch.tensor([0.1, 2.0, 7.0], dtype=torch.float64)[:, None, None, None])
+        model.threshold.fill_(0.05)
+        before = model.predict(Y)
+        model._normalize_encoder()
+        after = model.predict(Y)
+    torch.testing.assert_close(after, before)
+    torch.testing.assert_close(model.encoder.flatten(1).norm(dim=1),
+                               torch.ones(3, dtype=torch.float64))
+    model.fit(Y, epochs=1, batch_size=4, lr=0.01, progress=False)
+    torch.testing.assert_close(model.encoder.detach().flatten(1).norm(dim=1),
+                               torch.ones(3, dtype=torch.float64))
+
+
+def test_kernel_adam_steps_along_the_gradient_of_each_kernel():
+    from latentebm.models.conv_autoencoder import KernelAdam
+
+    gen = torch.Generator().manual_seed(0)
+    kernels = torch.nn.Parameter(torch.zeros(2, 1, 4, 4))
+    vector = torch.nn.Parameter(torch.zeros(3))
+    opt = KernelAdam([kernels, vector], lr=0.1)
+    grad = torch.randn(2, 1, 4, 4, generator=gen)
+    grad[1] *= 100.0
+    kernels.grad, vector.grad = grad.clone(), torch.tensor([1.0, -1e-3, 5.0])
+    opt.step()
+    # one scale per kernel: each kernel's step is −lr·g/rms(g), parallel to its gradient
+    for i in range(2):
+        expected = -0.1 * grad[i] / grad[i].pow(2).mean().sqrt()
+        torch.testing.assert_close(kernels.detach()[i], expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(vector.detach(), torch.tensor([-0.1, 0.1, -0.1]), rtol=1e-3,
+                               atol=1e-6)
+    # a checkpointed torch.optim.Adam state (per-entry second moment) loads and steps
+    adam = torch.optim.Adam([kernels, vector], lr=0.1)
+    kernels.grad, vector.grad = grad.clone(), torch.ones(3)
+    adam.step()
+    opt2 = KernelAdam([kernels, vector], lr=0.1)
+    opt2.load_state_dict(adam.state_dict())
+    opt2.step()
+    assert opt2.state[kernels]["exp_avg_sq"].shape == (2, 1, 1, 1)
+    assert torch.isfinite(kernels).all()
+

@@ -25,6 +25,7 @@ from latentebm.metrics import (
     gabor_summary,
     localization_score,
     localization_summary,
+    orientation_coverage,
     orientation_spread,
 )
 
@@ -131,6 +132,23 @@ def test_orientation_spread():
     assert orientation_spread(np.full(10, 0.3)) == pytest.approx(0.0, abs=1e-12)
     assert orientation_spread(np.arange(8) * np.pi / 8) == pytest.approx(1.0)
     assert orientation_spread([0.1, 0.1 + np.pi]) == pytest.approx(0.0, abs=1e-12)  # axial
+
+
+def test_orientation_coverage_counts_the_orientations_a_bank_tiles():
+    assert orientation_coverage([]) == 0.0
+    assert orientation_coverage([0.3]) == pytest.approx(1 / 8)
+    assert orientation_coverage([0.0, np.pi / 2]) == pytest.approx(2 / 8)  # horizontal, vertical
+    assert orientation_coverage([0.0, np.pi - 0.01, np.pi]) == pytest.approx(1 / 8)  # axial
+    assert orientation_coverage(np.arange(8) * np.pi / 8 + 0.1) == 1.0
+    assert orientation_coverage(np.arange(4) * np.pi / 4, n_bins=4) == 1.0
+    # on fitted synthetic oriented filters: 1, 2, 4 and 8 orientations, two phases each
+    for n in (1, 2, 4, 8):
+        bank = [gabor((9, 9), 4, 4, k * np.pi / n, 0.2, phase, 2.0, 2.5)
+                for k in range(n) for phase in (0.0, np.pi / 2)]
+        fits = fit_gabors(np.stack(bank).reshape(len(bank), -1), (9, 9))
+        assert orientation_coverage([f.theta for f in fits]) == pytest.approx(n / 8)
+    with pytest.raises(ValueError, match="n_bins"):
+        orientation_coverage([0.1], n_bins=0)
 
 
 # ----------------------------------------------------------------------------- DoG

@@ -20,7 +20,9 @@ from ._run import Run
 @fill_doc
 def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: float,
                         tile: int, n_tiles: int, n_test: int, batch_size: int,
-                        lr: float) -> None:
+                        lr: float, epochs: int = 6, taper: int | None = None,
+                        images_help: str = "folder of photographs (default: scikit-image's "
+                        "bundled ones)") -> None:
     """Flags shared by ``conv-filters`` and ``conv-colour``, with the common flags.
 
     Parameters
@@ -29,9 +31,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
     kernel, lam, tile, n_tiles, n_test, batch_size, lr : int or float
         Defaults of ``--kernel``, ``--lam``, ``--tile``, ``--n-tiles``, ``--n-test``,
         ``--batch-size`` and ``--lr``.
+    epochs : int, default=6
+        Default of ``--epochs``.
+    taper : int or None, default=None
+        Default of ``--taper`` (``None``: the kernel side minus one).
+    images_help : str
+        Help text of ``--images`` (it names the default photographs).
     """
-    parser.add_argument("--images", default=None,
-                        help="folder of photographs (default: scikit-image's bundled ones)")
+    parser.add_argument("--images", default=None, help=images_help)
     parser.add_argument("--preprocess", choices=["whiten", "lcn"], default="whiten",
                         help="1/f whitening (Olshausen & Field) or local contrast "
                         "normalisation (default: whiten)")
@@ -46,17 +53,26 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
     parser.add_argument("--mode", choices=["psd", "sparse-ae"], default="psd",
                         help="PSD (FISTA codes warm-started by the encoder) or plain sparse "
                         "auto-encoder (default: psd)")
-    parser.add_argument("--nonlinearity", choices=["tanh", "shrink"], default="tanh",
-                        help="encoder output: tanh with a per-map gain, or a learned soft "
-                        "threshold (default: tanh)")
-    parser.add_argument("--beta", type=float, default=1.0,
-                        help="weight of the prediction term (β/2)‖z − Enc(y)‖² (default: 1)")
-    parser.add_argument("--fista-iter", type=int, default=10,
+    parser.add_argument("--nonlinearity", choices=["tanh", "shrink"], default="shrink",
+                        help="encoder output: a learned soft threshold (exact zeros, like the "
+                        "codes) or tanh, each with a per-map gain (default: shrink)")
+    parser.add_argument("--beta", type=float, default=0.1,
+                        help="weight of the prediction term (β/2)‖z − Enc(y)‖² in the training "
+                        "energy; small, so the codes the decoder learns from stay close to the "
+                        "sparse codes, while Adam still trains the encoder (default: 0.1)")
+    parser.add_argument("--fista-iter", type=int, default=30,
                         help="FISTA iterations per training batch, warm-started from the "
-                        "encoder (default: 10)")
+                        "encoder (default: 30)")
+    parser.add_argument("--taper", type=int, default=taper,
+                        help="pixels of each tile's border tapered to zero by a raised cosine, "
+                        "so the tile's cut edges teach the filters no broadband steps "
+                        f"(default: {'kernel - 1' if taper is None else taper}; 0: none)")
+    parser.add_argument("--eval-iter", type=int, default=1000,
+                        help="iteration cap of the held-out codes and the code maps, certified "
+                        "to a relative duality gap of 1e-3 (default: 1000)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
-    add_common_arguments(parser, epochs=6, lam=lam, data_dir_help=UNUSED_DATA_DIR)
+    add_common_arguments(parser, epochs=epochs, lam=lam, data_dir_help=UNUSED_DATA_DIR)
 
 
 def preprocess(images: Sequence[np.ndarray], how: str) -> list[np.ndarray]:
@@ -80,9 +96,38 @@ def preprocess(images: Sequence[np.ndarray], how: str) -> list[np.ndarray]:
     return [local_contrast_normalize(im) for im in images]
 
 
+def tile_window(size: int, taper: int) -> np.ndarray:
+    """A ``size × size`` window, 1 inside and a raised cosine over the ``taper`` pixels of each
+    border.
+
+    Parameters
+    ----------
+    size : int
+        Tile side.
+    taper : int
+        Width of the tapered border, ``0 <= taper <= size // 2`` (0: all ones).
+
+    Returns
+    -------
+    ndarray of shape (size, size)
+        float32 window, the outer product of two 1-D ones.
+    """
+    w = np.ones(size)
+    if taper > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(taper) + 0.5) / taper)
+        w[:taper] = ramp
+        w[size - taper :] = ramp[::-1]
+    return np.outer(w, w).astype(np.float32)
+
+
 def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: int,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
+                seed: int, *, taper: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Non-overlapping ``size × size`` tiles of the images, shuffled with ``seed`` and split.
+
+    With ``taper > 0`` every tile is multiplied by :func:`tile_window`: a tile's cut edge is a
+    step down to the zero padding of a ``"full"`` convolution, broadband where the whitened
+    photograph has no power above about a quarter cycle per pixel, and the encoder, which has
+    to predict codes there, learned high-frequency noise from those steps.
 
     Parameters
     ----------
@@ -94,6 +139,8 @@ def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: i
         Number of training and held-out tiles; together at most the number of tiles.
     seed : int
         Seed of the shuffle.
+    taper : int, default=0
+        Width of the tapered border of every tile (0: none).
 
     Returns
     -------
@@ -116,6 +163,8 @@ def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: i
         )
     order = np.random.default_rng(seed).permutation(len(tiles))
     stack = np.stack([tiles[i] for i in order[: n_train + n_test]]).astype(np.float32)
+    if taper > 0:
+        stack *= tile_window(size, taper)
     return stack[:n_train], stack[n_train:]
 
 
@@ -126,14 +175,21 @@ def check_arguments(args: argparse.Namespace) -> None:
     ----------
     args : argparse.Namespace
         The command's arguments; reads ``kernel``, ``tile``, ``n_tiles``, ``n_test``,
-        ``batch_size``, ``fista_iter``, ``epochs`` and ``threads`` (``torch.set_num_threads``
+        ``batch_size``, ``fista_iter``, ``eval_iter``, ``epochs``, ``taper`` (``None`` is
+        replaced by ``min(kernel - 1, tile // 2)``) and ``threads`` (``torch.set_num_threads``
         is called when it is given).
     """
-    for name in ("kernel", "tile", "n_tiles", "n_test", "batch_size", "fista_iter", "epochs"):
+    for name in ("kernel", "tile", "n_tiles", "n_test", "batch_size", "fista_iter", "eval_iter",
+                 "epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.kernel > args.tile:
         raise ValueError(f"--kernel {args.kernel} is larger than --tile {args.tile}")
+    if args.taper is None:
+        args.taper = min(args.kernel - 1, args.tile // 2)
+    if not 0 <= args.taper <= args.tile // 2:
+        raise ValueError(f"--taper must be in [0, --tile / 2 = {args.tile // 2}], "
+                         f"got {args.taper}")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -205,7 +261,12 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
     return model
 
 
-def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, float]:
+EVAL_TOL = 1e-3
+"""Relative duality gap to which held-out codes and code maps are certified."""
+
+
+def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor,
+             max_iter: int = 1000) -> dict[str, float]:
     """Held-out reconstruction and sparsity, with optimal (FISTA) codes and encoder codes.
 
     Parameters
@@ -214,6 +275,8 @@ def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, floa
         The trained model.
     test : torch.Tensor of shape (n, C, H, W)
         Held-out tiles.
+    max_iter : int, default=1000
+        Iteration cap of the codes, certified to a relative duality gap of :data:`EVAL_TOL`.
 
     Returns
     -------
@@ -222,7 +285,7 @@ def evaluate(model: ConvSparseAutoencoder, test: torch.Tensor) -> dict[str, floa
         ``codes_converged_share``, ``encoder_relative_reconstruction_error`` and
         ``encoder_relative_prediction_error``.
     """
-    out = model.infer(test, tol=1e-3, max_iter=200, beta=0.0)
+    out = model.infer(test, tol=EVAL_TOL, max_iter=max_iter, beta=0.0)
     z = out.z
     with torch.no_grad():
         energy_y = test.pow(2).sum()

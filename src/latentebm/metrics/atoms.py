@@ -26,7 +26,7 @@ from scipy.optimize import least_squares
 from scipy.signal import fftconvolve
 
 from .._docs import fill_doc
-from .._validation import as_tensor
+from .._validation import as_tensor, check_int
 
 __all__ = [
     "LOCALIZED_THRESHOLD",
@@ -42,6 +42,7 @@ __all__ = [
     "localization_score",
     "localization_summary",
     "orientation_spread",
+    "orientation_coverage",
     "stroke_spans",
     "stroke_summary",
 ]
@@ -558,6 +559,35 @@ def orientation_spread(thetas: Any) -> float:
     """
     th = as_float_array(thetas, "thetas", ndim=1)
     return float(1.0 - abs(np.exp(2j * th).mean()))
+
+
+def orientation_coverage(thetas: Any, n_bins: int = 8) -> float:
+    """Share of ``n_bins`` orientation bins over [0, π) that hold at least one orientation.
+
+    Bin ``k`` is centred on ``k·π/n_bins`` (so 0 and π/2, horizontal and vertical, are bin
+    centres). Unlike :func:`orientation_spread` it grows as a filter bank adds orientations:
+    one orientation gives ``1/n_bins``, two orthogonal ones ``2/n_bins``, a bank that tiles
+    every bin 1. An empty ``thetas`` gives 0.
+
+    Parameters
+    ----------
+    thetas : array_like of shape (n,)
+        Orientations in radians, any range (θ and θ + π agree).
+    n_bins : int, default=8
+        Number of bins (22.5° each for 8).
+
+    Returns
+    -------
+    float
+        The covered share, in [0, 1].
+    """
+    n_bins = check_int(n_bins, "n_bins", low=1)
+    if np.size(thetas) == 0:
+        return 0.0
+    th = as_float_array(thetas, "thetas", ndim=1)
+    width = math.pi / n_bins
+    bins = np.floor(np.mod(th + width / 2, math.pi) / width).astype(int) % n_bins
+    return float(len(np.unique(bins)) / n_bins)
 
 
 def gabor_summary(fits: Sequence[GaborFit], *, r2_threshold: float = GOOD_GABOR_R2) -> dict:

@@ -326,6 +326,12 @@ class ConvSparseAutoencoder(LatentModel):
         """Codes minimising the PSD energy (``beta=0``: the plain Lasso), warm-started from
         ``Enc(y)``.
 
+        FISTA with per-image backtracking steps: a learned convolutional decoder's
+        ``λ_max(DᵀD)`` (its kernels share the data's frequency band, so their spectra add up
+        there) is often ten times the curvature along the codes that matter, and the fixed step
+        ``1/λ_max`` left most held-out codes short of a relative gap of 1e-3 after 1000
+        iterations, where the adaptive step certifies nearly all of them.
+
         Parameters
         ----------
         Y : torch.Tensor of shape (batch, channels, H, W)
@@ -349,10 +355,10 @@ class ConvSparseAutoencoder(LatentModel):
             if beta > 0:
                 aug = PredictionAugmented(op, tuple(Y.shape[1:]), beta)
                 out = proximal_gradient(aug, aug.signal(Y, pred), self.lam, L1(), tol=tol,
-                                        max_iter=max_iter, z0=pred)
+                                        max_iter=max_iter, z0=pred, backtracking=True)
             else:
                 out = proximal_gradient(op, Y, self.lam, L1(), tol=tol, max_iter=max_iter,
-                                        z0=pred)
+                                        z0=pred, backtracking=True)
         return out
 
     def forward(self, Y: torch.Tensor) -> torch.Tensor:
@@ -502,6 +508,7 @@ class ConvSparseAutoencoder(LatentModel):
             with torch.no_grad():
                 self.decoder.copy_(random_kernel_patches(Y_t, self.n_filters,
                                                          self.kernel_size, gen))
+                self._encoder_from_decoder(Y_t[: min(n, 64)])
             self._init_from_data = False
 
         loop = self.training_loop(
@@ -548,6 +555,8 @@ class ConvSparseAutoencoder(LatentModel):
         with torch.no_grad():
             self.decoder.div_(_norms(self.decoder).clamp_min(torch.finfo(Y.dtype).tiny))
             self.threshold.clamp_(min=0)
+            if self.nonlinearity == "shrink":
+                self._normalize_encoder()
         Z = Z.detach()
         return {
             "energy": energy.detach().sum(),
@@ -558,16 +567,161 @@ class ConvSparseAutoencoder(LatentModel):
             "images": torch.tensor(float(batch)),
         }
 
+    def _encoder_from_decoder(self, Y: torch.Tensor) -> None:
+        """Start the encoder at the decoder's adjoint (under ``no_grad``).
+
+        ``shrink``: ``Enc(y) = g·shrink_θ(Dᵀy)`` with, per map, the threshold ``θ`` and gain
+        ``g`` that best predict (least squares) the sparse codes of the images ``Y`` under the
+        initial decoder: the kernels overlap, so the right ``θ`` is far above λ, and Adam's
+        small steps would take hundreds of batches to get there. ``tanh``:
+        ``Enc(y) = g·tanh(s·Dᵀy)`` with ``s`` one over the standard deviation of ``Dᵀy`` on
+        ``Y`` and ``g = 1/s``, so that the encoder is about ``Dᵀy`` where ``tanh`` is linear.
+        """
+        self.encoder.copy_(self.decoder)
+        self.bias.zero_()
+        if self.nonlinearity == "shrink":
+            pre = correlate(self.encoder, Y, self.boundary)
+            codes = proximal_gradient(self.decoder_operator(), Y, self.lam, L1(), tol=1e-2,
+                                      max_iter=100, backtracking=True).z
+            gain, threshold = _fit_shrink(pre, codes, self.lam)
+            self.gain.copy_(gain)
+            self.threshold.copy_(threshold)
+            return
+        spread = correlate(self.encoder, Y, self.boundary).std(dim=(0, 2, 3))
+        scale = 1.0 / spread.clamp_min(torch.finfo(Y.dtype).tiny)
+        self.encoder.mul_(scale[:, None, None, None])
+        self.gain.copy_(1.0 / scale)
+
+    def _normalize_encoder(self) -> None:
+        """Unit-norm encoder kernels with the same ``Enc`` (under ``no_grad``, ``shrink``):
+        ``g·shrink_θ(W⋆y) = (g‖W‖)·shrink_{θ/‖W‖}((W/‖W‖)⋆y)``, so Adam's step is relative to
+        kernels of norm one, as it is for the decoder, instead of swamping small kernels."""
+        norms = _norms(self.encoder).clamp_min(torch.finfo(self.encoder.dtype).tiny)
+        self.encoder.div_(norms)
+        self.threshold.div_(norms.flatten())
+        self.gain.mul_(norms.flatten())
+
     def _make_optimizer(self, lr: float) -> torch.optim.Optimizer:
         params = [self.decoder, self.encoder, self.gain]
         params.append(self.bias if self.nonlinearity == "tanh" else self.threshold)
-        return torch.optim.Adam(params, lr=lr)
+        return KernelAdam(params, lr=lr)
 
     # ----------------------------------------------------------------- helpers
     def _images(self, Y: Any) -> torch.Tensor:
         Y_t, _ = self.check_input(Y, "Y", ndim=4)
         self.decoder_operator().check_signal(Y_t, "Y")
         return Y_t
+
+
+class KernelAdam(torch.optim.Optimizer):
+    """Adam whose second moment is one number per kernel (the mean of the squared gradient
+    over the kernel) for parameters of two or more dimensions, and per entry for vectors.
+
+    Plain Adam divides every kernel entry by its own gradient scale, which turns a smooth,
+    band-limited gradient into a sign-like, broadband step: on whitened images (no power above
+    about a quarter cycle per pixel) that high-frequency part of every step is never pulled
+    back by the data and accumulates as noise in the kernels. With one scale per kernel the
+    step is the (averaged) gradient itself, rescaled, so kernels stay in the data's band; the
+    step length is Adam's (``lr`` per entry for a steady gradient). The state has Adam's names
+    (``step``, ``exp_avg``, ``exp_avg_sq``), and a per-entry ``exp_avg_sq`` from a checkpoint
+    written with :class:`torch.optim.Adam` is averaged per kernel when it is loaded.
+
+    Parameters
+    ----------
+    params : iterable of torch.Tensor
+        The parameters; a tensor of shape ``(n_kernels, ...)`` gets ``n_kernels`` scales.
+    lr : float, default=1e-3
+        Step size.
+    betas : tuple of float, default=(0.9, 0.999)
+        Decay of the first and second moments.
+    eps : float, default=1e-8
+        Added to the root of the second moment.
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @staticmethod
+    def _reduce(x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=tuple(range(1, x.dim())), keepdim=True) if x.dim() > 1 else x
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One update of every parameter that has a gradient.
+
+        Parameters
+        ----------
+        closure : callable or None, default=None
+            Re-evaluates the loss (as for :class:`torch.optim.Adam`).
+
+        Returns
+        -------
+        float or None
+            The closure's loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(self._reduce(p))
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                if v.shape != self._reduce(p).shape:  # Adam's per-entry state
+                    v = state["exp_avg_sq"] = self._reduce(v)
+                state["step"] += 1
+                t = float(state["step"])
+                m.mul_(beta1).add_(g, alpha=1 - beta1)
+                v.mul_(beta2).add_(self._reduce(g * g), alpha=1 - beta2)
+                denom = (v / (1 - beta2**t)).sqrt_().add_(group["eps"])
+                p.addcdiv_(m, denom, value=-group["lr"] / (1 - beta1**t))
+        return loss
+
+
+def _fit_shrink(pre: torch.Tensor, codes: torch.Tensor, lam: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per map, the gain ``g`` and threshold ``θ`` (among quantiles of ``|pre|``, at least
+    ``lam``) minimising ``‖codes − g·shrink_θ(pre)‖²``.
+
+    Parameters
+    ----------
+    pre : torch.Tensor of shape (batch, n_maps, H', W')
+        Encoder pre-activations.
+    codes : torch.Tensor of shape (batch, n_maps, H', W')
+        Target codes.
+    lam : float
+        The smallest threshold tried.
+
+    Returns
+    -------
+    gain, threshold : torch.Tensor of shape (n_maps,)
+    """
+    x = pre.transpose(0, 1).flatten(1)  # (n_maps, n)
+    z = codes.transpose(0, 1).flatten(1)
+    stride = max(1, math.ceil(x.numel() / 2**22))  # torch.quantile's input is limited
+    levels = torch.linspace(0.5, 0.999, 40, dtype=torch.float64, device=x.device)
+    cand = torch.quantile(x[:, ::stride].abs().double(), levels, dim=1).T.to(x.dtype)
+    cand = torch.cat([cand.clamp_min(lam), cand.new_full((len(x), 1), lam)], 1)  # (n_maps, T)
+    ss = torch.empty_like(cand)
+    sz = torch.empty_like(cand)
+    for t in range(cand.shape[1]):  # one (n_maps, n) temporary at a time
+        s = soft_threshold(x, cand[:, t : t + 1])
+        ss[:, t] = s.pow(2).sum(1)
+        sz[:, t] = (s * z).sum(1)
+    gain = sz / ss.clamp_min(torch.finfo(x.dtype).tiny)
+    err = z.pow(2).sum(1, keepdim=True) - gain * sz  # residual of the least-squares gain
+    best = err.argmin(1)
+    rows = torch.arange(len(x), device=x.device)
+    return gain[rows, best].clamp_min(0.0), cand[rows, best]
 
 
 def _norms(K: torch.Tensor) -> torch.Tensor:
@@ -638,4 +792,5 @@ class _Stats(MeanRecord):
                 "seconds": seconds, **values}
 
 
-__all__ = ["ConvSparseAutoencoder", "PredictionAugmented", "MODES", "NONLINEARITIES"]
+__all__ = ["ConvSparseAutoencoder", "KernelAdam", "PredictionAugmented", "MODES",
+           "NONLINEARITIES"]

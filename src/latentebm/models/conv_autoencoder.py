@@ -563,7 +563,7 @@ class ConvSparseAutoencoder(LatentModel):
             "reconstruction": recon.detach().sum(),
             "prediction": prediction.detach().sum(),
             "relative_error": (2 * recon.detach() / batch_dot(Y, Y).clamp_min(1e-30)).sum(),
-            "nnz_share": (Z != 0).flatten(1).float().mean(1).sum(),
+            "nnz_share": (Z != 0).flatten(1).to(Z.dtype).mean(1).sum(),
             "images": torch.tensor(float(batch)),
         }
 

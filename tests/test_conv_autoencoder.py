@@ -312,7 +312,7 @@ def test_shrink_encoder_kernels_are_kept_unit_norm_without_changing_the_encoder(
 
 
 def test_kernel_adam_steps_along_the_gradient_of_each_kernel():
-    from latentebm.models.conv_autoencoder import KernelAdam
+    from latentebm.training.kernel_adam import KernelAdam
 
     gen = torch.Generator().manual_seed(0)
     kernels = torch.nn.Parameter(torch.zeros(2, 1, 4, 4))

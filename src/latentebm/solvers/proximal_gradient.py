@@ -22,7 +22,7 @@ from .._docs import fill_doc
 from ..objective import energy_and_gap, energy_and_gap_from
 from ..operators import LinearOperator, batch_dot, per_sample
 from ..regularizers import Regularizer
-from .active_set import support_solve
+from .active_set import ATTEMPT_BELOW, support_solve
 from .dual import DualExtrapolation
 from .result import Callback, IterationState, SolverResult
 
@@ -139,8 +139,9 @@ def proximal_gradient(
         L = op.lipschitz(tuple(Y.shape[1:]))
     else:
         L = torch.tensor(lipschitz, dtype=Y.dtype, device=Y.device)
-    # the finish solves the L1 optimality system, so other penalties skip it
-    can_polish = polish and lam > 0 and explicit_gram and reg.is_l1
+    # the finish solves the L1 optimality system, so other penalties skip it; it is tried only
+    # on gaps between tol and ATTEMPT_BELOW, so a looser tol never reaches it
+    can_polish = polish and lam > 0 and explicit_gram and reg.is_l1 and tol < ATTEMPT_BELOW
     out_z = z.clone()
     out_conv = torch.zeros(batch, dtype=torch.bool, device=Y.device)
     out_iter = torch.zeros(batch, dtype=torch.long, device=Y.device)

@@ -119,6 +119,14 @@ DOCS: dict[str, str] = {
 """The shared fragments, by name."""
 DOCS["solve_args"] = "\n".join(
     [DOCS["x_any"], DOCS["y_any"], "**kwargs\n    Options of :meth:`solve`."])
+DOCS["Y_signals"] = "Y : torch.Tensor of shape (batch, *signal_dims)\n    Signals."
+DOCS["check_signals_Y"] = ("y : torch.Tensor of shape (batch, *signal_dims)\n"
+                           "    Signals to check.\n" + DOCS["check_name_Y"])
+DOCS["check_codes_Z"] = ("z : torch.Tensor of shape (batch, *code_dims)\n"
+                         "    Codes to check.\n" + DOCS["check_name_Z"])
+DOCS["gap_stopping"] = ("max_iter, tol, check_every : int, float, int\n"
+                        "    Iteration cap, relative duality-gap tolerance per sample, and how "
+                        "often the gap is\n    checked.")
 
 
 def fit_options(*, checkpoint_every: int, unit: str = "step", callback_args: str = "step, model",

@@ -12,8 +12,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._docs import fill_doc
+from ._docs import doc_filler
 from ._validation import as_tensor
+
+_W = "W : torch.Tensor of shape (n_features, n_atoms)\n"
+_Y = "Y : torch.Tensor of shape (n, n_features)\n    The batch of signals.\n"
+_Z = "Z : torch.Tensor of shape (n, n_atoms)\n    Their codes"
+_fill_doc = doc_filler({
+    "W_in_place": _W + "    Dictionary, updated in place.",
+    "YZ_batch": _Y + _Z + ".",
+    "YZ_batch_current": _Y + _Z + " under the current ``W``.",
+})
 
 
 def normalize_columns_(W: torch.Tensor) -> torch.Tensor:
@@ -113,7 +122,7 @@ def forgetting_factor(step: int, rho: float = 8.0) -> float:
     return (1.0 - 1.0 / step) ** rho if step > 1 else 0.0
 
 
-@fill_doc
+@_fill_doc
 def accumulate_statistics_(
     A: torch.Tensor,
     B: torch.Tensor,
@@ -127,16 +136,13 @@ def accumulate_statistics_(
     Parameters
     ----------
     {stats_AB}
-    Y : torch.Tensor of shape (n, n_features)
-        The batch of signals.
-    Z : torch.Tensor of shape (n, n_atoms)
-        Their codes.
+    {YZ_batch}
     {forgetting}
     """
     accumulate_sums_(A, B, Z.T @ Z, Y.T @ Z, Y.shape[0], step, rho)
 
 
-@fill_doc
+@_fill_doc
 def accumulate_sums_(
     A: torch.Tensor,
     B: torch.Tensor,
@@ -165,6 +171,7 @@ def accumulate_sums_(
     B.mul_(beta).add_(YZ, alpha=1.0 / n)
 
 
+@_fill_doc
 def block_coordinate_update_(
     W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, n_passes: int = 1, *,
     nonneg: bool = False,
@@ -176,8 +183,7 @@ def block_coordinate_update_(
 
     Parameters
     ----------
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary, updated in place.
+    {W_in_place}
     A : torch.Tensor of shape (n_atoms, n_atoms)
         Statistic ``Σ z zᵀ``.
     B : torch.Tensor of shape (n_features, n_atoms)
@@ -211,23 +217,21 @@ def block_coordinate_update_(
     W.copy_(torch.from_numpy(rows).T)
 
 
+@_fill_doc
 def sgd_update_(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, lr: float) -> None:
     """Projected SGD: ``W ← W − lr·(WZᵀ − Yᵀ)Z / n``, then unit-norm columns.
 
     Parameters
     ----------
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary, updated in place.
-    Y : torch.Tensor of shape (n, n_features)
-        The batch of signals.
-    Z : torch.Tensor of shape (n, n_atoms)
-        Their codes.
+    {W_in_place}
+    {YZ_batch}
     lr : float
         Learning rate.
     """
     sgd_step_(W, sgd_gradient_sum(W, Y, Z), Y.shape[0], lr)
 
 
+@_fill_doc
 def sgd_gradient_sum(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
     """``Σ (Wz − y) zᵀ`` over the batch.
 
@@ -235,10 +239,7 @@ def sgd_gradient_sum(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor) -> torch
     ----------
     W : torch.Tensor of shape (n_features, n_atoms)
         Dictionary.
-    Y : torch.Tensor of shape (n, n_features)
-        The batch of signals.
-    Z : torch.Tensor of shape (n, n_atoms)
-        Their codes.
+    {YZ_batch}
 
     Returns
     -------
@@ -247,14 +248,14 @@ def sgd_gradient_sum(W: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor) -> torch
     return (Z @ W.T - Y).T @ Z
 
 
+@_fill_doc
 def sgd_step_(W: torch.Tensor, grad_sum: torch.Tensor, n: int, lr: float, *,
               nonneg: bool = False) -> None:
     """:func:`sgd_update_` from the gradient summed over ``n`` samples.
 
     Parameters
     ----------
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary, updated in place.
+    {W_in_place}
     grad_sum : torch.Tensor of shape (n_features, n_atoms)
         Gradient summed over the batch (:func:`sgd_gradient_sum`).
     n : int
@@ -270,7 +271,7 @@ def sgd_step_(W: torch.Tensor, grad_sum: torch.Tensor, n: int, lr: float, *,
     normalize_columns_(W)
 
 
-@fill_doc
+@_fill_doc
 def reinitialize_atoms_(
     W: torch.Tensor,
     A: torch.Tensor,
@@ -289,15 +290,11 @@ def reinitialize_atoms_(
 
     Parameters
     ----------
-    W : torch.Tensor of shape (n_features, n_atoms)
-        Dictionary, updated in place.
+    {W_in_place}
     {stats_AB}
     dead : torch.Tensor of shape (n_atoms,)
         Boolean mask of the atoms to replace.
-    Y : torch.Tensor of shape (n, n_features)
-        The batch of signals.
-    Z : torch.Tensor of shape (n, n_atoms)
-        Their codes under the current ``W``.
+    {YZ_batch_current}
     nonneg : bool, default=False
         Non-negative atoms: the residuals' positive parts replace them.
 

@@ -30,8 +30,7 @@ def energy_and_gap(
     Parameters
     ----------
     {op_decoder}
-    Y : torch.Tensor of shape (batch, *signal_dims)
-        Signals.
+    {Y_signals}
     {z_codes}
     {lam_weight}
     {reg_penalty}

@@ -142,9 +142,7 @@ class LinearOperator(abc.ABC):
 
         Parameters
         ----------
-        y : torch.Tensor of shape (batch, *signal_dims)
-            Signals to check.
-        {check_name_Y}
+        {check_signals_Y}
         """
 
     @abc.abstractmethod
@@ -153,9 +151,7 @@ class LinearOperator(abc.ABC):
 
         Parameters
         ----------
-        z : torch.Tensor of shape (batch, *code_dims)
-            Codes to check.
-        {check_name_Z}
+        {check_codes_Z}
         """
 
     @abc.abstractmethod

@@ -103,9 +103,7 @@ class DenseDictionary(LinearOperator):
 
         Parameters
         ----------
-        y : torch.Tensor
-            Signals to check.
-        {check_name_Y}
+        {check_signals_Y}
         """
         self._check_rows(y, name, self.n_features, " to match W of shape")
 
@@ -114,9 +112,7 @@ class DenseDictionary(LinearOperator):
 
         Parameters
         ----------
-        z : torch.Tensor
-            Codes to check.
-        {check_name_Z}
+        {check_codes_Z}
         """
         self._check_rows(z, name, self.n_atoms, ": one column per atom of W")
 

@@ -34,7 +34,7 @@ from ..problem import Problem
 from ..regularizers import Regularizer
 from .api import Method, register_method
 from .dual import DualExtrapolation
-from .result import Callback, IterationState, SolverResult
+from .result import BatchOutputs, Callback, IterationState, SolverResult
 
 RESIDUAL_RATIO = 10.0
 """ρ is rebalanced when the normalised primal and dual residuals differ by more than this."""
@@ -109,9 +109,7 @@ def admm_fourier(
     {lam_nonneg}
     reg : Regularizer
         A penalty with a closed-form prox (L1 or non-negative L1).
-    max_iter, tol, check_every : int, float, int
-        Iteration cap, relative duality-gap tolerance per sample, and how often the gap is
-        checked.
+    {gap_stopping}
     z0 : torch.Tensor or None, shape (batch, n_atoms, H', W')
         Warm start of the sparse codes.
     rho : float or None
@@ -161,11 +159,7 @@ def admm_fourier(
                        b_f=emb.analysis(torch.fft.rfft2(Y)), y=y, u=u, y0=None, u0=None)
 
     extrapolation = DualExtrapolation(Y, lam, reg, adjoint=op.adjoint)
-    out_z = y[(..., *codes)].clone()
-    out_conv = torch.zeros(batch, dtype=torch.bool, device=Y.device)
-    out_iter = torch.zeros(batch, dtype=torch.long, device=Y.device)
-    out_energy = torch.full((batch,), float("inf"), dtype=Y.dtype, device=Y.device)
-    out_gap = out_energy.clone()
+    out = BatchOutputs(y[(..., *codes)])
 
     for k in range(1, max_iter + 1):
         check = k % check_every == 0 or k == max_iter
@@ -224,18 +218,12 @@ def admm_fourier(
                 f"{str(Y.dtype).replace('torch.', '')}")
         if callback is not None:
             callback(k, IterationState(k, batch, z, state.idx, energy, gap))
-        out_z[state.idx] = z
-        out_energy[state.idx], out_gap[state.idx] = energy, gap
-        out_conv[state.idx] = done
-        out_iter[state.idx] = k
+        out.record(k, state.idx, z, done, energy, gap)
         if all_done:
             break
         if any_done:
-            keep = ~done
-            state.keep(keep)
-    return SolverResult(z=out_z, gap=out_gap, energy=out_energy, converged=out_conv,
-                        n_iter_per_sample=out_iter, n_iter=int(out_iter.max()) if batch else 0,
-                        method="admm")
+            state.keep(~done)
+    return out.result("admm")
 
 
 def _grid_decode(emb, y: torch.Tensor) -> torch.Tensor:

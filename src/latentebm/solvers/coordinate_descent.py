@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from .._docs import fill_doc
 from .._validation import check_int
 from ..objective import energy_and_gap_from
 from ..operators import LinearOperator
@@ -28,7 +29,7 @@ from ..regularizers import Regularizer
 from .active_set import active_set_rounds, new_sign_rows
 from .api import Method, register_method
 from .dual import DualExtrapolation
-from .result import Callback, IterationState, SolverResult
+from .result import BatchOutputs, Callback, IterationState, SolverResult
 
 BLOCK = 16
 """Atoms per block: the inner updates touch ``n × BLOCK`` numbers, the block's closing product
@@ -95,6 +96,7 @@ def sweep_(zt: torch.Tensor, ct: torch.Tensor, G: torch.Tensor, inv_diag: list[f
         ct.addmm_(G[:, start:stop], diff, alpha=-1)
 
 
+@fill_doc
 def coordinate_descent(
     op: LinearOperator,
     Y: torch.Tensor,
@@ -136,8 +138,7 @@ def coordinate_descent(
         Dual extrapolation for the certificate (else the rescaled residual only).
     block : int
         Atoms per block of the sweep.
-    callback : callable or None
-        ``callback(iteration, IterationState)`` after every sweep.
+    {solver_callback}
 
     Returns
     -------
@@ -157,11 +158,7 @@ def coordinate_descent(
         z.clamp_min_(0)
     dual = DualExtrapolation(Y, lam, reg, Aty=b) if extrapolate else None
     work = _Working(Y, b, z, G)
-    out_z = z.clone()
-    out_conv = torch.zeros(batch, dtype=torch.bool, device=Y.device)
-    out_iter = torch.zeros(batch, dtype=torch.long, device=Y.device)
-    out_energy = torch.full((batch,), float("inf"), dtype=Y.dtype, device=Y.device)
-    out_gap = out_energy.clone()
+    out = BatchOutputs(z)
 
     for k in range(1, max_iter + 1):
         sweep_(work.zt, work.ct, G, inv_diag, lam, nonneg, block)
@@ -173,20 +170,14 @@ def coordinate_descent(
         if polish:
             _finish(op, work, G, lam, reg, dual, energy, gap, tol)
         done = (gap <= tol * energy) & torch.isfinite(gap)
-        out_energy[work.idx], out_gap[work.idx] = energy, gap
         if callback is not None:
             callback(k, IterationState(k, batch, work.zt.T, work.idx, energy, gap))
-        out_z[work.idx] = work.zt.T
-        out_conv[work.idx] = done
-        out_iter[work.idx] = k
+        out.record(k, work.idx, work.zt.T, done, energy, gap)
         if bool(done.all()):
             break
         if bool(done.any()):
             work.keep(~done)
-    out_conv &= torch.isfinite(out_energy) & torch.isfinite(out_gap)
-    return SolverResult(z=out_z, gap=out_gap, energy=out_energy, converged=out_conv,
-                        n_iter_per_sample=out_iter, n_iter=int(out_iter.max()) if batch else 0,
-                        method="cd")
+    return out.result("cd")
 
 
 def _certify(op: LinearOperator, work: _Working, lam: float, reg: Regularizer,

@@ -24,7 +24,7 @@ from ..operators import LinearOperator, batch_dot, per_sample
 from ..regularizers import Regularizer
 from .active_set import ATTEMPT_BELOW, support_solve
 from .dual import DualExtrapolation
-from .result import Callback, IterationState, SolverResult
+from .result import BatchOutputs, Callback, IterationState, SolverResult
 
 STEP_SHRINK = 0.9
 """With backtracking, ``L`` is multiplied by this every step, so the step follows the local
@@ -84,14 +84,12 @@ def proximal_gradient(
     Parameters
     ----------
     {op_decoder}
-    Y : torch.Tensor, shape (batch, *signal_dims)
-        Signals.
+    {Y_signals}
     {lam_nonneg}
     {reg_penalty}
     accelerated : bool
         FISTA (momentum) or ISTA.
-    max_iter, tol, check_every : int, float, int
-        Iteration cap, relative duality-gap tolerance, and how often the gap is checked.
+    {gap_stopping}
     z0 : torch.Tensor or None, shape (batch, *code_dims)
         Warm start (zeros by default).
     lipschitz : float or None
@@ -142,11 +140,7 @@ def proximal_gradient(
     # the finish solves the L1 optimality system, so other penalties skip it; it is tried only
     # on gaps between tol and ATTEMPT_BELOW, so a looser tol never reaches it
     can_polish = polish and lam > 0 and explicit_gram and reg.is_l1 and tol < ATTEMPT_BELOW
-    out_z = z.clone()
-    out_conv = torch.zeros(batch, dtype=torch.bool, device=Y.device)
-    out_iter = torch.zeros(batch, dtype=torch.long, device=Y.device)
-    out_energy = torch.full((batch,), float("inf"), dtype=Y.dtype, device=Y.device)
-    out_gap = out_energy.clone()
+    out = BatchOutputs(z)
     state = _State(Y, b, z, op.gram(z), L)
     dual = DualExtrapolation(Y, lam, reg, Aty=b) if extrapolate and lam > 0 else None
 
@@ -170,7 +164,6 @@ def proximal_gradient(
                 if dual is not None:
                     dual.restart(state.idx[jumped])
             done = (gap <= tol * energy) & torch.isfinite(gap)
-            out_energy[state.idx], out_gap[state.idx] = energy, gap
         # the one host synchronisation of a check
         all_finite, all_done, any_done = torch.stack(
             [finite.all(), done.all(), done.any()]).tolist()
@@ -178,23 +171,18 @@ def proximal_gradient(
             _raise_diverged(op, state, finite, k, lipschitz)
         if callback is not None:
             callback(k, IterationState(k, batch, state.z, state.idx, energy, gap))
-        out_z[state.idx] = state.z
-        out_conv[state.idx] = done
-        out_iter[state.idx] = k
+        out.record(k, state.idx, state.z, done, energy, gap)
         if all_done:
             break
         if any_done:
             state.keep(~done)
     if lam == 0 or Y.dtype != torch.float64:
-        out_energy, plain_gap = energy_and_gap(op, Y, out_z, lam, reg)
-        out_gap = plain_gap if dual is None else torch.minimum(
-            plain_gap, _gap_to_dual(out_energy, dual.best, dual.yy))
+        out.energy, plain_gap = energy_and_gap(op, Y, out.z, lam, reg)
+        out.gap = plain_gap if dual is None else torch.minimum(
+            plain_gap, _gap_to_dual(out.energy, dual.best, dual.yy))
     if lam > 0:
-        out_conv = out_gap <= tol * out_energy
-    out_conv &= torch.isfinite(out_energy) & torch.isfinite(out_gap)
-    return SolverResult(z=out_z, gap=out_gap, energy=out_energy, converged=out_conv,
-                        n_iter_per_sample=out_iter, n_iter=int(out_iter.max()) if batch else 0,
-                        method="fista" if accelerated else "ista")
+        out.converged = out.gap <= tol * out.energy
+    return out.result("fista" if accelerated else "ista")
 
 
 def _raise_diverged(op: LinearOperator, state: _State, finite: torch.Tensor, iteration: int,

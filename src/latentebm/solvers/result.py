@@ -119,4 +119,76 @@ Callback = Callable[[int, IterationState], Any]
 """``callback(iteration, state)``, called after every iteration (1-based)."""
 
 
+class BatchOutputs:
+    """The per-sample outputs of a batched solver that retires samples as they converge: each
+    stopping check writes the rows still being solved, and :meth:`result` assembles them.
+
+    Parameters
+    ----------
+    z : torch.Tensor of shape (batch, *code_dims)
+        The starting codes (copied); their dtype and device are the outputs'.
+
+    Attributes
+    ----------
+    z : torch.Tensor of shape (batch, *code_dims)
+        The codes.
+    energy, gap : torch.Tensor of shape (batch,)
+        Energy and duality gap (``+inf`` until a check writes them).
+    converged : torch.Tensor of shape (batch,)
+        Whether each sample met the stopping rule (bool).
+    n_iter : torch.Tensor of shape (batch,)
+        Iterations each sample ran (int64).
+    """
+
+    def __init__(self, z: torch.Tensor) -> None:
+        batch = z.shape[0]
+        self.z = z.clone()
+        self.converged = torch.zeros(batch, dtype=torch.bool, device=z.device)
+        self.n_iter = torch.zeros(batch, dtype=torch.long, device=z.device)
+        self.energy = torch.full((batch,), float("inf"), dtype=z.dtype, device=z.device)
+        self.gap = self.energy.clone()
+
+    def record(self, iteration: int, rows: torch.Tensor, z: torch.Tensor, done: torch.Tensor,
+               energy: torch.Tensor | None = None, gap: torch.Tensor | None = None) -> None:
+        """Write the state of the working samples at a stopping check.
+
+        Parameters
+        ----------
+        iteration : int
+            The iteration just finished.
+        rows : torch.Tensor of shape (n,)
+            Indices in the batch of the working samples.
+        z : torch.Tensor of shape (n, *code_dims)
+            Their codes.
+        done : torch.Tensor of shape (n,)
+            Whether each met the stopping rule (bool).
+        energy, gap : torch.Tensor of shape (n,) or None
+            Their energy and duality gap, where the check computed them.
+        """
+        self.z[rows] = z
+        self.converged[rows] = done
+        self.n_iter[rows] = iteration
+        if energy is not None:
+            self.energy[rows], self.gap[rows] = energy, gap
+
+    def result(self, method: str) -> SolverResult:
+        """The tensor :class:`SolverResult`, ``converged`` false wherever the energy or gap is
+        not finite.
+
+        Parameters
+        ----------
+        method : str
+            The algorithm's name.
+
+        Returns
+        -------
+        SolverResult
+        """
+        self.converged &= torch.isfinite(self.energy) & torch.isfinite(self.gap)
+        return SolverResult(
+            z=self.z, gap=self.gap, energy=self.energy, converged=self.converged,
+            n_iter_per_sample=self.n_iter, n_iter=int(self.n_iter.max()) if self.z.shape[0] else 0,
+            method=method)
+
+
 __all__ = ["SolverResult", "IterationState", "Callback"]

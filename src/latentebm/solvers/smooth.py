@@ -17,7 +17,7 @@ from typing import Protocol
 
 import torch
 
-from .._docs import fill_doc
+from .._docs import doc_filler
 from ..operators import batch_dot, per_sample
 from ..regularizers import Regularizer
 from .result import Callback, IterationState, SolverResult
@@ -28,8 +28,13 @@ SmoothFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MAX_LIPSCHITZ = 1e30
 """Backtracking stops doubling ``L`` here (the step is then accepted as it is)."""
 
+_fill_doc = doc_filler({
+    "z0_start": "z0 : torch.Tensor of shape (batch, *code_dims)\n    Starting point.",
+    "reg_R": "reg : Regularizer\n    ``R``, through its ``prox`` and ``value``.",
+})
 
-@fill_doc
+
+@_fill_doc
 class SmoothObjective(Protocol):
     """``f`` per sample: ``value(rows, z)`` ``(len(rows),)`` and ``value_and_grad(rows, z)``
     for the samples ``rows`` of the batch at ``z`` ``(len(rows), *code_dims)``."""
@@ -59,7 +64,7 @@ class SmoothObjective(Protocol):
         """
 
 
-@fill_doc
+@_fill_doc
 @dataclass(frozen=True)
 class AutogradObjective:
     """A :class:`SmoothObjective` from ``smooth(rows, z)``, gradient by autograd."""
@@ -102,7 +107,7 @@ class AutogradObjective:
         return f.detach(), g
 
 
-@fill_doc
+@_fill_doc
 @dataclass(frozen=True)
 class JointObjective:
     """A :class:`SmoothObjective` of one unbatched variable: ``value(V)`` a 0-dim tensor and
@@ -154,7 +159,7 @@ def _initial_lipschitz(objective: SmoothObjective, rows, z, g) -> torch.Tensor:
     return torch.nan_to_num(L, nan=1.0, posinf=1.0).clamp_min(1e-8)
 
 
-@fill_doc
+@_fill_doc
 def smooth_proximal_gradient(
     objective: SmoothObjective,
     z0: torch.Tensor,
@@ -175,11 +180,9 @@ def smooth_proximal_gradient(
     ----------
     objective : SmoothObjective
         The smooth part ``f``.
-    z0 : torch.Tensor, shape (batch, *code_dims)
-        Starting point.
+    {z0_start}
     {lam_nonneg}
-    reg : Regularizer
-        ``R``, through its ``prox`` and ``value``.
+    {reg_R}
     max_iter, tol : int, float
         Iteration cap and relative-change tolerance (``tol = 0``: run ``max_iter`` iterations
         unless no descent is left).
@@ -258,7 +261,7 @@ def smooth_proximal_gradient(
         method="smooth_proximal_gradient", lipschitz=out_L)
 
 
-@fill_doc
+@_fill_doc
 def autograd_proximal_gradient(
     smooth: SmoothFn,
     z0: torch.Tensor,
@@ -273,11 +276,9 @@ def autograd_proximal_gradient(
     smooth : callable
         ``smooth(rows, z) -> (len(rows),)``: per-sample ``f`` of the samples ``rows`` at
         ``z`` ``(len(rows), *code_dims)``.
-    z0 : torch.Tensor of shape (batch, *code_dims)
-        Starting point.
+    {z0_start}
     {lam_nonneg}
-    reg : Regularizer
-        ``R``, through its ``prox`` and ``value``.
+    {reg_R}
     **options
         Keyword options of :func:`smooth_proximal_gradient`.
 

@@ -1,5 +1,7 @@
 """One module per lecture result. Each exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and
-``run(args) -> Run``; the CLI registers every module listed in :data:`COMMANDS`."""
+``run(args) -> Run``; the CLI registers every module listed in :data:`COMMANDS`. A module writes
+its flags in a private ``_add_flags(parser)`` and makes ``add_arguments`` from it with
+:func:`~latentebm.experiments._args.command_arguments`, which gives it the common docstring."""
 
 from __future__ import annotations
 

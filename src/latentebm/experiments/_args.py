@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._docs import DOCS
 from .._validation import check_seed
+
+#: What adds a command's flags to its parser.
+AddFlags = Callable[[argparse.ArgumentParser], None]
 
 #: ``--data-dir`` for a command that reads MNIST.
 MNIST_DATA_DIR = ("folder with the MNIST IDX .gz files (default: $LATENTEBM_DATA, then the "
@@ -15,6 +19,32 @@ MNIST_DATA_DIR = ("folder with the MNIST IDX .gz files (default: $LATENTEBM_DATA
 #: ``--data-dir`` for a command whose photographs come from its own ``--images`` folder.
 UNUSED_DATA_DIR = ("not read by this command: its photographs come from the --images folder "
                    "(default: scikit-image's bundled ones)")
+
+
+def command_arguments(name: str, add_flags: AddFlags) -> AddFlags:
+    """A command module's ``add_arguments``: ``add_flags`` with the docstring every command's
+    ``add_arguments`` has.
+
+    Parameters
+    ----------
+    name : str
+        The command (the module's ``NAME``), as ``latentebm <name>`` in the docstring.
+    add_flags : callable
+        ``add_flags(parser)`` adds the command's flags to ``parser``.
+
+    Returns
+    -------
+    callable
+        ``add_arguments(parser)``, which calls ``add_flags(parser)``.
+    """
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        add_flags(parser)
+
+    add_arguments.__module__ = add_flags.__module__
+    add_arguments.__qualname__ = "add_arguments"
+    add_arguments.__doc__ = (f"Add the flags of ``latentebm {name}`` to ``parser``.\n\n"
+                             f"Parameters\n----------\n{DOCS['cmd_parser']}\n")
+    return add_arguments
 
 
 def seed_argument(text: str) -> int:

@@ -24,7 +24,7 @@ from ..data import load_mnist, mnist_vectors
 from ..energy import ConditionalLinearDecoder, LatentVariableEBM
 from ..training import distributed
 from . import conditional_eval as ev
-from ._args import add_common_arguments, add_defaulted_flags
+from ._args import add_common_arguments, add_defaulted_flags, command_arguments
 from ._run import Run
 
 NAME = "conditional"
@@ -33,14 +33,7 @@ TASKS = ("mnist-completion",)
 HALF = 14
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm conditional`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASKS, default="mnist-completion",
                         help="the conditional problem: x is the top half of a digit, y its "
                         "bottom half (default: mnist-completion)")
@@ -63,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ])
     parser.add_argument("--sample", action="store_true",
                         help="use the small MNIST sample bundled with the package (offline)")
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def halves(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,26 +14,19 @@ import numpy as np
 import torch
 
 from .. import viz
-from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_images
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import conv_autoencoder_runs as runs
+from ._args import command_arguments
 from ._run import Run
 
 NAME = "conv-colour"
 HELP = "convolutional sparse auto-encoder on colour photographs: 9x9x3 kernels, sparse code maps"
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm conv-colour`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filters", type=int, default=32, help="code maps (default: 32)")
     parser.add_argument("--show-size", type=int, default=256,
                         help="the held-out photograph (the last one) is shown whole, "
@@ -44,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "out whole for the code maps (default: Kodak24 from "
                              "../shared/data/kodak24 when present, else scikit-image's bundled "
                              "colour photographs)")
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def default_photographs() -> Path | None:

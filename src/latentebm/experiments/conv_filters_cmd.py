@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from .. import viz
-from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_images
 from ..metrics import centre_surround_score, fit_gabors, gabor_summary, orientation_coverage
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import conv_autoencoder_runs as runs
+from ._args import command_arguments
 from ._run import Run
 
 NAME = "conv-filters"
@@ -30,18 +30,14 @@ HELP = ("convolutional sparse auto-encoders with 1..64 filters on natural images
         "centre-surround, oriented edges, gratings")
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm conv-filters`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64],
                         help="filter counts, one model each (default: 1 2 4 8 16 32 64)")
     runs.add_model_arguments(parser, kernel=9, lam=0.5, tile=32, n_tiles=800, n_test=100,
                              batch_size=8, lr=0.005, epochs=3)
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def shape_metrics(encoder: np.ndarray, decoder: np.ndarray) -> dict[str, object]:

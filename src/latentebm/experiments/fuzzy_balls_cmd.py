@@ -15,25 +15,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._docs import fill_doc
 from ..models.vae import VAE
 from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
+from ._args import command_arguments
 from ._run import Run
 
 NAME = "vae-fuzzy-balls"
 HELP = "VAE codes as fuzzy balls: posterior ellipses and code statistics for several β"
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm vae-fuzzy-balls`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     runs.add_vae_arguments(parser, epochs=10, latent=2)
     parser.add_argument(
         "--betas",
@@ -57,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="β of the fixed- versus learned-σ comparison (default: 1)",
     )
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def _tag(beta: float) -> str:

@@ -27,7 +27,7 @@ from ..solvers import fista
 from ..training import distributed
 from ..training.checkpoint import read_checkpoint, write_checkpoint
 from . import lista_eval as ev
-from ._args import add_common_arguments
+from ._args import add_common_arguments, command_arguments
 from ._run import Run
 from .mnist_problems import (
     add_dataset_arguments,
@@ -51,14 +51,7 @@ LIBRARY_FISTA_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 8
                       150, 200, 250, 300, 400, 500)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm lista`` to ``parser``.
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-        The subcommand's parser.
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, epochs=12, lam=0.5)
     add_dataset_arguments(parser, n_train=60000, n_test=2000)
     parser.add_argument("--dict-epochs", type=int, default=1,
@@ -115,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out signals for the warm-start report (default: 500)")
     parser.add_argument("--warm-tol", type=float, default=1e-4,
                         help="relative duality gap for the warm-start report (default: 1e-4)")
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def dictionary_for(args: argparse.Namespace, run: Run, Y: torch.Tensor) -> SparseCoding:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import resource
 
-from .._docs import fill_doc
 from ..data.streaming import ShardedArray, prepare_patches
-from ._args import add_common_arguments
+from ._args import add_common_arguments, command_arguments
 from ._run import Run
 
 NAME = "prepare-patches"
@@ -16,14 +15,7 @@ HELP = ("write whitened natural-image patches as float32 shards with a checksumm
         "sparse-coding --shards (datasets larger than memory)")
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm prepare-patches`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-patches", type=int, required=True,
                         help="patches to write (10 000 000 12x12 patches are 5.8 GB)")
     parser.add_argument("--patch", type=int, default=12, help="patch side (default: 12)")
@@ -37,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, epochs=None, lam=None,
                          data_dir_help="not read by this command: its photographs come from "
                          "--images")
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def run(args: argparse.Namespace) -> Run:

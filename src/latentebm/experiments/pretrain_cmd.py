@@ -24,14 +24,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import viz
-from .._docs import fill_doc
 from .._io import write_atomic
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors
 from ..models.conv_autoencoder import ConvSparseAutoencoder
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
-from ._args import add_common_arguments
+from ._args import add_common_arguments, command_arguments
 from ._run import Run
 from .pretrain_study import (
     ARMS,
@@ -54,14 +53,7 @@ DEFAULT_FIRST_LAYER = "both"
 DEFAULT_LABELS = [1, 100]
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm pretrain`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels-per-class", type=int, nargs="+", default=DEFAULT_LABELS,
                         help="labelled training digits per class, one setting each "
                         f"(default: {' '.join(map(str, DEFAULT_LABELS))})")
@@ -91,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     add_common_arguments(parser, epochs=3, lam=0.2)
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def check_arguments(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from ..solvers import fista
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import lista_eval as ev
-from ._args import add_common_arguments
+from ._args import add_common_arguments, command_arguments
 from ._run import Run
 from .mnist_problems import add_dataset_arguments, open_run
 
@@ -30,14 +30,7 @@ NAME = "psd"
 HELP = "predictive sparse decomposition: decoder, fast encoder, encoder-only code quality"
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm psd`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, epochs=5, lam=0.5)
     add_dataset_arguments(parser, n_train=10000, n_test=2000)
     parser.add_argument("--beta", type=float, default=1.0,
@@ -52,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="encoder Adam step (default: 3e-3)")
     parser.add_argument("--fista-iters", type=int, default=1000,
                         help="FISTA iterations traced for the comparison (default: 1000)")
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def encoder_filters(model: PSD) -> torch.Tensor:

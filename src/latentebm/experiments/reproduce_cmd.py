@@ -24,11 +24,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._docs import fill_doc
 from .._io import write_json
 from ..data.mnist import mnist_cache_dir
 from ..training import distributed
-from ._args import seed_argument
+from ._args import command_arguments, seed_argument
 from ._run import Run
 from .claims import claims_for
 from .report import write_report
@@ -181,14 +180,7 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(f"{self.prog}: {message}")
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm reproduce`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True,
                         help="report folder: one sub-folder per experiment, index.html and "
                         "README.md; run again with the same folder to resume")
@@ -212,6 +204,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars inside the experiments (the k-of-n lines stay)")
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def mnist_source(args: argparse.Namespace) -> tuple[tuple[str, ...], str]:

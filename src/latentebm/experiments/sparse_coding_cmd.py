@@ -10,14 +10,13 @@ import numpy as np
 import torch
 
 from .. import viz
-from .._docs import fill_doc
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors, natural_patches
 from ..data.streaming import ShardedArray
 from ..metrics import fit_gabors, gabor_summary, localization_summary, stroke_summary
 from ..models import SparseCoding
 from ..training import distributed
-from ._args import add_common_arguments
+from ._args import add_common_arguments, command_arguments
 from ._run import Run
 
 NAME = "sparse-coding"
@@ -35,14 +34,7 @@ CLAIM = {
 STRICT_STROKE_LEVEL = 0.2
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm sparse-coding`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
                         help="MNIST digits (atoms become strokes) or whitened natural-image "
                         "patches (atoms become Gabor-like edges) (default: mnist)")
@@ -79,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lam", type=float, default=None,
                         help="λ of ½‖y − Wz‖² + λ‖z‖₁ (default: 0.1 for mnist, 1.0 for natural; on "
                         "mnist a larger λ keeps more whole digits)")
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:

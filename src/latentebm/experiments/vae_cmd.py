@@ -15,25 +15,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._docs import fill_doc
 from ..models.vae import VAE
 from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
+from ._args import command_arguments
 from ._run import Run
 
 NAME = "vae"
 HELP = "MLP VAE on dynamically binarised MNIST: test −ELBO, k-sample NLL, samples, manifold"
 
 
-@fill_doc
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``latentebm vae`` to ``parser``.
-
-    Parameters
-    ----------
-    {cmd_parser}
-    """
+def _add_flags(parser: argparse.ArgumentParser) -> None:
     runs.add_vae_arguments(parser, epochs=50, latent=20)
     parser.add_argument(
         "--k",
@@ -63,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="stop training after the epoch that passes this wall time (default: run all --epochs)",
     )
+
+
+add_arguments = command_arguments(NAME, _add_flags)
 
 
 def figures(model: VAE, run: Run, data: dict[str, Any], seed: int) -> None:

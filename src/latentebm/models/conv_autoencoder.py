@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._docs import doc_filler, fill_doc, fit_options
+from .._docs import doc_filler, fill_doc, fit_batches, fit_options
 from .._validation import check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
@@ -210,7 +210,10 @@ class PredictionAugmented(LinearOperator):
         return self
 
 
-@doc_filler({"fit_options": fit_options(checkpoint_every=100, callback_args="n_steps, model")})
+@doc_filler({
+    "fit_batches": fit_batches(epochs=1, batch_size=16, n="n_images"),
+    "fit_options": fit_options(checkpoint_every=100, callback_args="n_steps, model"),
+})
 class ConvSparseAutoencoder(LatentModel):
     """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
 
@@ -298,9 +301,7 @@ class ConvSparseAutoencoder(LatentModel):
         Y : torch.Tensor of shape (batch, channels, H, W)
             Validated images.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_filters, H', W')
+        {returns_filter_maps}
         """
         pre = correlate(self.encoder, Y, self.boundary)
         if self.nonlinearity == "tanh":
@@ -370,9 +371,7 @@ class ConvSparseAutoencoder(LatentModel):
         Y : torch.Tensor of shape (batch, channels, H, W)
             Images.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_filters, H', W')
+        {returns_filter_maps}
         """
         return self.predict(Y)
 
@@ -454,12 +453,8 @@ class ConvSparseAutoencoder(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (n_images, channels, H, W)
-            Training images.
-        epochs : int, default=1
-            Number of epochs.
-        batch_size : int, default=16
-            Mini-batch size (clipped to ``n_images``).
+        {fit_images}
+        {fit_batches}
         lr : float, default=1e-3
             Adam step.
         lr_schedule : {"constant", "cosine"}, default="constant"
@@ -470,10 +465,7 @@ class ConvSparseAutoencoder(LatentModel):
             Iteration cap of the inference (``"psd"``).
         {fit_options}
 
-        Returns
-        -------
-        list of dict
-            The per-epoch history.
+        {returns_history}
 
         Notes
         -----

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._docs import doc_filler, fit_options
+from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
@@ -73,9 +73,11 @@ class ConvDictionaryLearningConfig(ModelConfig):
     nonneg: bool = False
 
 
-@doc_filler({"fit_options": fit_options(
-    checkpoint_every=50, callback_args="step, model, batch_energy",
-    callback_note="; ``batch_energy`` ``(batch,)``")})
+@doc_filler({
+    "fit_batches": fit_batches(epochs=1, batch_size=8, n="n_images"),
+    "fit_options": fit_options(checkpoint_every=50, callback_args="step, model, batch_energy",
+                               callback_note="; ``batch_energy`` ``(batch,)``"),
+})
 class ConvDictionaryLearning(DictionaryModel):
     """Learn ``n_atoms`` unit-norm kernels ``(n_atoms, channels, k, k)`` from images.
 
@@ -185,12 +187,8 @@ class ConvDictionaryLearning(DictionaryModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (n_images, channels, H, W)
-            Training images.
-        epochs : int, default=1
-            Number of epochs.
-        batch_size : int, default=8
-            Mini-batch size (clipped to ``n_images``).
+        {fit_images}
+        {fit_batches}
         tol : float, default=1e-3
             Relative duality gap of the coding step.
         max_iter : int, default=100
@@ -205,10 +203,7 @@ class ConvDictionaryLearning(DictionaryModel):
             the next epoch's coding.
         {fit_options}
 
-        Returns
-        -------
-        list of dict
-            The per-epoch history.
+        {returns_history}
 
         Notes
         -----

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed
 from ..operators import DenseDictionary
 from ..problem import to_output
@@ -359,6 +360,12 @@ def unroll(net: LISTA, Y: torch.Tensor) -> list[torch.Tensor]:
     return zs
 
 
+@doc_filler({
+    "fit_batches": fit_batches(epochs=50, batch_size=256, batch="Global mini-batch",
+                               epochs_note=" (also the length of the cosine schedule)"),
+    "fit_options": fit_options(checkpoint_every=200, unit="update",
+                               callback_args="n_updates, model"),
+})
 class LISTA(LatentModel):
     """Learned ISTA encoder for the energy ``½‖y − Wz‖² + λ‖z‖₁`` (``nonneg``: ``z ≥ 0``).
 
@@ -598,8 +605,7 @@ class LISTA(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense_any}
 
         Returns
         -------
@@ -620,8 +626,7 @@ class LISTA(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense_any}
         tol : float or None, default=None
             Relative duality gap; default 1e-5 in float32, 1e-10 in float64.
         max_iter : int, default=5000
@@ -681,12 +686,8 @@ class LISTA(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (n_samples, n_features)
-            Training signals.
-        epochs : int, default=50
-            Number of epochs (also the length of the cosine schedule).
-        batch_size : int, default=256
-            Global mini-batch size (clipped to ``n_samples``).
+        {fit_signals}
+        {fit_batches}
         lr : float, default=1e-3
             Initial Adam step.
         targets : array-like, torch.Tensor of shape (n_samples, n_atoms) or None, default=None
@@ -715,17 +716,7 @@ class LISTA(LatentModel):
         train_head : bool, default=True
             ``"hybrid"`` only: ``False`` keeps the classic head's weights as they are and
             trains the later layers alone (layer-wise training of a grown network).
-        checkpoint : str, os.PathLike or None, default=None
-            A ``.safetensors`` path written every ``checkpoint_every`` updates, at the end and on
-            Ctrl-C.
-        checkpoint_every : int, default=200
-            Updates between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(n_updates, model)`` after every update.
-        progress : bool, default=True
-            Show a progress bar (rank 0 only).
+        {fit_options}
 
         Returns
         -------

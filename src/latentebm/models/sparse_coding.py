@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .._docs import doc_filler, fit_options
+from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
@@ -44,7 +44,10 @@ class SparseCodingConfig(ModelConfig):
     nonneg_atoms: bool = False
 
 
-@doc_filler({"fit_options": fit_options(checkpoint_every=100)})
+@doc_filler({
+    "fit_batches": fit_batches(epochs=1, batch_size=256, batch="Global mini-batch"),
+    "fit_options": fit_options(checkpoint_every=100),
+})
 class SparseCoding(DictionaryModel):
     """A dictionary ``W`` ``(n_features, n_atoms)`` with unit-norm columns and its L1 energy.
 
@@ -164,10 +167,7 @@ class SparseCoding(DictionaryModel):
             Training signals; a :class:`~latentebm.data.streaming.ShardedArray` for data larger
             than memory (rows read per batch; codes then start from zero instead of each sample's
             previous code, and are not kept).
-        epochs : int, default=1
-            Number of epochs.
-        batch_size : int, default=256
-            Global mini-batch size (clipped to ``n_samples``).
+        {fit_batches}
         method : {"online", "sgd"}, default="online"
             ``"online"``: Mairal et al.'s block-coordinate update from the sufficient statistics;
             ``"sgd"``: projected SGD with step ``lr``.

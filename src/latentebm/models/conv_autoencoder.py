@@ -41,7 +41,7 @@ from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
 from ..training.kernel_adam import KernelAdam
-from ..training.loop import resuming
+from ..training.loop import check_loop_args, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 from .conv_dictionary_learning import random_kernel_patches
@@ -475,15 +475,14 @@ class ConvSparseAutoencoder(LatentModel):
         on the same batches. Rank 0 alone writes the checkpoint; every rank resumes from it.
         """
         Y_t = self._images(Y)
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = min(check_int(batch_size, "batch_size", low=1), Y_t.shape[0])
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
-        n = Y_t.shape[0]
         fit_args = {"batch_size": batch_size, "n_images": n,
                     "image_shape": list(Y_t.shape[1:]), "lr": lr, "lr_schedule": lr_schedule}
         if lr_schedule == "cosine":  # the schedule's length; a constant rate may train on

@@ -26,7 +26,7 @@ from ..regularizers import UnitBall
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import resuming
+from ..training.loop import check_loop_args
 from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
@@ -217,34 +217,22 @@ class ConvDictionaryLearning(DictionaryModel):
         """
         Y_t, _ = self.check_input(Y, "Y", ndim=4)
         self.operator().check_signal(Y_t, "Y")
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = min(check_int(batch_size, "batch_size", low=1), Y_t.shape[0])
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
         dict_steps = check_int(dict_steps, "dict_steps", low=1)
         if replace_threshold is not None:
             replace_threshold = check_scalar(replace_threshold, "replace_threshold", low=0.0,
                                              high=1.0, low_inclusive=False)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
-        n = Y_t.shape[0]
         steps_per_epoch = math.ceil(n / batch_size)
         fit_args = {"batch_size": batch_size, "n_images": n, "image_shape": list(Y_t.shape[1:]),
                     "warm_start": bool(warm_start), "dict_steps": dict_steps,
                     "replace_threshold": replace_threshold}
         code_shape = (n, *self.operator().code_shape(tuple(Y_t.shape[1:])))
-        codes = (torch.zeros(code_shape, device=Y_t.device, dtype=Y_t.dtype)
-                 if warm_start else None)
-        start = (0, 0)
-        if resuming(resume, checkpoint):
-            state = self.resume_from(checkpoint, fit_args)
-            start = state.position
-            if codes is not None:
-                codes = state.extra["codes"].to(codes.dtype)
-        elif self._init_from_data and self.n_steps_ == 0:
-            gen = torch.Generator().manual_seed(self.seed)
-            patches = random_kernel_patches(Y_t, self.n_atoms, self.kernel_size, gen)
-            self.kernels.copy_(patches)
-            self._init_from_data = False
+        codes, start = self.start_fit(Y_t, fit_args, codes_shape=code_shape if warm_start else None,
+                                      resume=resume, checkpoint=checkpoint)
 
         loop = self.training_loop(
             n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
@@ -277,6 +265,11 @@ class ConvDictionaryLearning(DictionaryModel):
                     )
                 stats.close()
         return self.history_
+
+    def _init_atoms_from(self, Y: torch.Tensor) -> None:
+        gen = torch.Generator().manual_seed(self.seed)
+        self.kernels.copy_(random_kernel_patches(Y, self.n_atoms, self.kernel_size, gen))
+        self._init_from_data = False
 
     def _kernel_step_(self, Y: torch.Tensor, Z: torch.Tensor, n_steps: int) -> torch.Tensor:
         """``n_steps`` of the library's accelerated proximal gradient (FISTA with

@@ -55,7 +55,7 @@ from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
 from ..training.early_stopping import EarlyStopping
 from ..training.history import EpochRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.loop import MinibatchLoop, check_loop_args, resuming
 from ..training.schedules import cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 
@@ -725,10 +725,10 @@ class LISTA(LatentModel):
             rate, seconds.
         """
         Y_t, _ = self._check_signals(Y)
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = check_int(batch_size, "batch_size", low=1)
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
         if max_grad_norm is not None:
             max_grad_norm = check_scalar(max_grad_norm, "max_grad_norm", low=0.0,
                                          low_inclusive=False)
@@ -744,8 +744,6 @@ class LISTA(LatentModel):
             if held_out is None:
                 raise ValueError("patience needs validation data")
             patience = check_int(patience, "patience", low=1)
-        n = Y_t.shape[0]
-        batch_size = min(batch_size, n)
         fit_args = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_samples": n,
                     "max_grad_norm": max_grad_norm, "project_input": project_input,
                     "validation": None if held_out is None else held_out[0].shape[0],

@@ -30,7 +30,7 @@ from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import resuming
+from ..training.loop import check_loop_args, resuming
 from ..training.schedules import cosine_factor, cosine_schedule
 from ._base import LatentModel, ModelConfig, dtype_name
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
@@ -351,15 +351,13 @@ class PSD(LatentModel):
         resumes from it.
         """
         Y_t = self._check_signals(Y)
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = check_int(batch_size, "batch_size", low=1)
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         lr_decoder = check_scalar(lr_decoder, "lr_decoder", low=0.0)
         lr_encoder = check_scalar(lr_encoder, "lr_encoder", low=0.0, low_inclusive=False)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
-        n = Y_t.shape[0]
-        batch_size = min(batch_size, n)
         fit_args = {"epochs": epochs, "batch_size": batch_size, "lr_decoder": lr_decoder,
                     "lr_encoder": lr_encoder, "tol": tol, "max_iter": max_iter, "n_samples": n}
         start = (0, 0)

@@ -26,7 +26,7 @@ from ..dictionary_update import (
 from ..operators import DenseDictionary
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import resuming
+from ..training.loop import check_loop_args
 from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
@@ -198,16 +198,14 @@ class SparseCoding(DictionaryModel):
             raise ValueError(
                 f"Y must have {self.n_features} features (columns), got {Y_t.shape[1]}"
             )
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = check_int(batch_size, "batch_size", low=1)
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
-        n = Y_t.shape[0]
-        batch_size = min(batch_size, n)
         steps_per_epoch = math.ceil(n / batch_size)
         dead_after = (
             steps_per_epoch if dead_after is None else check_int(dead_after, "dead_after", low=1)
@@ -215,16 +213,9 @@ class SparseCoding(DictionaryModel):
         fit_args = {"method": method, "batch_size": batch_size, "n_samples": n}
 
         device, dtype = self.device, self.dtype
-        codes = (None if streaming
-                 else torch.zeros(n, self.n_atoms, device=device, dtype=dtype))
-        start = (0, 0)
-        if resuming(resume, checkpoint):
-            state = self.resume_from(checkpoint, fit_args)
-            start = state.position
-            if codes is not None:
-                codes = state.extra["codes"].to(dtype)
-        elif self._init_from_data and self.n_steps_ == 0:
-            self._init_atoms_from(Y_t)
+        codes, start = self.start_fit(Y_t, fit_args,
+                                      codes_shape=None if streaming else (n, self.n_atoms),
+                                      resume=resume, checkpoint=checkpoint)
 
         loop = self.training_loop(
             n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,

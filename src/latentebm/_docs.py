@@ -82,6 +82,15 @@ DOCS: dict[str, str] = {
     "vae_images_batches": ("x : array-like or torch.Tensor of shape (n, *input_shape) or "
                            "(n, n_features)\n    Images.\n"
                            "batch_size : int, default=1000\n    Images per encoder call."),
+    "Y_dense_any": "Y : array-like or torch.Tensor of shape (batch, n_features)\n    Signals.",
+    "fit_signals": ("Y : array-like or torch.Tensor of shape (n_samples, n_features)\n"
+                    "    Training signals."),
+    "fit_images": ("Y : array-like or torch.Tensor of shape (n_images, channels, H, W)\n"
+                   "    Training images."),
+    "returns_history": _returns("list of dict", "The per-epoch history."),
+    "returns_any_per_sample": _returns("numpy.ndarray or torch.Tensor of shape (batch,)"),
+    "returns_any_codes": _returns("numpy.ndarray or torch.Tensor of shape (batch, *code_dims)"),
+    "returns_filter_maps": _returns("torch.Tensor of shape (batch, n_filters, H', W')"),
     # ------------------------------------------------------------ data, metrics, updates
     "idx_ndim": "ndim : int or None\n    Required rank, or ``None`` to accept any.",
     "returns_idx": _returns("ndarray of shape (d_1, ..., d_ndim)",
@@ -161,6 +170,33 @@ def fit_options(*, checkpoint_every: int, unit: str = "step", callback_args: str
         f"    ``callback({callback_args})`` after every {unit}{callback_note}.\n"
         "progress : bool, default=True\n    Show a progress bar (rank 0 only)."
     )
+
+
+def fit_batches(*, epochs: int, batch_size: int, n: str = "n_samples", epochs_note: str = "",
+                batch: str = "Mini-batch") -> str:
+    """The ``epochs`` and ``batch_size`` entries of a model's ``fit``, as a fragment for
+    :func:`doc_filler`.
+
+    Parameters
+    ----------
+    epochs : int
+        The default of ``epochs``.
+    batch_size : int
+        The default of ``batch_size``.
+    n : str, default="n_samples"
+        The number of training samples that ``batch_size`` is clipped to.
+    epochs_note : str, default=""
+        Said after "Number of epochs" (e.g. ``" (also the length of the cosine decay)"``).
+    batch : str, default="Mini-batch"
+        What ``batch_size`` is the size of (``"Global mini-batch"`` under ``torchrun``).
+
+    Returns
+    -------
+    str
+    """
+    return (f"epochs : int, default={epochs}\n    Number of epochs{epochs_note}.\n"
+            f"batch_size : int, default={batch_size}\n"
+            f"    {batch} size (clipped to ``{n}``).")
 
 
 def _filled(doc: str, fragments: Mapping[str, str]) -> str:

@@ -25,7 +25,7 @@ from ..training.checkpoint import (
     write_checkpoint,
 )
 from ..training.history import MeanRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.loop import MinibatchLoop, check_loop_args, resuming
 
 KIND = "latent_variable_ebm"
 
@@ -82,18 +82,15 @@ def fit(
     writes the checkpoint; every rank resumes from it.
     """
     x_t, y_t, _ = model._inputs(x, y)
-    epochs = check_int(epochs, "epochs", low=1)
-    batch_size = check_int(batch_size, "batch_size", low=1)
+    n = y_t.shape[0]
+    epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size, checkpoint_every)
     lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
     tol = check_scalar(tol, "tol", low=0.0)
     max_iter = check_int(max_iter, "max_iter", low=1)
     seed = check_int(seed, "seed", low=0)
-    checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    n = y_t.shape[0]
-    batch_size = min(batch_size, n)
     fit_args = {"batch_size": batch_size, "lr": lr, "tol": tol, "max_iter": max_iter,
                 "seed": seed, "n_samples": n, "normalize": bool(normalize)}
     optimizer = torch.optim.Adam(params, lr=lr)

@@ -321,9 +321,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         ----------
         {solve_args}
 
-        Returns
-        -------
-        numpy.ndarray or torch.Tensor of shape (batch, *code_dims)
+        {returns_any_codes}
         """
         return self.solve(x, y, **kwargs).z
 
@@ -334,9 +332,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         ----------
         {solve_args}
 
-        Returns
-        -------
-        numpy.ndarray or torch.Tensor of shape (batch,)
+        {returns_any_per_sample}
         """
         return self.solve(x, y, **kwargs).energy
 

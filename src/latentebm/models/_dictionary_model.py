@@ -9,6 +9,7 @@ energy, ``E(y, z) = ½‖y − A z‖² + λ R(z)`` with ``R`` the L1 norm (non-
 from __future__ import annotations
 
 import abc
+import os
 from typing import Any, ClassVar
 
 import torch
@@ -19,6 +20,7 @@ from ..operators import LinearOperator
 from ..problem import to_output
 from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
+from ..training.loop import resuming
 from ._base import LatentModel
 
 
@@ -26,8 +28,9 @@ from ._base import LatentModel
 class DictionaryModel(LatentModel):
     """Inference, decoding and energy of a model whose decoder is the operator ``A``.
 
-    Subclasses define :meth:`dictionary`, :meth:`operator`, ``SIGNAL_NDIM`` (the rank of a
-    batch of signals: 2 for vectors, 4 for images) and the config fields ``lam`` and ``nonneg``.
+    Subclasses define :meth:`dictionary`, :meth:`operator`, ``_init_atoms_from`` (atoms drawn
+    from the training signals, for ``init="data"``), ``SIGNAL_NDIM`` (the rank of a batch of
+    signals: 2 for vectors, 4 for images) and the config fields ``lam`` and ``nonneg``.
     """
 
     SIGNAL_NDIM: ClassVar[int] = 2
@@ -39,6 +42,55 @@ class DictionaryModel(LatentModel):
     @abc.abstractmethod
     def operator(self) -> LinearOperator:
         """The atoms as the solvers' operator (a view, not a copy)."""
+
+    @abc.abstractmethod
+    def _init_atoms_from(self, Y: torch.Tensor) -> None:
+        """Draw the atoms from the training signals ``Y`` and clear the ``init="data"`` flag."""
+
+    def start_fit(
+        self,
+        Y: Any,
+        fit_args: dict[str, Any],
+        *,
+        codes_shape: tuple[int, ...] | None,
+        resume: bool,
+        checkpoint: str | os.PathLike | None,
+    ) -> tuple[torch.Tensor | None, tuple[int, int]]:
+        """The warm-start codes and the ``(epoch, batch)`` position a ``fit`` starts from.
+
+        A resumed run restores both from ``checkpoint`` (see :meth:`resume_from`); otherwise
+        the codes are zeros and a model built with ``init="data"`` draws its atoms from ``Y``
+        at its first step.
+
+        Parameters
+        ----------
+        Y : torch.Tensor or ShardedArray of shape (n, *signal_shape)
+            The validated training signals.
+        fit_args : dict
+            The ``fit`` arguments a resumed run must repeat.
+        codes_shape : tuple of int or None
+            ``(n, *code_shape)``, the codes kept to warm-start the coding step; ``None`` keeps
+            none.
+        resume : bool
+            Whether ``fit`` was asked to resume.
+        checkpoint : str, os.PathLike or None
+            The checkpoint path.
+
+        Returns
+        -------
+        codes : torch.Tensor of shape codes_shape, or None
+        start : tuple of int
+        """
+        codes = (None if codes_shape is None
+                 else torch.zeros(codes_shape, device=self.device, dtype=self.dtype))
+        if resuming(resume, checkpoint):
+            state = self.resume_from(checkpoint, fit_args)
+            if codes is not None:
+                codes = state.extra["codes"].to(codes.dtype)
+            return codes, state.position
+        if self._init_from_data and self.n_steps_ == 0:
+            self._init_atoms_from(Y)
+        return codes, (0, 0)
 
     def regularizer(self) -> Regularizer:
         """``R``: L1, or non-negative L1 with ``nonneg``."""

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._docs import doc_filler, fill_doc, fit_options
+from .._docs import doc_filler, fill_doc, fit_batches, fit_options
 from .._validation import check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
@@ -41,7 +41,7 @@ from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
 from ..training.kernel_adam import KernelAdam
-from ..training.loop import resuming
+from ..training.loop import check_loop_args, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 from .conv_dictionary_learning import random_kernel_patches
@@ -210,7 +210,10 @@ class PredictionAugmented(LinearOperator):
         return self
 
 
-@doc_filler({"fit_options": fit_options(checkpoint_every=100, callback_args="n_steps, model")})
+@doc_filler({
+    "fit_batches": fit_batches(epochs=1, batch_size=16, n="n_images"),
+    "fit_options": fit_options(checkpoint_every=100, callback_args="n_steps, model"),
+})
 class ConvSparseAutoencoder(LatentModel):
     """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
 
@@ -298,9 +301,7 @@ class ConvSparseAutoencoder(LatentModel):
         Y : torch.Tensor of shape (batch, channels, H, W)
             Validated images.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_filters, H', W')
+        {returns_filter_maps}
         """
         pre = correlate(self.encoder, Y, self.boundary)
         if self.nonlinearity == "tanh":
@@ -370,9 +371,7 @@ class ConvSparseAutoencoder(LatentModel):
         Y : torch.Tensor of shape (batch, channels, H, W)
             Images.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_filters, H', W')
+        {returns_filter_maps}
         """
         return self.predict(Y)
 
@@ -454,12 +453,8 @@ class ConvSparseAutoencoder(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (n_images, channels, H, W)
-            Training images.
-        epochs : int, default=1
-            Number of epochs.
-        batch_size : int, default=16
-            Mini-batch size (clipped to ``n_images``).
+        {fit_images}
+        {fit_batches}
         lr : float, default=1e-3
             Adam step.
         lr_schedule : {"constant", "cosine"}, default="constant"
@@ -470,10 +465,7 @@ class ConvSparseAutoencoder(LatentModel):
             Iteration cap of the inference (``"psd"``).
         {fit_options}
 
-        Returns
-        -------
-        list of dict
-            The per-epoch history.
+        {returns_history}
 
         Notes
         -----
@@ -483,15 +475,14 @@ class ConvSparseAutoencoder(LatentModel):
         on the same batches. Rank 0 alone writes the checkpoint; every rank resumes from it.
         """
         Y_t = self._images(Y)
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = min(check_int(batch_size, "batch_size", low=1), Y_t.shape[0])
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
-        n = Y_t.shape[0]
         fit_args = {"batch_size": batch_size, "n_images": n,
                     "image_shape": list(Y_t.shape[1:]), "lr": lr, "lr_schedule": lr_schedule}
         if lr_schedule == "cosine":  # the schedule's length; a constant rate may train on

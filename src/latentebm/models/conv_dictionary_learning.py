@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._docs import doc_filler, fit_options
+from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
@@ -26,7 +26,7 @@ from ..regularizers import UnitBall
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import resuming
+from ..training.loop import check_loop_args
 from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
@@ -73,9 +73,11 @@ class ConvDictionaryLearningConfig(ModelConfig):
     nonneg: bool = False
 
 
-@doc_filler({"fit_options": fit_options(
-    checkpoint_every=50, callback_args="step, model, batch_energy",
-    callback_note="; ``batch_energy`` ``(batch,)``")})
+@doc_filler({
+    "fit_batches": fit_batches(epochs=1, batch_size=8, n="n_images"),
+    "fit_options": fit_options(checkpoint_every=50, callback_args="step, model, batch_energy",
+                               callback_note="; ``batch_energy`` ``(batch,)``"),
+})
 class ConvDictionaryLearning(DictionaryModel):
     """Learn ``n_atoms`` unit-norm kernels ``(n_atoms, channels, k, k)`` from images.
 
@@ -185,12 +187,8 @@ class ConvDictionaryLearning(DictionaryModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (n_images, channels, H, W)
-            Training images.
-        epochs : int, default=1
-            Number of epochs.
-        batch_size : int, default=8
-            Mini-batch size (clipped to ``n_images``).
+        {fit_images}
+        {fit_batches}
         tol : float, default=1e-3
             Relative duality gap of the coding step.
         max_iter : int, default=100
@@ -205,10 +203,7 @@ class ConvDictionaryLearning(DictionaryModel):
             the next epoch's coding.
         {fit_options}
 
-        Returns
-        -------
-        list of dict
-            The per-epoch history.
+        {returns_history}
 
         Notes
         -----
@@ -222,34 +217,22 @@ class ConvDictionaryLearning(DictionaryModel):
         """
         Y_t, _ = self.check_input(Y, "Y", ndim=4)
         self.operator().check_signal(Y_t, "Y")
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = min(check_int(batch_size, "batch_size", low=1), Y_t.shape[0])
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
         dict_steps = check_int(dict_steps, "dict_steps", low=1)
         if replace_threshold is not None:
             replace_threshold = check_scalar(replace_threshold, "replace_threshold", low=0.0,
                                              high=1.0, low_inclusive=False)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
-        n = Y_t.shape[0]
         steps_per_epoch = math.ceil(n / batch_size)
         fit_args = {"batch_size": batch_size, "n_images": n, "image_shape": list(Y_t.shape[1:]),
                     "warm_start": bool(warm_start), "dict_steps": dict_steps,
                     "replace_threshold": replace_threshold}
         code_shape = (n, *self.operator().code_shape(tuple(Y_t.shape[1:])))
-        codes = (torch.zeros(code_shape, device=Y_t.device, dtype=Y_t.dtype)
-                 if warm_start else None)
-        start = (0, 0)
-        if resuming(resume, checkpoint):
-            state = self.resume_from(checkpoint, fit_args)
-            start = state.position
-            if codes is not None:
-                codes = state.extra["codes"].to(codes.dtype)
-        elif self._init_from_data and self.n_steps_ == 0:
-            gen = torch.Generator().manual_seed(self.seed)
-            patches = random_kernel_patches(Y_t, self.n_atoms, self.kernel_size, gen)
-            self.kernels.copy_(patches)
-            self._init_from_data = False
+        codes, start = self.start_fit(Y_t, fit_args, codes_shape=code_shape if warm_start else None,
+                                      resume=resume, checkpoint=checkpoint)
 
         loop = self.training_loop(
             n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
@@ -282,6 +265,11 @@ class ConvDictionaryLearning(DictionaryModel):
                     )
                 stats.close()
         return self.history_
+
+    def _init_atoms_from(self, Y: torch.Tensor) -> None:
+        gen = torch.Generator().manual_seed(self.seed)
+        self.kernels.copy_(random_kernel_patches(Y, self.n_atoms, self.kernel_size, gen))
+        self._init_from_data = False
 
     def _kernel_step_(self, Y: torch.Tensor, Z: torch.Tensor, n_steps: int) -> torch.Tensor:
         """``n_steps`` of the library's accelerated proximal gradient (FISTA with

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed
 from ..operators import DenseDictionary
 from ..problem import to_output
@@ -54,7 +55,7 @@ from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
 from ..training.early_stopping import EarlyStopping
 from ..training.history import EpochRecord
-from ..training.loop import MinibatchLoop, resuming
+from ..training.loop import MinibatchLoop, check_loop_args, resuming
 from ..training.schedules import cosine_schedule
 from ._base import LatentModel, ModelConfig, codes_only, dtype_name
 
@@ -359,6 +360,12 @@ def unroll(net: LISTA, Y: torch.Tensor) -> list[torch.Tensor]:
     return zs
 
 
+@doc_filler({
+    "fit_batches": fit_batches(epochs=50, batch_size=256, batch="Global mini-batch",
+                               epochs_note=" (also the length of the cosine schedule)"),
+    "fit_options": fit_options(checkpoint_every=200, unit="update",
+                               callback_args="n_updates, model"),
+})
 class LISTA(LatentModel):
     """Learned ISTA encoder for the energy ``½‖y − Wz‖² + λ‖z‖₁`` (``nonneg``: ``z ≥ 0``).
 
@@ -598,8 +605,7 @@ class LISTA(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense_any}
 
         Returns
         -------
@@ -620,8 +626,7 @@ class LISTA(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense_any}
         tol : float or None, default=None
             Relative duality gap; default 1e-5 in float32, 1e-10 in float64.
         max_iter : int, default=5000
@@ -681,12 +686,8 @@ class LISTA(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (n_samples, n_features)
-            Training signals.
-        epochs : int, default=50
-            Number of epochs (also the length of the cosine schedule).
-        batch_size : int, default=256
-            Global mini-batch size (clipped to ``n_samples``).
+        {fit_signals}
+        {fit_batches}
         lr : float, default=1e-3
             Initial Adam step.
         targets : array-like, torch.Tensor of shape (n_samples, n_atoms) or None, default=None
@@ -715,17 +716,7 @@ class LISTA(LatentModel):
         train_head : bool, default=True
             ``"hybrid"`` only: ``False`` keeps the classic head's weights as they are and
             trains the later layers alone (layer-wise training of a grown network).
-        checkpoint : str, os.PathLike or None, default=None
-            A ``.safetensors`` path written every ``checkpoint_every`` updates, at the end and on
-            Ctrl-C.
-        checkpoint_every : int, default=200
-            Updates between checkpoints.
-        resume : bool, default=False
-            Continue from ``checkpoint``.
-        callback : callable or None, default=None
-            ``callback(n_updates, model)`` after every update.
-        progress : bool, default=True
-            Show a progress bar (rank 0 only).
+        {fit_options}
 
         Returns
         -------
@@ -734,10 +725,10 @@ class LISTA(LatentModel):
             rate, seconds.
         """
         Y_t, _ = self._check_signals(Y)
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = check_int(batch_size, "batch_size", low=1)
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
         if max_grad_norm is not None:
             max_grad_norm = check_scalar(max_grad_norm, "max_grad_norm", low=0.0,
                                          low_inclusive=False)
@@ -753,8 +744,6 @@ class LISTA(LatentModel):
             if held_out is None:
                 raise ValueError("patience needs validation data")
             patience = check_int(patience, "patience", low=1)
-        n = Y_t.shape[0]
-        batch_size = min(batch_size, n)
         fit_args = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "n_samples": n,
                     "max_grad_norm": max_grad_norm, "project_input": project_input,
                     "validation": None if held_out is None else held_out[0].shape[0],

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._docs import doc_filler, fill_doc, fit_options
+from .._docs import doc_filler, fill_doc, fit_batches, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..dictionary_update import atoms_from_data, initial_atoms, sgd_gradient_sum, sgd_step_
 from ..operators import DenseDictionary, batch_dot
@@ -30,7 +30,7 @@ from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import resuming
+from ..training.loop import check_loop_args, resuming
 from ..training.schedules import cosine_factor, cosine_schedule
 from ._base import LatentModel, ModelConfig, dtype_name
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
@@ -84,8 +84,12 @@ class TanhEncoder(nn.Module):
         return self.g * torch.tanh(Y @ self.W_e.T + self.b)
 
 
-@doc_filler({"fit_options": fit_options(checkpoint_every=100, unit="update",
-                                         callback_args="n_updates, model")})
+@doc_filler({
+    "fit_batches": fit_batches(epochs=10, batch_size=256,
+                               epochs_note=" (also the length of the cosine decay)"),
+    "fit_options": fit_options(checkpoint_every=100, unit="update",
+                               callback_args="n_updates, model"),
+})
 class PSD(LatentModel):
     """Sparse coding with a trained feed-forward code predictor.
 
@@ -174,8 +178,7 @@ class PSD(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense_any}
 
         Returns
         -------
@@ -192,8 +195,7 @@ class PSD(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense_any}
         Z : array-like or torch.Tensor of shape (batch, n_atoms)
             Codes.
 
@@ -218,8 +220,7 @@ class PSD(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense_any}
         tol : float or None, default=None
             Relative duality gap (the solver's default when ``None``).
         max_iter : int, default=1000
@@ -271,14 +272,11 @@ class PSD(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (batch, n_features)
-            Signals.
+        {Y_dense_any}
         **kwargs
             Options of :meth:`infer`.
 
-        Returns
-        -------
-        numpy.ndarray or torch.Tensor of shape (batch,)
+        {returns_any_per_sample}
         """
         return self.infer(Y, **kwargs).energy
 
@@ -326,12 +324,8 @@ class PSD(LatentModel):
 
         Parameters
         ----------
-        Y : array-like or torch.Tensor of shape (n_samples, n_features)
-            Training signals.
-        epochs : int, default=10
-            Number of epochs (also the length of the cosine decay).
-        batch_size : int, default=256
-            Mini-batch size (clipped to ``n_samples``).
+        {fit_signals}
+        {fit_batches}
         lr_decoder : float, default=1.0
             Initial step of the projected gradient on ``W``.
         lr_encoder : float, default=1e-3
@@ -357,15 +351,13 @@ class PSD(LatentModel):
         resumes from it.
         """
         Y_t = self._check_signals(Y)
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = check_int(batch_size, "batch_size", low=1)
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         lr_decoder = check_scalar(lr_decoder, "lr_decoder", low=0.0)
         lr_encoder = check_scalar(lr_encoder, "lr_encoder", low=0.0, low_inclusive=False)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
-        n = Y_t.shape[0]
-        batch_size = min(batch_size, n)
         fit_args = {"epochs": epochs, "batch_size": batch_size, "lr_decoder": lr_decoder,
                     "lr_encoder": lr_encoder, "tol": tol, "max_iter": max_iter, "n_samples": n}
         start = (0, 0)

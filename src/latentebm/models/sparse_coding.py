@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .._docs import doc_filler, fit_options
+from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
@@ -26,7 +26,7 @@ from ..dictionary_update import (
 from ..operators import DenseDictionary
 from ..training import distributed as dist
 from ..training.history import MeanRecord
-from ..training.loop import resuming
+from ..training.loop import check_loop_args
 from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
@@ -44,7 +44,10 @@ class SparseCodingConfig(ModelConfig):
     nonneg_atoms: bool = False
 
 
-@doc_filler({"fit_options": fit_options(checkpoint_every=100)})
+@doc_filler({
+    "fit_batches": fit_batches(epochs=1, batch_size=256, batch="Global mini-batch"),
+    "fit_options": fit_options(checkpoint_every=100),
+})
 class SparseCoding(DictionaryModel):
     """A dictionary ``W`` ``(n_features, n_atoms)`` with unit-norm columns and its L1 energy.
 
@@ -164,10 +167,7 @@ class SparseCoding(DictionaryModel):
             Training signals; a :class:`~latentebm.data.streaming.ShardedArray` for data larger
             than memory (rows read per batch; codes then start from zero instead of each sample's
             previous code, and are not kept).
-        epochs : int, default=1
-            Number of epochs.
-        batch_size : int, default=256
-            Global mini-batch size (clipped to ``n_samples``).
+        {fit_batches}
         method : {"online", "sgd"}, default="online"
             ``"online"``: Mairal et al.'s block-coordinate update from the sufficient statistics;
             ``"sgd"``: projected SGD with step ``lr``.
@@ -198,16 +198,14 @@ class SparseCoding(DictionaryModel):
             raise ValueError(
                 f"Y must have {self.n_features} features (columns), got {Y_t.shape[1]}"
             )
-        epochs = check_int(epochs, "epochs", low=1)
-        batch_size = check_int(batch_size, "batch_size", low=1)
+        n = Y_t.shape[0]
+        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
+                                                               checkpoint_every)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
-        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", low=1)
-        n = Y_t.shape[0]
-        batch_size = min(batch_size, n)
         steps_per_epoch = math.ceil(n / batch_size)
         dead_after = (
             steps_per_epoch if dead_after is None else check_int(dead_after, "dead_after", low=1)
@@ -215,16 +213,9 @@ class SparseCoding(DictionaryModel):
         fit_args = {"method": method, "batch_size": batch_size, "n_samples": n}
 
         device, dtype = self.device, self.dtype
-        codes = (None if streaming
-                 else torch.zeros(n, self.n_atoms, device=device, dtype=dtype))
-        start = (0, 0)
-        if resuming(resume, checkpoint):
-            state = self.resume_from(checkpoint, fit_args)
-            start = state.position
-            if codes is not None:
-                codes = state.extra["codes"].to(dtype)
-        elif self._init_from_data and self.n_steps_ == 0:
-            self._init_atoms_from(Y_t)
+        codes, start = self.start_fit(Y_t, fit_args,
+                                      codes_shape=None if streaming else (n, self.n_atoms),
+                                      resume=resume, checkpoint=checkpoint)
 
         loop = self.training_loop(
             n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,

@@ -568,10 +568,7 @@ class VAE(LatentModel):
         progress : bool, default=True
             Show a progress bar.
 
-        Returns
-        -------
-        list of dict
-            The per-epoch history.
+        {returns_history}
         """
         X_t = self._check_x(X, "X")
         epochs = check_int(epochs, "epochs", low=1)

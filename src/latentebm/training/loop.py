@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .._validation import check_int
 from .denormals import denormals_flushed
 from .interrupt import GracefulInterrupt
 
@@ -73,6 +74,29 @@ def resuming(resume: bool, checkpoint: str | os.PathLike | None) -> bool:
     bool
     """
     return bool(resume) and checkpoint is not None and os.path.exists(checkpoint)
+
+
+def check_loop_args(n: int, epochs: Any, batch_size: Any, checkpoint_every: Any
+                    ) -> tuple[int, int, int]:
+    """The :class:`MinibatchLoop` arguments of a ``fit``, each checked to be an integer ≥ 1.
+
+    Parameters
+    ----------
+    n : int
+        Number of training samples.
+    epochs, batch_size, checkpoint_every : int
+        As given to ``fit``.
+
+    Returns
+    -------
+    epochs : int
+    batch_size : int
+        Clipped to ``n``.
+    checkpoint_every : int
+    """
+    return (check_int(epochs, "epochs", low=1),
+            min(check_int(batch_size, "batch_size", low=1), n),
+            check_int(checkpoint_every, "checkpoint_every", low=1))
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,13 @@ REBALANCE_EVERY = 10
 
 
 class _Factor:
-    """``(D̂ᴴD̂ + σI)⁻¹`` per frequency by Woodbury: ``(b̂ − D̂ᴴ(σI + D̂D̂ᴴ)⁻¹D̂ b̂) / σ``."""
+    """``ρ(D̂ᴴD̂ + σI)⁻¹ / σ`` per frequency by Woodbury: ``b − D̂ᴴ(σI + D̂D̂ᴴ)⁻¹D̂ b``, applied
+    in place to a right-hand side already divided by ``σ``."""
 
     def __init__(self, emb, sigma: torch.Tensor) -> None:
-        self.emb, self.sigma = emb, sigma
+        self.emb = emb
         spec = emb.spectrum
+        self.conj_spectrum = spec.conj().resolve_conj()
         if spec.shape[1] == 1:
             self.inner = 1.0 / (sigma + spec.abs().square().sum(0)[0])
         else:
@@ -57,13 +59,17 @@ class _Factor:
             eye = torch.eye(spec.shape[1], dtype=spec.dtype, device=spec.device)
             self.inner = torch.linalg.inv(outer + sigma * eye).permute(2, 3, 0, 1)
 
-    def solve(self, b_f: torch.Tensor) -> torch.Tensor:
+    def solve_(self, b_f: torch.Tensor) -> torch.Tensor:
+        """Overwrite ``b_f`` ``(B, n_atoms, gh, gw // 2 + 1)`` (the right-hand side over σ)
+        with the solution; returns it."""
         t = self.emb.synthesis(b_f)
         if self.inner.dim() == 2:
-            t = t * self.inner
+            t.mul_(self.inner)
         else:
             t = torch.einsum("cdyx,bdyx->bcyx", self.inner, t)
-        return (b_f - self.emb.analysis(t)) / self.sigma
+        for c in range(t.shape[1]):
+            b_f.addcmul_(self.conj_spectrum[:, c], t[:, c : c + 1], value=-1)
+        return b_f
 
 
 class _State:
@@ -156,7 +162,8 @@ def admm_fourier(
         code_mask[(..., *codes)] = 1
     else:
         state = _State(idx=torch.arange(batch, device=Y.device), Y=Y, s_grid=None,
-                       b_f=emb.analysis(torch.fft.rfft2(Y)), y=y, u=u, y0=None, u0=None)
+                       b_f=emb.analysis(torch.fft.rfft2(Y)) / rho_t, y=y, u=u, y0=None,
+                       u0=None)
 
     extrapolation = DualExtrapolation(Y, lam, reg, adjoint=op.adjoint)
     out = BatchOutputs(y[(..., *codes)])
@@ -164,12 +171,13 @@ def admm_fourier(
     for k in range(1, max_iter + 1):
         check = k % check_every == 0 or k == max_iter
         y_old = state.y
-        # ---- x update: one linear system per frequency
+        # ---- x update: one linear system per frequency (right-hand side over σ, in place)
+        rhs_f = torch.fft.rfft2(state.y - state.u)
         if masked:
-            rhs = emb.analysis(torch.fft.rfft2(state.y0 + state.s_grid - state.u0))
-            x_f = factor.solve(rhs + torch.fft.rfft2(state.y - state.u))
+            rhs_f.add_(emb.analysis(torch.fft.rfft2(state.y0 + state.s_grid - state.u0)))
         else:
-            x_f = factor.solve(torch.fft.rfft2(state.y - state.u) * rho_t + state.b_f)
+            rhs_f.add_(state.b_f)
+        x_f = factor.solve_(rhs_f)
         x = torch.fft.irfft2(x_f, s=grid)
         if masked:
             dx = torch.fft.irfft2(emb.synthesis(x_f), s=grid)
@@ -178,9 +186,10 @@ def admm_fourier(
         else:
             r_x = state.Y - torch.fft.irfft2(emb.synthesis(x_f), s=grid) if check else None
             c_x = rho_t * (x - state.y + state.u) if check else None
-        # ---- relaxation, prox, multiplier update
-        xr = x.mul(relax).add_(state.y, alpha=1 - relax)
-        v = xr + state.u
+        rebalance = adaptive and k % REBALANCE_EVERY == 0
+        x_plain = x.clone() if rebalance else None
+        # ---- relaxation, prox, multiplier update: v = αx + (1 − α)y + u, in place in x
+        v = x.mul_(relax).add_(state.y, alpha=1 - relax).add_(state.u)
         y_new = reg.prox(v, lam / rho_t)
         if masked:
             y_new.mul_(code_mask)
@@ -189,14 +198,15 @@ def admm_fourier(
             state.y0 = v0 * (1 - weight / (1 + rho_t))
             state.u0 = v0 - state.y0
         state.y, state.u = y_new, v.sub_(y_new)
-        if adaptive and k % REBALANCE_EVERY == 0:
-            scale = _rebalance(x, y_old, state.y, state.u, rho_t)
+        if rebalance:
+            scale = _rebalance(x_plain, y_old, state.y, state.u, rho_t)
             rho_t = rho_t * scale
             state.u = state.u / scale
             if masked:
                 state.u0 = state.u0 / scale
             else:
                 factor = _Factor(emb, rho_t)
+                state.b_f = state.b_f / scale
         if not check:
             if callback is not None:
                 callback(k, IterationState(k, batch, state.y[(..., *codes)], state.idx))

@@ -187,7 +187,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", choices=BUDGETS, default="fast",
                         help="tiny: seconds on the bundled MNIST sample (tests; the numbers "
                         "mean nothing); fast: about 10 minutes on 2 CPU cores; full: every "
-                        "command's defaults (LISTA: the README's hybrid recipe), about 1.5 hours "
+                        "command's defaults (LISTA: the README's hybrid recipe), about an hour "
                         "on 2 CPU cores (default: fast)")
     parser.add_argument("--only", nargs="+", choices=[e.key for e in PLAN], default=None,
                         help="run only these experiments (default: all)")

@@ -45,6 +45,11 @@ def test_tiny_runs_every_experiment(tiny):
     assert "bundled MNIST sample" in state["mnist"]
     for fact in ("latentebm reproduce --out", "--budget tiny", "load average", "CPU cores"):
         assert fact in (out / "README.md").read_text()
+    commit = state["machine"]["git"]
+    if (Path(rc.__file__).resolve().parents[3] / ".git").exists():
+        assert commit is not None and len(commit.split()[0]) == 12
+    if commit is not None:
+        assert f"(git commit {commit})" in (out / "README.md").read_text()
 
 
 def test_report_numbers_come_from_the_metrics(tiny):

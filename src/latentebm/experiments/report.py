@@ -102,7 +102,8 @@ def _header_facts(state: dict[str, Any]) -> list[tuple[str, str]]:
     load = m.get("load_average_start", [])
     return [
         ("command", state.get("command_line", "")),
-        ("latentebm version", str(m.get("version", ""))),
+        ("latentebm version", str(m.get("version", ""))
+         + (f" (git commit {m['git']})" if m.get("git") else "")),
         ("budget", str(state.get("budget", ""))),
         ("seed", str(state.get("seed", ""))),
         ("started", f"{state.get('started', '')} (first run into this folder: "

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -363,6 +364,7 @@ def _machine() -> dict[str, Any]:
     from .. import __version__
     return {
         "version": __version__,
+        "git": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -371,6 +373,23 @@ def _machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "load_average_start": [round(v, 2) for v in os.getloadavg()],
     }
+
+
+def _git_commit() -> str | None:
+    """The commit of the source tree this package runs from (``None`` outside a git checkout),
+    with a mark when tracked files differ from it."""
+    here = str(Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        changed = subprocess.run(["git", "-C", here, "status", "--porcelain",
+                                  "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + (" with uncommitted changes" if changed else "")
 
 
 def _read_state(path: Path) -> dict[str, Any]:

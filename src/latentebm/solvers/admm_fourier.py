@@ -45,8 +45,8 @@ REBALANCE_EVERY = 10
 
 
 class _Factor:
-    """``ρ(D̂ᴴD̂ + σI)⁻¹ / σ`` per frequency by Woodbury: ``b − D̂ᴴ(σI + D̂D̂ᴴ)⁻¹D̂ b``, applied
-    in place to a right-hand side already divided by ``σ``."""
+    """``(D̂ᴴD̂ + σI)⁻¹`` per frequency by Woodbury, applied in place to a right-hand side ``b``
+    already divided by ``σ``: ``σ(D̂ᴴD̂ + σI)⁻¹ b = b − D̂ᴴ(σI + D̂D̂ᴴ)⁻¹D̂ b``."""
 
     def __init__(self, emb, sigma: torch.Tensor) -> None:
         self.emb = emb

@@ -198,8 +198,17 @@ def environment(threads: int, thread_info: dict) -> dict:
             "scikit-learn": sklearn.__version__,
             "threadpoolctl": threadpoolctl.__version__,
             "spams": spams_version(),
+            "numba": _numba_version(),
         },
     }
+
+
+def _numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.__version__
 
 
 def environment_lines(env: dict) -> list[str]:
@@ -221,7 +230,7 @@ def environment_lines(env: dict) -> list[str]:
         f"- Versions: latentebm {v['latentebm']} (commit {v['latentebm_commit']}, "
         f"source sha1 {env.get('latentebm_src_sha1', '?')}), torch {v['torch']}, "
         f"numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn {v['scikit-learn']}, "
-        f"SPAMS {spams} (benchmarks/.venv-spams, numpy<2, system OpenBLAS), "
+        f"numba {v.get('numba') or 'not installed'}, SPAMS {spams} (benchmarks/.venv-spams, numpy<2, system OpenBLAS), "
         f"Python {env['python']}",
     ]
 

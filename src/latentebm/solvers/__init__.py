@@ -10,6 +10,8 @@ the public entry points. Solvers read structure from the operator and the regula
   points (:mod:`.api`).
 - :func:`proximal_gradient`: the batched ISTA/FISTA loop (:mod:`.proximal_gradient`) with the
   exact active-set finish (:mod:`.active_set`).
+- ``solve(method="gram_cd")``: compiled per-sample coordinate descent with an exact Newton
+  finish, the CPU choice for dense L1 problems (:mod:`.gram_cd`).
 - :func:`admm_fourier`: ADMM in the Fourier domain for convolutional operators
   (:mod:`.admm_fourier`), with dual points from :mod:`.dual` (shared by every method).
 - :func:`smooth_proximal_gradient` / :func:`autograd_proximal_gradient`: accelerated proximal
@@ -24,6 +26,7 @@ whose ``preferred(problem, reg)`` is true runs (``"fista"`` is the fallback, pri
 """
 
 from . import coordinate_descent as _coordinate_descent  # noqa: F401  (registers "cd")
+from . import gram_cd as _gram_cd  # noqa: F401  (registers "gram_cd")
 from .admm_fourier import admm_fourier  # registers "admm"
 from .api import METHODS, Method, fista, ista, register_method, solve
 from .proximal_gradient import proximal_gradient

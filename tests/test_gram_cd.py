@@ -1,0 +1,122 @@
+"""Method ``"gram_cd"``: compiled per-sample coordinate descent with the exact Newton finish."""
+
+import numpy as np
+import pytest
+import torch
+
+import latentebm as le
+from latentebm.operators import ConvDictionary
+from latentebm.solvers import solve
+
+
+def problem(seed: int, n: int = 30, features: int = 40, atoms: int = 60, frac: float = 0.05,
+            coherent: bool = False):
+    rng = np.random.default_rng(seed)
+    if coherent:
+        W = rng.standard_normal((features, 8)) @ rng.standard_normal((8, atoms))
+        W += 0.1 * rng.standard_normal((features, atoms))
+    else:
+        W = rng.standard_normal((features, atoms))
+    W /= np.linalg.norm(W, axis=0)
+    Y = rng.standard_normal((n, features))
+    return Y, W, frac * float(np.abs(Y @ W).max())
+
+
+def energies(Y, W, Z, lam, positive=False):
+    R = Y - Z @ W.T
+    return 0.5 * (R * R).sum(1) + lam * np.abs(Z).sum(1)
+
+
+def reference(Y, W, lam, positive=False):
+    return le.fista(Y, W, lam, tol=1e-13, max_iter=200000, nonneg=positive).energy
+
+
+def test_auto_picks_gram_cd_for_dense_l1_on_the_cpu():
+    Y, W, lam = problem(0)
+    assert solve(Y, W, lam).method == "gram_cd"
+    assert solve(Y, W, 0.0, max_iter=50).method == "fista"  # least squares: not an L1 problem
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("coherent", [False, True])
+@pytest.mark.parametrize("tol", [1e-3, 1e-6, 1e-10])
+def test_certificate_bounds_the_true_gap_and_meets_tol(tol, coherent, positive):
+    Y, W, lam = problem(1, coherent=coherent)
+    res = solve(Y, W, lam, method="gram_cd", tol=tol, nonneg=positive, max_iter=100000)
+    ref = reference(Y, W, lam, positive)
+    energy = energies(Y, W, res.z, lam)
+    np.testing.assert_allclose(res.energy, energy, rtol=1e-10)
+    true_gap = energy - ref
+    assert np.all(res.gap >= true_gap - 1e-11 * ref)
+    assert res.converged.all() and np.all(res.gap <= tol * res.energy)
+    if positive:
+        assert res.z.min() >= 0
+
+
+def test_many_samples_in_parallel_equal_one_at_a_time():
+    Y, W, lam = problem(2, n=64, coherent=True)
+    batch = solve(Y, W, lam, method="gram_cd", tol=1e-12)
+    single = np.stack([solve(Y[i:i + 1], W, lam, method="gram_cd", tol=1e-12).z[0]
+                       for i in range(len(Y))])
+    np.testing.assert_array_equal(batch.z, single)
+
+
+def test_float32_codes_and_warm_start():
+    Y, W, lam = problem(3)
+    res = solve(torch.from_numpy(Y).float(), torch.from_numpy(W).float(), lam,
+                method="gram_cd", tol=1e-5)
+    assert res.z.dtype == torch.float32 and res.energy.dtype == torch.float32
+    assert bool(res.converged.all())
+    exact = solve(Y, W, lam, method="gram_cd", tol=1e-13)
+    assert np.all(res.energy.double().numpy() <= exact.energy * (1 + 2e-5))
+    warm = solve(Y, W, lam, method="gram_cd", tol=1e-10, z0=exact.z)
+    assert warm.n_iter == 0 and np.array_equal(warm.z, exact.z)
+
+
+def test_callback_sees_every_stretch_and_the_result_matches():
+    Y, W, lam = problem(4, coherent=True)
+    seen = []
+
+    def callback(iteration, state):
+        assert state.batch_size == len(Y)
+        assert state.z.shape == (state.active.shape[0], W.shape[1])
+        assert state.energy is not None and state.gap is not None
+        seen.append((iteration, state.active.numel()))
+
+    res = solve(Y, W, lam, method="gram_cd", tol=1e-10, check_every=2, callback=callback)
+    plain = solve(Y, W, lam, method="gram_cd", tol=1e-10)
+    np.testing.assert_array_equal(res.z, plain.z)
+    np.testing.assert_array_equal(res.n_iter_per_sample, plain.n_iter_per_sample)
+    assert [k for k, _ in seen] == list(range(2, 2 * len(seen) + 1, 2))
+    assert seen[0][1] == len(Y)
+    assert all(later <= earlier for (_, earlier), (_, later) in zip(seen, seen[1:]))
+    assert res.converged.all()
+
+
+def test_max_iter_caps_the_sweeps_and_reports_not_converged():
+    Y, W, lam = problem(5, coherent=True)
+    res = solve(Y, W, lam, method="gram_cd", tol=1e-14, max_iter=1)
+    assert res.n_iter == 1 and not res.converged.all()
+
+
+def test_zero_signals_and_lambda_above_lambda_max():
+    Y, W, lam = problem(6)
+    Y[0] = 0
+    res = solve(Y, W, 10 * lam / 0.05, method="gram_cd")
+    assert np.all(res.z == 0) and res.converged.all() and np.all(res.gap == 0)
+
+
+def test_validation_names_the_method():
+    Y, W, lam = problem(7)
+    with pytest.raises(ValueError, match="lam > 0"):
+        solve(Y, W, 0.0, method="gram_cd")
+    with pytest.raises(ValueError, match="check_every"):
+        solve(Y, W, lam, method="gram_cd", check_every=0)
+    with pytest.raises(TypeError, match="takes no option"):
+        solve(Y, W, lam, method="gram_cd", lipschitz=1.0)
+    op = ConvDictionary(torch.randn(2, 1, 3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="'gram_cd'.*Gram matrix"):
+        solve(torch.randn(1, 1, 6, 6, dtype=torch.float64), op, 0.1, method="gram_cd")
+    with pytest.raises(ValueError, match="not finite|NaN|nan|finite"):
+        Y[0, 0] = np.nan
+        solve(Y, W, lam, method="gram_cd")

@@ -230,7 +230,8 @@ def environment_lines(env: dict) -> list[str]:
         f"- Versions: latentebm {v['latentebm']} (commit {v['latentebm_commit']}, "
         f"source sha1 {env.get('latentebm_src_sha1', '?')}), torch {v['torch']}, "
         f"numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn {v['scikit-learn']}, "
-        f"numba {v.get('numba') or 'not installed'}, SPAMS {spams} (benchmarks/.venv-spams, numpy<2, system OpenBLAS), "
+        f"numba {v.get('numba') or 'not installed'}, "
+        f"SPAMS {spams} (benchmarks/.venv-spams, numpy<2, system OpenBLAS), "
         f"Python {env['python']}",
     ]
 

@@ -89,7 +89,7 @@ def test_callback_sees_every_stretch_and_the_result_matches():
     np.testing.assert_array_equal(res.n_iter_per_sample, plain.n_iter_per_sample)
     assert [k for k, _ in seen] == list(range(2, 2 * len(seen) + 1, 2))
     assert seen[0][1] == len(Y)
-    assert all(later <= earlier for (_, earlier), (_, later) in zip(seen, seen[1:]))
+    assert all(later <= earlier for (_, earlier), (_, later) in zip(seen, seen[1:], strict=False))
     assert res.converged.all()
 
 

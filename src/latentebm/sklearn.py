@@ -5,8 +5,9 @@
 per-sample energy ``½‖x − z·components_‖² + alpha·‖z‖₁``. (``sklearn.linear_model.Lasso``
 divides the squared error by ``n``; there the same problem has ``alpha = λ / n_features``.)
 Parameters are checked by scikit-learn's own validation, so errors name the parameter the
-caller passed (``alpha``, ``n_components``, ``max_iter``, ...). Codes come from the library's
-FISTA, stopped on a certified duality gap.
+caller passed (``alpha``, ``n_components``, ``max_iter``, ...). Codes come from
+:func:`latentebm.solve` with ``method="auto"`` (compiled coordinate descent on the CPU, FISTA on
+a GPU or with ``alpha=0``), stopped on a certified duality gap.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._docs import fill_doc
 from ._validation import MAX_SEED
 from .models import SparseCoding
-from .solvers import fista
+from .solvers import solve
 
 __all__ = ["DictionaryLearning", "SparseCoder"]
 
@@ -48,12 +49,13 @@ _TRANSFORM_CONSTRAINTS: dict = {
 
 def _encode(X: np.ndarray, components: np.ndarray, alpha: float, positive: bool, tol: float,
             max_iter: int, device) -> np.ndarray:
-    """FISTA codes ``(n_samples, n_components)`` of ``X`` on ``components`` (rows are atoms)."""
+    """Certified codes ``(n_samples, n_components)`` of ``X`` on ``components`` (rows are
+    atoms), by the solver ``solve(method="auto")`` picks."""
     dev = torch.device(device or "cpu")
     Y = torch.from_numpy(np.array(X, copy=True)).to(dev)
     W = torch.from_numpy(np.ascontiguousarray(components.T)).to(dev, Y.dtype)
     with torch.no_grad():
-        result = fista(Y, W, float(alpha), tol=float(tol), max_iter=int(max_iter),
+        result = solve(Y, W, float(alpha), tol=float(tol), max_iter=int(max_iter),
                        nonneg=bool(positive))
     return result.z.cpu().numpy()
 
@@ -73,7 +75,7 @@ def _decode(estimator, codes, components: np.ndarray) -> np.ndarray:
 class _CertifiedCoder(
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator, metaclass=ABCMeta
 ):
-    """What both estimators share: certified FISTA codes and the decoding back to signals.
+    """What both estimators share: certified codes and the decoding back to signals.
 
     Subclasses provide :meth:`_atoms` (rows are atoms, checked against ``n_features``),
     :meth:`_transform_lambda` and :meth:`_check_signals`.
@@ -137,7 +139,7 @@ class _CertifiedCoder(
 
 @fill_doc
 class DictionaryLearning(_CertifiedCoder):
-    """Sparse dictionary learning with FISTA codes and Mairal et al.'s online updates.
+    """Sparse dictionary learning with certified codes and Mairal et al.'s online updates.
 
     Parameters
     ----------
@@ -156,9 +158,10 @@ class DictionaryLearning(_CertifiedCoder):
     transform_alpha : float or None
         λ used by :meth:`transform` (default: ``alpha``).
     transform_tol : float
-        Relative duality gap at which :meth:`transform`'s FISTA stops a sample.
+        Relative duality gap at which :meth:`transform`'s solver stops a sample.
     transform_max_iter : int
-        FISTA iteration cap in :meth:`transform`.
+        Iteration cap of :meth:`transform`'s solver (FISTA iterations, or outer rounds of
+        coordinate descent).
     positive_code : bool
         Constrain codes to be non-negative.
     random_state : int, RandomState or None
@@ -290,9 +293,9 @@ class DictionaryLearning(_CertifiedCoder):
 
 @fill_doc
 class SparseCoder(_CertifiedCoder):
-    """Sparse codes on a fixed dictionary, by FISTA with a certified duality gap.
+    """Sparse codes on a fixed dictionary, with a certified duality gap.
 
-    The counterpart of ``sklearn.decomposition.SparseCoder`` with one algorithm: each sample's
+    The counterpart of ``sklearn.decomposition.SparseCoder`` with one criterion: each sample's
     code minimises ``½‖x − z·dictionary‖² + transform_alpha·‖z‖₁`` to a relative duality gap of
     ``transform_tol``. No fitting is needed (:meth:`fit` only checks its input).
 
@@ -305,7 +308,7 @@ class SparseCoder(_CertifiedCoder):
     positive_code : bool
         Constrain codes to be non-negative.
     transform_max_iter : int
-        FISTA iteration cap.
+        Iteration cap of the solver (FISTA iterations, or outer rounds of coordinate descent).
     transform_tol : float
         Relative duality gap at which a sample stops.
     device : str, torch.device or None

@@ -21,14 +21,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+FAST = {"contract", "reassoc", "nsz", "arcp"}
+"""LLVM may fuse multiply-adds and reorder sums (so loops vectorise); NaN and infinity keep
+their meaning."""
 ACTIVE_SWEEPS = 1000
 """Most active-set sweeps in one outer round (each costs ``O(m²)``)."""
+NEWTON_MAX = 64
+"""Larger active sets skip the Newton step (its Cholesky costs ``O(m³)``; on such dense codes
+coordinate descent alone converges in a few sweeps)."""
+CHUNKS = 64
+"""Parts the batch is cut into for the threads (each allocates its workspace once)."""
 INNER_TOL = 1e-2
 """First inner stopping rule: the largest scaled change of a sweep below this fraction of the
 largest code; divided by ten after each outer round."""
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=FAST)
 def _shrink(g: float, lam: float, nonneg: bool) -> float:
     if g > lam:
         return g - lam
@@ -37,7 +45,7 @@ def _shrink(g: float, lam: float, nonneg: bool) -> float:
     return 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST)
 def _full_sweep(G, q, z, lam, nonneg):  # pragma: no cover - compiled
     n_atoms = q.shape[0]
     for j in range(n_atoms):
@@ -51,7 +59,7 @@ def _full_sweep(G, q, z, lam, nonneg):  # pragma: no cover - compiled
                 q[k] -= step * row[k]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST)
 def _active_sweep(Ga, qa, za, m, lam, nonneg):  # pragma: no cover - compiled
     largest = 0.0
     for j in range(m):
@@ -66,7 +74,7 @@ def _active_sweep(Ga, qa, za, m, lam, nonneg):  # pragma: no cover - compiled
     return largest
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST)
 def _newton(Ga, qa, za, m, lam, chol, x):  # pragma: no cover - compiled
     """Exact codes on the active signs; ``True`` when every sign holds (see the module doc)."""
     for j in range(m):
@@ -116,7 +124,7 @@ def _newton(Ga, qa, za, m, lam, chol, x):  # pragma: no cover - compiled
     return t >= 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST)
 def _energy_and_gap(b, q, z, yy, lam, nonneg):  # pragma: no cover - compiled
     """``‖r‖² = ‖y‖² − bᵀz − zᵀq`` and ``yᵀr = ‖y‖² − bᵀz``; the dual point ``s·r`` with the
     best ``s`` such that ``‖s·Wᵀr‖∞ ≤ λ`` (one-sided for non-negative codes)."""
@@ -139,7 +147,60 @@ def _energy_and_gap(b, q, z, yy, lam, nonneg):  # pragma: no cover - compiled
     return energy, max(energy - (s * yr - 0.5 * s * s * rr), 0.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, fastmath=FAST)
+def _solve_one(G, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
+               q, active, qa, za, x, ga_buf, chol_buf):  # pragma: no cover - compiled
+    """One sample, in place in ``z``; returns ``(energy, gap, inner_tol, rounds)``. The other
+    arrays are the caller's workspace (``n_atoms`` and ``n_atoms²`` long)."""
+    n_atoms = b.shape[0]
+    q[:] = b
+    for j in range(n_atoms):
+        if z[j] != 0.0:
+            row = G[j]
+            for k in range(n_atoms):
+                q[k] -= z[j] * row[k]
+    energy, gap = _energy_and_gap(b, q, z, yy, lam, nonneg)
+    while rounds < max_rounds and gap > tol * energy:
+        rounds += 1
+        _full_sweep(G, q, z, lam, nonneg)
+        m = 0
+        z_max = 0.0
+        for j in range(n_atoms):
+            if z[j] != 0.0:
+                active[m] = j
+                m += 1
+                z_max = max(z_max, abs(z[j]))
+        Ga = ga_buf[:m * m].reshape((m, m))
+        chol = chol_buf[:m * m].reshape((m, m))
+        for a in range(m):
+            qa[a] = q[active[a]]
+            za[a] = z[active[a]]
+            row = G[active[a]]
+            for c in range(m):
+                Ga[a, c] = row[active[c]]
+        next_newton = 2
+        for inner in range(1, ACTIVE_SWEEPS + 1):
+            change = _active_sweep(Ga, qa, za, m, lam, nonneg)
+            if inner == next_newton and m <= NEWTON_MAX:
+                next_newton = 2 * next_newton + 2
+                if _newton(Ga, qa, za, m, lam, chol, x):
+                    break
+            if change <= inner_tol * z_max:
+                break
+        for a in range(m):
+            z[active[a]] = za[a]
+        q[:] = b
+        for a in range(m):
+            if za[a] != 0.0:
+                row = G[active[a]]
+                for k in range(n_atoms):
+                    q[k] -= za[a] * row[k]
+        energy, gap = _energy_and_gap(b, q, z, yy, lam, nonneg)
+        inner_tol *= 0.1
+    return energy, gap, inner_tol, rounds
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
 def lasso_gram_cd(G, B, Z, yy, lam, tol, max_rounds, nonneg, inner_tols, rounds,
                   energy_out, gap_out):  # pragma: no cover - compiled
     """Solve every row of ``Z`` (warm start, overwritten) in parallel, until its relative gap
@@ -149,60 +210,24 @@ def lasso_gram_cd(G, B, Z, yy, lam, tol, max_rounds, nonneg, inner_tols, rounds,
     float64. ``inner_tols`` (n,) float64 and ``rounds`` (n,) int64 carry each sample's inner
     tolerance and its rounds so far from one call to the next, so that a run split into several
     calls does exactly what one call does; ``energy_out`` and ``gap_out`` (n,) float64 receive
-    each sample's energy and duality gap.
+    each sample's energy and duality gap. The batch is cut into :data:`CHUNKS` parts, each with
+    its own workspace, shared by the samples it solves one after the other.
     """
     n, n_atoms = B.shape
-    for i in prange(n):
-        b = B[i]
-        z = Z[i].copy()
-        q = b.copy()
-        for j in range(n_atoms):
-            if z[j] != 0.0:
-                for k in range(n_atoms):
-                    q[k] -= z[j] * G[j, k]
+    n_chunks = min(n, CHUNKS)
+    for c in prange(n_chunks):
+        q = np.empty(n_atoms)
         active = np.empty(n_atoms, dtype=np.int64)
-        Ga = np.empty((n_atoms, n_atoms))
-        chol = np.empty((n_atoms, n_atoms))
         qa = np.empty(n_atoms)
         za = np.empty(n_atoms)
         x = np.empty(n_atoms)
-        inner_tol = inner_tols[i]
-        energy, gap = _energy_and_gap(b, q, z, yy[i], lam, nonneg)
-        while rounds[i] < max_rounds and gap > tol * energy:
-            rounds[i] += 1
-            _full_sweep(G, q, z, lam, nonneg)
-            m = 0
-            z_max = 0.0
-            for j in range(n_atoms):
-                if z[j] != 0.0:
-                    active[m] = j
-                    m += 1
-                    z_max = max(z_max, abs(z[j]))
-            for a in range(m):
-                qa[a] = q[active[a]]
-                za[a] = z[active[a]]
-                for c in range(m):
-                    Ga[a, c] = G[active[a], active[c]]
-            next_newton = 2
-            for inner in range(1, ACTIVE_SWEEPS + 1):
-                change = _active_sweep(Ga, qa, za, m, lam, nonneg)
-                if inner == next_newton:
-                    next_newton = 2 * next_newton + 2
-                    if _newton(Ga, qa, za, m, lam, chol, x):
-                        break
-                if change <= inner_tol * z_max:
-                    break
-            for a in range(m):
-                z[active[a]] = za[a]
-            q[:] = b
-            for a in range(m):
-                if za[a] != 0.0:
-                    row = G[active[a]]
-                    for k in range(n_atoms):
-                        q[k] -= za[a] * row[k]
-            energy, gap = _energy_and_gap(b, q, z, yy[i], lam, nonneg)
-            inner_tol *= 0.1
-        Z[i] = z
-        inner_tols[i] = inner_tol
-        energy_out[i] = energy
-        gap_out[i] = gap
+        ga_buf = np.empty(n_atoms * n_atoms)
+        chol_buf = np.empty(n_atoms * n_atoms)
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            z = Z[i].copy()
+            energy, gap, inner_tol, done = _solve_one(
+                G, B[i], z, yy[i], lam, tol, max_rounds, nonneg, inner_tols[i], rounds[i],
+                q, active, qa, za, x, ga_buf, chol_buf)
+            Z[i] = z
+            inner_tols[i], rounds[i] = inner_tol, done
+            energy_out[i], gap_out[i] = energy, gap

@@ -170,12 +170,6 @@ def admm_fourier(
 
     for k in range(1, max_iter + 1):
         check = k % check_every == 0 or k == max_iter
-        # the K iterations before a check record their residuals, so that the check
-        # extrapolates from K + 1 consecutive ones (one affine recursion: ρ changes only at
-        # checks)
-        before_check = check_every - k % check_every
-        burst = not check and before_check <= extrapolation.K
-        need_dual = check or burst
         y_old = state.y
         # ---- x update: one linear system per frequency (right-hand side over σ, in place)
         rhs_f = torch.fft.rfft2(state.y - state.u)
@@ -188,10 +182,10 @@ def admm_fourier(
         if masked:
             dx = torch.fft.irfft2(emb.synthesis(x_f), s=grid)
             r_x = state.Y - dx[(..., *emb.signal_region)]
-            c_x = op.adjoint(r_x) if need_dual else None
+            c_x = op.adjoint(r_x) if check else None
         else:
-            r_x = state.Y - torch.fft.irfft2(emb.synthesis(x_f), s=grid) if need_dual else None
-            c_x = rho_t * (x - state.y + state.u) if need_dual else None
+            r_x = state.Y - torch.fft.irfft2(emb.synthesis(x_f), s=grid) if check else None
+            c_x = rho_t * (x - state.y + state.u) if check else None
         rebalance = adaptive and k % REBALANCE_EVERY == 0
         x_plain = x.clone() if rebalance else None
         # ---- relaxation, prox, multiplier update: v = αx + (1 − α)y + u, in place in x
@@ -214,10 +208,6 @@ def admm_fourier(
                 factor = _Factor(emb, rho_t)
                 state.b_f = state.b_f / scale
         if not check:
-            if burst:
-                if before_check == extrapolation.K and check_every > extrapolation.K:
-                    extrapolation.restart(state.idx)
-                extrapolation.record(r_x, c_x, state.idx)
             if callback is not None:
                 callback(k, IterationState(k, batch, state.y[(..., *codes)], state.idx))
             continue

@@ -52,8 +52,9 @@ def random_windows(
 
     Parameters
     ----------
-    images : torch.Tensor, shape (N, C, H, W)
-        The images.
+    images : torch.Tensor or ShardedImages, shape (N, C, H, W)
+        The images (from a :class:`~latentebm.data.image_shards.ShardedImages`, only those
+        drawn are read; the windows are the same).
     n : int
         Number of windows.
     size : int
@@ -69,6 +70,9 @@ def random_windows(
     which = torch.randint(N, (n,), generator=generator)
     rows = torch.randint(H - size + 1, (n,), generator=generator)
     cols = torch.randint(W - size + 1, (n,), generator=generator)
+    if not isinstance(images, torch.Tensor):  # read only the images the windows come from
+        drawn, which = torch.unique(which, return_inverse=True)
+        images = images[drawn]
     return windows(images, which, rows, cols, size)
 
 

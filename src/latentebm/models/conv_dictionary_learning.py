@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
+from ..data.image_shards import ShardedImages
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
 from ..regularizers import UnitBall
@@ -32,27 +33,31 @@ from ._dictionary_model import DictionaryModel
 
 
 def random_kernel_patches(
-    Y: torch.Tensor, n: int, size: int, gen: torch.Generator
+    Y: torch.Tensor | ShardedImages, n: int, size: int, gen: torch.Generator,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """``n`` random ``size × size`` windows of the images, mean removed per channel and scaled to
     unit norm (all-flat windows become noise).
 
     Parameters
     ----------
-    Y : torch.Tensor of shape (N, C, H, W)
-        Images.
+    Y : torch.Tensor or ShardedImages of shape (N, C, H, W)
+        Images (streamed ones are read only where a window falls).
     n : int
         Number of windows.
     size : int
         Side of a window.
     gen : torch.Generator
         CPU generator of the window positions and of the noise.
+    dtype : torch.dtype or None
+        Precision of the windows (default: the images').
 
     Returns
     -------
     torch.Tensor of shape (n, C, size, size)
     """
     patches = random_windows(Y, n, size, gen)
+    patches = patches if dtype is None else patches.to(dtype)
     patches = patches - patches.mean(dim=(2, 3), keepdim=True)
     noise = torch.randn(patches.shape, generator=gen, dtype=torch.float64).to(patches)
     norms = patches.flatten(1).norm(dim=1)
@@ -171,7 +176,7 @@ class ConvDictionaryLearning(DictionaryModel):
         max_iter: int = 100,
         dict_steps: int = 10,
         replace_threshold: float | None = 0.9,
-        warm_start: bool = True,
+        warm_start: bool | None = None,
         checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 50,
         resume: bool = False,
@@ -187,7 +192,10 @@ class ConvDictionaryLearning(DictionaryModel):
 
         Parameters
         ----------
-        {fit_images}
+        Y : array-like, torch.Tensor or ShardedImages of shape (n_images, channels, H, W)
+            Training images; a :class:`~latentebm.data.image_shards.ShardedImages` streams them
+            from disk, one mini-batch at a time (memory then does not grow with the number of
+            images).
         {fit_batches}
         tol : float, default=1e-3
             Relative duality gap of the coding step.
@@ -198,9 +206,10 @@ class ConvDictionaryLearning(DictionaryModel):
         replace_threshold : float or None, default=0.9
             Kernels unused for an epoch, or that duplicate a more used one up to a shift, are
             re-initialised from the residual (``None``: never).
-        warm_start : bool, default=True
+        warm_start : bool or None, default=None
             Keep the codes of every image (``n_images × n_atoms × H' × W'`` numbers) to warm-start
-            the next epoch's coding.
+            the next epoch's coding. ``None``: on for images in memory, off for streamed ones
+            (``True`` is refused there: that buffer is what streaming avoids).
         {fit_options}
 
         {returns_history}
@@ -215,8 +224,13 @@ class ConvDictionaryLearning(DictionaryModel):
         callback gets this process's energies. Rank 0 alone writes the checkpoint; every rank
         resumes from it.
         """
-        Y_t, _ = self.check_input(Y, "Y", ndim=4)
-        self.operator().check_signal(Y_t, "Y")
+        streaming = isinstance(Y, ShardedImages)
+        if streaming and warm_start:
+            raise ValueError("warm_start=True keeps the codes of every image in memory; with "
+                             "streamed images (ShardedImages) leave it None or False")
+        warm_start = not streaming if warm_start is None else bool(warm_start)
+        Y_t = Y if streaming else self.check_input(Y, "Y", ndim=4)[0]
+        self.operator().check_signal(torch.empty((0, *Y.image_shape)) if streaming else Y_t, "Y")
         n = Y_t.shape[0]
         epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
                                                                checkpoint_every)
@@ -244,7 +258,7 @@ class ConvDictionaryLearning(DictionaryModel):
                 stats = _Stats.open(self.history_, epoch.index, resumed=epoch.resumed)
                 for b in epoch:
                     mine = dist.shard(b.idx)
-                    Yb = Y_t[mine]
+                    Yb = self._batch(Y_t, mine, streaming)
                     out = self(Yb, None if codes is None else codes[mine], tol=tol,
                                max_iter=max_iter)
                     Z = out.z
@@ -266,9 +280,18 @@ class ConvDictionaryLearning(DictionaryModel):
                 stats.close()
         return self.history_
 
+    def _batch(self, Y: torch.Tensor | ShardedImages, idx: torch.Tensor,
+               streaming: bool) -> torch.Tensor:
+        """The images ``idx`` on the model's device and dtype; streamed ones are read now and
+        checked (the only time they pass an entry point)."""
+        if not streaming:
+            return Y[idx]
+        return self.check_input(Y[idx].to(self.device, self.dtype), "Y", ndim=4)[0]
+
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
         gen = torch.Generator().manual_seed(self.seed)
-        self.kernels.copy_(random_kernel_patches(Y, self.n_atoms, self.kernel_size, gen))
+        self.kernels.copy_(random_kernel_patches(Y, self.n_atoms, self.kernel_size, gen,
+                                                 dtype=self.dtype))
         self._init_from_data = False
 
     def _kernel_step_(self, Y: torch.Tensor, Z: torch.Tensor, n_steps: int) -> torch.Tensor:

@@ -106,14 +106,20 @@ def test_zero_signals_and_lambda_above_lambda_max():
     assert np.all(res.z == 0) and res.converged.all() and np.all(res.gap == 0)
 
 
+@pytest.mark.parametrize(("change", "error", "message"), [
+    ({"lam": 0.0}, ValueError, "lam > 0"),
+    ({"check_every": 0}, ValueError, "check_every"),
+    ({"lipschitz": 1.0}, TypeError, "takes no option"),
+])
+def test_bad_arguments_are_named(change, error, message):
+    Y, W, lam = problem(7)
+    args = {"lam": lam, **change}
+    with pytest.raises(error, match=message):
+        solve(Y, W, method="gram_cd", **args)
+
+
 def test_validation_names_the_method():
     Y, W, lam = problem(7)
-    with pytest.raises(ValueError, match="lam > 0"):
-        solve(Y, W, 0.0, method="gram_cd")
-    with pytest.raises(ValueError, match="check_every"):
-        solve(Y, W, lam, method="gram_cd", check_every=0)
-    with pytest.raises(TypeError, match="takes no option"):
-        solve(Y, W, lam, method="gram_cd", lipschitz=1.0)
     op = ConvDictionary(torch.randn(2, 1, 3, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="'gram_cd'.*Gram matrix"):
         solve(torch.randn(1, 1, 6, 6, dtype=torch.float64), op, 0.1, method="gram_cd")

@@ -46,21 +46,10 @@ def _shrink(g: float, lam: float, nonneg: bool) -> float:
 
 
 @njit(cache=True, fastmath=FAST)
-def _full_sweep(G, q, z, lam, nonneg):  # pragma: no cover - compiled
-    n_atoms = q.shape[0]
-    for j in range(n_atoms):
-        gjj = G[j, j]
-        zj = z[j]
-        step = _shrink(q[j] + gjj * zj, lam, nonneg) / gjj - zj
-        if step != 0.0:
-            z[j] = zj + step
-            row = G[j]
-            for k in range(n_atoms):
-                q[k] -= step * row[k]
-
-
-@njit(cache=True, fastmath=FAST)
-def _active_sweep(Ga, qa, za, m, lam, nonneg):  # pragma: no cover - compiled
+def _sweep(Ga, qa, za, m, lam, nonneg):  # pragma: no cover - compiled
+    """One cyclic sweep over the first ``m`` coordinates of ``za`` with Gram matrix ``Ga`` and
+    gradient ``qa`` (both updated); returns the largest change scaled by ``sqrt(Ga_jj)``.
+    The full sweep is this on ``G`` itself."""
     largest = 0.0
     for j in range(m):
         gjj = Ga[j, j]
@@ -162,7 +151,7 @@ def _solve_one(G, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
     energy, gap = _energy_and_gap(b, q, z, yy, lam, nonneg)
     while rounds < max_rounds and gap > tol * energy:
         rounds += 1
-        _full_sweep(G, q, z, lam, nonneg)
+        _sweep(G, q, z, n_atoms, lam, nonneg)
         m = 0
         z_max = 0.0
         for j in range(n_atoms):
@@ -180,7 +169,7 @@ def _solve_one(G, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
                 Ga[a, c] = row[active[c]]
         next_newton = 2
         for inner in range(1, ACTIVE_SWEEPS + 1):
-            change = _active_sweep(Ga, qa, za, m, lam, nonneg)
+            change = _sweep(Ga, qa, za, m, lam, nonneg)
             if inner == next_newton and m <= NEWTON_MAX:
                 next_newton = 2 * next_newton + 2
                 if _newton(Ga, qa, za, m, lam, chol, x):

@@ -162,6 +162,21 @@ def test_check_finite_every_dtype():
         check_scalar(torch.empty((), device="meta"), "lam")
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_check_finite_large_finite_values_whose_sum_overflows(dtype):
+    big = torch.full((64,), torch.finfo(dtype).max / 2, dtype=dtype)
+    assert not torch.isfinite(big.sum())
+    check_finite(big, "big")  # finite values: the slow exact check must pass them
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = big.clone()
+        t[17] = bad
+        with pytest.raises(ValueError, match="big contains"):
+            check_finite(t, "big")
+    mixed = torch.tensor([float("inf"), -float("inf")], dtype=dtype)
+    with pytest.raises(ValueError, match="mixed contains"):
+        check_finite(mixed, "mixed")
+
+
 def test_check_int_bounds():
     with pytest.raises(ValueError, match="n must fit in a 64-bit integer"):
         check_int(2**64 + 1, "n", low=0)

@@ -26,45 +26,34 @@ from .api import Method, register_method
 from .result import Callback, IterationState, SolverResult
 
 
-def gram_cd(
-    op: LinearOperator,
-    Y: torch.Tensor,
-    lam: float,
-    reg: Regularizer,
-    *,
-    tol: float,
-    max_iter: int,
-    z0: torch.Tensor | None = None,
-    check_every: int | None = None,
-    callback: Callback | None = None,
-) -> SolverResult:
+def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, *,
+            tol: float, max_iter: int, callback: Callback | None = None,
+            check_every: int | None = None) -> SolverResult:
     """The tensor-level solver (inputs validated; CPU tensors, explicit Gram, L1 penalty).
 
     Parameters
     ----------
-    op : LinearOperator
-        Operator with an explicit :meth:`~LinearOperator.gram_matrix` ``(n_atoms, n_atoms)``.
-    Y : torch.Tensor of shape (batch, n_features)
-        Signals.
-    lam : float
+    problem : Problem
+        Signals ``Y`` ``(batch, n_features)``, an operator with an explicit
+        :meth:`~latentebm.operators.LinearOperator.gram_matrix` ``(n_atoms, n_atoms)``, and
         ``λ > 0``.
     reg : Regularizer
         An L1 penalty (``reg.nonneg`` for the one-sided one).
+    z0 : torch.Tensor of shape (batch, n_atoms) or None
+        Warm start.
     tol : float
         Relative duality gap at which a sample stops.
     max_iter : int
         Most outer rounds per sample (a full sweep over every atom, then up to
         :data:`~._gram_cd_kernel.ACTIVE_SWEEPS` sweeps over the active atoms); they are what
         ``n_iter`` counts.
-    z0 : torch.Tensor of shape (batch, n_atoms) or None
-        Warm start.
+    callback : callable or None
+        ``callback(iteration, IterationState)`` with energies and gaps.
     check_every : int or None
         With a ``callback``: outer rounds (a full sweep and the active-set sweeps after it) per
         call of the compiled loop (default 1); after each call the callback sees the samples
         still running, with the number of rounds so far as its iteration. Without a callback
         the loop runs in one call; the codes are the same either way.
-    callback : callable or None
-        ``callback(iteration, IterationState)`` with energies and gaps.
 
     Returns
     -------
@@ -74,6 +63,7 @@ def gram_cd(
     from ._gram_cd_kernel import INNER_TOL, lasso_gram_cd
 
     _use_torch_threads()
+    op, Y, lam = problem.op, problem.Y, problem.lam
     batch = Y.shape[0]
     Y64 = Y.double()
     G64 = op.gram_matrix().double().numpy()
@@ -146,8 +136,8 @@ def _run(problem: Problem, reg: Regularizer, z0: torch.Tensor | None, *, tol: fl
         raise ValueError("method 'gram_cd' needs lam > 0 (use 'fista' for least squares)")
     if check_every is not None:
         check_every = check_int(check_every, "check_every", low=1)
-    return gram_cd(problem.op, problem.Y, problem.lam, reg, tol=tol, max_iter=max_iter, z0=z0,
-                   check_every=check_every, callback=callback)
+    return gram_cd(problem, reg, z0, tol=tol, max_iter=max_iter, callback=callback,
+                   check_every=check_every)
 
 
 register_method(Method("gram_cd", _run, unsupported=_unsupported, preferred=_preferred,

@@ -99,6 +99,15 @@ def test_max_iter_caps_the_sweeps_and_reports_not_converged():
     assert res.n_iter == 1 and not res.converged.all()
 
 
+def test_an_all_zero_atom_gets_zero_codes():
+    Y, W, lam = problem(8)
+    W[:, 3] = 0
+    res = solve(Y, W, lam, method="gram_cd", tol=1e-12)
+    assert np.all(res.z[:, 3] == 0) and np.all(np.isfinite(res.z)) and res.converged.all()
+    ref = le.fista(Y, W, lam, tol=1e-13, max_iter=100000)
+    np.testing.assert_allclose(res.energy, ref.energy, rtol=1e-9)
+
+
 def test_zero_signals_and_lambda_above_lambda_max():
     Y, W, lam = problem(6)
     Y[0] = 0

@@ -6,9 +6,10 @@ One sample per parallel iteration, everything in float64. For ``min_z ½zᵀGz �
 1. a full coordinate-descent sweep over every atom (an atom that changes updates all of ``q``);
 2. sweeps over the atoms that are non-zero after it (the active set), on a copy of their Gram
    block, so a sweep costs ``O(m²)`` for ``m`` active atoms instead of ``O(m·n_atoms)``, until
-   the largest change is small (or :data:`ACTIVE_SWEEPS` of them); after
-   2, 6, 14, ... of them a Newton step solves ``G_AA z_A = q_A + G_AA z_A − λ·sign(z_A)``
-   by Cholesky: where the solution keeps every sign it is the exact minimiser on that sign
+   the largest change is small (or :data:`ACTIVE_SWEEPS` of them); after 2, 6, 14, ... of
+   them, for at most :data:`NEWTON_MAX` active atoms, a Newton step solves
+   ``G_AA x = b_A − λ·sign(z_A)`` (``b_A = q_A + G_AA z_A``) by Cholesky: where ``x`` keeps
+   every sign it is the exact minimiser on that sign
    pattern and ends the inner loop; where some sign flips, the codes move to the first sign
    change along the segment (the energy decreases on it) and that code becomes zero;
 3. ``q`` recomputed from the codes, then the energy and duality gap (the dual point is the
@@ -53,6 +54,8 @@ def _sweep(Ga, qa, za, m, lam, nonneg):  # pragma: no cover - compiled
     largest = 0.0
     for j in range(m):
         gjj = Ga[j, j]
+        if gjj <= 0.0:  # an all-zero atom: its code stays zero
+            continue
         zj = za[j]
         step = _shrink(qa[j] + gjj * zj, lam, nonneg) / gjj - zj
         if step != 0.0:

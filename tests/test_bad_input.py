@@ -40,6 +40,24 @@ Y = rng.standard_normal((4, 20))
     ],
 )
 def test_solver_rejects(solver, kwargs, error, name):
+    _check_rejects(solver, kwargs, error, name)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [({"Y": np.full((4, 20), np.nan)}, ValueError, "Y"),
+     ({"W": np.full((20, 30), np.inf)}, ValueError, "W"),
+     ({"lam": -1.0}, ValueError, "lam"),
+     ({"z0": np.full((4, 30), np.nan)}, ValueError, "z0"),
+     ({"z0": np.zeros((3, 30))}, ValueError, "z0"),
+     ({"max_iter": 0}, ValueError, "max_iter"),
+     ({"tol": float("nan")}, ValueError, "tol")],
+)
+def test_gram_cd_rejects(kwargs, error, name):
+    _check_rejects(lambda *a, **k: le.solve(*a, method="gram_cd", **k), kwargs, error, name)
+
+
+def _check_rejects(solver, kwargs, error, name):
     args = {"Y": Y, "W": W, "lam": 0.1, **kwargs}
     Y_, W_, lam_ = args.pop("Y"), args.pop("W"), args.pop("lam")
     with pytest.raises(error, match=name):

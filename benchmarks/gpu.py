@@ -1,5 +1,6 @@
 """One-command device check: the test suite on the device, B1 at scale against the best CPU
-peer, FISTA's iteration against a bare matmul, LISTA codes/s and VAE training images/s.
+peer, FISTA's iteration against a bare matmul, LISTA codes/s, VAE training images/s, and B3/B4's
+convolutional problems on the device against the host CPU.
 
 Usage::
 
@@ -10,8 +11,15 @@ Writes ``benchmarks/results/GPU.md`` (``--out`` to change). B1 here: ``--n-signa
 (default 100 000; MNIST test digits repeated when ``LATENTEBM_DATA`` or ``/work/shared/data``
 holds MNIST, else synthetic sparse signals), a random Gaussian 784 × 256 dictionary with unit
 columns, λ = 0.1·λ_max; latentebm FISTA on the device (float32 and float64) against
-scikit-learn ``sparse_encode("lasso_cd", n_jobs=<all CPU cores>)`` in float64 on the host.
-Each side's energy error is relative to the best of both, per sample summed.
+scikit-learn ``sparse_encode("lasso_cd", n_jobs=<all CPU cores>)`` and latentebm
+``solve(method="gram_cd")`` in float64 on the host (all cores). Each row's energy error is
+relative to the best of all, per sample summed.
+
+Convolutional rows (B3's and B4's problems, ``benchmarks/b3_conv_sparse_coding.py`` and
+``b4_conv_dictionary_learning.py``): ``solve(method="admm")`` on the Kodak crop to ``tol=1e-4``
+and ``ConvDictionaryLearning`` for 40 outer iterations (FISTA ≤ 5 iterations, 5 kernel steps),
+each on the device and on the host CPU (all cores), float64; synthetic images where Kodak24 is
+missing, smaller sizes with ``--tiny``.
 """
 
 from __future__ import annotations
@@ -105,6 +113,15 @@ def b1(device: torch.device, n: int, tol: float) -> list[tuple]:
     label = f"scikit-learn sparse_encode(lasso_cd) float64, n_jobs={cores} (host CPU)"
     energies[label] = energy(Z)
     rows.append((label, time.perf_counter() - t0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cores)
+    latentebm.solve(Y[:64], W, lam, method="gram_cd", tol=tol)  # compiles (or loads) the kernel
+    t0 = time.perf_counter()
+    res = latentebm.solve(Y, W, lam, method="gram_cd", tol=tol)
+    label = f"latentebm solve(method=\"gram_cd\") float64, {cores} threads (host CPU), tol={tol:g}"
+    rows.append((label, time.perf_counter() - t0))
+    energies[label] = energy(res.z)
+    torch.set_num_threads(threads)
     best = np.minimum.reduce(list(energies.values())).sum()
     return [(label, t, (energies[label].sum() - best) / best, source, lam) for label, t in rows]
 
@@ -169,7 +186,55 @@ def vae_images_per_s(device: torch.device, n_batches: int, batch: int = 128) -> 
     return n_batches * batch / t
 
 
-def render(args, tests: str | None, b1_rows, share, lista, vae, device_name: str) -> str:
+def conv_problems(device: torch.device, tiny: bool) -> list[tuple]:
+    """B3's coding and B4's learning, timed on ``device`` and on the host CPU (all cores)."""
+    import latentebm
+    from b3_conv_sparse_coding import LAM as B3_LAM
+    from b3_conv_sparse_coding import load_image, tikhonov_highpass
+    from b4_conv_dictionary_learning import LAM as B4_LAM
+    from b4_conv_dictionary_learning import initial_dictionary
+
+    rng = np.random.default_rng(0)
+    crop, n_images, epochs = (64, 2, 3) if tiny else (256, 10, 40)
+    try:
+        image = tikhonov_highpass(load_image("kodim23.png", crop))
+        images = np.stack([tikhonov_highpass(load_image(f"kodim{i:02d}.png", min(crop, 128)))
+                           for i in range(1, n_images + 1)])
+        source = "Kodak24"
+    except Exception:  # noqa: BLE001 - no Kodak24 here: synthetic smooth images
+        image = np.cumsum(rng.standard_normal((crop, crop)), axis=0) / crop
+        images = np.cumsum(rng.standard_normal((n_images, min(crop, 128), min(crop, 128))),
+                           axis=1) / crop
+        source = "synthetic"
+    filters = HERE / "results" / "raw" / "b3_filters.npy"
+    K = np.load(filters) if filters.exists() else initial_dictionary()
+    rows = []
+    cores = os.cpu_count() or 1
+    threads = torch.get_num_threads()
+    for where in dict.fromkeys([device, torch.device("cpu")]):
+        torch.set_num_threads(cores if where.type == "cpu" else threads)
+        op = latentebm.ConvDictionary(torch.from_numpy(K)[:, None].to(where), boundary="circular")
+        S = torch.from_numpy(image)[None, None].to(where)
+        latentebm.solve(S[..., :32, :32], op, B3_LAM, method="admm", max_iter=5)  # warm-up
+        t, res = timed(lambda S=S, op=op: latentebm.solve(S, op, B3_LAM, method="admm",
+                                                          tol=1e-4, max_iter=3000), where)
+        rows.append((f"B3: ADMM to 1e-4 on {crop}x{crop} ({source}), {where.type}", t,
+                     f"{res.n_iter} iterations"))
+        model = latentebm.ConvDictionaryLearning(
+            len(K), K.shape[-1], 1, lam=B4_LAM, boundary="circular", seed=0,
+            init=initial_dictionary()[:, None], dtype=torch.float64, device=where)
+        Y = torch.from_numpy(images)[:, None].to(where)
+        t, _ = timed(lambda model=model, Y=Y: model.fit(
+            Y, epochs=epochs, batch_size=n_images, tol=0.0, max_iter=5, dict_steps=5,
+            replace_threshold=None, progress=False), where)
+        rows.append((f"B4: {epochs} outer iterations, {n_images} images ({source}), "
+                     f"{where.type}", t, f"final energy {model.history_[-1]['mean_energy']:.4g}"))
+    torch.set_num_threads(threads)
+    return rows
+
+
+def render(args, tests: str | None, b1_rows, share, lista, vae, device_name: str,
+           conv_rows=()) -> str:
     lines = [
         "# Device check (`benchmarks/gpu.py`)",
         "",
@@ -197,7 +262,10 @@ def render(args, tests: str | None, b1_rows, share, lista, vae, device_name: str
     lines += ["", "## Throughput", "",
               f"- LISTA (3 steps, 784→256, float32) codes/s: {lista:,.0f}",
               f"- VAE (784-400-20, batch 128, Adam, float32) training images/s: {vae:,.0f}", ""]
-    return "\n".join(lines)
+    lines += ["## Convolutional problems (B3, B4), float64", "",
+              "| problem and device | time | |", "|---|---:|---|"]
+    lines += [f"| {label} | {t:.3f} s | {what} |" for label, t, what in conv_rows]
+    return "\n".join(lines + [""])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     share = fista_vs_matmul(device, small)
     lista = lista_codes_per_s(device, small)
     vae = vae_images_per_s(device, 3 if args.tiny else 50)
+    conv_rows = conv_problems(device, args.tiny)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    text = render(args, tests, b1_rows, share, lista, vae, name)
+    text = render(args, tests, b1_rows, share, lista, vae, name, conv_rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")

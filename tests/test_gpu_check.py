@@ -18,4 +18,5 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     text = out.read_text()
     assert "## B1 at scale" in text and "scikit-learn" in text
     assert "codes/s" in text and "images/s" in text
+    assert "gram_cd" in text and "B3: ADMM" in text and "B4: " in text
     assert "nan" not in text.lower()

@@ -188,11 +188,12 @@ def vae_images_per_s(device: torch.device, n_batches: int, batch: int = 128) -> 
 
 def conv_problems(device: torch.device, tiny: bool) -> list[tuple]:
     """B3's coding and B4's learning, timed on ``device`` and on the host CPU (all cores)."""
-    import latentebm
     from b3_conv_sparse_coding import LAM as B3_LAM
     from b3_conv_sparse_coding import load_image, tikhonov_highpass
     from b4_conv_dictionary_learning import LAM as B4_LAM
     from b4_conv_dictionary_learning import initial_dictionary
+
+    import latentebm
 
     rng = np.random.default_rng(0)
     crop, n_images, epochs = (64, 2, 3) if tiny else (256, 10, 40)

@@ -12,7 +12,15 @@ import abc
 import torch
 import torch.nn.functional as F
 
-from ._docs import fill_doc
+from ._docs import DOCS, doc_filler, fill_doc
+
+# What an implementation's value, prox and dual_norm take and return (the Parameters entries and
+# the Returns section), documented once for the classes below.
+_fill_method_doc = doc_filler({
+    "value_method": DOCS["z_codes"] + "\n\n" + DOCS["returns_per_sample"],
+    "prox_method": DOCS["prox_v"] + "\n" + DOCS["prox_tau"] + "\n\n" + DOCS["returns_like_v"],
+    "dual_norm_method": DOCS["c_code_shaped"] + "\n\n" + DOCS["returns_per_sample"],
+})
 
 
 @fill_doc
@@ -98,7 +106,7 @@ class Regularizer(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-@fill_doc
+@_fill_method_doc
 class L1(Regularizer):
     """``R(z) = ‖z‖₁``."""
 
@@ -110,9 +118,7 @@ class L1(Regularizer):
 
         Parameters
         ----------
-        {z_codes}
-
-        {returns_per_sample}
+        {value_method}
         """
         return z.abs().flatten(1).sum(1)
 
@@ -121,10 +127,7 @@ class L1(Regularizer):
 
         Parameters
         ----------
-        {prox_v}
-        {prox_tau}
-
-        {returns_like_v}
+        {prox_method}
         """
         return soft_threshold(v, tau)
 
@@ -133,14 +136,12 @@ class L1(Regularizer):
 
         Parameters
         ----------
-        {c_code_shaped}
-
-        {returns_per_sample}
+        {dual_norm_method}
         """
         return c.abs().flatten(1).amax(1)
 
 
-@fill_doc
+@_fill_method_doc
 class NonNegL1(Regularizer):
     """``R(z) = Σ z`` on ``z ≥ 0`` (+∞ elsewhere): the non-negative Lasso."""
 
@@ -153,9 +154,7 @@ class NonNegL1(Regularizer):
 
         Parameters
         ----------
-        {z_codes}
-
-        {returns_per_sample}
+        {value_method}
         """
         return z.flatten(1).sum(1)
 
@@ -164,10 +163,7 @@ class NonNegL1(Regularizer):
 
         Parameters
         ----------
-        {prox_v}
-        {prox_tau}
-
-        {returns_like_v}
+        {prox_method}
         """
         return torch.clamp(v - tau, min=0)
 
@@ -176,9 +172,7 @@ class NonNegL1(Regularizer):
 
         Parameters
         ----------
-        {c_code_shaped}
-
-        {returns_per_sample}
+        {dual_norm_method}
         """
         return c.flatten(1).amax(1).clamp_min(0)
 

@@ -1,20 +1,24 @@
 """What the two convolutional auto-encoder commands share (conv-filters, conv-colour): model
-arguments, image preprocessing and tiling, training with a resumable checkpoint, evaluation."""
+arguments, the documentation of ``run``, image preprocessing and tiling, training with a
+resumable checkpoint, evaluation."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
 
-from .._docs import fill_doc
+from .._docs import doc_filler, fill_doc
 from ..data import local_contrast_normalize, whiten_1f
 from ..models.conv_autoencoder import ConvSparseAutoencoder
 from ..training import distributed
 from ._args import UNUSED_DATA_DIR, add_common_arguments, add_defaulted_flags
 from ._run import Run
+
+T = TypeVar("T")
 
 
 @fill_doc
@@ -73,6 +77,35 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     add_common_arguments(parser, epochs=epochs, lam=lam, data_dir_help=UNUSED_DATA_DIR)
+
+
+def run_doc_filler(command: str, flags: str, written: str) -> Callable[[T], T]:
+    """A docstring filler that also knows ``{args_and_returns}``: the ``args`` entry and the
+    ``Returns`` section of a convolutional command's ``run``.
+
+    Parameters
+    ----------
+    command : str
+        The subcommand, e.g. ``"conv-filters"``.
+    flags : str
+        The command's own flags that ``run`` reads, as they appear in the text (the
+        flag names in double backquotes, comma-separated).
+    written : str
+        What the output folder holds besides ``metrics.json`` and the figures (``"the model"``).
+
+    Returns
+    -------
+    callable
+        The decorator.
+    """
+    return doc_filler({"args_and_returns": (
+        "args : argparse.Namespace\n"
+        f"    The parsed flags of ``latentebm {command}`` (:func:`add_arguments`):\n"
+        f"    {flags}, the model flags of\n"
+        "    :func:`~latentebm.experiments.conv_autoencoder_runs.add_model_arguments` and the\n"
+        "    common ones.\n\n"
+        "Returns\n-------\nRun\n"
+        f"    The output folder, with ``metrics.json``, {written} and the figures written.")})
 
 
 def preprocess(images: Sequence[np.ndarray], how: str) -> list[np.ndarray]:

@@ -152,22 +152,14 @@ def display(image: np.ndarray) -> np.ndarray:
     return np.clip(0.5 + 0.5 * image.transpose(1, 2, 0) / scale, 0, 1)
 
 
+@runs.run_doc_filler("conv-colour", "``filters``, ``show_size``", "the model")
 def run(args: argparse.Namespace) -> Run:
     """Train on colour tiles, draw the kernels and the code maps of the whole held-out
     photograph, write metrics.
 
     Parameters
     ----------
-    args : argparse.Namespace
-        The parsed flags of ``latentebm conv-colour`` (:func:`add_arguments`): ``filters``,
-        ``show_size``, the model flags of
-        :func:`~latentebm.experiments.conv_autoencoder_runs.add_model_arguments` and the
-        common ones.
-
-    Returns
-    -------
-    Run
-        The output folder, with ``metrics.json``, the model and the figures written.
+    {args_and_returns}
     """
     runs.check_arguments(args)
     if args.filters < 1 or args.show_size < args.kernel:

@@ -124,21 +124,13 @@ def overview_figure(banks: dict[int, tuple[np.ndarray, np.ndarray]], path: Path)
     return path
 
 
+@runs.run_doc_filler("conv-filters", "``counts``", "the models")
 def run(args: argparse.Namespace) -> Run:
     """Train one model per filter count on grey tiles, draw the filters, write metrics.
 
     Parameters
     ----------
-    args : argparse.Namespace
-        The parsed flags of ``latentebm conv-filters`` (:func:`add_arguments`): ``counts``,
-        the model flags of
-        :func:`~latentebm.experiments.conv_autoencoder_runs.add_model_arguments` and the
-        common ones.
-
-    Returns
-    -------
-    Run
-        The output folder, with ``metrics.json``, the models and the figures written.
+    {args_and_returns}
     """
     runs.check_arguments(args)
     counts = sorted(set(args.counts))

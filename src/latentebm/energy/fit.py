@@ -118,7 +118,7 @@ def fit(
     loop = MinibatchLoop(
         n, options.batch_size, options.epochs, seed=seed, device=y_t.device, start=start,
         checkpoint=checkpoint, save=save, checkpoint_every=options.checkpoint_every,
-        watch=model, optimizer=optimizer, desc="conditional EBM",
+        watch=model, optimizer=optimizer, callback=options.callback, desc="conditional EBM",
         progress=options.progress and dist.is_main(),
     )
     # a predictor or decoder may leave some parameters out of a step (e.g. an unused bias)
@@ -136,8 +136,7 @@ def fit(
                 model.n_updates_ += 1
                 loop.step_done(b, model.n_updates_, loss=values["energy"],
                                postfix={"energy": f"{stats.mean('energy'):.4g}",
-                                        "nnz": f"{stats.mean('nonzeros'):.1f}"},
-                               callback=options.callback, callback_args=(model.n_updates_, model))
+                                        "nnz": f"{stats.mean('nonzeros'):.1f}"})
             stats.close()
     return model.history_
 

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .._docs import DOCS
 from .._validation import as_tensor
 from ..solvers import SolverResult
 from ..training import distributed as dist
@@ -52,6 +53,12 @@ from ..training.loop import MinibatchLoop
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+#: the docstring entries of the constructor arguments a model ends with, for :func:`doc_filler`
+MODEL_DOCS = {"model_seed_device_dtype": "\n".join([
+    "seed : int, default=0\n    Seed of the initial weights (and of atoms drawn from the data) "
+    "and of the epoch\n    order.",
+    DOCS["model_device"], DOCS["model_dtype"]])}
+
 
 def dtype_name(dtype: torch.dtype) -> str:
     """``"float32"`` or ``"float64"``; any other dtype is a ``TypeError`` naming ``dtype``."""
@@ -59,6 +66,22 @@ def dtype_name(dtype: torch.dtype) -> str:
         if d == dtype:
             return name
     raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+
+
+def check_choice(value: Any, name: str, choices: tuple[Any, ...]) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``.
+
+    Parameters
+    ----------
+    value : object
+        The argument given.
+    name : str
+        Its name, for the message.
+    choices : tuple
+        The values it may take.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -243,8 +266,9 @@ class LatentModel(TrainingAttributes, nn.Module):
     ) -> MinibatchLoop:
         """The :class:`~latentebm.training.loop.MinibatchLoop` of a ``fit`` over ``n`` samples:
         epoch order from the model's seed, the model's weights and ``optimizer`` watched for
-        divergence, a progress bar on rank 0 only (when ``options.progress``), and checkpoints
-        written by rank 0 alone with :meth:`write_training_checkpoint`.
+        divergence, a progress bar on rank 0 only (when ``options.progress``), the callback
+        called as ``callback(count, model)`` unless a step passes other arguments, and
+        checkpoints written by rank 0 alone with :meth:`write_training_checkpoint`.
 
         Parameters
         ----------
@@ -282,7 +306,8 @@ class LatentModel(TrainingAttributes, nn.Module):
             n, options.batch_size, options.epochs, seed=self.seed, device=self.device,
             start=start, checkpoint=checkpoint, save=save,
             checkpoint_every=options.checkpoint_every, watch=self, optimizer=optimizer,
-            scheduler=scheduler, desc=desc, progress=options.progress and dist.is_main(),
+            scheduler=scheduler, callback=options.callback, desc=desc,
+            progress=options.progress and dist.is_main(),
         )
 
     def resume_from(
@@ -326,4 +351,7 @@ def _config_getter(name: str):
     return get
 
 
-__all__ = ["DTYPES", "LatentModel", "ModelConfig", "codes_only", "dtype_name"]
+__all__ = [
+    "DTYPES", "MODEL_DOCS", "LatentModel", "ModelConfig", "check_choice", "codes_only",
+    "dtype_name",
+]

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._docs import fill_doc
+from .._docs import doc_filler, fill_doc
 from .._validation import check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
-from ..operators.conv import correlate
+from ..operators.conv import BOUNDARIES, correlate
 from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
@@ -41,7 +41,7 @@ from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
 from ..training.kernel_adam import KernelAdam
 from ..training.schedules import constant_schedule, cosine_schedule
-from ._base import LatentModel, ModelConfig, codes_only, dtype_name
+from ._base import MODEL_DOCS, LatentModel, ModelConfig, check_choice, codes_only, dtype_name
 from .conv_dictionary_learning import random_kernel_patches
 
 MODES = ("psd", "sparse-ae")
@@ -208,7 +208,7 @@ class PredictionAugmented(LinearOperator):
         return self
 
 
-@fill_doc
+@doc_filler(MODEL_DOCS)
 class ConvSparseAutoencoder(LatentModel):
     """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
 
@@ -230,10 +230,7 @@ class ConvSparseAutoencoder(LatentModel):
         Weight of the prediction term in ``"psd"``.
     boundary : {"full", "circular"}, default="full"
         ``"full"``: code maps larger than the image by ``k − 1``; ``"circular"``: same size.
-    seed : int, default=0
-        Seed of the initial weights, of the data-drawn kernels and of the epoch order.
-    {model_device}
-    {model_dtype}
+    {model_seed_device_dtype}
     """
 
     KIND = "conv_sparse_autoencoder"
@@ -256,11 +253,9 @@ class ConvSparseAutoencoder(LatentModel):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
-        ConvDictionary(torch.zeros(1, 1, 1, 1), boundary=boundary)  # validates ``boundary``
+        check_choice(mode, "mode", MODES)
+        check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
+        check_choice(boundary, "boundary", BOUNDARIES)
         self.config = ConvSparseAutoencoderConfig(
             n_filters=check_int(n_filters, "n_filters", low=1),
             kernel_size=check_int(kernel_size, "kernel_size", low=1),
@@ -510,8 +505,7 @@ class ConvSparseAutoencoder(LatentModel):
                     stats.add(record)
                     loop.step_done(b, self.n_steps_, loss=record["energy"],
                                    postfix={"energy": f"{stats.mean('energy'):.4g}",
-                                            "nnz": f"{stats.mean('nnz_share'):.2%}"},
-                                   callback=options.callback, callback_args=(self.n_steps_, self))
+                                            "nnz": f"{stats.mean('nnz_share'):.2%}"})
                 stats.close()
         return self.history_
 

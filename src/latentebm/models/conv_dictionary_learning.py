@@ -20,12 +20,13 @@ from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve
 from ..data.image_shards import ShardedImages
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
+from ..operators.conv import BOUNDARIES
 from ..regularizers import UnitBall
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
-from ._base import ModelConfig, dtype_name
+from ._base import ModelConfig, check_choice, dtype_name
 from ._dictionary_model import DictionaryModel
 
 
@@ -118,7 +119,7 @@ class ConvDictionaryLearning(DictionaryModel):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        ConvDictionary(torch.zeros(1, 1, 1, 1), boundary=boundary)  # validates ``boundary``
+        check_choice(boundary, "boundary", BOUNDARIES)
         self.config = ConvDictionaryLearningConfig(
             n_atoms=check_int(n_atoms, "n_atoms", low=1),
             kernel_size=check_int(kernel_size, "kernel_size", low=1),
@@ -261,7 +262,7 @@ class ConvDictionaryLearning(DictionaryModel):
                         b, self.n_steps_, loss=out.energy,
                         postfix={"energy": f"{stats.mean('energy'):.4g}",
                                  "nnz": f"{stats.nnz_share:.3%}"},
-                        callback=options.callback, callback_args=(self.n_steps_, self, out.energy),
+                        callback_args=(self.n_steps_, self, out.energy),
                     )
                 stats.close()
         return self.history_

@@ -55,7 +55,7 @@ from ..training.early_stopping import EarlyStopping
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import EpochRecord
 from ..training.schedules import cosine_schedule
-from ._base import LatentModel, ModelConfig, codes_only, dtype_name
+from ._base import LatentModel, ModelConfig, check_choice, codes_only, dtype_name
 
 VARIANTS = ("lista", "cp", "step", "hybrid")
 FINAL_LR_FRACTION = 0.01
@@ -418,8 +418,7 @@ class LISTA(LatentModel):
         W_t = as_tensor(W, "W", ndim=2).detach().clone()
         if device is not None:
             W_t = W_t.to(device)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        check_choice(variant, "variant", VARIANTS)
         if not isinstance(tied, bool):
             raise TypeError(f"tied must be a bool, got {type(tied).__name__}")
         if not isinstance(per_step_input, bool):
@@ -773,14 +772,14 @@ class LISTA(LatentModel):
             getattr(self, name).requires_grad_(False)
         try:
             self._train(loop, stopper, optimizer, Y_t, Z_star, held_out, max_grad_norm, basis,
-                        layer_weight, options.callback)
+                        layer_weight)
         finally:
             for name in frozen:
                 getattr(self, name).requires_grad_(True)
         return self.history_
 
     def _train(self, loop, stopper, optimizer, Y_t, Z_star, held_out, max_grad_norm, basis,
-               layer_weight, callback) -> None:
+               layer_weight) -> None:
         """The epochs of :meth:`fit`, ending on the best held-out weights."""
         model = dist.data_parallel(self)
         with loop:
@@ -797,8 +796,7 @@ class LISTA(LatentModel):
                     stats.add(err, ref, lr_now)
                     self.n_updates_ += 1
                     loop.step_done(b, self.n_updates_, loss=err,
-                                   postfix={"code_error": f"{stats.code_error:.3g}"},
-                                   callback=callback, callback_args=(self.n_updates_, self))
+                                   postfix={"code_error": f"{stats.code_error:.3g}"})
                 if held_out is not None:
                     stats.val_code_error = self._held_out_error(*held_out)
                     stopper.update(stats.val_code_error)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._docs import fill_doc
+from .._docs import doc_filler, fill_doc
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..dictionary_update import atoms_from_data, initial_atoms, sgd_gradient_sum, sgd_step_
 from ..operators import DenseDictionary, batch_dot
@@ -30,7 +30,7 @@ from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
 from ..training.schedules import cosine_factor, cosine_schedule
-from ._base import LatentModel, ModelConfig, dtype_name
+from ._base import MODEL_DOCS, LatentModel, ModelConfig, check_choice, dtype_name
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
 
 ENCODERS = ("tanh", "lista")
@@ -82,7 +82,7 @@ class TanhEncoder(nn.Module):
         return self.g * torch.tanh(Y @ self.W_e.T + self.b)
 
 
-@fill_doc
+@doc_filler(MODEL_DOCS)
 class PSD(LatentModel):
     """Sparse coding with a trained feed-forward code predictor.
 
@@ -105,10 +105,7 @@ class PSD(LatentModel):
         ``"data"``: atoms drawn from the training samples at the first :meth:`fit`;
         ``"random"``: Gaussian atoms from ``seed``; an array such as a
         :class:`~latentebm.SparseCoding` dictionary.
-    seed : int, default=0
-        Seed of the initial atoms and of the epoch order.
-    {model_device}
-    {model_dtype}
+    {model_seed_device_dtype}
     """
 
     KIND = "psd"
@@ -136,10 +133,8 @@ class PSD(LatentModel):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        if encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        check_choice(encoder, "encoder", ENCODERS)
+        check_choice(variant, "variant", VARIANTS)
         self.config = PSDConfig(
             n_features=check_int(n_features, "n_features", low=1),
             n_atoms=check_int(n_atoms, "n_atoms", low=1), lam=check_lam(lam),
@@ -376,8 +371,7 @@ class PSD(LatentModel):
                     stats.add(record)
                     self.n_updates_ += 1
                     loop.step_done(b, self.n_updates_, loss=record["energy"],
-                                   postfix={"energy": f"{stats.mean('energy'):.4g}"},
-                                   callback=options.callback, callback_args=(self.n_updates_, self))
+                                   postfix={"energy": f"{stats.mean('energy'):.4g}"})
                 stats.close()
         return self.history_
 

@@ -24,7 +24,7 @@ from ..operators import DenseDictionary
 from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
-from ._base import ModelConfig, dtype_name
+from ._base import ModelConfig, check_choice, dtype_name
 from ._dictionary_model import DictionaryModel
 
 METHODS = ("online", "sgd")
@@ -188,8 +188,7 @@ class SparseCoding(DictionaryModel):
             )
         n = Y_t.shape[0]
         options = options.checked(n)
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        check_choice(method, "method", METHODS)
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
@@ -223,7 +222,6 @@ class SparseCoding(DictionaryModel):
                         b, self.n_steps_, loss=out.energy,
                         postfix={"energy": f"{stats.mean('energy'):.4g}",
                                  "nnz": f"{stats.mean('nnz'):.1f}"},
-                        callback=options.callback, callback_args=(self.n_steps_, self),
                     )
                 stats.close()
         return self.history_

@@ -10,9 +10,7 @@ the penalty cannot be bypassed by scaling atoms up and latents down).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,56 +22,64 @@ from ..training.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
-from ..training.loop import MinibatchLoop, check_loop_args, resuming
+from ..training.loop import MinibatchLoop
+
+if TYPE_CHECKING:
+    from .model import LatentVariableEBM
 
 KIND = "latent_variable_ebm"
 
 
+@with_fit_options(epochs=10, batch_size=256, checkpoint_every=100,
+                  callback_args="n_updates, model")
 def fit(
-    model,
+    model: LatentVariableEBM,
     x: Any,
     y: Any,
     *,
-    epochs: int = 10,
-    batch_size: int = 256,
     lr: float = 1e-3,
     tol: float = 1e-3,
     max_iter: int = 200,
     seed: int = 0,
     normalize: bool = True,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 100,
-    resume: bool = False,
-    callback: Callable[[int, Any], None] | None = None,
-    progress: bool = True,
+    options: FitOptions,
 ) -> list[dict[str, Any]]:
     """Train ``model`` on pairs ``x`` ``(n, ...)`` (``None`` if unconditional), ``y`` ``(n, ...)``.
 
     Parameters
     ----------
     model : LatentVariableEBM
-    x : array or tensor ``(n, ...)`` or None
-    y : array or tensor ``(n, ...)``
-    epochs, batch_size : int
-    lr : float
+        The model to train (in place).
+    x : array-like, torch.Tensor of shape (n, ...) or None
+        Inputs of the predictor (``None`` without one).
+    y : array-like or torch.Tensor of shape (n, *signal_dims)
+        Observations.
+    {fit_batches}
+    lr : float, default=1e-3
         Adam step (constant, so a run can be extended).
-    tol, max_iter
-        Inference per step (relative gap, or relative change for a general decoder).
-    seed : int
-        Epoch order.
-    normalize : bool
+    tol : float, default=1e-3
+        Inference per step: relative gap, or relative change for a general decoder.
+    max_iter : int, default=200
+        Iteration cap of the inference per step.
+    seed : int, default=0
+        Seed of the epoch order.
+    normalize : bool, default=True
         Unit-norm atoms after every step (linear-in-z decoders).
-    checkpoint : path, optional
-        A ``.safetensors`` file written every ``checkpoint_every`` steps, at the end, and on
-        Ctrl-C (after the step in flight); ``resume=True`` continues from it exactly.
-    callback : callable ``(n_updates, model)``, optional
-    progress : bool
+    {fit_options}
 
-    Returns the per-epoch history (mean energy at ``z*``, mean non-zeros of ``z*``, mean
-    inference iterations, seconds); the per-step mean energy goes to ``model.energy_trace_``.
+    Returns
+    -------
+    list of dict
+        The per-epoch history (mean energy at ``z*``, mean non-zeros of ``z*``, mean
+        inference iterations, seconds); the per-step mean energy goes to
+        ``model.energy_trace_``.
+
+    Notes
+    -----
     A NaN/inf energy or weight stops training with ``FloatingPointError`` naming the step; the
-    last good checkpoint is kept.
+    last good checkpoint is kept, and ``resume=True`` continues from a checkpoint exactly.
 
     Under ``torchrun`` ``batch_size`` is the global batch: each process infers the latents of
     its share of it (warm starts gathered onto every rank), the model trains as
@@ -83,7 +89,8 @@ def fit(
     """
     x_t, y_t, _ = model._inputs(x, y)
     n = y_t.shape[0]
-    epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size, checkpoint_every)
+    options = options.checked(n)
+    checkpoint = options.checkpoint
     lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
     tol = check_scalar(tol, "tol", low=0.0)
     max_iter = check_int(max_iter, "max_iter", low=1)
@@ -91,12 +98,12 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    fit_args = {"batch_size": batch_size, "lr": lr, "tol": tol, "max_iter": max_iter,
+    fit_args = {"batch_size": options.batch_size, "lr": lr, "tol": tol, "max_iter": max_iter,
                 "seed": seed, "n_samples": n, "normalize": bool(normalize)}
     optimizer = torch.optim.Adam(params, lr=lr)
     codes = y_t.new_zeros((n, *model.code_shape(tuple(y_t.shape[1:]))))
     start = (0, 0)
-    if resuming(resume, checkpoint):
+    if options.resuming:
         codes, start = _restore(model, checkpoint, fit_args, optimizer, codes)
     elif normalize and model.n_updates_ == 0:
         model.normalize_()
@@ -109,9 +116,10 @@ def fit(
                          state_dict=model.state_dict(), training=state)
 
     loop = MinibatchLoop(
-        n, batch_size, epochs, seed=seed, device=y_t.device, start=start, checkpoint=checkpoint,
-        save=save, checkpoint_every=checkpoint_every, watch=model, optimizer=optimizer,
-        desc="conditional EBM", progress=progress and dist.is_main(),
+        n, options.batch_size, options.epochs, seed=seed, device=y_t.device, start=start,
+        checkpoint=checkpoint, save=save, checkpoint_every=options.checkpoint_every,
+        watch=model, optimizer=optimizer, callback=options.callback, desc="conditional EBM",
+        progress=options.progress and dist.is_main(),
     )
     # a predictor or decoder may leave some parameters out of a step (e.g. an unused bias)
     trainer = dist.data_parallel(model, find_unused_parameters=True)
@@ -128,8 +136,7 @@ def fit(
                 model.n_updates_ += 1
                 loop.step_done(b, model.n_updates_, loss=values["energy"],
                                postfix={"energy": f"{stats.mean('energy'):.4g}",
-                                        "nnz": f"{stats.mean('nonzeros'):.1f}"},
-                               callback=callback, callback_args=(model.n_updates_, model))
+                                        "nnz": f"{stats.mean('nonzeros'):.1f}"})
             stats.close()
     return model.history_
 

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .._docs import DOCS
 from .._validation import as_tensor
 from ..solvers import SolverResult
 from ..training import distributed as dist
@@ -47,9 +48,16 @@ from ..training.checkpoint import (
     write_checkpoint,
 )
 from ..training.extra_state import TrainingAttributes
+from ..training.fit_options import FitOptions
 from ..training.loop import MinibatchLoop
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: the docstring entries of the constructor arguments a model ends with, for :func:`doc_filler`
+MODEL_DOCS = {"model_seed_device_dtype": "\n".join([
+    "seed : int, default=0\n    Seed of the initial weights (and of atoms drawn from the data) "
+    "and of the epoch\n    order.",
+    DOCS["model_device"], DOCS["model_dtype"]])}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -58,6 +66,22 @@ def dtype_name(dtype: torch.dtype) -> str:
         if d == dtype:
             return name
     raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+
+
+def check_choice(value: Any, name: str, choices: tuple[Any, ...]) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``.
+
+    Parameters
+    ----------
+    value : object
+        The argument given.
+    name : str
+        Its name, for the message.
+    choices : tuple
+        The values it may take.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -231,36 +255,34 @@ class LatentModel(TrainingAttributes, nn.Module):
     def training_loop(
         self,
         n: int,
-        batch_size: int,
-        epochs: int,
+        options: FitOptions,
         *,
         start: tuple[int, int],
-        checkpoint: str | os.PathLike | None,
         fit_args: dict[str, Any],
-        checkpoint_every: int,
         desc: str,
-        progress: bool,
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
         extra: Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> MinibatchLoop:
         """The :class:`~latentebm.training.loop.MinibatchLoop` of a ``fit`` over ``n`` samples:
         epoch order from the model's seed, the model's weights and ``optimizer`` watched for
-        divergence, a progress bar on rank 0 only (when ``progress``), and checkpoints written
-        by rank 0 alone with :meth:`write_training_checkpoint`.
+        divergence, a progress bar on rank 0 only (when ``options.progress``), the callback
+        called as ``callback(count, model)`` unless a step passes other arguments, and
+        checkpoints written by rank 0 alone with :meth:`write_training_checkpoint`.
 
         Parameters
         ----------
-        n, batch_size, epochs : int
-            Samples, mini-batch size (already clipped to ``n``) and epochs of the whole run.
+        n : int
+            Number of training samples.
+        options : FitOptions
+            The ``fit``'s options, already checked (:meth:`FitOptions.checked
+            <latentebm.training.fit_options.FitOptions.checked>`).
         start : tuple of int
             ``(epoch, batch)`` to start from (a resumed run's position).
-        checkpoint : str, os.PathLike or None
-            Checkpoint path; ``None`` disables saving.
         fit_args : dict
             The ``fit`` arguments a resumed run must repeat (see :meth:`resume_from`).
-        checkpoint_every, desc, progress
-            As in :class:`~latentebm.training.loop.MinibatchLoop`.
+        desc : str
+            Label of the progress bar.
         optimizer, scheduler : optional
             Saved with the checkpoint; the optimizer is checked for NaN/inf, the scheduler
             stepped after every step.
@@ -271,6 +293,7 @@ class LatentModel(TrainingAttributes, nn.Module):
         -------
         MinibatchLoop
         """
+        checkpoint = options.checkpoint
 
         @dist.on_main
         def save(epoch: int, batch: int) -> None:
@@ -280,10 +303,11 @@ class LatentModel(TrainingAttributes, nn.Module):
                                            extra=tensors)
 
         return MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=self.device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            optimizer=optimizer, scheduler=scheduler, desc=desc,
-            progress=progress and dist.is_main(),
+            n, options.batch_size, options.epochs, seed=self.seed, device=self.device,
+            start=start, checkpoint=checkpoint, save=save,
+            checkpoint_every=options.checkpoint_every, watch=self, optimizer=optimizer,
+            scheduler=scheduler, callback=options.callback, desc=desc,
+            progress=options.progress and dist.is_main(),
         )
 
     def resume_from(
@@ -327,4 +351,7 @@ def _config_getter(name: str):
     return get
 
 
-__all__ = ["DTYPES", "LatentModel", "ModelConfig", "codes_only", "dtype_name"]
+__all__ = [
+    "DTYPES", "MODEL_DOCS", "LatentModel", "ModelConfig", "check_choice", "codes_only",
+    "dtype_name",
+]

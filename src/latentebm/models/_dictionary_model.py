@@ -9,7 +9,6 @@ energy, ``E(y, z) = ½‖y − A z‖² + λ R(z)`` with ``R`` the L1 norm (non-
 from __future__ import annotations
 
 import abc
-import os
 from typing import Any, ClassVar
 
 import torch
@@ -20,7 +19,7 @@ from ..operators import LinearOperator
 from ..problem import to_output
 from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult, fista, proximal_gradient
-from ..training.loop import resuming
+from ..training.fit_options import FitOptions
 from ._base import LatentModel
 
 
@@ -51,16 +50,15 @@ class DictionaryModel(LatentModel):
         self,
         Y: Any,
         fit_args: dict[str, Any],
+        options: FitOptions,
         *,
         codes_shape: tuple[int, ...] | None,
-        resume: bool,
-        checkpoint: str | os.PathLike | None,
     ) -> tuple[torch.Tensor | None, tuple[int, int]]:
         """The warm-start codes and the ``(epoch, batch)`` position a ``fit`` starts from.
 
-        A resumed run restores both from ``checkpoint`` (see :meth:`resume_from`); otherwise
-        the codes are zeros and a model built with ``init="data"`` draws its atoms from ``Y``
-        at its first step.
+        A resumed run restores both from ``options.checkpoint`` (see :meth:`resume_from`);
+        otherwise the codes are zeros and a model built with ``init="data"`` draws its atoms
+        from ``Y`` at its first step.
 
         Parameters
         ----------
@@ -68,13 +66,11 @@ class DictionaryModel(LatentModel):
             The validated training signals.
         fit_args : dict
             The ``fit`` arguments a resumed run must repeat.
+        options : FitOptions
+            The ``fit``'s options (whether to resume, and from which checkpoint).
         codes_shape : tuple of int or None
             ``(n, *code_shape)``, the codes kept to warm-start the coding step; ``None`` keeps
             none.
-        resume : bool
-            Whether ``fit`` was asked to resume.
-        checkpoint : str, os.PathLike or None
-            The checkpoint path.
 
         Returns
         -------
@@ -83,8 +79,8 @@ class DictionaryModel(LatentModel):
         """
         codes = (None if codes_shape is None
                  else torch.zeros(codes_shape, device=self.device, dtype=self.dtype))
-        if resuming(resume, checkpoint):
-            state = self.resume_from(checkpoint, fit_args)
+        if options.resuming:
+            state = self.resume_from(options.checkpoint, fit_args)
             if codes is not None:
                 codes = state.extra["codes"].to(codes.dtype)
             return codes, state.position

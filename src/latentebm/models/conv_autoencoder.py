@@ -24,26 +24,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._docs import doc_filler, fill_doc, fit_batches, fit_options
+from .._docs import doc_filler, fill_doc
 from .._validation import check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
-from ..operators.conv import correlate
+from ..operators.conv import BOUNDARIES, correlate
 from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
+from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
 from ..training.kernel_adam import KernelAdam
-from ..training.loop import check_loop_args, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
-from ._base import LatentModel, ModelConfig, codes_only, dtype_name
+from ._base import MODEL_DOCS, LatentModel, ModelConfig, check_choice, codes_only, dtype_name
 from .conv_dictionary_learning import random_kernel_patches
 
 MODES = ("psd", "sparse-ae")
@@ -210,10 +208,7 @@ class PredictionAugmented(LinearOperator):
         return self
 
 
-@doc_filler({
-    "fit_batches": fit_batches(epochs=1, batch_size=16, n="n_images"),
-    "fit_options": fit_options(checkpoint_every=100, callback_args="n_steps, model"),
-})
+@doc_filler(MODEL_DOCS)
 class ConvSparseAutoencoder(LatentModel):
     """Encoder ``conv → tanh|shrink → per-map gain`` and a linear convolutional decoder.
 
@@ -235,10 +230,7 @@ class ConvSparseAutoencoder(LatentModel):
         Weight of the prediction term in ``"psd"``.
     boundary : {"full", "circular"}, default="full"
         ``"full"``: code maps larger than the image by ``k − 1``; ``"circular"``: same size.
-    seed : int, default=0
-        Seed of the initial weights, of the data-drawn kernels and of the epoch order.
-    {model_device}
-    {model_dtype}
+    {model_seed_device_dtype}
     """
 
     KIND = "conv_sparse_autoencoder"
@@ -261,11 +253,9 @@ class ConvSparseAutoencoder(LatentModel):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
-        ConvDictionary(torch.zeros(1, 1, 1, 1), boundary=boundary)  # validates ``boundary``
+        check_choice(mode, "mode", MODES)
+        check_choice(nonlinearity, "nonlinearity", NONLINEARITIES)
+        check_choice(boundary, "boundary", BOUNDARIES)
         self.config = ConvSparseAutoencoderConfig(
             n_filters=check_int(n_filters, "n_filters", low=1),
             kernel_size=check_int(kernel_size, "kernel_size", low=1),
@@ -428,21 +418,17 @@ class ConvSparseAutoencoder(LatentModel):
             return 0.5 * batch_dot(r, r) + self.lam * Z.abs().flatten(1).sum(1)
 
     # ----------------------------------------------------------------- learning
+    @with_fit_options(epochs=1, batch_size=16, n="n_images", checkpoint_every=100,
+                      callback_args="n_steps, model")
     def fit(
         self,
         Y: Any,
         *,
-        epochs: int = 1,
-        batch_size: int = 16,
         lr: float = 1e-3,
         lr_schedule: str = "constant",
         tol: float = 1e-2,
         max_iter: int = 50,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 100,
-        resume: bool = False,
-        callback: Callable[[int, ConvSparseAutoencoder], None] | None = None,
-        progress: bool = True,
+        options: FitOptions,
     ) -> list[dict[str, float]]:
         """Train on images ``Y`` with Adam.
 
@@ -476,8 +462,8 @@ class ConvSparseAutoencoder(LatentModel):
         """
         Y_t = self._images(Y)
         n = Y_t.shape[0]
-        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
-                                                               checkpoint_every)
+        options = options.checked(n)
+        epochs, batch_size = options.epochs, options.batch_size
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
@@ -492,8 +478,8 @@ class ConvSparseAutoencoder(LatentModel):
         scheduler = (cosine_schedule(optimizer, total, 0.0) if lr_schedule == "cosine"
                      else constant_schedule(optimizer))
         start = (0, 0)
-        if resuming(resume, checkpoint):
-            start = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
+        if options.resuming:
+            start = self.resume_from(options.checkpoint, fit_args, optimizer=optimizer,
                                      scheduler=scheduler).position
         elif self._init_from_data and self.n_steps_ == 0:
             gen = torch.Generator().manual_seed(self.seed + 1)
@@ -504,9 +490,8 @@ class ConvSparseAutoencoder(LatentModel):
             self._init_from_data = False
 
         loop = self.training_loop(
-            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
-            checkpoint_every=checkpoint_every, desc=f"conv auto-encoder ({self.mode})",
-            progress=progress, optimizer=optimizer, scheduler=scheduler,
+            n, options, start=start, fit_args=fit_args, desc=f"conv auto-encoder ({self.mode})",
+            optimizer=optimizer, scheduler=scheduler,
         )
         # the unused one of bias / threshold gets no gradient
         terms = dist.data_parallel(_TrainingTerms(self), find_unused_parameters=True)
@@ -520,8 +505,7 @@ class ConvSparseAutoencoder(LatentModel):
                     stats.add(record)
                     loop.step_done(b, self.n_steps_, loss=record["energy"],
                                    postfix={"energy": f"{stats.mean('energy'):.4g}",
-                                            "nnz": f"{stats.mean('nnz_share'):.2%}"},
-                                   callback=callback, callback_args=(self.n_steps_, self))
+                                            "nnz": f"{stats.mean('nnz_share'):.2%}"})
                 stats.close()
         return self.history_
 

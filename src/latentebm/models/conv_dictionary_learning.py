@@ -10,25 +10,23 @@ unchanged and ``‖z‖₁`` can only shrink, so the energy does not rise).
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
 from ..data.image_shards import ShardedImages
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
+from ..operators.conv import BOUNDARIES
 from ..regularizers import UnitBall
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training import distributed as dist
+from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
-from ..training.loop import check_loop_args
-from ._base import ModelConfig, dtype_name
+from ._base import ModelConfig, check_choice, dtype_name
 from ._dictionary_model import DictionaryModel
 
 
@@ -78,11 +76,6 @@ class ConvDictionaryLearningConfig(ModelConfig):
     nonneg: bool = False
 
 
-@doc_filler({
-    "fit_batches": fit_batches(epochs=1, batch_size=8, n="n_images"),
-    "fit_options": fit_options(checkpoint_every=50, callback_args="step, model, batch_energy",
-                               callback_note="; ``batch_energy`` ``(batch,)``"),
-})
 class ConvDictionaryLearning(DictionaryModel):
     """Learn ``n_atoms`` unit-norm kernels ``(n_atoms, channels, k, k)`` from images.
 
@@ -126,7 +119,7 @@ class ConvDictionaryLearning(DictionaryModel):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        ConvDictionary(torch.zeros(1, 1, 1, 1), boundary=boundary)  # validates ``boundary``
+        check_choice(boundary, "boundary", BOUNDARIES)
         self.config = ConvDictionaryLearningConfig(
             n_atoms=check_int(n_atoms, "n_atoms", low=1),
             kernel_size=check_int(kernel_size, "kernel_size", low=1),
@@ -166,22 +159,19 @@ class ConvDictionaryLearning(DictionaryModel):
         return ConvDictionary(self.dictionary(), boundary=self.boundary)
 
     # ----------------------------------------------------------------- learning
+    @with_fit_options(epochs=1, batch_size=8, n="n_images", checkpoint_every=50,
+                      callback_args="step, model, batch_energy",
+                      callback_note="; ``batch_energy`` ``(batch,)``")
     def fit(
         self,
         Y: Any,
         *,
-        epochs: int = 1,
-        batch_size: int = 8,
         tol: float = 1e-3,
         max_iter: int = 100,
         dict_steps: int = 10,
         replace_threshold: float | None = 0.9,
         warm_start: bool | None = None,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 50,
-        resume: bool = False,
-        callback: Callable[[int, ConvDictionaryLearning, torch.Tensor], None] | None = None,
-        progress: bool = True,
+        options: FitOptions,
     ) -> list[dict[str, float]]:
         """Learn the kernels from images ``Y``.
 
@@ -232,27 +222,24 @@ class ConvDictionaryLearning(DictionaryModel):
         Y_t = Y if streaming else self.check_input(Y, "Y", ndim=4)[0]
         self.operator().check_signal(torch.empty((0, *Y.image_shape)) if streaming else Y_t, "Y")
         n = Y_t.shape[0]
-        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
-                                                               checkpoint_every)
+        options = options.checked(n)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
         dict_steps = check_int(dict_steps, "dict_steps", low=1)
         if replace_threshold is not None:
             replace_threshold = check_scalar(replace_threshold, "replace_threshold", low=0.0,
                                              high=1.0, low_inclusive=False)
-        steps_per_epoch = math.ceil(n / batch_size)
-        fit_args = {"batch_size": batch_size, "n_images": n, "image_shape": list(Y_t.shape[1:]),
-                    "warm_start": bool(warm_start), "dict_steps": dict_steps,
-                    "replace_threshold": replace_threshold}
+        steps_per_epoch = math.ceil(n / options.batch_size)
+        fit_args = {"batch_size": options.batch_size, "n_images": n,
+                    "image_shape": list(Y_t.shape[1:]), "warm_start": bool(warm_start),
+                    "dict_steps": dict_steps, "replace_threshold": replace_threshold}
         code_shape = (n, *self.operator().code_shape(tuple(Y_t.shape[1:])))
-        codes, start = self.start_fit(Y_t, fit_args, codes_shape=code_shape if warm_start else None,
-                                      resume=resume, checkpoint=checkpoint)
+        codes, start = self.start_fit(Y_t, fit_args, options,
+                                      codes_shape=code_shape if warm_start else None)
 
-        loop = self.training_loop(
-            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
-            checkpoint_every=checkpoint_every, desc="conv dictionary", progress=progress,
-            extra={} if codes is None else {"codes": codes},
-        )
+        loop = self.training_loop(n, options, start=start, fit_args=fit_args,
+                                  desc="conv dictionary",
+                                  extra={} if codes is None else {"codes": codes})
         with loop:
             for epoch in loop.epochs():
                 stats = _Stats.open(self.history_, epoch.index, resumed=epoch.resumed)
@@ -275,7 +262,7 @@ class ConvDictionaryLearning(DictionaryModel):
                         b, self.n_steps_, loss=out.energy,
                         postfix={"energy": f"{stats.mean('energy'):.4g}",
                                  "nnz": f"{stats.nnz_share:.3%}"},
-                        callback=callback, callback_args=(self.n_steps_, self, out.energy),
+                        callback_args=(self.n_steps_, self, out.energy),
                     )
                 stats.close()
         return self.history_

@@ -39,14 +39,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._docs import doc_filler, fit_batches, fit_options
+from .._docs import fill_doc
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed
 from ..operators import DenseDictionary
 from ..problem import to_output
@@ -54,10 +52,10 @@ from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
 from ..training.early_stopping import EarlyStopping
+from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import EpochRecord
-from ..training.loop import MinibatchLoop, check_loop_args, resuming
 from ..training.schedules import cosine_schedule
-from ._base import LatentModel, ModelConfig, codes_only, dtype_name
+from ._base import LatentModel, ModelConfig, check_choice, codes_only, dtype_name
 
 VARIANTS = ("lista", "cp", "step", "hybrid")
 FINAL_LR_FRACTION = 0.01
@@ -360,12 +358,7 @@ def unroll(net: LISTA, Y: torch.Tensor) -> list[torch.Tensor]:
     return zs
 
 
-@doc_filler({
-    "fit_batches": fit_batches(epochs=50, batch_size=256, batch="Global mini-batch",
-                               epochs_note=" (also the length of the cosine schedule)"),
-    "fit_options": fit_options(checkpoint_every=200, unit="update",
-                               callback_args="n_updates, model"),
-})
+@fill_doc
 class LISTA(LatentModel):
     """Learned ISTA encoder for the energy ``½‖y − Wz‖² + λ‖z‖₁`` (``nonneg``: ``z ≥ 0``).
 
@@ -425,8 +418,7 @@ class LISTA(LatentModel):
         W_t = as_tensor(W, "W", ndim=2).detach().clone()
         if device is not None:
             W_t = W_t.to(device)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        check_choice(variant, "variant", VARIANTS)
         if not isinstance(tied, bool):
             raise TypeError(f"tied must be a bool, got {type(tied).__name__}")
         if not isinstance(per_step_input, bool):
@@ -647,12 +639,13 @@ class LISTA(LatentModel):
         return out.z
 
     # ----------------------------------------------------------------- training
+    @with_fit_options(epochs=50, batch_size=256, checkpoint_every=200, batch="Global mini-batch",
+                      epochs_note=" (also the length of the cosine schedule)", unit="update",
+                      callback_args="n_updates, model")
     def fit(
         self,
         Y: Any,
         *,
-        epochs: int = 50,
-        batch_size: int = 256,
         lr: float = 1e-3,
         targets: Any = None,
         tol: float | None = None,
@@ -663,11 +656,7 @@ class LISTA(LatentModel):
         patience: int | None = None,
         layer_weight: float = 0.0,
         train_head: bool = True,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 200,
-        resume: bool = False,
-        callback: Callable[[int, LISTA], None] | None = None,
-        progress: bool = True,
+        options: FitOptions,
     ) -> list[dict[str, float]]:
         """Regress the optimal codes of ``Y`` through the K steps.
 
@@ -726,8 +715,8 @@ class LISTA(LatentModel):
         """
         Y_t, _ = self._check_signals(Y)
         n = Y_t.shape[0]
-        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
-                                                               checkpoint_every)
+        options = options.checked(n)
+        epochs, batch_size = options.epochs, options.batch_size
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         if max_grad_norm is not None:
             max_grad_norm = check_scalar(max_grad_norm, "max_grad_norm", low=0.0,
@@ -760,8 +749,8 @@ class LISTA(LatentModel):
         start, Z_star = (0, 0), None
         best: dict[str, torch.Tensor] | None = None
         done_before: tuple[float, ...] = ()  # this fit's finished epochs (a resumed one's)
-        if resuming(resume, checkpoint):
-            state = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
+        if options.resuming:
+            state = self.resume_from(options.checkpoint, fit_args, optimizer=optimizer,
                                      scheduler=scheduler)
             start, Z_star = state.position, state.extra.get("targets")
             best = {k[len(BEST):]: v for k, v in state.extra.items() if k.startswith(BEST)}
@@ -771,31 +760,26 @@ class LISTA(LatentModel):
             Z_star = self._training_targets(Y_t, targets, tol, max_iter)
         stopper = EarlyStopping(self, patience, scores=done_before, best_state=best)
 
-        @dist.on_main
-        def save(epoch: int, batch: int) -> None:
-            extra = {"targets": Z_star} if own_targets else {}
-            extra.update({BEST + k: v for k, v in (stopper.best_state or {}).items()})
-            self.write_training_checkpoint(checkpoint, fit_args, (epoch, batch),
-                                           optimizer=optimizer, scheduler=scheduler, extra=extra)
+        def extra() -> dict[str, torch.Tensor]:
+            tensors = {"targets": Z_star} if own_targets else {}
+            tensors.update({BEST + k: v for k, v in (stopper.best_state or {}).items()})
+            return tensors
 
-        loop = MinibatchLoop(
-            n, batch_size, epochs, seed=self.seed, device=Y_t.device, start=start,
-            checkpoint=checkpoint, save=save, checkpoint_every=checkpoint_every, watch=self,
-            optimizer=optimizer, scheduler=scheduler,
-            desc=f"LISTA-{self.n_steps} {self.variant}", progress=progress and dist.is_main(),
-        )
+        loop = self.training_loop(n, options, start=start, fit_args=fit_args,
+                                  desc=f"LISTA-{self.n_steps} {self.variant}",
+                                  optimizer=optimizer, scheduler=scheduler, extra=extra)
         for name in frozen:  # before DDP wraps the model, which then leaves them alone
             getattr(self, name).requires_grad_(False)
         try:
             self._train(loop, stopper, optimizer, Y_t, Z_star, held_out, max_grad_norm, basis,
-                        layer_weight, callback)
+                        layer_weight)
         finally:
             for name in frozen:
                 getattr(self, name).requires_grad_(True)
         return self.history_
 
     def _train(self, loop, stopper, optimizer, Y_t, Z_star, held_out, max_grad_norm, basis,
-               layer_weight, callback) -> None:
+               layer_weight) -> None:
         """The epochs of :meth:`fit`, ending on the best held-out weights."""
         model = dist.data_parallel(self)
         with loop:
@@ -812,8 +796,7 @@ class LISTA(LatentModel):
                     stats.add(err, ref, lr_now)
                     self.n_updates_ += 1
                     loop.step_done(b, self.n_updates_, loss=err,
-                                   postfix={"code_error": f"{stats.code_error:.3g}"},
-                                   callback=callback, callback_args=(self.n_updates_, self))
+                                   postfix={"code_error": f"{stats.code_error:.3g}"})
                 if held_out is not None:
                     stats.val_code_error = self._held_out_error(*held_out)
                     stopper.update(stats.val_code_error)

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._docs import doc_filler, fill_doc, fit_batches, fit_options
+from .._docs import doc_filler, fill_doc
 from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
 from ..dictionary_update import atoms_from_data, initial_atoms, sgd_gradient_sum, sgd_step_
 from ..operators import DenseDictionary, batch_dot
@@ -29,10 +27,10 @@ from ..problem import to_output
 from ..regularizers import L1
 from ..solvers import SolverResult, fista, proximal_gradient
 from ..training import distributed as dist
+from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
-from ..training.loop import check_loop_args, resuming
 from ..training.schedules import cosine_factor, cosine_schedule
-from ._base import LatentModel, ModelConfig, dtype_name
+from ._base import MODEL_DOCS, LatentModel, ModelConfig, check_choice, dtype_name
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
 
 ENCODERS = ("tanh", "lista")
@@ -84,12 +82,7 @@ class TanhEncoder(nn.Module):
         return self.g * torch.tanh(Y @ self.W_e.T + self.b)
 
 
-@doc_filler({
-    "fit_batches": fit_batches(epochs=10, batch_size=256,
-                               epochs_note=" (also the length of the cosine decay)"),
-    "fit_options": fit_options(checkpoint_every=100, unit="update",
-                               callback_args="n_updates, model"),
-})
+@doc_filler(MODEL_DOCS)
 class PSD(LatentModel):
     """Sparse coding with a trained feed-forward code predictor.
 
@@ -112,10 +105,7 @@ class PSD(LatentModel):
         ``"data"``: atoms drawn from the training samples at the first :meth:`fit`;
         ``"random"``: Gaussian atoms from ``seed``; an array such as a
         :class:`~latentebm.SparseCoding` dictionary.
-    seed : int, default=0
-        Seed of the initial atoms and of the epoch order.
-    {model_device}
-    {model_dtype}
+    {model_seed_device_dtype}
     """
 
     KIND = "psd"
@@ -143,10 +133,8 @@ class PSD(LatentModel):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        if encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        check_choice(encoder, "encoder", ENCODERS)
+        check_choice(variant, "variant", VARIANTS)
         self.config = PSDConfig(
             n_features=check_int(n_features, "n_features", low=1),
             n_atoms=check_int(n_atoms, "n_atoms", low=1), lam=check_lam(lam),
@@ -299,21 +287,18 @@ class PSD(LatentModel):
         return torch.cat([Y, root * P], 1), op
 
     # ----------------------------------------------------------------- learning
+    @with_fit_options(epochs=10, batch_size=256, checkpoint_every=100,
+                      epochs_note=" (also the length of the cosine decay)", unit="update",
+                      callback_args="n_updates, model")
     def fit(
         self,
         Y: Any,
         *,
-        epochs: int = 10,
-        batch_size: int = 256,
         lr_decoder: float = 1.0,
         lr_encoder: float = 1e-3,
         tol: float = 1e-4,
         max_iter: int = 300,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 100,
-        resume: bool = False,
-        callback: Callable[[int, PSD], None] | None = None,
-        progress: bool = True,
+        options: FitOptions,
     ) -> list[dict[str, float]]:
         """Alternate inference and learning on mini-batches of ``Y``.
 
@@ -352,8 +337,8 @@ class PSD(LatentModel):
         """
         Y_t = self._check_signals(Y)
         n = Y_t.shape[0]
-        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
-                                                               checkpoint_every)
+        options = options.checked(n)
+        epochs, batch_size = options.epochs, options.batch_size
         lr_decoder = check_scalar(lr_decoder, "lr_decoder", low=0.0)
         lr_encoder = check_scalar(lr_encoder, "lr_encoder", low=0.0, low_inclusive=False)
         tol = check_scalar(tol, "tol", low=0.0)
@@ -361,20 +346,19 @@ class PSD(LatentModel):
         fit_args = {"epochs": epochs, "batch_size": batch_size, "lr_decoder": lr_decoder,
                     "lr_encoder": lr_encoder, "tol": tol, "max_iter": max_iter, "n_samples": n}
         start = (0, 0)
-        from_checkpoint = resuming(resume, checkpoint)
+        from_checkpoint = options.resuming
         if not from_checkpoint and self._init_from_data and self.n_updates_ == 0:
             self._init_atoms_from(Y_t)
         optimizer = torch.optim.Adam(self.encoder.parameters(), lr=lr_encoder)
         total = epochs * -(-n // batch_size)
         scheduler = cosine_schedule(optimizer, total, FINAL_LR_FRACTION)
         if from_checkpoint:
-            start = self.resume_from(checkpoint, fit_args, optimizer=optimizer,
+            start = self.resume_from(options.checkpoint, fit_args, optimizer=optimizer,
                                      scheduler=scheduler).position
 
         loop = self.training_loop(
-            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
-            checkpoint_every=checkpoint_every, desc=f"PSD ({self.config.encoder})",
-            progress=progress, optimizer=optimizer, scheduler=scheduler,
+            n, options, start=start, fit_args=fit_args, desc=f"PSD ({self.config.encoder})",
+            optimizer=optimizer, scheduler=scheduler,
         )
         encoder = dist.data_parallel(self.encoder)
         with loop:
@@ -387,8 +371,7 @@ class PSD(LatentModel):
                     stats.add(record)
                     self.n_updates_ += 1
                     loop.step_done(b, self.n_updates_, loss=record["energy"],
-                                   postfix={"energy": f"{stats.mean('energy'):.4g}"},
-                                   callback=callback, callback_args=(self.n_updates_, self))
+                                   postfix={"energy": f"{stats.mean('energy'):.4g}"})
                 stats.close()
         return self.history_
 

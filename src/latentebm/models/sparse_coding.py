@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
@@ -25,9 +22,9 @@ from ..dictionary_update import (
 )
 from ..operators import DenseDictionary
 from ..training import distributed as dist
+from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
-from ..training.loop import check_loop_args
-from ._base import ModelConfig, dtype_name
+from ._base import ModelConfig, check_choice, dtype_name
 from ._dictionary_model import DictionaryModel
 
 METHODS = ("online", "sgd")
@@ -44,10 +41,6 @@ class SparseCodingConfig(ModelConfig):
     nonneg_atoms: bool = False
 
 
-@doc_filler({
-    "fit_batches": fit_batches(epochs=1, batch_size=256, batch="Global mini-batch"),
-    "fit_options": fit_options(checkpoint_every=100),
-})
 class SparseCoding(DictionaryModel):
     """A dictionary ``W`` ``(n_features, n_atoms)`` with unit-norm columns and its L1 energy.
 
@@ -130,22 +123,17 @@ class SparseCoding(DictionaryModel):
         return DenseDictionary(self.dictionary())
 
     # ----------------------------------------------------------------- learning
+    @with_fit_options(epochs=1, batch_size=256, batch="Global mini-batch", checkpoint_every=100)
     def fit(
         self,
         Y: Any,
         *,
-        epochs: int = 1,
-        batch_size: int = 256,
         method: str = "online",
         lr: float = 1.0,
         tol: float = 0.1,
         max_iter: int = 200,
         dead_after: int | None = None,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 100,
-        resume: bool = False,
-        callback: Callable[[int, SparseCoding], None] | None = None,
-        progress: bool = True,
+        options: FitOptions,
     ) -> list[dict[str, float]]:
         """Learn the atoms from ``Y`` in mini-batches.
 
@@ -199,29 +187,24 @@ class SparseCoding(DictionaryModel):
                 f"Y must have {self.n_features} features (columns), got {Y_t.shape[1]}"
             )
         n = Y_t.shape[0]
-        epochs, batch_size, checkpoint_every = check_loop_args(n, epochs, batch_size,
-                                                               checkpoint_every)
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        options = options.checked(n)
+        check_choice(method, "method", METHODS)
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
-        steps_per_epoch = math.ceil(n / batch_size)
+        steps_per_epoch = math.ceil(n / options.batch_size)
         dead_after = (
             steps_per_epoch if dead_after is None else check_int(dead_after, "dead_after", low=1)
         )
-        fit_args = {"method": method, "batch_size": batch_size, "n_samples": n}
+        fit_args = {"method": method, "batch_size": options.batch_size, "n_samples": n}
 
         device, dtype = self.device, self.dtype
-        codes, start = self.start_fit(Y_t, fit_args,
-                                      codes_shape=None if streaming else (n, self.n_atoms),
-                                      resume=resume, checkpoint=checkpoint)
+        codes, start = self.start_fit(Y_t, fit_args, options,
+                                      codes_shape=None if streaming else (n, self.n_atoms))
 
-        loop = self.training_loop(
-            n, batch_size, epochs, start=start, checkpoint=checkpoint, fit_args=fit_args,
-            checkpoint_every=checkpoint_every, desc="sparse coding", progress=progress,
-            extra={} if codes is None else {"codes": codes},
-        )
+        loop = self.training_loop(n, options, start=start, fit_args=fit_args,
+                                  desc="sparse coding",
+                                  extra={} if codes is None else {"codes": codes})
         with loop, torch.no_grad():
             for epoch in loop.epochs():
                 stats = _EpochStats.open(self.history_, epoch.index, resumed=epoch.resumed)
@@ -239,7 +222,6 @@ class SparseCoding(DictionaryModel):
                         b, self.n_steps_, loss=out.energy,
                         postfix={"energy": f"{stats.mean('energy'):.4g}",
                                  "nnz": f"{stats.mean('nnz'):.1f}"},
-                        callback=callback, callback_args=(self.n_steps_, self),
                     )
                 stats.close()
         return self.history_

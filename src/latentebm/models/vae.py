@@ -27,14 +27,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._docs import fill_doc
+from .._docs import doc_filler
 from .._validation import as_tensor, check_int, check_scalar, check_seed, resolve_device
 from ..solvers import SolverResult
 from ..training import distributed as dist
 from ..training.denormals import denormals_flushed
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
-from ._base import LatentModel, ModelConfig, codes_only, dtype_name
+from ._base import MODEL_DOCS, LatentModel, ModelConfig, check_choice, codes_only, dtype_name
 from .vae_parts import (
     LIKELIHOODS,
     Decoder,
@@ -101,7 +101,7 @@ class LogLikelihood(NamedTuple):
         }
 
 
-@fill_doc
+@doc_filler(MODEL_DOCS)
 class VAE(LatentModel):
     """A VAE on inputs of shape ``input_shape`` with a ``latent_dim``-dimensional Gaussian code.
 
@@ -132,10 +132,7 @@ class VAE(LatentModel):
         Hidden layer sizes of the MLP (at least one unless ``encoder="linear"``).
     obs_sigma : float or None, default=None
         Fixed pixel noise σ of the Gaussian likelihood; ``None`` learns it.
-    seed : int, default=0
-        Seed of the weight initialisation and of the training order.
-    {model_device}
-    {model_dtype}
+    {model_seed_device_dtype}
     """
 
     KIND = "vae"
@@ -166,8 +163,7 @@ class VAE(LatentModel):
         super().__init__()
         input_shape = _check_shape(input_shape)
         check_architecture(input_shape, encoder)
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        check_choice(likelihood, "likelihood", LIKELIHOODS)
         if not isinstance(learn_variance, bool):
             raise TypeError(f"learn_variance must be a bool, got {type(learn_variance).__name__}")
         hidden = tuple(check_int(h, "hidden", low=1) for h in hidden)
@@ -581,8 +577,7 @@ class VAE(LatentModel):
         if dynamic_binarization and self.likelihood != "bernoulli":
             raise ValueError("dynamic_binarization needs likelihood='bernoulli'")
         k, objective = _check_objective(objective, k)
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        check_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
         schedule_epochs = epochs if schedule_epochs is None else check_int(
             schedule_epochs, "schedule_epochs", low=1)
         nll_k = check_int(nll_k, "nll_k", low=0)
@@ -822,8 +817,7 @@ def _adam(params: Any, lr: float) -> torch.optim.Adam:
 
 
 def _check_objective(objective: Any, k: Any) -> tuple[int, str]:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    check_choice(objective, "objective", OBJECTIVES)
     k = check_int(k, "k", low=1)
     if objective == "elbo" and k != 1:
         raise ValueError(f"k={k} samples need objective='iwae'; the ELBO uses one sample")

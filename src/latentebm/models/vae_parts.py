@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._docs import fill_doc
+from ._base import check_choice
 
 if TYPE_CHECKING:
     from .vae import VAEConfig
@@ -291,8 +292,7 @@ def check_architecture(input_shape: tuple[int, ...], kind: str) -> None:
     kind : str
         One of :data:`ENCODERS`.
     """
-    if kind not in ENCODERS:
-        raise ValueError(f"encoder must be one of {ENCODERS}, got {kind!r}")
+    check_choice(kind, "encoder", ENCODERS)
     if kind == "conv":
         if len(input_shape) not in (2, 3):
             raise ValueError(

@@ -177,6 +177,8 @@ class MinibatchLoop:
         Optimizer whose state is checked for NaN/inf.
     scheduler : torch.optim.lr_scheduler.LRScheduler or None, default=None
         Stepped after every step.
+    callback : callable or None, default=None
+        The ``fit``'s callback, called after every step by :meth:`step_done`.
     desc : str, default="training"
         Label of the progress bar.
     progress : bool, default=True
@@ -199,6 +201,7 @@ class MinibatchLoop:
         watch: torch.nn.Module | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
+        callback: Callable[..., object] | None = None,
         desc: str = "training",
         progress: bool = True,
     ) -> None:
@@ -213,6 +216,7 @@ class MinibatchLoop:
         self.checkpoint_every = checkpoint_every
         self.check_every = check_every
         self.watch, self.optimizer, self.scheduler = watch, optimizer, scheduler
+        self.callback = callback
         self._desc, self._progress = desc, progress
         self._interrupt = GracefulInterrupt()
         self._bar: tqdm | None = None
@@ -272,7 +276,7 @@ class MinibatchLoop:
                   callback: Callable[..., object] | None = None,
                   callback_args: tuple[Any, ...] = ()) -> None:
         """After a step: flag a non-finite ``loss``, step the scheduler, move the position past
-        ``batch``, advance the bar, call ``callback(*callback_args)``, check for divergence every
+        ``batch``, advance the bar, run the callback, check for divergence every
         ``check_every`` steps, save if ``count`` is a multiple of ``checkpoint_every``, and raise
         ``KeyboardInterrupt`` if Ctrl-C was pressed.
 
@@ -287,9 +291,9 @@ class MinibatchLoop:
         postfix : dict of str to str or None, default=None
             Values shown next to the progress bar.
         callback : callable or None, default=None
-            Called as ``callback(*callback_args)``.
+            Called as ``callback(*callback_args)`` instead of the loop's own callback.
         callback_args : tuple, default=()
-            Arguments of ``callback``.
+            Arguments of the callback; the loop's own one gets ``(count, watch)`` when empty.
         """
         if loss is not None:
             bad = ~torch.isfinite(loss.detach()).all()
@@ -305,6 +309,8 @@ class MinibatchLoop:
             self._bar.set_postfix(**postfix)
         if callback is not None:
             callback(*callback_args)
+        elif self.callback is not None:
+            self.callback(*(callback_args or (count, self.watch)))
         if count % self.checkpoint_every == 0:
             self.save()
         elif self._steps_run - self._checked >= self.check_every:

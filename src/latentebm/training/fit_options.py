@@ -1,0 +1,157 @@
+"""The options every ``fit`` takes besides what it learns from: epochs, mini-batch size,
+checkpointing, callback and progress bar.
+
+:class:`FitOptions` carries them from the public ``fit`` to the training loop in one value.
+:func:`with_fit_options` declares them once per ``fit``: their defaults, the keyword arguments
+of its public signature and their docstring entries (the ``{fit_batches}`` and
+``{fit_options}`` fragments of :mod:`latentebm._docs`) all come from the same numbers::
+
+    @with_fit_options(epochs=10, batch_size=256, checkpoint_every=100)
+    def fit(self, Y, *, lr=1e-3, options: FitOptions):
+        options = options.checked(n)
+        ...
+
+is called as ``model.fit(Y, lr=..., epochs=..., batch_size=..., checkpoint=..., resume=...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .._docs import doc_filler, fit_batches, fit_options
+from .loop import check_loop_args, resuming
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: the options placed first among a ``fit``'s keyword-only arguments; the others come last
+_LEADING = ("epochs", "batch_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """How a ``fit`` runs.
+
+    Attributes
+    ----------
+    epochs : int
+        Number of epochs of the whole run (a resumed run continues up to it).
+    batch_size : int
+        Mini-batch size (the global one under ``torchrun``).
+    checkpoint : str, os.PathLike or None
+        The checkpoint path; ``None`` writes none.
+    checkpoint_every : int
+        Steps between checkpoints.
+    resume : bool
+        Continue from ``checkpoint`` when it exists.
+    callback : callable or None
+        Called after every step (its arguments depend on the model).
+    progress : bool
+        Show a progress bar (rank 0 only).
+    """
+
+    epochs: int
+    batch_size: int
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int = 100
+    resume: bool = False
+    callback: Callable[..., object] | None = None
+    progress: bool = True
+
+    def checked(self, n: int) -> FitOptions:
+        """These options with ``epochs``, ``batch_size`` and ``checkpoint_every`` checked to be
+        integers ≥ 1, and ``batch_size`` clipped to the ``n`` training samples.
+
+        Parameters
+        ----------
+        n : int
+            Number of training samples.
+
+        Returns
+        -------
+        FitOptions
+        """
+        epochs, batch_size, every = check_loop_args(n, self.epochs, self.batch_size,
+                                                    self.checkpoint_every)
+        return dataclasses.replace(self, epochs=epochs, batch_size=batch_size,
+                                   checkpoint_every=every)
+
+    @property
+    def resuming(self) -> bool:
+        """Whether the run continues from ``checkpoint``: asked to, and the file exists."""
+        return resuming(self.resume, self.checkpoint)
+
+
+def with_fit_options(
+    *,
+    epochs: int,
+    batch_size: int,
+    checkpoint_every: int,
+    n: str = "n_samples",
+    epochs_note: str = "",
+    batch: str = "Mini-batch",
+    unit: str = "step",
+    callback_args: str = "step, model",
+    callback_note: str = "",
+) -> Callable[[F], F]:
+    """Give a ``fit`` the keyword arguments of :class:`FitOptions`, with these defaults.
+
+    The decorated function takes a keyword-only ``options`` (a :class:`FitOptions`) instead;
+    the returned one takes the options' fields as keyword-only arguments (``epochs`` and
+    ``batch_size`` first, the others last, as its signature shows) and fills the
+    ``{fit_batches}`` and ``{fit_options}`` lines of its docstring (see
+    :func:`latentebm._docs.fit_batches` and :func:`latentebm._docs.fit_options`, which take
+    the other arguments).
+
+    Parameters
+    ----------
+    epochs, batch_size, checkpoint_every : int
+        The defaults of these options.
+    n, epochs_note, batch : str
+        As in :func:`latentebm._docs.fit_batches`.
+    unit, callback_args, callback_note : str
+        As in :func:`latentebm._docs.fit_options`.
+
+    Returns
+    -------
+    callable
+        The decorator.
+    """
+    defaults = FitOptions(epochs=epochs, batch_size=batch_size, checkpoint_every=checkpoint_every)
+    fill = doc_filler({
+        "fit_batches": fit_batches(epochs=epochs, batch_size=batch_size, n=n,
+                                   epochs_note=epochs_note, batch=batch),
+        "fit_options": fit_options(checkpoint_every=checkpoint_every, unit=unit,
+                                   callback_args=callback_args, callback_note=callback_note),
+    })
+    names = [f.name for f in dataclasses.fields(FitOptions)]
+
+    def decorate(fit: F) -> F:
+        @functools.wraps(fit)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in names if name in kwargs}
+            return fit(*args, **kwargs, options=dataclasses.replace(defaults, **given))
+
+        wrapper.__signature__ = _public_signature(inspect.signature(fit), defaults)
+        return fill(wrapper)
+
+    return decorate
+
+
+def _public_signature(sig: inspect.Signature, defaults: FitOptions) -> inspect.Signature:
+    """``sig`` with its ``options`` argument replaced by the fields of ``defaults``."""
+    own = [p for p in sig.parameters.values() if p.name != "options"]
+    shared = {f.name: inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=getattr(defaults, f.name), annotation=f.type)
+              for f in dataclasses.fields(FitOptions)}
+    first = [shared.pop(name) for name in _LEADING]
+    cut = next((i for i, p in enumerate(own) if p.kind is inspect.Parameter.KEYWORD_ONLY),
+               len(own))
+    return sig.replace(parameters=[*own[:cut], *first, *own[cut:], *shared.values()])
+
+
+__all__ = ["FitOptions", "with_fit_options"]

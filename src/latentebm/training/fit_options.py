@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from .._docs import doc_filler, fit_batches, fit_options
 from .loop import check_loop_args, resuming
 
-F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 #: the options placed first among a ``fit``'s keyword-only arguments; the others come last
 _LEADING = ("epochs", "batch_size")
@@ -97,7 +97,7 @@ def with_fit_options(
     unit: str = "step",
     callback_args: str = "step, model",
     callback_note: str = "",
-) -> Callable[[F], F]:
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """Give a ``fit`` the keyword arguments of :class:`FitOptions`, with these defaults.
 
     The decorated function takes a keyword-only ``options`` (a :class:`FitOptions`) instead;
@@ -130,9 +130,14 @@ def with_fit_options(
     })
     names = [f.name for f in dataclasses.fields(FitOptions)]
 
-    def decorate(fit: F) -> F:
+    # typed ``(...) -> R`` for static checkers, which cannot see the keywords added here (the
+    # runtime signature, shown by ``help`` and IDEs that inspect, has them all)
+    def decorate(fit: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(fit)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if "options" in kwargs:
+                raise TypeError(f"{fit.__qualname__}() takes the fit options as keyword "
+                                f"arguments ({', '.join(names)}), not as options=")
             given = {name: kwargs.pop(name) for name in names if name in kwargs}
             return fit(*args, **kwargs, options=dataclasses.replace(defaults, **given))
 

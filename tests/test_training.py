@@ -3,6 +3,7 @@ detection in the loop, and training state that rides in ``state_dict()``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -217,3 +218,20 @@ def test_denormals_are_flushed_inside_the_loop_and_restored_after():
                 seen.append(flushed())
                 loop.step_done(b, b.step + 1)
     assert seen == [True, True] and not flushed()
+
+
+def test_fit_options_are_keywords_of_every_fit_and_one_value_inside():
+    import inspect
+
+    from latentebm import LISTA, PSD, ConvDictionaryLearning, ConvSparseAutoencoder, SparseCoding
+    from latentebm.training.fit_options import FitOptions
+
+    shared = [f.name for f in dataclasses.fields(FitOptions)]
+    for model in (SparseCoding, LISTA, PSD, ConvDictionaryLearning, ConvSparseAutoencoder):
+        params = inspect.signature(model.fit).parameters
+        assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in shared)
+        assert "options" not in params
+        assert "epochs :" in model.fit.__doc__ and "checkpoint_every :" in model.fit.__doc__
+    Y = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match="not as options="):
+        SparseCoding(6, 3, 0.1, seed=0).fit(Y, options=FitOptions(epochs=1, batch_size=4))

@@ -198,9 +198,9 @@ def fista(
     backtracking : bool or None
         Per-sample step sizes by backtracking, allowed to grow again (``L`` shrinks by 10 % a
         step and doubles where a step overshoots), so they follow the local curvature, which on
-        a sparse support is often far below ``λ_max(WᵀW)``. ``None`` (default): on where the
-        operator has an explicit Gram matrix and ``lipschitz`` is not given, on the CPU (on a
-        GPU its redo decision would synchronise with the host every iteration).
+        a sparse support is often far below ``λ_max(WᵀW)``. ``None`` (default): on where
+        ``lipschitz`` is not given, on the CPU (on a GPU its redo decision would synchronise
+        with the host every iteration).
     restart : bool
         Adaptive (gradient-scheme) restart of the momentum.
     check_every : int

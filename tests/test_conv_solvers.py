@@ -90,9 +90,12 @@ def test_float32_and_numpy_in_numpy_out():
     assert bool((energy64 - reference.energy <= 2e-4 * reference.energy).all())
 
 
-def test_auto_picks_admm_for_convolutions_and_fista_for_dense():
-    op, Y = _problem("full")
+def test_auto_picks_admm_for_circular_convolutions_and_fista_otherwise_on_the_cpu():
+    op, Y = _problem("circular")
     assert solve(Y, op, LAM, tol=1e-6).method == "admm"
+    op, Y = _problem("full")
+    full = solve(Y, op, LAM, tol=1e-6)
+    assert full.method == "fista" and bool(full.converged.all())
     W = torch.randn(8, 5, dtype=torch.float64)
     assert solve(torch.randn(3, 8, dtype=torch.float64), W, LAM).method != "admm"
 

@@ -278,8 +278,15 @@ def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
 
 
 def _preferred(problem: Problem, reg: Regularizer) -> bool:
-    # B3: about 3x fewer iterations than FISTA at the same cost per iteration
-    return problem.lam > 0
+    """Circular boundaries, or off the CPU. B3 (circular, CPU): half FISTA's time at the oracle
+    stop, the same when both certify themselves. With the ``"full"`` boundary on the CPU,
+    FISTA's per-image backtracking certifies 2–2.4× sooner (B3's image, 1e-3 and 1e-4) and
+    3× sooner on a learned colour auto-encoder's codes, where ADMM certified none in 1000
+    iterations; on a GPU FISTA runs a fixed step and ADMM needs fewer iterations."""
+    if problem.lam <= 0:
+        return False
+    embedding = problem.op.fourier_embedding(tuple(problem.Y.shape[-2:]))
+    return embedding.circular or problem.Y.device.type != "cpu"
 
 
 register_method(Method("admm", _run, unsupported=_unsupported, preferred=_preferred,

@@ -100,7 +100,7 @@ def proximal_gradient(
         ``L = lipschitz`` or a power-iteration bound on ``λ_max(AᵀA)``. ``None``: backtracking
         where no ``lipschitz`` is given, on the CPU only (a redone step costs one Gram product
         of the samples redone; on convolutional problems, where ``λ_max(AᵀA)`` far exceeds the
-        curvature along sparse codes, it needs 4–6× fewer iterations: B3 in ``benchmarks/``).
+        curvature along sparse codes, it needs 3–6× fewer iterations: B3 in ``benchmarks/``).
         On a GPU the fixed step is the default, because deciding which steps to redo reads a
         flag back to the host every iteration, while the fixed-step loop synchronises only at
         the gap checks (every ``check_every``).

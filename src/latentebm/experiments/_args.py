@@ -76,6 +76,26 @@ def add_defaulted_flags(parser: argparse.ArgumentParser, kind: type,
         parser.add_argument(flag, type=kind, default=default, help=f"{what} (default: {default})")
 
 
+def add_choice_flag(parser: argparse.ArgumentParser, flag: str, choices: Sequence[str],
+                    what: str) -> None:
+    """Add a flag that takes one of ``choices``, the first by default, with a help that ends in
+    ``(default: <first choice>)``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The command's parser.
+    flag : str
+        The flag, e.g. ``"--encoder"``.
+    choices : sequence of str
+        The values the flag takes; the first is its default.
+    what : str
+        The help before ``(default: ...)``.
+    """
+    parser.add_argument(flag, choices=choices, default=choices[0],
+                        help=f"{what} (default: {choices[0]})")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,
                          lam: float | None,
                          data_dir_help: str = MNIST_DATA_DIR) -> None:

@@ -16,7 +16,7 @@ from ..data import load_mnist, mnist_vectors
 from ..models.vae import VAE
 from ..models.vae_parts import binarize
 from ..training.checkpoint import read_checkpoint
-from ._args import add_common_arguments
+from ._args import add_choice_flag, add_common_arguments
 
 
 @fill_doc
@@ -42,12 +42,7 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: i
         default=[400],
         help="hidden layer sizes of the MLP encoder (decoder mirrored; default: 400)",
     )
-    parser.add_argument(
-        "--encoder",
-        choices=("mlp", "conv"),
-        default="mlp",
-        help="encoder/decoder networks (default: mlp)",
-    )
+    add_choice_flag(parser, "--encoder", ("mlp", "conv"), "encoder/decoder networks")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
     parser.add_argument(
@@ -56,24 +51,15 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: i
         default=0.0,
         help="β rises linearly from 0 over this many epochs (default: 0)",
     )
-    parser.add_argument(
-        "--objective",
-        choices=("elbo", "iwae"),
-        default="elbo",
-        help="training objective: the ELBO, or the importance-weighted bound with --iwae-k "
-        "samples per digit (default: elbo)",
-    )
+    add_choice_flag(parser, "--objective", ("elbo", "iwae"),
+                    "training objective: the ELBO, or the importance-weighted bound with "
+                    "--iwae-k samples per digit")
     parser.add_argument(
         "--iwae-k", type=int, default=5,
         help="samples per digit of the importance-weighted bound (--objective iwae; default: 5)",
     )
-    parser.add_argument(
-        "--lr-schedule",
-        choices=("constant", "cosine"),
-        default="constant",
-        help="Adam learning rate: constant, or cosine decay to 0 over --epochs (default: "
-        "constant)",
-    )
+    add_choice_flag(parser, "--lr-schedule", ("constant", "cosine"),
+                    "Adam learning rate: constant, or cosine decay to 0 over --epochs")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )

@@ -19,7 +19,7 @@ from ..models.vae import VAE
 from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
-from ._args import command_arguments
+from ._args import add_defaulted_flags, command_arguments
 from ._run import Run
 
 NAME = "vae"
@@ -28,12 +28,9 @@ HELP = "MLP VAE on dynamically binarised MNIST: test −ELBO, k-sample NLL, samp
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
     runs.add_vae_arguments(parser, epochs=50, latent=20)
-    parser.add_argument(
-        "--k",
-        type=int,
-        default=5000,
-        help="importance samples per test digit for log p(x) (default: 5000)",
-    )
+    add_defaulted_flags(parser, int, [
+        ("--k", 5000, "importance samples per test digit for log p(x)"),
+    ])
     parser.add_argument(
         "--nll-images",
         type=int,
@@ -46,10 +43,10 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         help="during training, the importance-sampled NLL with this many samples on "
         "--monitor-images test digits every --monitor-every epochs (0: off; default: 100)",
     )
-    parser.add_argument("--monitor-every", type=int, default=5,
-                        help="epochs between two NLL estimates during training (default: 5)")
-    parser.add_argument("--monitor-images", type=int, default=1000,
-                        help="test digits of the training-time −ELBO and NLL (default: 1000)")
+    add_defaulted_flags(parser, int, [
+        ("--monitor-every", 5, "epochs between two NLL estimates during training"),
+        ("--monitor-images", 1000, "test digits of the training-time −ELBO and NLL"),
+    ])
     parser.add_argument(
         "--max-minutes",
         type=float,

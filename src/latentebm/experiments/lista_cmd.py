@@ -27,7 +27,7 @@ from ..solvers import fista
 from ..training import distributed
 from ..training.checkpoint import read_checkpoint, write_checkpoint
 from . import lista_eval as ev
-from ._args import add_common_arguments, command_arguments
+from ._args import add_common_arguments, add_defaulted_flags, command_arguments
 from ._run import Run
 from .mnist_problems import (
     add_dataset_arguments,
@@ -98,14 +98,12 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-project", action="store_true",
                         help="let the input weights leave the range of the dictionary "
                              "(the library's training keeps them in it)")
-    parser.add_argument("--fista-iters", type=int, default=2000,
-                        help="FISTA iterations traced for the comparison (default: 2000)")
-    parser.add_argument("--ista-iters", type=int, default=5000,
-                        help="ISTA iterations traced for the comparison (default: 5000)")
-    parser.add_argument("--speed-samples", type=int, default=1000,
-                        help="held-out signals timed for codes per second (default: 1000)")
-    parser.add_argument("--warm-samples", type=int, default=500,
-                        help="held-out signals for the warm-start report (default: 500)")
+    add_defaulted_flags(parser, int, [
+        ("--fista-iters", 2000, "FISTA iterations traced for the comparison"),
+        ("--ista-iters", 5000, "ISTA iterations traced for the comparison"),
+        ("--speed-samples", 1000, "held-out signals timed for codes per second"),
+        ("--warm-samples", 500, "held-out signals for the warm-start report"),
+    ])
     parser.add_argument("--warm-tol", type=float, default=1e-4,
                         help="relative duality gap for the warm-start report (default: 1e-4)")
 

@@ -69,6 +69,29 @@ def _inches(mosaic: np.ndarray, tile: int | None = None) -> tuple[float, float]:
     return w * ph * scale, h * ph * scale + 0.5
 
 
+@fill_doc
+def _write_mosaic(tiles: np.ndarray, n_cols: Any, title: str | None,
+                  path: str | os.PathLike) -> Path:
+    """One mosaic of ``tiles`` with ``title`` above, written as a PNG.
+
+    Parameters
+    ----------
+    tiles : numpy.ndarray of shape (n, h, w, c)
+        Tiles scaled to [0, 1], ``c`` = 1 or 3.
+    n_cols : int or None
+        Columns of the grid, checked here (default ``ceil(sqrt(n))``).
+    title : str or None
+        Title above the grid.
+    {png_path}
+
+    {returns_png}
+    """
+    mosaic = _mosaic(tiles, check_n_cols(n_cols))
+    fig = new_figure(*_inches(mosaic))
+    _show_mosaic(fig.add_axes((0.02, 0.02, 0.96, 0.9 if title else 0.96)), mosaic, title)
+    return save_png(fig, path)
+
+
 def _filter_bank(bank: Any, name: str) -> np.ndarray:
     """``(n, C, k, k)`` with C in {1, 3} -> ``(n, k, k, C)``."""
     arr = as_float_array(bank, name, ndim=4)
@@ -115,10 +138,7 @@ def atom_grid(
     imgs = atoms_as_images(atoms, shape)
     if imgs.ndim == 3:
         imgs = imgs[..., None]
-    mosaic = _mosaic(_scale_tiles(imgs, symmetric), check_n_cols(n_cols))
-    fig = new_figure(*_inches(mosaic))
-    _show_mosaic(fig.add_axes((0.02, 0.02, 0.96, 0.9 if title else 0.96)), mosaic, title)
-    return save_png(fig, path)
+    return _write_mosaic(_scale_tiles(imgs, symmetric), n_cols, title, path)
 
 
 @fill_doc
@@ -213,7 +233,4 @@ def image_grid(
         if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
             raise ValueError(f"value_range must be finite with high > low, got {value_range!r}")
     scaled = (imgs - lo) / (hi - lo) if hi > lo else np.full_like(imgs, 0.5)
-    mosaic = _mosaic(scaled, check_n_cols(n_cols))
-    fig = new_figure(*_inches(mosaic))
-    _show_mosaic(fig.add_axes((0.02, 0.02, 0.96, 0.9 if title else 0.96)), mosaic, title)
-    return save_png(fig, path)
+    return _write_mosaic(scaled, n_cols, title, path)

@@ -35,11 +35,11 @@ from .._validation import (
     check_int,
     check_lam,
     check_same_device_dtype,
-    check_scalar,
 )
 from ..problem import to_output
 from ..regularizers import REGULARIZERS, Regularizer, get_regularizer
 from ..solvers import SolverResult, autograd_proximal_gradient, proximal_gradient
+from ..solvers.api import check_tol
 from ..training.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from ..training.extra_state import TrainingAttributes
 from .decoders import LinearInZDecoder, SquaredError, decoder_for
@@ -308,7 +308,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         """
         x_t, y_t, numpy_out = self._inputs(x, y)
         max_iter = check_int(max_iter, "max_iter", low=1)
-        tol = self._tol(tol, y_t)
+        tol = check_tol(tol, y_t.dtype)
         z0_t = None if z0 is None else self._code(z0, "z0", y_t)
         with torch.no_grad():
             out = self.solve_tensors(self.hidden(x_t), y_t, z0_t, tol=tol, max_iter=max_iter)
@@ -531,12 +531,6 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
             raise ValueError(f"the decoder returned shape {tuple(y_hat.shape)} but y has shape "
                              f"{tuple(y_shape)}")
         return y_hat
-
-    @staticmethod
-    def _tol(tol: float | None, y: torch.Tensor) -> float:
-        if tol is None:
-            return 1e-8 if y.dtype == torch.float64 else 1e-5
-        return check_scalar(tol, "tol", low=0.0)
 
 
 __all__ = ["LatentVariableEBM", "as_regularizer", "REGULARIZERS"]

@@ -121,6 +121,27 @@ class ModelConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+@dataclasses.dataclass(frozen=True)
+class DenseLassoConfig(ModelConfig):
+    """Base of the configs of the models built on a dense dictionary ``W``
+    ``(n_features, n_atoms)`` and the Lasso energy ``½‖y − Wz‖² + λ‖z‖₁``: the fields they
+    all start with.
+
+    Attributes
+    ----------
+    n_features : int
+        Signal size.
+    n_atoms : int
+        Number of atoms.
+    lam : float
+        λ ≥ 0.
+    """
+
+    n_features: int
+    n_atoms: int
+    lam: float
+
+
 def codes_only(z: Any, n_iter: int | None = None) -> SolverResult:
     """The :class:`SolverResult` of a feed-forward encoder: codes ``z`` ``(batch, ...)`` and
     nothing it does not compute (``n_iter``: its number of steps, if any)."""

@@ -55,7 +55,7 @@ from ..training.early_stopping import EarlyStopping
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import EpochRecord
 from ..training.schedules import cosine_schedule
-from ._base import LatentModel, ModelConfig, check_choice, codes_only, dtype_name
+from ._base import DenseLassoConfig, LatentModel, ModelConfig, check_choice, codes_only, dtype_name
 
 VARIANTS = ("lista", "cp", "step", "hybrid")
 FINAL_LR_FRACTION = 0.01
@@ -69,12 +69,9 @@ SUPPORT_MAX_STEPS = 5
 
 
 @dataclasses.dataclass(frozen=True)
-class LISTAConfig(ModelConfig):
+class LISTAConfig(DenseLassoConfig):
     """The one source of a :class:`LISTA`'s arguments (the dictionary itself is a buffer)."""
 
-    n_features: int
-    n_atoms: int
-    lam: float
     n_steps: int = 3
     variant: str = "lista"
     tied: bool = False

@@ -30,19 +30,16 @@ from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
 from ..training.schedules import cosine_factor, cosine_schedule
-from ._base import MODEL_DOCS, LatentModel, ModelConfig, check_choice, dtype_name
+from ._base import MODEL_DOCS, DenseLassoConfig, LatentModel, check_choice, dtype_name
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
 
 ENCODERS = ("tanh", "lista")
 
 
 @dataclasses.dataclass(frozen=True)
-class PSDConfig(ModelConfig):
+class PSDConfig(DenseLassoConfig):
     """The one source of a :class:`PSD`'s arguments."""
 
-    n_features: int
-    n_atoms: int
-    lam: float
     beta: float = 1.0
     encoder: str = "tanh"
     n_steps: int = 3

@@ -24,19 +24,16 @@ from ..operators import DenseDictionary
 from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
-from ._base import ModelConfig, check_choice, dtype_name
+from ._base import DenseLassoConfig, check_choice, dtype_name
 from ._dictionary_model import DictionaryModel
 
 METHODS = ("online", "sgd")
 
 
 @dataclass(frozen=True)
-class SparseCodingConfig(ModelConfig):
+class SparseCodingConfig(DenseLassoConfig):
     """The constructor arguments of :class:`SparseCoding` (``dtype`` by name)."""
 
-    n_features: int
-    n_atoms: int
-    lam: float
     nonneg: bool = False
     nonneg_atoms: bool = False
 

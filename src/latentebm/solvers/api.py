@@ -242,6 +242,26 @@ def ista(Y: Any, W: Any, lam: Any, **options: Any) -> SolverResult:
     return solve(Y, W, lam, method="ista", **options)
 
 
+def check_tol(tol: float | None, dtype: torch.dtype) -> float:
+    """The stopping tolerance ``tol`` checked (a finite number ≥ 0), or by default the one
+    suited to the precision: 1e-8 in float64, 1e-5 otherwise.
+
+    Parameters
+    ----------
+    tol : float or None
+        The tolerance given.
+    dtype : torch.dtype
+        Dtype of the signals.
+
+    Returns
+    -------
+    float
+    """
+    if tol is None:
+        return 1e-8 if dtype == torch.float64 else 1e-5
+    return check_scalar(tol, "tol", low=0.0)
+
+
 def _regularizer(regularizer: Regularizer | None, nonneg: bool) -> Regularizer:
     if regularizer is None:
         return get_regularizer(bool(nonneg))
@@ -260,9 +280,7 @@ def _choose(problem: Problem, reg: Regularizer) -> Method:
 def _run(method: Method, problem: Problem, reg: Regularizer, z0: Any, tol: float | None,
          max_iter: int, callback: Callback | None, options: dict[str, Any]) -> SolverResult:
     max_iter = check_int(max_iter, "max_iter", low=1)
-    if tol is None:
-        tol = 1e-8 if problem.Y.dtype == torch.float64 else 1e-5
-    tol = check_scalar(tol, "tol", low=0.0)
+    tol = check_tol(tol, problem.Y.dtype)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     z_init = None if z0 is None else prepare_code(z0, "z0", problem)

@@ -293,6 +293,26 @@ def test_first_fit_starts_the_encoder_at_the_decoders_adjoint():
     assert float(((shrink.encode(Y).z - z) ** 2).sum() / (z**2).sum()) < 1.0
 
 
+def test_fitted_shrink_map_is_at_least_as_dense_as_its_codes():
+    from latentebm.models.conv_autoencoder import _fit_shrink
+
+    gen = torch.Generator().manual_seed(0)
+    pre = torch.randn(2, 1, 60, 60, generator=gen).expand(2, 2, 60, 60).clone()
+    # map 0's codes follow its pre-activations; map 1's follow only its largest ones and are
+    # non-zero, unpredictably, at 20 % of the other places
+    codes = torch.zeros_like(pre)
+    codes[:, 0] = torch.where(pre[:, 0].abs() > 1.0, pre[:, 0], 0.0)
+    noise = torch.where(torch.rand(2, 60, 60, generator=gen) < 0.2,
+                        torch.randn(2, 60, 60, generator=gen), 0.0)
+    codes[:, 1] = torch.where(pre[:, 1].abs() > 3.0, pre[:, 1], noise)
+    gain, threshold = _fit_shrink(pre, codes, lam=0.1)
+    dense = (pre.abs() > threshold[None, :, None, None]).float().mean((0, 2, 3))
+    share = (codes != 0).float().mean((0, 2, 3))
+    # least squares alone puts map 1's threshold near 3, where 0.3 % of it is non-zero
+    assert dense[1] >= share[1] - 0.02
+    assert share[0] - 0.05 <= dense[0] and gain[0] > 0.5
+
+
 def test_shrink_encoder_kernels_are_kept_unit_norm_without_changing_the_encoder():
     Y = images(8, 16, seed=5).double()
     model = le.ConvSparseAutoencoder(3, 5, 1, lam=0.1, nonlinearity="shrink", seed=2,

@@ -377,7 +377,8 @@ def _machine() -> dict[str, Any]:
 
 def _git_commit() -> str | None:
     """The commit of the source tree this package runs from (``None`` outside a git checkout),
-    with a mark when tracked files differ from it."""
+    with a mark when the package's own tracked files differ from it (not the rest of the
+    checkout: a report rerun into a committed folder rewrites that folder's tracked files)."""
     here = str(Path(__file__).resolve().parent)
     try:
         head = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"],
@@ -385,11 +386,11 @@ def _git_commit() -> str | None:
         if head.returncode != 0:
             return None
         changed = subprocess.run(["git", "-C", here, "status", "--porcelain",
-                                  "--untracked-files=no"],
+                                  "--untracked-files=no", "--", "."],
                                  capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return head.stdout.strip() + (" with uncommitted changes" if changed else "")
+    return head.stdout.strip() + (" with uncommitted source changes" if changed else "")
 
 
 def _read_state(path: Path) -> dict[str, Any]:

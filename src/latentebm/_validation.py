@@ -146,6 +146,22 @@ def check_same_device_dtype(reference: torch.Tensor, ref_name: str, **others: to
             )
 
 
+def check_choice(value: Any, name: str, choices: tuple[Any, ...]) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``.
+
+    Parameters
+    ----------
+    value : object
+        The argument given.
+    name : str
+        Its name, for the message.
+    choices : tuple
+        The values it may take.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
 def check_scalar(
     value: Any,
     name: str,

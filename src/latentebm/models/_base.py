@@ -68,22 +68,6 @@ def dtype_name(dtype: torch.dtype) -> str:
     raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
 
 
-def check_choice(value: Any, name: str, choices: tuple[Any, ...]) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``.
-
-    Parameters
-    ----------
-    value : object
-        The argument given.
-    name : str
-        Its name, for the message.
-    choices : tuple
-        The values it may take.
-    """
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Base of the models' config dataclasses: JSON in and out, and the two fields every model
@@ -373,6 +357,6 @@ def _config_getter(name: str):
 
 
 __all__ = [
-    "DTYPES", "MODEL_DOCS", "LatentModel", "ModelConfig", "check_choice", "codes_only",
+    "DTYPES", "MODEL_DOCS", "LatentModel", "ModelConfig", "codes_only",
     "dtype_name",
 ]

@@ -30,7 +30,14 @@ import torch
 from torch import nn
 
 from .._docs import doc_filler, fill_doc
-from .._validation import check_int, check_lam, check_scalar, check_seed, resolve_device
+from .._validation import (
+    check_choice,
+    check_int,
+    check_lam,
+    check_scalar,
+    check_seed,
+    resolve_device,
+)
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
 from ..operators.conv import BOUNDARIES, correlate
@@ -41,7 +48,7 @@ from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
 from ..training.kernel_adam import KernelAdam
 from ..training.schedules import constant_schedule, cosine_schedule
-from ._base import MODEL_DOCS, LatentModel, ModelConfig, check_choice, codes_only, dtype_name
+from ._base import MODEL_DOCS, LatentModel, ModelConfig, codes_only, dtype_name
 from .conv_dictionary_learning import random_kernel_patches
 
 MODES = ("psd", "sparse-ae")

@@ -16,7 +16,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._validation import as_tensor, check_int, check_lam, check_scalar, resolve_device
+from .._validation import (
+    as_tensor,
+    check_choice,
+    check_int,
+    check_lam,
+    check_scalar,
+    resolve_device,
+)
 from ..data.image_shards import ShardedImages
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
@@ -26,7 +33,7 @@ from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
-from ._base import ModelConfig, check_choice, dtype_name
+from ._base import ModelConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
 

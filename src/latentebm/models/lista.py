@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .._docs import fill_doc
-from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed
+from .._validation import as_tensor, check_choice, check_int, check_lam, check_scalar, check_seed
 from ..operators import DenseDictionary
 from ..problem import to_output
 from ..regularizers import Regularizer, get_regularizer
@@ -55,7 +55,7 @@ from ..training.early_stopping import EarlyStopping
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import EpochRecord
 from ..training.schedules import cosine_schedule
-from ._base import DenseLassoConfig, LatentModel, ModelConfig, check_choice, codes_only, dtype_name
+from ._base import DenseLassoConfig, LatentModel, ModelConfig, codes_only, dtype_name
 
 VARIANTS = ("lista", "cp", "step", "hybrid")
 FINAL_LR_FRACTION = 0.01

@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 from .._docs import doc_filler, fill_doc
-from .._validation import as_tensor, check_int, check_lam, check_scalar, check_seed, resolve_device
+from .._validation import (
+    as_tensor,
+    check_choice,
+    check_int,
+    check_lam,
+    check_scalar,
+    check_seed,
+    resolve_device,
+)
 from ..dictionary_update import atoms_from_data, initial_atoms, sgd_gradient_sum, sgd_step_
 from ..operators import DenseDictionary, batch_dot
 from ..problem import to_output
@@ -30,7 +38,7 @@ from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
 from ..training.schedules import cosine_factor, cosine_schedule
-from ._base import MODEL_DOCS, DenseLassoConfig, LatentModel, check_choice, dtype_name
+from ._base import MODEL_DOCS, DenseLassoConfig, LatentModel, dtype_name
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
 
 ENCODERS = ("tanh", "lista")

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_int, check_lam, check_scalar, resolve_device
+from .._validation import check_choice, check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
     accumulate_sums_,
@@ -24,7 +24,7 @@ from ..operators import DenseDictionary
 from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
-from ._base import DenseLassoConfig, check_choice, dtype_name
+from ._base import DenseLassoConfig, dtype_name
 from ._dictionary_model import DictionaryModel
 
 METHODS = ("online", "sgd")

@@ -28,13 +28,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._docs import doc_filler
-from .._validation import as_tensor, check_int, check_scalar, check_seed, resolve_device
+from .._validation import (
+    as_tensor,
+    check_choice,
+    check_int,
+    check_scalar,
+    check_seed,
+    resolve_device,
+)
 from ..solvers import SolverResult
 from ..training import distributed as dist
 from ..training.denormals import denormals_flushed
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
-from ._base import MODEL_DOCS, LatentModel, ModelConfig, check_choice, codes_only, dtype_name
+from ._base import MODEL_DOCS, LatentModel, ModelConfig, codes_only, dtype_name
 from .vae_parts import (
     LIKELIHOODS,
     Decoder,
@@ -627,7 +634,7 @@ class VAE(LatentModel):
         loop = MinibatchLoop(
             n, batch_size, epochs, seed=self.seed, device=self.device, start=start,
             checkpoint=checkpoint, save=save, checkpoint_every=every, check_every=check_every,
-            watch=self, optimizer=opt, scheduler=scheduler, desc="vae",
+            watch=self, optimizer=opt, scheduler=scheduler, callback=callback, desc="vae",
             progress=progress and dist.is_main(),
         )
         model = dist.data_parallel(self, find_unused_parameters=True)
@@ -654,8 +661,7 @@ class VAE(LatentModel):
                         last_nll = [h["val_nll"] for h in self.history_ if "val_nll" in h]
                         if last_nll:
                             postfix["val_nll"] = f"{last_nll[-1]:.2f}"
-                    loop.step_done(b, self.n_steps_, loss=loss, postfix=postfix,
-                                   callback=callback, callback_args=(self.n_steps_, self))
+                    loop.step_done(b, self.n_steps_, loss=loss, postfix=postfix)
         self.eval()
         return self.history_
 

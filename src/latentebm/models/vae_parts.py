@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._docs import fill_doc
-from ._base import check_choice
+from .._validation import check_choice
 
 if TYPE_CHECKING:
     from .vae import VAEConfig

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .._docs import fill_doc
-from .._validation import as_tensor
+from .._validation import as_tensor, check_choice
 from .base import LinearOperator
 
 BOUNDARIES = ("full", "circular")
@@ -113,10 +113,8 @@ class ConvDictionary(LinearOperator):
 
     def __init__(self, kernels: Any, *, boundary: str = "full", method: str = "auto") -> None:
         super().__init__()
-        if boundary not in BOUNDARIES:
-            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        check_choice(boundary, "boundary", BOUNDARIES)
+        check_choice(method, "method", METHODS)
         self.kernels = as_tensor(kernels, "kernels", ndim=4)
         self.boundary = boundary
         self.method = method

@@ -8,14 +8,14 @@ The models keep their maths; a ``fit`` reads::
 
     loop = MinibatchLoop(n, batch_size, epochs, seed=..., device=..., start=(epoch, batch),
                          checkpoint=path, save=partial(self._save, path, ...),
-                         checkpoint_every=..., desc=..., progress=...)
+                         checkpoint_every=..., watch=self, callback=callback, desc=...,
+                         progress=...)
     with loop:
         for epoch in loop.epochs():
             stats = ...open(history, epoch.index, resumed=epoch.resumed)
             for b in epoch:
                 ... one step on Y[b.idx] ...
-                loop.step_done(b, n_steps, postfix={...}, callback=callback,
-                               callback_args=(n_steps, self))
+                loop.step_done(b, n_steps, postfix={...})  # callback(n_steps, self)
             stats.close()
 """
 
@@ -273,7 +273,6 @@ class MinibatchLoop:
 
     def step_done(self, batch: Batch, count: int, *, loss: torch.Tensor | None = None,
                   postfix: dict[str, str] | None = None,
-                  callback: Callable[..., object] | None = None,
                   callback_args: tuple[Any, ...] = ()) -> None:
         """After a step: flag a non-finite ``loss``, step the scheduler, move the position past
         ``batch``, advance the bar, run the callback, check for divergence every
@@ -290,10 +289,8 @@ class MinibatchLoop:
             The step's loss (any shape); checked for NaN/inf without host synchronisation.
         postfix : dict of str to str or None, default=None
             Values shown next to the progress bar.
-        callback : callable or None, default=None
-            Called as ``callback(*callback_args)`` instead of the loop's own callback.
         callback_args : tuple, default=()
-            Arguments of the callback; the loop's own one gets ``(count, watch)`` when empty.
+            Arguments of the loop's callback; ``(count, watch)`` when empty.
         """
         if loss is not None:
             bad = ~torch.isfinite(loss.detach()).all()
@@ -307,9 +304,7 @@ class MinibatchLoop:
         self._bar.update(1)
         if postfix is not None:
             self._bar.set_postfix(**postfix)
-        if callback is not None:
-            callback(*callback_args)
-        elif self.callback is not None:
+        if self.callback is not None:
             self.callback(*(callback_args or (count, self.watch)))
         if count % self.checkpoint_every == 0:
             self.save()

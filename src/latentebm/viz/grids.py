@@ -87,7 +87,7 @@ def _write_mosaic(tiles: np.ndarray, n_cols: Any, title: str | None,
     {returns_png}
     """
     mosaic = _mosaic(tiles, check_n_cols(n_cols))
-    fig = new_figure(*_inches(mosaic))
+    fig = new_figure(*_inches(mosaic, tile=max(tiles.shape[1:3])))
     _show_mosaic(fig.add_axes((0.02, 0.02, 0.96, 0.9 if title else 0.96)), mosaic, title)
     return save_png(fig, path)
 

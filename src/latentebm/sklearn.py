@@ -89,6 +89,24 @@ class _CertifiedCoder(
         self.transform_tol = transform_tol
         self.device = device
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit to ``X``: learn ``components_`` (:class:`DictionaryLearning`) or only check ``X``
+        against the dictionary (:class:`SparseCoder`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training signals.
+        {sklearn_y_ignored}
+
+        Returns
+        -------
+        self
+        """
+        self._fit(validate_data(self, X, dtype=_FLOATS))
+        return self
+
     def transform(self, X, y=None):
         """Sparse codes of ``X``, each certified to a relative duality gap of ``transform_tol``.
 
@@ -120,6 +138,10 @@ class _CertifiedCoder(
         ndarray of shape (n_samples, n_features)
         """
         return _decode(self, X, self._atoms(None))
+
+    @abstractmethod
+    def _fit(self, X: np.ndarray) -> None:
+        """Fit to the validated signals ``X`` ``(n_samples, n_features)``."""
 
     @abstractmethod
     def _atoms(self, n_features: int | None) -> np.ndarray:
@@ -221,25 +243,10 @@ class DictionaryLearning(_CertifiedCoder):
                          transform_max_iter=transform_max_iter, transform_tol=transform_tol,
                          device=device)
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Learn ``components_`` from ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training signals.
-        {sklearn_y_ignored}
-
-        Returns
-        -------
-        self
-        """
-        X = validate_data(self, X, dtype=_FLOATS)
+    def _fit(self, X: np.ndarray) -> None:
         self._model = self._new_model(X)
         self._train(X, epochs=self.max_iter)
         self.n_iter_ = self.max_iter
-        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
@@ -339,23 +346,8 @@ class SparseCoder(_CertifiedCoder):
                          transform_max_iter=transform_max_iter, transform_tol=transform_tol,
                          device=device)
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Check ``X`` against the dictionary; nothing is learned.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Signals (only their shape and values are checked).
-        {sklearn_y_ignored}
-
-        Returns
-        -------
-        self
-        """
-        X = validate_data(self, X, dtype=_FLOATS)
+    def _fit(self, X: np.ndarray) -> None:
         self.n_components_ = self._atoms(X.shape[1]).shape[0]
-        return self
 
     def _check_signals(self, X) -> np.ndarray:
         self._validate_params()

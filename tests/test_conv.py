@@ -303,6 +303,26 @@ def test_circular_training_lowers_the_energy():
                                torch.ones(4, dtype=F64))
 
 
+def test_coding_method_auto_is_admm_for_circular_and_fista_for_full():
+    K, Y = planted(seed=5, n=4)
+
+    def kernels(boundary, method):
+        model = le.ConvDictionaryLearning(4, 5, 1, lam=0.05, boundary=boundary, seed=0,
+                                          init="random", dtype=F64)
+        model.fit(Y, epochs=2, batch_size=2, max_iter=10, dict_steps=2, method=method,
+                  replace_threshold=None, progress=False)
+        return model.dictionary()
+
+    torch.testing.assert_close(kernels("circular", "auto"), kernels("circular", "admm"),
+                               rtol=0, atol=0)
+    assert not torch.allclose(kernels("circular", "auto"), kernels("circular", "fista"))
+    torch.testing.assert_close(kernels("full", "auto"), kernels("full", "fista"), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown method 'lars'"):
+        kernels("full", "lars")
+    with pytest.raises(ValueError, match="method 'gram_cd' cannot solve"):
+        kernels("circular", "gram_cd")
+
+
 def test_training_lowers_the_energy_and_resumes_exactly(tmp_path):
     K, Y = planted(seed=1, n=8)
     fresh = le.ConvDictionaryLearning(4, 5, 1, lam=0.05, seed=2, dtype=F64)

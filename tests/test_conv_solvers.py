@@ -42,8 +42,10 @@ def test_admm_equals_dense_fista_on_the_toeplitz_matrix(boundary, channels, nonn
     # the energy the solver reports is the energy of the codes it returns
     direct = le.lasso_energy(Y, op, admm.z, LAM, nonneg=nonneg)
     assert torch.allclose(admm.energy, direct, rtol=1e-10)
+    # a gap of tol·E bounds the code error only by about sqrt(2·tol·E / μ) (μ the curvature on
+    # the support): 1e-6 for these energies, more for the flatter masked problems
     codes = (admm.z.reshape(len(Y), -1) - dense.z).abs().max()
-    assert float(codes) < (1e-6 if boundary == "circular" else 1e-3)
+    assert float(codes) < (1e-5 if boundary == "circular" else 1e-3)
     if nonneg:
         assert float(admm.z.min()) >= 0
 

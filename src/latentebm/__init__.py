@@ -5,6 +5,7 @@
 
 from importlib import metadata as _metadata
 
+from .allocator import keep_large_allocations
 from .energy import (
     ConditionalConvDecoder,
     ConditionalLinearDecoder,
@@ -54,4 +55,5 @@ __all__ = [
     "L1",
     "NonNegL1",
     "UnitBall",
+    "keep_large_allocations",
 ]

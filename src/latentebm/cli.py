@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import __version__
+from .allocator import keep_large_allocations
 from .experiments import command_modules
 from .experiments._lock import release_all
 from .training import distributed
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command and return its exit status. Under ``torchrun`` the command runs in the
-    job's process group and rank 0 alone prints what it wrote.
+    job's process group and rank 0 alone prints what it wrote. Large freed CPU buffers are kept
+    for reuse (:func:`~latentebm.keep_large_allocations`).
 
     Parameters
     ----------
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         130 Ctrl-C.
     """
     args = build_parser().parse_args(argv)
+    keep_large_allocations()  # our own process: large tensors reuse freed pages (allocator.py)
     try:
         # under torchrun: join the process group (gloo on CPU, NCCL on CUDA) for the command
         with distributed.process_group():

@@ -16,9 +16,10 @@ import torch
 from .._docs import fill_doc
 from ..objective import lasso_energy
 from ..operators import LinearOperator
-from ..problem import to_output
+from ..problem import Problem, to_output
 from ..regularizers import Regularizer, get_regularizer
-from ..solvers import SolverResult, fista, proximal_gradient
+from ..solvers import SolverResult, fista
+from ..solvers.api import resolve_method
 from ..training.fit_options import FitOptions
 from ._base import LatentModel
 
@@ -120,12 +121,15 @@ class DictionaryModel(LatentModel):
         )
 
     def forward(self, Y: torch.Tensor, z0: torch.Tensor | None = None, *, tol: float = 1e-3,
-                max_iter: int = 200) -> SolverResult:
-        """The solver's output for validated signals ``Y`` ``(batch, *signal_shape)``,
-        warm-started from ``z0``; no checks, no gradient."""
+                max_iter: int = 200, method: str = "fista") -> SolverResult:
+        """The output of the solver ``method`` (a name registered with
+        :func:`~latentebm.solvers.register_method`, or ``"auto"``) for validated signals ``Y``
+        ``(batch, *signal_shape)``, warm-started from ``z0``; no checks, no gradient."""
+        problem = Problem(Y, self.operator(), self.lam, numpy_out=False)
+        reg = self.regularizer()
         with torch.no_grad():
-            return proximal_gradient(self.operator(), Y, self.lam, self.regularizer(), z0=z0,
-                                     tol=tol, max_iter=max_iter)
+            return resolve_method(method, problem, reg).run(problem, reg, z0, tol=tol,
+                                                            max_iter=max_iter, callback=None)
 
     def decode(self, Z: Any) -> Any:
         """``A z`` ``(batch, *signal_shape)`` for codes ``Z`` ``(batch, *code_shape)``."""

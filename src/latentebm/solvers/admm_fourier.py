@@ -6,7 +6,8 @@
 makes the ``x`` update one linear system per frequency, ``(D̂ᴴD̂ + σI) x̂ = b̂``, solved in closed
 form by the Woodbury identity through a ``channels × channels`` inverse (for one channel the
 Sherman–Morrison division ``1 / (σ + ‖d̂‖²)``). With over-relaxation (``relax``) and, by default,
-residual balancing of the penalty ρ (one ρ for the batch).
+residual balancing of the penalty ρ. Each image has its own ρ, so an image's codes do not depend
+on the other images of the batch (a batch split between processes gives the same codes).
 
 Boundaries:
 
@@ -46,36 +47,50 @@ REBALANCE_EVERY = 10
 
 class _Factor:
     """``(D̂ᴴD̂ + σI)⁻¹`` per frequency by Woodbury, applied in place to a right-hand side ``b``
-    already divided by ``σ``: ``σ(D̂ᴴD̂ + σI)⁻¹ b = b − D̂ᴴ(σI + D̂D̂ᴴ)⁻¹D̂ b``."""
+    already divided by ``σ``: ``σ(D̂ᴴD̂ + σI)⁻¹ b = b − D̂ᴴ(σI + D̂D̂ᴴ)⁻¹D̂ b``; ``σ`` is one
+    number per image, ``(B,)``."""
 
     def __init__(self, emb, sigma: torch.Tensor) -> None:
         self.emb = emb
         spec = emb.spectrum
         self.conj_spectrum = spec.conj().resolve_conj()
         if spec.shape[1] == 1:
-            self.inner = 1.0 / (sigma + spec.abs().square().sum(0)[0])
+            self.power = spec.abs().square().sum(0)[0]
         else:
-            outer = torch.einsum("mcyx,mdyx->yxcd", spec, spec.conj())
-            eye = torch.eye(spec.shape[1], dtype=spec.dtype, device=spec.device)
-            self.inner = torch.linalg.inv(outer + sigma * eye).permute(2, 3, 0, 1)
+            self.outer = torch.einsum("mcyx,mdyx->yxcd", spec, spec.conj())
+            self.eye = torch.eye(spec.shape[1], dtype=spec.dtype, device=spec.device)
+        self.set_sigma(sigma)
+
+    def set_sigma(self, sigma: torch.Tensor) -> None:
+        """Refactor for the per-image ``σ`` ``(B,)`` (or ``(1,)``, one ``σ`` for every image)."""
+        if self.emb.spectrum.shape[1] == 1:
+            self.inner = 1.0 / (sigma[:, None, None, None] + self.power)
+        else:
+            inv = torch.linalg.inv(self.outer + sigma[:, None, None, None, None] * self.eye)
+            self.inner = inv.permute(0, 3, 4, 1, 2)
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Keep the factors of the images ``mask`` ``(B,)`` selects."""
+        self.inner = self.inner[mask]
 
     def solve_(self, b_f: torch.Tensor) -> torch.Tensor:
         """Overwrite ``b_f`` ``(B, n_atoms, gh, gw // 2 + 1)`` (the right-hand side over σ)
         with the solution; returns it."""
         t = self.emb.synthesis(b_f)
-        if self.inner.dim() == 2:
+        if self.emb.spectrum.shape[1] == 1:
             t.mul_(self.inner)
         else:
-            t = torch.einsum("cdyx,bdyx->bcyx", self.inner, t)
+            t = (self.inner * t[:, None]).sum(2)
         for c in range(t.shape[1]):
             b_f.addcmul_(self.conj_spectrum[:, c], t[:, c : c + 1], value=-1)
         return b_f
 
 
 class _State:
-    """The working part of the batch. ``y`` and ``u`` live on the FFT grid."""
+    """The working part of the batch. ``y`` and ``u`` live on the FFT grid; ``rho`` is each
+    image's penalty ``(B,)``."""
 
-    FIELDS = ("idx", "Y", "s_grid", "b_f", "y", "u", "y0", "u0")
+    FIELDS = ("idx", "Y", "s_grid", "b_f", "y", "u", "y0", "u0", "rho")
 
     def __init__(self, **fields: torch.Tensor | None) -> None:
         for name in self.FIELDS:
@@ -119,11 +134,12 @@ def admm_fourier(
     z0 : torch.Tensor or None, shape (batch, n_atoms, H', W')
         Warm start of the sparse codes.
     rho : float or None
-        Initial penalty; by default ``50λ + 1`` (Wohlberg's choice, as in SPORCO).
+        Initial penalty of every image; by default ``50λ + 1`` (Wohlberg's choice, as in
+        SPORCO).
     relax : float
         Over-relaxation ``α`` in ``(0, 2)``.
     adaptive : bool
-        Residual balancing of ρ every :data:`REBALANCE_EVERY` iterations.
+        Residual balancing of each image's ρ every :data:`REBALANCE_EVERY` iterations.
     {solver_callback}
 
     Returns
@@ -136,10 +152,9 @@ def admm_fourier(
     grid, codes = emb.grid, emb.code_region
     code_shape = (batch, op.n_atoms, *grid)
     masked = not emb.circular
-    rho_t = torch.tensor(50 * lam + 1 if rho is None else rho, dtype=Y.dtype)
-    if Y.device.type != "cpu":
-        rho_t = rho_t.to(Y.device)
-    factor = _Factor(emb, torch.ones((), dtype=Y.dtype, device=Y.device) if masked else rho_t)
+    rho_t = torch.full((batch,), 50 * lam + 1 if rho is None else rho, dtype=Y.dtype,
+                       device=Y.device)
+    factor = _Factor(emb, rho_t.new_ones(1) if masked else rho_t)  # masked: σ = 1 for all
 
     y = torch.zeros(code_shape, dtype=Y.dtype, device=Y.device)
     u = torch.zeros_like(y)
@@ -148,22 +163,23 @@ def admm_fourier(
         y[(..., *codes)] = z0
         r0 = Y.new_zeros((batch, Y.shape[1], *grid))
         r0[(..., *emb.signal_region)] = Y - op.decode(z0)
-        u = torch.fft.irfft2(emb.analysis(torch.fft.rfft2(r0)), s=grid) / rho_t
+        u = torch.fft.irfft2(emb.analysis(torch.fft.rfft2(r0)), s=grid) / _per_image(rho_t)
     if masked:
         s_grid = Y.new_zeros((batch, Y.shape[1], *grid))
         s_grid[(..., *emb.signal_region)] = Y
         state = _State(idx=torch.arange(batch, device=Y.device), Y=Y, s_grid=s_grid, b_f=None,
-                       y=y, u=u, y0=_grid_decode(emb, y) - s_grid, u0=torch.zeros_like(s_grid))
+                       y=y, u=u, y0=_grid_decode(emb, y) - s_grid, u0=torch.zeros_like(s_grid),
+                       rho=rho_t)
         if z0 is not None:
-            state.u0 = -r0 / rho_t
+            state.u0 = -r0 / _per_image(rho_t)
         weight = torch.zeros((1, 1, *grid), dtype=Y.dtype, device=Y.device)
         weight[(..., *emb.signal_region)] = 1
         code_mask = torch.zeros((1, 1, *grid), dtype=Y.dtype, device=Y.device)
         code_mask[(..., *codes)] = 1
     else:
         state = _State(idx=torch.arange(batch, device=Y.device), Y=Y, s_grid=None,
-                       b_f=emb.analysis(torch.fft.rfft2(Y)) / rho_t, y=y, u=u, y0=None,
-                       u0=None)
+                       b_f=emb.analysis(torch.fft.rfft2(Y)) / _per_image(rho_t), y=y, u=u,
+                       y0=None, u0=None, rho=rho_t)
 
     extrapolation = DualExtrapolation(Y, lam, reg, adjoint=op.adjoint)
     out = BatchOutputs(y[(..., *codes)])
@@ -185,28 +201,30 @@ def admm_fourier(
             c_x = op.adjoint(r_x) if check else None
         else:
             r_x = state.Y - torch.fft.irfft2(emb.synthesis(x_f), s=grid) if check else None
-            c_x = rho_t * (x - state.y + state.u) if check else None
+            c_x = _per_image(state.rho) * (x - state.y + state.u) if check else None
         rebalance = adaptive and k % REBALANCE_EVERY == 0
         x_plain = x.clone() if rebalance else None
         # ---- relaxation, prox, multiplier update: v = αx + (1 − α)y + u, in place in x
         v = x.mul_(relax).add_(state.y, alpha=1 - relax).add_(state.u)
-        y_new = reg.prox(v, lam / rho_t)
+        rho_b = _per_image(state.rho)
+        y_new = reg.prox(v, lam / rho_b)
         if masked:
             y_new.mul_(code_mask)
             v0 = dx.mul_(relax).add_(state.y0 + state.s_grid, alpha=1 - relax)
             v0.sub_(state.s_grid).add_(state.u0)
-            state.y0 = v0 * (1 - weight / (1 + rho_t))
+            state.y0 = v0 * (1 - weight / (1 + rho_b))
             state.u0 = v0 - state.y0
         state.y, state.u = y_new, v.sub_(y_new)
         if rebalance:
-            scale = _rebalance(x_plain, y_old, state.y, state.u, rho_t)
-            rho_t = rho_t * scale
-            state.u = state.u / scale
+            scale = _rebalance(x_plain, y_old, state.y, state.u)
+            state.rho = state.rho * scale
+            scale_b = _per_image(scale)
+            state.u = state.u / scale_b
             if masked:
-                state.u0 = state.u0 / scale
+                state.u0 = state.u0 / scale_b
             else:
-                factor = _Factor(emb, rho_t)
-                state.b_f = state.b_f / scale
+                factor.set_sigma(state.rho)
+                state.b_f = state.b_f / scale_b
         if not check:
             if callback is not None:
                 callback(k, IterationState(k, batch, state.y[(..., *codes)], state.idx))
@@ -233,6 +251,8 @@ def admm_fourier(
             break
         if any_done:
             state.keep(~done)
+            if not masked:
+                factor.keep(~done)
     return out.result("admm")
 
 
@@ -241,17 +261,25 @@ def _grid_decode(emb, y: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(emb.synthesis(torch.fft.rfft2(y)), s=emb.grid)
 
 
-def _rebalance(x, y_old, y, u, rho) -> torch.Tensor:
-    """The factor ρ changes by (residual balancing on the whole batch, normalised residuals as
-    in SPORCO): primal ``‖x − y‖ / max(‖x‖, ‖y‖)``, dual ``ρ‖y − y_old‖ / ‖ρu‖``."""
+def _per_image(values: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` to ``(B, 1, 1, 1)``, to scale maps ``(B, n, h, w)`` image by image."""
+    return values[:, None, None, None]
+
+
+def _rebalance(x, y_old, y, u) -> torch.Tensor:
+    """The factor ``(B,)`` each image's ρ changes by (residual balancing, normalised residuals
+    as in SPORCO): primal ``‖x − y‖ / max(‖x‖, ‖y‖)``, dual ``ρ‖y − y_old‖ / ‖ρu‖``."""
     tiny = torch.finfo(x.dtype).tiny
-    primal = (x - y).norm() / torch.maximum(x.norm(), y.norm()).clamp_min(tiny)
-    dual = (y - y_old).norm() / u.norm().clamp_min(tiny)
+
+    def norms(t: torch.Tensor) -> torch.Tensor:
+        return t.flatten(1).norm(dim=1)
+
+    primal = norms(x - y) / torch.maximum(norms(x), norms(y)).clamp_min(tiny)
+    dual = norms(y - y_old) / norms(u).clamp_min(tiny)
     ratio = primal / dual.clamp_min(tiny)
     scale = ratio.sqrt().clamp(1 / MAX_SCALING, MAX_SCALING)
     unbalanced = (ratio > RESIDUAL_RATIO) | (ratio < 1 / RESIDUAL_RATIO)
-    scale = torch.where(unbalanced & torch.isfinite(scale), scale, torch.ones_like(scale))
-    return scale.to(rho.device)
+    return torch.where(unbalanced & torch.isfinite(scale), scale, torch.ones_like(scale))
 
 
 def _run(problem: Problem, reg: Regularizer, z0: torch.Tensor | None, *, tol: float,

@@ -148,16 +148,10 @@ def solve(
 
     {returns_solver_result}
     """
-    if not isinstance(method, str) or (method != "auto" and method not in METHODS):
-        raise ValueError(f"unknown method {method!r}; known: "
-                         + ", ".join(["'auto'", *(repr(m) for m in sorted(METHODS))]))
+    check_method_name(method)
     problem = prepare(Y, W, lam)
     reg = _regularizer(regularizer, nonneg)
-    chosen = _choose(problem, reg) if method == "auto" else METHODS[method]
-    reason = chosen.unsupported(problem.op, reg)
-    if reason is not None:
-        raise ValueError(f"method {chosen.name!r} cannot solve this problem "
-                         f"({type(problem.op).__name__} with {reg!r}): {reason}")
+    chosen = resolve_method(method, problem, reg)
     unknown = set(options) - chosen.options
     if unknown:
         raise TypeError(f"method {chosen.name!r} takes no option(s) {sorted(unknown)}; "
@@ -270,6 +264,49 @@ def _regularizer(regularizer: Regularizer | None, nonneg: bool) -> Regularizer:
     return regularizer
 
 
+def check_method_name(method: Any) -> str:
+    """``method`` checked to be ``"auto"`` or a registered name.
+
+    Parameters
+    ----------
+    method : Any
+        What the caller passed as ``method``.
+
+    Returns
+    -------
+    str
+    """
+    if not isinstance(method, str) or (method != "auto" and method not in METHODS):
+        raise ValueError(f"unknown method {method!r}; known: "
+                         + ", ".join(["'auto'", *(repr(m) for m in sorted(METHODS))]))
+    return method
+
+
+def resolve_method(method: str, problem: Problem, reg: Regularizer) -> Method:
+    """The :class:`Method` that ``method`` names for this problem (``"auto"``: the first
+    preferred one by priority); ``ValueError`` naming both when it cannot solve the problem.
+
+    Parameters
+    ----------
+    method : str
+        ``"auto"`` or a name from :data:`METHODS` (see :func:`check_method_name`).
+    problem : Problem
+        The validated problem (its operator, signals and λ decide ``"auto"``).
+    reg : Regularizer
+        The penalty.
+
+    Returns
+    -------
+    Method
+    """
+    chosen = _choose(problem, reg) if method == "auto" else METHODS[method]
+    reason = chosen.unsupported(problem.op, reg)
+    if reason is not None:
+        raise ValueError(f"method {chosen.name!r} cannot solve this problem "
+                         f"({type(problem.op).__name__} with {reg!r}): {reason}")
+    return chosen
+
+
 def _choose(problem: Problem, reg: Regularizer) -> Method:
     for method in sorted(METHODS.values(), key=lambda m: (m.priority, m.name)):
         if method.unsupported(problem.op, reg) is None and method.preferred(problem, reg):
@@ -290,4 +327,5 @@ def _run(method: Method, problem: Problem, reg: Regularizer, z0: Any, tol: float
     return result.to_output(problem.numpy_out)
 
 
-__all__ = ["solve", "fista", "ista", "Method", "METHODS", "register_method"]
+__all__ = ["solve", "fista", "ista", "Method", "METHODS", "register_method", "resolve_method",
+           "check_method_name"]

@@ -9,7 +9,7 @@ Problem (identical for both, circular boundaries as in SPORCO):
 The energy is recorded after every outer iteration: for SPORCO from its dictionary
 (``getdict()``) and coefficients (the better of the ADMM ``X`` and its sparse split variable
 ``Y``) by one float64 NumPy function, inside a callback whose own time is subtracted; for
-latentebm the float64 energy its FISTA returns for the current dictionary (the callback only
+latentebm the float64 energy its coding solver returns for the current dictionary (the callback
 records it). Clock: SPORCO's ``solve_wo_eval`` timer minus the callback time; latentebm's
 wall clock of ``fit`` minus the callback time.
 
@@ -42,6 +42,9 @@ from b3_conv_sparse_coding import (
 HERE = Path(__file__).resolve().parent
 LAM = 0.1
 N_ATOMS, KERNEL, CROP, N_IMAGES = 32, 8, 128, 10
+ALLOCATOR_LIMIT = 1 << 30
+#: glibc reads these at start: the same thresholds as ``latentebm.keep_large_allocations``
+ALLOCATOR_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def images():
@@ -109,7 +112,7 @@ def sporco_worker(iterations: int, xmethod: str, dmethod: str, out: str) -> None
                                      "pyfftw": sporco.fft.have_pyfftw}))
 
 
-def run_sporco(iterations: int, xmethod: str, dmethod: str) -> dict:
+def run_sporco(iterations: int, xmethod: str, dmethod: str, kept_allocations: bool) -> dict:
     import numpy as np
 
     np.save(RAW / "b4_images.npy", images())
@@ -118,14 +121,19 @@ def run_sporco(iterations: int, xmethod: str, dmethod: str) -> dict:
     cmd = [str(SPORCO_PYTHON), str(Path(__file__).resolve()), "--sporco-worker",
            "--iterations", str(iterations), "--xmethod", xmethod, "--dmethod", dmethod,
            "--worker-out", str(out)]
-    subprocess.run(cmd, check=True, env=dict(os.environ))
+    env = dict(os.environ)
+    for var in ALLOCATOR_VARS:
+        env.pop(var, None)
+        if kept_allocations:
+            env[var] = str(ALLOCATOR_LIMIT)
+    subprocess.run(cmd, check=True, env=env)
     return json.loads(out.read_text())
 
 
 # ----------------------------------------------------------------------------- latentebm
 
 
-def run_ours(iterations: int, max_iter: int, dict_steps: int) -> dict:
+def run_ours(iterations: int, method: str, max_iter: int, dict_steps: int) -> dict:
     import torch
 
     import latentebm as le
@@ -145,7 +153,7 @@ def run_ours(iterations: int, max_iter: int, dict_steps: int) -> dict:
 
     model.fit(S, epochs=iterations, batch_size=N_IMAGES, tol=0.0, max_iter=max_iter,
               dict_steps=dict_steps, replace_threshold=None, callback=callback,
-              progress=False)
+              method=method, progress=False)
     final = float(model.energy(S).sum())  # free energy of the final dictionary, for reference
     return {"trace": trace, "final_free_energy": final}
 
@@ -161,7 +169,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=40,
-                        help="outer iterations of every contender (default: 40)")
+                        help="outer iterations of latentebm's runs (default: 40)")
+    parser.add_argument("--sporco-iterations", type=int, default=100,
+                        help="outer iterations of SPORCO's ADMM/CNS run, so that it has the "
+                        "time to approach the best final energy (default: 100; its PGM run "
+                        "gets --iterations)")
+    parser.add_argument("--allocator", choices=("kept", "default"), default="kept",
+                        help="kept: every contender runs with glibc's mmap and trim "
+                        "thresholds at 1 GiB (latentebm.keep_large_allocations() here, the "
+                        "MALLOC_*_THRESHOLD_ variables for SPORCO's process), and SPORCO's "
+                        "ADMM/CNS also once with the default allocator (default: kept)")
     parser.add_argument("--out", default=str(HERE / "results" / "B4.md"))
     parser.add_argument("--sporco-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--xmethod", default="admm", help=argparse.SUPPRESS)
@@ -177,20 +194,30 @@ def main() -> None:
 
     import latentebm as le
 
+    if args.allocator == "kept":
+        le.keep_large_allocations(ALLOCATOR_LIMIT)
+
     torch.set_num_threads(args.threads)
     RAW.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     runs: dict[str, dict] = {}
-    for max_iter, dict_steps in ((5, 5), (2, 2)):
-        label = f"latentebm ConvDictionaryLearning (FISTA ≤ {max_iter} it., {dict_steps} " \
-                "kernel steps per outer iteration)"
-        runs[label] = run_ours(args.iterations, max_iter, dict_steps)
+    for method, max_iter, dict_steps in (("auto", 10, 5), ("admm", 15, 5), ("fista", 5, 5)):
+        name = "ADMM" if method in ("auto", "admm") else "FISTA"
+        label = f"latentebm ConvDictionaryLearning (method={method!r}: {name} ≤ {max_iter} " \
+                f"it., {dict_steps} kernel steps per outer iteration)"
+        runs[label] = run_ours(args.iterations, method, max_iter, dict_steps)
     sporco_note = "SPORCO not installed: run `bash benchmarks/setup_sporco.sh`"
+    sporco_runs = [("admm", "cns", args.sporco_iterations, args.allocator),
+                   ("pgm", "pgm", args.iterations, args.allocator)]
+    if args.allocator == "kept":
+        sporco_runs.append(("admm", "cns", args.iterations, "default"))
     if SPORCO_PYTHON.exists():
-        for xmethod, dmethod in (("admm", "cns"), ("pgm", "pgm")):
-            label = f"SPORCO ConvBPDNDictLearn (xmethod={xmethod}, dmethod={dmethod})"
+        for xmethod, dmethod, iterations, allocator in sporco_runs:
+            label = f"SPORCO ConvBPDNDictLearn (xmethod={xmethod}, dmethod={dmethod}, " \
+                    f"{iterations} it.{', default allocator' if allocator == 'default' else ''})"
             try:
-                runs[label] = run_sporco(args.iterations, xmethod, dmethod)
+                runs[label] = run_sporco(iterations, xmethod, dmethod,
+                                         kept_allocations=allocator == "kept")
                 sporco_note = f"SPORCO {runs[label]['sporco']} (pyfftw " \
                               f"{'yes' if runs[label]['pyfftw'] else 'no'})"
             except subprocess.CalledProcessError as exc:
@@ -224,15 +251,23 @@ def main() -> None:
         "```",
         "bash benchmarks/setup_sporco.sh",
         f".venv/bin/python benchmarks/b4_conv_dictionary_learning.py --threads {args.threads} "
-        f"--iterations {args.iterations}",
+        f"--iterations {args.iterations} --sporco-iterations {args.sporco_iterations} "
+        f"--allocator {args.allocator}",
         "```",
         "",
         f"- Problem: Σ_n ½‖Σ_m d_m ⊛ x_nm − s_n‖² + λ‖x‖₁, ‖d_m‖ = 1, circular boundaries; "
         f"{N_ATOMS} filters {KERNEL}x{KERNEL}, λ = {LAM}; s_n = Tikhonov high-pass of the "
         f"central {CROP}x{CROP} grey crops of kodim01-{N_IMAGES:02d} (Kodak24). Same random "
         "initial dictionary (seed 0) for everyone; float64 everywhere.",
-        f"- {args.iterations} outer iterations each. Energy after every outer iteration (see "
+        f"- Outer iterations as each row says. Energy after every outer iteration (see "
         "the script's docstring for how each is read); the evaluation time is excluded.",
+        "- Allocator: " + ("glibc's mmap and trim thresholds at 1 GiB for every contender "
+                           "(`latentebm.keep_large_allocations()`, which the `latentebm` "
+                           "command sets; the `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` "
+                           "variables for SPORCO), so freed code-sized arrays are reused "
+                           "instead of page-faulted afresh; one SPORCO row with the default "
+                           "allocator for comparison." if args.allocator == "kept"
+                           else "glibc's defaults for everyone."),
         f"- Threads: {args.threads} for every contender. Shared machine: load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.",
         f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
@@ -249,8 +284,8 @@ def main() -> None:
         lines += ["", f"Fastest SPORCO / fastest latentebm to within 1 %: "
                   f"{min(theirs) / min(ours):.2f}."]
     elif ours:
-        lines += ["", f"No SPORCO run comes within 1 % of the best final energy in "
-                  f"{args.iterations} outer iterations, so there is no ratio at that level."]
+        lines += ["", "No SPORCO run comes within 1 % of the best final energy in its outer "
+                  "iterations, so there is no ratio at that level."]
     lines += _at_sporco_level(runs)
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)

@@ -41,9 +41,9 @@ def _per_iteration(solve) -> float:
 def worker(keep: bool, threads: int) -> dict:
     """The measurements of one process (``keep``: with the setting)."""
     import torch
+    from b4_conv_dictionary_learning import images, initial_dictionary
 
     import latentebm as le
-    from b4_conv_dictionary_learning import images, initial_dictionary
 
     kept = le.keep_large_allocations() if keep else False
     torch.set_num_threads(threads)

@@ -259,7 +259,7 @@ def main() -> None:
         f"{N_ATOMS} filters {KERNEL}x{KERNEL}, λ = {LAM}; s_n = Tikhonov high-pass of the "
         f"central {CROP}x{CROP} grey crops of kodim01-{N_IMAGES:02d} (Kodak24). Same random "
         "initial dictionary (seed 0) for everyone; float64 everywhere.",
-        f"- Outer iterations as each row says. Energy after every outer iteration (see "
+        "- Outer iterations as each row says. Energy after every outer iteration (see "
         "the script's docstring for how each is read); the evaluation time is excluded.",
         "- Allocator: " + ("glibc's mmap and trim thresholds at 1 GiB for every contender "
                            "(`latentebm.keep_large_allocations()`, which the `latentebm` "

@@ -71,6 +71,14 @@ def test_soft_threshold_fast_path_is_the_clamp_formula():
     per_sample = torch.tensor([0.1, 0.5], dtype=F64)[:, None, None, None]
     torch.testing.assert_close(soft_threshold(v, per_sample),
                                v - torch.clamp(v, min=-per_sample, max=per_sample))
+    # large samples (conv codes) take the per-sample softshrink loop: the same numbers
+    big = torch.randn(2, 8, 64, 64, dtype=F64)
+    expected = big - torch.clamp(big, min=-per_sample, max=per_sample)
+    assert torch.equal(soft_threshold(big, per_sample), expected)
+    with torch.enable_grad():  # autograd keeps the clamp formula, and its gradient
+        learned = per_sample.clone().requires_grad_(True)
+        soft_threshold(big, learned).sum().backward()
+    assert learned.grad is not None
 
 
 def test_decode_is_a_sum_of_convolutions():

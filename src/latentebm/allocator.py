@@ -5,8 +5,8 @@ fresh pages from the kernel and returns them on ``free``, so the next tensor of 
 page-faulted and zero-filled again, page by page. The convolutional solvers create several
 tensors the size of the codes per iteration (42 MB for 10 images of 128x128 with 32 float64
 maps), and that refilling cost more than the arithmetic: one ADMM iteration on that batch took
-118 ms by default and 52 ms with these thresholds raised, one FISTA iteration 201 ms and 82 ms,
-and a FISTA iteration on 10 000 MNIST-sized signals with 256 atoms 47 ms and 37 ms (2 threads,
+98 ms by default and 41 ms with these thresholds raised, one FISTA iteration 175 ms and 76 ms,
+and a FISTA iteration on 10 000 MNIST-sized signals with 256 atoms 45 ms and 34 ms (2 threads,
 float64; ``benchmarks/results/allocator.md``).
 
 This is a process-wide setting, so the library never makes it on import: the ``latentebm``

@@ -29,8 +29,10 @@ def soft_threshold(v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
 
     A single threshold known on the host (a number, or a 0-dim CPU tensor: reading it costs no
     device synchronisation) and not being learned goes through the fused ``softshrink`` kernel,
-    one pass over ``v`` with the same arithmetic; per-sample, learned or accelerator-held
-    thresholds through ``clamp`` with tensor bounds (several times slower on CPU).
+    one pass over ``v`` with the same arithmetic, and so does a CPU threshold per sample
+    ``(batch, 1, ..., 1)`` of large samples outside autograd, one sample at a time (ADMM's
+    per-image penalty: 1.4 ms against 4.4 ms for ``clamp`` on 10 x 32 x 128 x 128 float64
+    codes); learned or accelerator-held thresholds go through ``clamp`` with tensor bounds.
 
     Parameters
     ----------
@@ -45,9 +47,29 @@ def soft_threshold(v: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
         if (tau.dim() == 0 and tau.device.type == "cpu" and not tau.requires_grad
                 and v.is_floating_point()):
             return F.softshrink(v, float(tau))
+        if _per_sample_on_host(v, tau):
+            out = torch.empty_like(v)
+            for i, tau_i in enumerate(tau.flatten().tolist()):
+                torch.ops.aten.softshrink.out(v[i], tau_i, out=out[i])
+            return out
         return v - torch.clamp(v, min=-tau, max=tau)
     return F.softshrink(v, float(tau)) if v.is_floating_point() else \
         v - torch.clamp(v, min=-float(tau), max=float(tau))
+
+
+LOOP_MIN_SAMPLE_SIZE = 32768
+"""Entries per sample from which a per-sample threshold is applied sample by sample (below it,
+the Python loop would cost more than ``clamp``'s extra passes: dense codes of 256 atoms)."""
+
+
+def _per_sample_on_host(v: torch.Tensor, tau: torch.Tensor) -> bool:
+    """Whether ``tau`` is one CPU number per large sample of the CPU batch ``v``, outside
+    autograd and compilation (where ``softshrink``'s ``out=`` form cannot go)."""
+    return (v.device.type == "cpu" and tau.device.type == "cpu" and v.is_floating_point()
+            and v.dim() > 1 and v[0].numel() >= LOOP_MIN_SAMPLE_SIZE
+            and tau.dim() == v.dim() and tau.shape[0] == v.shape[0] and tau.numel() == v.shape[0]
+            and not (torch.is_grad_enabled() and (v.requires_grad or tau.requires_grad))
+            and not torch.compiler.is_compiling())
 
 
 @fill_doc

@@ -213,8 +213,8 @@ class ConvDictionaryLearning(DictionaryModel):
             (``True`` is refused there: that buffer is what streaming avoids).
         method : str, default="auto"
             Solver of the coding step, as in :func:`latentebm.solve`: ``"auto"`` runs ADMM in
-            the Fourier domain for circular boundaries (B4 in ``benchmarks/``: 10 ADMM
-            iterations per mini-batch reach a given energy in about half the time of 5 FISTA
+            the Fourier domain for circular boundaries (B4 in ``benchmarks/``: with 10 ADMM
+            iterations per mini-batch the energy is lower at every moment than with 5 FISTA
             iterations) and, for the ``"full"`` boundary on the CPU, FISTA with backtracking;
             ``"admm"`` or ``"fista"`` force one.
         {fit_options}

@@ -56,7 +56,8 @@ class DualExtrapolation:
 
     Notes
     -----
-    Memory: ``K + 1`` residuals (or codes) and ``K + 1`` gradients per sample. Call
+    Memory: up to ``K + 1`` residuals (or codes) and ``K + 1`` gradients per sample, one more
+    of each per call until there are ``K + 1``. Call
     :meth:`update` at a constant spacing with the rows ``idx`` of the samples still being
     solved; the working rows may only shrink. :meth:`restart` forgets the history of rows whose
     iterate jumped. No host synchronisation.
@@ -73,9 +74,12 @@ class DualExtrapolation:
         self.yy = batch_dot(Y, Y).double()
         self.best = torch.full((batch,), -float("inf"), dtype=torch.float64, device=Y.device)
         self.count = torch.zeros(batch, dtype=torch.long, device=Y.device)
-        self._x: torch.Tensor | None = None
-        self._c: torch.Tensor | None = None
+        # a ring of K + 1 slots, each (batch, d), allocated when first written: a solve that
+        # checks fewer than K + 1 times never holds the whole history
+        self._x: list[torch.Tensor | None] = [None] * (K + 1)
+        self._c: list[torch.Tensor | None] = [None] * (K + 1)
         self._pos = 0
+        self._calls = 0
 
     def restart(self, rows: torch.Tensor) -> None:
         """Forget the history of the batch rows ``rows`` (their iterate jumped).
@@ -108,13 +112,12 @@ class DualExtrapolation:
         X, C, idx, count = self.record(x, Atr, idx)
         ctx = self._context(idx)
         value = self._dual_value(X, C, ctx)
-        order = torch.tensor([(self._pos + 1 + i) % (self.K + 1) for i in range(self.K + 1)],
-                             device=idx.device)
-        # one gather for both indices (chained indexing would copy the history twice)
-        hist_x = self._x[order[:, None], idx[None, :]].transpose(0, 1)   # (n, K+1, d)
-        hist_c = self._c[order[:, None], idx[None, :]].transpose(0, 1)
-        extra = self._extrapolated_value(hist_x, hist_c, ctx)
-        value = torch.maximum(value, extra.masked_fill(count <= self.K, -float("inf")))
+        if self._calls > self.K:  # otherwise no row has K + 1 points yet (a host-side count)
+            order = [(self._pos + 1 + i) % (self.K + 1) for i in range(self.K + 1)]
+            hist_x = torch.stack([self._x[o][idx] for o in order], 1)   # (n, K+1, d)
+            hist_c = torch.stack([self._c[o][idx] for o in order], 1)
+            extra = self._extrapolated_value(hist_x, hist_c, ctx)
+            value = torch.maximum(value, extra.masked_fill(count <= self.K, -float("inf")))
         best = torch.maximum(self.best[idx], value)
         self.best[idx] = best
         return best
@@ -155,14 +158,15 @@ class DualExtrapolation:
             idx = torch.arange(self.Y.shape[0], device=x.device)
         X = x.flatten(1).double()
         C = Atr.flatten(1).double()
-        if self._x is None:
-            self._x = X.new_zeros((self.K + 1, self.Y.shape[0], X.shape[1]))
-            self._c = C.new_zeros((self.K + 1, self.Y.shape[0], C.shape[1]))
         # a ring buffer shared by all rows: the working rows only ever shrink, so every row
         # still being updated was updated at every call since its history (re)started
         self._pos = (self._pos + 1) % (self.K + 1)
-        self._x[self._pos, idx] = X
-        self._c[self._pos, idx] = C
+        self._calls += 1
+        if self._x[self._pos] is None:
+            self._x[self._pos] = X.new_zeros((self.Y.shape[0], X.shape[1]))
+            self._c[self._pos] = C.new_zeros((self.Y.shape[0], C.shape[1]))
+        self._x[self._pos][idx] = X
+        self._c[self._pos][idx] = C
         count = self.count[idx] + 1
         self.count[idx] = count
         return X, C, idx, count

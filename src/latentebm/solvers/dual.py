@@ -114,9 +114,11 @@ class DualExtrapolation:
         value = self._dual_value(X, C, ctx)
         if self._calls > self.K:  # otherwise no row has K + 1 points yet (a host-side count)
             order = [(self._pos + 1 + i) % (self.K + 1) for i in range(self.K + 1)]
-            hist_x = torch.stack([self._x[o][idx] for o in order], 1)   # (n, K+1, d)
-            hist_c = torch.stack([self._c[o][idx] for o in order], 1)
-            extra = self._extrapolated_value(hist_x, hist_c, ctx)
+            # the working rows only shrink, so all of them means every row, in order
+            every_row = idx.shape[0] == self.Y.shape[0]
+            hist_x = torch.stack([self._rows(self._x[o], idx, every_row) for o in order], 1)
+            c_slots = [self._rows(self._c[o], idx, every_row) for o in order]
+            extra = self._extrapolated_value(hist_x, c_slots, ctx)
             value = torch.maximum(value, extra.masked_fill(count <= self.K, -float("inf")))
         best = torch.maximum(self.best[idx], value)
         self.best[idx] = best
@@ -192,12 +194,21 @@ class DualExtrapolation:
         value = u * yr - 0.5 * u * u * rr
         return torch.where(torch.isfinite(value), value, torch.full_like(value, -float("inf")))
 
-    def _extrapolated_value(self, hist_x: torch.Tensor, hist_c: torch.Tensor,
+    @staticmethod
+    def _rows(slot: torch.Tensor, idx: torch.Tensor, every_row: bool) -> torch.Tensor:
+        return slot if every_row else slot[idx]
+
+    def _extrapolated_value(self, hist_x: torch.Tensor, c_slots: list[torch.Tensor],
                             ctx) -> torch.Tensor:
+        """The dual value of the extrapolated point, from the last ``K + 1`` recorded rows,
+        oldest first: ``hist_x`` ``(n, K + 1, d)`` and the matching ``Aᵀr`` ``(n, n_code)``
+        each (in residual mode they are only summed, so they are never stacked: for
+        convolutional codes each is as large as the codes)."""
         dX = hist_x[:, 1:] - hist_x[:, :-1]                         # (n, K, d)
         if self.Aty is None:
             UU = dX @ dX.transpose(1, 2)
         else:
+            hist_c = torch.stack(c_slots, 1)
             dC = hist_c[:, 1:] - hist_c[:, :-1]
             UU = -(dX @ dC.transpose(1, 2))
             UU = 0.5 * (UU + UU.transpose(1, 2))
@@ -212,7 +223,9 @@ class DualExtrapolation:
         w = torch.where(ok[:, None], w / torch.where(ok, total, 1.0)[:, None], 0.0)
         # the weights combine the last K points (Massias et al., 2020, eq. 9)
         X = torch.einsum("nk,nkd->nd", w, hist_x[:, 1:])
-        C = torch.einsum("nk,nkd->nd", w, hist_c[:, 1:])
+        C = w[:, :1] * c_slots[1]
+        for k in range(1, self.K):
+            C.addcmul_(w[:, k : k + 1], c_slots[k + 1])
         value = self._dual_value(X, C, ctx)
         return value.masked_fill(~ok, -float("inf"))
 

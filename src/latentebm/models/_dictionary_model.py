@@ -121,15 +121,17 @@ class DictionaryModel(LatentModel):
         )
 
     def forward(self, Y: torch.Tensor, z0: torch.Tensor | None = None, *, tol: float = 1e-3,
-                max_iter: int = 200, method: str = "fista") -> SolverResult:
+                max_iter: int = 200, method: str = "fista", **options: Any) -> SolverResult:
         """The output of the solver ``method`` (a name registered with
-        :func:`~latentebm.solvers.register_method`, or ``"auto"``) for validated signals ``Y``
-        ``(batch, *signal_shape)``, warm-started from ``z0``; no checks, no gradient."""
+        :func:`~latentebm.solvers.register_method`, or ``"auto"``, with that method's
+        ``options``) for validated signals ``Y`` ``(batch, *signal_shape)``, warm-started from
+        ``z0``; no checks, no gradient."""
         problem = Problem(Y, self.operator(), self.lam, numpy_out=False)
         reg = self.regularizer()
         with torch.no_grad():
             return resolve_method(method, problem, reg).run(problem, reg, z0, tol=tol,
-                                                            max_iter=max_iter, callback=None)
+                                                            max_iter=max_iter, callback=None,
+                                                            **options)
 
     def decode(self, Z: Any) -> Any:
         """``A z`` ``(batch, *signal_shape)`` for codes ``Z`` ``(batch, *code_shape)``."""

@@ -43,6 +43,8 @@ MAX_SCALING = 100.0
 """The largest factor ρ changes by at one rebalancing."""
 REBALANCE_EVERY = 10
 """Iterations between two rebalancings of ρ (independent of the certificate checks)."""
+DEFAULT_RHO_PER_LAM = 10.0
+"""The default initial penalty is ``DEFAULT_RHO_PER_LAM · λ + 1``."""
 
 
 class _Factor:
@@ -134,8 +136,10 @@ def admm_fourier(
     z0 : torch.Tensor or None, shape (batch, n_atoms, H', W')
         Warm start of the sparse codes.
     rho : float or None
-        Initial penalty of every image; by default ``50λ + 1`` (Wohlberg's choice, as in
-        SPORCO).
+        Initial penalty of every image; by default ``10λ + 1``. SPORCO's default ``50λ + 1``
+        (Wohlberg's) is residual-balanced too, yet on three Kodak images at three λ it needed
+        1.05–1.65× the iterations to reach a relative error of 1e-4 and 1.7–2.8× to certify a
+        relative gap of 1e-4 (``benchmarks/results/admm_penalty.md``).
     relax : float
         Over-relaxation ``α`` in ``(0, 2)``.
     adaptive : bool
@@ -152,8 +156,8 @@ def admm_fourier(
     grid, codes = emb.grid, emb.code_region
     code_shape = (batch, op.n_atoms, *grid)
     masked = not emb.circular
-    rho_t = torch.full((batch,), 50 * lam + 1 if rho is None else rho, dtype=Y.dtype,
-                       device=Y.device)
+    rho0 = DEFAULT_RHO_PER_LAM * lam + 1 if rho is None else rho
+    rho_t = torch.full((batch,), rho0, dtype=Y.dtype, device=Y.device)
     factor = _Factor(emb, rho_t.new_ones(1) if masked else rho_t)  # masked: σ = 1 for all
 
     y = torch.zeros(code_shape, dtype=Y.dtype, device=Y.device)
@@ -307,11 +311,12 @@ def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
 
 def _preferred(problem: Problem, reg: Regularizer) -> bool:
     """Circular boundaries, or off the CPU. B3 (circular, CPU): half FISTA's time at the oracle
-    stop, the same when both certify themselves. With the ``"full"`` boundary on the CPU,
-    FISTA's per-image backtracking certifies 2–2.4× sooner (B3's image, 1e-3 and 1e-4), and
-    on a trained colour auto-encoder's codes it certified all in 13–14 s where ADMM certified
-    0–18 % in 1000 iterations (``benchmarks/results/conv_ae_inference.md``); on a GPU FISTA
-    runs a fixed step and ADMM needs fewer iterations."""
+    stop, 0.4× when both certify themselves. With the ``"full"`` boundary on the CPU, FISTA's
+    per-image backtracking certifies as soon at 1e-3 and 1.6× sooner at 1e-4 (B3's image), and
+    on a trained colour auto-encoder's codes it certified all in 13–14 s where ADMM (started
+    from 50λ + 1) certified 0–18 % in 1000 iterations
+    (``benchmarks/results/conv_ae_inference.md``); on a GPU FISTA runs a fixed step and ADMM
+    needs fewer iterations."""
     if problem.lam <= 0:
         return False
     embedding = problem.op.fourier_embedding(tuple(problem.Y.shape[-2:]))

@@ -313,8 +313,8 @@ def _preferred(problem: Problem, reg: Regularizer) -> bool:
     """Circular boundaries, or off the CPU. B3 (circular, CPU): half FISTA's time at the oracle
     stop, 0.4× when both certify themselves. With the ``"full"`` boundary on the CPU, FISTA's
     per-image backtracking certifies as soon at 1e-3 and 1.6× sooner at 1e-4 (B3's image), and
-    on a trained colour auto-encoder's codes it certified all in 13–14 s where ADMM (started
-    from 50λ + 1) certified 0–18 % in 1000 iterations
+    on a trained colour auto-encoder's codes it certified all in 11–12 s where ADMM certified
+    0–9 % in 1000 iterations
     (``benchmarks/results/conv_ae_inference.md``); on a GPU FISTA runs a fixed step and ADMM
     needs fewer iterations."""
     if problem.lam <= 0:

@@ -143,3 +143,18 @@ def test_bad_images_and_kernels(boundary):
         solve(Y, op, LAM, method="admm", rho=-1.0)
     with pytest.raises(TypeError, match="lipschitz"):
         solve(Y, op, LAM, method="admm", lipschitz=3.0)
+
+
+def test_initial_penalty_is_the_documented_default_and_reaches_the_model_forward():
+    op, Y = _problem("circular", n_atoms=3, hw=(12, 12), batch=2, seed=3)
+    default = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=7)
+    explicit = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=7, rho=10 * LAM + 1)
+    other = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=7, rho=50 * LAM + 1)
+    assert torch.equal(default.z, explicit.z)
+    assert not torch.allclose(default.z, other.z)
+    # a model's forward passes the method's options through to the solver
+    model = le.ConvDictionaryLearning(3, 3, 1, lam=LAM, boundary="circular",
+                                      init=op.kernels, dtype=torch.float64)
+    via_model = model(Y, tol=0.0, max_iter=7, method="admm", rho=50 * LAM + 1)
+    assert torch.allclose(via_model.z, other.z, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(via_model.z, default.z)

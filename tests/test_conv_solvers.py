@@ -158,3 +158,20 @@ def test_initial_penalty_is_the_documented_default_and_reaches_the_model_forward
     via_model = model(Y, tol=0.0, max_iter=7, method="admm", rho=50 * LAM + 1)
     assert torch.allclose(via_model.z, other.z, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(via_model.z, default.z)
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_cpu_step_equals_the_torch_step(monkeypatch, nonneg, dtype):
+    import sys
+
+    admm_module = sys.modules["latentebm.solvers.admm_fourier"]
+    op, Y = _problem("circular", channels=2, n_atoms=4, hw=(12, 10), batch=3, seed=4)
+    op, Y = ConvDictionary(op.kernels.to(dtype), boundary="circular"), Y.to(dtype)
+    kwargs = dict(method="admm", tol=1e-6, max_iter=60, nonneg=nonneg, check_every=5)
+    fused = solve(Y, op, LAM, **kwargs)
+    monkeypatch.setattr(admm_module, "_fuses", lambda Y, masked: False)
+    plain = solve(Y, op, LAM, **kwargs)
+    rtol = 1e-9 if dtype == torch.float64 else 1e-4
+    assert torch.allclose(fused.z, plain.z, rtol=rtol, atol=rtol * float(plain.z.abs().max()))
+    assert torch.equal(fused.n_iter_per_sample, plain.n_iter_per_sample)

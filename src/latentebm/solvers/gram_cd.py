@@ -62,7 +62,7 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     """
     from ._gram_cd_kernel import INNER_TOL, lasso_gram_cd
 
-    _use_torch_threads()
+    use_torch_threads()
     op, Y, lam = problem.op, problem.Y, problem.lam
     batch = Y.shape[0]
     Y64 = Y.double()
@@ -104,7 +104,7 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
                         method="gram_cd")
 
 
-def _use_torch_threads() -> None:
+def use_torch_threads() -> None:
     """Run the parallel loop on as many threads as torch uses (the caller's thread budget)."""
     import numba
 

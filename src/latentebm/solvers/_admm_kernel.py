@@ -1,0 +1,47 @@
+"""The fused elementwise step of Fourier-domain ADMM on the CPU (numba; imported only when that
+method runs on CPU tensors with circular boundaries).
+
+After its ``x`` update, ADMM makes five passes over code-sized arrays: the relaxation
+``v = αx + (1 − α)y + u``, the soft threshold ``y = prox_{λ/ρ}(v)``, the multiplier update
+``u = v − y``, and the next right-hand side ``y − u``, each one allocating its result. Here
+they are one parallel pass, in place.
+"""
+
+from __future__ import annotations
+
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def relaxed_prox_step(x, y, u, rhs, thresholds, relax, nonneg):  # pragma: no cover - compiled
+    """Overwrite ``y`` with ``prox(v)``, ``u`` with ``v − prox(v)`` and ``rhs`` with their
+    difference, where ``v = relax·x + (1 − relax)·y + u``.
+
+    Parameters
+    ----------
+    x, y, u, rhs : numpy.ndarray of shape (batch, n)
+        The plain ``x`` update, the sparse iterate, the scaled multiplier and the buffer of the
+        next right-hand side ``y − u``, all of one float dtype, each image's values in a row.
+    thresholds : numpy.ndarray of shape (batch,)
+        ``λ/ρ`` of each image.
+    relax : float
+        Over-relaxation ``α``.
+    nonneg : bool
+        One-sided threshold ``max(v − λ/ρ, 0)``.
+    """
+    batch, n = x.shape
+    keep = 1.0 - relax
+    for b in range(batch):
+        t = thresholds[b]
+        for i in prange(n):
+            v = relax * x[b, i] + keep * y[b, i] + u[b, i]
+            if v > t:
+                sparse = v - t
+            elif v < -t and not nonneg:
+                sparse = v + t
+            else:
+                sparse = 0.0
+            multiplier = v - sparse
+            y[b, i] = sparse
+            u[b, i] = multiplier
+            rhs[b, i] = sparse - multiplier

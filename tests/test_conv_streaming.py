@@ -104,7 +104,20 @@ def test_peak_memory_of_a_streamed_run_does_not_grow_with_the_images(tmp_path):
     (16 maps of 164x164 float64, 3.4 MB an image) it grows by some 800 MB."""
     for n in (16, 256):
         write_image_shards(images(n, size=160), tmp_path / f"d{n}")
-    streamed = [peak_mb(tmp_path / f"d{n}", "stream") for n in (16, 256)]
-    held = [peak_mb(tmp_path / f"d{n}", "memory") for n in (16, 256)]
+
+    def measure() -> tuple[list[float], list[float]]:
+        return ([peak_mb(tmp_path / f"d{n}", "stream") for n in (16, 256)],
+                [peak_mb(tmp_path / f"d{n}", "memory") for n in (16, 256)])
+
+    def holds(streamed: list[float], held: list[float]) -> bool:
+        return held[1] - held[0] > 500 and streamed[1] - streamed[0] < 100
+
+    streamed, held = measure()
+    if not holds(streamed, held):
+        # a peak only errs upwards (the fresh-clone CI, its other tests running beside it, once
+        # saw 956 MB where 495 MB is usual): measure again and keep each run's lower peak
+        again = measure()
+        streamed = [min(a, b) for a, b in zip(streamed, again[0], strict=True)]
+        held = [min(a, b) for a, b in zip(held, again[1], strict=True)]
     assert held[1] - held[0] > 500, held  # the measurement sees what a per-image buffer costs
     assert streamed[1] - streamed[0] < 100, streamed

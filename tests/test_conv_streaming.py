@@ -101,7 +101,8 @@ def peak_mb(folder, mode: str) -> float:
 def test_peak_memory_of_a_streamed_run_does_not_grow_with_the_images(tmp_path):
     """16 and 256 images of 160x160: streamed, the peak stays within the allocator's noise
     (measured 390-445 MB for 8 to 192 images); held in memory with their warm-start codes
-    (16 maps of 164x164 float64, 3.4 MB an image) it grows by some 800 MB."""
+    (16 maps of 164x164 float64, 3.4 MB an image) it grows by some 800 MB (about 500 MB in
+    some fresh-clone CI runs, so the test asks for 300)."""
     for n in (16, 256):
         write_image_shards(images(n, size=160), tmp_path / f"d{n}")
 
@@ -110,14 +111,15 @@ def test_peak_memory_of_a_streamed_run_does_not_grow_with_the_images(tmp_path):
                 [peak_mb(tmp_path / f"d{n}", "memory") for n in (16, 256)])
 
     def holds(streamed: list[float], held: list[float]) -> bool:
-        return held[1] - held[0] > 500 and streamed[1] - streamed[0] < 100
+        return held[1] - held[0] > 300 and streamed[1] - streamed[0] < 100
 
     streamed, held = measure()
     if not holds(streamed, held):
-        # a peak only errs upwards (the fresh-clone CI, its other tests running beside it, once
-        # saw 956 MB where 495 MB is usual): measure again and keep each run's lower peak
+        # a peak only errs upwards (the fresh-clone CI, its other tests running beside it, has
+        # seen 16 images held peak at 955 MB where 495 MB is usual, and 256 at 1450 MB, a growth
+        # of 497 MB instead of ~890): measure again and keep each run's lower peak
         again = measure()
         streamed = [min(a, b) for a, b in zip(streamed, again[0], strict=True)]
         held = [min(a, b) for a, b in zip(held, again[1], strict=True)]
-    assert held[1] - held[0] > 500, held  # the measurement sees what a per-image buffer costs
+    assert held[1] - held[0] > 300, held  # the measurement sees what a per-image buffer costs
     assert streamed[1] - streamed[0] < 100, streamed

@@ -51,14 +51,63 @@ def test_admm_equals_dense_fista_on_the_toeplitz_matrix(boundary, channels, nonn
 
 
 @pytest.mark.parametrize("boundary", ["circular", "full"])
-def test_certificate_bounds_the_true_gap(boundary):
+@pytest.mark.parametrize("method", ["admm", "fista"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_certificate_bounds_the_true_gap(boundary, method, dtype):
     op, Y = _problem(boundary, n_atoms=4, hw=(12, 10), batch=3)
     reference = solve(Y, op, LAM, method="fista", tol=1e-13, max_iter=20000)
+    op, Y = ConvDictionary(op.kernels.to(dtype), boundary=boundary), Y.to(dtype)
     for n in (5, 20, 40, 80):
-        short = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=n)
-        true_gap = short.energy - reference.energy
-        assert bool((short.gap >= true_gap - 1e-10).all()), (n, short.gap, true_gap)
+        short = solve(Y, op, LAM, method=method, tol=0.0, max_iter=n, check_every=5)
+        true_gap = le.lasso_energy(Y.double(), reference_op(op), short.z.double(), LAM) \
+            - reference.energy
+        assert bool((short.gap.double() >= true_gap - 1e-10).all()), (n, short.gap, true_gap)
         assert bool((true_gap >= -1e-10).all())
+
+
+def reference_op(op):
+    return ConvDictionary(op.kernels.double(), boundary=op.boundary)
+
+
+@pytest.mark.parametrize("boundary", ["circular", "full"])
+def test_footprint_max_is_the_maximum_over_the_codes_that_reach_each_pixel(boundary):
+    gen = torch.Generator().manual_seed(0)
+    op = ConvDictionary(torch.randn(2, 1, 3, 2, generator=gen, dtype=torch.float64),
+                        boundary=boundary)  # kh ≠ kw: both alignments are checked
+    signal_shape = (1, 7, 6)
+    code_shape = op.code_shape(signal_shape)
+    reach = _toeplitz(op, signal_shape).abs().gt(1e-12).reshape(-1, *code_shape).any(1)
+    v = torch.rand(1, 1, *code_shape[1:], generator=gen, dtype=torch.float64)
+    expected = torch.where(reach, v[0, 0], -1.0).flatten(1).amax(1)
+    assert torch.equal(op.footprint_max(v).flatten(), expected)
+
+
+@pytest.mark.parametrize("boundary", ["circular", "full"])
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_pixelwise_rescaled_residual_is_feasible_and_beats_one_global_scale(boundary, nonneg):
+    from latentebm.regularizers import get_regularizer
+    from latentebm.solvers.local_dual import local_rescaling
+
+    op, _ = _problem(boundary, n_atoms=4, k=5, hw=(40, 40), seed=3)
+    gen = torch.Generator().manual_seed(4)
+    planted = torch.zeros(2, *op.code_shape((1, 40, 40)), dtype=torch.float64)
+    planted.view(-1)[torch.randperm(planted.numel(), generator=gen)[:60]] = 1.0
+    Y = op.decode(planted) + 0.05 * torch.randn(2, 1, 40, 40, generator=gen, dtype=torch.float64)
+    reg = get_regularizer(nonneg)
+    best = solve(Y, op, LAM, method="fista", tol=1e-12, max_iter=20000, nonneg=nonneg)
+    near = solve(Y, op, LAM, method="fista", tol=0.0, max_iter=60, nonneg=nonneg)
+    r = Y - op.decode(near.z)
+    c = op.adjoint(r)
+    local = local_rescaling(op, LAM, reg)
+    theta, c_theta = local(r, c)
+    u = LAM / torch.clamp(reg.dual_norm(c_theta), min=LAM)
+    assert float((reg.dual_norm(u[:, None, None, None] * c_theta) / LAM).max()) <= 1 + 1e-12
+    value = local.dual_value(Y, r, c)
+    assert bool((value <= best.energy + 1e-9).all())
+    scale = LAM / torch.clamp(reg.dual_norm(c), min=LAM)
+    flat_r, flat_y = r.flatten(1), Y.flatten(1)
+    global_value = scale * (flat_y * flat_r).sum(1) - 0.5 * scale**2 * (flat_r * flat_r).sum(1)
+    assert bool((value > global_value).all()), (value, global_value)
 
 
 def test_self_stopping_run_certifies_its_tolerance():

@@ -397,6 +397,27 @@ class ConvDictionary(LinearOperator):
             return self._to_codes(image_f, grid)
         return self.adjoint(self.decode(z))
 
+    def footprint_max(self, v: torch.Tensor) -> torch.Tensor:
+        """For every pixel, the largest value among the code positions whose kernel covers it
+        (the code positions that :meth:`decode` mixes into that pixel).
+
+        Parameters
+        ----------
+        v : torch.Tensor of shape (batch, 1, H', W')
+            One value per code position (for example a maximum over the atoms).
+
+        Returns
+        -------
+        torch.Tensor of shape (batch, 1, H, W)
+            With ``(H, W)`` the signal size of :meth:`signal_shape`; pixel ``q`` holds the
+            maximum of ``v`` over the ``kh × kw`` positions ``q − j`` (circular, modulo the
+            size) or ``q + j`` (full), ``0 ≤ j < (kh, kw)``.
+        """
+        kh, kw = self.kernel_size
+        if self.boundary == "circular":
+            v = F.pad(v, (kw - 1, 0, kh - 1, 0), mode="circular")
+        return F.max_pool2d(v, (kh, kw), stride=1)
+
     # ----------------------------------------------------------------- step size
     def lipschitz(self, signal_shape: tuple[int, ...], n_iter: int = 100) -> torch.Tensor:
         """``λ_max(KᵀK)`` for images of ``signal_shape``, a 0-dim tensor.

@@ -39,6 +39,7 @@ from ..regularizers import Regularizer
 from .api import Method, register_method
 from .dual import DualExtrapolation
 from .gram_cd import use_torch_threads
+from .local_dual import local_rescaling
 from .result import BatchOutputs, Callback, IterationState, SolverResult
 
 RESIDUAL_RATIO = 10.0
@@ -195,7 +196,8 @@ def admm_fourier(
         use_torch_threads()
         state.rhs = state.y - state.u
 
-    extrapolation = DualExtrapolation(Y, lam, reg, adjoint=op.adjoint)
+    extrapolation = DualExtrapolation(Y, lam, reg, adjoint=op.adjoint,
+                                      local=local_rescaling(op, lam, reg))
     out = BatchOutputs(y[(..., *codes)])
 
     for k in range(1, max_iter + 1):

@@ -24,6 +24,7 @@ from ..operators import LinearOperator, batch_dot, per_sample
 from ..regularizers import Regularizer
 from .active_set import ATTEMPT_BELOW, support_solve
 from .dual import DualExtrapolation
+from .local_dual import LocalRescaling, local_rescaling
 from .result import BatchOutputs, Callback, IterationState, SolverResult
 
 STEP_SHRINK = 0.9
@@ -144,7 +145,11 @@ def proximal_gradient(
     can_polish = polish and lam > 0 and explicit_gram and reg.is_l1 and tol < ATTEMPT_BELOW
     out = BatchOutputs(z)
     state = _State(Y, b, z, op.gram(z), L)
-    dual = DualExtrapolation(Y, lam, reg, Aty=b) if extrapolate and lam > 0 else None
+    local = local_rescaling(op, lam, reg)
+    dual = DualExtrapolation(Y, lam, reg, Aty=b, local=local) if extrapolate and lam > 0 else None
+    # without the extrapolation, the best dual value of the pixelwise-rescaled residuals
+    local_best = (torch.full((batch,), -float("inf"), dtype=torch.float64, device=Y.device)
+                  if dual is None and local is not None else None)
 
     for k in range(1, max_iter + 1):
         _step(op, state, lam, reg, accelerated, restart, backtracking)
@@ -159,7 +164,7 @@ def proximal_gradient(
             finite = torch.isfinite(state.z).flatten(1).all(1)
             done = _gradient_mapping_small(state, reg, tol) & finite
         else:
-            energy, gap = _running_energy_and_gap(op, state, lam, reg, dual)
+            energy, gap = _running_energy_and_gap(op, state, lam, reg, dual, local, local_best)
             finite = torch.isfinite(energy) & torch.isfinite(gap)
             if can_polish:
                 jumped = support_solve(op, state, lam, reg, energy, gap, tol)
@@ -180,8 +185,9 @@ def proximal_gradient(
             state.keep(~done)
     if lam == 0 or Y.dtype != torch.float64:
         out.energy, plain_gap = energy_and_gap(op, Y, out.z, lam, reg)
-        out.gap = plain_gap if dual is None else torch.minimum(
-            plain_gap, _gap_to_dual(out.energy, dual.best, dual.yy))
+        best = dual.best if dual is not None else local_best
+        out.gap = plain_gap if best is None else torch.minimum(
+            plain_gap, _gap_to_dual(out.energy, best, batch_dot(Y, Y)))
     if lam > 0:
         out.converged = out.gap <= tol * out.energy
     return out.result("fista" if accelerated else "ista")
@@ -208,15 +214,19 @@ def _raise_diverged(op: LinearOperator, state: _State, finite: torch.Tensor, ite
 
 def _running_energy_and_gap(
     op: LinearOperator, state: _State, lam: float, reg: Regularizer,
-    dual: DualExtrapolation | None,
+    dual: DualExtrapolation | None, local: LocalRescaling | None,
+    local_best: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Energy and duality gap of the working samples, reusing ``AᵀA z``: ``Aᵀr = Aᵀy − AᵀAz``.
 
     ``‖r‖²`` comes from ``‖y‖² − 2⟨Aᵀy, z⟩ + ⟨z, AᵀAz⟩`` in float64 and from the residual itself
     in lower precision, where that expansion would cancel too many digits. With ``dual`` the gap
-    is the smaller of the plain one and ``P(z)`` minus the best dual value seen.
+    is the smaller of the plain one and ``P(z)`` minus the best dual value seen; without it but
+    with ``local`` (convolutions), against the best value ``local_best`` ``(batch,)`` (updated
+    in place) of the residuals rescaled pixel by pixel.
     """
     c = state.b - state.Gz
+    r = None
     if state.Y.dtype == torch.float64:
         rr = state.yy - 2 * batch_dot(state.b, state.z) + batch_dot(state.z, state.Gz)
     else:
@@ -226,6 +236,11 @@ def _running_energy_and_gap(
     if dual is not None:
         best = dual.update(state.z, c, state.idx)
         gap = torch.minimum(gap, _gap_to_dual(energy, best, dual.yy[state.idx]))
+    elif local is not None:
+        r = state.Y - op.decode(state.z) if r is None else r
+        best = torch.maximum(local_best[state.idx], local.dual_value(state.Y, r, c))
+        local_best[state.idx] = best
+        gap = torch.minimum(gap, _gap_to_dual(energy, best, state.yy))
     return energy, gap
 
 

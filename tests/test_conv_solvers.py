@@ -211,16 +211,37 @@ def test_initial_penalty_is_the_documented_default_and_reaches_the_model_forward
 
 @pytest.mark.parametrize("nonneg", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fused_cpu_step_equals_the_torch_step(monkeypatch, nonneg, dtype):
+@pytest.mark.parametrize("rho", [None, 1e-3, 1e3])  # far-off penalties make balancing act
+def test_fused_cpu_step_equals_the_torch_step(monkeypatch, nonneg, dtype, rho):
     import sys
 
     admm_module = sys.modules["latentebm.solvers.admm_fourier"]
     op, Y = _problem("circular", channels=2, n_atoms=4, hw=(12, 10), batch=3, seed=4)
     op, Y = ConvDictionary(op.kernels.to(dtype), boundary="circular"), Y.to(dtype)
-    kwargs = dict(method="admm", tol=1e-6, max_iter=60, nonneg=nonneg, check_every=5)
+    kwargs = dict(method="admm", tol=1e-6, max_iter=60, nonneg=nonneg, check_every=5, rho=rho)
     fused = solve(Y, op, LAM, **kwargs)
     monkeypatch.setattr(admm_module, "_fuses", lambda Y, masked: False)
     plain = solve(Y, op, LAM, **kwargs)
     rtol = 1e-9 if dtype == torch.float64 else 1e-4
     assert torch.allclose(fused.z, plain.z, rtol=rtol, atol=rtol * float(plain.z.abs().max()))
     assert torch.equal(fused.n_iter_per_sample, plain.n_iter_per_sample)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_step_sums_the_norms_residual_balancing_compares(dtype):
+    from latentebm.solvers._admm_kernel import relaxed_prox_step, relaxed_prox_step_with_norms
+    from latentebm.solvers.admm_fourier import _squared_norms
+
+    gen = torch.Generator().manual_seed(5)
+    x, y, u = (torch.randn(3, 2, 5, 7, generator=gen, dtype=dtype) for _ in range(3))
+    thresholds = np.array([0.1, 0.5, 2.0])
+    plain = [t.clone() for t in (y, u, torch.empty_like(y))]
+    relaxed_prox_step(*(t.view(3, -1).numpy() for t in (x, *plain)), thresholds, 1.8, False)
+    y_old, rhs = y.clone(), torch.empty_like(y)
+    sums = np.empty((3, 5))
+    relaxed_prox_step_with_norms(*(t.view(3, -1).numpy() for t in (x, y, u, rhs)),
+                                 thresholds, 1.8, False, sums)
+    assert torch.equal(y, plain[0]) and torch.equal(u, plain[1]) and torch.equal(rhs, plain[2])
+    expected = _squared_norms(x.double(), y_old.double(), y.double(), u.double())
+    rtol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert torch.allclose(torch.from_numpy(sums), expected, rtol=rtol)

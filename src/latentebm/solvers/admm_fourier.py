@@ -29,6 +29,7 @@ its dual extrapolation (:mod:`.dual`). Converged samples retire from the working
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .._docs import fill_doc
@@ -191,7 +192,7 @@ def admm_fourier(
                        rhs=None, y0=None, u0=None, rho=rho_t)
     fused = _fuses(Y, masked)
     if fused:
-        from ._admm_kernel import relaxed_prox_step
+        from ._admm_kernel import relaxed_prox_step, relaxed_prox_step_with_norms
 
         use_torch_threads()
         state.rhs = state.y - state.u
@@ -203,7 +204,7 @@ def admm_fourier(
     for k in range(1, max_iter + 1):
         check = k % check_every == 0 or k == max_iter
         rebalance = adaptive and k % REBALANCE_EVERY == 0
-        y_old = state.y.clone() if fused and rebalance else state.y
+        y_old = state.y  # replaced, not overwritten, where the step is not fused
         # ---- x update: one linear system per frequency (right-hand side over σ, in place)
         rhs_f = torch.fft.rfft2(state.rhs if fused else state.y - state.u)
         if masked:
@@ -219,12 +220,17 @@ def admm_fourier(
         else:
             r_x = state.Y - torch.fft.irfft2(emb.synthesis(x_f), s=grid) if check else None
             c_x = _per_image(state.rho) * (x - state.y + state.u) if check else None
-        x_plain = x.clone() if rebalance else None
+        x_plain = x.clone() if rebalance and not fused else x
         # ---- relaxation, prox, multiplier update: v = αx + (1 − α)y + u
         if fused:
-            thresholds = (lam / state.rho).double().numpy()
-            relaxed_prox_step(*(_rows(t) for t in (x, state.y, state.u, state.rhs)),
-                              thresholds, float(relax), bool(reg.nonneg))
+            arguments = (*(_rows(t) for t in (x, state.y, state.u, state.rhs)),
+                         (lam / state.rho).double().numpy(), float(relax), bool(reg.nonneg))
+            if rebalance:
+                sums = np.empty((x.shape[0], 5))
+                relaxed_prox_step_with_norms(*arguments, sums)
+                scale = _balance(torch.from_numpy(sums).to(state.rho.dtype))
+            else:
+                relaxed_prox_step(*arguments)
         else:
             v = x.mul_(relax).add_(state.y, alpha=1 - relax).add_(state.u)  # in place in x
             rho_b = _per_image(state.rho)
@@ -236,8 +242,10 @@ def admm_fourier(
                 state.y0 = v0 * (1 - weight / (1 + rho_b))
                 state.u0 = v0 - state.y0
             state.y, state.u = y_new, v.sub_(y_new)
-        if rebalance:
-            scale = _rebalance(x_plain, y_old, state.y, state.u)
+            if rebalance:
+                scale = _balance(_squared_norms(x_plain, y_old, state.y, state.u))
+        # on the CPU a penalty that stays put (as on B3) skips the refactoring
+        if rebalance and (not fused or bool((scale != 1).any())):
             state.rho = state.rho * scale
             scale_b = _per_image(scale)
             state.u = state.u / scale_b
@@ -300,16 +308,20 @@ def _per_image(values: torch.Tensor) -> torch.Tensor:
     return values[:, None, None, None]
 
 
-def _rebalance(x, y_old, y, u) -> torch.Tensor:
+def _squared_norms(x, y_old, y, u) -> torch.Tensor:
+    """``‖x − y‖², ‖x‖², ‖y‖², ‖y − y_old‖², ‖u‖²`` of each image, ``(B, 5)`` (what the fused
+    CPU step sums in its own pass)."""
+    return torch.stack([t.flatten(1).square().sum(1) for t in (x - y, x, y, y - y_old, u)], 1)
+
+
+def _balance(sums: torch.Tensor) -> torch.Tensor:
     """The factor ``(B,)`` each image's ρ changes by (residual balancing, normalised residuals
-    as in SPORCO): primal ``‖x − y‖ / max(‖x‖, ‖y‖)``, dual ``ρ‖y − y_old‖ / ‖ρu‖``."""
-    tiny = torch.finfo(x.dtype).tiny
-
-    def norms(t: torch.Tensor) -> torch.Tensor:
-        return t.flatten(1).norm(dim=1)
-
-    primal = norms(x - y) / torch.maximum(norms(x), norms(y)).clamp_min(tiny)
-    dual = norms(y - y_old) / norms(u).clamp_min(tiny)
+    as in SPORCO): primal ``‖x − y‖ / max(‖x‖, ‖y‖)``, dual ``ρ‖y − y_old‖ / ‖ρu‖``, from the
+    squared norms ``(B, 5)`` of :func:`_squared_norms`."""
+    tiny = torch.finfo(sums.dtype).tiny
+    norms = sums.clamp_min(0).sqrt()
+    primal = norms[:, 0] / torch.maximum(norms[:, 1], norms[:, 2]).clamp_min(tiny)
+    dual = norms[:, 3] / norms[:, 4].clamp_min(tiny)
     ratio = primal / dual.clamp_min(tiny)
     scale = ratio.sqrt().clamp(1 / MAX_SCALING, MAX_SCALING)
     unbalanced = (ratio > RESIDUAL_RATIO) | (ratio < 1 / RESIDUAL_RATIO)

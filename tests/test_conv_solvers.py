@@ -228,20 +228,42 @@ def test_fused_cpu_step_equals_the_torch_step(monkeypatch, nonneg, dtype, rho):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fused_step_sums_the_norms_residual_balancing_compares(dtype):
-    from latentebm.solvers._admm_kernel import relaxed_prox_step, relaxed_prox_step_with_norms
+@pytest.mark.parametrize("n_maps", [4, 5])
+@pytest.mark.parametrize("width", [7, 8])
+def test_packed_inverse_transform_gives_the_maps(dtype, n_maps, width):
+    from latentebm.solvers._admm_kernel import pack_pairs
+    from latentebm.solvers.admm_fourier import _unpair
+
+    maps = torch.randn(2, n_maps, 6, width, generator=torch.Generator().manual_seed(6),
+                       dtype=dtype)
+    half = torch.fft.rfft2(maps)
+    full = torch.empty(2, (n_maps + 1) // 2, 6, width, dtype=half.dtype)
+    pack_pairs(half.numpy(), full.numpy())
+    back = _unpair(torch.view_as_real(torch.fft.ifft2(full)), n_maps)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert torch.allclose(back, maps, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_step_also_sums_the_balancing_norms_and_writes_the_correlations(dtype):
+    from latentebm.solvers._admm_kernel import relaxed_prox_step
     from latentebm.solvers.admm_fourier import _squared_norms
 
     gen = torch.Generator().manual_seed(5)
-    x, y, u = (torch.randn(3, 2, 5, 7, generator=gen, dtype=dtype) for _ in range(3))
+    x, y, u = (torch.randn(3, 4, 5, 7, generator=gen, dtype=dtype) for _ in range(3))
+    # the kernel reads x as interleaved pairs of maps: (batch, maps / 2, h·w, 2)
+    x_pairs = x.reshape(3, 2, 2, 35).permute(0, 1, 3, 2).contiguous()
     thresholds = np.array([0.1, 0.5, 2.0])
-    plain = [t.clone() for t in (y, u, torch.empty_like(y))]
-    relaxed_prox_step(*(t.view(3, -1).numpy() for t in (x, *plain)), thresholds, 1.8, False)
-    y_old, rhs = y.clone(), torch.empty_like(y)
-    sums = np.empty((3, 5))
-    relaxed_prox_step_with_norms(*(t.view(3, -1).numpy() for t in (x, y, u, rhs)),
-                                 thresholds, 1.8, False, sums)
-    assert torch.equal(y, plain[0]) and torch.equal(u, plain[1]) and torch.equal(rhs, plain[2])
-    expected = _squared_norms(x.double(), y_old.double(), y.double(), u.double())
+    y_old, u_old, rhs, sums = y.clone(), u.clone(), torch.empty_like(y), np.empty((3, 5))
+    correlations, rho = torch.empty_like(y), np.array([1.0, 2.0, 3.0])
+    relaxed_prox_step(x_pairs.numpy(), *(t.view(3, -1).numpy() for t in (y, u, rhs)),
+                      thresholds, 1.8, False, sums, True, correlations.view(3, -1).numpy(), rho)
+    rho_b = torch.from_numpy(rho).to(dtype)[:, None, None, None]
+    assert torch.allclose(correlations, rho_b * (x - y_old + u_old), atol=1e-5)
+    v = 1.8 * x - 0.8 * y_old + u_old
+    tau = torch.from_numpy(thresholds).to(dtype)[:, None, None, None]
     rtol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert torch.allclose(y, torch.sign(v) * (v.abs() - tau).clamp_min(0), atol=rtol)
+    assert torch.allclose(u, v - y, atol=rtol) and torch.allclose(rhs, y - u, atol=rtol)
+    expected = _squared_norms(x.double(), y_old.double(), y.double(), u.double())
     assert torch.allclose(torch.from_numpy(sums), expected, rtol=rtol)

@@ -192,7 +192,7 @@ def admm_fourier(
                        rhs=None, y0=None, u0=None, rho=rho_t)
     fused = _fuses(Y, masked)
     if fused:
-        from ._admm_kernel import relaxed_prox_step, relaxed_prox_step_with_norms
+        from ._admm_kernel import pack_pairs, relaxed_prox_step
 
         use_torch_threads()
         state.rhs = state.y - state.u
@@ -212,26 +212,34 @@ def admm_fourier(
         else:
             rhs_f.add_(state.b_f)
         x_f = factor.solve_(rhs_f)
-        x = torch.fft.irfft2(x_f, s=grid)
+        if fused:  # x as interleaved pairs of maps (see _admm_kernel)
+            packed = torch.empty((x_f.shape[0], (op.n_atoms + 1) // 2, *grid), dtype=x_f.dtype)
+            pack_pairs(x_f.numpy(), packed.numpy())
+            x_pairs = torch.view_as_real(torch.fft.ifft2(packed))
+        else:
+            x = torch.fft.irfft2(x_f, s=grid)
         if masked:
             dx = torch.fft.irfft2(emb.synthesis(x_f), s=grid)
             r_x = state.Y - dx[(..., *emb.signal_region)]
             c_x = op.adjoint(r_x) if check else None
         else:
             r_x = state.Y - torch.fft.irfft2(emb.synthesis(x_f), s=grid) if check else None
-            c_x = _per_image(state.rho) * (x - state.y + state.u) if check else None
-        x_plain = x.clone() if rebalance and not fused else x
+            # Dᵀr_x = ρ(x − y + u); the fused step writes it
+            c_x = _per_image(state.rho) * (x - state.y + state.u) if check and not fused else None
         # ---- relaxation, prox, multiplier update: v = αx + (1 − α)y + u
         if fused:
-            arguments = (*(_rows(t) for t in (x, state.y, state.u, state.rhs)),
-                         (lam / state.rho).double().numpy(), float(relax), bool(reg.nonneg))
+            sums = np.empty((x_pairs.shape[0], 5))
+            c_x = torch.empty_like(state.y) if check else None
+            correlations = _rows(c_x) if check else np.empty((0, 0), _rows(state.y).dtype)
+            relaxed_prox_step(x_pairs.flatten(2, 3).numpy(),
+                              *(_rows(t) for t in (state.y, state.u, state.rhs)),
+                              (lam / state.rho).double().numpy(), float(relax),
+                              bool(reg.nonneg), sums, rebalance, correlations,
+                              state.rho.double().numpy())
             if rebalance:
-                sums = np.empty((x.shape[0], 5))
-                relaxed_prox_step_with_norms(*arguments, sums)
                 scale = _balance(torch.from_numpy(sums).to(state.rho.dtype))
-            else:
-                relaxed_prox_step(*arguments)
         else:
+            x_plain = x.clone() if rebalance else None
             v = x.mul_(relax).add_(state.y, alpha=1 - relax).add_(state.u)  # in place in x
             rho_b = _per_image(state.rho)
             y_new = reg.prox(v, lam / rho_b)
@@ -296,6 +304,12 @@ def _fuses(Y: torch.Tensor, masked: bool) -> bool:
     """Whether the fused step of :mod:`._admm_kernel` runs: CPU tensors, circular boundaries
     (elsewhere the same step is five torch operations)."""
     return not masked and Y.device.type == "cpu"
+
+
+def _unpair(x_pairs: torch.Tensor, n_maps: int) -> torch.Tensor:
+    """Interleaved pairs ``(B, ceil(n_maps / 2), h, w, 2)`` back to maps ``(B, n_maps, h, w)``."""
+    batch, pairs, h, w, _ = x_pairs.shape
+    return x_pairs.permute(0, 1, 4, 2, 3).reshape(batch, 2 * pairs, h, w)[:, :n_maps]
 
 
 def _rows(t: torch.Tensor):

@@ -159,8 +159,6 @@ def test_two_processes_train_as_one(name: str, tmp_path: Path) -> None:
     variants, fit = MODELS[name]
     for v in variants:
         tol = TOLERANCE.get((name, v), 1e-10)
-        # where latents differ at rounding level, so may the solver's iteration counts
-        skip = () if tol == 1e-10 else ("iterations",)
         single, hist = fit(v, None)
         want = {k: t for k, t in single.state_dict().items()
                 if isinstance(t, torch.Tensor) and t.is_floating_point()}
@@ -170,7 +168,13 @@ def test_two_processes_train_as_one(name: str, tmp_path: Path) -> None:
             got = load_file(str(tmp_path / f"{name}-{v}-rank{r}.st"))
             worst["weights"] = max([worst["weights"], *(_rel(got[k], t) for k, t in want.items())])
             saved = json.loads((tmp_path / f"{name}-{v}-rank{r}.json").read_text())
-            worst["history"] = max(worst["history"], _same_history(saved["history"], hist, skip))
+            # latents that differ at rounding level (even 1e-16) can move a sample's stop by one
+            # gap check, so iteration counts are compared apart, within 5 %
+            worst["history"] = max(worst["history"],
+                                   _same_history(saved["history"], hist, ("iterations",)))
+            for g, w in zip(saved["history"], hist, strict=True):
+                if "iterations" in w:
+                    assert abs(g["iterations"] - w["iterations"]) <= 0.05 * w["iterations"]
             if trace is not None:
                 assert saved["trace"] == pytest.approx(trace, rel=tol)
             if name in RESUMABLE:

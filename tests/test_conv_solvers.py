@@ -212,11 +212,14 @@ def test_initial_penalty_is_the_documented_default_and_reaches_the_model_forward
 @pytest.mark.parametrize("nonneg", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("rho", [None, 1e-3, 1e3])  # far-off penalties make balancing act
-def test_fused_cpu_step_equals_the_torch_step(monkeypatch, nonneg, dtype, rho):
+@pytest.mark.parametrize("channels, n_atoms", [(1, 5), (2, 4)])  # one channel: solve_and_pack
+def test_fused_cpu_step_equals_the_torch_step(monkeypatch, nonneg, dtype, rho, channels,
+                                              n_atoms):
     import sys
 
     admm_module = sys.modules["latentebm.solvers.admm_fourier"]
-    op, Y = _problem("circular", channels=2, n_atoms=4, hw=(12, 10), batch=3, seed=4)
+    op, Y = _problem("circular", channels=channels, n_atoms=n_atoms, hw=(12, 9), batch=3,
+                     seed=4)
     op, Y = ConvDictionary(op.kernels.to(dtype), boundary="circular"), Y.to(dtype)
     kwargs = dict(method="admm", tol=1e-6, max_iter=60, nonneg=nonneg, check_every=5, rho=rho)
     fused = solve(Y, op, LAM, **kwargs)

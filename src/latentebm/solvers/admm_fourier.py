@@ -192,9 +192,11 @@ def admm_fourier(
                        rhs=None, y0=None, u0=None, rho=rho_t)
     fused = _fuses(Y, masked)
     if fused:
-        from ._admm_kernel import pack_pairs, relaxed_prox_step
+        from ._admm_kernel import pack_pairs, relaxed_prox_step, solve_and_pack
 
         use_torch_threads()
+        one_channel = emb.spectrum.shape[1] == 1
+        spectrum = emb.spectrum[:, 0].contiguous().numpy() if one_channel else None
         state.rhs = state.y - state.u
 
     extrapolation = DualExtrapolation(Y, lam, reg, adjoint=op.adjoint,
@@ -207,23 +209,35 @@ def admm_fourier(
         y_old = state.y  # replaced, not overwritten, where the step is not fused
         # ---- x update: one linear system per frequency (right-hand side over σ, in place)
         rhs_f = torch.fft.rfft2(state.rhs if fused else state.y - state.u)
-        if masked:
-            rhs_f.add_(emb.analysis(torch.fft.rfft2(state.y0 + state.s_grid - state.u0)))
-        else:
-            rhs_f.add_(state.b_f)
-        x_f = factor.solve_(rhs_f)
         if fused:  # x as interleaved pairs of maps (see _admm_kernel)
-            packed = torch.empty((x_f.shape[0], (op.n_atoms + 1) // 2, *grid), dtype=x_f.dtype)
-            pack_pairs(x_f.numpy(), packed.numpy())
+            packed = torch.empty((rhs_f.shape[0], (op.n_atoms + 1) // 2, *grid),
+                                 dtype=rhs_f.dtype)
+            if one_channel:  # right-hand side, solve and packing in one pass
+                image_f = (rhs_f.new_empty((rhs_f.shape[0], *rhs_f.shape[2:])) if check
+                           else rhs_f.new_empty((0, 0, 0)))
+                solve_and_pack(rhs_f.numpy(), state.b_f.numpy(), spectrum,
+                               factor.inner[:, 0].numpy(), packed.numpy(), image_f.numpy())
+                if check:
+                    image_f = _per_image(state.rho) * image_f[:, None]
+            else:
+                x_f = factor.solve_(rhs_f.add_(state.b_f))
+                pack_pairs(x_f.numpy(), packed.numpy())
+                image_f = emb.synthesis(x_f) if check else None
             x_pairs = torch.view_as_real(torch.fft.ifft2(packed))
         else:
+            if masked:
+                rhs_f.add_(emb.analysis(torch.fft.rfft2(state.y0 + state.s_grid - state.u0)))
+            else:
+                rhs_f.add_(state.b_f)
+            x_f = factor.solve_(rhs_f)
             x = torch.fft.irfft2(x_f, s=grid)
+            image_f = emb.synthesis(x_f) if check or masked else None
         if masked:
-            dx = torch.fft.irfft2(emb.synthesis(x_f), s=grid)
+            dx = torch.fft.irfft2(image_f, s=grid)
             r_x = state.Y - dx[(..., *emb.signal_region)]
             c_x = op.adjoint(r_x) if check else None
         else:
-            r_x = state.Y - torch.fft.irfft2(emb.synthesis(x_f), s=grid) if check else None
+            r_x = state.Y - torch.fft.irfft2(image_f, s=grid) if check else None
             # Dᵀr_x = ρ(x − y + u); the fused step writes it
             c_x = _per_image(state.rho) * (x - state.y + state.u) if check and not fused else None
         # ---- relaxation, prox, multiplier update: v = αx + (1 − α)y + u

@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._gram_cd_kernel import shrink
+
 
 @njit(parallel=True, cache=True)
 def pack_pairs(half, full):  # pragma: no cover - compiled
@@ -112,15 +114,6 @@ def solve_and_pack(rhs_f, b_f, spectrum, inner, full, image_f):  # pragma: no co
                         full[b, k, ky_mirror, w - kx] = complex(a.real + c.imag, c.real - a.imag)
 
 
-@njit(inline="always")
-def _shrink(v, t, nonneg):  # pragma: no cover - compiled
-    if v > t:
-        return v - t
-    if v < -t and not nonneg:
-        return v + t
-    return 0.0
-
-
 @njit(parallel=True, cache=True)
 def relaxed_prox_step(x_pairs, y, u, rhs, thresholds, relax, nonneg, sums, with_sums,
                       correlations, rho):  # pragma: no cover - compiled
@@ -172,7 +165,7 @@ def relaxed_prox_step(x_pairs, y, u, rhs, thresholds, relax, nonneg, sums, with_
                 if with_correlations:
                     correlations[b, i] = penalty * (plain - old + u[b, i])
                 v = relax * plain + keep * old + u[b, i]
-                sparse = _shrink(v, t, nonneg)
+                sparse = shrink(v, t, nonneg)
                 multiplier = v - sparse
                 y[b, i] = sparse
                 u[b, i] = multiplier

@@ -38,7 +38,8 @@ largest code; divided by ten after each outer round."""
 
 
 @njit(cache=True, inline="always", fastmath=FAST)
-def _shrink(g: float, lam: float, nonneg: bool) -> float:
+def shrink(g: float, lam: float, nonneg: bool) -> float:  # pragma: no cover - compiled
+    """The scalar soft threshold at ``lam`` (one-sided with ``nonneg``); also ADMM's prox."""
     if g > lam:
         return g - lam
     if g < -lam and not nonneg:
@@ -57,7 +58,7 @@ def _sweep(Ga, qa, za, m, lam, nonneg):  # pragma: no cover - compiled
         if gjj <= 0.0:  # an all-zero atom: its code stays zero
             continue
         zj = za[j]
-        step = _shrink(qa[j] + gjj * zj, lam, nonneg) / gjj - zj
+        step = shrink(qa[j] + gjj * zj, lam, nonneg) / gjj - zj
         if step != 0.0:
             za[j] = zj + step
             for k in range(m):

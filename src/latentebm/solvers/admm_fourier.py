@@ -322,12 +322,6 @@ def _fuses(Y: torch.Tensor, masked: bool) -> bool:
     return not masked and Y.device.type == "cpu"
 
 
-def _unpair(x_pairs: torch.Tensor, n_maps: int) -> torch.Tensor:
-    """Interleaved pairs ``(B, ceil(n_maps / 2), h, w, 2)`` back to maps ``(B, n_maps, h, w)``."""
-    batch, pairs, h, w, _ = x_pairs.shape
-    return x_pairs.permute(0, 1, 4, 2, 3).reshape(batch, 2 * pairs, h, w)[:, :n_maps]
-
-
 def _rows(t: torch.Tensor):
     """A contiguous ``(B, ...)`` CPU tensor as a writable ``(B, n)`` NumPy view."""
     return t.view(t.shape[0], -1).numpy()

@@ -50,6 +50,10 @@ def test_admm_equals_dense_fista_on_the_toeplitz_matrix(boundary, channels, nonn
         assert float(admm.z.min()) >= 0
 
 
+def _float64(op):
+    return ConvDictionary(op.kernels.double(), boundary=op.boundary)
+
+
 @pytest.mark.parametrize("boundary", ["circular", "full"])
 @pytest.mark.parametrize("method", ["admm", "fista"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -59,14 +63,10 @@ def test_certificate_bounds_the_true_gap(boundary, method, dtype):
     op, Y = ConvDictionary(op.kernels.to(dtype), boundary=boundary), Y.to(dtype)
     for n in (5, 20, 40, 80):
         short = solve(Y, op, LAM, method=method, tol=0.0, max_iter=n, check_every=5)
-        true_gap = le.lasso_energy(Y.double(), reference_op(op), short.z.double(), LAM) \
+        true_gap = le.lasso_energy(Y.double(), _float64(op), short.z.double(), LAM) \
             - reference.energy
         assert bool((short.gap.double() >= true_gap - 1e-10).all()), (n, short.gap, true_gap)
         assert bool((true_gap >= -1e-10).all())
-
-
-def reference_op(op):
-    return ConvDictionary(op.kernels.double(), boundary=op.boundary)
 
 
 @pytest.mark.parametrize("boundary", ["circular", "full"])

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import cpu_model
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RAW = HERE / "results" / "raw"
@@ -435,7 +437,7 @@ def write_report(args, rows, e_star, lam_max, lipschitz, sporco_note, load_befor
         f"includes building the operator); best of {args.repeats} runs at the smallest "
         "sufficient iteration count (median in brackets). The machine is shared with other "
         f"users: load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
-        f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
+        f"- Machine: {cpu_model()}, {os.cpu_count()} logical "
         f"CPUs; Python {platform.python_version()}, torch {torch.__version__}, NumPy "
         f"{np.__version__}, latentebm {le.__version__}; {sporco_note}.",
         "- Rows marked float32 / extra run in float32 (scored in float64) and are outside the "

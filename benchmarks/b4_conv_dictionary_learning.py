@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import time
 from pathlib import Path
 
+from _common import cpu_model
 from b3_conv_sparse_coding import (
     RAW,
     SPORCO_PYTHON,
@@ -270,7 +270,7 @@ def main() -> None:
                            else "glibc's defaults for everyone."),
         f"- Threads: {args.threads} for every contender. Shared machine: load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.",
-        f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical "
+        f"- Machine: {cpu_model()}, {os.cpu_count()} logical "
         f"CPUs; torch {torch.__version__}, NumPy {np.__version__}, latentebm {le.__version__}; "
         f"{sporco_note}. Curves: `results/B4.png`.",
         "",

@@ -26,15 +26,43 @@ space on an explicit Gram matrix pass ``Aᵀy`` instead and record codes ``z`` w
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..operators import batch_dot, per_sample
 from ..regularizers import Regularizer
-from .local_dual import LocalRescaling
+
+if TYPE_CHECKING:
+    from .local_dual import LocalRescaling
 
 DEFAULT_K = 5
 """Residuals combined (Massias et al. use 5)."""
+
+
+def rescaled_dual_value(Atr: torch.Tensor, yr: torch.Tensor, rr: torch.Tensor, lam: float,
+                        reg: Regularizer) -> torch.Tensor:
+    """The dual value of a residual ``r`` rescaled to feasibility, ``θ = r / max(λ, R°(Aᵀr))``.
+
+    Parameters
+    ----------
+    Atr : torch.Tensor, shape (n, *code_dims)
+        ``Aᵀr``.
+    yr, rr : torch.Tensor, shape (n,)
+        ``⟨y, r⟩`` and ``‖r‖²``.
+    lam : float
+        ``λ > 0``.
+    reg : Regularizer
+        The penalty (its dual norm).
+
+    Returns
+    -------
+    torch.Tensor, shape (n,)
+        ``λ⟨y, θ⟩ − ½λ²‖θ‖²``; ``-inf`` where not finite.
+    """
+    u = lam / torch.clamp(reg.dual_norm(Atr), min=lam)
+    value = u * yr - 0.5 * u * u * rr
+    return torch.where(torch.isfinite(value), value, torch.full_like(value, -float("inf")))
 
 
 class DualExtrapolation:
@@ -206,11 +234,7 @@ class DualExtrapolation:
 
     def _dual_value(self, X: torch.Tensor, C: torch.Tensor, ctx) -> torch.Tensor:
         """``D(θ)`` of ``θ = r / max(λ, R°(Aᵀr))``, as ``λ⟨y, θ⟩ − ½λ²‖θ‖²``."""
-        scale = torch.clamp(self.reg.dual_norm(C), min=self.lam)
-        u = self.lam / scale
-        yr, rr = self._inner(X, C, ctx)
-        value = u * yr - 0.5 * u * u * rr
-        return torch.where(torch.isfinite(value), value, torch.full_like(value, -float("inf")))
+        return rescaled_dual_value(C, *self._inner(X, C, ctx), self.lam, self.reg)
 
     def _localized_value(self, X: torch.Tensor, C: torch.Tensor,
                          idx: torch.Tensor) -> torch.Tensor:
@@ -262,4 +286,4 @@ class DualExtrapolation:
         return value.masked_fill(~ok, -float("inf")), X, C
 
 
-__all__ = ["DualExtrapolation", "DEFAULT_K"]
+__all__ = ["DualExtrapolation", "DEFAULT_K", "rescaled_dual_value"]

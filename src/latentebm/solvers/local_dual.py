@@ -24,6 +24,7 @@ import torch
 
 from ..operators import LinearOperator, batch_dot
 from ..regularizers import Regularizer
+from .dual import rescaled_dual_value
 
 
 class LocalRescaling:
@@ -74,9 +75,8 @@ class LocalRescaling:
         """
         theta, c_theta = self(r, c)
         theta, y = theta.flatten(1).double(), Y.flatten(1).double()
-        u = self.lam / torch.clamp(self.reg.dual_norm(c_theta).double(), min=self.lam)
-        value = u * batch_dot(y, theta) - 0.5 * u * u * batch_dot(theta, theta)
-        return torch.where(torch.isfinite(value), value, torch.full_like(value, -float("inf")))
+        return rescaled_dual_value(c_theta.flatten(1).double(), batch_dot(y, theta),
+                                   batch_dot(theta, theta), self.lam, self.reg)
 
 
 def local_rescaling(op: LinearOperator, lam: float, reg: Regularizer) -> LocalRescaling | None:

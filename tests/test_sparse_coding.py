@@ -37,6 +37,34 @@ def test_planted_dictionary_recovered(method):
     assert recovered_share(W_true, W) >= 0.9
 
 
+@pytest.mark.parametrize("solver", ["fista", "gram_cd"])
+def test_planted_dictionary_recovered_by_either_coding_solver(solver):
+    Y, W_true = planted_data()
+    model = le.SparseCoding(30, 20, lam=0.1, seed=1)
+    model.fit(Y, epochs=8, batch_size=128, solver=solver, progress=False)
+    assert recovered_share(W_true, model.dictionary().numpy()) >= 0.9
+
+
+def test_auto_coding_solver_is_gram_cd_on_the_cpu_and_resume_keeps_it(tmp_path):
+    Y, _ = planted_data(n_samples=300)
+    path = tmp_path / "ckpt.safetensors"
+    auto = le.SparseCoding(30, 20, lam=0.05, seed=2)
+    auto.fit(Y, epochs=1, batch_size=100, checkpoint=path, progress=False)
+    named = le.SparseCoding(30, 20, lam=0.05, seed=2)
+    named.fit(Y, epochs=1, batch_size=100, solver="gram_cd", progress=False)
+    assert torch.equal(auto.dictionary(), named.dictionary())
+    with pytest.raises(ValueError, match="solver: checkpoint has 'gram_cd', now 'fista'"):
+        le.SparseCoding(30, 20, lam=0.05, seed=2).fit(
+            Y, epochs=2, batch_size=100, solver="fista", checkpoint=path, resume=True,
+            progress=False)
+
+
+def test_unknown_coding_solver_is_named_in_the_error():
+    Y, _ = planted_data(n_samples=100)
+    with pytest.raises(ValueError, match="unknown method 'lars'.*'gram_cd'"):
+        le.SparseCoding(30, 20, lam=0.05).fit(Y, solver="lars", progress=False)
+
+
 def test_same_seed_same_atoms():
     Y, _ = planted_data(n_samples=600)
     atoms = []

@@ -21,6 +21,8 @@ from ..dictionary_update import (
     sgd_step_,
 )
 from ..operators import DenseDictionary
+from ..problem import Problem
+from ..solvers.api import check_method_name, resolve_method
 from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
@@ -126,6 +128,7 @@ class SparseCoding(DictionaryModel):
         Y: Any,
         *,
         method: str = "online",
+        solver: str = "auto",
         lr: float = 1.0,
         tol: float = 0.1,
         max_iter: int = 200,
@@ -142,7 +145,8 @@ class SparseCoding(DictionaryModel):
         Only rank 0 writes the checkpoint; every rank resumes from it, with any number of
         processes.
 
-        Codes: FISTA to relative gap ``tol``, warm-started from each sample's previous code.
+        Codes: the solver ``solver`` to relative gap ``tol``, warm-started from each sample's
+        previous code.
         Columns are renormalised after every step. A NaN/inf energy or atom stops training with
         ``FloatingPointError`` (the last good checkpoint is kept).
 
@@ -156,6 +160,11 @@ class SparseCoding(DictionaryModel):
         method : {"online", "sgd"}, default="online"
             ``"online"``: Mairal et al.'s block-coordinate update from the sufficient statistics;
             ``"sgd"``: projected SGD with step ``lr``.
+        solver : str, default="auto"
+            The coding step's method, a name :func:`latentebm.solve` takes. ``"auto"`` picks
+            the compiled Gram coordinate descent (``"gram_cd"``) on the CPU and FISTA on a GPU;
+            on B2 (whitened patches, 256 atoms, 2 threads) a minibatch took 8 ms with
+            ``"gram_cd"`` against 33–37 ms with ``"fista"``, for the same held-out energy.
         lr : float, default=1.0
             Step of ``"sgd"``.
         tol : float, default=0.1
@@ -189,11 +198,15 @@ class SparseCoding(DictionaryModel):
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
+        probe = Problem(torch.empty((0, self.n_features), dtype=self.dtype, device=self.device),
+                        self.operator(), self.lam, numpy_out=False)
+        solver = resolve_method(check_method_name(solver), probe, self.regularizer()).name
         steps_per_epoch = math.ceil(n / options.batch_size)
         dead_after = (
             steps_per_epoch if dead_after is None else check_int(dead_after, "dead_after", low=1)
         )
-        fit_args = {"method": method, "batch_size": options.batch_size, "n_samples": n}
+        fit_args = {"method": method, "solver": solver, "batch_size": options.batch_size,
+                    "n_samples": n}
 
         device, dtype = self.device, self.dtype
         codes, start = self.start_fit(Y_t, fit_args, options,
@@ -209,7 +222,7 @@ class SparseCoding(DictionaryModel):
                     mine = dist.shard(b.idx)
                     Yb = Y_t[mine].to(device, dtype)
                     z0 = None if codes is None else codes[mine]
-                    out = self(Yb, z0, tol=tol, max_iter=max_iter)
+                    out = self(Yb, z0, tol=tol, max_iter=max_iter, method=solver)
                     Z = out.z
                     if codes is not None:
                         codes[b.idx] = dist.all_gather_cat(Z, what="of the codes")

@@ -75,6 +75,29 @@ def test_float32_codes_and_warm_start():
     assert warm.n_iter == 0 and np.array_equal(warm.z, exact.z)
 
 
+@pytest.mark.parametrize("with_callback", [False, True])
+@pytest.mark.parametrize("positive", [False, True])
+def test_float32_codes_are_certified_against_the_float64_optimum(positive, with_callback):
+    # float32 inputs are exact in float64: the solve is of the caller's own problem, and the
+    # codes rounded to float32 keep the float64 certificate (the rounding moves the energy by a
+    # second-order amount; their own residual's rescaled dual point would be ~1e-5 short)
+    Y, W, lam = problem(6, coherent=True)
+    Y32, W32 = Y.astype(np.float32), W.astype(np.float32)
+    options = {"check_every": 1, "callback": lambda k, state: None} if with_callback else {}
+    res = solve(torch.from_numpy(Y32), torch.from_numpy(W32), lam, method="gram_cd",
+                tol=1e-9, nonneg=positive, **options)
+    assert bool(res.converged.all())
+    Y64, W64 = Y32.astype(np.float64), W32.astype(np.float64)
+    z = res.z.double().numpy()
+    assert np.array_equal(z.astype(np.float32), res.z.numpy())
+    energy = energies(Y64, W64, z, lam)
+    np.testing.assert_allclose(res.energy.double().numpy(), energy, rtol=1e-6)
+    optimum = reference(Y64, W64, lam, positive)
+    gap = res.gap.double().numpy()
+    assert np.all(gap >= energy - optimum - 1e-12 * optimum)
+    assert np.all(gap <= 1e-9 * energy)
+
+
 def test_callback_sees_every_stretch_and_the_result_matches():
     Y, W, lam = problem(4, coherent=True)
     seen = []

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from .._validation import check_int
-from ..objective import energy_and_gap
 from ..operators import LinearOperator
 from ..problem import Problem
 from ..regularizers import Regularizer
@@ -65,8 +64,11 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     use_torch_threads()
     op, Y, lam = problem.op, problem.Y, problem.lam
     batch = Y.shape[0]
-    G64 = op.gram_matrix().double().numpy()
-    B = op.adjoint(Y).double().numpy()
+    single = Y.dtype == torch.float32
+    # float32 inputs are exact in float64, so the float64 solve is of the caller's own problem
+    op64 = op.to(dtype=torch.float64) if single else op
+    G64 = op64.gram_matrix().numpy()
+    B = op64.adjoint(Y.double()).numpy()
     Z = np.zeros_like(B) if z0 is None else z0.double().numpy().copy()
     # one pass with float64 accumulation and no temporary (torch's (Y * Y).sum(1) on B1's
     # 10 000 × 784 float64 digits took 28 ms, mostly page faults on the product; this, 2 ms)
@@ -77,7 +79,7 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     inner_tols = np.full(batch, INNER_TOL)
     if callback is None:
         lasso_gram_cd(G64, B, Z, yy, lam, tol, max_iter, reg.nonneg, inner_tols, rounds,
-                      energy, gap)
+                      energy, gap, single)
     else:
         running = np.arange(batch)
         done = 0
@@ -86,24 +88,33 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
             part = [np.ascontiguousarray(a[running]) for a in (B, Z, yy, inner_tols, rounds)]
             e, g = np.empty(running.size), np.empty(running.size)
             lasso_gram_cd(G64, part[0], part[1], part[2], lam, tol, done, reg.nonneg,
-                          part[3], part[4], e, g)
+                          part[3], part[4], e, g, False)
             Z[running], inner_tols[running], rounds[running] = part[1], part[3], part[4]
             energy[running], gap[running] = e, g
             callback(done, IterationState(done, batch, torch.from_numpy(part[1]),
                                           torch.from_numpy(running), torch.from_numpy(e),
                                           torch.from_numpy(g)))
             running = running[g > tol * e]
+        if single:  # no round left to run: only the rounding to float32 and its energies
+            lasso_gram_cd(G64, B, Z, yy, lam, tol, 0, reg.nonneg, inner_tols,
+                          np.zeros(batch, dtype=np.int64), energy, gap, True)
     z = torch.from_numpy(Z).to(Y.dtype)
-    energy_t, gap_t = torch.from_numpy(energy), torch.from_numpy(gap)
-    if Y.dtype != torch.float64:
-        energy_t, gap_t = energy_and_gap(op, Y, z, lam, reg)
-    energy_t, gap_t = energy_t.to(Y.dtype), gap_t.to(Y.dtype)
+    energy_t = torch.from_numpy(energy).to(Y.dtype)
+    gap_t = _rounded_up(torch.from_numpy(gap), Y.dtype)
     finite = torch.isfinite(energy_t) & torch.isfinite(gap_t)
     n_iter = torch.from_numpy(rounds)
     return SolverResult(z=z, gap=gap_t, energy=energy_t,
                         converged=finite & (gap_t <= tol * energy_t),
                         n_iter_per_sample=n_iter, n_iter=int(n_iter.max()) if batch else 0,
                         method="gram_cd")
+
+
+def _rounded_up(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``values`` (float64) in ``dtype``, rounded up where rounding to nearest went down (a
+    gap stays an upper bound)."""
+    out = values.to(dtype)
+    return torch.where(out.double() < values, torch.nextafter(out, out.new_tensor(torch.inf)),
+                       out)
 
 
 def use_torch_threads() -> None:

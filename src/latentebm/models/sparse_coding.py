@@ -173,7 +173,7 @@ class SparseCoding(DictionaryModel):
             overstates the energy error by orders of magnitude (whitened patches: codes at gap
             0.1 are within 0.7 % of the optimal energy), and the atoms do not need more:
             measured against ``tol=1e-3``, the same held-out energy after the same number of
-            steps (0.1 % apart on the B2 patches, the MNIST demo's slightly lower), at 0.83× the
+            steps (0.2 % apart on the B2 patches, the MNIST demo's slightly lower), at 0.83× the
             time per step with ``"gram_cd"`` (B2: 5.9 against 7.1 ms) and about half with
             ``"fista"``.
         max_iter : int, default=200

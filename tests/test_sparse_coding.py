@@ -65,6 +65,18 @@ def test_unknown_coding_solver_is_named_in_the_error():
         le.SparseCoding(30, 20, lam=0.05).fit(Y, solver="lars", progress=False)
 
 
+def test_encode_picks_the_solver_by_structure_and_takes_a_named_one():
+    Y, W = planted_data(n_samples=50)
+    model = le.SparseCoding(30, 20, lam=0.05, init=W)
+    auto = model.encode(Y, tol=1e-5)
+    fista = model.encode(Y, tol=1e-5, method="fista")
+    assert auto.method == "gram_cd" and fista.method == "fista"
+    assert bool(auto.converged.all()) and bool(fista.converged.all())
+    np.testing.assert_allclose(auto.energy, fista.energy, rtol=2e-5)
+    with pytest.raises(ValueError, match="unknown method 'lars'"):
+        model.encode(Y, method="lars")
+
+
 def test_same_seed_same_atoms():
     Y, _ = planted_data(n_samples=600)
     atoms = []

@@ -18,7 +18,7 @@ from ..objective import lasso_energy
 from ..operators import LinearOperator
 from ..problem import Problem, to_output
 from ..regularizers import Regularizer, get_regularizer
-from ..solvers import SolverResult, fista
+from ..solvers import SolverResult, solve
 from ..solvers.api import resolve_method
 from ..training.fit_options import FitOptions
 from ._base import LatentModel
@@ -94,9 +94,10 @@ class DictionaryModel(LatentModel):
         return get_regularizer(self.nonneg)
 
     def encode(
-        self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None
+        self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None,
+        method: str = "auto",
     ) -> SolverResult:
-        """Optimal codes of the signals ``Y`` by FISTA, with their certificate.
+        """Optimal codes of the signals ``Y``, with their certificate.
 
         Parameters
         ----------
@@ -108,17 +109,21 @@ class DictionaryModel(LatentModel):
         {max_iter_cap}
         z0 : array or tensor ``(batch, *code_shape)``, optional
             Warm start.
+        method : str, default="auto"
+            The solver, as :func:`latentebm.solve` takes it; ``"auto"`` chooses by the
+            operator's structure (a dense dictionary on the CPU: the compiled ``"gram_cd"``;
+            kernels with circular boundaries: ``"admm"``; otherwise FISTA).
 
         Returns
         -------
         SolverResult
-            Codes ``z`` ``(batch, *code_shape)``, energies, gaps (see :func:`latentebm.fista`).
+            Codes ``z`` ``(batch, *code_shape)``, energies, gaps and the method that ran (see
+            :func:`latentebm.solve`).
         """
         if isinstance(Y, torch.Tensor):
             self.check_input(Y, "Y", ndim=self.SIGNAL_NDIM)
-        return fista(
-            Y, self.operator(), self.lam, tol=tol, max_iter=max_iter, z0=z0, nonneg=self.nonneg
-        )
+        return solve(Y, self.operator(), self.lam, method=method, tol=tol, max_iter=max_iter,
+                     z0=z0, nonneg=self.nonneg)
 
     def forward(self, Y: torch.Tensor, z0: torch.Tensor | None = None, *, tol: float = 1e-3,
                 max_iter: int = 200, method: str = "fista", **options: Any) -> SolverResult:

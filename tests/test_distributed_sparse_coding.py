@@ -97,8 +97,9 @@ def test_torchrun_runs_the_command_and_rank_zero_reports(tmp_path: Path) -> None
     run_command(args, tmp_path / "one")
     W1, W2 = (load_file(str(tmp_path / d / "checkpoint.safetensors"))["model.W"]
               for d in ("one", "two"))
-    # float32: rounding differences move some codes across the FISTA stopping test (tol 1e-3)
-    assert float((W1 - W2).norm() / W1.norm()) < 1e-3
+    # float32: each sample's code is solved alone (gram_cd, in float64), so only the order in
+    # which the statistics are summed over the processes differs (measured: 4e-7)
+    assert float((W1 - W2).norm() / W1.norm()) < 1e-5
 
 
 def test_streamed_fit_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:

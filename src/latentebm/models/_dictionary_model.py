@@ -19,7 +19,7 @@ from ..operators import LinearOperator
 from ..problem import Problem, to_output
 from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult, solve
-from ..solvers.api import resolve_method
+from ..solvers.api import check_method_name, resolve_method
 from ..training.fit_options import FitOptions
 from ._base import LatentModel
 
@@ -92,6 +92,26 @@ class DictionaryModel(LatentModel):
     def regularizer(self) -> Regularizer:
         """``R``: L1, or non-negative L1 with ``nonneg``."""
         return get_regularizer(self.nonneg)
+
+    def coding_method(self, method: str, signal_shape: tuple[int, ...]) -> str:
+        """The registered name of the solver ``method`` picks (``"auto"`` resolved) for signals
+        of ``signal_shape`` on this model's operator; ``ValueError`` for an unknown name or one
+        that cannot solve the problem.
+
+        Parameters
+        ----------
+        method : str
+            ``"auto"`` or a name :func:`latentebm.solve` takes.
+        signal_shape : tuple of int
+            One signal's shape (without the batch dimension).
+
+        Returns
+        -------
+        str
+        """
+        probe = Problem(torch.empty((0, *signal_shape), dtype=self.dtype, device=self.device),
+                        self.operator(), self.lam, numpy_out=False)
+        return resolve_method(check_method_name(method), probe, self.regularizer()).name
 
     def encode(
         self, Y: Any, *, tol: float | None = None, max_iter: int = 1000, z0: Any = None,

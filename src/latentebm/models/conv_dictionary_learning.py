@@ -29,9 +29,7 @@ from ..data.image_shards import ShardedImages
 from ..data.patches import random_windows
 from ..operators import ConvDictionary
 from ..operators.conv import BOUNDARIES
-from ..problem import Problem
 from ..regularizers import UnitBall
-from ..solvers.api import check_method_name, resolve_method
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
 from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
@@ -254,9 +252,7 @@ class ConvDictionaryLearning(DictionaryModel):
         if replace_threshold is not None:
             replace_threshold = check_scalar(replace_threshold, "replace_threshold", low=0.0,
                                              high=1.0, low_inclusive=False)
-        probe = Problem(torch.empty((0, *Y_t.shape[1:]), dtype=self.dtype, device=self.device),
-                        self.operator(), self.lam, numpy_out=False)
-        method = resolve_method(check_method_name(method), probe, self.regularizer()).name
+        method = self.coding_method(method, tuple(Y_t.shape[1:]))
         coding_options = ({"rho": CODING_RHO_PER_LAM * self.lam + 1} if method == "admm"
                           else {})
         steps_per_epoch = math.ceil(n / options.batch_size)

@@ -21,8 +21,6 @@ from ..dictionary_update import (
     sgd_step_,
 )
 from ..operators import DenseDictionary
-from ..problem import Problem
-from ..solvers.api import check_method_name, resolve_method
 from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
@@ -200,9 +198,7 @@ class SparseCoding(DictionaryModel):
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
-        probe = Problem(torch.empty((0, self.n_features), dtype=self.dtype, device=self.device),
-                        self.operator(), self.lam, numpy_out=False)
-        solver = resolve_method(check_method_name(solver), probe, self.regularizer()).name
+        solver = self.coding_method(solver, (self.n_features,))
         steps_per_epoch = math.ceil(n / options.batch_size)
         dead_after = (
             steps_per_epoch if dead_after is None else check_int(dead_after, "dead_after", low=1)

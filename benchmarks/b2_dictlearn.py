@@ -22,19 +22,9 @@ import os
 import warnings
 from pathlib import Path
 
+import _common as bench
 import numpy as np
-from _common import (
-    PausableClock,
-    clock,
-    environment_lines,
-    fmt_ratio,
-    fmt_time,
-    lasso_energy64,
-    log,
-    markdown_table,
-    write_atomic,
-    write_json,
-)
+from _common import PausableClock, clock, log
 from _data import patches
 
 import latentebm
@@ -213,7 +203,7 @@ def held_out_energies(Xte: np.ndarray, snaps, W0: np.ndarray) -> list[float]:
     for W in [W0] + [s[2] for s in snaps]:
         res = latentebm.fista(X32, W.astype(np.float32), LAM, tol=EVAL_TOL, max_iter=20000, z0=z)
         z = res.z
-        out.append(float(lasso_energy64(Xte, W, z, LAM).mean()))
+        out.append(float(bench.lasso_energy64(Xte, W, z, LAM).mean()))
     return out
 
 
@@ -339,14 +329,14 @@ def _norm_range(W: np.ndarray) -> list[float]:
 
 
 def write(out_dir: Path, res: dict) -> None:
-    write_json(out_dir / "B2.json", res)
+    bench.write_json(out_dir / "B2.json", res)
     try:
         _plot(out_dir / "B2.png", res)
         figure = True
     except Exception as exc:  # noqa: BLE001 - the figure is optional
         log(f"B2 plot skipped: {exc}")
         figure = False
-    write_atomic(out_dir / "B2.md", render(res, figure))
+    bench.write_atomic(out_dir / "B2.md", render(res, figure))
 
 
 def render(res: dict, figure: bool = False) -> str:
@@ -369,7 +359,7 @@ def render(res: dict, figure: bool = False) -> str:
         "",
         "## Environment",
         "",
-        *environment_lines(res["env"]),
+        *bench.environment_lines(res["env"]),
         f"- Load average {res['loadavg_start'][0]:.1f} → {res['loadavg_end'][0]:.1f}"
         + (" (quick run)" if res["quick"] else ""),
         "",
@@ -385,10 +375,10 @@ def render(res: dict, figure: bool = False) -> str:
                 r["label"],
                 f"{r['energy'][-1]:.5g}",
                 f"{100 * (r['energy'][-1] / res['best_final_energy'] - 1):.2f} %",
-                fmt_time(t) if t is not None else "not reached",
-                fmt_ratio(ratio),
+                bench.fmt_time(t) if t is not None else "not reached",
+                bench.fmt_ratio(ratio),
                 f"{r['n_steps']} ({r['epochs_done']:.2f} epochs)",
-                fmt_time(r["train_seconds"]),
+                bench.fmt_time(r["train_seconds"]),
                 f"{r['train_seconds'] / max(r['n_steps'], 1) * 1e3:.1f} ms",
             ]
         )
@@ -405,14 +395,14 @@ def render(res: dict, figure: bool = False) -> str:
         "training time",
         "per minibatch",
     ]
-    lines += ["## Results", "", markdown_table(header, rows), ""]
+    lines += ["## Results", "", bench.markdown_table(header, rows), ""]
     peers = [r for r in done
              if not r["key"].startswith("latentebm") and r["time_to_within"] is not None]
     if ref and ref["time_to_within"] and peers:
         fastest = min(peers, key=lambda r: r["time_to_within"])
         lines += [
             f"**Fastest peer / latentebm** (time to within 1 %): "
-            f"**{fmt_ratio(fastest['time_to_within'] / ref['time_to_within'])}** "
+            f"**{bench.fmt_ratio(fastest['time_to_within'] / ref['time_to_within'])}** "
             f"({fastest['key']}; above 1 means latentebm is faster).",
             "",
         ]
@@ -428,11 +418,12 @@ def render(res: dict, figure: bool = False) -> str:
         row = [str(i)]
         for r in done:
             if i < len(r["energy"]):
-                row.append(f"{r['energy'][i]:.5g} @ {fmt_time(r['seconds'][i])} ({r['steps'][i]})")
+                when = bench.fmt_time(r["seconds"][i])
+                row.append(f"{r['energy'][i]:.5g} @ {when} ({r['steps'][i]})")
             else:
                 row.append("")
         rows.append(row)
-    lines += [markdown_table(header, rows), ""]
+    lines += [bench.markdown_table(header, rows), ""]
     if figure:
         lines += ["![held-out energy vs time](B2.png)", ""]
     return "\n".join(lines) + "\n"

@@ -30,20 +30,11 @@ from _common import HERE, pin_threads  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--threads",
-        type=int,
-        nargs="+",
-        default=[2],
-        help="torch thread counts to measure (default: 2)",
-    )
+    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+                        help="torch thread counts to measure (default: 2)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default: 3)")
-    parser.add_argument(
-        "--images",
-        type=int,
-        default=60000,
-        help="training images per timed epoch (default: all 60000)",
-    )
+    parser.add_argument("--images", type=int, default=60000,
+                        help="training images per timed epoch (default: all 60000)")
     parser.add_argument(
         "--data-dir", default="/work/shared/data/mnist", help="folder with the MNIST IDX files"
     )

@@ -3,8 +3,13 @@
 One sample per parallel iteration, everything in float64. For ``min_z ½zᵀGz − bᵀz + λ‖z‖₁``
 (``G = WᵀW``, ``b = Wᵀy``) each sample keeps its gradient ``q = b − Gz`` and repeats:
 
-1. a full coordinate-descent sweep over every atom (an atom that changes updates all of ``q``);
-2. sweeps over the atoms that are non-zero after it (the active set), on a copy of their Gram
+1. the working set: while the codes are all zero, a full coordinate-descent sweep over every
+   atom (an atom that changes updates all of ``q``) and the atoms non-zero after it; once some
+   code is non-zero, no full sweep: the non-zero atoms and those whose ``|q_j|`` exceeds ``λ``
+   (on B1's random dictionary, ~124 non-zeros, this took the run to a relative error of 1e-4
+   from 283 to 193 ms: the full sweep of the later rounds moved every active atom against all
+   of ``q``);
+2. sweeps over the working set (the active set), on a copy of its Gram
    block, so a sweep costs ``O(m²)`` for ``m`` active atoms instead of ``O(m·n_atoms)``, until
    the largest change is small (or :data:`ACTIVE_SWEEPS` of them); after 2, 6, 14, ... of
    them, for at most :data:`NEWTON_MAX` active atoms, a Newton step solves
@@ -155,11 +160,12 @@ def _solve_one(G, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
     energy, gap = _energy_and_gap(b, q, z, yy, lam, nonneg)
     while rounds < max_rounds and gap > tol * energy:
         rounds += 1
-        _sweep(G, q, z, n_atoms, lam, nonneg)
+        if not z.any():
+            _sweep(G, q, z, n_atoms, lam, nonneg)
         m = 0
         z_max = 0.0
         for j in range(n_atoms):
-            if z[j] != 0.0:
+            if z[j] != 0.0 or q[j] > lam or (q[j] < -lam and not nonneg):
                 active[m] = j
                 m += 1
                 z_max = max(z_max, abs(z[j]))

@@ -122,6 +122,10 @@ DOCS: dict[str, str] = {
     "returns_dense_codes": _returns("torch.Tensor of shape (batch, n_atoms)"),
     "returns_dense_signals": _returns("torch.Tensor of shape (batch, n_features)"),
     "returns_maps": _returns("torch.Tensor of shape (batch, n_atoms, H', W')"),
+    "returns_stacked_maps": _returns("torch.Tensor of shape (batch, C·H·W + n_atoms·H'·W')",
+                                     "Image and code parts, flattened and concatenated."),
+    "returns_stacked_dense": _returns("torch.Tensor of shape (batch, n_features + n_atoms)",
+                                      "Signal and code parts, concatenated."),
     "returns_images": _returns("torch.Tensor of shape (batch, channels, H, W)"),
     "returns_shape": _returns("tuple of int"),
 }

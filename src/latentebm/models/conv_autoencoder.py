@@ -112,9 +112,7 @@ class PredictionAugmented(LinearOperator):
         E : torch.Tensor of shape (batch, n_atoms, H', W')
             Predicted code maps.
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, C·H·W + n_atoms·H'·W')
+        {returns_stacked_maps}
         """
         return torch.cat([Y.flatten(1), self.root * E.flatten(1)], 1)
 
@@ -125,9 +123,7 @@ class PredictionAugmented(LinearOperator):
         ----------
         {z_maps}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, C·H·W + n_atoms·H'·W')
+        {returns_stacked_maps}
         """
         return torch.cat([self.op.decode(z).flatten(1), self.root * z.flatten(1)], 1)
 

@@ -254,9 +254,7 @@ class PSD(LatentModel):
         ----------
         {Y_dense}
 
-        Returns
-        -------
-        torch.Tensor of shape (batch, n_features + n_atoms)
+        {returns_stacked_dense}
         """
         return torch.cat([Y, Y.new_zeros(Y.shape[0], self.n_atoms)], 1)
 

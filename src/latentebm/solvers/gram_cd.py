@@ -2,8 +2,9 @@
 
 For a dense dictionary and an L1 penalty on the CPU, each sample is solved on its own, in
 parallel across ``torch.get_num_threads()`` threads, by the numba-compiled loop of
-:mod:`._gram_cd_kernel`: full coordinate-descent sweeps find the support, cheap sweeps on the
-active atoms' Gram block refine it, and a sign-checked Newton step on that block lands on the
+:mod:`._gram_cd_kernel`: a full coordinate-descent sweep finds a first support, cheap sweeps
+on the Gram block of the working set (the support and the atoms that violate the optimality
+condition) refine it, and a sign-checked Newton step on that block lands on the
 exact minimiser. It does what scikit-learn's ``sparse_encode(algorithm="lasso_cd")`` does, but
 without a Python call per sample and with the exact finish, so it is the ``"auto"`` choice on
 the CPU (measured in ``benchmarks/results/B1.md``). The first call on a machine compiles the
@@ -49,13 +50,13 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     tol : float
         Relative duality gap at which a sample stops.
     max_iter : int
-        Most outer rounds per sample (a full sweep over every atom, then up to
-        :data:`~._gram_cd_kernel.ACTIVE_SWEEPS` sweeps over the active atoms); they are what
+        Most outer rounds per sample (the first a full sweep over every atom, each then up to
+        :data:`~._gram_cd_kernel.ACTIVE_SWEEPS` sweeps over the working set); they are what
         ``n_iter`` counts.
     callback : callable or None
         ``callback(iteration, IterationState)`` with energies and gaps.
     check_every : int or None
-        With a ``callback``: outer rounds (a full sweep and the active-set sweeps after it) per
+        With a ``callback``: outer rounds (each the working set's sweeps and a gap) per
         call of the compiled loop (default 1); after each call the callback sees the samples
         still running, with the number of rounds so far as its iteration. Without a callback
         the loop runs in one call; the codes are the same either way.

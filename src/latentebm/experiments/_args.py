@@ -18,7 +18,7 @@ MNIST_DATA_DIR = ("folder with the MNIST IDX .gz files (default: $LATENTEBM_DATA
                   "cache, then a checksum-verified download)")
 #: ``--data-dir`` for a command whose photographs come from its own ``--images`` folder.
 UNUSED_DATA_DIR = ("not read by this command: its photographs come from the --images folder "
-                   "(default: scikit-image's bundled ones)")
+                   "(see there for its default)")
 
 
 def command_arguments(name: str, add_flags: AddFlags) -> AddFlags:

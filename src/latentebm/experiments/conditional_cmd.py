@@ -215,10 +215,9 @@ def run(args: argparse.Namespace) -> Run:
     ev.ranking_figure(out.path("ranking.png"), rankings)
     metrics["seconds"] = out.elapsed()
     out.write_metrics(metrics)
-    if not args.quiet:
-        for label, m in metrics["models"].items():
-            r, c = m["ranking"], m["completion"]
-            print(f"{label}: pairwise ranking {100 * r['pairwise_ranking']:.1f} %, top-1 of "
-                  f"{r['n_candidates']} {100 * r['top1_accuracy']:.1f} %; best-of-"
-                  f"{c['n_latents']} MSE {c['best_of_n_mse']:.4f} vs z = 0 {c['z0_mse']:.4f}")
+    for label, m in metrics["models"].items():
+        r, c = m["ranking"], m["completion"]
+        print(f"{label}: pairwise ranking {100 * r['pairwise_ranking']:.1f} %, top-1 of "
+              f"{r['n_candidates']} {100 * r['top1_accuracy']:.1f} %; best-of-"
+              f"{c['n_latents']} MSE {c['best_of_n_mse']:.4f} vs z = 0 {c['z0_mse']:.4f}")
     return out

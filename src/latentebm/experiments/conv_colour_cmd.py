@@ -227,18 +227,17 @@ def run(args: argparse.Namespace) -> Run:
         "wall_seconds": run_dir.elapsed(),
     }
     run_dir.write_metrics(metrics)
-    if not args.quiet:
-        print(
-            f"conv-colour: {metrics['n_photographs']} photographs, {args.filters} kernels "
-            f"{args.kernel}x{args.kernel}x3; encoder~decoder similarity "
-            f"{metrics['encoder_decoder_similarity_mean']:.2f}, codes converged "
-            f"{metrics['codes_converged_share']:.0%}, held-out relative error "
-            f"{metrics['relative_reconstruction_error']:.3f}, code maps "
-            f"{metrics['crop_code_nonzero_share']:.1%} non-zero (whole held-out photograph "
-            f"{crop.shape[2]}x{crop.shape[1]}, codes "
-            f"{'certified' if metrics['crop_codes_converged'] else 'NOT certified'} to a "
-            f"relative gap of {runs.EVAL_TOL:g})\n"
-            "  lecture (fig. 7): 9x9 colour decoding kernels, and code maps that are very "
-            "sparse, a few white or black points on grey\n"
-            f"  figures: {run_dir.out / 'kernels.png'}, code_maps.png, image_pair.png")
+    print(
+        f"conv-colour: {metrics['n_photographs']} photographs, {args.filters} kernels "
+        f"{args.kernel}x{args.kernel}x3; encoder~decoder similarity "
+        f"{metrics['encoder_decoder_similarity_mean']:.2f}, codes converged "
+        f"{metrics['codes_converged_share']:.0%}, held-out relative error "
+        f"{metrics['relative_reconstruction_error']:.3f}, code maps "
+        f"{metrics['crop_code_nonzero_share']:.1%} non-zero (whole held-out photograph "
+        f"{crop.shape[2]}x{crop.shape[1]}, codes "
+        f"{'certified' if metrics['crop_codes_converged'] else 'NOT certified'} to a "
+        f"relative gap of {runs.EVAL_TOL:g})\n"
+        "  lecture (fig. 7): 9x9 colour decoding kernels, and code maps that are very "
+        "sparse, a few white or black points on grey\n"
+        f"  figures: {run_dir.out / 'kernels.png'}, code_maps.png, image_pair.png")
     return run_dir

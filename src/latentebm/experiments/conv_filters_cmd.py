@@ -179,8 +179,7 @@ def run(args: argparse.Namespace) -> Run:
         "wall_seconds": run_dir.elapsed(),
     }
     run_dir.write_metrics(metrics)
-    if not args.quiet:
-        print(result_text(metrics, run_dir.out))
+    print(result_text(metrics, run_dir.out))
     return run_dir
 
 

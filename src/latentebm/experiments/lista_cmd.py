@@ -622,6 +622,5 @@ def run(args: argparse.Namespace) -> Run:
         "dictionary_lam": sc.lam,
         "seconds": out.elapsed(),
     })
-    if not args.quiet:
-        print(table)
+    print(table)
     return out

@@ -65,9 +65,8 @@ def run(args: argparse.Namespace) -> Run:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     run_dir.write_metrics(metrics)
-    if not args.quiet:
-        print(f"prepare-patches: {data.n_rows} patches of {args.patch}x{args.patch} in "
-              f"{folder} ({metrics['seconds']:.0f} s, peak memory {metrics['peak_rss_mb']:.0f} "
-              f"MB); train on them with: latentebm sparse-coding --dataset natural --shards "
-              f"{folder} --out DIR")
+    print(f"prepare-patches: {data.n_rows} patches of {args.patch}x{args.patch} in "
+          f"{folder} ({metrics['seconds']:.0f} s, peak memory {metrics['peak_rss_mb']:.0f} "
+          f"MB); train on them with: latentebm sparse-coding --dataset natural --shards "
+          f"{folder} --out DIR")
     return run_dir

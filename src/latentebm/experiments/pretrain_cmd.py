@@ -483,6 +483,5 @@ def run(args: argparse.Namespace) -> Run:
         "wall_seconds": run_dir.elapsed(),
     }
     run_dir.write_metrics(metrics)
-    if not args.quiet:
-        print("\n".join([table, *notes, *verdicts, LECTURE_CLAIM]))
+    print("\n".join([table, *notes, *verdicts, LECTURE_CLAIM]))
     return run_dir

@@ -205,9 +205,8 @@ def run(args: argparse.Namespace) -> Run:
     summary = {name: {k: v for k, v in r.items() if k != "per_sample_excess"}
                for name, r in results.items()}
     out.write_metrics({"encoders": summary, "seconds": out.elapsed()})
-    if not args.quiet:
-        for name, r in summary.items():
-            print(f"{name}: encoder-only Lasso energy {r['lasso_energy_encoder']:.4g} vs optimum "
-                  f"{r['lasso_energy_optimal']:.4g} (excess {100 * r['energy_excess']:.2f} %), "
-                  f"code error {r['code_error']:.3g}")
+    for name, r in summary.items():
+        print(f"{name}: encoder-only Lasso energy {r['lasso_energy_encoder']:.4g} vs optimum "
+              f"{r['lasso_energy_optimal']:.4g} (excess {100 * r['energy_excess']:.2f} %), "
+              f"code error {r['code_error']:.3g}")
     return out

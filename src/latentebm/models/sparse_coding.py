@@ -161,8 +161,8 @@ class SparseCoding(DictionaryModel):
         solver : str, default="auto"
             The coding step's method, a name :func:`latentebm.solve` takes. ``"auto"`` picks
             the compiled Gram coordinate descent (``"gram_cd"``) on the CPU and FISTA on a GPU;
-            on B2 (whitened patches, 256 atoms, 2 threads) a minibatch took 5.9 ms with
-            ``"gram_cd"`` against 26.6 ms with ``"fista"``, for the same held-out energy
+            on B2 (whitened patches, 256 atoms, 2 threads) a minibatch took 5.7 ms with
+            ``"gram_cd"`` against 29.6 ms with ``"fista"``, for the same held-out energy
             after the same number of steps.
         lr : float, default=1.0
             Step of ``"sgd"``.
@@ -171,8 +171,8 @@ class SparseCoding(DictionaryModel):
             overstates the energy error by orders of magnitude (whitened patches: codes at gap
             0.1 are within 0.7 % of the optimal energy), and the atoms do not need more:
             measured against ``tol=1e-3``, the same held-out energy after the same number of
-            steps (0.2 % apart on the B2 patches, the MNIST demo's slightly lower), at 0.83× the
-            time per step with ``"gram_cd"`` (B2: 5.9 against 7.1 ms) and about half with
+            steps (0.2 % apart on the B2 patches, the MNIST demo's slightly lower), at 0.86× the
+            time per step with ``"gram_cd"`` (B2: 5.7 against 6.6 ms) and about half with
             ``"fista"``.
         max_iter : int, default=200
             Iteration cap of the coding step.

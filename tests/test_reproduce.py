@@ -13,7 +13,15 @@ from helpers import one_line_error
 
 from latentebm.cli import main as run_cli
 from latentebm.experiments import reproduce_cmd as rc
-from latentebm.experiments.claims import CLAIMS, Claim, claims_for, lookup, path_text, static
+from latentebm.experiments.claims import (
+    CLAIMS,
+    Claim,
+    claims_for,
+    lecture_verdicts,
+    lookup,
+    path_text,
+    static,
+)
 from latentebm.experiments.report import format_value, write_report
 
 
@@ -219,6 +227,27 @@ def test_claim_verdicts():
     nan = claim.evaluate({"a": float("nan")})
     assert nan.verdict == "not measured" and "not a finite number" in nan.note
     assert claim.evaluate({"a": True}).verdict == "not measured"
+
+
+def test_lecture_verdicts_judge_the_written_metrics(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"encoders": {"lista": {"energy_excess": 0.03},
+                                                "tanh": {"energy_excess": 0.4}}}))
+    text = lecture_verdicts("psd", metrics)
+    first, second = claims_for("psd")
+    assert f"\u201c{first.lecture}\u201d" in text
+    assert f"holds: {first.criterion}" in text and "does not hold" not in text.split("\n")[1]
+    assert f"not measured: {second.criterion}" in text  # its keys are not in this file
+    metrics.write_text(json.dumps({"encoders": {"lista": {"energy_excess": 0.2}}}))
+    assert f"does not hold: {first.criterion}" in lecture_verdicts("psd", metrics)
+    assert lecture_verdicts("no-such-experiment", metrics) == ""
+
+
+@pytest.mark.parametrize("experiment", ["lista", "psd", "vae", "fuzzy-balls", "conditional"])
+def test_commands_end_with_the_lectures_claims(tiny, experiment):
+    printed = tiny[1]
+    for claim in claims_for(experiment):
+        assert f"lecture: \u201c{claim.lecture}\u201d" in printed
 
 
 def test_lista_claims_read_the_deepest_row():

@@ -8,9 +8,12 @@ writes is reported as *not measured* with the reason, never silently dropped or 
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 #: A location in a metrics dictionary: dictionary keys and list indices, outermost first.
@@ -22,6 +25,7 @@ __all__ = [
     "ClaimResult",
     "KeyPath",
     "claims_for",
+    "lecture_verdicts",
     "lookup",
     "path_text",
 ]
@@ -555,3 +559,29 @@ def claims_for(experiment: str) -> tuple[Claim, ...]:
         Possibly empty.
     """
     return tuple(c for c in CLAIMS if c.experiment == experiment)
+
+
+def lecture_verdicts(experiment: str, metrics_file: str | os.PathLike) -> str:
+    """The lecture's claims on ``experiment`` judged on a run's ``metrics.json``, for the end
+    of a command's printed result: per claim the lecture's words, then the test and its verdict.
+
+    Parameters
+    ----------
+    experiment : str
+        A key of the reproduce plan, e.g. ``"psd"``.
+    metrics_file : str or os.PathLike
+        The ``metrics.json`` the command has just written.
+
+    Returns
+    -------
+    str
+        Two lines a claim (empty when the experiment has none).
+    """
+    metrics = json.loads(Path(metrics_file).read_text())
+    lines = []
+    for claim in claims_for(experiment):
+        result = claim.evaluate(metrics)
+        note = f" ({result.note})" if result.note else ""
+        lines += [f"  lecture: \u201c{claim.lecture}\u201d",
+                  f"    {result.verdict}: {claim.criterion}{note}"]
+    return "\n".join(lines)

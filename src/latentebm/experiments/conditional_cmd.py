@@ -26,6 +26,7 @@ from ..training import distributed
 from . import conditional_eval as ev
 from ._args import add_common_arguments, add_defaulted_flags, command_arguments
 from ._run import Run
+from .claims import lecture_verdicts
 
 NAME = "conditional"
 HELP = "conditional latent-variable EBM E(x, y, z): complete the bottom half of an MNIST digit"
@@ -214,10 +215,11 @@ def run(args: argparse.Namespace) -> Run:
                            title="training lowers the energy of observed pairs")
     ev.ranking_figure(out.path("ranking.png"), rankings)
     metrics["seconds"] = out.elapsed()
-    out.write_metrics(metrics)
+    written = out.write_metrics(metrics)
     for label, m in metrics["models"].items():
         r, c = m["ranking"], m["completion"]
         print(f"{label}: pairwise ranking {100 * r['pairwise_ranking']:.1f} %, top-1 of "
               f"{r['n_candidates']} {100 * r['top1_accuracy']:.1f} %; best-of-"
               f"{c['n_latents']} MSE {c['best_of_n_mse']:.4f} vs z = 0 {c['z0_mse']:.4f}")
+    print(lecture_verdicts(NAME, written))
     return out

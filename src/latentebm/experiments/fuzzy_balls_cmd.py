@@ -21,6 +21,7 @@ from ..viz import vae as viz_vae
 from . import vae_runs as runs
 from ._args import add_defaulted_flags, command_arguments
 from ._run import Run
+from .claims import lecture_verdicts
 
 NAME = "vae-fuzzy-balls"
 HELP = "VAE codes as fuzzy balls: posterior ellipses and code statistics for several β"
@@ -184,12 +185,13 @@ def run(args: argparse.Namespace) -> Run:
         run.path("fixed_vs_learned_sigma.png"),
         suptitle=f"β = {args.sigma_beta:g}: ball size fixed or learned",
     )
-    run.write_metrics(summary)
+    written = run.write_metrics(summary)
     for tag, m in summary.items():
         print(
             f"{tag:>22}: E‖μ‖² {m['e_mu_sq']:9.3g}  mean σ {np.round(m['mean_sigma_per_dim'], 3)}"
             f"  KL {m['kl']:7.3f}  active {m['active_units']}  −ELBO {m['test_neg_elbo']:.2f}"
         )
+    print(lecture_verdicts("fuzzy-balls", written))
     return run
 
 

@@ -29,6 +29,7 @@ from ..training.checkpoint import read_checkpoint, write_checkpoint
 from . import lista_eval as ev
 from ._args import add_common_arguments, add_defaulted_flags, command_arguments
 from ._run import Run
+from .claims import lecture_verdicts
 from .mnist_problems import (
     add_dataset_arguments,
     open_run,
@@ -613,7 +614,7 @@ def run(args: argparse.Namespace) -> Run:
     out.path("table.md").write_text(table)
     out.write_metrics({"rows": results["rows"]}, "table.json")
     figures(out, args, results, models, W, image_shape)
-    out.write_metrics({
+    written = out.write_metrics({
         "rows": results["rows"],
         "targets_max_relative_gap": gap_max,
         "fista_trace": results["traces"]["FISTA"],
@@ -623,4 +624,5 @@ def run(args: argparse.Namespace) -> Run:
         "seconds": out.elapsed(),
     })
     print(table)
+    print(lecture_verdicts(NAME, written))
     return out

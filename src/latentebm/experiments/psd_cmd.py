@@ -24,6 +24,7 @@ from ..viz._figure import new_figure, save_png
 from . import lista_eval as ev
 from ._args import add_common_arguments, command_arguments
 from ._run import Run
+from .claims import lecture_verdicts
 from .mnist_problems import add_dataset_arguments, open_run
 
 NAME = "psd"
@@ -206,9 +207,10 @@ def run(args: argparse.Namespace) -> Run:
     quality_figure(out.path("code_quality.png"), results)
     summary = {name: {k: v for k, v in r.items() if k != "per_sample_excess"}
                for name, r in results.items()}
-    out.write_metrics({"encoders": summary, "seconds": out.elapsed()})
+    written = out.write_metrics({"encoders": summary, "seconds": out.elapsed()})
     for name, r in summary.items():
         print(f"{name}: encoder-only Lasso energy {r['lasso_energy_encoder']:.4g} vs optimum "
               f"{r['lasso_energy_optimal']:.4g} (excess {100 * r['energy_excess']:.2f} %), "
               f"code error {r['code_error']:.3g}")
+    print(lecture_verdicts(NAME, written))
     return out

@@ -21,6 +21,7 @@ from ..viz import vae as viz_vae
 from . import vae_runs as runs
 from ._args import add_defaulted_flags, command_arguments
 from ._run import Run
+from .claims import lecture_verdicts
 
 NAME = "vae"
 HELP = "MLP VAE on dynamically binarised MNIST: test −ELBO, k-sample NLL, samples, manifold"
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> Run:
     gen_e = torch.Generator(device=model.device).manual_seed(args.seed)
     metrics["neg_elbo_same_images"] = float(-model.elbo(x_nll, generator=gen_e).mean())
     metrics["history"] = model.history_
-    run.write_metrics(metrics)
+    written = run.write_metrics(metrics)
     figures(model, run, data, args.seed)
     print(
         f"vae: {metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s "
@@ -175,4 +176,5 @@ def run(args: argparse.Namespace) -> Run:
         f"NLL (k={args.k}, {n_nll} digits) {nll['nll']:.2f} ± {nll['se_mc']:.2f} (MC) "
         f"± {nll['se_data']:.2f} (data) nats"
     )
+    print(lecture_verdicts(NAME, written))
     return run

@@ -147,13 +147,32 @@ class DualExtrapolation:
         torch.Tensor, shape (n,), float64
             Best dual value seen for each of these rows (plain or extrapolated point).
         """
-        X, C, idx, count = self.record(x, Atr, idx)
+        _, _, idx, _ = self.record(x, Atr, idx)
+        return self.evaluate(idx)
+
+    def evaluate(self, idx: torch.Tensor) -> torch.Tensor:
+        """The best dual value so far of the rows ``idx``, their last :meth:`record` included
+        (a solver that records every row but checks only some of them).
+
+        Parameters
+        ----------
+        idx : torch.Tensor, shape (n,)
+            Row indices into the batch, a subset of the rows last recorded.
+
+        Returns
+        -------
+        torch.Tensor, shape (n,), float64
+            Best dual value seen for each of these rows (plain or extrapolated point).
+        """
+        every_row = idx.shape[0] == self.Y.shape[0]
+        X = self._rows(self._x[self._pos], idx, every_row)
+        C = self._rows(self._c[self._pos], idx, every_row)
+        count = self.count[idx]
         ctx = self._context(idx)
         value = self._dual_value(X, C, ctx)
         if self._calls > self.K:  # otherwise no row has K + 1 points yet (a host-side count)
             order = [(self._pos + 1 + i) % (self.K + 1) for i in range(self.K + 1)]
             # the working rows only shrink, so all of them means every row, in order
-            every_row = idx.shape[0] == self.Y.shape[0]
             hist_x = torch.stack([self._rows(self._x[o], idx, every_row) for o in order], 1)
             c_slots = [self._rows(self._c[o], idx, every_row) for o in order]
             extra, X_extra, C_extra = self._extrapolated(hist_x, c_slots, ctx)

@@ -98,7 +98,9 @@ class IterationState:
         Their indices in the batch (``z[i]`` is sample ``active[i]``).
     energy, gap : torch.Tensor or None, shape (n_active,)
         Energy and duality gap, on the iterations where the solver computed them (stopping
-        checks), else ``None``. A solver without a certificate reports ``gap=None``.
+        checks), else ``None``; NaN for the samples not checked at this iteration (ADMM
+        checks each image on its own schedule). A solver without a certificate reports
+        ``gap=None``.
     """
 
     iteration: int

@@ -22,35 +22,30 @@ def _check(schedule: CheckSchedule, k: int, gaps: list[float]) -> int:
     return int(schedule.next_check[0])
 
 
+def _flat_until(schedule: CheckSchedule, last: int) -> None:
+    """Checks every 10 iterations up to ``last`` (excluded) with gaps that never fall."""
+    for k in range(10, last, 10):
+        _check(schedule, k, [1e-2, 1e-2])
+
+
 def test_each_row_has_its_own_schedule() -> None:
     schedule = _schedule()
-    _check(schedule, 10, [1e-1, 1e-1])
-    _check(schedule, 20, [1e-2, 9e-2])
-    assert list(schedule.next_check) == [30, 30]
-    _check(schedule, 30, [8e-4, 8e-2])  # the second row's gap falls slowly: 15 at most
-    assert list(schedule.next_check) == [40, 50]
-    assert list(schedule.due(40)) == [True, False]
+    _flat_until(schedule, 100)
+    # the first row's gap falls to near the tolerance, the second's hardly
+    _check(schedule, 100, [1.01e-4, 0.99e-2])
+    assert list(schedule.next_check) == [110, 120]
+    assert list(schedule.due(110)) == [True, False]
     schedule.keep(np.array([False, True]))
-    assert list(schedule.due(50)) == [True]
+    assert list(schedule.due(110)) == [False] and list(schedule.due(120)) == [True]
 
 
-def test_geometric_decay_is_predicted_and_rounded_to_the_grid() -> None:
-    schedule = _schedule()
-    assert _check(schedule, 10, [1e-1, 1e-1]) == 20  # no decay measured yet
-    # 1e-1 -> 1e-2 in 10 iterations: 1e-4 is 20 more, but at most half the run so far
-    assert _check(schedule, 20, [1e-2, 5e-2]) == 30
-    # 1e-2 -> 8e-4 in 10: 8.2 more
-    assert _check(schedule, 30, [8e-4, 2e-2]) == 40
-    # near the crossing the prediction (1 iteration) is rounded up to the grid
-    assert _check(schedule, 40, [1.01e-4, 1e-2]) == 50
-
-
-def test_the_spacing_at_most_doubles() -> None:
+def test_the_spacing_at_most_doubles_and_stays_within_a_quarter_of_the_run() -> None:
     schedule = _schedule(tol=1e-12)
-    _check(schedule, 10, [1e-1, 1e-1])
-    assert _check(schedule, 20, [1e-2, 1e-2]) == 30  # 100 iterations predicted
-    assert _check(schedule, 30, [1e-3, 1e-3]) == 50  # min(2·10, 30 // 2) = 15, rounded up
-    assert _check(schedule, 50, [1e-5, 1e-5]) == 80  # min(2·20, 50 // 2) = 25, rounded up
+    _flat_until(schedule, 200)
+    # each check predicts thousands of iterations
+    assert _check(schedule, 200, [0.9e-2, 0.9e-2]) == 220  # twice the last spacing
+    assert _check(schedule, 220, [0.8e-2, 0.8e-2]) == 260  # twice again
+    assert _check(schedule, 260, [0.7e-2, 0.7e-2]) == 330  # 260 // 4 = 65, rounded up
 
 
 def test_no_decay_means_the_fixed_spacing() -> None:
@@ -68,7 +63,7 @@ def test_a_stalling_decay_is_bounded_by_the_run_so_far() -> None:
         if schedule.due(k).all():
             # each gap falls by 0.1 %: thousands of iterations predicted
             nxt = _check(schedule, k, [1e-2 * 0.999 ** k] * 2)
-            assert nxt - k <= max(5, min(2 * 5 * 2 ** 10, k // 2)) + 5
+            assert nxt - k <= max(5, k // 4) + 5
             assert nxt % 5 == 0
 
 

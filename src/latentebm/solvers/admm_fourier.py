@@ -27,9 +27,9 @@ best dual value seen, over the dual points built from the residual ``y − D x``
 circular boundaries ``Dᵀ(y − Dx) = ρ(x − y + u)`` costs nothing), its dual extrapolation
 (:mod:`.dual`, whose history is recorded every ``check_every`` iterations) and the better of
 the two rescaled pixel by pixel (:mod:`.local_dual`). The certificate itself is evaluated when
-:class:`~.check_schedule.CheckSchedule` predicts a crossing of ``tol`` from the gaps' decay: on
-B3 eight evaluations in 200 iterations instead of twenty, and the self-stopped run took 2.55 s
-instead of 3.18 s. Converged samples retire from the working batch.
+:class:`~.check_schedule.CheckSchedule` predicts a crossing of ``tol`` from each image's gaps:
+on B3 eleven evaluations in 200 iterations instead of twenty
+(``benchmarks/results/check_schedule.md``). Converged samples retire from the working batch.
 """
 
 from __future__ import annotations

@@ -94,8 +94,9 @@ class DualExtrapolation:
     Memory: up to ``K + 1`` residuals (or codes) and ``K + 1`` gradients per sample, one more
     of each per call until there are ``K + 1``. Call
     :meth:`update` at a constant spacing with the rows ``idx`` of the samples still being
-    solved; the working rows may only shrink. :meth:`restart` forgets the history of rows whose
-    iterate jumped. No host synchronisation.
+    solved (or :meth:`record` them all and :meth:`evaluate` only those being checked); the
+    working rows may only shrink. :meth:`restart` forgets the history of rows whose iterate
+    jumped. No host synchronisation.
     """
 
     def __init__(self, Y: torch.Tensor, lam: float, reg: Regularizer,

@@ -165,6 +165,16 @@ def test_values_too_large_for_the_precision_are_an_error_not_a_success():
     assert bool(torch.isfinite(out.energy).all()) and not out.all_converged
 
 
+@pytest.mark.parametrize("method", ["gram_cd", "cd", "fista", "ista", "auto"])
+def test_every_method_refuses_to_return_an_overflowed_energy(method):
+    """Finite signals whose squared norms overflow float64: ``gram_cd`` used to return zero
+    codes with infinite energies (not converged, but no error) where FISTA raised."""
+    Y, W, lam = problem(5)
+    with pytest.raises(FloatingPointError, match="not finite|too large"):
+        le.solve(Y * 1e160, W, lam, method=method, max_iter=50)
+    assert bool(torch.isfinite(le.solve(Y * 1e100, W, lam, method=method).energy).all())
+
+
 def test_unit_ball_projects_each_atom():
     reg = UnitBall(atom_ndim=2)
     v = torch.tensor([[[3.0, 4.0], [0.0, 0.0]], [[0.3, 0.4], [0.0, 0.0]]]).unsqueeze(0)

@@ -324,7 +324,19 @@ def _run(method: Method, problem: Problem, reg: Regularizer, z0: Any, tol: float
     with torch.no_grad():
         result = method.run(problem, reg, z_init, tol=tol, max_iter=max_iter,
                             callback=callback, **options)
+    _check_finite(result, method.name, problem.Y.dtype)
     return result.to_output(problem.numpy_out)
+
+
+def _check_finite(result: SolverResult, name: str, dtype: torch.dtype) -> None:
+    """A non-finite energy is never returned as a result, whichever method ran (FISTA and ADMM
+    also stop at the first one inside their loops)."""
+    bad = int((~torch.isfinite(result.energy)).sum())
+    if bad:
+        raise FloatingPointError(
+            f"method {name!r}: the energy of {bad} sample(s) is not finite; the signals or the "
+            f"dictionary hold values too large for {str(dtype).replace('torch.', '')} (their "
+            "squared norms overflow): rescale them")
 
 
 __all__ = ["solve", "fista", "ista", "Method", "METHODS", "register_method", "resolve_method",

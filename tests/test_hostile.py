@@ -293,6 +293,24 @@ def test_conv_models_bad_images(Y):
         assert np.isfinite(np.asarray(out.z)).all()
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["sparse-coding", "--lam", "-1"], "--lam"),
+    (["sparse-coding", "--atoms", "0"], "--atoms"),
+    (["vae", "--lr", "0"], "--lr"),
+    (["lista", "--steps", "1", "0"], "--steps"),
+    (["psd", "--batch-size", "2.5"], "--batch-size"),
+    (["conditional", "--epochs", "nan"], "--epochs"),
+])
+def test_cli_refuses_a_bad_flag_before_reading_any_data(argv, flag, tmp_path, capsys):
+    """No data folder exists: the error is the flag's, so the flags were checked first."""
+    from latentebm.cli import main
+
+    code = main([*argv, "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"argument {flag}:" in err and "MNIST" not in err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv, name", [
     (["sparse-coding", "--lam", "-1"], "lam"),
     (["sparse-coding", "--epochs", "0"], "epochs"),
@@ -302,10 +320,7 @@ def test_conv_models_bad_images(Y):
 def test_cli_bad_arguments_are_one_line_errors(argv, name, tmp_path, capsys):
     from latentebm.cli import main
 
-    try:
-        code = main([*argv, "--out", str(tmp_path / "run"), "--sample", "--quiet"])
-    except SystemExit as exc:  # argparse refusing the value itself
-        code = exc.code
+    code = main([*argv, "--out", str(tmp_path / "run"), "--sample", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2
     assert "Traceback" not in err and name in err.replace("-", "_") + err

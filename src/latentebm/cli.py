@@ -47,10 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        0 done, 1 another process of a ``torchrun`` job failed, 2 bad input or files,
-        130 Ctrl-C.
+        0 done (or ``--help``/``--version`` printed), 1 another process of a ``torchrun`` job
+        failed, 2 bad input or files (a flag the parser refuses included), 130 Ctrl-C.
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the help, the version or the refusal
+        return exc.code if isinstance(exc.code, int) else 2
     keep_large_allocations()  # our own process: large tensors reuse freed pages (allocator.py)
     try:
         # under torchrun: join the process group (gloo on CPU, NCCL on CUDA) for the command

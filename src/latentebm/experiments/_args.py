@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._docs import DOCS
-from .._validation import check_seed
+from .._validation import check_int, check_scalar, check_seed
 
 #: What adds a command's flags to its parser.
 AddFlags = Callable[[argparse.ArgumentParser], None]
@@ -59,7 +59,38 @@ def seed_argument(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("seed ")) from None
 
 
-def add_defaulted_flags(parser: argparse.ArgumentParser, kind: type,
+def _flag_type(name: str, parse: Callable[[str], Any], check: Callable[[Any], Any],
+               kind: str, doc: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses with ``parse`` and validates with ``check`` (the
+    library's own validators), so a bad value is refused before any data is read."""
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value ")) from None
+
+    convert.__name__ = convert.__qualname__ = name
+    convert.__doc__ = doc
+    return convert
+
+
+count_argument = _flag_type(
+    "count_argument", int, lambda v: check_int(v, "value", low=1), "an integer",
+    "argparse ``type`` for a count (epochs, atoms, batch size, ...): an integer >= 1.")
+non_negative_argument = _flag_type(
+    "non_negative_argument", float, lambda v: check_scalar(v, "value", low=0.0), "a number",
+    "argparse ``type`` for a penalty weight such as ``--lam``: a finite number >= 0.")
+positive_argument = _flag_type(
+    "positive_argument", float,
+    lambda v: check_scalar(v, "value", low=0.0, low_inclusive=False), "a number",
+    "argparse ``type`` for a step size such as ``--lr``: a finite number > 0.")
+
+
+def add_defaulted_flags(parser: argparse.ArgumentParser, kind: Callable[[str], Any],
                         flags: Sequence[tuple[str, Any, str]]) -> None:
     """Add flags of one type whose help ends in ``(default: <default>)``, in the given order.
 
@@ -67,8 +98,8 @@ def add_defaulted_flags(parser: argparse.ArgumentParser, kind: type,
     ----------
     parser : argparse.ArgumentParser
         The command's parser.
-    kind : type
-        The flags' argparse ``type`` (``int``, ``float``).
+    kind : callable
+        The flags' argparse ``type`` (``int``, ``float``, :func:`count_argument`, ...).
     flags : sequence of (str, object, str)
         ``(flag, default, what)``: the help reads ``f"{what} (default: {default})"``.
     """
@@ -118,10 +149,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,
     parser.add_argument("--seed", type=seed_argument, default=0,
                         help="random seed in [0, 2**32 - 1] (default: 0)")
     if epochs is not None:
-        parser.add_argument("--epochs", type=int, default=epochs,
+        parser.add_argument("--epochs", type=count_argument, default=epochs,
                             help=f"epochs (default: {epochs})")
     if lam is not None:
-        parser.add_argument("--lam", type=float, default=lam,
+        parser.add_argument("--lam", type=non_negative_argument, default=lam,
                             help=f"λ of ½‖y − Wz‖² + λ‖z‖₁ (default: {lam})")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in --out")

@@ -24,7 +24,13 @@ from ..data import load_mnist, mnist_vectors
 from ..energy import ConditionalLinearDecoder, LatentVariableEBM
 from ..training import distributed
 from . import conditional_eval as ev
-from ._args import add_common_arguments, add_defaulted_flags, command_arguments
+from ._args import (
+    add_common_arguments,
+    add_defaulted_flags,
+    command_arguments,
+    count_argument,
+    positive_argument,
+)
 from ._run import Run
 from .claims import lecture_verdicts
 
@@ -39,20 +45,23 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
                         help="the conditional problem: x is the top half of a digit, y its "
                         "bottom half (default: mnist-completion)")
     add_common_arguments(parser, epochs=4, lam=1.0)
-    parser.add_argument("--atoms", type=int, default=512,
+    parser.add_argument("--atoms", type=count_argument, default=512,
                         help="latent size, over-complete for the 392 pixels of y (default: 512)")
-    parser.add_argument("--hidden", type=int, default=512, help="predictor MLP width (512)")
+    parser.add_argument("--hidden", type=count_argument, default=512,
+                        help="predictor MLP width (512)")
     parser.add_argument("--codes", choices=["nonneg", "signed"], default="nonneg",
                         help="R(z): non-negative L1 or L1 (default: nonneg)")
-    parser.add_argument("--batch-size", type=int, default=256, help="mini-batch (default: 256)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam step (default: 1e-3)")
-    add_defaulted_flags(parser, int, [
+    parser.add_argument("--batch-size", type=count_argument, default=256,
+                        help="mini-batch (default: 256)")
+    parser.add_argument("--lr", type=positive_argument, default=1e-3,
+                        help="Adam step (default: 1e-3)")
+    add_defaulted_flags(parser, count_argument, [
         ("--n-train", 30000, "training digits"),
         ("--n-test", 500, "held-out digits ranked against each other"),
     ])
-    parser.add_argument("--candidates", type=int, default=10,
+    parser.add_argument("--candidates", type=count_argument, default=10,
                         help="candidates per held-out top half, the true one included (10)")
-    add_defaulted_flags(parser, int, [
+    add_defaulted_flags(parser, count_argument, [
         ("--best-of", 10, "latents per digit for best-of-N completions"),
     ])
     parser.add_argument("--sample", action="store_true",
@@ -160,11 +169,6 @@ def run(args: argparse.Namespace) -> Run:
     """
     if args.lam <= 0:
         raise ValueError(f"--lam must be > 0 (the λ = 0 model is trained as well), got {args.lam}")
-    for flag in ("atoms", "hidden", "n_train", "n_test", "best_of", "batch_size", "epochs"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.lr <= 0:
-        raise ValueError(f"--lr must be > 0, got {args.lr}")
     device = resolve_device(args.device)
     out = Run.from_args(args)
     kw: dict[str, Any] = {"sample": True} if args.sample else {"data_dir": args.data_dir}

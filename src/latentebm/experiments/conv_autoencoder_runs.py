@@ -15,7 +15,13 @@ from .._docs import doc_filler, fill_doc
 from ..data import local_contrast_normalize, whiten_1f
 from ..models.conv_autoencoder import ConvSparseAutoencoder
 from ..training import distributed
-from ._args import UNUSED_DATA_DIR, add_common_arguments, add_defaulted_flags
+from ._args import (
+    UNUSED_DATA_DIR,
+    add_common_arguments,
+    add_defaulted_flags,
+    count_argument,
+    positive_argument,
+)
 from ._run import Run
 
 T = TypeVar("T")
@@ -46,14 +52,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
     parser.add_argument("--preprocess", choices=["whiten", "lcn"], default="whiten",
                         help="1/f whitening (Olshausen & Field) or local contrast "
                         "normalisation (default: whiten)")
-    add_defaulted_flags(parser, int, [
+    add_defaulted_flags(parser, count_argument, [
         ("--kernel", kernel, "kernel side of encoder and decoder"),
         ("--tile", tile, "training images are tiles of this side"),
         ("--n-tiles", n_tiles, "training tiles"),
         ("--n-test", n_test, "held-out tiles"),
         ("--batch-size", batch_size, "tiles per Adam step"),
     ])
-    add_defaulted_flags(parser, float, [("--lr", lr, "Adam step, decayed to 0 on a cosine")])
+    add_defaulted_flags(parser, positive_argument,
+                        [("--lr", lr, "Adam step, decayed to 0 on a cosine")])
     parser.add_argument("--mode", choices=["psd", "sparse-ae"], default="psd",
                         help="PSD (FISTA codes warm-started by the encoder) or plain sparse "
                         "auto-encoder (default: psd)")
@@ -65,17 +72,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
                         "energy: the codes the decoder learns from are pulled toward what the "
                         "encoder can predict, so the two halves learn alike filters, at a few "
                         "per cent more reconstruction error (README) (default: 3)")
-    parser.add_argument("--fista-iter", type=int, default=30,
+    parser.add_argument("--fista-iter", type=count_argument, default=30,
                         help="FISTA iterations per training batch, warm-started from the "
                         "encoder (default: 30)")
     parser.add_argument("--taper", type=int, default=taper,
                         help="pixels of each tile's border tapered to zero by a raised cosine, "
                         "so the tile's cut edges teach the filters no broadband steps "
                         f"(default: {'kernel - 1' if taper is None else taper}; 0: none)")
-    parser.add_argument("--eval-iter", type=int, default=1000,
+    parser.add_argument("--eval-iter", type=count_argument, default=1000,
                         help="iteration cap of the held-out codes and the code maps, certified "
                         "to a relative duality gap of 1e-3 (default: 1000)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=count_argument, default=None,
                         help="torch CPU threads (default: torch's choice)")
     add_common_arguments(parser, epochs=epochs, lam=lam, data_dir_help=UNUSED_DATA_DIR)
 
@@ -213,10 +220,6 @@ def check_arguments(args: argparse.Namespace) -> None:
         replaced by ``min(kernel - 1, tile // 2)``) and ``threads`` (``torch.set_num_threads``
         is called when it is given).
     """
-    for name in ("kernel", "tile", "n_tiles", "n_test", "batch_size", "fista_iter", "eval_iter",
-                 "epochs"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.kernel > args.tile:
         raise ValueError(f"--kernel {args.kernel} is larger than --tile {args.tile}")
     if args.taper is None:
@@ -225,8 +228,6 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--taper must be in [0, --tile / 2 = {args.tile // 2}], "
                          f"got {args.taper}")
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
 
 

@@ -19,7 +19,7 @@ from ..data import load_images
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import conv_autoencoder_runs as runs
-from ._args import command_arguments
+from ._args import command_arguments, count_argument
 from ._run import Run
 
 NAME = "conv-colour"
@@ -27,8 +27,9 @@ HELP = "convolutional sparse auto-encoder on colour photographs: 9x9x3 kernels, 
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--filters", type=int, default=32, help="code maps (default: 32)")
-    parser.add_argument("--show-size", type=int, default=256,
+    parser.add_argument("--filters", type=count_argument, default=32,
+                        help="code maps (default: 32)")
+    parser.add_argument("--show-size", type=count_argument, default=256,
                         help="the held-out photograph (the last one) is shown whole, "
                         "block-averaged until its longer side is at most this (default: 256)")
     runs.add_model_arguments(parser, kernel=9, lam=1.0, tile=32, n_tiles=400, n_test=100,
@@ -162,8 +163,9 @@ def run(args: argparse.Namespace) -> Run:
     {args_and_returns}
     """
     runs.check_arguments(args)
-    if args.filters < 1 or args.show_size < args.kernel:
-        raise ValueError("--filters must be >= 1 and --show-size at least --kernel")
+    if args.show_size < args.kernel:
+        raise ValueError(f"--show-size must be at least --kernel ({args.kernel}), "
+                         f"got {args.show_size}")
     device = resolve_device(args.device)
     run_dir = Run.from_args(args)
     folder = args.images if args.images is not None else default_photographs()

@@ -22,7 +22,7 @@ from ..metrics import centre_surround_score, fit_gabors, gabor_summary, orientat
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import conv_autoencoder_runs as runs
-from ._args import command_arguments
+from ._args import command_arguments, count_argument
 from ._run import Run
 
 NAME = "conv-filters"
@@ -31,7 +31,8 @@ HELP = ("convolutional sparse auto-encoders with 1..64 filters on natural images
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64],
+    parser.add_argument("--counts", type=count_argument, nargs="+",
+                        default=[1, 2, 4, 8, 16, 32, 64],
                         help="filter counts, one model each (default: 1 2 4 8 16 32 64)")
     runs.add_model_arguments(parser, kernel=9, lam=0.5, tile=32, n_tiles=800, n_test=100,
                              batch_size=8, lr=0.005, epochs=3)
@@ -134,8 +135,6 @@ def run(args: argparse.Namespace) -> Run:
     """
     runs.check_arguments(args)
     counts = sorted(set(args.counts))
-    if min(counts) < 1:
-        raise ValueError(f"--counts must be positive, got {args.counts}")
     device = resolve_device(args.device)
     run_dir = Run.from_args(args, counts=counts)
     images = runs.preprocess(load_images(args.images, grey=True), args.preprocess)

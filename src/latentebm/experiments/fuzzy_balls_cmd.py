@@ -19,7 +19,7 @@ from ..models.vae import VAE
 from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
-from ._args import add_defaulted_flags, command_arguments
+from ._args import add_defaulted_flags, command_arguments, count_argument
 from ._run import Run
 from .claims import lecture_verdicts
 
@@ -36,7 +36,8 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         default=[0.0, 0.1, 1.0, 4.0, 16.0],
         help="KL weights β to compare (default: 0 0.1 1 4 16)",
     )
-    add_defaulted_flags(parser, int, [("--n-plot", 500, "test digits drawn as ellipses")])
+    add_defaulted_flags(parser, count_argument,
+                        [("--n-plot", 500, "test digits drawn as ellipses")])
     parser.add_argument(
         "--fixed-sigma",
         type=float,

@@ -27,7 +27,13 @@ from ..solvers import fista
 from ..training import distributed
 from ..training.checkpoint import read_checkpoint, write_checkpoint
 from . import lista_eval as ev
-from ._args import add_common_arguments, add_defaulted_flags, command_arguments
+from ._args import (
+    add_common_arguments,
+    add_defaulted_flags,
+    command_arguments,
+    count_argument,
+    positive_argument,
+)
 from ._run import Run
 from .claims import lecture_verdicts
 from .mnist_problems import (
@@ -55,17 +61,18 @@ LIBRARY_FISTA_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 8
 def _add_flags(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, epochs=12, lam=0.5)
     add_dataset_arguments(parser, n_train=60000, n_test=2000)
-    parser.add_argument("--dict-epochs", type=int, default=1,
+    parser.add_argument("--dict-epochs", type=count_argument, default=1,
                         help="epochs of dictionary learning when no --dictionary (default: 1)")
-    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 5, 10, 16],
+    parser.add_argument("--steps", type=count_argument, nargs="+", default=[1, 2, 3, 5, 10, 16],
                         help="depths K to train (default: 1 2 3 5 10 16)")
-    parser.add_argument("--epochs-per-step", type=int, nargs="+", default=None,
+    parser.add_argument("--epochs-per-step", type=count_argument, nargs="+", default=None,
                         help="epochs for each depth in --steps, in the same order (default: "
                              "--epochs for every depth)")
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
                         help="which networks (default: all)")
-    parser.add_argument("--batch-size", type=int, default=256, help="mini-batch (default: 256)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--batch-size", type=count_argument, default=256,
+                        help="mini-batch (default: 256)")
+    parser.add_argument("--lr", type=positive_argument, default=None,
                         help="Adam step (default: 1e-3 for cp, 3e-3 for the others)")
     parser.add_argument("--no-grow", action="store_true",
                         help="train every depth from the ISTA initialisation instead of growing "
@@ -73,7 +80,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--support", type=float, default=0.0,
                         help="support selection: at step k the min(k·p, 5p) largest entries of "
                              "each code bypass the threshold (LISTA-CPSS; default: 0, off)")
-    parser.add_argument("--head", type=int, default=3,
+    parser.add_argument("--head", type=count_argument, default=3,
                         help="hybrid variant: how many leading layers are classic LISTA; the "
                              "later ones take learned shares of conjugate-gradient and "
                              "proximal steps, and deeper networks train them alone, the "
@@ -99,7 +106,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-project", action="store_true",
                         help="let the input weights leave the range of the dictionary "
                              "(the library's training keeps them in it)")
-    add_defaulted_flags(parser, int, [
+    add_defaulted_flags(parser, count_argument, [
         ("--fista-iters", 2000, "FISTA iterations traced for the comparison"),
         ("--ista-iters", 5000, "ISTA iterations traced for the comparison"),
         ("--speed-samples", 1000, "held-out signals timed for codes per second"),
@@ -300,12 +307,10 @@ def epochs_per_depth(args: argparse.Namespace) -> dict[int, int]:
     dict of int to int
         K to epochs.
     """
-    if min(args.steps) < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.epochs_per_step is None:
         return {K: args.epochs for K in args.steps}
-    if len(args.epochs_per_step) != len(args.steps) or min(args.epochs_per_step) < 1:
-        raise ValueError("--epochs-per-step needs one count >= 1 per depth in --steps, got "
+    if len(args.epochs_per_step) != len(args.steps):
+        raise ValueError("--epochs-per-step needs one count per depth in --steps, got "
                          f"{args.epochs_per_step} for {args.steps}")
     by_depth: dict[int, int] = {}
     for K, n in zip(args.steps, args.epochs_per_step, strict=True):
@@ -586,11 +591,6 @@ def run(args: argparse.Namespace) -> Run:
         The output folder, with ``table.md``, ``table.json``, ``metrics.json``, the
         checkpoints and the figures.
     """
-    if args.lam < 0:
-        raise ValueError(f"--lam must be >= 0, got {args.lam}")
-    for flag in ("fista_iters", "ista_iters", "speed_samples", "warm_samples", "epochs", "head"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.patience is not None and args.patience < 1:
         raise ValueError(f"--patience must be >= 1, got {args.patience}")
     epochs_per_depth(args)

@@ -11,6 +11,7 @@ import torch
 
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors, natural_patches
+from ._args import count_argument
 from ._run import Run
 
 
@@ -26,12 +27,13 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, n_train: int, n_te
     """
     parser.add_argument("--dataset", choices=("mnist", "natural"), default="mnist",
                         help="MNIST digits or whitened natural-image patches (default: mnist)")
-    parser.add_argument("--atoms", type=int, default=256, help="dictionary size (default: 256)")
-    parser.add_argument("--n-train", type=int, default=n_train,
+    parser.add_argument("--atoms", type=count_argument, default=256,
+                        help="dictionary size (default: 256)")
+    parser.add_argument("--n-train", type=count_argument, default=n_train,
                         help=f"training signals (default: {n_train})")
-    parser.add_argument("--n-test", type=int, default=n_test,
+    parser.add_argument("--n-test", type=count_argument, default=n_test,
                         help=f"held-out signals (default: {n_test})")
-    parser.add_argument("--patch-size", type=int, default=12,
+    parser.add_argument("--patch-size", type=count_argument, default=12,
                         help="natural-image patch side (default: 12)")
     parser.add_argument("--sample", action="store_true",
                         help="use the MNIST sample bundled with the package (offline demo)")
@@ -58,8 +60,6 @@ def load_dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tupl
     image_shape : tuple of (int, int)
         ``(28, 28)`` or ``(patch_size, patch_size)``.
     """
-    if args.n_train < 1 or args.n_test < 1:
-        raise ValueError("--n-train and --n-test must be positive")
     if args.dataset == "mnist":
         kw: dict[str, Any] = {"sample": True} if args.sample else {"data_dir": args.data_dir}
         train, _ = load_mnist("train", **kw)

@@ -7,7 +7,7 @@ import argparse
 import resource
 
 from ..data.streaming import ShardedArray, prepare_patches
-from ._args import add_common_arguments, command_arguments
+from ._args import add_common_arguments, command_arguments, count_argument
 from ._run import Run
 
 NAME = "prepare-patches"
@@ -16,15 +16,15 @@ HELP = ("write whitened natural-image patches as float32 shards with a checksumm
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n-patches", type=int, required=True,
+    parser.add_argument("--n-patches", type=count_argument, required=True,
                         help="patches to write (10 000 000 12x12 patches are 5.8 GB)")
-    parser.add_argument("--patch", type=int, default=12, help="patch side (default: 12)")
+    parser.add_argument("--patch", type=count_argument, default=12, help="patch side (default: 12)")
     parser.add_argument("--images", default=None,
                         help="folder of photographs, read as grey (default: scikit-image's "
                         "bundled ones)")
     parser.add_argument("--whiten", choices=["1f", "none"], default="1f",
                         help="Olshausen & Field's 1/f whitening of each photograph (default: 1f)")
-    parser.add_argument("--rows-per-shard", type=int, default=1_000_000,
+    parser.add_argument("--rows-per-shard", type=count_argument, default=1_000_000,
                         help="patches per .npy shard (default: 1000000)")
     add_common_arguments(parser, epochs=None, lam=None,
                          data_dir_help="not read by this command: its photographs come from "
@@ -48,9 +48,6 @@ def run(args: argparse.Namespace) -> Run:
     Run
         The output folder, with ``patches/`` (shards and ``index.json``) and ``metrics.json``.
     """
-    for flag in ("n_patches", "patch", "rows_per_shard"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     run_dir = Run.from_args(args)
     folder = run_dir.path("patches")
     prepare_patches(folder, args.n_patches, size=args.patch, images=args.images,

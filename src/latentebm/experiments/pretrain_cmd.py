@@ -30,7 +30,7 @@ from ..data import load_mnist, mnist_vectors
 from ..models.conv_autoencoder import ConvSparseAutoencoder
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
-from ._args import add_common_arguments, command_arguments
+from ._args import add_common_arguments, command_arguments, count_argument, positive_argument
 from ._run import Run
 from .pretrain_study import (
     ARMS,
@@ -54,10 +54,11 @@ DEFAULT_LABELS = [1, 100]
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--labels-per-class", type=int, nargs="+", default=DEFAULT_LABELS,
+    parser.add_argument("--labels-per-class", type=count_argument, nargs="+",
+                        default=DEFAULT_LABELS,
                         help="labelled training digits per class, one setting each "
                         f"(default: {' '.join(map(str, DEFAULT_LABELS))})")
-    parser.add_argument("--classes", type=int, nargs="+", default=DEFAULT_CLASSES,
+    parser.add_argument("--classes", type=count_argument, nargs="+", default=DEFAULT_CLASSES,
                         help="use only the first N digit classes (2 to 10), for training and "
                         "testing; one setting per value (default: "
                         f"{' '.join(map(str, DEFAULT_CLASSES))})")
@@ -65,22 +66,24 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
                         default=DEFAULT_FIRST_LAYER,
                         help="train the first layer with the rest (finetune), keep it fixed in "
                         f"both arms (frozen), or run both (default: {DEFAULT_FIRST_LAYER})")
-    parser.add_argument("--seeds", type=int, default=5,
+    parser.add_argument("--seeds", type=count_argument, default=5,
                         help="paired seeds per setting; one seed gives no standard deviation "
                         "or test (default: 5)")
-    parser.add_argument("--filters", type=int, default=16, help="first-layer maps (default: 16)")
-    parser.add_argument("--kernel", type=int, default=7, help="first-layer kernel (default: 7)")
-    parser.add_argument("--n-unlabelled", type=int, default=5000,
+    parser.add_argument("--filters", type=count_argument, default=16,
+                        help="first-layer maps (default: 16)")
+    parser.add_argument("--kernel", type=count_argument, default=7,
+                        help="first-layer kernel (default: 7)")
+    parser.add_argument("--n-unlabelled", type=count_argument, default=5000,
                         help="training digits for the auto-encoder, labels unused (default 5000)")
-    parser.add_argument("--steps", type=int, default=300,
+    parser.add_argument("--steps", type=count_argument, default=300,
                         help="classifier Adam steps per run (default: 300)")
-    parser.add_argument("--classifier-lr", type=float, default=1e-3)
-    parser.add_argument("--n-test", type=int, default=10000,
+    parser.add_argument("--classifier-lr", type=positive_argument, default=1e-3)
+    parser.add_argument("--n-test", type=count_argument, default=10000,
                         help="at most this many test digits of the chosen classes (default: all)")
-    parser.add_argument("--fista-iter", type=int, default=10)
+    parser.add_argument("--fista-iter", type=count_argument, default=10)
     parser.add_argument("--sample", action="store_true",
                         help="use the small MNIST sample bundled with the package (offline)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=count_argument, default=None,
                         help="torch CPU threads (default: torch's choice)")
     add_common_arguments(parser, epochs=3, lam=0.2)
 
@@ -96,25 +99,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     args : argparse.Namespace
         The parsed flags of ``latentebm pretrain``.
     """
-    positive = {"--labels-per-class": min(args.labels_per_class), "--steps": args.steps,
-                "--filters": args.filters, "--kernel": args.kernel,
-                "--n-unlabelled": args.n_unlabelled, "--n-test": args.n_test,
-                "--fista-iter": args.fista_iter, "--epochs": args.epochs}
-    for flag, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1 (2 or more for a standard deviation and a "
-                         f"paired test), got {args.seeds}")
     bad = [c for c in args.classes if not 2 <= c <= 10]
     if bad:
         raise ValueError(f"--classes must lie in 2..10 (the first N digit classes), got {bad[0]}")
-    if not args.classifier_lr > 0:
-        raise ValueError(f"--classifier-lr must be > 0, got {args.classifier_lr}")
-    if args.lam < 0:
-        raise ValueError(f"--lam must be >= 0, got {args.lam}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
 
 
 class SmallConvNet(nn.Module):

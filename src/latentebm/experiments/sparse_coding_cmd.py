@@ -16,7 +16,7 @@ from ..data.streaming import ShardedArray
 from ..metrics import fit_gabors, gabor_summary, localization_summary, stroke_summary
 from ..models import SparseCoding
 from ..training import distributed
-from ._args import add_common_arguments, command_arguments
+from ._args import add_common_arguments, command_arguments, count_argument, non_negative_argument
 from ._run import Run
 
 NAME = "sparse-coding"
@@ -38,18 +38,21 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
                         help="MNIST digits (atoms become strokes) or whitened natural-image "
                         "patches (atoms become Gabor-like edges) (default: mnist)")
-    parser.add_argument("--atoms", type=int, default=256, help="dictionary size (default: 256)")
-    parser.add_argument("--patch", type=int, default=12, help="natural: patch side (default: 12)")
+    parser.add_argument("--atoms", type=count_argument, default=256,
+                        help="dictionary size (default: 256)")
+    parser.add_argument("--patch", type=count_argument, default=12,
+                        help="natural: patch side (default: 12)")
     parser.add_argument("--images", default=None,
                         help="natural: folder of photographs (default: scikit-image's bundled)")
     parser.add_argument("--shards", default=None,
                         help="natural: train on a prepared patch dataset (latentebm "
                         "prepare-patches), streamed batch by batch, instead of patches held in "
                         "memory; held-out patches are cut afresh from --images")
-    parser.add_argument("--n-train", type=int, default=None,
+    parser.add_argument("--n-train", type=count_argument, default=None,
                         help="training samples (default: all MNIST / 100000 patches)")
-    parser.add_argument("--n-test", type=int, default=2000, help="held-out samples (default 2000)")
-    parser.add_argument("--batch-size", type=int, default=256,
+    parser.add_argument("--n-test", type=count_argument, default=2000,
+                        help="held-out samples (default 2000)")
+    parser.add_argument("--batch-size", type=count_argument, default=256,
                         help="signals per dictionary update (default: 256)")
     parser.add_argument("--method", choices=["online", "sgd"], default="online",
                         help="dictionary update: Mairal et al.'s online block-coordinate "
@@ -68,7 +71,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", action="store_true",
                         help="mnist: use the small MNIST sample bundled with the package")
     add_common_arguments(parser, epochs=5, lam=None)
-    parser.add_argument("--lam", type=float, default=None,
+    parser.add_argument("--lam", type=non_negative_argument, default=None,
                         help="λ of ½‖y − Wz‖² + λ‖z‖₁ (default: 0.1 for mnist, 1.0 for natural; on "
                         "mnist a larger λ keeps more whole digits)")
 
@@ -94,10 +97,6 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
     image_shape : tuple of int
         ``(28, 28)`` or ``(patch, patch)``.
     """
-    for flag in ("n_train", "n_test"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.sample and args.dataset != "mnist":
         raise ValueError("--sample is the bundled MNIST sample; it needs --dataset mnist")
     if args.shards is not None:

@@ -19,7 +19,7 @@ from ..models.vae import VAE
 from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
-from ._args import add_defaulted_flags, command_arguments
+from ._args import add_defaulted_flags, command_arguments, count_argument
 from ._run import Run
 from .claims import lecture_verdicts
 
@@ -29,7 +29,7 @@ HELP = "MLP VAE on dynamically binarised MNIST: test −ELBO, k-sample NLL, samp
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
     runs.add_vae_arguments(parser, epochs=50, latent=20)
-    add_defaulted_flags(parser, int, [
+    add_defaulted_flags(parser, count_argument, [
         ("--k", 5000, "importance samples per test digit for log p(x)"),
     ])
     parser.add_argument(
@@ -40,11 +40,11 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         "(default: all 10000)",
     )
     parser.add_argument(
-        "--monitor-k", type=int, default=100,
+        "--monitor-k", type=count_argument, default=100,
         help="during training, the importance-sampled NLL with this many samples on "
         "--monitor-images test digits every --monitor-every epochs (0: off; default: 100)",
     )
-    add_defaulted_flags(parser, int, [
+    add_defaulted_flags(parser, count_argument, [
         ("--monitor-every", 5, "epochs between two NLL estimates during training"),
         ("--monitor-images", 1000, "test digits of the training-time −ELBO and NLL"),
     ])
@@ -128,10 +128,6 @@ def run(args: argparse.Namespace) -> Run:
         The output folder, with the checkpoint, ``metrics.json`` and the figures.
     """
     runs.set_threads(args)
-    if args.k < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}")
-    if args.monitor_images < 1 or args.monitor_every < 1:
-        raise ValueError("--monitor-images and --monitor-every must be >= 1")
     # evaluation settings (--k, --nll-images) may change on --resume; metrics.json records them
     run = Run(args.out, runs.vae_config(NAME, args), resume=args.resume)
     data = runs.binarized_mnist(args)

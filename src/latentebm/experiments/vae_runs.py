@@ -16,7 +16,7 @@ from ..data import load_mnist, mnist_vectors
 from ..models.vae import VAE
 from ..models.vae_parts import binarize
 from ..training.checkpoint import read_checkpoint
-from ._args import add_choice_flag, add_common_arguments
+from ._args import add_choice_flag, add_common_arguments, count_argument, positive_argument
 
 
 @fill_doc
@@ -33,18 +33,21 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: i
     """
     add_common_arguments(parser, epochs=epochs, lam=None)
     parser.add_argument(
-        "--latent", type=int, default=latent, help=f"latent dimensions (default: {latent})"
+        "--latent", type=count_argument, default=latent,
+        help=f"latent dimensions (default: {latent})"
     )
     parser.add_argument(
         "--hidden",
-        type=int,
+        type=count_argument,
         nargs="+",
         default=[400],
         help="hidden layer sizes of the MLP encoder (decoder mirrored; default: 400)",
     )
     add_choice_flag(parser, "--encoder", ("mlp", "conv"), "encoder/decoder networks")
-    parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    parser.add_argument("--batch-size", type=count_argument, default=128,
+                        help="batch size (default: 128)")
+    parser.add_argument("--lr", type=positive_argument, default=1e-3,
+                        help="Adam learning rate (default: 1e-3)")
     parser.add_argument(
         "--warmup-epochs",
         type=float,
@@ -55,13 +58,14 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: i
                     "training objective: the ELBO, or the importance-weighted bound with "
                     "--iwae-k samples per digit")
     parser.add_argument(
-        "--iwae-k", type=int, default=5,
+        "--iwae-k", type=count_argument, default=5,
         help="samples per digit of the importance-weighted bound (--objective iwae; default: 5)",
     )
     add_choice_flag(parser, "--lr-schedule", ("constant", "cosine"),
                     "Adam learning rate: constant, or cosine decay to 0 over --epochs")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--threads", type=count_argument, default=None,
+        help="torch CPU threads (default: torch's choice)"
     )
     parser.add_argument(
         "--sample",
@@ -146,8 +150,6 @@ def set_threads(args: argparse.Namespace) -> None:
         The command's arguments; reads ``threads``.
     """
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
 
 
@@ -194,8 +196,6 @@ def train(
     if args.resume and checkpoint.exists():
         saved = read_checkpoint(checkpoint, kind="vae").training
         first = saved.position[0] if saved is not None else 0
-    if args.iwae_k < 1:
-        raise ValueError(f"--iwae-k must be >= 1, got {args.iwae_k}")
     monitor_k = getattr(args, "monitor_k", 0)
     if monitor_k < 0:
         raise ValueError(f"--monitor-k must be >= 0, got {monitor_k}")

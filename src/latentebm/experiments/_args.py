@@ -47,18 +47,6 @@ def command_arguments(name: str, add_flags: AddFlags) -> AddFlags:
     return add_arguments
 
 
-def seed_argument(text: str) -> int:
-    """argparse ``type`` for ``--seed``: an integer in [0, 2**32 - 1]."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    try:
-        return check_seed(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("seed ")) from None
-
-
 def _flag_type(name: str, parse: Callable[[str], Any], check: Callable[[Any], Any],
                kind: str, doc: str) -> Callable[[str], Any]:
     """An argparse ``type`` that parses with ``parse`` and validates with ``check`` (the
@@ -84,6 +72,9 @@ count_argument = _flag_type(
 non_negative_argument = _flag_type(
     "non_negative_argument", float, lambda v: check_scalar(v, "value", low=0.0), "a number",
     "argparse ``type`` for a penalty weight such as ``--lam``: a finite number >= 0.")
+seed_argument = _flag_type(
+    "seed_argument", int, lambda v: check_seed(v, "value"), "an integer",
+    "argparse ``type`` for ``--seed``: an integer in [0, 2**32 - 1].")
 positive_argument = _flag_type(
     "positive_argument", float,
     lambda v: check_scalar(v, "value", low=0.0, low_inclusive=False), "a number",

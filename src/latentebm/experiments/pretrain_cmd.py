@@ -30,7 +30,13 @@ from ..data import load_mnist, mnist_vectors
 from ..models.conv_autoencoder import ConvSparseAutoencoder
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
-from ._args import add_common_arguments, command_arguments, count_argument, positive_argument
+from ._args import (
+    add_common_arguments,
+    add_defaulted_flags,
+    command_arguments,
+    count_argument,
+    positive_argument,
+)
 from ._run import Run
 from .pretrain_study import (
     ARMS,
@@ -69,18 +75,18 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=count_argument, default=5,
                         help="paired seeds per setting; one seed gives no standard deviation "
                         "or test (default: 5)")
-    parser.add_argument("--filters", type=count_argument, default=16,
-                        help="first-layer maps (default: 16)")
-    parser.add_argument("--kernel", type=count_argument, default=7,
-                        help="first-layer kernel (default: 7)")
-    parser.add_argument("--n-unlabelled", type=count_argument, default=5000,
-                        help="training digits for the auto-encoder, labels unused (default 5000)")
-    parser.add_argument("--steps", type=count_argument, default=300,
-                        help="classifier Adam steps per run (default: 300)")
-    parser.add_argument("--classifier-lr", type=positive_argument, default=1e-3)
+    add_defaulted_flags(parser, count_argument, [
+        ("--filters", 16, "first-layer maps"),
+        ("--kernel", 7, "first-layer kernel"),
+        ("--n-unlabelled", 5000, "training digits for the auto-encoder, labels unused"),
+        ("--steps", 300, "classifier Adam steps per run"),
+    ])
+    add_defaulted_flags(parser, positive_argument,
+                        [("--classifier-lr", 1e-3, "classifier Adam step")])
     parser.add_argument("--n-test", type=count_argument, default=10000,
                         help="at most this many test digits of the chosen classes (default: all)")
-    parser.add_argument("--fista-iter", type=count_argument, default=10)
+    add_defaulted_flags(parser, count_argument, [
+        ("--fista-iter", 10, "FISTA iterations per code while the auto-encoder trains")])
     parser.add_argument("--sample", action="store_true",
                         help="use the small MNIST sample bundled with the package (offline)")
     parser.add_argument("--threads", type=count_argument, default=None,

@@ -22,7 +22,13 @@ from ..solvers import fista
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import lista_eval as ev
-from ._args import add_common_arguments, command_arguments, count_argument, positive_argument
+from ._args import (
+    add_common_arguments,
+    add_defaulted_flags,
+    command_arguments,
+    count_argument,
+    positive_argument,
+)
 from ._run import Run
 from .claims import lecture_verdicts
 from .mnist_problems import add_dataset_arguments, open_run
@@ -40,16 +46,15 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
                         help="weight β of the prediction term (β/2)‖z − Enc(y)‖² (default: 1)")
     parser.add_argument("--encoders", nargs="+", choices=ENCODERS, default=list(ENCODERS),
                         help="encoders to train, one model each (default: tanh lista)")
-    parser.add_argument("--steps", type=count_argument, default=3,
-                        help="LISTA encoder depth (default: 3)")
-    parser.add_argument("--batch-size", type=count_argument, default=256,
-                        help="mini-batch (default: 256)")
-    parser.add_argument("--lr-decoder", type=positive_argument, default=1.0,
-                        help="decoder gradient step (default: 1)")
-    parser.add_argument("--lr-encoder", type=positive_argument, default=3e-3,
-                        help="encoder Adam step (default: 3e-3)")
-    parser.add_argument("--fista-iters", type=count_argument, default=1000,
-                        help="FISTA iterations traced for the comparison (default: 1000)")
+    add_defaulted_flags(parser, count_argument, [
+        ("--steps", 3, "LISTA encoder depth"),
+        ("--batch-size", 256, "mini-batch"),
+        ("--fista-iters", 1000, "FISTA iterations traced for the comparison"),
+    ])
+    add_defaulted_flags(parser, positive_argument, [
+        ("--lr-decoder", 1.0, "decoder gradient step"),
+        ("--lr-encoder", 3e-3, "encoder Adam step"),
+    ])
 
 
 add_arguments = command_arguments(NAME, _add_flags)

@@ -16,7 +16,13 @@ from ..data.streaming import ShardedArray
 from ..metrics import fit_gabors, gabor_summary, localization_summary, stroke_summary
 from ..models import SparseCoding
 from ..training import distributed
-from ._args import add_common_arguments, command_arguments, count_argument, non_negative_argument
+from ._args import (
+    add_common_arguments,
+    add_defaulted_flags,
+    command_arguments,
+    count_argument,
+    non_negative_argument,
+)
 from ._run import Run
 
 NAME = "sparse-coding"
@@ -38,10 +44,8 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["mnist", "natural"], default="mnist",
                         help="MNIST digits (atoms become strokes) or whitened natural-image "
                         "patches (atoms become Gabor-like edges) (default: mnist)")
-    parser.add_argument("--atoms", type=count_argument, default=256,
-                        help="dictionary size (default: 256)")
-    parser.add_argument("--patch", type=count_argument, default=12,
-                        help="natural: patch side (default: 12)")
+    add_defaulted_flags(parser, count_argument, [
+        ("--atoms", 256, "dictionary size"), ("--patch", 12, "natural: patch side")])
     parser.add_argument("--images", default=None,
                         help="natural: folder of photographs (default: scikit-image's bundled)")
     parser.add_argument("--shards", default=None,
@@ -50,10 +54,9 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
                         "memory; held-out patches are cut afresh from --images")
     parser.add_argument("--n-train", type=count_argument, default=None,
                         help="training samples (default: all MNIST / 100000 patches)")
-    parser.add_argument("--n-test", type=count_argument, default=2000,
-                        help="held-out samples (default 2000)")
-    parser.add_argument("--batch-size", type=count_argument, default=256,
-                        help="signals per dictionary update (default: 256)")
+    add_defaulted_flags(parser, count_argument, [
+        ("--n-test", 2000, "held-out samples"),
+        ("--batch-size", 256, "signals per dictionary update")])
     parser.add_argument("--method", choices=["online", "sgd"], default="online",
                         help="dictionary update: Mairal et al.'s online block-coordinate "
                         "update, or projected SGD (default: online)")

@@ -13,7 +13,8 @@ A file holds
 The writer refuses non-finite tensors, so a diverged run never overwrites a good file; it writes
 to a temporary name and renames. :func:`read_checkpoint` is the one loader: a file it cannot use
 raises :class:`CheckpointError` saying ``checkpoint PATH is damaged: <what>`` (or that it comes
-from an older, incompatible latentebm). Nothing is ever unpickled.
+from an older, incompatible latentebm, or holds another kind of model). Nothing is ever
+unpickled.
 """
 
 from __future__ import annotations
@@ -191,8 +192,8 @@ def read_checkpoint(
         No such file.
     CheckpointError
         ``checkpoint PATH is damaged: <what>`` for an unreadable header or tensor data, bad
-        JSON, a missing tensor, a NaN/inf tensor, or a model of another kind; a file from
-        latentebm 0.1.0 is named as such.
+        JSON, a missing tensor or a NaN/inf tensor; a file from latentebm 0.1.0, or one that
+        holds a model of another kind, is named as such.
     """
     path = Path(path)
     if not path.is_file():
@@ -203,8 +204,6 @@ def read_checkpoint(
 
     meta = _header_metadata(path, damaged)
     fmt = meta.get("format")
-    if kind is not None and meta.get("kind") != kind:
-        raise damaged(f"it holds a {meta.get('kind')!r} model, expected {kind!r}")
     if fmt in OLD_FORMATS:
         raise CheckpointError(
             f"checkpoint {path} was written by latentebm {OLD_FORMATS[fmt]} (format {fmt!r}), "
@@ -213,6 +212,10 @@ def read_checkpoint(
         )
     if fmt != FORMAT:
         raise damaged(f"not a latentebm checkpoint (format {fmt!r}, expected {FORMAT!r})")
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(
+            f"checkpoint {path} holds a {meta.get('kind')!r} model, not a {kind!r} one: load it "
+            "with the model class that wrote it")
     try:
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

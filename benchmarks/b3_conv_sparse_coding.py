@@ -69,16 +69,17 @@ def tikhonov_highpass(image, lam: float = 10.0, pad: int = 16):
     return image - low[pad:-pad, pad:-pad]
 
 
-def circular_energy(kernels, signal, codes, lam: float) -> float:
-    """``½‖Σ_m k_m ⊛ x_m − s‖² + λ‖x‖₁`` in float64: kernels ``(M, k, k)`` with origin at
-    index 0, signal ``(H, W)``, codes ``(M, H, W)``."""
+def circular_energy(kernels, signal, codes, lam: float, mask=1.0) -> float:
+    """``½‖W(Σ_m k_m ⊛ x_m − s)‖² + λ‖x‖₁`` in float64: kernels ``(M, k, k)`` with origin at
+    index 0, signal ``(H, W)``, codes ``(M, H, W)``, mask ``W`` ``(H, W)`` (1: SPORCO's
+    ``ConvBPDN``; a zero border: its masked problems, e.g. ``ConvBPDNMaskDcpl``)."""
     import numpy as np
 
     kernels = np.asarray(kernels, dtype=np.float64)
     codes = np.asarray(codes, dtype=np.float64)
     shape = signal.shape
     spectrum = np.fft.rfft2(kernels, s=shape) * np.fft.rfft2(codes)
-    residual = np.fft.irfft2(spectrum.sum(0), s=shape) - signal
+    residual = mask * (np.fft.irfft2(spectrum.sum(0), s=shape) - signal)
     return float(0.5 * (residual**2).sum() + lam * np.abs(codes).sum())
 
 
@@ -141,7 +142,18 @@ def sporco_worker() -> None:
         D = state["D"].astype(dtype)
         S = state["S"].astype(dtype)
         n = int(req["n"])
-        if req["solver"].startswith("admm"):
+        mask = state.get("W")
+        if req["solver"] in ("admm_mask_dcpl", "admm_ams"):  # masked: S is zero-padded
+            opt = admm_cbpdn.ConvBPDN.Options if req["solver"] == "admm_ams" else (
+                admm_cbpdn.ConvBPDNMaskDcpl.Options)
+            opt = opt({"MaxMainIter": n, "RelStopTol": 0.0, "FastSolve": True,
+                       "Verbose": False, "DataType": dtype, **req.get("options", {})})
+            if req["solver"] == "admm_ams":
+                solver = admm_cbpdn.AddMaskSim(admm_cbpdn.ConvBPDN, D, S, mask.astype(dtype),
+                                               LAM, opt)
+            else:
+                solver = admm_cbpdn.ConvBPDNMaskDcpl(D, S, LAM, mask.astype(dtype), opt)
+        elif req["solver"].startswith("admm"):
             opt = admm_cbpdn.ConvBPDN.Options({
                 "MaxMainIter": n, "RelStopTol": 0.0, "FastSolve": True, "Verbose": False,
                 "DataType": dtype, **req.get("options", {})})
@@ -159,10 +171,11 @@ def sporco_worker() -> None:
         seconds = time.perf_counter() - t0
         kernels = state["D"].transpose(2, 0, 1)
         candidates = [np.asarray(solver.getcoef())]
-        if hasattr(solver, "Y"):  # ADMM: the split variable is the exactly sparse one
-            candidates.append(np.asarray(solver.Y))
+        if req["solver"] == "admm" and hasattr(solver, "Y"):
+            candidates.append(np.asarray(solver.Y))  # ConvBPDN's exactly sparse split variable
         energies = [circular_energy(kernels, state["S"],
-                                    c.reshape(S.shape + (-1,)).transpose(2, 0, 1), LAM)
+                                    c.reshape(S.shape + (-1,)).transpose(2, 0, 1), LAM,
+                                    1.0 if mask is None else mask)
                     for c in candidates]
         return {"seconds": seconds, "energy": min(energies)}
 
@@ -174,6 +187,7 @@ def sporco_worker() -> None:
             if req["op"] == "load":
                 state["D"] = np.load(req["D"])  # (k, k, M)
                 state["S"] = np.load(req["S"])
+                state["W"] = np.load(req["W"]) if req.get("W") else None
                 out = {"ok": True}
             else:
                 out = {"ok": True, **solve(req)}
@@ -185,7 +199,7 @@ def sporco_worker() -> None:
 class Sporco:
     """The parent's handle on the worker process."""
 
-    def __init__(self, D, S, tmp: Path) -> None:
+    def __init__(self, D, S, tmp: Path, mask=None) -> None:
         import numpy as np
 
         self.proc = subprocess.Popen(
@@ -194,7 +208,11 @@ class Sporco:
         self.info = self._read()
         np.save(tmp / "D.npy", D)
         np.save(tmp / "S.npy", S)
-        self.call({"op": "load", "D": str(tmp / "D.npy"), "S": str(tmp / "S.npy")})
+        request = {"op": "load", "D": str(tmp / "D.npy"), "S": str(tmp / "S.npy")}
+        if mask is not None:
+            np.save(tmp / "W.npy", mask)
+            request["W"] = str(tmp / "W.npy")
+        self.call(request)
 
     def _read(self) -> dict:
         for line in self.proc.stdout:

@@ -407,8 +407,8 @@ def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
 def _preferred(problem: Problem, reg: Regularizer) -> bool:
     """Circular boundaries, or off the CPU. B3 (circular, CPU): 0.35× FISTA's time at the oracle
     stop, 0.28× when both certify themselves. With the ``"full"`` boundary on the CPU, masked
-    ADMM certified B3's image sooner at 1e-3 (6.3 s against 8.3 s) but FISTA's per-image
-    backtracking sooner at 1e-4 (15.1 s against 18.2 s;
+    ADMM certified B3's image sooner at 1e-3 (4.6 s against 5.8 s) but FISTA's per-image
+    backtracking sooner at 1e-4 (12.1 s against 14.5 s;
     ``benchmarks/results/conv_full_boundary.md``), and on a trained colour auto-encoder's codes
     FISTA certified all in 7–8 s where ADMM certified 0–17 % in 1000 iterations
     (``benchmarks/results/conv_ae_inference.md``); on a GPU FISTA runs a fixed step and ADMM

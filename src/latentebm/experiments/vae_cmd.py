@@ -40,7 +40,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         "(default: all 10000)",
     )
     parser.add_argument(
-        "--monitor-k", type=count_argument, default=100,
+        "--monitor-k", type=int, default=100,
         help="during training, the importance-sampled NLL with this many samples on "
         "--monitor-images test digits every --monitor-every epochs (0: off; default: 100)",
     )

@@ -52,6 +52,10 @@ def test_reads_are_exact_in_any_order(shards: Path, rows: np.ndarray) -> None:
     np.testing.assert_array_equal(data.read(np.arange(103)), rows)
     with pytest.raises(IndexError):
         data.read(np.array([103]))
+    # slices, as on any array: across shard boundaries, stepped, reversed, empty
+    for part in (slice(None, 5), slice(15, 47), slice(None, None, 7), slice(None, None, -3),
+                 slice(90, None), slice(50, 50)):
+        np.testing.assert_array_equal(data[part].numpy(), rows[part])
 
 
 def test_order_is_seeded_and_the_training_loops(shards: Path) -> None:

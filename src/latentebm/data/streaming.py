@@ -352,8 +352,8 @@ class _Shard:
 
 class ShardedArray:
     """A prepared dataset opened read-only: ``data.shape == (n_rows, n_features)`` and
-    ``data[idx]`` the rows ``idx`` (any order, repeats allowed) as a float32 tensor
-    ``(len(idx), n_features)``, scaled by the index's ``scale``.
+    ``data[idx]`` the rows ``idx`` (integers in any order, repeats allowed, or a slice) as a
+    float32 tensor ``(len(idx), n_features)``, scaled by the index's ``scale``.
 
     Parameters
     ----------
@@ -454,7 +454,9 @@ class ShardedArray:
         return out
 
     def __getitem__(self, idx: Any) -> torch.Tensor:
-        if isinstance(idx, torch.Tensor):
+        if isinstance(idx, slice):
+            idx = np.arange(*idx.indices(self.n_rows))
+        elif isinstance(idx, torch.Tensor):
             idx = idx.cpu().numpy()
         rows = torch.from_numpy(self.read(idx))
         return rows.mul_(self.scale) if self.scale != 1.0 else rows

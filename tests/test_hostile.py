@@ -264,6 +264,7 @@ def test_missing_checkpoint_is_named(tmp_path):
 def test_psd_bad_data(Y):
     model = le.PSD(N_FEATURES, N_ATOMS, 0.1, seed=0, dtype=torch.float64)
     clear_error_or_result(lambda: model.predict(Y), ("Y",), (BATCH, N_ATOMS))
+    clear_error_or_result(lambda: model.encode(Y, method="fista").z, ("Y",), (BATCH, N_ATOMS))
 
 
 @st.composite

@@ -104,6 +104,20 @@ def test_save_load_and_resume_round_trip(tmp_path):
                                                                **kw)
 
 
+def test_encode_gives_the_encoder_or_the_certified_codes():
+    Y = sparse_signals(n=12, dtype=torch.float64)
+    model = PSD(16, 24, 0.1, 0.5, init="random", dtype=torch.float64)
+    fast = model.encode(Y)
+    assert fast.method == "encoder" and torch.equal(fast.z, model.predict(Y))
+    solved = model.encode(Y, method="fista", tol=1e-10)
+    reference = model.infer(Y, tol=1e-10)
+    assert solved.all_converged and torch.equal(solved.z, reference.z)
+    assert bool((solved.energy <= model.energy(Y, fast.z) + 1e-12).all())
+    assert isinstance(model.encode(Y.numpy()).z, np.ndarray)
+    with pytest.raises(ValueError, match="method"):
+        model.encode(Y, method="lista")
+
+
 def test_numpy_in_numpy_out():
     Y = sparse_signals(n=8).numpy()
     model = PSD(16, 24, 0.1, init="random")

@@ -38,7 +38,7 @@ from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
 from ..training.schedules import cosine_factor, cosine_schedule
-from ._base import MODEL_DOCS, DenseLassoConfig, LatentModel, dtype_name
+from ._base import MODEL_DOCS, DenseLassoConfig, LatentModel, codes_only, dtype_name
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
 
 ENCODERS = ("tanh", "lista")
@@ -233,6 +233,32 @@ class PSD(LatentModel):
         if numpy_out:
             Y_aug, P = Y_aug.cpu().numpy(), P.cpu().numpy()
         return fista(Y_aug, op, self.lam, z0=P, tol=tol, max_iter=max_iter)
+
+    def encode(self, Y: Any, *, method: str = "encoder", tol: float | None = None,
+               max_iter: int = 1000) -> SolverResult:
+        """Codes of ``Y`` as a :class:`SolverResult`, like every model's ``encode``.
+
+        Parameters
+        ----------
+        {Y_dense_any}
+        method : {"encoder", "fista"}, default="encoder"
+            ``"encoder"``: the encoder's prediction ``Enc(y)`` in one pass (what PSD trains it
+            for; :meth:`predict`); ``"fista"``: ``argmin_z E(y, z)``, certified (:meth:`infer`).
+        tol : float or None, default=None
+            Relative duality gap (``"fista"``; the solver's default when ``None``).
+        max_iter : int, default=1000
+            Iteration cap (``"fista"``).
+
+        Returns
+        -------
+        SolverResult
+            ``z`` ``(batch, n_atoms)``; with ``"fista"`` also the PSD energy, its certified gap
+            and the iterations. NumPy when ``Y`` is not a tensor.
+        """
+        check_choice(method, "method", ("encoder", "fista"))
+        if method == "fista":
+            return self.infer(Y, tol=tol, max_iter=max_iter)
+        return codes_only(self.predict(Y))
 
     def energy_parts(self) -> tuple[nn.Module, DenseDictionary, nn.Module, L1, float]:
         """This model as the parts of the general energy ``E(x, y, z) = ½‖y − Dec(Pred(x), z)‖²

@@ -336,6 +336,8 @@ def test_conv_encoder_gaussian_likelihood_and_float64(digits):
     assert model.decoder.log_sigma.grad is not None
     assert out.mu.shape == (8, 5) and out.mu.dtype == torch.float64
     assert model.decode(torch.zeros(3, 5, dtype=torch.float64)).shape == (3, 1, 28, 28)
+    as_array = model.decode(np.zeros((3, 5)))  # NumPy in, NumPy out, as encode
+    assert isinstance(as_array, np.ndarray) and as_array.shape == (3, 1, 28, 28)
     assert model.sample(2).shape == (2, 1, 28, 28)
     # flat input is accepted for an image-shaped model
     torch.testing.assert_close(model.encode(x.reshape(8, -1)).z, model.encode(x).z)

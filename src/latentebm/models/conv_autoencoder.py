@@ -41,6 +41,7 @@ from .._validation import (
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
 from ..operators.conv import BOUNDARIES, correlate
+from ..problem import to_output
 from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
@@ -303,8 +304,9 @@ class ConvSparseAutoencoder(LatentModel):
             act = soft_threshold(pre, self.threshold.clamp_min(0)[None, :, None, None])
         return self.gain[None, :, None, None] * act
 
-    def decode(self, Z: torch.Tensor) -> torch.Tensor:
-        """``Σ_i D_i * z_i``, differentiable in the decoder kernels.
+    def decode_maps(self, Z: torch.Tensor) -> torch.Tensor:
+        """``Σ_i D_i * z_i`` of validated code maps, differentiable in the decoder kernels
+        (what training uses; :meth:`decode` is the checked entry point).
 
         Parameters
         ----------
@@ -314,6 +316,24 @@ class ConvSparseAutoencoder(LatentModel):
         {returns_images}
         """
         return ConvDictionary(self.decoder, boundary=self.boundary).decode(Z)
+
+    def decode(self, Z: Any) -> Any:
+        """Images ``Σ_i D_i * z_i`` of code maps ``Z``, without gradient.
+
+        Parameters
+        ----------
+        Z : array-like or torch.Tensor of shape (batch, n_filters, H', W')
+            Code maps (``H' = H + k − 1`` with the ``"full"`` boundary).
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (batch, channels, H, W)
+            NumPy when ``Z`` is not a tensor.
+        """
+        Z_t, numpy_out = self.check_input(Z, "Z", ndim=4)
+        self.decoder_operator().check_code(Z_t, "Z")
+        with torch.no_grad():
+            return to_output(self.decode_maps(Z_t), numpy_out)
 
     def infer(
         self, Y: torch.Tensor, *, tol: float = 1e-3, max_iter: int = 100, beta: float | None = None
@@ -417,7 +437,7 @@ class ConvSparseAutoencoder(LatentModel):
             return self.infer(Y_t, tol=tol, max_iter=max_iter).energy
         with torch.no_grad():
             Z = self.predict(Y_t)
-            r = Y_t - self.decode(Z)
+            r = Y_t - self.decode_maps(Z)
             return 0.5 * batch_dot(r, r) + self.lam * Z.abs().flatten(1).sum(1)
 
     # ----------------------------------------------------------------- learning
@@ -690,7 +710,7 @@ class _TrainingTerms(nn.Module):
         else:
             D = Z - model(Y)
             prediction = 0.5 * model.beta * batch_dot(D, D)
-        r = Y - model.decode(Z)
+        r = Y - model.decode_maps(Z)
         recon = 0.5 * batch_dot(r, r)
         return recon, torch.zeros_like(recon) if prediction is None else prediction, Z
 

@@ -36,6 +36,7 @@ from .._validation import (
     check_seed,
     resolve_device,
 )
+from ..problem import to_output
 from ..solvers import SolverResult
 from ..training import distributed as dist
 from ..training.denormals import denormals_flushed
@@ -212,7 +213,7 @@ class VAE(LatentModel):
         numpy_out = not isinstance(x, torch.Tensor)
         with torch.no_grad():
             mu = self.encoder(self._check_x(x))[0]
-        return codes_only(mu.cpu().numpy() if numpy_out else mu)
+        return codes_only(to_output(mu, numpy_out))
 
     def posterior(self, x: Any, *, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
         """``(μ, log σ²)`` of many images, in batches and without gradients.
@@ -232,7 +233,7 @@ class VAE(LatentModel):
             parts = [self.encoder(xb) for xb in x.split(batch_size)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def decode(self, z: Any) -> torch.Tensor:
+    def decode(self, z: Any) -> Any:
         """Mean of ``p(x | z)`` (pixel probabilities for Bernoulli).
 
         Parameters
@@ -242,10 +243,13 @@ class VAE(LatentModel):
 
         Returns
         -------
-        torch.Tensor of shape (batch, *input_shape)
+        numpy.ndarray or torch.Tensor of shape (batch, *input_shape)
+            NumPy when ``z`` is not a tensor (as :meth:`encode` returns codes); a tensor keeps
+            its graph to the decoder's parameters.
         """
         out = self.decoder(self._check_z(z))
-        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+        mean = torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+        return to_output(mean, not isinstance(z, torch.Tensor))
 
     def forward(
         self, x: torch.Tensor, *, beta: float | None = None,

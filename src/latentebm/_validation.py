@@ -91,7 +91,8 @@ def _from_array(x: Any, name: str) -> torch.Tensor:
     try:
         arr = np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad argument
-        raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+        raise TypeError(f"{name} must be array-like, of one shape, got {type(x).__name__} "
+                        f"({exc})") from exc
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):

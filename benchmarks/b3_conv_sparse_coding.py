@@ -144,11 +144,11 @@ def sporco_worker() -> None:
         n = int(req["n"])
         mask = state.get("W")
         if req["solver"] in ("admm_mask_dcpl", "admm_ams"):  # masked: S is zero-padded
-            opt = admm_cbpdn.ConvBPDN.Options if req["solver"] == "admm_ams" else (
-                admm_cbpdn.ConvBPDNMaskDcpl.Options)
-            opt = opt({"MaxMainIter": n, "RelStopTol": 0.0, "FastSolve": True,
-                       "Verbose": False, "DataType": dtype, **req.get("options", {})})
-            if req["solver"] == "admm_ams":
+            ams = req["solver"] == "admm_ams"
+            options = admm_cbpdn.ConvBPDN.Options if ams else admm_cbpdn.ConvBPDNMaskDcpl.Options
+            opt = options({"MaxMainIter": n, "RelStopTol": 0.0, "FastSolve": True,
+                           "Verbose": False, "DataType": dtype, **req.get("options", {})})
+            if ams:
                 solver = admm_cbpdn.AddMaskSim(admm_cbpdn.ConvBPDN, D, S, mask.astype(dtype),
                                                LAM, opt)
             else:

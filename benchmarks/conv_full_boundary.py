@@ -46,14 +46,14 @@ from b3_conv_sparse_coding import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = 1e-4
+FIXED_RHO = {"rho": 10 * LAM + 1, "AutoRho": {"Enabled": False}}
 SPORCO_CONTENDERS = (
     # (label, solver, options, grid: None = image + k − 1)
     ("SPORCO ConvBPDNMaskDcpl (defaults)", "admm_mask_dcpl", {}, None),
     ("SPORCO AddMaskSim(ConvBPDN) (defaults: ρ = 50λ + 1, adaptive)", "admm_ams", {}, None),
-    ("SPORCO AddMaskSim(ConvBPDN) (fixed ρ = 10λ + 1)", "admm_ams",
-     {"rho": 10 * LAM + 1, "AutoRho": {"Enabled": False}}, None),
-    ("SPORCO AddMaskSim(ConvBPDN) (fixed ρ = 10λ + 1), 270×270 grid", "admm_ams",
-     {"rho": 10 * LAM + 1, "AutoRho": {"Enabled": False}}, 270),
+    ("SPORCO AddMaskSim(ConvBPDN) (fixed ρ = 10λ + 1)", "admm_ams", FIXED_RHO, None),
+    ("SPORCO AddMaskSim(ConvBPDN) (fixed ρ = 10λ + 1), 270×270 grid", "admm_ams", FIXED_RHO,
+     270),
     ("SPORCO ConvBPDNMaskDcpl (defaults), 270×270 grid", "admm_mask_dcpl", {}, 270),
 )
 
@@ -111,7 +111,7 @@ def main() -> None:
             workers[grid] = Sporco(filters.transpose(1, 2, 0).copy(), signal, folder, mask=mask)
         reference = workers[None].call({"op": "solve", "solver": "admm_ams", "n": 600,
                                         "dtype": "float64",
-                                        "options": dict(SPORCO_CONTENDERS[2][2])})
+                                        "options": FIXED_RHO})
         e_star = min(e_star, reference["energy"])
     load_before = os.getloadavg()[0]
 

@@ -301,6 +301,17 @@ def test_conv_models_bad_images(Y):
     (["lista", "--steps", "1", "0"], "--steps"),
     (["psd", "--batch-size", "2.5"], "--batch-size"),
     (["conditional", "--epochs", "nan"], "--epochs"),
+    (["lista", "--warm-tol", "-1"], "--warm-tol"),
+    (["lista", "--support", "1.5"], "--support"),
+    (["lista", "--validation", "-5"], "--validation"),
+    (["lista", "--patience", "0"], "--patience"),
+    (["psd", "--beta", "-1"], "--beta"),
+    (["conv-filters", "--taper", "-1"], "--taper"),
+    (["vae-fuzzy-balls", "--fixed-sigma", "0"], "--fixed-sigma"),
+    (["vae-fuzzy-balls", "--betas", "1", "-1"], "--betas"),
+    (["vae", "--monitor-k", "-1"], "--monitor-k"),
+    (["vae", "--max-minutes", "-1"], "--max-minutes"),
+    (["vae", "--warmup-epochs", "nan"], "--warmup-epochs"),
 ])
 def test_cli_refuses_a_bad_flag_before_reading_any_data(argv, flag, tmp_path, capsys):
     """No data folder exists: the error is the flag's, so the flags were checked first."""

@@ -75,6 +75,13 @@ non_negative_argument = _flag_type(
 seed_argument = _flag_type(
     "seed_argument", int, lambda v: check_seed(v, "value"), "an integer",
     "argparse ``type`` for ``--seed``: an integer in [0, 2**32 - 1].")
+non_negative_int_argument = _flag_type(
+    "non_negative_int_argument", int, lambda v: check_int(v, "value", low=0), "an integer",
+    "argparse ``type`` for a size where 0 means none or off (``--validation``, ``--taper``): "
+    "an integer >= 0.")
+fraction_argument = _flag_type(
+    "fraction_argument", float, lambda v: check_scalar(v, "value", low=0.0, high=1.0),
+    "a number", "argparse ``type`` for a share such as ``--support``: a number in [0, 1].")
 positive_argument = _flag_type(
     "positive_argument", float,
     lambda v: check_scalar(v, "value", low=0.0, low_inclusive=False), "a number",

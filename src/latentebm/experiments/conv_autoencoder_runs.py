@@ -20,6 +20,8 @@ from ._args import (
     add_common_arguments,
     add_defaulted_flags,
     count_argument,
+    non_negative_argument,
+    non_negative_int_argument,
     positive_argument,
 )
 from ._run import Run
@@ -67,7 +69,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
     parser.add_argument("--nonlinearity", choices=["tanh", "shrink"], default="shrink",
                         help="encoder output: a learned soft threshold (exact zeros, like the "
                         "codes) or tanh, each with a per-map gain (default: shrink)")
-    parser.add_argument("--beta", type=float, default=3.0,
+    parser.add_argument("--beta", type=non_negative_argument, default=3.0,
                         help="weight of the prediction term (β/2)‖z − Enc(y)‖² in the training "
                         "energy: the codes the decoder learns from are pulled toward what the "
                         "encoder can predict, so the two halves learn alike filters, at a few "
@@ -75,7 +77,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, kernel: int, lam: fl
     parser.add_argument("--fista-iter", type=count_argument, default=30,
                         help="FISTA iterations per training batch, warm-started from the "
                         "encoder (default: 30)")
-    parser.add_argument("--taper", type=int, default=taper,
+    parser.add_argument("--taper", type=non_negative_int_argument, default=taper,
                         help="pixels of each tile's border tapered to zero by a raised cosine, "
                         "so the tile's cut edges teach the filters no broadband steps "
                         f"(default: {'kernel - 1' if taper is None else taper}; 0: none)")

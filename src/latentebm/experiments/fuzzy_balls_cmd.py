@@ -19,7 +19,13 @@ from ..models.vae import VAE
 from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
-from ._args import add_defaulted_flags, command_arguments, count_argument
+from ._args import (
+    add_defaulted_flags,
+    command_arguments,
+    count_argument,
+    non_negative_argument,
+    positive_argument,
+)
 from ._run import Run
 from .claims import lecture_verdicts
 
@@ -31,7 +37,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     runs.add_vae_arguments(parser, epochs=10, latent=2)
     parser.add_argument(
         "--betas",
-        type=float,
+        type=non_negative_argument,
         nargs="+",
         default=[0.0, 0.1, 1.0, 4.0, 16.0],
         help="KL weights β to compare (default: 0 0.1 1 4 16)",
@@ -40,13 +46,13 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
                         [("--n-plot", 500, "test digits drawn as ellipses")])
     parser.add_argument(
         "--fixed-sigma",
-        type=float,
+        type=positive_argument,
         default=1.0,
         help="posterior σ of the fixed-size model (default: 1)",
     )
     parser.add_argument(
         "--sigma-beta",
-        type=float,
+        type=non_negative_argument,
         default=1.0,
         help="β of the fixed- versus learned-σ comparison (default: 1)",
     )
@@ -105,8 +111,6 @@ def run(args: argparse.Namespace) -> Run:
         The output folder, with one sub-folder per model, ``metrics.json`` and the figures.
     """
     runs.set_threads(args)
-    if any(b < 0 for b in args.betas):
-        raise ValueError(f"--betas must be >= 0, got {args.betas}")
     if args.latent != 2:
         raise ValueError(f"--latent must be 2 to draw the codes as ellipses, got {args.latent}")
     config = runs.vae_config(NAME, args, betas=args.betas, n_plot=args.n_plot,

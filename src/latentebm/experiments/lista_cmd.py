@@ -32,6 +32,9 @@ from ._args import (
     add_defaulted_flags,
     command_arguments,
     count_argument,
+    fraction_argument,
+    non_negative_argument,
+    non_negative_int_argument,
     positive_argument,
 )
 from ._run import Run
@@ -77,7 +80,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-grow", action="store_true",
                         help="train every depth from the ISTA initialisation instead of growing "
                              "it from the trained shallower network")
-    parser.add_argument("--support", type=float, default=0.0,
+    parser.add_argument("--support", type=fraction_argument, default=0.0,
                         help="support selection: at step k the min(k·p, 5p) largest entries of "
                              "each code bypass the threshold (LISTA-CPSS; default: 0, off)")
     parser.add_argument("--head", type=count_argument, default=3,
@@ -89,7 +92,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
                         help="hybrid variant: one input matrix W_e shared by the classic head's "
                              "layers, as in Gregor & LeCun, instead of one per layer (default: "
                              "one per layer)")
-    parser.add_argument("--validation", type=int, default=None,
+    parser.add_argument("--validation", type=non_negative_int_argument, default=None,
                         help="training signals held out for early stopping; the networks are "
                              "trained on the rest (default: one twelfth, 5000 of MNIST's "
                              "60 000; 0: none)")
@@ -97,10 +100,10 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
                         help="MNIST: also train on the training digits shifted by one pixel up, "
                              "down, left and right (5x the data, their optimal codes computed "
                              "once and cached; the validation digits are not shifted)")
-    parser.add_argument("--patience", type=int, default=None,
+    parser.add_argument("--patience", type=count_argument, default=None,
                         help="stop a network after this many epochs without a better "
                              "validation error (default: run every epoch, keep the best)")
-    parser.add_argument("--layer-weight", type=float, default=0.0,
+    parser.add_argument("--layer-weight", type=non_negative_argument, default=0.0,
                         help="weight of the earlier layers' mean code error in the loss "
                              "(deep supervision; default: 0)")
     parser.add_argument("--no-project", action="store_true",
@@ -112,7 +115,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         ("--speed-samples", 1000, "held-out signals timed for codes per second"),
         ("--warm-samples", 500, "held-out signals for the warm-start report"),
     ])
-    parser.add_argument("--warm-tol", type=float, default=1e-4,
+    parser.add_argument("--warm-tol", type=positive_argument, default=1e-4,
                         help="relative duality gap for the warm-start report (default: 1e-4)")
 
 
@@ -591,17 +594,12 @@ def run(args: argparse.Namespace) -> Run:
         The output folder, with ``table.md``, ``table.json``, ``metrics.json``, the
         checkpoints and the figures.
     """
-    if args.patience is not None and args.patience < 1:
-        raise ValueError(f"--patience must be >= 1, got {args.patience}")
     epochs_per_depth(args)
     if args.shift_augment and args.dataset != "mnist":
         raise ValueError("--shift-augment applies to --dataset mnist only")
     if args.validation is not None and args.validation >= args.n_train:
         raise ValueError(f"--validation must be below --n-train ({args.n_train}), got "
                          f"{args.validation}")
-    if (args.validation or 0) < 0 or not args.layer_weight >= 0:
-        raise ValueError("--validation and --layer-weight must be >= 0, got "
-                         f"{args.validation} and {args.layer_weight}")
     out, Y, Yt, image_shape = open_run(args)
     sc = dictionary_for(args, out, Y)
     W = sc.dictionary()

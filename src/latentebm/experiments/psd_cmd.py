@@ -27,6 +27,7 @@ from ._args import (
     add_defaulted_flags,
     command_arguments,
     count_argument,
+    non_negative_argument,
     positive_argument,
 )
 from ._run import Run
@@ -42,7 +43,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     # Lasso optimum's energy; 10 000 for 5 epochs (46 s) left them 16 % above it
     add_common_arguments(parser, epochs=10, lam=0.5)
     add_dataset_arguments(parser, n_train=60000, n_test=2000)
-    parser.add_argument("--beta", type=float, default=1.0,
+    parser.add_argument("--beta", type=non_negative_argument, default=1.0,
                         help="weight β of the prediction term (β/2)‖z − Enc(y)‖² (default: 1)")
     parser.add_argument("--encoders", nargs="+", choices=ENCODERS, default=list(ENCODERS),
                         help="encoders to train, one model each (default: tanh lista)")
@@ -168,10 +169,6 @@ def run(args: argparse.Namespace) -> Run:
     Run
         The output folder, with the checkpoints, ``metrics.json`` and the figures.
     """
-    if args.lam < 0:
-        raise ValueError(f"--lam must be >= 0, got {args.lam}")
-    if args.beta < 0:
-        raise ValueError(f"--beta must be >= 0, got {args.beta}")
     out, Y, Yt, image_shape = open_run(args)
     device = Y.device
     init: Any = "data"

@@ -19,7 +19,13 @@ from ..models.vae import VAE
 from ..training import distributed
 from ..viz import vae as viz_vae
 from . import vae_runs as runs
-from ._args import add_defaulted_flags, command_arguments, count_argument
+from ._args import (
+    add_defaulted_flags,
+    command_arguments,
+    count_argument,
+    non_negative_int_argument,
+    positive_argument,
+)
 from ._run import Run
 from .claims import lecture_verdicts
 
@@ -34,13 +40,13 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     ])
     parser.add_argument(
         "--nll-images",
-        type=int,
+        type=count_argument,
         default=None,
         help="score the k-sample NLL on N test digits drawn at random with --seed "
         "(default: all 10000)",
     )
     parser.add_argument(
-        "--monitor-k", type=int, default=100,
+        "--monitor-k", type=non_negative_int_argument, default=100,
         help="during training, the importance-sampled NLL with this many samples on "
         "--monitor-images test digits every --monitor-every epochs (0: off; default: 100)",
     )
@@ -50,7 +56,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     ])
     parser.add_argument(
         "--max-minutes",
-        type=float,
+        type=positive_argument,
         default=None,
         help="stop training after the epoch that passes this wall time (default: run all --epochs)",
     )

@@ -16,7 +16,13 @@ from ..data import load_mnist, mnist_vectors
 from ..models.vae import VAE
 from ..models.vae_parts import binarize
 from ..training.checkpoint import read_checkpoint
-from ._args import add_choice_flag, add_common_arguments, count_argument, positive_argument
+from ._args import (
+    add_choice_flag,
+    add_common_arguments,
+    count_argument,
+    non_negative_argument,
+    positive_argument,
+)
 
 
 @fill_doc
@@ -50,7 +56,7 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: i
                         help="Adam learning rate (default: 1e-3)")
     parser.add_argument(
         "--warmup-epochs",
-        type=float,
+        type=non_negative_argument,
         default=0.0,
         help="β rises linearly from 0 over this many epochs (default: 0)",
     )
@@ -197,8 +203,6 @@ def train(
         saved = read_checkpoint(checkpoint, kind="vae").training
         first = saved.position[0] if saved is not None else 0
     monitor_k = getattr(args, "monitor_k", 0)
-    if monitor_k < 0:
-        raise ValueError(f"--monitor-k must be >= 0, got {monitor_k}")
     fit_args = dict(
         batch_size=args.batch_size,
         lr=args.lr,

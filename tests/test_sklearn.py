@@ -117,6 +117,27 @@ def test_sparse_coder_errors_name_the_parameter(params, name):
         SparseCoder(np.eye(6)).fit(X[:, :4])
 
 
+@pytest.mark.parametrize(("params", "name"), [
+    ({"transform_alpha": -1.0}, "transform_alpha"), ({"transform_max_iter": 0},
+     "transform_max_iter"), ({"positive_code": "yes"}, "positive_code"),
+    ({"device": "foo"}, "device")])
+def test_transform_checks_parameters_set_after_fit(params, name):
+    X = np.random.default_rng(4).standard_normal((20, 6))
+    est = DictionaryLearning(n_components=3, max_iter=1, random_state=0).fit(X)
+    with pytest.raises(ValueError, match=name):
+        est.set_params(**params).transform(X)
+
+
+def test_transform_warns_about_codes_that_did_not_converge():
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    D, X = rng.standard_normal((32, 64)), rng.standard_normal((50, 64))
+    coder = SparseCoder(D, transform_alpha=0.01, transform_max_iter=1, transform_tol=1e-12)
+    with pytest.warns(ConvergenceWarning, match="did not reach"):
+        coder.transform(X)
+
+
 def test_sparse_coder_matches_dictionary_learning_and_sklearn():
     rng = np.random.default_rng(5)
     X = rng.standard_normal((30, 8))

@@ -13,6 +13,7 @@ a GPU or with ``alpha=0``), stopped on a certified duality gap.
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
@@ -24,12 +25,13 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._docs import fill_doc
-from ._validation import MAX_SEED
+from ._validation import MAX_SEED, resolve_device
 from .models import SparseCoding
 from .solvers import solve
 
@@ -50,13 +52,21 @@ _TRANSFORM_CONSTRAINTS: dict = {
 def _encode(X: np.ndarray, components: np.ndarray, alpha: float, positive: bool, tol: float,
             max_iter: int, device) -> np.ndarray:
     """Certified codes ``(n_samples, n_components)`` of ``X`` on ``components`` (rows are
-    atoms), by the solver ``solve(method="auto")`` picks."""
-    dev = torch.device(device or "cpu")
+    atoms), by the solver ``solve(method="auto")`` picks; a :class:`ConvergenceWarning` names
+    the codes that did not reach ``tol`` within ``max_iter``."""
+    dev = resolve_device(device)
     Y = torch.from_numpy(np.array(X, copy=True)).to(dev)
     W = torch.from_numpy(np.ascontiguousarray(components.T)).to(dev, Y.dtype)
     with torch.no_grad():
         result = solve(Y, W, float(alpha), tol=float(tol), max_iter=int(max_iter),
                        nonneg=bool(positive))
+    unconverged = int((~result.converged).sum())
+    if unconverged:
+        warnings.warn(
+            f"{unconverged} of {Y.shape[0]} codes did not reach the relative duality gap "
+            f"transform_tol={tol:g} within transform_max_iter={max_iter} (method "
+            f"{result.method!r}); raise transform_max_iter or transform_tol",
+            ConvergenceWarning, stacklevel=3)
     return result.z.cpu().numpy()
 
 
@@ -119,7 +129,13 @@ class _CertifiedCoder(
         Returns
         -------
         ndarray of shape (n_samples, n_components)
+
+        Warns
+        -----
+        ConvergenceWarning
+            Where some codes did not reach ``transform_tol`` within ``transform_max_iter``.
         """
+        self._validate_params()  # set_params may have changed them since fit
         X = self._check_signals(X)
         return _encode(X, self._atoms(X.shape[1]), self._transform_lambda(),
                        self.positive_code, self.transform_tol, self.transform_max_iter,
@@ -350,7 +366,6 @@ class SparseCoder(_CertifiedCoder):
         self.n_components_ = self._atoms(X.shape[1]).shape[0]
 
     def _check_signals(self, X) -> np.ndarray:
-        self._validate_params()
         if hasattr(self, "n_features_in_"):
             return validate_data(self, X, dtype=_FLOATS, reset=False)
         return check_array(X, dtype=_FLOATS)

@@ -161,14 +161,30 @@ def test_sparse_coding_bad_constructor(name, value):
 
 
 @SETTINGS
-@given(seed=st.one_of(st.integers(min_value=2**63), st.integers(max_value=-1)))
+@given(seed=st.one_of(st.integers(min_value=2**32), st.integers(max_value=-1)))
 def test_huge_or_negative_seeds_are_named(seed):
     for make in (lambda: le.SparseCoding(n_features=4, n_atoms=4, lam=0.1, seed=seed),
+                 lambda: le.ConvDictionaryLearning(3, 4, lam=0.1, seed=seed),
                  lambda: le.VAE(4, 2, seed=seed),
                  lambda: le.LISTA(GOOD_W, 0.1, seed=seed)):
         with pytest.raises((ValueError, TypeError)) as info:
             make()
         assert_named(info.value, "seed")
+
+
+@pytest.mark.parametrize("make", [
+    lambda flag: le.solve(GOOD_Y, GOOD_W, 0.1, nonneg=flag),
+    lambda flag: le.fista(GOOD_Y, GOOD_W, 0.1, restart=flag),
+    lambda flag: le.fista(GOOD_Y, GOOD_W, 0.1, backtracking=flag),
+    lambda flag: le.solve(GOOD_Y, GOOD_W, 0.1, method="cd", polish=flag),
+    lambda flag: le.SparseCoding(N_FEATURES, N_ATOMS, 0.1, nonneg=flag),
+    lambda flag: le.LISTA(GOOD_W, 0.1, nonneg=flag),
+    lambda flag: le.ConvDictionaryLearning(3, 4, lam=0.1, nonneg=flag),
+])
+def test_a_flag_given_as_a_string_is_refused(make):
+    """``bool("no")`` is True: a string must not be read as a flag."""
+    with pytest.raises(TypeError, match="must be True or False, got 'no'"):
+        make("no")
 
 
 @SETTINGS

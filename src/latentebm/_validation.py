@@ -217,6 +217,14 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
     return value
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """A flag: ``True`` or ``False`` (NumPy booleans accepted); a string such as ``"no"``, whose
+    truth value is ``True``, is refused rather than read as one."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 #: Seeds are integers in [0, MAX_SEED]: what NumPy, scikit-learn and torch all accept, with
 #: room for the per-epoch seeds derived from them.
 MAX_SEED = 2**32 - 1

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .._io import write_json
+from .._validation import check_bool
 from ..training import distributed as dist
 from ..training.loop import epoch_order
 from .images import load_images, whiten_1f
@@ -96,7 +97,7 @@ class ShardWriter:
         self.n_rows, self.n_features = int(n_rows), int(n_features)
         self.rows_per_shard = int(rows_per_shard)
         self.meta = dict(meta or {})
-        self.unit_rms = bool(unit_rms)
+        self.unit_rms = check_bool(unit_rms, "unit_rms")
         self.shards: list[dict[str, Any]] = []
         self._written = 0
         self._sq_sum = 0.0

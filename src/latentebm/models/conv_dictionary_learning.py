@@ -19,10 +19,12 @@ import torch.nn.functional as F
 
 from .._validation import (
     as_tensor,
+    check_bool,
     check_choice,
     check_int,
     check_lam,
     check_scalar,
+    check_seed,
     resolve_device,
 )
 from ..data.image_shards import ShardedImages
@@ -139,7 +141,7 @@ class ConvDictionaryLearning(DictionaryModel):
             n_atoms=check_int(n_atoms, "n_atoms", low=1),
             kernel_size=check_int(kernel_size, "kernel_size", low=1),
             channels=check_int(channels, "channels", low=1), lam=check_lam(lam),
-            boundary=boundary, nonneg=bool(nonneg), seed=check_int(seed, "seed", low=0),
+            boundary=boundary, nonneg=check_bool(nonneg, "nonneg"), seed=check_seed(seed),
             dtype=dtype_name(dtype),
         )
         device = resolve_device(device)
@@ -241,7 +243,8 @@ class ConvDictionaryLearning(DictionaryModel):
         if streaming and warm_start:
             raise ValueError("warm_start=True keeps the codes of every image in memory; with "
                              "streamed images (ShardedImages) leave it None or False")
-        warm_start = not streaming if warm_start is None else bool(warm_start)
+        warm_start = (not streaming if warm_start is None
+                      else check_bool(warm_start, "warm_start"))
         Y_t = Y if streaming else self.check_input(Y, "Y", ndim=4)[0]
         self.operator().check_signal(torch.empty((0, *Y.image_shape)) if streaming else Y_t, "Y")
         n = Y_t.shape[0]

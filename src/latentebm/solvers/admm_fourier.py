@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .._docs import fill_doc
-from .._validation import check_int, check_scalar
+from .._validation import check_bool, check_int, check_scalar
 from ..operators import LinearOperator, batch_dot
 from ..problem import Problem
 from ..regularizers import Regularizer
@@ -391,7 +391,7 @@ def _run(problem: Problem, reg: Regularizer, z0: torch.Tensor | None, *, tol: fl
         raise ValueError("relax must be below 2 (over-relaxation α in (0, 2)), got 2.0")
     check_every = check_int(check_every, "check_every", low=1)
     return admm_fourier(problem.op, problem.Y, problem.lam, reg, max_iter=max_iter, tol=tol,
-                        z0=z0, rho=rho, relax=relax, adaptive=bool(adaptive),
+                        z0=z0, rho=rho, relax=relax, adaptive=check_bool(adaptive, "adaptive"),
                         check_every=check_every, callback=callback)
 
 

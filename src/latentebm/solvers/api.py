@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .._docs import fill_doc
-from .._validation import check_int, check_scalar
+from .._validation import check_bool, check_int, check_scalar
 from ..operators import LinearOperator
 from ..problem import Problem, prepare, prepare_code
 from ..regularizers import Regularizer, get_regularizer
@@ -90,10 +90,10 @@ def _proximal_gradient_method(accelerated: bool) -> MethodFn:
             problem.op, problem.Y, problem.lam, reg, accelerated=accelerated, max_iter=max_iter,
             tol=tol, z0=z0, lipschitz=lipschitz,
             backtracking=(None if accelerated else False) if backtracking is None
-            else bool(backtracking),
-            restart=bool(restart), check_every=check_every,
-            polish=accelerated if polish is None else bool(polish),
-            extrapolate=bool(extrapolate), callback=callback)
+            else check_bool(backtracking, "backtracking"),
+            restart=check_bool(restart, "restart"), check_every=check_every,
+            polish=accelerated if polish is None else check_bool(polish, "polish"),
+            extrapolate=check_bool(extrapolate, "extrapolate"), callback=callback)
     return run
 
 
@@ -258,7 +258,7 @@ def check_tol(tol: float | None, dtype: torch.dtype) -> float:
 
 def _regularizer(regularizer: Regularizer | None, nonneg: bool) -> Regularizer:
     if regularizer is None:
-        return get_regularizer(bool(nonneg))
+        return get_regularizer(check_bool(nonneg, "nonneg"))
     if not isinstance(regularizer, Regularizer):
         raise TypeError(f"regularizer must be a Regularizer, got {type(regularizer).__name__}")
     return regularizer

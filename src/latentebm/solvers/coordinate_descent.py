@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .._docs import fill_doc
-from .._validation import check_int
+from .._validation import check_bool, check_int
 from ..objective import energy_and_gap_from
 from ..operators import LinearOperator
 from ..problem import Problem
@@ -248,8 +248,10 @@ def _run(problem: Problem, reg: Regularizer, z0: torch.Tensor | None, *, tol: fl
     if problem.lam == 0:
         raise ValueError("method 'cd' needs lam > 0 (use 'fista' for least squares)")
     return coordinate_descent(problem.op, problem.Y, problem.lam, reg, max_iter=max_iter,
-                              tol=tol, z0=z0, check_every=check_every, polish=bool(polish),
-                              extrapolate=bool(extrapolate), block=block, callback=callback)
+                              tol=tol, z0=z0, check_every=check_every,
+                              polish=check_bool(polish, "polish"),
+                              extrapolate=check_bool(extrapolate, "extrapolate"), block=block,
+                              callback=callback)
 
 
 register_method(Method("cd", _run, unsupported=_unsupported, preferred=_preferred, priority=10,

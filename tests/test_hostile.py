@@ -352,3 +352,35 @@ def test_cli_bad_arguments_are_one_line_errors(argv, name, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "Traceback" not in err and name in err.replace("-", "_") + err
+
+
+@pytest.mark.parametrize("scale", [1e10, 1e-12])
+@pytest.mark.parametrize("solver", ["fista", "ista", "lista"])
+def test_step_size_estimates_survive_large_and_small_dictionaries(solver, scale):
+    """Float32 atoms scaled by 1e10 or 1e-12 (‖W‖² still representable): the power iteration
+    and the per-sample start of backtracking square entries, which used to overflow or underflow
+    and turned the step size into the smallest float."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((16, 8)).astype(np.float32)
+    W /= np.linalg.norm(W, axis=0)
+    Y = rng.standard_normal((5, 16)).astype(np.float32)
+    reference = np.asarray(le.solve(Y.astype(np.float64), W.astype(np.float64), 0.3,
+                                    tol=1e-10).z)
+    Ws, lam = W * np.float32(scale), 0.3 * scale
+    if solver == "lista":
+        codes = le.LISTA(Ws, lam, 200).encode(Y).z
+        unscaled = le.LISTA(W, 0.3, 200).encode(Y).z
+        np.testing.assert_allclose(np.asarray(codes) * scale, np.asarray(unscaled), atol=1e-4)
+        return
+    result = getattr(le, solver)(Y, Ws, lam, tol=1e-5, max_iter=20000)
+    assert bool(np.asarray(result.converged).all())
+    np.testing.assert_allclose(np.asarray(result.z) * scale, reference, atol=1e-3)
+
+
+@pytest.mark.parametrize("function", [le.lasso_energy, le.duality_gap])
+def test_energy_and_gap_of_overflowing_codes_are_an_error(function):
+    """Finite codes whose reconstruction overflows float64 gave inf energies and NaN gaps."""
+    Z = np.random.default_rng(2).standard_normal((BATCH, N_ATOMS))
+    with pytest.raises(FloatingPointError, match="too large for float64"):
+        function(GOOD_Y, GOOD_W, Z * 1e200, 0.1)
+    assert np.isfinite(function(GOOD_Y, GOOD_W, Z, 0.1)).all()

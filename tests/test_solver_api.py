@@ -175,6 +175,15 @@ def test_every_method_refuses_to_return_an_overflowed_energy(method):
     assert bool(torch.isfinite(le.solve(Y * 1e100, W, lam, method=method).energy).all())
 
 
+@pytest.mark.parametrize("method", ["gram_cd", "cd", "auto"])
+def test_an_overflowed_gram_matrix_is_an_error(method):
+    """Atoms whose Gram matrix overflows float64: ``gram_cd`` used to run every round on it and
+    return zero codes, not converged, without an error."""
+    Y, W, lam = problem(5)
+    with pytest.raises(FloatingPointError):
+        le.solve(Y, W * 1e155, lam, method=method, max_iter=20)
+
+
 def test_unit_ball_projects_each_atom():
     reg = UnitBall(atom_ndim=2)
     v = torch.tensor([[[3.0, 4.0], [0.0, 0.0]], [[0.3, 0.4], [0.0, 0.0]]]).unsqueeze(0)

@@ -90,6 +90,7 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
     reg = get_regularizer(nonneg)
     r = problem.Y - problem.op.decode(Z_t)
     energy = 0.5 * batch_dot(r, r) + problem.lam * reg.value(Z_t)
+    _refuse_overflow(energy, "energy", problem.Y.dtype)
     if nonneg:
         negative = (Z_t < 0).flatten(1).any(1)
         energy = torch.where(negative, torch.full_like(energy, float("inf")), energy)
@@ -119,7 +120,17 @@ def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> An
     if nonneg and bool((Z_t < 0).any()):
         raise ValueError("Z has negative entries but nonneg=True; the gap would be infinite")
     _, gap = energy_and_gap(problem.op, problem.Y, Z_t, problem.lam, get_regularizer(nonneg))
+    _refuse_overflow(gap, "duality gap", problem.Y.dtype)
     return to_output(gap, problem.numpy_out)
+
+
+def _refuse_overflow(values: torch.Tensor, what: str, dtype: torch.dtype) -> None:
+    """Finite inputs whose products or squares overflow ``dtype``: an error, not inf or NaN."""
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:
+        raise FloatingPointError(
+            f"the {what} of {bad} sample(s) is not finite: Y, W or Z hold values too large for "
+            f"{str(dtype).replace('torch.', '')} (their products overflow); rescale them")
 
 
 def _prepared(Y: Any, W: Any, Z: Any, lam: Any) -> tuple[Problem, torch.Tensor]:

@@ -208,6 +208,9 @@ class LinearOperator(abc.ABC):
             for _ in range(n_iter):
                 w = self.gram(v)
                 estimate = (w * v).sum()
+                # scaled by its largest entry first: the norm squares the entries, which
+                # overflows (or underflows) long before λ_max itself does
+                w = w / w.abs().amax().clamp_min(torch.finfo(self.dtype).tiny)
                 v = w / w.norm().clamp_min(torch.finfo(self.dtype).tiny)
             self._lipschitz_cache[key] = estimate.clamp_min(torch.finfo(self.dtype).tiny) * 1.01
         return self._lipschitz_cache[key]

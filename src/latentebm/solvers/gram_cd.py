@@ -76,6 +76,10 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     op64 = op.to(dtype=torch.float64) if single else op
     G64 = op64.gram_matrix().numpy()
     B = op64.adjoint(Y.double()).numpy()
+    if not (np.isfinite(G64).all() and np.isfinite(B).all()):
+        raise FloatingPointError(
+            "method 'gram_cd': the Gram matrix WᵀW or the correlations Wᵀy overflow float64 "
+            "(atoms or signals too large); rescale W and Y (and λ with them)")
     Z = np.zeros_like(B) if z0 is None else z0.double().numpy().copy()
     # one pass with float64 accumulation and no temporary (torch's (Y * Y).sum(1) on B1's
     # 10 000 × 784 float64 digits took 28 ms, mostly page faults on the product; this, 2 ms)

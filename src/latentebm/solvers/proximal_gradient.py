@@ -329,4 +329,6 @@ def _backtrack(op, state: _State, lam, reg, z_new: torch.Tensor, Gz_new: torch.T
 def _rayleigh_start(op: LinearOperator, b: torch.Tensor) -> torch.Tensor:
     """A per-sample lower estimate of ``λ_max(AᵀA)`` to start backtracking from."""
     v = torch.where(b == 0, torch.ones_like(b), b)
+    # the quotient does not depend on the scale of v, its sums of squares do: at most 1 per entry
+    v = v / per_sample(v.abs().flatten(1).amax(1).clamp_min(torch.finfo(b.dtype).tiny), v)
     return (batch_dot(v, op.gram(v)) / batch_dot(v, v)).clamp_min(torch.finfo(b.dtype).tiny)

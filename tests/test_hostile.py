@@ -384,3 +384,19 @@ def test_energy_and_gap_of_overflowing_codes_are_an_error(function):
     with pytest.raises(FloatingPointError, match="too large for float64"):
         function(GOOD_Y, GOOD_W, Z * 1e200, 0.1)
     assert np.isfinite(function(GOOD_Y, GOOD_W, Z, 0.1)).all()
+
+
+def test_a_bad_device_is_named_as_the_callers(tmp_path):
+    with pytest.raises(ValueError, match="device 'foo' is not a valid torch device"):
+        le.LISTA(GOOD_W, 0.1, device="foo")
+    path = tmp_path / "model.safetensors"
+    le.SparseCoding(N_FEATURES, N_ATOMS, 0.1).save(path)
+    with pytest.raises(ValueError, match="^device 'foo'"):  # not "checkpoint ... is damaged"
+        le.SparseCoding.load(path, device="foo")
+
+
+def test_an_encoder_never_returns_non_finite_codes():
+    """A step 1/lipschitz far too long made LISTA's codes overflow without an error."""
+    model = le.LISTA(GOOD_W.astype(np.float32), 0.1, lipschitz=1e-40)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        model.encode(GOOD_Y.astype(np.float32))

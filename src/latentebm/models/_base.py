@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .._docs import DOCS
-from .._validation import as_tensor
+from .._validation import as_tensor, resolve_device
 from ..solvers import SolverResult
 from ..training import distributed as dist
 from ..training.checkpoint import (
@@ -128,7 +128,14 @@ class DenseLassoConfig(ModelConfig):
 
 def codes_only(z: Any, n_iter: int | None = None) -> SolverResult:
     """The :class:`SolverResult` of a feed-forward encoder: codes ``z`` ``(batch, ...)`` and
-    nothing it does not compute (``n_iter``: its number of steps, if any)."""
+    nothing it does not compute (``n_iter``: its number of steps, if any). Non-finite codes
+    are a ``FloatingPointError``, never a result."""
+    finite = torch.isfinite(torch.as_tensor(z)).flatten(1).all(1)
+    if not bool(finite.all()):
+        raise FloatingPointError(
+            f"the encoder's codes of {int((~finite).sum())} sample(s) are not finite: its "
+            "weights hold NaN or inf, or a step (e.g. 1/lipschitz) or the signals' scale "
+            "overflows the precision")
     return SolverResult(z=z, gap=None, energy=None, converged=None, n_iter_per_sample=None,
                         n_iter=n_iter, method="encoder")
 
@@ -207,6 +214,8 @@ class LatentModel(TrainingAttributes, nn.Module):
         Raises ``CheckpointError`` (a ``ValueError``) saying ``checkpoint PATH is damaged:
         <what>`` when the file cannot be used, and ``FileNotFoundError`` when it is missing.
         """
+        if device is not None:
+            device = resolve_device(device)  # a bad device is the caller's, not the file's
         ckpt = read_checkpoint(path, kind=cls.KIND)
         config = cls.Config.from_json(ckpt.config, ckpt)
         try:

@@ -53,6 +53,7 @@ from .._validation import (
     check_lam,
     check_scalar,
     check_seed,
+    resolve_device,
 )
 from ..operators import DenseDictionary
 from ..problem import to_output
@@ -422,7 +423,7 @@ class LISTA(LatentModel):
         super().__init__()
         W_t = as_tensor(W, "W", ndim=2).detach().clone()
         if device is not None:
-            W_t = W_t.to(device)
+            W_t = W_t.to(resolve_device(device))
         check_choice(variant, "variant", VARIANTS)
         if not isinstance(tied, bool):
             raise TypeError(f"tied must be a bool, got {type(tied).__name__}")

@@ -253,3 +253,24 @@ def test_smooth_solver_with_a_nowhere_finite_step_has_not_converged():
                                    lipschitz=1.0, max_iter=20)
     assert not bool(out.converged.any()) and torch.equal(out.z, torch.zeros(1, 4,
                                                                              dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", ["auto", "fista", "ista"])
+def test_a_unit_ball_constraint_is_solved_and_certified(method):
+    """``regularizer=UnitBall()`` (the whole code one ball, as the dictionary step uses it)
+    failed with an IndexError; its gap is now the constraint's, ``‖Wᵀr‖ − ⟨z, Wᵀr⟩``."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(0)
+    W, Y = rng.standard_normal((8, 6)), 3 * rng.standard_normal((3, 8))
+    out = le.solve(Y, W, 0.1, regularizer=UnitBall(), method=method, tol=1e-10,
+                   max_iter=100000)
+    assert bool(np.all(out.converged)) and np.all(np.linalg.norm(out.z, axis=1) <= 1 + 1e-12)
+    for y, energy in zip(Y, out.energy, strict=True):
+        ref = minimize(lambda z, y=y: 0.5 * np.sum((y - W @ z) ** 2), np.zeros(6),
+                       constraints=[{"type": "ineq", "fun": lambda z: 1 - z @ z}],
+                       method="SLSQP", options={"ftol": 1e-14, "maxiter": 500})
+        assert energy <= ref.fun * (1 + 1e-8)
+    z_far = np.full((3, 6), 0.05)  # feasible, far from optimal: the gap must say so
+    assert np.all(le.solve(Y, W, 0.1, regularizer=UnitBall(), z0=z_far, max_iter=1,
+                           method=method).gap > 1e-3)

@@ -61,6 +61,8 @@ def energy_and_gap_from(
     {returns_energy_gap}
     """
     reg_value = reg.value(z)
+    if reg.is_constraint:  # P − D at θ = r, D(θ) = ⟨y, θ⟩ − ½‖θ‖² − σ(Aᵀθ)
+        return 0.5 * rr + reg_value, (reg.dual_norm(c) - batch_dot(z, c)).clamp_min(0)
     primal = 0.5 * rr + lam * reg_value
     scale = torch.clamp(reg.dual_norm(c), min=lam)
     u = torch.where(scale > 0, lam / scale.clamp_min(torch.finfo(scale.dtype).tiny), 1.0)

@@ -80,12 +80,15 @@ class Regularizer(abc.ABC):
 
     Solvers read a regularizer's structure from its attributes, never from its type:
     ``is_l1`` (an L1 penalty, possibly one-sided: exact active-set finishes and coordinate
-    descent apply) and ``nonneg`` (codes constrained to ``z ≥ 0``).
+    descent apply), ``nonneg`` (codes constrained to ``z ≥ 0``) and ``is_constraint`` (the
+    indicator of a set, not a penalty: ``λ`` does not weigh it, and the gap is
+    ``σ(Aᵀr) − ⟨z, Aᵀr⟩`` with ``σ`` the set's support function, :meth:`dual_norm`).
     """
 
     name: str = "regularizer"
     is_l1: bool = False
     nonneg: bool = False
+    is_constraint: bool = False
 
     @abc.abstractmethod
     def value(self, z: torch.Tensor) -> torch.Tensor:
@@ -215,6 +218,7 @@ class UnitBall(Regularizer):
     """
 
     name = "unit_ball"
+    is_constraint = True
 
     def __init__(self, atom_ndim: int = 1) -> None:
         if atom_ndim < 1:
@@ -234,7 +238,8 @@ class UnitBall(Regularizer):
 
         {returns_per_sample}
         """
-        outside = (self._norms(z) > 1 + 8 * torch.finfo(z.dtype).eps).flatten(1).any(1)
+        norms = self._norms(z).reshape(z.shape[0], -1)  # (batch,) when a sample is one atom
+        outside = (norms > 1 + 8 * torch.finfo(z.dtype).eps).any(1)
         zero = z.new_zeros(z.shape[0])
         return torch.where(outside, torch.full_like(zero, float("inf")), zero)
 
@@ -263,7 +268,7 @@ class UnitBall(Regularizer):
 
         {returns_per_sample}
         """
-        return self._norms(c).flatten(1).sum(1)
+        return self._norms(c).reshape(c.shape[0], -1).sum(1)
 
     def __repr__(self) -> str:
         return f"UnitBall(atom_ndim={self.atom_ndim})"

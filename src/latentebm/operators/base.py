@@ -26,6 +26,18 @@ def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
 
 
+def _unit(w: torch.Tensor) -> torch.Tensor:
+    """``w / ‖w‖``. The norm squares the entries, which overflows (or underflows) long before
+    ``w`` does: where it is not a normal number, ``w`` is first divided by its largest entry
+    (chosen on the device, no host synchronisation; the plain quotient otherwise, to the bit)."""
+    finfo = torch.finfo(w.dtype)
+    norm = w.norm()
+    scaled = w / w.abs().amax().clamp_min(finfo.tiny)
+    ok = torch.isfinite(norm) & (norm >= finfo.tiny ** 0.5)
+    return torch.where(ok, w / norm.clamp_min(finfo.tiny),
+                       scaled / scaled.norm().clamp_min(finfo.tiny))
+
+
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a ``(batch,)`` tensor so it broadcasts against ``like`` (batch-first).
 
@@ -208,9 +220,6 @@ class LinearOperator(abc.ABC):
             for _ in range(n_iter):
                 w = self.gram(v)
                 estimate = (w * v).sum()
-                # scaled by its largest entry first: the norm squares the entries, which
-                # overflows (or underflows) long before λ_max itself does
-                w = w / w.abs().amax().clamp_min(torch.finfo(self.dtype).tiny)
-                v = w / w.norm().clamp_min(torch.finfo(self.dtype).tiny)
+                v = _unit(w)
             self._lipschitz_cache[key] = estimate.clamp_min(torch.finfo(self.dtype).tiny) * 1.01
         return self._lipschitz_cache[key]

@@ -146,7 +146,8 @@ def proximal_gradient(
     out = BatchOutputs(z)
     state = _State(Y, b, z, op.gram(z), L)
     local = local_rescaling(op, lam, reg)
-    dual = DualExtrapolation(Y, lam, reg, Aty=b, local=local) if extrapolate and lam > 0 else None
+    dual = DualExtrapolation(Y, lam, reg, Aty=b, local=local) if (
+        extrapolate and lam > 0 and not reg.is_constraint) else None
     # without the extrapolation, the best dual value of the pixelwise-rescaled residuals
     local_best = (torch.full((batch,), -float("inf"), dtype=torch.float64, device=Y.device)
                   if dual is None and local is not None else None)
@@ -328,7 +329,12 @@ def _backtrack(op, state: _State, lam, reg, z_new: torch.Tensor, Gz_new: torch.T
 
 def _rayleigh_start(op: LinearOperator, b: torch.Tensor) -> torch.Tensor:
     """A per-sample lower estimate of ``λ_max(AᵀA)`` to start backtracking from."""
+    tiny = torch.finfo(b.dtype).tiny
     v = torch.where(b == 0, torch.ones_like(b), b)
-    # the quotient does not depend on the scale of v, its sums of squares do: at most 1 per entry
-    v = v / per_sample(v.abs().flatten(1).amax(1).clamp_min(torch.finfo(b.dtype).tiny), v)
-    return (batch_dot(v, op.gram(v)) / batch_dot(v, v)).clamp_min(torch.finfo(b.dtype).tiny)
+    quotient = batch_dot(v, op.gram(v)) / batch_dot(v, v)
+    # the quotient does not depend on the scale of v, its sums of squares do: where they
+    # overflowed or underflowed, again with v divided by its largest entry
+    v = v / per_sample(v.abs().flatten(1).amax(1).clamp_min(tiny), v)
+    scaled = batch_dot(v, op.gram(v)) / batch_dot(v, v)
+    ok = torch.isfinite(quotient) & (quotient > 0)
+    return torch.where(ok, quotient, scaled).clamp_min(tiny)

@@ -400,3 +400,34 @@ def test_an_encoder_never_returns_non_finite_codes():
     model = le.LISTA(GOOD_W.astype(np.float32), 0.1, lipschitz=1e-40)
     with pytest.raises(FloatingPointError, match="not finite"):
         model.encode(GOOD_Y.astype(np.float32))
+
+
+def test_admm_refuses_least_squares():
+    """λ = 0 made ADMM's penalty balancing diverge (energy 1e170) without an error."""
+    Y = np.random.default_rng(0).standard_normal((2, 1, 12, 12))
+    K = np.random.default_rng(1).standard_normal((3, 1, 3, 3))
+    with pytest.raises(ValueError, match="needs lam > 0"):
+        le.solve(Y, le.ConvDictionary(K, boundary="circular"), 0.0, method="admm")
+
+
+@pytest.mark.parametrize("kwargs, name", [({"tol": -1.0}, "tol"), ({"tol": float("nan")}, "tol"),
+                                          ({"max_iter": 0}, "max_iter"),
+                                          ({"max_iter": 2.5}, "max_iter")])
+def test_conv_autoencoder_inference_limits_are_checked(kwargs, name):
+    model = le.ConvSparseAutoencoder(3, 3, 1, seed=0)
+    Y = np.random.default_rng(0).standard_normal((2, 1, 10, 10))
+    for call in (lambda: model.encode(Y, method="fista", **kwargs),
+                 lambda: model.energy(Y, **kwargs)):
+        with pytest.raises((ValueError, TypeError), match=name):
+            call()
+
+
+def test_resuming_conv_dictionary_learning_with_other_coding_limits_is_refused(tmp_path):
+    Y = np.random.default_rng(0).standard_normal((4, 1, 12, 12))
+    ckpt = tmp_path / "ckpt.safetensors"
+    le.ConvDictionaryLearning(3, 3, lam=0.1, seed=0).fit(
+        Y, epochs=1, batch_size=2, tol=1e-3, max_iter=20, checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="tol"):
+        le.ConvDictionaryLearning(3, 3, lam=0.1, seed=0).fit(
+            Y, epochs=2, batch_size=2, tol=0.9, max_iter=20, checkpoint=ckpt, resume=True,
+            progress=False)

@@ -13,7 +13,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.draw import line_aa
 
-from latentebm import viz
+from latentebm import SparseCoding, viz
 from latentebm._io import file_mode, write_atomic, write_bytes, write_json
 from latentebm.metrics import (
     LOCALIZED_THRESHOLD,
@@ -306,6 +306,8 @@ def test_written_files_respect_the_umask(tmp_path, umask, mask):
         viz.image_grid(np.zeros((2, 3, 3)), tmp_path / "f.png"),
         viz.vae.training_curves({"loss": ([0, 1], [1.0, np.nan])}, tmp_path / "c.png"),
     ]
+    SparseCoding(4, 3, 0.1).save(tmp_path / "model.safetensors")  # safetensors writes 0o600
+    written.append(tmp_path / "model.safetensors")
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
 

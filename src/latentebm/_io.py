@@ -70,6 +70,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = _create_temporary(target, suffix)
     try:
         yield tmp
+        # a writer may have replaced the file with a private one (safetensors' save_file
+        # writes 0o600): the result gets what a new file gets here
+        os.chmod(tmp, file_mode())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

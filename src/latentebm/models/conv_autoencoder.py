@@ -56,6 +56,12 @@ MODES = ("psd", "sparse-ae")
 NONLINEARITIES = ("tanh", "shrink")
 
 
+
+def _inference_limits(tol: Any, max_iter: Any) -> dict[str, Any]:
+    """``tol`` (>= 0) and ``max_iter`` (>= 1) of the codes' inference, checked."""
+    return {"tol": check_scalar(tol, "tol", low=0.0),
+            "max_iter": check_int(max_iter, "max_iter", low=1)}
+
 @dataclasses.dataclass(frozen=True)
 class ConvSparseAutoencoderConfig(ModelConfig):
     """The one source of a :class:`ConvSparseAutoencoder`'s arguments."""
@@ -414,7 +420,7 @@ class ConvSparseAutoencoder(LatentModel):
             with torch.no_grad():
                 return codes_only(self(Y_t))
         if method == "fista":
-            return self.infer(Y_t, tol=tol, max_iter=max_iter, beta=0.0)
+            return self.infer(Y_t, **_inference_limits(tol, max_iter), beta=0.0)
         raise ValueError(f"method must be 'encoder' or 'fista', got {method!r}")
 
     def energy(self, Y: Any, *, tol: float = 1e-3, max_iter: int = 200) -> torch.Tensor:
@@ -434,7 +440,7 @@ class ConvSparseAutoencoder(LatentModel):
         """
         Y_t = self._images(Y)
         if self.mode == "psd":
-            return self.infer(Y_t, tol=tol, max_iter=max_iter).energy
+            return self.infer(Y_t, **_inference_limits(tol, max_iter)).energy
         with torch.no_grad():
             Z = self.predict(Y_t)
             r = Y_t - self.decode_maps(Z)
@@ -490,10 +496,11 @@ class ConvSparseAutoencoder(LatentModel):
         lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-        tol = check_scalar(tol, "tol", low=0.0)
-        max_iter = check_int(max_iter, "max_iter", low=1)
+        limits = _inference_limits(tol, max_iter)
+        tol, max_iter = limits["tol"], limits["max_iter"]
         fit_args = {"batch_size": batch_size, "n_images": n,
-                    "image_shape": list(Y_t.shape[1:]), "lr": lr, "lr_schedule": lr_schedule}
+                    "image_shape": list(Y_t.shape[1:]), "lr": lr, "lr_schedule": lr_schedule,
+                    **limits}
         if lr_schedule == "cosine":  # the schedule's length; a constant rate may train on
             fit_args["epochs"] = epochs
         optimizer = self._make_optimizer(lr)

@@ -262,7 +262,7 @@ class ConvDictionaryLearning(DictionaryModel):
         fit_args = {"batch_size": options.batch_size, "n_images": n,
                     "image_shape": list(Y_t.shape[1:]), "warm_start": bool(warm_start),
                     "dict_steps": dict_steps, "replace_threshold": replace_threshold,
-                    "method": method}
+                    "method": method, "tol": tol, "max_iter": max_iter}
         code_shape = (n, *self.operator().code_shape(tuple(Y_t.shape[1:])))
         codes, start = self.start_fit(Y_t, fit_args, options,
                                       codes_shape=code_shape if warm_start else None)

@@ -384,6 +384,8 @@ def _balance(sums: torch.Tensor) -> torch.Tensor:
 def _run(problem: Problem, reg: Regularizer, z0: torch.Tensor | None, *, tol: float,
          max_iter: int, callback: Callback | None, rho: float | None = None, relax: float = 1.8,
          adaptive: bool = True, check_every: int = 10) -> SolverResult:
+    if problem.lam == 0:  # its penalty balancing then drives ρ away and the iterates diverge
+        raise ValueError("method 'admm' needs lam > 0 (use 'fista' for least squares)")
     if rho is not None:
         rho = check_scalar(rho, "rho", low=0.0, low_inclusive=False)
     relax = check_scalar(relax, "relax", low=0.0, high=2.0, low_inclusive=False)

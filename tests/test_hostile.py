@@ -431,3 +431,42 @@ def test_resuming_conv_dictionary_learning_with_other_coding_limits_is_refused(t
         le.ConvDictionaryLearning(3, 3, lam=0.1, seed=0).fit(
             Y, epochs=2, batch_size=2, tol=0.9, max_iter=20, checkpoint=ckpt, resume=True,
             progress=False)
+
+
+def _conv_ebm(boundary: str):
+    from latentebm.energy.decoders import ConditionalConvDecoder
+
+    kernels = np.random.default_rng(0).standard_normal((4, 1, 3, 3))
+    return le.LatentVariableEBM(None, ConditionalConvDecoder(kernels, boundary=boundary,
+                                                             offset=None), lam=0.1)
+
+
+@pytest.mark.parametrize("boundary", ["circular", "full"])
+@pytest.mark.parametrize("shape", [(2, 5, 16, 16), (2, 3, 16, 16), (2, 4, 2, 2)])
+def test_energy_model_predict_checks_code_maps(boundary, shape):
+    """Extra maps were dropped silently, too few raised an IndexError."""
+    with pytest.raises(ValueError, match="^z "):
+        _conv_ebm(boundary).predict(None, np.zeros(shape))
+
+
+def test_energy_model_checkpoint_of_the_other_boundary_is_refused(tmp_path):
+    _conv_ebm("full").save(tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match="boundary"):
+        _conv_ebm("circular").load_state_(tmp_path / "m.safetensors")
+
+
+def test_energy_model_never_returns_nan_energies():
+    import torch
+
+    class LogDecoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 5, dtype=torch.float64)
+            torch.nn.init.constant_(self.linear.bias, -1.0)  # log(-1) at z = 0
+
+        def forward(self, h, z):
+            return torch.log(self.linear(z))  # NaN wherever the linear part is negative
+
+    model = le.LatentVariableEBM(None, LogDecoder(), lam=0.1, code_shape=(3,))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        model.solve(None, np.ones((4, 5)))

@@ -312,6 +312,12 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         z0_t = None if z0 is None else self._code(z0, "z0", y_t)
         with torch.no_grad():
             out = self.solve_tensors(self.hidden(x_t), y_t, z0_t, tol=tol, max_iter=max_iter)
+        bad = int((~torch.isfinite(out.energy)).sum())
+        if bad:
+            raise FloatingPointError(
+                f"the energy of {bad} sample(s) is not finite: the decoder or the cost returns "
+                "NaN or inf at these latents (e.g. a log of a non-positive value), or the "
+                "values overflow the precision")
         return out.to_output(numpy_out)
 
     def infer(self, x: Any, y: Any, **kwargs: Any) -> Any:
@@ -352,6 +358,8 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         """
         numpy_out = not isinstance(z, torch.Tensor)
         z_t = self._tensor(z, "z")
+        if self.linear_in_z:  # its operator knows its codes (extra maps would be dropped)
+            self.decoder.operator().check_code(z_t, "z")
         x_t = self._x(x, z_t.shape[0])
         with torch.no_grad():
             h = self.hidden(x_t)
@@ -440,6 +448,8 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
             "cost": type(self.cost).__name__,
             "predictor": None if self.predictor is None else type(self.predictor).__name__,
             "decoder": type(self.decoder).__name__,
+            # a convolutional decoder's kernels have one shape for both boundaries
+            "boundary": getattr(self.decoder, "boundary", None),
         }
 
     def save(self, path: str | os.PathLike) -> None:

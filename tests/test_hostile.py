@@ -470,3 +470,22 @@ def test_energy_model_never_returns_nan_energies():
     model = le.LatentVariableEBM(None, LogDecoder(), lam=0.1, code_shape=(3,))
     with pytest.raises(FloatingPointError, match="not finite"):
         model.solve(None, np.ones((4, 5)))
+
+
+@pytest.mark.parametrize("key, value", [("dtype", "float16"), ("nonneg", "yes")])
+def test_a_checkpoint_config_with_a_bad_value_is_named_damaged(tmp_path, key, value):
+    """``dtype: "float16"`` was an internal KeyError and ``nonneg: "yes"`` loaded as True."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "model.safetensors"
+    le.SparseCoding(N_FEATURES, N_ATOMS, 0.1).save(path)
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    config = json.loads(meta["config"])
+    config[key] = value
+    save_file(load_file(str(path)), str(path), metadata={**meta, "config": json.dumps(config)})
+    with pytest.raises(ValueError, match=f"damaged.*{key}"):
+        le.SparseCoding.load(path)

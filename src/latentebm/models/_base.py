@@ -102,6 +102,12 @@ class ModelConfig:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise ckpt.damaged(f"its config has unknown keys {unknown}")
+        if "dtype" in data and data["dtype"] not in DTYPES:
+            raise ckpt.damaged(f"its config names dtype {data['dtype']!r}, not one of "
+                               f"{sorted(DTYPES)}")
+        for f in dataclasses.fields(cls):  # JSON has booleans: "yes" is not one
+            if f.type in ("bool", bool) and f.name in data and not isinstance(data[f.name], bool):
+                raise ckpt.damaged(f"its config has {f.name}={data[f.name]!r}, not true or false")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

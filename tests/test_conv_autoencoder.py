@@ -180,6 +180,9 @@ def test_conv_filters_command(tmp_path, capsys, photo_folder):
     # resuming reuses the finished models; a changed λ is refused
     assert main(args + ["--resume"]) == 0
     assert main(args + ["--resume", "--lam", "0.9"]) == 2
+    more = [a if a != "1" or args[i - 1] != "--epochs" else "2" for i, a in enumerate(args)]
+    assert main(more + ["--resume"]) == 2  # the finished models ran one epoch, not two
+    assert "finished" in capsys.readouterr().err
     assert main(["conv-filters", "--kernel", "40", "--tile", "16", "--out",
                  str(tmp_path / "bad")]) == 2
     assert main(["conv-filters", "--taper", "9", "--tile", "16", "--kernel", "5", "--out",

@@ -5,6 +5,7 @@ resumable checkpoint, evaluation."""
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -288,7 +289,14 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
     """
     final = run_dir.out / f"model_{tag}.safetensors"
     if args.resume and final.exists():
-        return ConvSparseAutoencoder.load(final, device=train.device)
+        model = ConvSparseAutoencoder.load(final, device=train.device)
+        steps = args.epochs * math.ceil(train.shape[0] / args.batch_size)
+        if model.n_steps_ != steps:  # the cosine schedule's length is part of the training
+            raise ValueError(
+                f"--resume: {final.name} finished {model.n_steps_} steps, but --epochs "
+                f"{args.epochs} asks for {steps}; the learning rate's schedule depends on the "
+                "epochs, so train again in another --out (or without --resume)")
+        return model
     model = make_model(args, n_filters, channels, train.device)
     model.fit(train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               lr_schedule="cosine", max_iter=args.fista_iter,

@@ -489,3 +489,12 @@ def test_a_checkpoint_config_with_a_bad_value_is_named_damaged(tmp_path, key, va
     save_file(load_file(str(path)), str(path), metadata={**meta, "config": json.dumps(config)})
     with pytest.raises(ValueError, match=f"damaged.*{key}"):
         le.SparseCoding.load(path)
+
+
+def test_a_solver_overflow_inside_training_is_reported_as_divergence(tmp_path):
+    """The inference's own FloatingPointError named no step and no checkpoint."""
+    Y = np.random.default_rng(0).standard_normal((6, 1, 16, 16))
+    model = le.ConvSparseAutoencoder(4, 5, 1, nonlinearity="shrink", seed=0)
+    with pytest.raises(FloatingPointError, match=r"training diverged: at step \d+ .*checkpoint"):
+        model.fit(Y, lr=1e9, epochs=3, batch_size=2, checkpoint=tmp_path / "c.safetensors",
+                  progress=False)

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         0 done (or ``--help``/``--version`` printed), 1 another process of a ``torchrun`` job
-        failed, 2 bad input or files (a flag the parser refuses included), 130 Ctrl-C.
+        failed, 2 bad input or files (a flag the parser refuses included) or a run that
+        diverged, 130 Ctrl-C.
     """
     try:
         args = build_parser().parse_args(argv)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint in --out is usable with --resume", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, FloatingPointError) as exc:
         print(f"latentebm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except distributed.DistributedError as exc:

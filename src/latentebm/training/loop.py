@@ -262,6 +262,9 @@ class MinibatchLoop:
         else:
             self._bar.close()
             self._interrupt.__exit__(exc_type, exc, tb)
+            if isinstance(exc, FloatingPointError) and not str(exc).startswith("training"):
+                # a solver inside a step met the overflow first: say where, and what was kept
+                self._diverged(f"at {self._where(self._steps_run)}, {str(exc).rstrip('.')}")
 
     def epochs(self) -> Iterator[Epoch]:
         """The remaining epochs, each with its seeded sample order (see :func:`epoch_order`)."""

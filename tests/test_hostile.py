@@ -498,3 +498,14 @@ def test_a_solver_overflow_inside_training_is_reported_as_divergence(tmp_path):
     with pytest.raises(FloatingPointError, match=r"training diverged: at step \d+ .*checkpoint"):
         model.fit(Y, lr=1e9, epochs=3, batch_size=2, checkpoint=tmp_path / "c.safetensors",
                   progress=False)
+
+
+def test_small_conveniences_a_user_expects():
+    """Integer signals keep float64 atoms' precision; a 0-d array is a number; one hidden
+    layer may be given as an int."""
+    Y = np.random.default_rng(1).integers(0, 5, (BATCH, N_FEATURES))
+    out = le.solve(Y, GOOD_W, np.array(0.1))
+    assert out.z.dtype == np.float64
+    assert le.VAE(16, 2, hidden=8).hidden == (8,)
+    with pytest.raises(TypeError, match="hidden"):
+        le.VAE(16, 2, hidden="8")

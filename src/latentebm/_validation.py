@@ -172,6 +172,8 @@ def check_scalar(
     low_inclusive: bool = True,
 ) -> float:
     """A finite real number within the given bounds, returned as float."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:  # np.array(0.3), as a 0-d tensor is
+        value = value[()]
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         if value.device.type == "meta":
             raise ValueError(f"{name} is on the meta device and holds no value")

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -136,7 +137,7 @@ class VAE(LatentModel):
         learning it per input and dimension.
     fixed_sigma : float, default=1.0
         The posterior σ when ``learn_variance=False``.
-    hidden : sequence of int, default=(400,)
+    hidden : int or sequence of int, default=(400,)
         Hidden layer sizes of the MLP (at least one unless ``encoder="linear"``).
     obs_sigma : float or None, default=None
         Fixed pixel noise σ of the Gaussian likelihood; ``None`` learns it.
@@ -174,6 +175,11 @@ class VAE(LatentModel):
         check_choice(likelihood, "likelihood", LIKELIHOODS)
         if not isinstance(learn_variance, bool):
             raise TypeError(f"learn_variance must be a bool, got {type(learn_variance).__name__}")
+        if isinstance(hidden, (int, np.integer)) and not isinstance(hidden, bool):
+            hidden = (hidden,)  # one hidden layer
+        elif isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise TypeError(f"hidden must be a layer size or a sequence of them, got "
+                            f"{type(hidden).__name__}")
         hidden = tuple(check_int(h, "hidden", low=1) for h in hidden)
         if encoder != "linear" and not hidden:
             raise ValueError(f"hidden must name at least one layer size for encoder={encoder!r}")

@@ -102,7 +102,7 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
                           part[3], part[4], e, g, False)
             Z[running], inner_tols[running], rounds[running] = part[1], part[3], part[4]
             energy[running], gap[running] = e, g
-            callback(done, IterationState(done, batch, torch.from_numpy(part[1]),
+            callback(done, IterationState(done, batch, torch.from_numpy(part[1]).to(Y.dtype),
                                           torch.from_numpy(running), torch.from_numpy(e),
                                           torch.from_numpy(g)))
             running = running[g > tol * e]

@@ -509,3 +509,16 @@ def test_small_conveniences_a_user_expects():
     assert le.VAE(16, 2, hidden=8).hidden == (8,)
     with pytest.raises(TypeError, match="hidden"):
         le.VAE(16, 2, hidden="8")
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-20])
+def test_atoms_stay_unit_norm_on_zero_or_tiny_data(scale):
+    """Zero data left every atom zero (dead atoms replaced by zero residuals); float32 samples
+    of 1e-20 gave atoms of norm 6e18 (the squared norm underflowed)."""
+    import torch
+
+    Y = (np.random.default_rng(0).standard_normal((200, 16)) * scale).astype(np.float32)
+    model = le.SparseCoding(16, 8, 0.3, dtype=torch.float32)
+    model.fit(Y, epochs=2, progress=False)
+    np.testing.assert_allclose(np.linalg.norm(model.dictionary().numpy(), axis=0), 1.0,
+                               rtol=1e-5)

@@ -14,6 +14,7 @@ import torch
 
 from ._docs import doc_filler
 from ._validation import as_tensor
+from .operators import unit_norm
 
 _W = "W : torch.Tensor of shape (n_features, n_atoms)\n"
 _Y = "Y : torch.Tensor of shape (n, n_features)\n    The batch of signals.\n"
@@ -38,7 +39,7 @@ def normalize_columns_(W: torch.Tensor) -> torch.Tensor:
     torch.Tensor of shape (n_features, n_atoms)
         ``W`` itself.
     """
-    return W.div_(W.norm(dim=0, keepdim=True).clamp_min(torch.finfo(W.dtype).tiny))
+    return W.copy_(unit_norm(W, dim=0))
 
 
 def initial_atoms(init: Any, n_features: int, n_atoms: int, seed: int
@@ -313,9 +314,9 @@ def reinitialize_atoms_(
     new_atoms = residual[worst].T
     if nonneg:
         new_atoms = new_atoms.clamp_min(0)
-    W[:, dead_idx] = new_atoms / new_atoms.norm(dim=0, keepdim=True).clamp_min(
-        torch.finfo(W.dtype).tiny
-    )
+    # a zero residual (data the dictionary already explains, or zero data) keeps the old atom
+    keep = (new_atoms == 0).all(0)
+    W[:, dead_idx] = torch.where(keep, W[:, dead_idx], unit_norm(new_atoms, dim=0))
     A[dead_idx, :] = 0
     A[:, dead_idx] = 0
     B[:, dead_idx] = 0

@@ -1,7 +1,8 @@
 """Linear decoders ``y = A z`` shared by the solvers."""
 
-from .base import LinearOperator, batch_dot, per_sample
+from .base import LinearOperator, batch_dot, per_sample, unit_norm
 from .conv import ConvDictionary
 from .dense import DenseDictionary
 
-__all__ = ["LinearOperator", "DenseDictionary", "ConvDictionary", "batch_dot", "per_sample"]
+__all__ = ["LinearOperator", "DenseDictionary", "ConvDictionary", "batch_dot", "per_sample",
+           "unit_norm"]

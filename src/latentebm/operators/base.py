@@ -26,16 +26,33 @@ def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
 
 
-def _unit(w: torch.Tensor) -> torch.Tensor:
-    """``w / ‖w‖``. The norm squares the entries, which overflows (or underflows) long before
-    ``w`` does: where it is not a normal number, ``w`` is first divided by its largest entry
-    (chosen on the device, no host synchronisation; the plain quotient otherwise, to the bit)."""
+def unit_norm(w: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """``w / ‖w‖`` (over ``dim``, or the whole tensor); zero stays zero.
+
+    The norm squares the entries, which overflows (or underflows) long before ``w`` does:
+    where it is not a normal number, ``w`` is first divided by its largest entry (chosen on
+    the device, no host synchronisation; the plain quotient otherwise, to the bit).
+
+    Parameters
+    ----------
+    w : torch.Tensor
+        Any shape.
+    dim : int or None
+        The dimension to normalise along (e.g. 0: each column), or None: the whole tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        Shaped like ``w``.
+    """
     finfo = torch.finfo(w.dtype)
-    norm = w.norm()
-    scaled = w / w.abs().amax().clamp_min(finfo.tiny)
+    dims = () if dim is None else (dim,)
+    norm = torch.linalg.vector_norm(w, dim=dims or None, keepdim=True)
+    scaled = w / w.abs().amax(dim=dims or None, keepdim=True).clamp_min(finfo.tiny)
     ok = torch.isfinite(norm) & (norm >= finfo.tiny ** 0.5)
+    scaled_norm = torch.linalg.vector_norm(scaled, dim=dims or None, keepdim=True)
     return torch.where(ok, w / norm.clamp_min(finfo.tiny),
-                       scaled / scaled.norm().clamp_min(finfo.tiny))
+                       scaled / scaled_norm.clamp_min(finfo.tiny))
 
 
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -220,6 +237,6 @@ class LinearOperator(abc.ABC):
             for _ in range(n_iter):
                 w = self.gram(v)
                 estimate = (w * v).sum()
-                v = _unit(w)
+                v = unit_norm(w)
             self._lipschitz_cache[key] = estimate.clamp_min(torch.finfo(self.dtype).tiny) * 1.01
         return self._lipschitz_cache[key]

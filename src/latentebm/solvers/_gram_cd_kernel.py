@@ -73,8 +73,13 @@ def _sweep(Ga, qa, za, m, lam, nonneg):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=FAST)
-def _newton(Ga, qa, za, m, lam, chol, x):  # pragma: no cover - compiled
-    """Exact codes on the active signs; ``True`` when every sign holds (see the module doc)."""
+def _newton(Ga, qa, za, m, lam, chol, x, dropped):  # pragma: no cover - compiled
+    """Exact codes on the active signs; ``True`` when every sign holds (see the module doc).
+
+    An atom whose Gram column depends on the earlier ones (a Cholesky pivot below ``1e-12``
+    of its diagonal: more active atoms than dimensions, or repeated atoms) is dropped from the
+    system: its code goes to zero and the others solve the reduced one. The step is then taken
+    only if it lowers the energy, since the dropped codes' share may cost more on the rest."""
     for j in range(m):
         if za[j] == 0.0:
             return False
@@ -83,12 +88,18 @@ def _newton(Ga, qa, za, m, lam, chol, x):  # pragma: no cover - compiled
         for k in range(m):
             acc += Ga[j, k] * za[k]
         x[j] = acc - (lam if za[j] > 0 else -lam)
+    n_dropped = 0
     for j in range(m):
         d = Ga[j, j]
         for k in range(j):
             d -= chol[j, k] * chol[j, k]
-        if d <= 1e-12 * Ga[j, j]:
-            return False
+        dropped[j] = d <= 1e-12 * Ga[j, j]
+        if dropped[j]:  # a zero column below the diagonal: the later rows ignore this atom
+            n_dropped += 1
+            chol[j, j] = 1.0
+            for i in range(j + 1, m):
+                chol[i, j] = 0.0
+            continue
         d = np.sqrt(d)
         chol[j, j] = d
         for i in range(j + 1, m):
@@ -96,12 +107,19 @@ def _newton(Ga, qa, za, m, lam, chol, x):  # pragma: no cover - compiled
             for k in range(j):
                 v -= chol[i, k] * chol[j, k]
             chol[i, j] = v / d
+    if n_dropped == m:
+        return False
     for j in range(m):
+        if dropped[j]:
+            x[j] = 0.0
+            continue
         v = x[j]
         for k in range(j):
             v -= chol[j, k] * x[k]
         x[j] = v / chol[j, j]
     for j in range(m - 1, -1, -1):
+        if dropped[j]:
+            continue
         v = x[j]
         for k in range(j + 1, m):
             v -= chol[k, j] * x[k]
@@ -110,6 +128,17 @@ def _newton(Ga, qa, za, m, lam, chol, x):  # pragma: no cover - compiled
     for j in range(m):
         if (x[j] > 0) != (za[j] > 0) or x[j] == 0.0:
             t = min(t, za[j] / (za[j] - x[j]))
+    if n_dropped:
+        # f(z + s) − f(z) = −sᵀq + ½sᵀGs + λ(‖z + s‖₁ − ‖z‖₁), s = t(x − z)
+        change = 0.0
+        for j in range(m):
+            s_j = t * (x[j] - za[j])
+            g_s = 0.0
+            for k in range(m):
+                g_s += Ga[j, k] * t * (x[k] - za[k])
+            change += s_j * (0.5 * g_s - qa[j]) + lam * (abs(za[j] + s_j) - abs(za[j]))
+        if not change < 0.0:
+            return False
     for j in range(m):
         new = za[j] + t * (x[j] - za[j])
         if t < 1.0 and ((new > 0) != (za[j] > 0) or abs(new) <= 1e-12 * abs(za[j])):
@@ -147,7 +176,7 @@ def _energy_and_gap(b, q, z, yy, lam, nonneg):  # pragma: no cover - compiled
 
 @njit(cache=True, fastmath=FAST)
 def _solve_one(G, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
-               q, active, qa, za, x, ga_buf, chol_buf):  # pragma: no cover - compiled
+               q, active, qa, za, x, ga_buf, chol_buf, dropped):  # pragma: no cover - compiled
     """One sample, in place in ``z``; returns ``(energy, gap, inner_tol, rounds)``. The other
     arrays are the caller's workspace (``n_atoms`` and ``n_atoms²`` long)."""
     n_atoms = b.shape[0]
@@ -182,7 +211,7 @@ def _solve_one(G, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
             change = _sweep(Ga, qa, za, m, lam, nonneg)
             if inner == next_newton and m <= NEWTON_MAX:
                 next_newton = 2 * next_newton + 2
-                if _newton(Ga, qa, za, m, lam, chol, x):
+                if _newton(Ga, qa, za, m, lam, chol, x, dropped):
                     break
             if change <= inner_tol * z_max:
                 break
@@ -245,11 +274,12 @@ def lasso_gram_cd(G, B, Z, yy, lam, tol, max_rounds, nonneg, inner_tols, rounds,
         x = np.empty(n_atoms)
         ga_buf = np.empty(n_atoms * n_atoms)
         chol_buf = np.empty(n_atoms * n_atoms)
+        dropped = np.empty(n_atoms, dtype=np.bool_)
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             z = Z[i].copy()
             energy, gap, inner_tol, done = _solve_one(
                 G, B[i], z, yy[i], lam, tol, max_rounds, nonneg, inner_tols[i], rounds[i],
-                q, active, qa, za, x, ga_buf, chol_buf)
+                q, active, qa, za, x, ga_buf, chol_buf, dropped)
             if single:
                 energy, gap = _round_to_single(G, B[i], z, q, yy[i], lam, nonneg, energy, gap)
             Z[i] = z

@@ -30,12 +30,7 @@ import torch
 from torch import nn
 
 from .._docs import fill_doc
-from .._validation import (
-    as_tensor,
-    check_int,
-    check_lam,
-    check_same_device_dtype,
-)
+from .._validation import as_tensor, check_int, check_lam, check_same_device_dtype
 from ..problem import to_output
 from ..regularizers import REGULARIZERS, Regularizer, get_regularizer
 from ..solvers import SolverResult, autograd_proximal_gradient, proximal_gradient

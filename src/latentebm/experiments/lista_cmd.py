@@ -39,10 +39,7 @@ from ._args import (
 )
 from ._run import Run
 from .claims import lecture_verdicts
-from .mnist_problems import (
-    add_dataset_arguments,
-    open_run,
-)
+from .mnist_problems import add_dataset_arguments, open_run
 
 NAME = "lista"
 HELP = ("LISTA (untied, tied, CP, step-only, hybrid) against ISTA and FISTA: error, "

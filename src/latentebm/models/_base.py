@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .._docs import DOCS
-from .._validation import as_tensor, resolve_device
+from .._validation import as_tensor, check_bool, check_seed, resolve_device
 from ..solvers import SolverResult
 from ..training import distributed as dist
 from ..training.checkpoint import (
@@ -84,6 +84,17 @@ class ModelConfig:
     seed: int = 0
     dtype: str = "float32"
 
+    def __post_init__(self) -> None:
+        """The seed is in ``[0, 2**32 - 1]``, fields typed ``bool`` hold booleans (``"no"`` is
+        truthy) and ``dtype`` is a known name: checked here once for every model, whether built
+        by hand or from a checkpoint."""
+        object.__setattr__(self, "seed", check_seed(self.seed))  # NumPy integers become int
+        for f in dataclasses.fields(self):
+            if f.type in ("bool", bool):
+                check_bool(getattr(self, f.name), f.name)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+
     def to_json(self) -> dict[str, Any]:
         """The fields as JSON values (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v
@@ -102,13 +113,10 @@ class ModelConfig:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise ckpt.damaged(f"its config has unknown keys {unknown}")
-        if "dtype" in data and data["dtype"] not in DTYPES:
-            raise ckpt.damaged(f"its config names dtype {data['dtype']!r}, not one of "
-                               f"{sorted(DTYPES)}")
-        for f in dataclasses.fields(cls):  # JSON has booleans: "yes" is not one
-            if f.type in ("bool", bool) and f.name in data and not isinstance(data[f.name], bool):
-                raise ckpt.damaged(f"its config has {f.name}={data[f.name]!r}, not true or false")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        except (TypeError, ValueError) as exc:
+            raise ckpt.damaged(f"its config is invalid ({exc})") from exc
 
 
 @dataclasses.dataclass(frozen=True)

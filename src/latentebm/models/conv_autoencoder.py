@@ -30,14 +30,7 @@ import torch
 from torch import nn
 
 from .._docs import doc_filler, fill_doc
-from .._validation import (
-    check_choice,
-    check_int,
-    check_lam,
-    check_scalar,
-    check_seed,
-    resolve_device,
-)
+from .._validation import check_choice, check_int, check_lam, check_scalar, resolve_device
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
 from ..operators.conv import BOUNDARIES, correlate
@@ -271,7 +264,7 @@ class ConvSparseAutoencoder(LatentModel):
             kernel_size=check_int(kernel_size, "kernel_size", low=1),
             channels=check_int(channels, "channels", low=1), lam=check_lam(lam), mode=mode,
             nonlinearity=nonlinearity, beta=check_scalar(beta, "beta", low=0.0),
-            boundary=boundary, seed=check_seed(seed), dtype=dtype_name(dtype))
+            boundary=boundary, seed=seed, dtype=dtype_name(dtype))
         device = resolve_device(device)
         gen = torch.Generator().manual_seed(self.seed)
         shape = (self.n_filters, self.channels, self.kernel_size, self.kernel_size)

@@ -24,7 +24,6 @@ from .._validation import (
     check_int,
     check_lam,
     check_scalar,
-    check_seed,
     resolve_device,
 )
 from ..data.image_shards import ShardedImages
@@ -141,7 +140,7 @@ class ConvDictionaryLearning(DictionaryModel):
             n_atoms=check_int(n_atoms, "n_atoms", low=1),
             kernel_size=check_int(kernel_size, "kernel_size", low=1),
             channels=check_int(channels, "channels", low=1), lam=check_lam(lam),
-            boundary=boundary, nonneg=check_bool(nonneg, "nonneg"), seed=check_seed(seed),
+            boundary=boundary, nonneg=nonneg, seed=seed,
             dtype=dtype_name(dtype),
         )
         device = resolve_device(device)

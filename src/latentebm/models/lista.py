@@ -47,12 +47,10 @@ from torch import nn
 from .._docs import fill_doc
 from .._validation import (
     as_tensor,
-    check_bool,
     check_choice,
     check_int,
     check_lam,
     check_scalar,
-    check_seed,
     resolve_device,
 )
 from ..operators import DenseDictionary
@@ -438,7 +436,7 @@ class LISTA(LatentModel):
         self.config = LISTAConfig(
             n_features=W_t.shape[0], n_atoms=W_t.shape[1], lam=check_lam(lam),
             n_steps=check_int(n_steps, "n_steps", low=1), variant=variant, tied=tied,
-            nonneg=check_bool(nonneg, "nonneg"), seed=check_seed(seed), support=support,
+            nonneg=nonneg, seed=seed, support=support,
             support_max=check_scalar(support_max, "support_max", low=0.0, high=1.0),
             head=check_int(head, "head", low=1), per_step_input=per_step_input,
             dtype=dtype_name(W_t.dtype))

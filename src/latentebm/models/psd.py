@@ -26,7 +26,6 @@ from .._validation import (
     check_int,
     check_lam,
     check_scalar,
-    check_seed,
     resolve_device,
 )
 from ..dictionary_update import atoms_from_data, initial_atoms, sgd_gradient_sum, sgd_step_
@@ -145,7 +144,7 @@ class PSD(LatentModel):
             n_atoms=check_int(n_atoms, "n_atoms", low=1), lam=check_lam(lam),
             beta=check_scalar(beta, "beta", low=0.0), encoder=encoder,
             n_steps=check_int(n_steps, "n_steps", low=1), variant=variant,
-            seed=check_seed(seed), dtype=dtype_name(dtype))
+            seed=seed, dtype=dtype_name(dtype))
         device = resolve_device(device)
         W, self._init_from_data = initial_atoms(init, self.n_features, self.n_atoms, self.seed)
         self.register_buffer("W", W.to(device=device, dtype=dtype))

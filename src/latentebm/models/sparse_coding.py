@@ -8,15 +8,7 @@ from typing import Any
 
 import torch
 
-from .._validation import (
-    check_bool,
-    check_choice,
-    check_int,
-    check_lam,
-    check_scalar,
-    check_seed,
-    resolve_device,
-)
+from .._validation import check_choice, check_int, check_lam, check_scalar, resolve_device
 from ..data.streaming import ShardedArray
 from ..dictionary_update import (
     accumulate_sums_,
@@ -97,9 +89,8 @@ class SparseCoding(DictionaryModel):
         self.config = SparseCodingConfig(
             n_features=check_int(n_features, "n_features", low=1),
             n_atoms=check_int(n_atoms, "n_atoms", low=1), lam=check_lam(lam),
-            nonneg=check_bool(nonneg, "nonneg"),
-            nonneg_atoms=check_bool(nonneg_atoms, "nonneg_atoms"),
-            seed=check_seed(seed), dtype=dtype_name(dtype),
+            nonneg=nonneg, nonneg_atoms=nonneg_atoms,
+            seed=seed, dtype=dtype_name(dtype),
         )
         device = resolve_device(device)
         W, self._init_from_data = initial_atoms(init, self.n_features, self.n_atoms, self.seed)

@@ -29,14 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._docs import doc_filler
-from .._validation import (
-    as_tensor,
-    check_choice,
-    check_int,
-    check_scalar,
-    check_seed,
-    resolve_device,
-)
+from .._validation import as_tensor, check_choice, check_int, check_scalar, resolve_device
 from ..problem import to_output
 from ..solvers import SolverResult
 from ..training import distributed as dist
@@ -191,7 +184,7 @@ class VAE(LatentModel):
             hidden=hidden,
             obs_sigma=None if obs_sigma is None
             else check_scalar(obs_sigma, "obs_sigma", low=0.0, low_inclusive=False),
-            seed=check_seed(seed), dtype=dtype_name(dtype))
+            seed=seed, dtype=dtype_name(dtype))
         self.n_features = math.prod(self.input_shape)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

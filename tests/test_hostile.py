@@ -522,3 +522,16 @@ def test_atoms_stay_unit_norm_on_zero_or_tiny_data(scale):
     model.fit(Y, epochs=2, progress=False)
     np.testing.assert_allclose(np.linalg.norm(model.dictionary().numpy(), axis=0), 1.0,
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("option, value, name", [("callback", 3, "callback"),
+                                                  ("checkpoint", 123, "checkpoint"),
+                                                  ("resume", "no", "resume")])
+def test_fit_options_of_the_wrong_type_are_refused_before_training(option, value, name):
+    """A callback of 3 failed only after the first step, with "'int' object is not callable"."""
+    Y = np.random.default_rng(0).standard_normal((20, N_FEATURES))
+    images = np.random.default_rng(0).standard_normal((4, 1, 12, 12))
+    for fit in (lambda **kw: le.SparseCoding(N_FEATURES, N_ATOMS, 0.1).fit(Y, **kw),
+                lambda **kw: le.ConvDictionaryLearning(3, 3, lam=0.1).fit(images, **kw)):
+        with pytest.raises(TypeError, match=f"^{name} must be"):
+            fit(epochs=1, progress=False, **{option: value})

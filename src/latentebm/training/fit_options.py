@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .._docs import doc_filler, fit_batches, fit_options
+from .._validation import check_bool
 from .loop import check_loop_args, resuming
 
 R = TypeVar("R")
@@ -64,7 +65,8 @@ class FitOptions:
 
     def checked(self, n: int) -> FitOptions:
         """These options with ``epochs``, ``batch_size`` and ``checkpoint_every`` checked to be
-        integers ≥ 1, and ``batch_size`` clipped to the ``n`` training samples.
+        integers ≥ 1, ``batch_size`` clipped to the ``n`` training samples, and the callback,
+        the checkpoint path and the flags of the right types.
 
         Parameters
         ----------
@@ -77,8 +79,16 @@ class FitOptions:
         """
         epochs, batch_size, every = check_loop_args(n, self.epochs, self.batch_size,
                                                     self.checkpoint_every)
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable or None, got "
+                            f"{type(self.callback).__name__}")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a path or None, got "
+                            f"{type(self.checkpoint).__name__}")
         return dataclasses.replace(self, epochs=epochs, batch_size=batch_size,
-                                   checkpoint_every=every)
+                                   checkpoint_every=every, resume=check_bool(self.resume,
+                                                                             "resume"),
+                                   progress=check_bool(self.progress, "progress"))
 
     @property
     def resuming(self) -> bool:

@@ -535,3 +535,12 @@ def test_fit_options_of_the_wrong_type_are_refused_before_training(option, value
                 lambda **kw: le.ConvDictionaryLearning(3, 3, lam=0.1).fit(images, **kw)):
         with pytest.raises(TypeError, match=f"^{name} must be"):
             fit(epochs=1, progress=False, **{option: value})
+
+
+@pytest.mark.parametrize("method", ["fista", "gram_cd", "auto"])
+def test_signals_too_small_for_the_precision_are_refused(method):
+    """Signals of 1e-170 (float64): every energy underflowed to 0, so the zero start passed the
+    test gap <= tol * energy and wrong codes came back as converged."""
+    with pytest.raises(FloatingPointError, match="too small"):
+        le.solve(GOOD_Y * 1e-170, GOOD_W, 1e-171, method=method)
+    assert np.all(le.solve(GOOD_Y * 1e-140, GOOD_W, 1e-141, method=method).converged)

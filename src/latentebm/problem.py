@@ -10,7 +10,7 @@ import torch
 
 from ._docs import fill_doc
 from ._validation import as_tensor, check_lam, check_same_device_dtype
-from .operators import DenseDictionary, LinearOperator
+from .operators import DenseDictionary, LinearOperator, batch_dot
 
 
 @dataclass
@@ -88,7 +88,20 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
         op = as_operator(W, like=Y_t)
     check_same_device_dtype(Y_t, "Y", W=_probe(op))
     op.check_signal(Y_t, "Y")
+    _refuse_underflow(Y_t)
     return Problem(Y=Y_t, op=op, lam=lam, numpy_out=numpy_out)
+
+
+def _refuse_underflow(Y: torch.Tensor) -> None:
+    """Signals so small that their squared norms are not normal numbers: every energy and gap
+    would round to zero and any code would pass as converged."""
+    squares = batch_dot(Y, Y)
+    bad = (squares < torch.finfo(Y.dtype).tiny) & (Y != 0).flatten(1).any(1)
+    if bool(bad.any()):
+        raise FloatingPointError(
+            f"Y: {int(bad.sum())} signal(s) are too small for "
+            f"{str(Y.dtype).replace('torch.', '')} (their squared norms underflow, so energies "
+            "and duality gaps would read zero); rescale Y and λ together")
 
 
 @fill_doc

@@ -196,6 +196,7 @@ def test_bad_images_and_kernels(boundary):
 
 def test_initial_penalty_is_the_documented_default_and_reaches_the_model_forward():
     op, Y = _problem("circular", n_atoms=3, hw=(12, 12), batch=2, seed=3)
+    Y = Y / Y.abs().amax()  # within unit range, where the default is 10λ + 1
     default = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=7)
     explicit = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=7, rho=10 * LAM + 1)
     other = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=7, rho=50 * LAM + 1)
@@ -207,6 +208,17 @@ def test_initial_penalty_is_the_documented_default_and_reaches_the_model_forward
     via_model = model(Y, tol=0.0, max_iter=7, method="admm", rho=50 * LAM + 1)
     assert torch.allclose(via_model.z, other.z, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(via_model.z, default.z)
+
+
+def test_the_default_penalty_follows_the_images_range():
+    """ADMM at a fixed ρ is scale-equivariant; the default ``10λ + 1`` was not, and 0–255 images
+    (the same problem as unit-range ones, λ scaled alike) took 11× the iterations."""
+    op, Y = _problem("circular", n_atoms=3, hw=(12, 12), batch=2, seed=3)
+    Y = Y / Y.abs().amax(dim=(1, 2, 3), keepdim=True)  # each image of unit range
+    unit = solve(Y, op, LAM, method="admm", tol=1e-8, max_iter=5000)
+    # 256, a power of two, scales every floating-point operation exactly
+    wide = solve(256 * Y, op, 256 * LAM, method="admm", tol=1e-8, max_iter=5000)
+    assert torch.equal(wide.z, 256 * unit.z) and wide.n_iter == unit.n_iter
 
 
 @pytest.mark.parametrize("nonneg", [False, True])

@@ -544,3 +544,9 @@ def test_signals_too_small_for_the_precision_are_refused(method):
     with pytest.raises(FloatingPointError, match="too small"):
         le.solve(GOOD_Y * 1e-170, GOOD_W, 1e-171, method=method)
     assert np.all(le.solve(GOOD_Y * 1e-140, GOOD_W, 1e-141, method=method).converged)
+
+
+def test_ista_has_no_restart_option():
+    """ISTA has no momentum; ``restart`` was accepted and ignored."""
+    with pytest.raises(TypeError, match="restart"):
+        le.ista(GOOD_Y, GOOD_W, 0.1, restart=False)

@@ -99,7 +99,8 @@ def _proximal_gradient_method(accelerated: bool) -> MethodFn:
 
 register_method(Method("fista", _proximal_gradient_method(True), priority=1000,
                        preferred=lambda problem, reg: True, options=PG_OPTIONS))
-register_method(Method("ista", _proximal_gradient_method(False), options=PG_OPTIONS))
+register_method(Method("ista", _proximal_gradient_method(False),
+                       options=PG_OPTIONS - {"restart"}))  # no momentum to restart
 
 
 @fill_doc

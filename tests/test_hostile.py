@@ -269,6 +269,18 @@ def test_damaged_checkpoints_are_named_as_damaged(tmp_path_factory, data, cut):
             assert "damaged" in str(exc) or "not" in str(exc)
 
 
+@pytest.mark.parametrize("byte", [-1, -9, -40])
+def test_a_flipped_bit_in_a_checkpoints_tensor_data_is_named(tmp_path, byte):
+    """safetensors does not check the data: a flipped bit loaded as a silently altered kernel."""
+    path = tmp_path / "model.safetensors"
+    le.SparseCoding(n_features=4, n_atoms=3, lam=0.1, seed=0).save(path)
+    raw = bytearray(path.read_bytes())
+    raw[byte] ^= 0x04
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="damaged: its tensor data do not match the checksum"):
+        le.SparseCoding.load(path)
+
+
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
         le.SparseCoding.load(tmp_path / "nothing.safetensors")

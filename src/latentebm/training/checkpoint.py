@@ -11,14 +11,16 @@ A file holds
   tensors (``extra.*``, e.g. warm-start codes).
 
 The writer refuses non-finite tensors, so a diverged run never overwrites a good file; it writes
-to a temporary name and renames. :func:`read_checkpoint` is the one loader: a file it cannot use
-raises :class:`CheckpointError` saying ``checkpoint PATH is damaged: <what>`` (or that it comes
-from an older, incompatible latentebm, or holds another kind of model). Nothing is ever
-unpickled.
+to a temporary name and renames, with a SHA-256 of the tensors (``sha256``) that the loader
+checks, since safetensors checks the header but not the data. :func:`read_checkpoint` is the one
+loader: a file it cannot use raises :class:`CheckpointError` saying ``checkpoint PATH is
+damaged: <what>`` (or that it comes from an older, incompatible latentebm, or holds another kind
+of model). Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -152,6 +154,7 @@ def write_checkpoint(
             + (" (the existing file is left intact)" if os.path.exists(path) else "")
         )
     payload = {name: t.to("cpu").contiguous() for name, t in tensors.items()}
+    meta["sha256"] = _digest(payload)
     try:
         with atomic_path(path, ".safetensors") as tmp:
             save_file(payload, str(tmp), metadata=meta)
@@ -161,6 +164,17 @@ def write_checkpoint(
         raise OSError(exc.errno, f"could not write checkpoint {path} ({exc.strerror or exc}); "
                       f"{kept}") from exc
     return Path(path)
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order: a flipped bit in
+    the data (which safetensors itself does not check) changes it."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
@@ -220,6 +234,9 @@ def read_checkpoint(
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise damaged(f"its tensor data cannot be read ({exc})") from exc
+    if "sha256" in meta and meta["sha256"] != _digest(tensors):  # files of 0.2.0 before it
+        raise damaged("its tensor data do not match the checksum written with them (the file "
+                      "was altered or corrupted after it was saved)")
     bad = _non_finite(tensors)
     if bad is not None:
         raise damaged(f"tensor {bad!r} holds NaN or inf values")

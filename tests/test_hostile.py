@@ -562,3 +562,16 @@ def test_ista_has_no_restart_option():
     """ISTA has no momentum; ``restart`` was accepted and ignored."""
     with pytest.raises(TypeError, match="restart"):
         le.ista(GOOD_Y, GOOD_W, 0.1, restart=False)
+
+
+def test_resuming_from_a_saved_model_or_a_folder_says_what_it_is(tmp_path):
+    Y = np.random.default_rng(0).standard_normal((30, N_FEATURES))
+    path = tmp_path / "model.safetensors"
+    model = le.SparseCoding(N_FEATURES, N_ATOMS, 0.1)
+    model.fit(Y, epochs=1, progress=False)
+    model.save(path)
+    with pytest.raises(ValueError, match="holds a finished model"):  # not "(unset)" settings
+        le.SparseCoding(N_FEATURES, N_ATOMS, 0.1).fit(Y, epochs=2, checkpoint=path, resume=True,
+                                                      progress=False)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        le.SparseCoding.load(tmp_path)

@@ -353,10 +353,12 @@ class LatentModel(TrainingAttributes, nn.Module):
         arguments ``fit`` (a ``ValueError`` lists every difference).
         """
         ckpt = read_checkpoint(path, kind=self.KIND)
-        saved = {**ckpt.config, **(ckpt.training.fit if ckpt.training else {})}
-        check_same_settings(path, saved, {**self.config.to_json(), **fit})
-        if ckpt.training is None:
-            raise ValueError(f"checkpoint {path} holds a finished model, not a training state")
+        if ckpt.training is None:  # before the settings, which only a training state has
+            raise ValueError(f"checkpoint {path} holds a finished model (written by save()), "
+                             "not a training state: resume from the file fit(checkpoint=...) "
+                             "writes, or load this one with load()")
+        check_same_settings(path, {**ckpt.config, **ckpt.training.fit},
+                            {**self.config.to_json(), **fit})
         self.load_checkpoint_state(ckpt)
         try:
             if optimizer is not None:

@@ -10,7 +10,7 @@ import torch
 
 from ._docs import fill_doc
 from ._validation import as_tensor, check_lam, check_same_device_dtype
-from .operators import DenseDictionary, LinearOperator, batch_dot
+from .operators import DenseDictionary, LinearOperator
 
 
 @dataclass
@@ -95,8 +95,12 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
 def _refuse_underflow(Y: torch.Tensor) -> None:
     """Signals so small that their squared norms are not normal numbers: every energy and gap
     would round to zero and any code would pass as converged."""
-    squares = batch_dot(Y, Y)
-    bad = (squares < torch.finfo(Y.dtype).tiny) & (Y != 0).flatten(1).any(1)
+    # ‖y‖² < tiny ⟺ ‖y‖ < √tiny, whether or not the norm itself underflows (one fast pass;
+    # (Y * Y).sum(1) took 23 ms on B1's 10 000 digits, a tenth of the solve)
+    small = torch.linalg.vector_norm(Y.flatten(1), dim=1) < torch.finfo(Y.dtype).tiny ** 0.5
+    if not bool(small.any()):
+        return
+    bad = small & (Y.flatten(1) != 0).any(1)
     if bool(bad.any()):
         raise FloatingPointError(
             f"Y: {int(bad.sum())} signal(s) are too small for "

@@ -83,12 +83,15 @@ def test_writer_refuses_non_finite_tensors_and_keeps_the_old_file(tmp_path):
     assert not (tmp_path / "t.safetensors").exists()
 
 
-def rewrite(src, dst, *, drop=None, meta=None, tensors=None):
-    """Copy a checkpoint with a tensor dropped or replaced, or metadata changed."""
+def rewrite(src, dst, *, drop=None, meta=None, tensors=None, keep_checksum=False):
+    """Copy a checkpoint with a tensor dropped or replaced, or metadata changed; without its
+    checksum (as another tool would write it), unless ``keep_checksum``."""
     t = load_file(str(src))
     with open(src, "rb") as fh:
         header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
     m = dict(header["__metadata__"])
+    if not keep_checksum:
+        m.pop("sha256")
     if drop:
         t.pop(drop)
     t.update(tensors or {})
@@ -119,6 +122,9 @@ def test_loader_names_every_kind_of_damage(saved, tmp_path):
         "not a safetensors file": (tmp_path / "f").write_bytes(b"\x00" * 20) and tmp_path / "f",
         "training position": rewrite(saved, tmp_path / "g", meta={"training": json.dumps({
             **json.loads(read_meta(saved)["training"]), "position": [-1, "x"]})}),
+        "tensor data do not match the checksum": rewrite(
+            saved, tmp_path / "h", tensors={"model.W": torch.zeros((10, 6), dtype=D64)},
+            keep_checksum=True),
     }
     for message, path in cases.items():
         with pytest.raises(CheckpointError, match=f"checkpoint .* is damaged: .*{message}"):

@@ -49,11 +49,11 @@ MODES = ("psd", "sparse-ae")
 NONLINEARITIES = ("tanh", "shrink")
 
 
-
 def _inference_limits(tol: Any, max_iter: Any) -> dict[str, Any]:
     """``tol`` (>= 0) and ``max_iter`` (>= 1) of the codes' inference, checked."""
     return {"tol": check_scalar(tol, "tol", low=0.0),
             "max_iter": check_int(max_iter, "max_iter", low=1)}
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvSparseAutoencoderConfig(ModelConfig):

@@ -85,10 +85,10 @@ class FitOptions:
         if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
             raise TypeError(f"checkpoint must be a path or None, got "
                             f"{type(self.checkpoint).__name__}")
-        return dataclasses.replace(self, epochs=epochs, batch_size=batch_size,
-                                   checkpoint_every=every, resume=check_bool(self.resume,
-                                                                             "resume"),
-                                   progress=check_bool(self.progress, "progress"))
+        return dataclasses.replace(
+            self, epochs=epochs, batch_size=batch_size, checkpoint_every=every,
+            resume=check_bool(self.resume, "resume"),
+            progress=check_bool(self.progress, "progress"))
 
     @property
     def resuming(self) -> bool:

@@ -175,3 +175,19 @@ def test_more_atoms_than_dimensions_converge_in_a_few_rounds(positive):
     assert out.method == "gram_cd" and np.all(out.converged)
     assert int(np.max(out.n_iter_per_sample)) <= 10
     np.testing.assert_allclose(out.energy, reference(Y, W, 1.0, positive), rtol=1e-9)
+
+
+def test_a_compiled_solve_leaves_torchs_thread_count_alone():
+    """Starting numba's OpenMP layer set torch's shared thread count from 1 to 2, so torch
+    computations after a first compiled solve (and a resumed run without one) differed."""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np, torch, latentebm as le\n"
+              "torch.set_num_threads(1)\n"
+              "W = np.random.default_rng(0).standard_normal((8, 6))\n"
+              "le.solve(np.ones((3, 8)), W, 0.1, method='gram_cd')\n"
+              "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "1"

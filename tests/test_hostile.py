@@ -575,3 +575,57 @@ def test_resuming_from_a_saved_model_or_a_folder_says_what_it_is(tmp_path):
                                                       progress=False)
     with pytest.raises(IsADirectoryError, match="is a folder"):
         le.SparseCoding.load(tmp_path)
+
+
+def test_lista_solves_fresh_targets_for_new_data_of_the_same_shape():
+    """The targets were cached by address: a new array of the same shape, often at the old
+    one's address, trained on the previous data's codes."""
+    rng = np.random.default_rng(0)
+    Y1 = rng.standard_normal((64, N_FEATURES)).astype(np.float32)
+    model = le.LISTA(GOOD_W.astype(np.float32), 0.1, 2)
+    model.fit(Y1, epochs=1, progress=False)
+    Y1[:] = rng.standard_normal(Y1.shape)  # same memory, new data
+    assert np.allclose(model._training_targets(torch.from_numpy(Y1), None, 1e-5, 1000).numpy(),
+                       model.targets(Y1), atol=1e-6)
+
+
+def test_sparse_coding_resume_refuses_other_coding_settings(tmp_path):
+    Y = np.random.default_rng(0).standard_normal((40, N_FEATURES))
+    ckpt = tmp_path / "ckpt.safetensors"
+    kwargs = dict(epochs=1, batch_size=8, method="sgd", progress=False, checkpoint=ckpt)
+    le.SparseCoding(N_FEATURES, N_ATOMS, 0.1).fit(Y, lr=0.5, tol=1e-3, **kwargs)
+    for other in ({"lr": 100.0, "tol": 1e-3}, {"lr": 0.5, "tol": 1e-6}):
+        with pytest.raises(ValueError, match="another configuration"):
+            le.SparseCoding(N_FEATURES, N_ATOMS, 0.1).fit(Y, resume=True, **other,
+                                                          **{**kwargs, "epochs": 2})
+
+
+def test_sharded_rows_are_chosen_by_integers_only(tmp_path):
+    from latentebm.data.streaming import ShardedArray, write_shards
+
+    data = ShardedArray(write_shards(np.arange(12, dtype=np.float32).reshape(4, 3),
+                                     tmp_path / "ds"))
+    with pytest.raises(TypeError, match="integers"):
+        data[torch.tensor([True, False, True, False])]  # was rows 1, 0, 1, 0
+    with pytest.raises(TypeError, match="integers"):
+        data[np.array([1.7])]
+    assert data[[]].shape == (0, 3) and data[np.array([3])].shape == (1, 3)
+
+
+def test_vae_fit_refuses_bad_hooks_and_a_schedule_shorter_than_the_run(tmp_path):
+    X = (np.random.default_rng(0).random((8, 16)) > 0.5).astype(np.float32)
+    model = le.VAE(16, 2, hidden=4)
+    for kwargs, name in (({"callback": 3}, "callback"), ({"checkpoint": 3}, "checkpoint"),
+                         ({"on_epoch_end": "x"}, "on_epoch_end"),
+                         ({"lr_schedule": "cosine", "schedule_epochs": 1}, "schedule_epochs")):
+        with pytest.raises((TypeError, ValueError), match=name):
+            model.fit(X, epochs=4, progress=False, **kwargs)
+    assert model.n_steps_ == 0  # refused before any step
+
+
+def test_energy_model_fit_refuses_seeds_outside_the_range():
+    from latentebm.energy.decoders import ConditionalLinearDecoder
+
+    model = le.LatentVariableEBM(None, ConditionalLinearDecoder(GOOD_W, offset=None), lam=0.1)
+    with pytest.raises(ValueError, match="seed"):
+        model.fit(None, GOOD_Y, epochs=1, seed=2**40, progress=False)

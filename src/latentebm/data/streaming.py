@@ -459,6 +459,11 @@ class ShardedArray:
             idx = np.arange(*idx.indices(self.n_rows))
         elif isinstance(idx, torch.Tensor):
             idx = idx.cpu().numpy()
+        chosen = np.asarray(idx)
+        if chosen.size and chosen.dtype.kind not in "iu":
+            # a boolean mask or float positions would be read as row numbers
+            raise TypeError(f"rows must be selected by integers or a slice, got {chosen.dtype} "
+                            "values")
         rows = torch.from_numpy(self.read(idx))
         return rows.mul_(self.scale) if self.scale != 1.0 else rows
 

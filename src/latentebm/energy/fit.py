@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._validation import check_int, check_scalar
+from .._validation import check_int, check_scalar, check_seed
 from ..training import distributed as dist
 from ..training.checkpoint import (
     TrainingState,
@@ -94,7 +94,7 @@ def fit(
     lr = check_scalar(lr, "lr", low=0.0, low_inclusive=False)
     tol = check_scalar(tol, "tol", low=0.0)
     max_iter = check_int(max_iter, "max_iter", low=1)
-    seed = check_int(seed, "seed", low=0)
+    seed = check_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")

@@ -204,7 +204,9 @@ class SparseCoding(DictionaryModel):
             steps_per_epoch if dead_after is None else check_int(dead_after, "dead_after", low=1)
         )
         fit_args = {"method": method, "solver": solver, "batch_size": options.batch_size,
-                    "n_samples": n}
+                    "n_samples": n, "tol": tol, "max_iter": max_iter, "dead_after": dead_after}
+        if method == "sgd":  # the online updates have no step size
+            fit_args["lr"] = lr
 
         device, dtype = self.device, self.dtype
         codes, start = self.start_fit(Y_t, fit_args, options,

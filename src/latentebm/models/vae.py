@@ -34,6 +34,7 @@ from ..problem import to_output
 from ..solvers import SolverResult
 from ..training import distributed as dist
 from ..training.denormals import denormals_flushed
+from ..training.fit_options import check_hooks
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import MODEL_DOCS, LatentModel, ModelConfig, codes_only, dtype_name
@@ -590,6 +591,10 @@ class VAE(LatentModel):
         check_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
         schedule_epochs = epochs if schedule_epochs is None else check_int(
             schedule_epochs, "schedule_epochs", low=1)
+        if lr_schedule == "cosine" and schedule_epochs < epochs:  # the cosine would rise again
+            raise ValueError(f"schedule_epochs ({schedule_epochs}) must be at least epochs "
+                             f"({epochs}): the cosine schedule decays to zero over it")
+        check_hooks(checkpoint, callback=callback, on_epoch_end=on_epoch_end)
         nll_k = check_int(nll_k, "nll_k", low=0)
         nll_every = check_int(nll_every, "nll_every", low=1)
         X_val = None if validation is None else self._check_x(validation, "validation")

@@ -129,10 +129,18 @@ def _rounded_up(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def use_torch_threads() -> None:
-    """Run the parallel loop on as many threads as torch uses (the caller's thread budget)."""
+    """Run the parallel loop on as many threads as torch uses (the caller's thread budget).
+
+    Starting numba's OpenMP threading layer resets the OpenMP thread count that torch shares
+    with it (``torch.set_num_threads(1)`` read 2 afterwards, so a later torch computation ran
+    on other threads depending on whether a compiled solve had come before): torch's own count
+    is set back once the layer is up."""
     import numba
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    n_threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS)))
+    if torch.get_num_threads() != n_threads:
+        torch.set_num_threads(n_threads)
 
 
 def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:

@@ -79,12 +79,7 @@ class FitOptions:
         """
         epochs, batch_size, every = check_loop_args(n, self.epochs, self.batch_size,
                                                     self.checkpoint_every)
-        if self.callback is not None and not callable(self.callback):
-            raise TypeError(f"callback must be callable or None, got "
-                            f"{type(self.callback).__name__}")
-        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
-            raise TypeError(f"checkpoint must be a path or None, got "
-                            f"{type(self.checkpoint).__name__}")
+        check_hooks(self.checkpoint, callback=self.callback)
         return dataclasses.replace(
             self, epochs=epochs, batch_size=batch_size, checkpoint_every=every,
             resume=check_bool(self.resume, "resume"),
@@ -94,6 +89,24 @@ class FitOptions:
     def resuming(self) -> bool:
         """Whether the run continues from ``checkpoint``: asked to, and the file exists."""
         return resuming(self.resume, self.checkpoint)
+
+
+def check_hooks(checkpoint: Any, **callbacks: Any) -> None:
+    """Refuse, before any training step, a ``checkpoint`` that is not a path (or None) and a
+    callback that is not callable (or None), naming the argument.
+
+    Parameters
+    ----------
+    checkpoint : str, os.PathLike or None
+        The checkpoint argument of a ``fit``.
+    **callbacks : callable or None
+        The ``fit``'s callbacks by name.
+    """
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+    for name, fn in callbacks.items():
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
 
 
 def with_fit_options(
@@ -169,4 +182,4 @@ def _public_signature(sig: inspect.Signature, defaults: FitOptions) -> inspect.S
     return sig.replace(parameters=[*own[:cut], *first, *own[cut:], *shared.values()])
 
 
-__all__ = ["FitOptions", "with_fit_options"]
+__all__ = ["FitOptions", "check_hooks", "with_fit_options"]

@@ -11,7 +11,7 @@ Where :func:`load_mnist` looks, in order:
 A user folder (1, 2) may also hold the files uncompressed or one level down in ``mnist/``.
 Its files are parsed strictly but never deleted. Cache files must match the published
 sha256; a file that does not is deleted, never used. ``sample=True`` reads the small sample
-bundled with the package (2000 training and 500 test digits), also checksum-verified.
+bundled with the package (20 000 training and 500 test digits), also checksum-verified.
 
 MNIST: Yann LeCun and Corinna Cortes, licensed CC BY-SA 3.0.
 """

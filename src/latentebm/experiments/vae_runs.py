@@ -76,7 +76,7 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: i
     parser.add_argument(
         "--sample",
         action="store_true",
-        help="use the bundled 2000/500-digit MNIST sample (offline demo)",
+        help="use the bundled 20 000/500-digit MNIST sample (offline demo)",
     )
 
 

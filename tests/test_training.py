@@ -244,3 +244,21 @@ def test_fit_options_are_keywords_of_every_fit_and_one_value_inside():
     Y = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
     with pytest.raises(TypeError, match="not as options="):
         SparseCoding(6, 3, 0.1, seed=0).fit(Y, options=FitOptions(epochs=1, batch_size=4))
+
+
+def test_ctrl_c_after_the_last_step_is_honoured_once_the_end_is_saved(tmp_path):
+    """A SIGINT while a model closes its last epoch (a validation pass, say) set the flag after
+    the last check: fit returned normally and the program carried on."""
+    import os
+    import signal
+
+    saved = []
+    loop = MinibatchLoop(8, 4, 1, seed=0, device="cpu", checkpoint=tmp_path / "c",
+                         save=lambda e, b: saved.append((e, b)), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        with loop:
+            for epoch in loop.epochs():
+                for b in epoch:
+                    loop.step_done(b, b.step + 1)
+            os.kill(os.getpid(), signal.SIGINT)  # after the last step, before the end
+    assert saved[-1] == (1, 0)  # the finished position was written first

@@ -253,6 +253,9 @@ class MinibatchLoop:
             self._interrupt.__exit__(None, None, None)
             self._bar.close()
             self.save()
+            # Ctrl-C after the last step (during a final validation, say) is still honoured,
+            # now that the finished state is saved
+            self._interrupt.raise_if_requested()
         elif issubclass(exc_type, KeyboardInterrupt):
             try:
                 self.save()

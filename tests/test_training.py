@@ -262,3 +262,24 @@ def test_ctrl_c_after_the_last_step_is_honoured_once_the_end_is_saved(tmp_path):
                     loop.step_done(b, b.step + 1)
             os.kill(os.getpid(), signal.SIGINT)  # after the last step, before the end
     assert saved[-1] == (1, 0)  # the finished position was written first
+
+
+def test_ctrl_c_on_an_epochs_last_step_lets_the_model_close_that_epoch(tmp_path):
+    """Interrupted on the last batch of an epoch, the loop stopped before the model's end-of-epoch
+    code (LISTA's validation, the history entry), and the checkpoint already pointed at the next
+    epoch: the resumed run never closed that epoch and ended elsewhere."""
+    import os
+    import signal
+
+    saved, closed = [], []
+    loop = MinibatchLoop(8, 4, 2, seed=0, device="cpu", checkpoint=tmp_path / "c",
+                         save=lambda e, b: saved.append((e, b)), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        with loop:
+            for epoch in loop.epochs():
+                for b in epoch:
+                    if b.step == 1:  # the last of epoch 0's two batches
+                        os.kill(os.getpid(), signal.SIGINT)
+                    loop.step_done(b, b.step + 1)
+                closed.append(epoch.index)
+    assert closed == [0] and saved[-1] == (1, 0)

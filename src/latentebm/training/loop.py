@@ -273,6 +273,8 @@ class MinibatchLoop:
         """The remaining epochs, each with its seeded sample order (see :func:`epoch_order`)."""
         start_epoch, start_batch = self.start
         for epoch in range(start_epoch, self.n_epochs):
+            if epoch > start_epoch:  # the previous epoch has closed (validation, history)
+                self._interrupt.raise_if_requested()
             order = epoch_order(self.seed, self.n, epoch, self.device)
             first = start_batch if epoch == start_epoch else 0
             yield Epoch(epoch, first, order, self.batch_size, self.steps_per_epoch)
@@ -283,7 +285,8 @@ class MinibatchLoop:
         """After a step: flag a non-finite ``loss``, step the scheduler, move the position past
         ``batch``, advance the bar, run the callback, check for divergence every
         ``check_every`` steps, save if ``count`` is a multiple of ``checkpoint_every``, and raise
-        ``KeyboardInterrupt`` if Ctrl-C was pressed.
+        ``KeyboardInterrupt`` if Ctrl-C was pressed (after an epoch's last step, when the next
+        epoch starts instead, so that the model closes the epoch first).
 
         Parameters
         ----------
@@ -316,7 +319,8 @@ class MinibatchLoop:
             self.save()
         elif self._steps_run - self._checked >= self.check_every:
             self.verify()
-        self._interrupt.raise_if_requested()
+        if not last:  # after an epoch's last step, at the next epoch: the model closes it first
+            self._interrupt.raise_if_requested()
 
     def verify(self) -> None:
         """Raise ``FloatingPointError`` if a loss, a weight or the optimizer state went NaN/inf

@@ -246,40 +246,39 @@ def test_fit_options_are_keywords_of_every_fit_and_one_value_inside():
         SparseCoding(6, 3, 0.1, seed=0).fit(Y, options=FitOptions(epochs=1, batch_size=4))
 
 
-def test_ctrl_c_after_the_last_step_is_honoured_once_the_end_is_saved(tmp_path):
-    """A SIGINT while a model closes its last epoch (a validation pass, say) set the flag after
-    the last check: fit returned normally and the program carried on."""
+def _interrupted_loop(tmp_path, epochs: int, sigint_before_step: int | None):
+    """A loop of two batches per epoch that gets a SIGINT just before step
+    ``sigint_before_step`` (None: after the last step); the positions it saved and the epochs
+    whose end-of-epoch code ran."""
     import os
     import signal
 
-    saved = []
-    loop = MinibatchLoop(8, 4, 1, seed=0, device="cpu", checkpoint=tmp_path / "c",
+    saved, closed = [], []
+    loop = MinibatchLoop(8, 4, epochs, seed=0, device="cpu", checkpoint=tmp_path / "c",
                          save=lambda e, b: saved.append((e, b)), progress=False)
     with pytest.raises(KeyboardInterrupt):
         with loop:
             for epoch in loop.epochs():
                 for b in epoch:
+                    if b.step == sigint_before_step:
+                        os.kill(os.getpid(), signal.SIGINT)
                     loop.step_done(b, b.step + 1)
-            os.kill(os.getpid(), signal.SIGINT)  # after the last step, before the end
-    assert saved[-1] == (1, 0)  # the finished position was written first
+                closed.append(epoch.index)
+            if sigint_before_step is None:
+                os.kill(os.getpid(), signal.SIGINT)
+    return saved, closed
+
+
+def test_ctrl_c_after_the_last_step_is_honoured_once_the_end_is_saved(tmp_path):
+    """A SIGINT while a model closes its last epoch (a validation pass, say) set the flag after
+    the last check: fit returned normally and the program carried on."""
+    saved, closed = _interrupted_loop(tmp_path, 1, None)
+    assert closed == [0] and saved[-1] == (1, 0)  # the finished position was written first
 
 
 def test_ctrl_c_on_an_epochs_last_step_lets_the_model_close_that_epoch(tmp_path):
     """Interrupted on the last batch of an epoch, the loop stopped before the model's end-of-epoch
     code (LISTA's validation, the history entry), and the checkpoint already pointed at the next
     epoch: the resumed run never closed that epoch and ended elsewhere."""
-    import os
-    import signal
-
-    saved, closed = [], []
-    loop = MinibatchLoop(8, 4, 2, seed=0, device="cpu", checkpoint=tmp_path / "c",
-                         save=lambda e, b: saved.append((e, b)), progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        with loop:
-            for epoch in loop.epochs():
-                for b in epoch:
-                    if b.step == 1:  # the last of epoch 0's two batches
-                        os.kill(os.getpid(), signal.SIGINT)
-                    loop.step_done(b, b.step + 1)
-                closed.append(epoch.index)
+    saved, closed = _interrupted_loop(tmp_path, 2, 1)  # step 1: the last of epoch 0's two
     assert closed == [0] and saved[-1] == (1, 0)

@@ -630,3 +630,11 @@ def test_energy_model_fit_refuses_seeds_outside_the_range():
     model = le.LatentVariableEBM(None, ConditionalLinearDecoder(GOOD_W, offset=None), lam=0.1)
     with pytest.raises(ValueError, match="seed"):
         model.fit(None, GOOD_Y, epochs=1, seed=2**40, progress=False)
+
+
+def test_lista_hybrid_without_tail_layers_cannot_train_the_tail_alone():
+    """autograd's "element 0 of tensors does not require grad" was the message."""
+    Y = np.random.default_rng(1).standard_normal((16, N_FEATURES)).astype(np.float32)
+    model = le.LISTA(GOOD_W.astype(np.float32), 0.1, 2, variant="hybrid", head=3)
+    with pytest.raises(ValueError, match="nothing to train"):
+        model.fit(Y, train_head=False, progress=False)

@@ -733,6 +733,9 @@ class LISTA(LatentModel):
             raise TypeError(f"train_head must be a bool, got {type(train_head).__name__}")
         if not train_head and self.variant != "hybrid":
             raise ValueError("train_head=False applies to the hybrid variant only")
+        if not train_head and self.n_steps <= self.head:
+            raise ValueError(f"train_head=False leaves nothing to train: the network's "
+                             f"{self.n_steps} layers are all in its head (head={self.head})")
         held_out = None if validation is None else self._check_validation(validation)
         if patience is not None:
             if held_out is None:

@@ -764,10 +764,10 @@ class VAE(LatentModel):
         elif t.dim() == 2 and t.shape[1] == self.n_features:
             t = t.reshape(t.shape[0], *self.input_shape)
         else:
-            raise ValueError(
-                f"{name} must have shape (batch, {', '.join(map(str, self.input_shape))})"
-                f" or (batch, {self.n_features}), got {tuple(t.shape)}"
-            )
+            shapes = {f"(batch, {', '.join(map(str, self.input_shape))})",
+                      f"(batch, {self.n_features})"}
+            raise ValueError(f"{name} must have shape {' or '.join(sorted(shapes))}, got "
+                             f"{tuple(t.shape)}")
         if self.likelihood == "bernoulli" and bool(((t < 0) | (t > 1)).any()):
             raise ValueError(
                 f"{name} must lie in [0, 1] for a Bernoulli likelihood, got values in "

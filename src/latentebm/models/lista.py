@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import hashlib
 from typing import Any
 
 import torch
@@ -59,6 +58,7 @@ from ..problem import to_output
 from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
+from ..training.checkpoint import tensor_digest
 from ..training.early_stopping import EarlyStopping
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import EpochRecord
@@ -876,7 +876,7 @@ class LISTA(LatentModel):
             return Z
         # the data's content, not its address: a new array of the same shape often reuses the
         # old one's memory, and NumPy writes do not bump torch's version counter
-        key = (tuple(Y.shape), Y.dtype, str(Y.device), _fingerprint(Y), tol, max_iter)
+        key = (str(Y.device), tensor_digest({"Y": Y}), tol, max_iter)
         if self._target_cache is None or self._target_cache[0] != key:
             self._target_cache = (key, self.targets(Y, tol=tol, max_iter=max_iter))
         return self._target_cache[1]
@@ -896,12 +896,6 @@ class LISTA(LatentModel):
                 f"n_steps={self.n_steps}, variant={self.variant!r}, tied={self.tied}"
                 + (f", support={self.support}" if self.support else "")
                 + (", per_step_input=True" if self.per_step_input else ""))
-
-
-def _fingerprint(Y: torch.Tensor) -> str:
-    """SHA-256 of ``Y``'s bytes (on the CPU): what the cached training targets were solved for."""
-    data = Y.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-    return hashlib.sha256(data).hexdigest()
 
 
 class _EpochStats(EpochRecord):

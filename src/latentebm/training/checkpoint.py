@@ -154,7 +154,7 @@ def write_checkpoint(
             + (" (the existing file is left intact)" if os.path.exists(path) else "")
         )
     payload = {name: t.to("cpu").contiguous() for name, t in tensors.items()}
-    meta["sha256"] = _digest(payload)
+    meta["sha256"] = tensor_digest(payload)
     try:
         with atomic_path(path, ".safetensors") as tmp:
             save_file(payload, str(tmp), metadata=meta)
@@ -166,9 +166,20 @@ def write_checkpoint(
     return Path(path)
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order: a flipped bit in
-    the data (which safetensors itself does not check) changes it."""
+    the data (which safetensors itself does not check) changes it.
+
+    Parameters
+    ----------
+    tensors : dict of str to torch.Tensor
+        Any shapes, dtypes and devices (hashed on the CPU).
+
+    Returns
+    -------
+    str
+        The hex digest.
+    """
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
@@ -236,7 +247,7 @@ def read_checkpoint(
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise damaged(f"its tensor data cannot be read ({exc})") from exc
-    if "sha256" in meta and meta["sha256"] != _digest(tensors):  # files of 0.2.0 before it
+    if "sha256" in meta and meta["sha256"] != tensor_digest(tensors):  # files of 0.2.0 before it
         raise damaged("its tensor data do not match the checksum written with them (the file "
                       "was altered or corrupted after it was saved)")
     bad = _non_finite(tensors)
@@ -322,4 +333,4 @@ def _json(meta: dict[str, str], key: str, damaged, *, want: type) -> Any:
 
 
 __all__ = ["FORMAT", "Checkpoint", "CheckpointError", "TrainingState", "check_same_settings",
-           "read_checkpoint", "write_checkpoint"]
+           "read_checkpoint", "tensor_digest", "write_checkpoint"]

@@ -442,6 +442,12 @@ def test_whiten_1f_properties(photos):
             whiten_1f(photos[0], f0)
     with pytest.raises(TypeError, match="f0_ratio"):
         whiten_1f(photos[0], "0.4")
+    channels_first = np.moveaxis(colour, -1, 0)
+    for image_function in (whiten_1f, local_contrast_normalize):
+        with pytest.raises(ValueError, match=r"channels-first.*moveaxis"):
+            image_function(channels_first)
+    with pytest.raises(ValueError, match=r"images\[0\].*channels-first"):
+        extract_patches([channels_first], 8, 4, seed=0)
 
 
 def test_zca_whiten():

@@ -43,7 +43,8 @@ def check_image(image, name: str = "image") -> np.ndarray:
     Parameters
     ----------
     image : array_like of shape (H, W) or (H, W, C)
-        The image to check (numeric or bool, real, non-empty, finite).
+        The image to check (numeric or bool, real, non-empty, finite; a 3-D array with at
+        most 4 rows and more than 4 channels is refused as channels-first).
     {error_name}
 
     Returns
@@ -60,6 +61,11 @@ def check_image(image, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name} must have shape (H, W) or (H, W, C), got shape {arr.shape}")
     if min(arr.shape) == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
+    if arr.ndim == 3 and arr.shape[0] <= 4 < arr.shape[2]:
+        raise ValueError(
+            f"{name} of shape {arr.shape} looks channels-first (C, H, W); images here are "
+            f"(H, W, C): pass np.moveaxis({name}, 0, -1)"
+        )
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")

@@ -342,6 +342,11 @@ def test_bad_input(tmp_path):
         model.encode(Y.float())
     with pytest.raises(ValueError, match="targets"):
         model.fit(Y, targets=torch.zeros(3, 40, dtype=torch.float64), progress=False)
+    lam_max = float((Y @ W).abs().max())
+    with pytest.raises(ValueError, match=rf"every target code is zero.*{lam_max:.4g}"):
+        LISTA(W, 1.01 * lam_max, 2).fit(Y, progress=False)
+    with pytest.raises(ValueError, match="every target code is zero"):
+        model.fit(Y, targets=torch.zeros(Y.shape[0], 40, dtype=torch.float64), progress=False)
     with pytest.raises(ValueError, match="epochs"):
         model.fit(Y, epochs=0, progress=False)
     with pytest.raises(ValueError, match="patience needs validation"):

@@ -766,6 +766,7 @@ class LISTA(LatentModel):
                                 if not h["partial"] and "val_code_error" in h)
         if Z_star is None:
             Z_star = self._training_targets(Y_t, targets, tol, max_iter)
+            self._refuse_zero_targets(Y_t, Z_star)
         stopper = EarlyStopping(self, patience, scores=done_before, best_state=best)
 
         def extra() -> dict[str, torch.Tensor]:
@@ -880,6 +881,17 @@ class LISTA(LatentModel):
         if self._target_cache is None or self._target_cache[0] != key:
             self._target_cache = (key, self.targets(Y, tol=tol, max_iter=max_iter))
         return self._target_cache[1]
+
+    def _refuse_zero_targets(self, Y: torch.Tensor, Z_star: torch.Tensor) -> None:
+        """A clear error where every target code is zero (the relative code error is 0/0)."""
+        if bool(Z_star.any()):
+            return
+        lam_max = float((Y @ self.W).abs().max())
+        raise ValueError(
+            f"every target code is zero, so there is nothing for LISTA to learn: lam = "
+            f"{self.lam:g}, and the largest lam with a non-zero code is max|Wᵀy| = "
+            f"{lam_max:.4g} on these signals; choose lam below it"
+        )
 
     # ----------------------------------------------------------------- helpers
     def _check_signals(self, Y: Any) -> tuple[torch.Tensor, bool]:

@@ -352,6 +352,18 @@ def test_cli_refuses_a_bad_flag_before_reading_any_data(argv, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["vae", "vae-fuzzy-balls"])
+def test_cli_refuses_iwae_samples_with_the_elbo_before_reading_any_data(command, tmp_path,
+                                                                        capsys):
+    from latentebm.cli import main
+
+    code = main([command, "--iwae-k", "3", "--out", str(tmp_path / "run"),
+                 "--data-dir", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--iwae-k 3 applies to --objective iwae" in err and "MNIST" not in err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv, name", [
     (["sparse-coding", "--lam", "-1"], "lam"),
     (["sparse-coding", "--epochs", "0"], "epochs"),

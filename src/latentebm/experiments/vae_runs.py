@@ -24,6 +24,9 @@ from ._args import (
     positive_argument,
 )
 
+DEFAULT_IWAE_K = 5
+"""Samples per digit of ``--objective iwae`` when ``--iwae-k`` is not given."""
+
 
 @fill_doc
 def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: int) -> None:
@@ -64,8 +67,9 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: i
                     "training objective: the ELBO, or the importance-weighted bound with "
                     "--iwae-k samples per digit")
     parser.add_argument(
-        "--iwae-k", type=count_argument, default=5,
-        help="samples per digit of the importance-weighted bound (--objective iwae; default: 5)",
+        "--iwae-k", type=count_argument, default=None,
+        help="samples per digit of the importance-weighted bound (--objective iwae only; "
+             f"default: {DEFAULT_IWAE_K})",
     )
     add_choice_flag(parser, "--lr-schedule", ("constant", "cosine"),
                     "Adam learning rate: constant, or cosine decay to 0 over --epochs")
@@ -78,6 +82,33 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: i
         action="store_true",
         help="use the bundled 20 000/500-digit MNIST sample (offline demo)",
     )
+
+
+def samples_per_digit(args: argparse.Namespace) -> int:
+    """The training objective's samples per digit: ``--iwae-k`` for the importance-weighted
+    bound, one for the ELBO.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's flags; reads ``objective`` and ``iwae_k``.
+
+    Returns
+    -------
+    int
+        Samples per digit.
+
+    Raises
+    ------
+    ValueError
+        ``--iwae-k`` was given with ``--objective elbo``, where it would be ignored.
+    """
+    if args.objective == "elbo":
+        if args.iwae_k is not None:
+            raise ValueError(f"--iwae-k {args.iwae_k} applies to --objective iwae; the ELBO "
+                             "uses one sample per digit")
+        return 1
+    return DEFAULT_IWAE_K if args.iwae_k is None else args.iwae_k
 
 
 def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
@@ -108,7 +139,7 @@ def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, A
         "lr": args.lr,
         "warmup_epochs": args.warmup_epochs,
         "objective": args.objective,
-        "iwae_k": args.iwae_k if args.objective == "iwae" else 1,
+        "iwae_k": samples_per_digit(args),
         "lr_schedule": args.lr_schedule,
         "seed": args.seed,
         "sample": args.sample,
@@ -209,7 +240,7 @@ def train(
         warmup_epochs=args.warmup_epochs,
         dynamic_binarization=True,
         objective=args.objective,
-        k=args.iwae_k if args.objective == "iwae" else 1,
+        k=samples_per_digit(args),
         lr_schedule=args.lr_schedule,
         schedule_epochs=args.epochs,
         validation=validation,

@@ -167,6 +167,9 @@ class VAE(LatentModel):
         input_shape = _check_shape(input_shape)
         check_architecture(input_shape, encoder)
         check_choice(likelihood, "likelihood", LIKELIHOODS)
+        if obs_sigma is not None and likelihood != "gaussian":
+            raise ValueError(f"obs_sigma fixes the pixel noise of likelihood='gaussian'; "
+                             f"likelihood={likelihood!r} has none")
         if not isinstance(learn_variance, bool):
             raise TypeError(f"learn_variance must be a bool, got {type(learn_variance).__name__}")
         if isinstance(hidden, (int, np.integer)) and not isinstance(hidden, bool):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from latentebm import LISTA, PSD, VAE
 from latentebm.data.streaming import (
     ShardedArray,
     ShardError,
@@ -56,6 +57,10 @@ def test_reads_are_exact_in_any_order(shards: Path, rows: np.ndarray) -> None:
     for part in (slice(None, 5), slice(15, 47), slice(None, None, 7), slice(None, None, -3),
                  slice(90, None), slice(50, 50)):
         np.testing.assert_array_equal(data[part].numpy(), rows[part])
+    # negative rows count from the end, as on any array
+    np.testing.assert_array_equal(data[[-1, 0, -103]].numpy(), rows[[-1, 0, -103]])
+    with pytest.raises(IndexError, match=r"\[-103, 103\)"):
+        data[[-104]]
 
 
 def test_order_is_seeded_and_the_training_loops(shards: Path) -> None:
@@ -177,3 +182,25 @@ def test_prepare_patches_command_then_sparse_coding_streams_the_shards(tmp_path:
     # --shards needs natural patches, all of them
     assert main(["sparse-coding", "--dataset", "mnist", "--shards", str(shards), "--out",
                  str(tmp_path / "bad"), "--quiet"]) == 2
+
+
+MODELS_IN_MEMORY = {
+    "LISTA": lambda: LISTA(torch.eye(7, 9), 0.1, 2),
+    "PSD": lambda: PSD(7, 9, 0.1),
+    "VAE": lambda: VAE(7, 2, hidden=4, likelihood="gaussian"),
+}
+
+
+@pytest.mark.parametrize("make_model", MODELS_IN_MEMORY.values(), ids=MODELS_IN_MEMORY.keys())
+def test_models_that_do_not_stream_refuse_a_sharded_dataset_without_reading_it(
+        shards: Path, make_model, monkeypatch) -> None:
+    data = ShardedArray(shards)
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("the dataset was read")
+
+    monkeypatch.setattr(ShardedArray, "read", no_reads)
+    monkeypatch.setattr(ShardedArray, "__getitem__", no_reads)
+    model = make_model()
+    with pytest.raises(TypeError, match=r"ShardedArray of shape \(103, 7\).*does not stream"):
+        model.fit(data, epochs=1, progress=False)

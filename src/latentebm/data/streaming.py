@@ -353,8 +353,9 @@ class _Shard:
 
 class ShardedArray:
     """A prepared dataset opened read-only: ``data.shape == (n_rows, n_features)`` and
-    ``data[idx]`` the rows ``idx`` (integers in any order, repeats allowed, or a slice) as a
-    float32 tensor ``(len(idx), n_features)``, scaled by the index's ``scale``.
+    ``data[idx]`` the rows ``idx`` (integers in any order, repeats allowed, negative ones
+    counting from the end, or a slice) as a float32 tensor ``(len(idx), n_features)``, scaled
+    by the index's ``scale``.
 
     Parameters
     ----------
@@ -464,7 +465,11 @@ class ShardedArray:
             # a boolean mask or float positions would be read as row numbers
             raise TypeError(f"rows must be selected by integers or a slice, got {chosen.dtype} "
                             "values")
-        rows = torch.from_numpy(self.read(idx))
+        if chosen.size and chosen.min() < 0:  # Python's negative indices count from the end
+            if chosen.min() < -self.n_rows:
+                raise IndexError(f"row indices must lie in [-{self.n_rows}, {self.n_rows})")
+            chosen = np.where(chosen < 0, chosen + self.n_rows, chosen)
+        rows = torch.from_numpy(self.read(chosen))
         return rows.mul_(self.scale) if self.scale != 1.0 else rows
 
     def close(self) -> None:

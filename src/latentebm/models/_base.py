@@ -37,6 +37,8 @@ from torch import nn
 
 from .._docs import DOCS
 from .._validation import as_tensor, check_bool, check_seed, resolve_device
+from ..data.image_shards import ShardedImages
+from ..data.streaming import ShardedArray
 from ..solvers import SolverResult
 from ..training import distributed as dist
 from ..training.checkpoint import (
@@ -194,7 +196,15 @@ class LatentModel(TrainingAttributes, nn.Module):
         """``x`` as a validated tensor on the model's device and dtype, and whether results go
         back as NumPy. A tensor must already be on the model's device (checked before its
         values) and of its dtype; anything else is converted. Finite, non-empty, rank ``ndim``.
+        A sharded dataset on disk is refused (reading it whole here would defeat it).
         """
+        if isinstance(x, ShardedArray | ShardedImages):
+            raise TypeError(
+                f"{name} is a {type(x).__name__} of shape {tuple(x.shape)}, which "
+                f"{type(self).__name__} does not stream (SparseCoding.fit streams a ShardedArray, "
+                f"ConvDictionaryLearning.fit a ShardedImages); pass the data in memory, "
+                f"{name}[:], instead"
+            )
         ref = self.reference()
         if isinstance(x, torch.Tensor):
             if x.device != ref.device:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._docs import doc_filler
-from .._validation import as_tensor, check_choice, check_int, check_scalar, resolve_device
+from .._validation import check_choice, check_int, check_scalar, resolve_device
 from ..problem import to_output
 from ..solvers import SolverResult
 from ..training import distributed as dist
@@ -761,7 +761,7 @@ class VAE(LatentModel):
     def _check_x(self, x: Any, name: str = "x") -> torch.Tensor:
         """Validate images: finite, ``(batch, *input_shape)`` or flat, model's device/dtype,
         and in [0, 1] for a Bernoulli likelihood."""
-        t = self._on_model(x, name)
+        t = self.check_input(x, name)[0]
         if t.dim() >= 1 and tuple(t.shape[1:]) == self.input_shape:
             pass
         elif t.dim() == 2 and t.shape[1] == self.n_features:
@@ -779,19 +779,10 @@ class VAE(LatentModel):
         return t
 
     def _check_z(self, z: Any) -> torch.Tensor:
-        t = self._on_model(z, "z")
+        t = self.check_input(z, "z")[0]
         if t.dim() != 2 or t.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (batch, {self.latent_dim}), got {tuple(t.shape)}")
         return t
-
-    def _on_model(self, x: Any, name: str) -> torch.Tensor:
-        if isinstance(x, torch.Tensor):
-            if x.device != self.device:
-                raise ValueError(f"{name} is on {x.device} but the model is on {self.device}")
-            if x.dtype in (torch.float32, torch.float64) and x.dtype != self.dtype:
-                raise TypeError(f"{name} has dtype {x.dtype} but the model uses {self.dtype}")
-            return as_tensor(x, name)
-        return as_tensor(x, name).to(self.device, self.dtype)
 
     def _close_epoch(self, epoch, sums, beta, clock, X_val, on_epoch_end, nll_k) -> None:
         loss, rec, kl, count = (float(v) for v in dist.all_reduce_(sums.clone(),

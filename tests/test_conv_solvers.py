@@ -219,6 +219,20 @@ def test_the_default_penalty_follows_the_images_range():
     # 256, a power of two, scales every floating-point operation exactly
     wide = solve(256 * Y, op, 256 * LAM, method="admm", tol=1e-8, max_iter=5000)
     assert torch.equal(wide.z, 256 * unit.z) and wide.n_iter == unit.n_iter
+    # so does the rule's other slope, the one dictionary learning's coding step uses
+    unit = solve(Y, op, LAM, method="admm", tol=1e-8, max_iter=5000, rho_per_lam=50)
+    wide = solve(256 * Y, op, 256 * LAM, method="admm", tol=1e-8, max_iter=5000, rho_per_lam=50)
+    assert torch.equal(wide.z, 256 * unit.z) and wide.n_iter == unit.n_iter
+    fits = [le.ConvDictionaryLearning(3, 3, 1, lam=scale * LAM, boundary="circular",
+                                      init=op.kernels, dtype=torch.float64)
+            for scale in (1, 256)]
+    for scale, model in zip((1, 256), fits, strict=True):
+        model.fit(scale * Y, epochs=2, batch_size=2, method="admm", max_iter=5, progress=False)
+    assert torch.equal(fits[1].kernels, fits[0].kernels)
+    with pytest.raises(ValueError, match="rho.*rho_per_lam.*not both"):
+        solve(Y, op, LAM, method="admm", rho=1.0, rho_per_lam=50)
+    with pytest.raises(ValueError, match="rho_per_lam"):
+        solve(Y, op, LAM, method="admm", rho_per_lam=-1)
 
 
 @pytest.mark.parametrize("nonneg", [False, True])

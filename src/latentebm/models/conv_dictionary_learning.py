@@ -40,9 +40,10 @@ from ._dictionary_model import DictionaryModel
 
 CODING_RHO_PER_LAM = 50.0
 """ADMM's initial penalty in the coding step is ``50λ + 1`` (SPORCO's default), not ``solve``'s
-``10λ + 1``. The step runs a few warm-started iterations, and there the larger penalty did
-better: on B4 the fit ended at energy 176.4 with at most 15 ADMM iterations per step and 212.5
-with at most 10 starting from ``10λ + 1``, against 162.8 and 165.5 from ``50λ + 1``
+``10λ + 1`` (``λ`` divided by the image's largest magnitude where it exceeds 1, in both). The
+step runs a few warm-started iterations, and there the larger penalty did better: on B4 the fit
+ended at energy 176.4 with at most 15 ADMM iterations per step and 212.5 with at most 10
+starting from ``10λ + 1``, against 162.8 and 165.5 from ``50λ + 1``
 (``benchmarks/results/B4_initial_penalty.md`` and ``B4.md``)."""
 
 
@@ -255,8 +256,7 @@ class ConvDictionaryLearning(DictionaryModel):
             replace_threshold = check_scalar(replace_threshold, "replace_threshold", low=0.0,
                                              high=1.0, low_inclusive=False)
         method = self.coding_method(method, tuple(Y_t.shape[1:]))
-        coding_options = ({"rho": CODING_RHO_PER_LAM * self.lam + 1} if method == "admm"
-                          else {})
+        coding_options = {"rho_per_lam": CODING_RHO_PER_LAM} if method == "admm" else {}
         steps_per_epoch = math.ceil(n / options.batch_size)
         fit_args = {"batch_size": options.batch_size, "n_images": n,
                     "image_shape": list(Y_t.shape[1:]), "warm_start": bool(warm_start),

@@ -128,6 +128,7 @@ def admm_fourier(
     tol: float = 1e-6,
     z0: torch.Tensor | None = None,
     rho: float | None = None,
+    rho_per_lam: float = DEFAULT_RHO_PER_LAM,
     relax: float = 1.8,
     adaptive: bool = True,
     check_every: int = 10,
@@ -151,11 +152,13 @@ def admm_fourier(
     z0 : torch.Tensor or None, shape (batch, n_atoms, H', W')
         Warm start of the sparse codes.
     rho : float or None
-        Initial penalty of every image; by default ``10λ/s + 1``, ``s`` the image's largest
-        magnitude where it exceeds 1 (else 1). SPORCO's default ``50λ + 1``
-        (Wohlberg's) is residual-balanced too, yet on three Kodak images at three λ it needed
-        1.05–1.65× the iterations to reach a relative error of 1e-4 and 1.7–2.8× to certify a
-        relative gap of 1e-4 (``benchmarks/results/admm_penalty.md``).
+        Initial penalty of every image; by default ``cλ/s + 1`` with ``c = rho_per_lam``,
+        ``s`` the image's largest magnitude where it exceeds 1 (else 1). SPORCO's default
+        ``50λ + 1`` (Wohlberg's) is residual-balanced too, yet on three Kodak images at three λ
+        it needed 1.05–1.65× the iterations of ``c = 10`` to reach a relative error of 1e-4 and
+        1.7–2.8× to certify a relative gap of 1e-4 (``benchmarks/results/admm_penalty.md``).
+    rho_per_lam : float
+        The slope ``c`` of the default initial penalty (when ``rho`` is None).
     relax : float
         Over-relaxation ``α`` in ``(0, 2)``.
     adaptive : bool
@@ -172,14 +175,14 @@ def admm_fourier(
     grid, codes = emb.grid, emb.code_region
     code_shape = (batch, op.n_atoms, *grid)
     masked = not emb.circular
-    rho0 = DEFAULT_RHO_PER_LAM * lam + 1 if rho is None else rho
+    rho0 = rho_per_lam * lam + 1 if rho is None else rho
     rho_t = torch.full((batch,), rho0, dtype=Y.dtype, device=Y.device)
     if rho is None:
         # the rule reads λ against images of unit range; ADMM at a fixed ρ is scale-equivariant,
         # so an image of a wider range (0–255 pixels) gets the ρ of its rescaled self
         # (B3's image ×255: 2320 iterations to 1e-4 with 10λ + 1, the unit image's 210)
         scale = Y.abs().flatten(1).amax(1)
-        rho_t = torch.where(scale > 1, DEFAULT_RHO_PER_LAM * lam / scale + 1, rho_t)
+        rho_t = torch.where(scale > 1, rho_per_lam * lam / scale + 1, rho_t)
     factor = _Factor(emb, rho_t.new_ones(1) if masked else rho_t)  # masked: σ = 1 for all
 
     y = torch.zeros(code_shape, dtype=Y.dtype, device=Y.device)
@@ -389,18 +392,25 @@ def _balance(sums: torch.Tensor) -> torch.Tensor:
 
 
 def _run(problem: Problem, reg: Regularizer, z0: torch.Tensor | None, *, tol: float,
-         max_iter: int, callback: Callback | None, rho: float | None = None, relax: float = 1.8,
-         adaptive: bool = True, check_every: int = 10) -> SolverResult:
+         max_iter: int, callback: Callback | None, rho: float | None = None,
+         rho_per_lam: float | None = None, relax: float = 1.8, adaptive: bool = True,
+         check_every: int = 10) -> SolverResult:
     if problem.lam == 0:  # its penalty balancing then drives ρ away and the iterates diverge
         raise ValueError("method 'admm' needs lam > 0 (use 'fista' for least squares)")
     if rho is not None:
         rho = check_scalar(rho, "rho", low=0.0, low_inclusive=False)
+        if rho_per_lam is not None:
+            raise ValueError("give rho (the initial penalty) or rho_per_lam (the slope of its "
+                             "default rule), not both")
+    rho_per_lam = (DEFAULT_RHO_PER_LAM if rho_per_lam is None
+                   else check_scalar(rho_per_lam, "rho_per_lam", low=0.0))
     relax = check_scalar(relax, "relax", low=0.0, high=2.0, low_inclusive=False)
     if relax == 2.0:
         raise ValueError("relax must be below 2 (over-relaxation α in (0, 2)), got 2.0")
     check_every = check_int(check_every, "check_every", low=1)
     return admm_fourier(problem.op, problem.Y, problem.lam, reg, max_iter=max_iter, tol=tol,
-                        z0=z0, rho=rho, relax=relax, adaptive=check_bool(adaptive, "adaptive"),
+                        z0=z0, rho=rho, rho_per_lam=rho_per_lam, relax=relax,
+                        adaptive=check_bool(adaptive, "adaptive"),
                         check_every=check_every, callback=callback)
 
 
@@ -429,8 +439,8 @@ def _preferred(problem: Problem, reg: Regularizer) -> bool:
 
 
 register_method(Method("admm", _run, unsupported=_unsupported, preferred=_preferred,
-                       priority=10, options=frozenset({"rho", "relax", "adaptive",
-                                                       "check_every"})))
+                       priority=10, options=frozenset({"rho", "rho_per_lam", "relax",
+                                                       "adaptive", "check_every"})))
 
 
 __all__ = ["admm_fourier"]

@@ -525,6 +525,19 @@ def test_a_solver_overflow_inside_training_is_reported_as_divergence(tmp_path):
                   progress=False)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_atoms_overflowed_by_the_statistics_are_reported_as_divergence(tmp_path):
+    """float32 signals of 3e18: the online statistics overflow, the atoms turn NaN, and the next
+    step's input check named W as if the caller had passed it."""
+    Y = (np.random.default_rng(0).standard_normal((200, 16)) * 3e18).astype(np.float32)
+    model = le.SparseCoding(16, 20, lam=0.1)
+    path = tmp_path / "c.safetensors"
+    with pytest.raises(FloatingPointError,
+                       match=r"training diverged: the model's 'W' became NaN .* step 1 .*no chec"):
+        model.fit(Y, epochs=1, batch_size=50, checkpoint=path, progress=False)
+    assert not path.exists()
+
+
 def test_small_conveniences_a_user_expects():
     """Integer signals keep float64 atoms' precision; a 0-d array is a number; one hidden
     layer may be given as an int."""

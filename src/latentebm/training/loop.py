@@ -268,6 +268,11 @@ class MinibatchLoop:
             if isinstance(exc, FloatingPointError) and not str(exc).startswith("training"):
                 # a solver inside a step met the overflow first: say where, and what was kept
                 self._diverged(f"at {self._where(self._steps_run)}, {str(exc).rstrip('.')}")
+            if isinstance(exc, ValueError):
+                # e.g. the next step's input check met weights an update had overflowed
+                name = self._non_finite_tensor()
+                if name is not None:
+                    self._diverged(f"{name} became NaN or inf by {self._where(self._steps_run)}")
 
     def epochs(self) -> Iterator[Epoch]:
         """The remaining epochs, each with its seeded sample order (see :func:`epoch_order`)."""

@@ -282,3 +282,20 @@ def test_ctrl_c_on_an_epochs_last_step_lets_the_model_close_that_epoch(tmp_path)
     epoch: the resumed run never closed that epoch and ended elsewhere."""
     saved, closed = _interrupted_loop(tmp_path, 2, 1)  # step 1: the last of epoch 0's two
     assert closed == [0] and saved[-1] == (1, 0)
+
+
+@pytest.mark.parametrize("make_model", [
+    lambda: le.SparseCoding(10, 12, lam=0.1),
+    lambda: le.LISTA(torch.nn.functional.normalize(torch.randn(10, 12), dim=0), 0.1, 2),
+    lambda: le.PSD(10, 12, 0.1),
+], ids=["SparseCoding", "LISTA", "PSD"])
+def test_a_second_fit_appends_its_epochs_to_the_history(make_model):
+    """A one-epoch fit's entry used to be taken for the next fit's own running entry of the same
+    epoch number, and replaced."""
+    Y = data().float()
+    model = make_model()
+    model.fit(Y, epochs=1, batch_size=16, progress=False)
+    first = dict(model.history_[0])
+    model.fit(Y, epochs=1, batch_size=16, progress=False)
+    assert [(h["epoch"], h["partial"]) for h in model.history_] == [(0, False), (0, False)]
+    assert model.history_[0] == first

@@ -4,7 +4,7 @@ written mid-epoch holds the running sums and a resumed run continues them.
 The history is a ``list[dict]``, one entry per epoch: ``{"epoch": e, ...values..., "partial":
 bool, "seconds": float}``. While the epoch runs its entry is republished with ``partial=True``
 after every :meth:`EpochRecord.add`; :meth:`EpochRecord.close` publishes it with
-``partial=False``.
+``partial=False``. Another ``fit`` of the same model appends its own epochs, numbered from 0.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class EpochRecord(ABC):
         self.history, self.epoch = history, epoch
         self.seconds = 0.0
         self.start = time.perf_counter()
+        self.published = False  # whether the history's last entry is this record's
 
     @classmethod
     def open(cls, history: list[dict[str, Any]], epoch: int, *, resumed: bool) -> EpochRecord:
@@ -81,15 +82,17 @@ class EpochRecord(ABC):
         self.publish(partial=False)
 
     def publish(self, partial: bool) -> None:
-        """Replace this epoch's entry at the end of the history (or append it).
+        """Replace this record's entry at the end of the history (append it the first time:
+        an entry of the same epoch there is an earlier ``fit``'s).
 
         Parameters
         ----------
         partial : bool
             Whether the epoch is still running.
         """
-        if self.history and self.history[-1].get("epoch") == self.epoch:
+        if self.published:
             self.history.pop()
+        self.published = True
         self.history.append(self.entry(partial, self.seconds + time.perf_counter() - self.start))
 
     def entry(self, partial: bool, seconds: float) -> dict[str, Any]:

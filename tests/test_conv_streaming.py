@@ -26,6 +26,7 @@ def test_round_trip_reads_only_the_asked_images(tmp_path):
     assert opened.shape == (7, 1, 24, 24) and len(opened) == 7
     got = opened[torch.tensor([5, 0, 5])]
     np.testing.assert_array_equal(got.numpy(), data[[5, 0, 5]])
+    np.testing.assert_array_equal(opened[[-1]].numpy(), data[[-1]])
     streamed = write_image_shards(iter(data), tmp_path / "e", n_images=7,
                                   image_shape=(1, 24, 24))
     np.testing.assert_array_equal(ShardedImages(streamed)[torch.arange(7)].numpy(), data)

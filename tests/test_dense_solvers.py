@@ -110,7 +110,8 @@ def test_extrapolated_certificate_is_tighter_and_valid_in_both_modes():
     b = Yt @ Wt
     ref = solve(Yt, Wt, lam, method="cd", tol=1e-14, max_iter=20000)
     residual_mode = DualExtrapolation(Yt, lam, L1(), adjoint=lambda r: r @ Wt)
-    code_mode = DualExtrapolation(Yt, lam, L1(), Aty=b)
+    code_mode = DualExtrapolation(Yt, lam, L1(), Aty=b, adjoint=lambda r: r @ Wt,
+                                  decode=lambda z: z @ Wt.T)
     plain = DualExtrapolation(Yt, lam, L1(), adjoint=lambda r: r @ Wt, K=1)
     values = []
 

@@ -138,7 +138,7 @@ def solve(
         and 1e-5 in float32.
     {max_iter_cap}
     z0 : array or tensor or None, shape (batch, *code_dims)
-        Warm start.
+        Warm start (its negative entries set to zero with non-negative codes).
     nonneg : bool
         Constrain ``z ≥ 0`` (ignored when ``regularizer`` is given).
     regularizer : Regularizer or None
@@ -322,6 +322,8 @@ def _run(method: Method, problem: Problem, reg: Regularizer, z0: Any, tol: float
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     z_init = None if z0 is None else prepare_code(z0, "z0", problem)
+    if z_init is not None and reg.nonneg:  # a method may take a feasible start as its answer
+        z_init = z_init.clamp_min(0)
     with torch.no_grad():
         result = method.run(problem, reg, z_init, tol=tol, max_iter=max_iter,
                             callback=callback, **options)

@@ -156,7 +156,8 @@ def coordinate_descent(
     nonneg = reg.nonneg
     if nonneg:
         z.clamp_min_(0)
-    dual = DualExtrapolation(Y, lam, reg, Aty=b) if extrapolate else None
+    dual = (DualExtrapolation(Y, lam, reg, Aty=b, adjoint=op.adjoint, decode=op.decode)
+            if extrapolate else None)
     work = _Working(Y, b, z, G)
     out = BatchOutputs(z)
 

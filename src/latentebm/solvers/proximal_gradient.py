@@ -146,7 +146,8 @@ def proximal_gradient(
     out = BatchOutputs(z)
     state = _State(Y, b, z, op.gram(z), L)
     local = local_rescaling(op, lam, reg)
-    dual = DualExtrapolation(Y, lam, reg, Aty=b, local=local) if (
+    dual = DualExtrapolation(Y, lam, reg, Aty=b, local=local, adjoint=op.adjoint,
+                             decode=op.decode) if (
         extrapolate and lam > 0 and not reg.is_constraint) else None
     # without the extrapolation, the best dual value of the pixelwise-rescaled residuals
     local_best = (torch.full((batch,), -float("inf"), dtype=torch.float64, device=Y.device)

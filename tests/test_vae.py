@@ -114,6 +114,9 @@ def test_importance_sampled_likelihood_bounds_elbo_and_tightens_with_k(trained, 
     assert means[200] > means[10] > means[1]
     summary = lls[200].summary()
     assert summary["nll"] == pytest.approx(-means[200]) and summary["k"] == 200
+    # one draw per image tells nothing of the spread: its standard error is unknown, not 0
+    assert bool(lls[1].stderr.isnan().all()) and math.isnan(lls[1].summary()["se_mc"])
+    assert bool((lls[10].stderr > 0).all())
 
 
 def test_likelihood_standard_error_matches_the_spread_of_repeated_estimates(trained, digits):

@@ -414,7 +414,8 @@ class VAE(LatentModel):
         Returns
         -------
         LogLikelihood
-            ``log_px`` and ``stderr`` ``(n,)``, and ``k``.
+            ``log_px`` and ``stderr`` ``(n,)`` (NaN for ``k = 1``, where one draw tells
+            nothing of the spread), and ``k``.
         """
         x = self._check_x(x)
         k = check_int(k, "k", low=1)

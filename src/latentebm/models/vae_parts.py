@@ -327,7 +327,9 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
 class LogMeanExp:
     """Streaming ``log mean exp`` of log-weights ``(chunk, batch)`` with the delta-method
-    standard error of ``log(mean w)``: ``SE ≈ sqrt((mean w² / (mean w)² − 1) / k)``."""
+    standard error of ``log(mean w)`` from the unbiased variance of the ``k`` weights:
+    ``SE ≈ sqrt((mean w² / (mean w)² − 1) / (k − 1))``; NaN for one weight, whose spread is
+    unknown (it is not 0)."""
 
     def __init__(self) -> None:
         self.lse: torch.Tensor | None = None
@@ -354,8 +356,10 @@ class LogMeanExp:
             raise RuntimeError("no log-weights were added")
         log_k = math.log(self.count)
         log_mean = self.lse - log_k
+        if self.count == 1:
+            return log_mean, torch.full_like(log_mean, float("nan"))
         rel_var = torch.exp(self.lse2 - log_k - 2.0 * log_mean) - 1.0
-        return log_mean, torch.sqrt(rel_var.clamp_min(0.0) / self.count)
+        return log_mean, torch.sqrt(rel_var.clamp_min(0.0) / (self.count - 1))
 
 
 __all__ = [

@@ -266,6 +266,18 @@ def test_save_load_round_trip(tmp_path, trained):
     assert loaded.history_ == model.history_
 
 
+@pytest.mark.parametrize("variant,tied", VARIANT_CASES)
+@pytest.mark.parametrize("K", [1, 3])
+def test_every_variant_saves_and_loads(tmp_path, variant, tied, K):
+    """The step-only rule's one-step or tied parameters were expanded views (stride 0), which
+    the checkpoint's checksum could not read: save raised a RuntimeError."""
+    W, Y = sparse_problem(n=16, dtype=torch.float32)
+    model = LISTA(W, 0.2, K, variant=variant, tied=tied)
+    model.save(tmp_path / "m.safetensors")
+    loaded = LISTA.load(tmp_path / "m.safetensors")
+    assert torch.equal(model.encode(Y).z, loaded.encode(Y).z)
+
+
 @pytest.mark.parametrize("variant", ["lista", "cp"])
 def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, variant):
     W, Y = sparse_problem(n=100, dtype=torch.float32)

@@ -246,7 +246,7 @@ class _StepSizeRule(_StepRule):
 
     def init(self, net, W, inv_L):
         count = net.count
-        net.gamma = nn.Parameter(inv_L.expand(count(net.n_steps)).clone())
+        net.gamma = nn.Parameter(inv_L.repeat(count(net.n_steps)))
         net.theta = nn.Parameter((net.lam * inv_L).expand(count(net.n_steps), 1).clone())
         net.register_buffer("G", W.T @ W)
 
@@ -530,12 +530,14 @@ class LISTA(LatentModel):
         return min(int(round(frac * self.n_atoms)), self.n_atoms)
 
     def grow(self, n_steps: int) -> LISTA:
-        """A deeper copy that computes exactly what this network computes: its first K steps
-        carry this network's (trained) weights and every added step starts as the identity
-        (``α = 0, S = I`` for classic LISTA, ``V = 0`` for CP, ``γ = 0`` for step-only, and
-        ``θ = 0``; with ``per_step_input`` its input matrix starts as ``Wᵀ/L``, behind
-        ``α = 0``), so training the deeper network starts from the shallower one's error.
-        A tied network is copied with more steps.
+        """A deeper copy. Untied, it computes exactly what this network computes: its first K
+        steps carry this network's (trained) weights and every added step starts as the
+        identity (``α = 0, S = I`` for classic LISTA, ``V = 0`` for CP, ``γ = 0`` for
+        step-only, and ``θ = 0``; with ``per_step_input`` its input matrix starts as ``Wᵀ/L``,
+        behind ``α = 0``), so training the deeper network starts from the shallower one's
+        error. Tied, its one set of weights serves every step, so the copy runs the same step
+        more times: its codes differ from this network's (closer to the fixed point the shared
+        step converges to, not to this network's output).
 
         Parameters
         ----------

@@ -182,9 +182,12 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     """
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
+        t = tensors[name].detach().to("cpu")
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        flat = t.reshape(-1)
+        if flat.numel() and flat.stride(0) != 1:  # an expanded one-element tensor: stride 0
+            flat = flat.clone(memory_format=torch.contiguous_format)
+        h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -40,6 +40,15 @@ def test_shapes(nonlinearity):
     if nonlinearity == "shrink":
         model.threshold.data.fill_(10.0)
         assert torch.count_nonzero(model.encode(Y).z) == 0
+    # NumPy in, NumPy out, the same numbers
+    for method in ("encoder", "fista"):
+        out = model.encode(Y.numpy(), method=method)
+        assert isinstance(out.z, np.ndarray), method
+        assert method == "encoder" or isinstance(out.energy, np.ndarray)
+        np.testing.assert_array_equal(out.z, model.encode(Y, method=method).z.numpy())
+    energy = model.energy(Y.numpy())
+    assert isinstance(energy, np.ndarray)
+    np.testing.assert_array_equal(energy, model.energy(Y).numpy())
 
 
 def test_prediction_augmented_operator_is_the_psd_energy():

@@ -406,15 +406,15 @@ class ConvSparseAutoencoder(LatentModel):
         Returns
         -------
         SolverResult
-            ``z`` ``(batch, n_filters, H', W')`` (tensors, also for NumPy input).
+            ``z`` ``(batch, n_filters, H', W')`` (NumPy arrays for NumPy input).
         """
-        Y_t = self._images(Y)
+        if method not in ("encoder", "fista"):
+            raise ValueError(f"method must be 'encoder' or 'fista', got {method!r}")
+        Y_t, numpy_out = self._images(Y)
         if method == "encoder":
             with torch.no_grad():
-                return codes_only(self(Y_t))
-        if method == "fista":
-            return self.infer(Y_t, **_inference_limits(tol, max_iter), beta=0.0)
-        raise ValueError(f"method must be 'encoder' or 'fista', got {method!r}")
+                return codes_only(self(Y_t)).to_output(numpy_out)
+        return self.infer(Y_t, **_inference_limits(tol, max_iter), beta=0.0).to_output(numpy_out)
 
     def energy(self, Y: Any, *, tol: float = 1e-3, max_iter: int = 200) -> torch.Tensor:
         """Per-image training energy: in ``"psd"`` mode ``min_z E(y, z)`` (FISTA), in
@@ -429,15 +429,17 @@ class ConvSparseAutoencoder(LatentModel):
         max_iter : int, default=200
             Iteration cap (``"psd"``).
 
-        {returns_per_sample}
+        {returns_any_per_sample}
         """
-        Y_t = self._images(Y)
+        Y_t, numpy_out = self._images(Y)
         if self.mode == "psd":
-            return self.infer(Y_t, **_inference_limits(tol, max_iter)).energy
+            return to_output(self.infer(Y_t, **_inference_limits(tol, max_iter)).energy,
+                             numpy_out)
         with torch.no_grad():
             Z = self.predict(Y_t)
             r = Y_t - self.decode_maps(Z)
-            return 0.5 * batch_dot(r, r) + self.lam * Z.abs().flatten(1).sum(1)
+            return to_output(0.5 * batch_dot(r, r) + self.lam * Z.abs().flatten(1).sum(1),
+                             numpy_out)
 
     # ----------------------------------------------------------------- learning
     @with_fit_options(epochs=1, batch_size=16, n="n_images", checkpoint_every=100,
@@ -482,7 +484,7 @@ class ConvSparseAutoencoder(LatentModel):
         ``DistributedDataParallel``, so the weights and the history are those one process gets
         on the same batches. Rank 0 alone writes the checkpoint; every rank resumes from it.
         """
-        Y_t = self._images(Y)
+        Y_t, _ = self._images(Y)
         n = Y_t.shape[0]
         options = options.checked(n)
         epochs, batch_size = options.epochs, options.batch_size
@@ -607,10 +609,10 @@ class ConvSparseAutoencoder(LatentModel):
         return KernelAdam(params, lr=lr)
 
     # ----------------------------------------------------------------- helpers
-    def _images(self, Y: Any) -> torch.Tensor:
-        Y_t, _ = self.check_input(Y, "Y", ndim=4)
+    def _images(self, Y: Any) -> tuple[torch.Tensor, bool]:
+        Y_t, numpy_out = self.check_input(Y, "Y", ndim=4)
         self.decoder_operator().check_signal(Y_t, "Y")
-        return Y_t
+        return Y_t, numpy_out
 
 
 def _fit_shrink(pre: torch.Tensor, codes: torch.Tensor, lam: float

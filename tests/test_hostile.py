@@ -544,6 +544,8 @@ def test_small_conveniences_a_user_expects():
     Y = np.random.default_rng(1).integers(0, 5, (BATCH, N_FEATURES))
     out = le.solve(Y, GOOD_W, np.array(0.1))
     assert out.z.dtype == np.float64
+    # whatever holds the float64 atoms (a list fell back to float32)
+    assert le.solve(Y, GOOD_W.tolist(), 0.1).z.dtype == np.float64
     assert le.VAE(16, 2, hidden=8).hidden == (8,)
     with pytest.raises(TypeError, match="hidden"):
         le.VAE(16, 2, hidden="8")

@@ -78,6 +78,46 @@ def test_partial_fit_continues():
         est.partial_fit(X[:, :5])
 
 
+@pytest.mark.parametrize("change, name", [
+    ({"alpha": 50.0}, "alpha changed"),
+    ({"n_components": 8}, "n_components changed"),
+    ({"positive_code": True}, "positive_code changed"),
+    ({"alpha": -1.0}, "'alpha' parameter"),
+    ({"fit_algorithm": "bad"}, "'fit_algorithm' parameter"),
+    ({"batch_size": 0}, "'batch_size' parameter"),
+])
+def test_partial_fit_refuses_what_it_would_ignore(change, name):
+    """After the first call partial_fit continued its own model whatever set_params said (and
+    scikit-learn skips parameter validation on a fitted estimator's partial_fit)."""
+    X = np.random.default_rng(2).standard_normal((200, 10))
+    est = DictionaryLearning(n_components=6, alpha=0.2, random_state=0).partial_fit(X)
+    est.set_params(**change)
+    with pytest.raises(ValueError, match=name):
+        est.partial_fit(X)
+    est = DictionaryLearning(n_components=6, alpha=0.2, random_state=0).partial_fit(X)
+    est.components_ = est.components_[::-1].copy()
+    with pytest.raises(ValueError, match="components_ changed"):
+        est.partial_fit(X)
+
+
+def test_values_scikit_learn_accepts_are_accepted():
+    """NumPy booleans, alpha=True and transform_alpha=None pass scikit-learn's validation and
+    must work; a read-only dictionary is copied rather than handed to torch."""
+    import warnings
+
+    X = np.random.default_rng(2).standard_normal((50, 10))
+    DictionaryLearning(n_components=4, positive_code=np.bool_(True), max_iter=1).fit(X)
+    DictionaryLearning(n_components=4, alpha=True, max_iter=1).fit(X)
+    D = np.random.default_rng(3).standard_normal((5, 10))
+    np.testing.assert_array_equal(SparseCoder(D, transform_alpha=None).transform(X),
+                                  SparseCoder(D, transform_alpha=1.0).transform(X))
+    read_only = np.asfortranarray(D)
+    read_only.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SparseCoder(read_only, transform_alpha=0.1).transform(X)
+
+
 def test_in_a_pipeline():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((120, 10))

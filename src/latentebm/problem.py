@@ -83,7 +83,7 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
             as_tensor(W, "W", ndim=2)
     else:
         if numpy_out and np.asarray(Y).dtype.kind in "biu" and (
-                getattr(W, "dtype", None) == np.float64):
+                np.asarray(W).dtype == np.float64):
             Y_t = Y_t.double()  # integer signals take the float64 atoms' precision
         op = as_operator(W, like=Y_t)
     check_same_device_dtype(Y_t, "Y", W=_probe(op))

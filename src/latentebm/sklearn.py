@@ -56,7 +56,7 @@ def _encode(X: np.ndarray, components: np.ndarray, alpha: float, positive: bool,
     the codes that did not reach ``tol`` within ``max_iter``."""
     dev = resolve_device(device)
     Y = torch.from_numpy(np.array(X, copy=True)).to(dev)
-    W = torch.from_numpy(np.ascontiguousarray(components.T)).to(dev, Y.dtype)
+    W = torch.from_numpy(np.array(components.T, order="C", copy=True)).to(dev, Y.dtype)
     with torch.no_grad():
         result = solve(Y, W, float(alpha), tol=float(tol), max_iter=int(max_iter),
                        nonneg=bool(positive))
@@ -164,7 +164,7 @@ class _CertifiedCoder(
         """Atoms as rows ``(n_components, n_features)``, checked against ``n_features``."""
 
     def _transform_lambda(self) -> float:
-        return self.transform_alpha
+        return 1.0 if self.transform_alpha is None else self.transform_alpha
 
     def _check_signals(self, X) -> np.ndarray:
         return validate_data(self, X, dtype=_FLOATS, reset=False)
@@ -279,6 +279,9 @@ class DictionaryLearning(_CertifiedCoder):
         self
         """
         first = not hasattr(self, "_model")
+        if not first:  # scikit-learn validates a fitted estimator's partial_fit no more
+            self._validate_params()
+            self._refuse_changes_to_the_model()
         X = validate_data(self, X, dtype=_FLOATS, reset=first)
         if first:
             self._model = self._new_model(X)
@@ -286,6 +289,29 @@ class DictionaryLearning(_CertifiedCoder):
         self._train(X, epochs=1)
         self.n_iter_ += 1
         return self
+
+    def _refuse_changes_to_the_model(self) -> None:
+        """The model ``partial_fit`` continues holds ``alpha``, ``positive_code`` and
+        ``n_components`` and the atoms with their online statistics: a change to any of them
+        since the first call would be ignored, so it is an error."""
+        model = self._model
+        n_components = (model.n_features if self.n_components is None
+                        else self.n_components)
+        changed = [name for name, now, then in (
+            ("alpha", float(self.alpha), model.lam),
+            ("positive_code", bool(self.positive_code), model.nonneg),
+            ("n_components", n_components, model.n_atoms),
+        ) if now != then]
+        atoms = model.dictionary().T.cpu().numpy().astype(self.components_.dtype)
+        if self.components_.shape != atoms.shape or not np.array_equal(self.components_,
+                                                                        atoms):
+            changed.append("components_")
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} changed since the first partial_fit, whose model (atoms "
+                "and online statistics) partial_fit continues; set them before the first call, "
+                "or call fit to start again"
+            )
 
     def _atoms(self, n_features: int | None) -> np.ndarray:
         check_is_fitted(self, "components_")
@@ -300,8 +326,9 @@ class DictionaryLearning(_CertifiedCoder):
         if not isinstance(seed, (int, np.integer)):
             seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
         dtype = torch.float64 if X.dtype == np.float64 else torch.float32
-        return SparseCoding(X.shape[1], n_components, self.alpha, nonneg=self.positive_code,
-                            seed=int(seed), device=self.device, dtype=dtype)
+        return SparseCoding(X.shape[1], n_components, float(self.alpha),
+                            nonneg=bool(self.positive_code), seed=int(seed), device=self.device,
+                            dtype=dtype)
 
     def _train(self, X: np.ndarray, epochs: int) -> None:
         self._model.fit(np.array(X, copy=True), epochs=epochs, batch_size=self.batch_size,
@@ -326,8 +353,8 @@ class SparseCoder(_CertifiedCoder):
     ----------
     dictionary : array-like of shape (n_components, n_features)
         The atoms, one per row (used as given: not normalised).
-    transform_alpha : float
-        Sparsity λ >= 0.
+    transform_alpha : float or None
+        Sparsity λ >= 0 (``None``: 1.0, as in scikit-learn).
     positive_code : bool
         Constrain codes to be non-negative.
     transform_max_iter : int
@@ -345,7 +372,8 @@ class SparseCoder(_CertifiedCoder):
         Features seen in :meth:`fit`.
     """
 
-    _parameter_constraints: dict = {"dictionary": ["array-like"], **_TRANSFORM_CONSTRAINTS}
+    _parameter_constraints: dict = {"dictionary": ["array-like"], **_TRANSFORM_CONSTRAINTS,
+                                    "transform_alpha": [_NON_NEGATIVE, None]}
 
     def __init__(
         self,

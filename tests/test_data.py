@@ -584,3 +584,47 @@ def test_windows_are_crops_and_random_windows_draws_like_before():
                             for i, r, c in zip(which, rows, cols, strict=True)])
     got = random_windows(images, 6, 4, torch.Generator().manual_seed(5))
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_image_files_are_read_in_their_own_range_or_refused(tmp_path):
+    """A CMYK JPEG came back inverted (its C, M, Y read as R, G, B), a float TIFF of 0-255 was
+    clipped to 1 and a signed one lost its negative half; a grey + alpha PNG was refused."""
+    from PIL import Image
+
+    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))  # dark left, bright right
+    (tmp_path / "cmyk").mkdir()
+    Image.fromarray(np.stack([ramp] * 3, -1)).convert("CMYK").save(tmp_path / "cmyk" / "x.jpg",
+                                                                  quality=100)
+    img = load_images(tmp_path / "cmyk")[0]
+    assert img[:, :4].mean() < 0.05 and img[:, -4:].mean() > 0.95
+    (tmp_path / "la").mkdir()
+    Image.fromarray(np.stack([ramp, np.full_like(ramp, 255)], -1), "LA").save(
+        tmp_path / "la" / "x.png")
+    np.testing.assert_allclose(load_images(tmp_path / "la")[0], ramp / 255.0)
+    for name, pixels, match in (("float", ramp.astype(np.float32), "float image.*0, 255"),
+                                ("signed", ramp.astype(np.int16), "signed integer")):
+        (tmp_path / name).mkdir()
+        Image.fromarray(pixels).save(tmp_path / name / "x.tif")
+        with pytest.raises(ValueError, match=match):
+            load_images(tmp_path / name)
+
+
+def test_flat_and_tiny_images_are_judged_by_their_own_scale():
+    """A flat image's local contrast was -1 everywhere (the filter's rounding divided by a floor
+    just as small); whitening called an image of 1e-13 constant."""
+    for value in (0.9, 0.123456789):
+        np.testing.assert_array_equal(local_contrast_normalize(np.full((10, 10), value)), 0.0)
+        np.testing.assert_array_equal(local_contrast_normalize(np.full((9, 11, 3), value)), 0.0)
+    x = np.random.default_rng(0).random((32, 32))
+    np.testing.assert_allclose(whiten_1f(1e-13 * x), whiten_1f(x), atol=1e-9)
+    np.testing.assert_allclose(local_contrast_normalize(1e-13 * x), local_contrast_normalize(x),
+                               atol=1e-9)
+
+
+def test_a_stack_of_grey_images_is_not_read_as_one_image_of_many_channels():
+    stack = np.random.default_rng(0).random((10, 28, 28))
+    with pytest.raises(ValueError, match="28 channels.*stack of 10 grey images"):
+        extract_patches(stack, 5, 4, seed=0)
+    assert extract_patches(list(stack), 5, 4, seed=0).shape == (4, 25)
+    with pytest.raises(ValueError, match="size"):
+        random_windows(torch.zeros(3, 1, 8, 8), 2, 0, torch.Generator())

@@ -204,3 +204,38 @@ def test_models_that_do_not_stream_refuse_a_sharded_dataset_without_reading_it(
     model = make_model()
     with pytest.raises(TypeError, match=r"ShardedArray of shape \(103, 7\).*does not stream"):
         model.fit(data, epochs=1, progress=False)
+
+
+def test_an_index_with_a_bad_scale_is_damaged(shards: Path) -> None:
+    """The scale is outside the checksums: NaN, -3 or 0 gave NaN, negated or zero rows."""
+    index = json.loads((shards / "index.json").read_text())
+    for scale in (float("nan"), -3.0, 0.0):
+        (shards / "index.json").write_text(json.dumps({**index, "scale": scale}))
+        with pytest.raises(ShardError, match="scale"):
+            ShardedArray(shards)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"batch_size": -1}, ValueError, "batch_size"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"batch_size": True}, TypeError, "batch_size"),
+    ({"start": (-1, 0)}, ValueError, "start"),
+    ({"start": (0, 99)}, ValueError, "start"),
+    ({"start": (7, 0)}, ValueError, "start"),
+])
+def test_stream_batches_checks_its_arguments(shards: Path, kwargs, error, match) -> None:
+    """These gave no batches, an epoch -1, a skipped epoch or a bare ZeroDivisionError."""
+    args = {"batch_size": 10, "epochs": 2, "seed": 0, "rank": 0, "world": 1, **kwargs}
+    with pytest.raises(error, match=match):
+        list(stream_batches(ShardedArray(shards), **args))
+
+
+def test_shards_and_prepared_patches_refuse_what_they_would_misread(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="real numbers"):
+        write_shards(np.array([[1 + 5j, 2 - 7j]]), tmp_path / "complex")
+    with pytest.raises(TypeError, match="real numbers"):
+        write_shards(np.array([["1.5", "2"]]), tmp_path / "text")
+    with pytest.raises(ValueError, match="images is empty"):
+        prepare_patches(tmp_path / "p", 10, size=4, images=[])
+    with pytest.raises(TypeError, match="seed"):
+        prepare_patches(tmp_path / "q", 10, size=4, images=[np.ones((8, 8))], seed=True)

@@ -36,6 +36,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # --------------------------------------------------------------------------- validation
 
 
+FLAT = 1e-12
+"""An image whose filtered content is below this share of its largest magnitude is flat (what
+is left is the filters' rounding): ``whiten_1f`` refuses it and ``local_contrast_normalize``
+returns zeros, whatever the image's scale."""
+
+
 @fill_doc
 def check_image(image, name: str = "image") -> np.ndarray:
     """A finite real ``(H, W)`` or ``(H, W, C)`` array, returned as float64.
@@ -43,8 +49,8 @@ def check_image(image, name: str = "image") -> np.ndarray:
     Parameters
     ----------
     image : array_like of shape (H, W) or (H, W, C)
-        The image to check (numeric or bool, real, non-empty, finite; a 3-D array with at
-        most 4 rows and more than 4 channels is refused as channels-first).
+        The image to check (numeric or bool, real, non-empty, finite, at most 4 channels:
+        a 3-D array with more is refused, as channels-first or as a stack of images).
     {error_name}
 
     Returns
@@ -61,10 +67,15 @@ def check_image(image, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name} must have shape (H, W) or (H, W, C), got shape {arr.shape}")
     if min(arr.shape) == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if arr.ndim == 3 and arr.shape[0] <= 4 < arr.shape[2]:
+    if arr.ndim == 3 and arr.shape[2] > 4:
+        if arr.shape[0] <= 4:
+            raise ValueError(
+                f"{name} of shape {arr.shape} looks channels-first (C, H, W); images here are "
+                f"(H, W, C): pass np.moveaxis({name}, 0, -1)"
+            )
         raise ValueError(
-            f"{name} of shape {arr.shape} looks channels-first (C, H, W); images here are "
-            f"(H, W, C): pass np.moveaxis({name}, 0, -1)"
+            f"{name} of shape {arr.shape} has {arr.shape[2]} channels; images here have 1 to "
+            f"4 (H, W, C): a stack of {arr.shape[0]} grey images goes in as a list"
         )
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
@@ -79,18 +90,36 @@ def _to_float(img: np.ndarray, grey: bool, source: str) -> np.ndarray:
     from skimage.color import gray2rgb, rgb2gray
     from skimage.util import img_as_float64
 
-    if img.ndim == 3 and img.shape[2] == 4:  # drop alpha
-        img = img[..., :3]
+    if img.ndim == 3 and img.shape[2] in (2, 4):  # drop alpha (grey + alpha, RGBA)
+        img = img[..., :-1]
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
         raise ValueError(f"{source}: expected a grey, RGB or RGBA image, got shape {img.shape}")
+    if img.dtype.kind == "i":
+        raise ValueError(f"{source}: a signed integer image ({img.dtype}) has no fixed range "
+                         "to map to [0, 1]; save it unsigned, or as floats in [0, 1]")
+    if img.dtype.kind == "f" and not (img.min() >= 0.0 and img.max() <= 1.0):
+        raise ValueError(f"{source}: a float image must hold values in [0, 1], this one holds "
+                         f"[{float(img.min()):.4g}, {float(img.max()):.4g}]; rescale it")
     out = img_as_float64(img)
     if grey and out.ndim == 3:
         out = rgb2gray(out)
     elif not grey and out.ndim == 2:
         out = gray2rgb(out)
     return np.clip(out, 0.0, 1.0)
+
+
+def _read_image(file: Path) -> np.ndarray:
+    """The pixels of ``file``; a CMYK JPEG as RGB (read as it is stored, its C, M, Y channels
+    passed for R, G, B: an inverted image)."""
+    from PIL import Image
+    from skimage import io
+
+    with Image.open(file) as im:
+        if im.mode == "CMYK":
+            return np.asarray(im.convert("RGB"))
+    return np.asarray(io.imread(file))
 
 
 def load_images(
@@ -105,6 +134,8 @@ def load_images(
     of :data:`SKIMAGE_PHOTOS` converted to grey ``(H, W)``; with ``grey=False`` only the colour
     ones, ``(H, W, 3)``. Otherwise every PNG/JPEG/TIFF file in ``folder`` (sorted by name) is
     read; with ``grey=False`` grey files are repeated over three channels and alpha dropped.
+    A CMYK file is converted to RGB; a signed-integer file, or a float one with values outside
+    [0, 1], is refused (its range is unknown).
 
     Parameters
     ----------
@@ -146,12 +177,10 @@ def load_images(
         raise FileNotFoundError(
             f"folder {str(path)!r} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})"
         )
-    from skimage import io
-
     images = []
     for file in files[:max_images]:
         try:
-            img = io.imread(file)
+            img = _read_image(file)
         except Exception as exc:  # noqa: BLE001 - every reader failure means the same thing
             raise ValueError(
                 f"folder {str(path)!r}: cannot read image {file.name!r}: {exc}"
@@ -209,7 +238,7 @@ def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> 
 
     out = out - out.mean(axis=(0, 1))
     std = out.std()
-    if std <= 1e-12 * max(1.0, np.abs(img).max()):
+    if std <= FLAT * np.abs(img).max():
         raise ValueError("image is constant (or has no content below the cut-off); cannot whiten")
     out /= std
     return out[..., 0] if img.ndim == 2 else out
@@ -286,5 +315,6 @@ def local_contrast_normalize(image: np.ndarray, sigma: float = 2.0) -> np.ndarra
     if img.ndim == 3:
         local_var = local_var.mean(axis=2, keepdims=True)
     s = np.sqrt(np.clip(local_var, 0.0, None))
-    floor = max(float(s.mean()), np.finfo(np.float64).tiny)
-    return v / np.maximum(s, floor)
+    if float(s.mean()) <= FLAT * np.abs(img).max():  # the filter's rounding, not content
+        return np.zeros_like(img)
+    return v / np.maximum(s, float(s.mean()))

@@ -366,7 +366,7 @@ def load_mnist(
     download : bool
         Download into the cache when the files are not there.
     sample : bool
-        Load the bundled sample instead (2000 / 500 digits, the first of each split); needs
+        Load the bundled sample instead (20 000 / 500 digits, the first of each split); needs
         no files or network and cannot be combined with ``data_dir``.
 
     Returns

@@ -67,6 +67,8 @@ def random_windows(
     torch.Tensor, shape (n, C, size, size)
     """
     N, _, H, W = images.shape
+    if not 1 <= size <= min(H, W):
+        raise ValueError(f"size must be in [1, {min(H, W)}] for images of {H}x{W}, got {size}")
     which = torch.randint(N, (n,), generator=generator)
     rows = torch.randint(H - size + 1, (n,), generator=generator)
     cols = torch.randint(W - size + 1, (n,), generator=generator)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .._io import write_json
-from .._validation import check_bool
+from .._validation import check_bool, check_int, check_seed
 from ..training import distributed as dist
 from ..training.loop import epoch_order
 from .images import load_images, whiten_1f
@@ -146,7 +146,10 @@ class ShardWriter:
         chunk : array_like of shape (k, n_features)
             The next ``k`` rows; the total written may not exceed ``n_rows``.
         """
-        rows = np.ascontiguousarray(chunk, dtype=DTYPE)
+        given = np.asarray(chunk)
+        if given.dtype.kind not in "biuf":  # complex would lose its imaginary part, text be read
+            raise TypeError(f"chunk must hold real numbers, got dtype {given.dtype}")
+        rows = np.ascontiguousarray(given, dtype=DTYPE)
         if rows.ndim != 2 or rows.shape[1] != self.n_features:
             raise ValueError(f"chunk must have shape (k, {self.n_features}), got {rows.shape}")
         if not np.isfinite(rows).all():
@@ -286,10 +289,14 @@ def prepare_patches(
     for name, v in (("n_patches", n_patches), ("chunk", chunk), ("size", size)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    seed = check_seed(seed)
     if images is None or isinstance(images, str | os.PathLike):
         imgs = load_images(images, grey=True)
     else:
         imgs = list(images)
+        if not imgs:
+            raise ValueError("images is empty: give a folder, None (scikit-image's photographs) "
+                             "or at least one array")
     if whiten == "1f":
         imgs = [whiten_1f(im) for im in imgs]
     rng = np.random.default_rng(seed)
@@ -382,6 +389,9 @@ class ShardedArray:
                                  f"{FORMAT!r}")
             self.n_rows, self.n_features = int(index["n_rows"]), int(index["n_features"])
             self.scale = float(index["scale"])
+            if not (math.isfinite(self.scale) and self.scale > 0):
+                raise ShardError(f"{index_path} is damaged (scale {self.scale!r}: not a finite "
+                                 "positive number)")
             entries = [(e["file"], int(e["rows"]), int(e["bytes"]), e["sha256"])
                        for e in index["shards"]]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -530,8 +540,17 @@ def stream_batches(
     rows : torch.Tensor of shape (k, n_features)
         float32 rows (scaled by the index's ``scale``).
     """
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    epochs = check_int(epochs, "epochs", low=0)
+    seed = check_seed(seed)
     n = data.n_rows
     steps = math.ceil(n / batch_size)
+    if (not isinstance(start, tuple | list) or len(start) != 2
+            or not 0 <= check_int(start[0], "start epoch", low=0) <= epochs
+            or not 0 <= check_int(start[1], "start batch", low=0) < steps):
+        raise ValueError(f"start must be (epoch, batch) with epoch in [0, {epochs}] and batch "
+                         f"in [0, {steps}) ({steps} batches of {batch_size} per epoch), got "
+                         f"{start!r}")
     for epoch in range(start[0], epochs):
         order = epoch_order(seed, n, epoch, "cpu")
         for b in range(start[1] if epoch == start[0] else 0, steps):

@@ -61,8 +61,13 @@ DOCS: dict[str, str] = {
                   "    The dictionary.\n"
                   "Z : array-like or torch.Tensor of shape (batch, *code_dims)\n"
                   "    Codes, ``(batch, n_atoms)`` for a dense dictionary."),
-    "returns_solver_result": _returns("SolverResult",
-                                      "NumPy arrays when ``Y`` was NumPy, tensors otherwise."),
+    "returns_solver_result": _returns(
+        "SolverResult",
+        "NumPy arrays when ``Y`` was NumPy, tensors otherwise. The solve runs without\n"
+        "    autograd: the tensors carry no gradient even when an input requires one\n"
+        "    (differentiate the energy at the returned codes, e.g.\n"
+        "    :func:`~latentebm.lasso_energy`, or unroll the iterations as\n"
+        "    :class:`~latentebm.LISTA` does)."),
     "reg_penalty": "reg : Regularizer\n    The penalty ``R``.",
     "op_decoder": "op : LinearOperator\n    The decoder ``A``.",
     "error_name": "name : str\n    Name used in error messages.",

@@ -546,6 +546,8 @@ def test_small_conveniences_a_user_expects():
     assert out.z.dtype == np.float64
     # whatever holds the float64 atoms (a list fell back to float32)
     assert le.solve(Y, GOOD_W.tolist(), 0.1).z.dtype == np.float64
+    with pytest.raises(ValueError, match=r"got shape \(\)"):  # a scalar signal said (1,)
+        le.solve(np.float64(1.0), GOOD_W, 0.1)
     assert le.VAE(16, 2, hidden=8).hidden == (8,)
     with pytest.raises(TypeError, match="hidden"):
         le.VAE(16, 2, hidden="8")

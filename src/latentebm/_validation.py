@@ -101,7 +101,7 @@ def _from_array(x: Any, name: str) -> torch.Tensor:
         wide = np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 8
         with np.errstate(over="ignore"):  # an overflow becomes inf, reported as such below
             arr = arr.astype(np.float64 if wide else np.float32)
-    arr = np.ascontiguousarray(arr)
+    arr = np.ascontiguousarray(arr).reshape(arr.shape)  # ascontiguousarray makes 0-d 1-d
     if not arr.flags.writeable:
         arr = arr.copy()  # torch cannot wrap read-only memory (e.g. a memmap)
     return torch.from_numpy(arr)

@@ -103,7 +103,9 @@ class DualExtrapolation:
     :meth:`update` at a constant spacing with the rows ``idx`` of the samples still being
     solved (or :meth:`record` them all and :meth:`evaluate` only those being checked); the
     working rows may only shrink. :meth:`restart` forgets the history of rows whose iterate
-    jumped. No host synchronisation.
+    jumped. :meth:`record` never synchronises with the device; :meth:`evaluate` does once
+    when it extrapolates, to pick the rows whose extrapolated point is valued again (solvers
+    evaluate at their convergence checks, which synchronise anyway).
     """
 
     def __init__(self, Y: torch.Tensor, lam: float, reg: Regularizer,
@@ -187,7 +189,7 @@ class DualExtrapolation:
             c_slots = [self._rows(self._c[o], idx, every_row) for o in order]
             extra, X_extra, C_extra = self._extrapolated(hist_x, c_slots, ctx)
             extra = extra.masked_fill(count <= self.K, -float("inf"))
-            extra, X_extra, C_extra = self._revalued(extra > value, idx, X_extra, C_extra, ctx)
+            extra, X_extra, C_extra = self._revalued(extra > value, idx, X_extra, C_extra)
             if self.local is not None:
                 better = (extra > value)[:, None]
                 X = torch.where(better, X_extra, X)
@@ -250,7 +252,7 @@ class DualExtrapolation:
         return X, C, idx, count
 
     def _revalued(self, better: torch.Tensor, idx: torch.Tensor, X: torch.Tensor,
-                  C: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The extrapolated points of the rows ``better`` (bool ``(n,)``) valued from their
         own residual and its correlations (``-inf`` elsewhere): returns the values and the
         points ``X`` ``(n, d)`` and ``C`` ``(n, n_code)`` with those rows replaced."""

@@ -548,6 +548,13 @@ def test_small_conveniences_a_user_expects():
     assert le.solve(Y, GOOD_W.tolist(), 0.1).z.dtype == np.float64
     with pytest.raises(ValueError, match=r"got shape \(\)"):  # a scalar signal said (1,)
         le.solve(np.float64(1.0), GOOD_W, 0.1)
+    # λ is one number in every container (a one-element tensor passed, an array did not)
+    import torch
+
+    for lam in (torch.tensor([0.1]), np.array([0.1]), [0.1]):
+        with pytest.raises(TypeError, match="lam must be a real number"):
+            le.solve(Y, GOOD_W, lam)
+    assert le.solve(Y, GOOD_W, torch.tensor(0.1)).z.shape == out.z.shape
     assert le.VAE(16, 2, hidden=8).hidden == (8,)
     with pytest.raises(TypeError, match="hidden"):
         le.VAE(16, 2, hidden="8")

@@ -174,12 +174,14 @@ def check_scalar(
     """A finite real number within the given bounds, returned as float."""
     if isinstance(value, np.ndarray) and value.ndim == 0:  # np.array(0.3), as a 0-d tensor is
         value = value[()]
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    if isinstance(value, torch.Tensor) and value.dim() == 0:  # as NumPy: one number, no axes
         if value.device.type == "meta":
             raise ValueError(f"{name} is on the meta device and holds no value")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        shape = getattr(value, "shape", None)
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}"
+                        + (f" of shape {tuple(shape)}" if shape is not None else ""))
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")

@@ -105,6 +105,14 @@ def test_resume_skips_finished_runs(small_run, monkeypatch):
     assert after["settings"] == before["settings"]
 
 
+def test_resume_with_other_epochs_is_refused(small_run, capsys):
+    """The finished auto-encoder was reused and the new --epochs written beside its results."""
+    epochs = json.loads((small_run / "config.json").read_text())["epochs"]
+    argv = [*SMALL, "--out", str(small_run), "--resume", "--epochs", str(epochs + 1)]
+    assert main(argv) == 2
+    assert "--resume: autoencoder.safetensors finished" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("flags", "named"), [
     (["--classes", "1"], "--classes"),
     (["--classes", "11"], "--classes"),

@@ -9,6 +9,7 @@ into a shared folder can be read by the people it is shared with.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -106,9 +107,24 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Pretty JSON (sorted keys, arrays as lists), written atomically; returns ``path``."""
-    text = json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n"
+    """Pretty JSON (sorted keys, arrays as lists, NaN and infinities as ``null``: JSON has no
+    such numbers), written atomically; returns ``path``."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False,
+                      default=_jsonable) + "\n"
     return write_atomic(path, lambda p: p.write_text(text))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (in dicts, lists, tuples and arrays) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        return _finite(value.tolist())
+    return value
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,6 +14,7 @@ tests (:mod:`latentebm.experiments.pretrain_study`) go to ``metrics.json`` and `
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,8 @@ HELP = ("MNIST with few labels or few classes: a convnet whose first layer start
 DEFAULT_CLASSES = [10]
 DEFAULT_FIRST_LAYER = "both"
 DEFAULT_LABELS = [1, 100]
+AUTOENCODER_BATCH = 32
+"""Mini-batch of the first layer's auto-encoder (its steps per epoch follow from it)."""
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
@@ -398,11 +401,19 @@ def _autoencoder(args: argparse.Namespace, run_dir: Run, unlabelled: torch.Tenso
     """The trained auto-encoder: loaded from a finished run when resuming, else trained."""
     final = run_dir.out / "autoencoder.safetensors"
     if args.resume and final.exists():
-        return ConvSparseAutoencoder.load(final, device=device)
+        ae = ConvSparseAutoencoder.load(final, device=device)
+        steps = args.epochs * math.ceil(unlabelled.shape[0] / AUTOENCODER_BATCH)
+        if ae.n_steps_ != steps:  # it would stand for a run of the new --epochs
+            raise ValueError(
+                f"--resume: {final.name} finished {ae.n_steps_} steps, but --epochs "
+                f"{args.epochs} asks for {steps}; train again in another --out (or without "
+                "--resume)")
+        return ae
     ae = ConvSparseAutoencoder(args.filters, args.kernel, 1, lam=args.lam, seed=args.seed,
                                device=device)
-    ae.fit(unlabelled, epochs=args.epochs, batch_size=32, lr=0.01, max_iter=args.fista_iter,
-           checkpoint=run_dir.checkpoint, resume=args.resume, progress=not args.quiet)
+    ae.fit(unlabelled, epochs=args.epochs, batch_size=AUTOENCODER_BATCH, lr=0.01,
+           max_iter=args.fista_iter, checkpoint=run_dir.checkpoint, resume=args.resume,
+           progress=not args.quiet)
     distributed.on_main(ae.save)(run_dir.path("autoencoder.safetensors"))
     return ae
 

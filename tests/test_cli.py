@@ -183,3 +183,34 @@ def test_python_dash_m_and_version():
                           text=True, check=True, timeout=120)
     assert done.stdout.strip() == f"latentebm {metadata.version('latentebm')}"
     assert latentebm.__version__ == metadata.version("latentebm")
+
+
+def test_a_folder_holding_a_run_of_other_settings_is_refused_without_resume(tmp_path):
+    """Its files stayed beside the new run's (another command's figures, a model of an earlier
+    --counts, shards of a larger dataset); the same settings simply run again."""
+    Run(tmp_path / "out", {"command": "x", "lam": 0.1}).close()
+    Run(tmp_path / "out", {"command": "x", "lam": 0.1, "epochs": 3}).close()  # may change
+    with pytest.raises(ValueError, match=r"another configuration \(lam: saved 0.1, now 0.2\)"):
+        Run(tmp_path / "out", {"command": "x", "lam": 0.2})
+    with pytest.raises(ValueError, match="--resume: .*another configuration"):
+        Run(tmp_path / "out", {"command": "x", "lam": 0.2}, resume=True)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """`latentebm ... | head -1` ended in a BrokenPipeError traceback."""
+    args = [sys.executable, "-m", "latentebm", "prepare-patches", "--n-patches", "50",
+            "--patch", "4", "--images", str(tmp_path / "photos"), "--quiet", "--out",
+            str(tmp_path / "pp")]
+    (tmp_path / "photos").mkdir()
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)).save(
+        tmp_path / "photos" / "a.png")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is printed
+    err = proc.stderr.read().decode()
+    # the command prints its result last, after writing it: it says it stopped, exit status 1
+    assert proc.wait() == 1, err
+    assert "Traceback" not in err and "its output was closed" in err, err
+    assert (tmp_path / "pp" / "patches" / "index.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         0 done (or ``--help``/``--version`` printed), 1 another process of a ``torchrun`` job
-        failed, 2 bad input or files (a flag the parser refuses included) or a run that
-        diverged, 130 Ctrl-C.
+        failed or the output was closed before the command ended, 2 bad input or files (a
+        flag the parser refuses included) or a run that diverged, 130 Ctrl-C.
     """
     try:
         args = build_parser().parse_args(argv)
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint in --out is usable with --resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `latentebm ... | head`: the reader left before the command ended
+        _silence_stdout()
+        print(f"latentebm {args.command}: stopped: its output was closed (what it wrote to "
+              "--out so far stays; --resume continues)", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, OSError, FloatingPointError) as exc:
         print(f"latentebm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -73,8 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         release_all()
     if report:
-        print(run.summary())
+        try:
+            print(run.summary())
+        except BrokenPipeError:  # `latentebm ... | head`: the reader has gone, the run is saved
+            _silence_stdout()
     return 0
+
+
+def _silence_stdout() -> None:
+    """Send what is left in stdout's buffer nowhere, not into a traceback at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _one_line(exc: BaseException) -> str:

@@ -44,8 +44,9 @@ class Run:
     config : dict
         The command's settings, written to ``config.json``.
     resume : bool
-        Require the saved configuration to match ``config``, apart from
-        :data:`RESUMABLE_CHANGES`.
+        Continue the run in ``out``. With or without it, a folder holding a run of another
+        configuration (apart from :data:`RESUMABLE_CHANGES`) is refused: its files would
+        mix with this run's.
     """
 
     def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False) -> None:
@@ -82,22 +83,30 @@ class Run:
 
     def _check_and_write_config(self, resume: bool) -> None:
         saved_path = self.out / "config.json"
-        if resume and saved_path.exists():
+        if saved_path.exists():
             try:
                 saved = json.loads(saved_path.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"--resume: {saved_path} is damaged ({exc})") from None
-            if not isinstance(saved, dict):
+                if resume:
+                    raise ValueError(f"--resume: {saved_path} is damaged ({exc})") from None
+                saved = None  # a fresh run replaces it
+            if resume and not isinstance(saved, dict):
                 raise ValueError(f"--resume: {saved_path} is damaged (not a JSON object)")
             diffs = [
                 f"{k}: saved {saved.get(k)!r}, now {self.config.get(k)!r}"
                 for k in sorted(set(saved) | set(self.config))
                 if k not in RESUMABLE_CHANGES and saved.get(k) != self.config.get(k)
-            ]
-            if diffs:
+            ] if isinstance(saved, dict) else []
+            if diffs and resume:
                 raise ValueError(
                     f"--resume: {self.out} holds a run with another configuration ("
                     + "; ".join(diffs) + ")"
+                )
+            if diffs:  # its files would stay beside this run's (other models, figures, shards)
+                raise ValueError(
+                    f"{self.out} holds a run with another configuration ("
+                    + "; ".join(diffs) + "); choose another --out, or delete that folder to "
+                    "start again there"
                 )
         write_json(saved_path, self.config)
         self.written.append(saved_path)

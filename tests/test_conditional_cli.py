@@ -38,3 +38,14 @@ def test_conditional_mnist_completion_sample(tmp_path, capsys):
     assert "lam" in capsys.readouterr().err
     assert main(args[:-3] + ["--out", str(tmp_path / "bad"), "--lam", "0"]) == 2
     assert "--lam must be > 0" in capsys.readouterr().err
+
+
+def test_one_test_digit_is_refused_before_training(tmp_path, capsys):
+    """The ranking needs two test digits; with one the command trained both models first and
+    then blamed --candidates."""
+    out = tmp_path / "one"
+    args = ["conditional", "--sample", "--n-train", "50", "--n-test", "1", "--atoms", "8",
+            "--hidden", "8", "--epochs", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 2
+    assert "--n-test must give at least 2 test digits" in capsys.readouterr().err
+    assert not (out / "checkpoint.safetensors").exists()

@@ -178,6 +178,9 @@ def run(args: argparse.Namespace) -> Run:
                 for a in halves(load_mnist("test", **kw)[0]))
     if args.best_of > Xtr.shape[0]:
         raise ValueError(f"--best-of {args.best_of} exceeds the {Xtr.shape[0]} training digits")
+    if Xte.shape[0] < 2:  # checked before training: the ranking needs another candidate
+        raise ValueError(f"--n-test must give at least 2 test digits (each is ranked against "
+                         f"the others' bottom halves), got {Xte.shape[0]}")
 
     runs = {f"λ = {args.lam:g}": (args.lam, out.checkpoint),
             "λ = 0": (0.0, out.path("checkpoint_lam0.safetensors"))}

@@ -196,6 +196,11 @@ def test_conv_filters_command(tmp_path, capsys, photo_folder):
                  str(tmp_path / "bad")]) == 2
     assert main(["conv-filters", "--taper", "9", "--tile", "16", "--kernel", "5", "--out",
                  str(tmp_path / "bad")]) == 2
+    capsys.readouterr()
+    small = [a if a != "5" else "1" for a in args[:-3]] + ["--out", str(tmp_path / "small")]
+    assert main(small) == 2
+    assert "--kernel must be at least 3" in capsys.readouterr().err  # it named patch_shape
+    assert not (tmp_path / "small" / "model_01.safetensors").exists()
 
 
 def test_tiles_are_tapered_at_their_borders():

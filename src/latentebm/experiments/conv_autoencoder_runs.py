@@ -225,6 +225,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     """
     if args.kernel > args.tile:
         raise ValueError(f"--kernel {args.kernel} is larger than --tile {args.tile}")
+    if args.kernel < 3:  # checked before training, not by the measures after it
+        raise ValueError(f"--kernel must be at least 3: the filters are measured by Gabor and "
+                         f"centre-surround fits, which need 3x3, got {args.kernel}")
     if args.taper is None:
         args.taper = min(args.kernel - 1, args.tile // 2)
     if not 0 <= args.taper <= args.tile // 2:

@@ -132,3 +132,13 @@ def test_unknown_first_layer_mode(tmp_path, capsys):
     assert main(["pretrain", "--sample", "--out", str(tmp_path / "bad"),
                  "--first-layer", "half"]) == 2
     assert "--first-layer" in capsys.readouterr().err
+
+
+def test_one_seed_says_no_test_is_run(tmp_path):
+    """With one seed the table said the paired t-test decides, but no test runs."""
+    argv = [a if a != "3" or i == 0 or SMALL[i - 1] != "--seeds" else "1"
+            for i, a in enumerate(SMALL)]
+    assert main([*argv, "--labels-per-class", "1", "--classes", "3", "--first-layer",
+                 "finetune", "--out", str(tmp_path / "one")]) == 0
+    table = (tmp_path / "one" / "table.md").read_text()
+    assert "no test is run" in table and "t-test decides" not in table

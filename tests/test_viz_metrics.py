@@ -106,6 +106,12 @@ def test_gabor_fit_recovers_parameters(params):
     assert 0 <= fit.theta < np.pi and -np.pi < fit.phase <= np.pi and fit.amplitude > 0
 
 
+def test_vertical_stripes_have_theta_zero_not_just_under_pi():
+    """A fit landing a rounding below 0 was reported as θ = π − 1e-13, splitting histograms."""
+    xx = np.mgrid[0:16, 0:16][1]
+    assert fit_gabor(np.cos(2 * math.pi * 0.125 * xx)).theta == 0.0
+
+
 def test_gabor_fit_on_noise_is_poor():
     rng = np.random.default_rng(2)
     r2 = [fit_gabor(rng.normal(size=(12, 12))).r2 for _ in range(5)]

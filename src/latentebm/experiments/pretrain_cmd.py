@@ -461,7 +461,8 @@ def run(args: argparse.Namespace) -> Run:
     header = (f"Test accuracy (%) on the MNIST test digits of the chosen classes, mean ± sample "
               f"std (ddof = 1) over {args.seeds} paired seeds; difference = pretrained − random "
               f"(percentage points) with its 95 % t interval.\n\n")
-    notes = [f"Wilcoxon: {n}; the paired t-test decides." for n in wilcoxon_notes(summaries)]
+    decides = "the paired t-test decides" if args.seeds > 1 else "no test is run"
+    notes = [f"Wilcoxon: {n}; {decides}." for n in wilcoxon_notes(summaries)]
     text = (header + table + "".join(f"\n{n}\n" for n in notes) + "\n"
             + "\n".join(f"- {v}" for v in verdicts) + "\n\n" + LECTURE_CLAIM)
     write_atomic(run_dir.path("table.md"), lambda p: p.write_text(text + "\n", encoding="utf-8"))

@@ -459,6 +459,8 @@ def _canonical_gabor(p: np.ndarray, scale: float, r2: float) -> GaborFit:
     th = th % (2 * math.pi)
     if th >= math.pi:  # θ + π flips u, which is the same Gabor with the phase negated
         th, ph = th - math.pi, -ph
+    if math.pi - th < 1e-9:  # a fit a rounding below 0 is θ = 0, not just under π
+        th, ph = 0.0, -ph
     ph = math.pi - (math.pi - ph) % (2 * math.pi)  # wrap to (−π, π]
     return GaborFit(x0, y0, th, f, ph, sx, sy, a * scale, c * scale, r2)
 

@@ -179,6 +179,8 @@ def test_prepare_patches_command_then_sparse_coding_streams_the_shards(tmp_path:
     result = json.loads((out / "metrics.json").read_text())
     assert result["n_train"] == 2500 and result["n_test"] == 100
     assert 0 < result["test_relative_reconstruction_error"] < 1
+    # the shards' patch side is recorded, not --patch's default of 12
+    assert json.loads((out / "config.json").read_text())["patch"] == 8
     # --shards needs natural patches, all of them
     assert main(["sparse-coding", "--dataset", "mnist", "--shards", str(shards), "--out",
                  str(tmp_path / "bad"), "--quiet"]) == 2

@@ -149,7 +149,10 @@ def run(args: argparse.Namespace) -> Run:
     codes = DEFAULT_CODES[args.dataset] if args.codes is None else args.codes
     atoms_sign = (DEFAULT_ATOMS_SIGN[args.dataset] if args.atoms_sign is None
                   else args.atoms_sign)
-    run_dir = Run.from_args(args, lam=lam, codes=codes, atoms_sign=atoms_sign)
+    # a prepared dataset fixes the patch side (its index says which), whatever --patch says
+    patch = (int(ShardedArray(args.shards, verify=False).meta.get("size", args.patch))
+             if args.shards is not None else args.patch)
+    run_dir = Run.from_args(args, lam=lam, codes=codes, atoms_sign=atoms_sign, patch=patch)
     train, test, image_shape = load_data(args)
 
     model = SparseCoding(train.shape[1], args.atoms, lam, nonneg=codes == "nonneg",

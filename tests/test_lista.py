@@ -425,6 +425,9 @@ def test_lista_command_runs_on_the_bundled_sample(tmp_path):
     # the hybrid's head (one layer here) has per-layer input matrices, classic LISTA one shared
     assert LISTA.load(out / "lista_hybrid_K2.safetensors").W_e.shape == (1, 16, 784)
     assert LISTA.load(out / "lista_lista_K2.safetensors").W_e.shape == (16, 784)
+    # the learning rates used, not the flag's None
+    assert json.loads((out / "config.json").read_text())["lr"] == {"lista": 3e-3,
+                                                                   "hybrid": 3e-3}
     assert main(argv + ["--resume"]) == 0
 
 

@@ -119,6 +119,24 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
 add_arguments = command_arguments(NAME, _add_flags)
 
 
+def learning_rate(args: argparse.Namespace, variant: str) -> float:
+    """The Adam step of ``variant``: ``--lr``, else the variant's default (:data:`DEFAULT_LR`,
+    3e-3 for the others).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's arguments; reads ``lr``.
+    variant : str
+        A name from :data:`VARIANTS`.
+
+    Returns
+    -------
+    float
+    """
+    return args.lr if args.lr is not None else DEFAULT_LR.get(variant, 3e-3)
+
+
 def dictionary_for(args: argparse.Namespace, run: Run, Y: torch.Tensor) -> SparseCoding:
     """The ``--dictionary`` checkpoint, or a dictionary learned on (at most 20000 of) ``Y``.
 
@@ -355,7 +373,7 @@ def train_networks(args, run: Run, W, data: dict[str, Any]) -> dict[tuple[str, i
                               per_step_input=variant == "hybrid" and not args.shared_input)
             else:
                 model = previous.grow(K)
-            lr = args.lr if args.lr is not None else DEFAULT_LR.get(name, 3e-3)
+            lr = learning_rate(args, name)
             # the hybrid grows layer-wise: a trained head stays as it is
             head_done = (variant == "hybrid" and previous is not None and not args.no_grow
                          and previous.n_steps >= args.head)
@@ -597,7 +615,8 @@ def run(args: argparse.Namespace) -> Run:
     if args.validation is not None and args.validation >= args.n_train:
         raise ValueError(f"--validation must be below --n-train ({args.n_train}), got "
                          f"{args.validation}")
-    out, Y, Yt, image_shape = open_run(args)
+    out, Y, Yt, image_shape = open_run(
+        args, lr={name: learning_rate(args, name) for name in args.variants})
     sc = dictionary_for(args, out, Y)
     W = sc.dictionary()
     Z, Zt, gap_max = optimal_codes(args, out, Y, Yt, W)

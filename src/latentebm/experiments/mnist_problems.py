@@ -72,7 +72,8 @@ def load_dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tupl
     return X[: args.n_train], X[args.n_train :], (size, size)
 
 
-def open_run(args: argparse.Namespace) -> tuple[Run, torch.Tensor, torch.Tensor, tuple[int, int]]:
+def open_run(args: argparse.Namespace, **settings: Any
+             ) -> tuple[Run, torch.Tensor, torch.Tensor, tuple[int, int]]:
     """The run folder (its configuration: every flag), the training and held-out rows
     ``(n, n_features)`` on ``--device``, and the image shape of one row.
 
@@ -81,6 +82,9 @@ def open_run(args: argparse.Namespace) -> tuple[Run, torch.Tensor, torch.Tensor,
     args : argparse.Namespace
         The command's arguments: every flag goes into ``config.json``; reads ``out``,
         ``device``, ``resume`` and those of :func:`load_dataset`.
+    **settings
+        Values the command resolved from its flags, recorded over them (e.g. a default that
+        depends on another flag).
 
     Returns
     -------
@@ -94,7 +98,7 @@ def open_run(args: argparse.Namespace) -> tuple[Run, torch.Tensor, torch.Tensor,
         Shape of one row as an image.
     """
     device = resolve_device(args.device)
-    out = Run.from_args(args)
+    out = Run.from_args(args, **settings)
     Y_np, Yt_np, image_shape = load_dataset(args)
     return out, torch.from_numpy(Y_np).to(device), torch.from_numpy(Yt_np).to(device), image_shape
 

@@ -497,7 +497,10 @@ def test_fuzzy_balls_command_on_the_bundled_sample(tmp_path):
         "--threads",
         "1",
     ]
-    _command(fuzzy_balls_cmd, argv)
+    run = _command(fuzzy_balls_cmd, argv)
+    # the summary's "wrote:" lists every model's checkpoint
+    assert {tmp_path / tag / "checkpoint.safetensors"
+            for tag in ("beta_0", "beta_1", "fixed_sigma_beta_1")} <= set(run.written)
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert set(summary) == {"beta_0", "beta_1", "fixed_sigma_beta_1"}
     assert summary["fixed_sigma_beta_1"]["mean_sigma_per_dim"] == pytest.approx([1.0, 1.0])

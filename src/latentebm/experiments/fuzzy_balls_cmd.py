@@ -75,8 +75,9 @@ def _train(run: Run, name: str, model: VAE, data: dict[str, Any], plot_x: torch.
         entry["plot_e_mu_sq"] = float(mu.square().sum(1).mean())
         entry["plot_mean_sigma"] = float(torch.exp(0.5 * logvar).mean())
 
-    return runs.train(
-        model, data["train"], args, run.out / name / "checkpoint.safetensors", on_epoch_end=record
+    return runs.train(  # run.path: the summary's "wrote:" lists each model's checkpoint
+        model, data["train"], args, run.path(f"{name}/checkpoint.safetensors"),
+        on_epoch_end=record
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -212,6 +213,35 @@ def image_tiles(images: Sequence[np.ndarray], size: int, n_train: int, n_test: i
     return stack[:n_train], stack[n_train:]
 
 
+def load_finished(path: Path, steps: int, epochs: int,
+                  device: torch.device) -> ConvSparseAutoencoder:
+    """The finished auto-encoder a resumed run saved at ``path``, if it ran the ``steps`` that
+    ``--epochs`` now asks for (else it stands for another run: a ``ValueError``).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The model saved at the end of its training.
+    steps : int
+        Training steps of ``epochs`` epochs.
+    epochs : int
+        ``--epochs``, for the message.
+    device : torch.device
+        Where to load it.
+
+    Returns
+    -------
+    ConvSparseAutoencoder
+    """
+    model = ConvSparseAutoencoder.load(path, device=device)
+    if model.n_steps_ != steps:  # the learning rate's schedule depends on the epochs
+        raise ValueError(
+            f"--resume: {path.name} finished {model.n_steps_} steps, but --epochs {epochs} "
+            f"asks for {steps}; the learning rate's schedule depends on the epochs, so train "
+            "again in another --out (or without --resume)")
+    return model
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Reject out-of-range model flags and apply ``--threads``.
 
@@ -292,14 +322,8 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
     """
     final = run_dir.out / f"model_{tag}.safetensors"
     if args.resume and final.exists():
-        model = ConvSparseAutoencoder.load(final, device=train.device)
-        steps = args.epochs * math.ceil(train.shape[0] / args.batch_size)
-        if model.n_steps_ != steps:  # the cosine schedule's length is part of the training
-            raise ValueError(
-                f"--resume: {final.name} finished {model.n_steps_} steps, but --epochs "
-                f"{args.epochs} asks for {steps}; the learning rate's schedule depends on the "
-                "epochs, so train again in another --out (or without --resume)")
-        return model
+        return load_finished(final, args.epochs * math.ceil(train.shape[0] / args.batch_size),
+                             args.epochs, train.device)
     model = make_model(args, n_filters, channels, train.device)
     model.fit(train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               lr_schedule="cosine", max_iter=args.fista_iter,

@@ -39,6 +39,7 @@ from ._args import (
     positive_argument,
 )
 from ._run import Run
+from .conv_autoencoder_runs import load_finished
 from .pretrain_study import (
     ARMS,
     LECTURE_CLAIM,
@@ -401,14 +402,8 @@ def _autoencoder(args: argparse.Namespace, run_dir: Run, unlabelled: torch.Tenso
     """The trained auto-encoder: loaded from a finished run when resuming, else trained."""
     final = run_dir.out / "autoencoder.safetensors"
     if args.resume and final.exists():
-        ae = ConvSparseAutoencoder.load(final, device=device)
         steps = args.epochs * math.ceil(unlabelled.shape[0] / AUTOENCODER_BATCH)
-        if ae.n_steps_ != steps:  # it would stand for a run of the new --epochs
-            raise ValueError(
-                f"--resume: {final.name} finished {ae.n_steps_} steps, but --epochs "
-                f"{args.epochs} asks for {steps}; train again in another --out (or without "
-                "--resume)")
-        return ae
+        return load_finished(final, steps, args.epochs, device)
     ae = ConvSparseAutoencoder(args.filters, args.kernel, 1, lam=args.lam, seed=args.seed,
                                device=device)
     ae.fit(unlabelled, epochs=args.epochs, batch_size=AUTOENCODER_BATCH, lr=0.01,

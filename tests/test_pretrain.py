@@ -106,11 +106,14 @@ def test_resume_skips_finished_runs(small_run, monkeypatch):
 
 
 def test_resume_with_other_epochs_is_refused(small_run, capsys):
-    """The finished auto-encoder was reused and the new --epochs written beside its results."""
-    epochs = json.loads((small_run / "config.json").read_text())["epochs"]
+    """The finished auto-encoder is not reused for another --epochs, and config.json keeps
+    describing the run whose files the folder holds."""
+    config = (small_run / "config.json").read_bytes()
+    epochs = json.loads(config)["epochs"]
     argv = [*SMALL, "--out", str(small_run), "--resume", "--epochs", str(epochs + 1)]
     assert main(argv) == 2
     assert "--resume: autoencoder.safetensors finished" in capsys.readouterr().err
+    assert (small_run / "config.json").read_bytes() == config
 
 
 @pytest.mark.parametrize(("flags", "named"), [

@@ -10,6 +10,7 @@ from . import __version__
 from .allocator import keep_large_allocations
 from .experiments import command_modules
 from .experiments._lock import release_all
+from .experiments._run import keep_configs, restore_configs
 from .training import distributed
 
 
@@ -71,12 +72,15 @@ def main(argv: list[str] | None = None) -> int:
               "--out so far stays; --resume continues)", file=sys.stderr)
         return 1
     except (ValueError, TypeError, OSError, FloatingPointError) as exc:
+        if isinstance(exc, (ValueError, TypeError)):  # a refusal: the run did not go on
+            restore_configs()
         print(f"latentebm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except distributed.DistributedError as exc:
         print(f"latentebm {args.command}: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        keep_configs()
         release_all()
     if report:
         try:

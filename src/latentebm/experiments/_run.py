@@ -11,11 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._io import write_json
+from .._io import write_bytes, write_json
 from ._lock import RunLock
 
 # Keys that may change between a run and its resumption without invalidating the checkpoint.
 RESUMABLE_CHANGES = {"resume", "epochs", "device", "quiet", "out"}
+
+_REWRITTEN: dict[Path, bytes] = {}
+"""``config.json`` files this process rewrote on ``--resume``, with their earlier content."""
 
 
 def prepare_out(out: str | os.PathLike) -> Path:
@@ -85,8 +88,9 @@ class Run:
         saved_path = self.out / "config.json"
         if saved_path.exists():
             try:
-                saved = json.loads(saved_path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+                saved_bytes = saved_path.read_bytes()
+                saved = json.loads(saved_bytes)
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
                 if resume:
                     raise ValueError(f"--resume: {saved_path} is damaged ({exc})") from None
                 saved = None  # a fresh run replaces it
@@ -108,6 +112,8 @@ class Run:
                     + "; ".join(diffs) + "); choose another --out, or delete that folder to "
                     "start again there"
                 )
+            if resume and saved != self.config:
+                _REWRITTEN[saved_path] = saved_bytes
         write_json(saved_path, self.config)
         self.written.append(saved_path)
 
@@ -139,3 +145,18 @@ class Run:
     def summary(self) -> str:
         files = sorted({str(p) for p in self.written if p.exists()})
         return "wrote:\n" + "\n".join(f"  {f}" for f in files)
+
+
+def restore_configs() -> None:
+    """Put back the ``config.json`` of every run this process resumed with other
+    :data:`RESUMABLE_CHANGES` (another ``--epochs``), for a command that then refused to go on
+    (the CLI calls it on a ``ValueError``): the folder keeps describing the run its files are
+    from."""
+    for path, content in _REWRITTEN.items():
+        write_bytes(path, content)
+    _REWRITTEN.clear()
+
+
+def keep_configs() -> None:
+    """Forget the earlier ``config.json`` contents (the CLI calls it when a command ends)."""
+    _REWRITTEN.clear()

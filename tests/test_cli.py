@@ -196,6 +196,48 @@ def test_a_folder_holding_a_run_of_other_settings_is_refused_without_resume(tmp_
         Run(tmp_path / "out", {"command": "x", "lam": 0.2}, resume=True)
 
 
+def test_a_command_may_declare_its_own_keys_that_change_on_resume(tmp_path):
+    """The VAE's evaluation settings are recorded in config.json and may change on --resume."""
+    Run(tmp_path / "out", {"command": "x", "k": 10}, resumable={"k"}).close()
+    Run(tmp_path / "out", {"command": "x", "k": 5000}, resume=True, resumable={"k"}).close()
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["k"] == 5000
+    with pytest.raises(ValueError, match="k: saved 5000, now 7"):
+        Run(tmp_path / "out", {"command": "x", "k": 7}, resume=True)
+
+
+def test_vae_config_records_the_evaluation_flags(tmp_path, monkeypatch):
+    from latentebm.experiments import vae_cmd
+
+    seen = {}
+
+    def stop(out, config, **kwargs):
+        seen.update(config=config, **kwargs)
+        raise ValueError("stop before training")
+
+    monkeypatch.setattr(vae_cmd, "Run", stop)
+    args = build_parser().parse_args(["vae", "--sample", "--k", "50", "--nll-images", "7",
+                                      "--max-minutes", "2", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="stop before training"):
+        vae_cmd.run(args)
+    config = seen["config"]
+    assert (config["k"], config["nll_images"], config["max_minutes"]) == (50, 7, 2.0)
+    assert {"k", "nll_images", "monitor_k", "max_minutes"} <= set(seen["resumable"])
+    assert "latent" not in seen["resumable"] and "data_dir" in config
+
+
+def test_config_records_the_training_size_the_bundled_sample_allows(tmp_path):
+    """--sample holds 20 000 training digits; config.json said the default n_train 60 000."""
+    from latentebm.experiments.mnist_problems import open_run
+
+    args = build_parser().parse_args(["psd", "--sample", "--n-test", "30",
+                                      "--out", str(tmp_path / "r")])
+    run, Y, Yt, _ = open_run(args)
+    run.close()
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (config["n_train"], config["n_test"]) == (Y.shape[0], 30)
+    assert Y.shape[0] < args.n_train
+
+
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
     """`latentebm ... | head -1` ended in a BrokenPipeError traceback."""
     args = [sys.executable, "-m", "latentebm", "prepare-patches", "--n-patches", "50",

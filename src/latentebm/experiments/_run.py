@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,18 @@ class Run:
         The command's settings, written to ``config.json``.
     resume : bool
         Continue the run in ``out``. With or without it, a folder holding a run of another
-        configuration (apart from :data:`RESUMABLE_CHANGES`) is refused: its files would
-        mix with this run's.
+        configuration (apart from :data:`RESUMABLE_CHANGES` and ``resumable``) is refused: its
+        files would mix with this run's.
+    resumable : iterable of str
+        The command's own keys that may change on ``--resume`` (evaluation settings, time
+        budgets), besides :data:`RESUMABLE_CHANGES`.
     """
 
-    def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False) -> None:
+    def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False,
+                 resumable: Iterable[str] = ()) -> None:
         self.out = prepare_out(out)
         self.config = dict(config)
+        self.resumable = RESUMABLE_CHANGES | set(resumable)
         self.started = time.perf_counter()
         self.written: list[Path] = []
         self._lock = RunLock(self.out) if os.environ.get("RANK", "0") == "0" else None
@@ -99,7 +105,7 @@ class Run:
             diffs = [
                 f"{k}: saved {saved.get(k)!r}, now {self.config.get(k)!r}"
                 for k in sorted(set(saved) | set(self.config))
-                if k not in RESUMABLE_CHANGES and saved.get(k) != self.config.get(k)
+                if k not in self.resumable and saved.get(k) != self.config.get(k)
             ] if isinstance(saved, dict) else []
             if diffs and resume:
                 raise ValueError(

@@ -12,7 +12,7 @@ import torch
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors, natural_patches
 from ._args import count_argument
-from ._run import Run
+from ._run import Run, prepare_out
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, *, n_train: int, n_test: int) -> None:
@@ -80,8 +80,9 @@ def open_run(args: argparse.Namespace, **settings: Any
     Parameters
     ----------
     args : argparse.Namespace
-        The command's arguments: every flag goes into ``config.json``; reads ``out``,
-        ``device``, ``resume`` and those of :func:`load_dataset`.
+        The command's arguments: every flag goes into ``config.json`` (``n_train`` and
+        ``n_test`` as the sizes loaded); reads ``out``, ``device``, ``resume`` and those of
+        :func:`load_dataset`.
     **settings
         Values the command resolved from its flags, recorded over them (e.g. a default that
         depends on another flag).
@@ -98,7 +99,9 @@ def open_run(args: argparse.Namespace, **settings: Any
         Shape of one row as an image.
     """
     device = resolve_device(args.device)
-    out = Run.from_args(args, **settings)
+    prepare_out(args.out)  # a folder that cannot be used is refused before the data load
     Y_np, Yt_np, image_shape = load_dataset(args)
+    # the sizes used, which the bundled sample caps (20 000 training digits)
+    out = Run.from_args(args, **{"n_train": len(Y_np), "n_test": len(Yt_np), **settings})
     return out, torch.from_numpy(Y_np).to(device), torch.from_numpy(Yt_np).to(device), image_shape
 

@@ -468,8 +468,9 @@ def run(args: argparse.Namespace) -> Run:
 
     config = {"command": NAME, "budget": args.budget, "seed": args.seed,
               "mnist": mnist_text, "images": image_text, "device": args.device,
-              "quiet": args.quiet, "out": str(out)}
-    run_dir = Run(out, config, resume=True)
+              "quiet": args.quiet, "out": str(out),
+              "only": None if args.only is None else sorted(args.only)}
+    run_dir = Run(out, config, resume=True, resumable={"only"})  # a run may go on piece by piece
     state_path = run_dir.out / STATE_NAME
     state = _read_state(state_path)
     state.setdefault("experiments", {})

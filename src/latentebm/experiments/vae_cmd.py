@@ -134,8 +134,12 @@ def run(args: argparse.Namespace) -> Run:
         The output folder, with the checkpoint, ``metrics.json`` and the figures.
     """
     runs.set_threads(args)
-    # evaluation settings (--k, --nll-images) may change on --resume; metrics.json records them
-    run = Run(args.out, runs.vae_config(NAME, args), resume=args.resume)
+    evaluation = {"k": args.k, "nll_images": args.nll_images,
+                  "monitor_every": args.monitor_every, "monitor_images": args.monitor_images,
+                  "monitor_k": args.monitor_k, "max_minutes": args.max_minutes}
+    # the evaluation settings and the time budget may change on --resume
+    run = Run(args.out, runs.vae_config(NAME, args, **evaluation), resume=args.resume,
+              resumable=evaluation)
     data = runs.binarized_mnist(args)
     n_test = data["test"].shape[0]
     if args.nll_images is not None and not 1 <= args.nll_images <= n_test:

@@ -121,7 +121,8 @@ def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, A
         The command's name.
     args : argparse.Namespace
         The command's arguments; reads the flags of :func:`add_vae_arguments` (but not
-        ``threads``) and ``seed``, ``epochs``, ``device``, ``resume``, ``quiet``, ``out``.
+        ``threads``) and ``seed``, ``sample``, ``data_dir``, ``epochs``, ``device``,
+        ``resume``, ``quiet``, ``out``.
     **extra
         The command's own settings.
 
@@ -143,6 +144,7 @@ def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, A
         "lr_schedule": args.lr_schedule,
         "seed": args.seed,
         "sample": args.sample,
+        "data_dir": None if args.data_dir is None else str(args.data_dir),
         "epochs": args.epochs,
         **extra,
         "device": args.device,

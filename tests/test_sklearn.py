@@ -78,10 +78,29 @@ def test_partial_fit_continues():
         est.partial_fit(X[:, :5])
 
 
+def test_positive_dict_and_error_per_epoch():
+    """scikit-learn's positive_dict and error_, which a user porting code reaches for."""
+    X = np.random.default_rng(3).standard_normal((300, 12))
+    free = DictionaryLearning(n_components=8, alpha=0.1, max_iter=3, random_state=0).fit(X)
+    positive = DictionaryLearning(n_components=8, alpha=0.1, max_iter=3, random_state=0,
+                                  positive_dict=True).fit(X)
+    assert free.components_.min() < 0 and positive.components_.min() >= 0
+    np.testing.assert_allclose(np.linalg.norm(positive.components_, axis=1), 1.0, rtol=1e-6)
+    assert free.error_.shape == (3,) and free.error_[-1] < free.error_[0]
+    # the atoms the last epoch ended with code that epoch's data no worse than it was coded
+    codes = free.transform(X)
+    final = (0.5 * ((X - codes @ free.components_) ** 2).sum(1) + 0.1 * np.abs(codes).sum(1))
+    assert final.mean() <= free.error_[-1] * (1 + 1e-6)
+    free.partial_fit(X)
+    assert free.error_.shape == (free.n_iter_,) == (4,)
+
+
 @pytest.mark.parametrize("change, name", [
     ({"alpha": 50.0}, "alpha changed"),
     ({"n_components": 8}, "n_components changed"),
     ({"positive_code": True}, "positive_code changed"),
+    ({"positive_dict": True}, "positive_dict changed"),
+    ({"positive_dict": "yes"}, "'positive_dict' parameter"),
     ({"alpha": -1.0}, "'alpha' parameter"),
     ({"fit_algorithm": "bad"}, "'fit_algorithm' parameter"),
     ({"batch_size": 0}, "'batch_size' parameter"),

@@ -202,6 +202,9 @@ class DictionaryLearning(_CertifiedCoder):
         coordinate descent).
     positive_code : bool
         Constrain codes to be non-negative.
+    positive_dict : bool
+        Constrain the atoms to be non-negative (non-negative matrix factorisation with
+        ``positive_code``).
     random_state : int, RandomState or None
         Seed of the initial atoms and the sample order.
     device : str, torch.device or None
@@ -217,6 +220,9 @@ class DictionaryLearning(_CertifiedCoder):
         Epochs run.
     n_steps_ : int
         Mini-batch updates run.
+    error_ : ndarray of shape (n_iter_,)
+        The mean energy ``½‖x − z·components_‖² + alpha‖z‖₁`` of each epoch's samples, each
+        measured as its mini-batch was coded (with the atoms of that moment).
     """
 
     _parameter_constraints: dict = {
@@ -226,6 +232,7 @@ class DictionaryLearning(_CertifiedCoder):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "tol": [_NON_NEGATIVE],
         "fit_algorithm": [StrOptions({"online", "sgd"})],
+        "positive_dict": ["boolean"],
         **_TRANSFORM_CONSTRAINTS,
         "transform_alpha": [_NON_NEGATIVE, None],
         "random_state": [Interval(Integral, 0, MAX_SEED, closed="both"),
@@ -245,10 +252,12 @@ class DictionaryLearning(_CertifiedCoder):
         transform_tol: float = 1e-6,
         transform_max_iter: int = 1000,
         positive_code: bool = False,
+        positive_dict: bool = False,
         random_state=None,
         device: str | None = None,
     ) -> None:
         self.n_components = n_components
+        self.positive_dict = positive_dict
         self.alpha = alpha
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -291,15 +300,16 @@ class DictionaryLearning(_CertifiedCoder):
         return self
 
     def _refuse_changes_to_the_model(self) -> None:
-        """The model ``partial_fit`` continues holds ``alpha``, ``positive_code`` and
-        ``n_components`` and the atoms with their online statistics: a change to any of them
-        since the first call would be ignored, so it is an error."""
+        """The model ``partial_fit`` continues holds ``alpha``, ``positive_code``,
+        ``positive_dict`` and ``n_components`` and the atoms with their online statistics: a
+        change to any of them since the first call would be ignored, so it is an error."""
         model = self._model
         n_components = (model.n_features if self.n_components is None
                         else self.n_components)
         changed = [name for name, now, then in (
             ("alpha", float(self.alpha), model.lam),
             ("positive_code", bool(self.positive_code), model.nonneg),
+            ("positive_dict", bool(self.positive_dict), model.nonneg_atoms),
             ("n_components", n_components, model.n_atoms),
         ) if now != then]
         atoms = model.dictionary().T.cpu().numpy().astype(self.components_.dtype)
@@ -327,14 +337,16 @@ class DictionaryLearning(_CertifiedCoder):
             seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
         dtype = torch.float64 if X.dtype == np.float64 else torch.float32
         return SparseCoding(X.shape[1], n_components, float(self.alpha),
-                            nonneg=bool(self.positive_code), seed=int(seed), device=self.device,
-                            dtype=dtype)
+                            nonneg=bool(self.positive_code),
+                            nonneg_atoms=bool(self.positive_dict), seed=int(seed),
+                            device=self.device, dtype=dtype)
 
     def _train(self, X: np.ndarray, epochs: int) -> None:
         self._model.fit(np.array(X, copy=True), epochs=epochs, batch_size=self.batch_size,
                         method=self.fit_algorithm, tol=self.tol, progress=False)
         self.components_ = self._model.dictionary().T.cpu().numpy().astype(X.dtype, copy=True)
         self.n_steps_ = self._model.n_steps_
+        self.error_ = np.array([epoch["mean_energy"] for epoch in self._model.history_])
 
     @property
     def _n_features_out(self) -> int:

@@ -106,6 +106,9 @@ def test_write_idx_is_deterministic(tmp_path):
         (bytes.fromhex("00000803 00000002 0000001c"), "truncated IDX header"),
         (bytes.fromhex("00000803 00000002 0000001c 0000001c") + b"\0" * 100, "truncated"),
         (bytes.fromhex("00000803 00000001 00000001 00000002") + b"\0" * 3, "corrupt"),
+        # a header claiming 2^32 - 1 per axis: the byte count it implies, not an int64 overflow
+        (bytes.fromhex("00000803 ffffffff ffffffff ffffffff") + b"\0" * 3,
+         r"\(79228162458924105385300197391 bytes\)"),
     ],
 )
 def test_parse_idx_rejects_malformed(data, match):

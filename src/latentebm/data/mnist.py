@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import shutil
 import sys
@@ -121,7 +122,7 @@ def parse_idx(data: bytes, name: str = "IDX data", *, ndim: int | None = None) -
     if len(data) < header:
         raise ValueError(f"{name}: truncated IDX header ({len(data)} bytes, need {header})")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=rank, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)  # exact: a corrupt header may claim 2^32 per axis
     if len(data) != expected:
         raise ValueError(
             f"{name}: IDX header says shape {shape} ({expected} bytes) but there are "

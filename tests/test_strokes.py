@@ -103,6 +103,8 @@ def test_sparse_coding_result_text_names_numbers_claim_and_figures(tmp_path):
     text = result_text({**common, "dataset": "mnist", "strokes": strokes}, tmp_path)
     assert "strokes: 100% of 256 atoms" in text and "50% at 20%" in text
     assert "256 strokes" in text and str(tmp_path / "atoms.png") in text and "0.050" in text
-    gabor = {"median_r2": 0.95, "share_r2_ge_0_8": 0.86, "orientation_spread": 0.9}
+    gabor = {"median_r2": 0.95, "share_r2_ge_0_8": 0.86, "orientation_spread": 0.9,
+             "n_oriented": 200}
     text = result_text({**common, "dataset": "natural", "gabor": gabor}, tmp_path)
     assert "median R² 0.95" in text and "Gabor-like" in text and "orientation_frequency" in text
+    assert "over the 200 oriented ones" in text

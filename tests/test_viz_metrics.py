@@ -23,10 +23,12 @@ from latentebm.metrics import (
     fit_gabor,
     fit_gabors,
     gabor_summary,
+    is_oriented,
     localization_score,
     localization_summary,
     orientation_coverage,
     orientation_spread,
+    rotation_self_similarity,
 )
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -132,6 +134,27 @@ def test_fit_gabors_and_summary():
     assert s["median_r2"] > 0.99 and s["share_r2_ge_0_8"] == 1.0
     assert s["orientation_spread"] > 0.95
     assert abs(s["median_frequency"] - 0.2) < 0.01
+
+
+def test_blobs_fit_a_gabor_well_but_have_no_orientation():
+    """A Gaussian blob and a centre-surround filter fit a low-frequency Gabor with R² > 0.98,
+    which counted them as oriented edges (conv-filters' oriented share, orientation spread)."""
+    y, x = np.mgrid[:11, :11] - 5.0
+    noise = 0.02 * np.random.default_rng(4).standard_normal((11, 11))
+    blob = np.exp(-(x**2 + y**2) / 4.5)
+    centre_surround = blob - 0.5 * np.exp(-(x**2 + y**2) / 18)
+    edge = x * np.exp(-(x**2 + y**2) / 4.5) / 1.5
+    bar = np.exp(-(x**2) / 4.5 - y**2 / 40)
+    fits = [fit_gabor(f + noise) for f in (blob, centre_surround, edge, bar)]
+    assert min(f.r2 for f in fits) > 0.85
+    similarity = [rotation_self_similarity(f) for f in fits]
+    assert similarity[0] > 0.95 and similarity[1] > 0.95
+    assert abs(similarity[2]) < 0.1 and similarity[3] < 0.7
+    assert [is_oriented(f) for f in fits] == [False, False, True, True]
+    summary = gabor_summary(fits)
+    assert summary["n_good"] == 4 and summary["n_oriented"] == 2
+    # the spread is that of the edge (θ = 0) and the bar (θ = 0: it varies along x)
+    assert summary["orientation_spread"] < 0.05
 
 
 def test_orientation_spread():

@@ -424,15 +424,16 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "conv-filters",
         "With four filters, we get oriented edges (horizontal and vertical)",
-        "at least half of the 4 decoder filters fit a Gabor with R² ≥ 0.8",
+        "at least half of the 4 decoder filters fit a Gabor with R² ≥ 0.8 that is not a blob "
+        "(correlation with its own quarter turn ≤ 0.9)",
         _count(4, "oriented_share"),
         lambda share: share >= 0.5,
     ),
     Claim(
         "conv-filters",
         "With eight filters we can get oriented edges at 8 different orientations",
-        "orientation spread of the 8 filters' Gabor fits ≥ 0.7 (1: evenly spread, about 0.65 "
-        "for random orientations, 0: all alike)",
+        "orientation spread of the 8 filters' oriented Gabor fits ≥ 0.7 (1: evenly spread, "
+        "about 0.65 for random orientations, 0: all alike)",
         _count(8, "orientation_spread"),
         lambda spread: spread >= 0.7,
     ),

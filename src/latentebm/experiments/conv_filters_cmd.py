@@ -18,7 +18,13 @@ import torch
 from .. import viz
 from .._validation import resolve_device
 from ..data import load_images
-from ..metrics import centre_surround_score, fit_gabors, gabor_summary, orientation_coverage
+from ..metrics import (
+    centre_surround_score,
+    fit_gabors,
+    gabor_summary,
+    is_oriented,
+    orientation_coverage,
+)
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import conv_autoencoder_runs as runs
@@ -55,7 +61,8 @@ def shape_metrics(encoder: np.ndarray, decoder: np.ndarray) -> dict[str, object]
     -------
     dict
         ``centre_surround_scores``, ``max_centre_surround_score``, ``oriented_share`` (Gabor
-        R² >= 0.8), ``orientation_spread``, ``orientation_coverage`` (share of eight 22.5°
+        R² >= 0.8 and not a blob: :func:`~latentebm.metrics.is_oriented`),
+        ``orientation_spread`` (of those), ``orientation_coverage`` (share of eight 22.5°
         orientation bins holding an oriented filter), ``orientations_deg``, ``gabor_median_r2``,
         ``encoder_decoder_similarity_mean`` and ``encoder_decoder_similarity``.
     """
@@ -65,12 +72,11 @@ def shape_metrics(encoder: np.ndarray, decoder: np.ndarray) -> dict[str, object]
     summary = gabor_summary(fits)
     scores = [centre_surround_score(f) for f in grey]
     similarity = runs.filter_similarity(encoder, decoder)
-    r2 = np.array([f.r2 for f in fits])
-    oriented = np.isfinite(r2) & (r2 >= 0.8)
+    oriented = [is_oriented(f) for f in fits]
     return {
         "centre_surround_scores": [float(s) for s in scores],
         "max_centre_surround_score": float(max(scores)),
-        "oriented_share": float(oriented.mean()),
+        "oriented_share": float(np.mean(oriented)),
         "orientation_spread": summary["orientation_spread"],
         "orientation_coverage": orientation_coverage(
             [f.theta for f, ok in zip(fits, oriented, strict=True) if ok]),

@@ -241,7 +241,8 @@ def result_text(metrics: dict, out) -> str:
         g = metrics["gabor"]
         shape = (
             f"Gabor fits: median R² {g['median_r2']:.2f}, {g['share_r2_ge_0_8']:.0%} of "
-            f"{n_atoms} atoms with R² ≥ 0.8, orientation spread {g['orientation_spread']:.2f}"
+            f"{n_atoms} atoms with R² ≥ 0.8, orientation spread {g['orientation_spread']:.2f} "
+            f"over the {g['n_oriented']} oriented ones"
         )
     return "\n".join(
         [

@@ -299,3 +299,23 @@ def test_a_second_fit_appends_its_epochs_to_the_history(make_model):
     model.fit(Y, epochs=1, batch_size=16, progress=False)
     assert [(h["epoch"], h["partial"]) for h in model.history_] == [(0, False), (0, False)]
     assert model.history_[0] == first
+
+
+@pytest.mark.parametrize("make_model", [
+    lambda: le.VAE(16, 2, hidden=(8,)),
+    lambda: le.PSD(16, 8, 0.1, encoder="lista", n_steps=2),
+    lambda: le.ConvSparseAutoencoder(4, kernel_size=3),
+])
+def test_a_model_converted_to_float64_saves_and_reloads_as_float64(make_model, tmp_path):
+    """A VAE moved with .double() kept config.dtype float32: it reloaded rounded to float32
+    and then refused the float64 data it was used with."""
+    model = make_model().double()
+    assert model.config.dtype == "float64"
+    model.save(tmp_path / "m.safetensors")
+    again = type(model).load(tmp_path / "m.safetensors")
+    assert again.dtype == torch.float64
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(),
+                                 strict=True):
+        if isinstance(a, torch.Tensor):
+            assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert model.float().config.dtype == "float32"

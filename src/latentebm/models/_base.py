@@ -190,6 +190,17 @@ class LatentModel(TrainingAttributes, nn.Module):
     def dtype(self) -> torch.dtype:
         return self.reference().dtype
 
+    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> LatentModel:
+        """``nn.Module``'s conversion (``.double()``, ``.to(dtype)``), keeping ``config.dtype``
+        the model's own, so a saved model reloads in the precision it was used in."""
+        out = super()._apply(fn, *args, **kwargs)
+        config = getattr(self, "config", None)
+        if dataclasses.is_dataclass(config) and hasattr(config, "dtype"):
+            dtype = self.reference().dtype
+            if dtype in DTYPES.values() and config.dtype != dtype_name(dtype):
+                self.config = dataclasses.replace(config, dtype=dtype_name(dtype))
+        return out
+
     # ----------------------------------------------------------------- input checks
     def check_input(self, x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None
                     ) -> tuple[torch.Tensor, bool]:

@@ -78,13 +78,28 @@ class LinearOperator(abc.ABC):
     """A linear decoder ``A`` with its adjoint.
 
     Signals are batch-first ``(batch, *signal_dims)``, codes ``(batch, *code_dims)``.
-    Operators are snapshots of their parameters: caches (Gram matrix, Lipschitz constant) are
-    dropped by :meth:`normalize_` and by :meth:`invalidate`, which callers use after any other
-    in-place change.
+    An operator uses its atoms tensor as is; its caches (Gram matrix, Lipschitz constant,
+    spectra) are dropped by :meth:`normalize_`, by :meth:`invalidate`, and when the tensor has
+    changed in place since they were computed (its version counter), so a cache never
+    describes other atoms than those :meth:`decode` uses.
     """
 
     def __init__(self) -> None:
         self._lipschitz_cache: dict[tuple[int, ...], torch.Tensor] = {}
+        self._atoms_stamp: tuple[int, int | None] | None = None
+
+    def _drop_stale_caches(self) -> None:
+        """:meth:`invalidate` when the atoms changed since the caches were computed (an
+        in-place change to the tensor, or another tensor); every cached getter calls it."""
+        atoms = self.atoms
+        try:
+            version: int | None = atoms._version
+        except RuntimeError:  # an inference-mode tensor keeps no version counter
+            version = None
+        stamp = (id(atoms), version)
+        if stamp != self._atoms_stamp:
+            self.invalidate()
+            self._atoms_stamp = stamp
 
     @property
     @abc.abstractmethod
@@ -228,6 +243,7 @@ class LinearOperator(abc.ABC):
             The estimate, on the operator's device and in its dtype.
         """
         key = (*tuple(signal_shape), n_iter)
+        self._drop_stale_caches()
         if key not in self._lipschitz_cache:
             shape = (1, *self.code_shape(tuple(signal_shape)))
             gen = torch.Generator().manual_seed(0)

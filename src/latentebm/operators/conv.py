@@ -259,6 +259,7 @@ class ConvDictionary(LinearOperator):
         torch.Tensor of shape (n_atoms, channels, gh, gw // 2 + 1)
         """
         grid = (int(grid[0]), int(grid[1]))
+        self._drop_stale_caches()
         if grid not in self._spectra:
             self._spectra[grid] = torch.fft.rfft2(self.kernels, s=grid)
         return self._spectra[grid]
@@ -308,6 +309,7 @@ class ConvDictionary(LinearOperator):
         torch.Tensor of shape (ceil(n_atoms / 2), channels, gh, gw)
         """
         grid = (int(grid[0]), int(grid[1]))
+        self._drop_stale_caches()
         if grid not in self._packed:
             spec = torch.fft.fft2(self.kernels, s=grid).conj()
             if self.n_atoms % 2:
@@ -448,6 +450,7 @@ class ConvDictionary(LinearOperator):
             kh, kw = self.kernel_size
             h, w = h + 2 * kh - 2, w + 2 * kw - 2
         key = (h, w, -1)
+        self._drop_stale_caches()
         if key not in self._lipschitz_cache:
             spec = torch.fft.rfft2(self.kernels, s=(h, w)).permute(2, 3, 1, 0)  # (.., C, M)
             if self.channels == 1:

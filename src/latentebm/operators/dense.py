@@ -68,6 +68,7 @@ class DenseDictionary(LinearOperator):
 
     def gram_matrix(self) -> torch.Tensor:
         """``WᵀW``, ``(n_atoms, n_atoms)``, cached."""
+        self._drop_stale_caches()
         if self._gram_matrix is None:
             self._gram_matrix = self.W.T @ self.W
         return self._gram_matrix

@@ -230,3 +230,41 @@ def test_seed_property(seed):
     else:
         with pytest.raises((TypeError, ValueError), match="^seed "):
             check_seed(seed)
+
+
+def test_models_refuse_inputs_their_dtype_cannot_hold_and_results_that_overflow():
+    """1e200 passed the finiteness check in float64 and became inf in the float32 model, and
+    finite codes whose energies overflow came back as inf/NaN."""
+    rng = np.random.default_rng(0)
+    W, Y = rng.standard_normal((8, 5)), rng.standard_normal((3, 8))
+    sc, psd = le.SparseCoding(8, 5, lam=0.1, init=W), le.PSD(8, 5, 0.1, init=W)
+    ae = le.ConvSparseAutoencoder(3, 3, 1, mode="sparse-ae")
+    images = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="Z holds values beyond the range of float32"):
+        sc.decode(np.full((2, 5), 1e200))
+    with pytest.raises(ValueError, match="Y holds values beyond the range of float32"):
+        psd.predict(Y * 1e200)
+    with pytest.raises(FloatingPointError, match="energies of 3 sample"):
+        psd.energy(Y, np.full((3, 5), 1e20))
+    with pytest.raises(FloatingPointError, match="energies of 2 sample"):
+        ae.energy(images * 1e20)
+    with pytest.raises(FloatingPointError, match="decoded signals"):
+        sc.decode(np.full((2, 5), 3e38))
+    assert np.isfinite(sc.decode(np.full((2, 5), 1e30))).all()  # large but representable
+    with pytest.raises(TypeError, match="must hold numbers, got dtype timedelta64"):
+        le.fista(np.array([[1, 2]], dtype="timedelta64[s]"), np.eye(2), 0.1)
+
+
+def test_models_that_solve_for_codes_themselves_refuse_underflowing_images():
+    """ConvSparseAutoencoder.encode(method="fista") and LISTA.targets called the solver past
+    the underflow check of le.fista: images of 1e-23 in float32 came back "converged" with a
+    gap of 0 at 4-7 % above the optimal energy."""
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((2, 1, 8, 8)).astype(np.float32) * 1e-23
+    ae = le.ConvSparseAutoencoder(3, 3, 1, lam=3e-24)
+    for call in (lambda: ae.encode(images, method="fista"), lambda: ae.energy(images)):
+        with pytest.raises(FloatingPointError, match="too small for float32"):
+            call()
+    net = le.LISTA(torch.tensor(rng.standard_normal((8, 5)), dtype=torch.float32), 1e-24)
+    with pytest.raises(FloatingPointError, match="too small for float32"):
+        net.targets(rng.standard_normal((3, 8)).astype(np.float32) * 1e-23)

@@ -93,7 +93,8 @@ def _from_array(x: Any, name: str) -> torch.Tensor:
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a bad argument
         raise TypeError(f"{name} must be array-like, of one shape, got {type(x).__name__} "
                         f"({exc})") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+    if arr.dtype == object or arr.dtype.kind in "mM" or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")

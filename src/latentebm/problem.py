@@ -88,11 +88,11 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
         op = as_operator(W, like=Y_t)
     check_same_device_dtype(Y_t, "Y", W=_probe(op))
     op.check_signal(Y_t, "Y")
-    _refuse_underflow(Y_t)
+    refuse_underflow(Y_t)
     return Problem(Y=Y_t, op=op, lam=lam, numpy_out=numpy_out)
 
 
-def _refuse_underflow(Y: torch.Tensor) -> None:
+def refuse_underflow(Y: torch.Tensor) -> None:
     """Signals so small that their squared norms are not normal numbers: every energy and gap
     would round to zero and any code would pass as converged."""
     # ‖y‖² < tiny ⟺ ‖y‖ < √tiny, whether or not the norm itself underflows (one fast pass;
@@ -160,4 +160,4 @@ def _probe(op: LinearOperator) -> torch.Tensor:
     return torch.empty(0, device=op.device, dtype=op.dtype)
 
 
-__all__ = ["Problem", "prepare", "prepare_code", "as_operator", "to_output"]
+__all__ = ["Problem", "prepare", "prepare_code", "as_operator", "refuse_underflow", "to_output"]

@@ -142,6 +142,18 @@ class DenseLassoConfig(ModelConfig):
     lam: float
 
 
+def finite_result(t: torch.Tensor, what: str) -> torch.Tensor:
+    """``t`` ``(batch, ...)`` itself, or a ``FloatingPointError`` when some sample's values
+    overflowed the dtype (finite inputs whose products or squares do not fit)."""
+    finite = torch.isfinite(t).flatten(1).all(1) if t.dim() > 1 else torch.isfinite(t)
+    if not bool(finite.all()):
+        raise FloatingPointError(
+            f"the {what} of {int((~finite).sum())} sample(s) overflow "
+            f"{str(t.dtype).replace('torch.', '')}: the codes or signals are too large for "
+            "it; rescale them, or use a float64 model")
+    return t
+
+
 def codes_only(z: Any, n_iter: int | None = None) -> SolverResult:
     """The :class:`SolverResult` of a feed-forward encoder: codes ``z`` ``(batch, ...)`` and
     nothing it does not compute (``n_iter``: its number of steps, if any). Non-finite codes
@@ -223,7 +235,14 @@ class LatentModel(TrainingAttributes, nn.Module):
             if x.is_floating_point() and x.dtype != ref.dtype:
                 raise TypeError(f"{name} has dtype {x.dtype} but the model uses {ref.dtype}")
             return as_tensor(x, name, ndim=ndim), False
-        return as_tensor(x, name, ndim=ndim).to(ref.device, ref.dtype), True
+        t = as_tensor(x, name, ndim=ndim)
+        converted = t.to(ref.device, ref.dtype)
+        if converted.dtype != t.dtype and not bool(torch.isfinite(converted).all()):
+            raise ValueError(
+                f"{name} holds values beyond the range of {str(ref.dtype).replace('torch.', '')}, "
+                f"the model's dtype (largest magnitude {float(t.abs().max()):.3g}); rescale it, "
+                "or use a float64 model")
+        return converted, True
 
     # ----------------------------------------------------------------- checkpoints
     @classmethod
@@ -403,6 +422,6 @@ def _config_getter(name: str):
 
 
 __all__ = [
-    "DTYPES", "MODEL_DOCS", "LatentModel", "ModelConfig", "codes_only",
+    "DTYPES", "MODEL_DOCS", "LatentModel", "ModelConfig", "codes_only", "finite_result",
     "dtype_name",
 ]

@@ -21,7 +21,7 @@ from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult, solve
 from ..solvers.api import check_method_name, resolve_method
 from ..training.fit_options import FitOptions
-from ._base import LatentModel
+from ._base import LatentModel, finite_result
 
 
 @fill_doc
@@ -163,7 +163,7 @@ class DictionaryModel(LatentModel):
         Z_t, numpy_out = self.check_input(Z, "Z", ndim=self.SIGNAL_NDIM)
         op = self.operator()
         op.check_code(Z_t, "Z")
-        return to_output(op.decode(Z_t), numpy_out)
+        return to_output(finite_result(op.decode(Z_t), "decoded signals"), numpy_out)
 
     def energy(self, Y: Any, Z: Any | None = None) -> Any:
         """Per-sample energy ``(batch,)``; with ``Z=None``, the free energy ``min_z E(y, z)``.

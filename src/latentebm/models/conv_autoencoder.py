@@ -34,7 +34,7 @@ from .._validation import check_choice, check_int, check_lam, check_scalar, reso
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
 from ..operators.conv import BOUNDARIES, correlate
-from ..problem import to_output
+from ..problem import refuse_underflow, to_output
 from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
@@ -42,7 +42,14 @@ from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
 from ..training.kernel_adam import KernelAdam
 from ..training.schedules import constant_schedule, cosine_schedule
-from ._base import MODEL_DOCS, LatentModel, ModelConfig, codes_only, dtype_name
+from ._base import (
+    MODEL_DOCS,
+    LatentModel,
+    ModelConfig,
+    codes_only,
+    dtype_name,
+    finite_result,
+)
 from .conv_dictionary_learning import random_kernel_patches
 
 MODES = ("psd", "sparse-ae")
@@ -332,7 +339,7 @@ class ConvSparseAutoencoder(LatentModel):
         Z_t, numpy_out = self.check_input(Z, "Z", ndim=4)
         self.decoder_operator().check_code(Z_t, "Z")
         with torch.no_grad():
-            return to_output(self.decode_maps(Z_t), numpy_out)
+            return to_output(finite_result(self.decode_maps(Z_t), "decoded images"), numpy_out)
 
     def infer(
         self, Y: torch.Tensor, *, tol: float = 1e-3, max_iter: int = 100, beta: float | None = None
@@ -438,8 +445,8 @@ class ConvSparseAutoencoder(LatentModel):
         with torch.no_grad():
             Z = self.predict(Y_t)
             r = Y_t - self.decode_maps(Z)
-            return to_output(0.5 * batch_dot(r, r) + self.lam * Z.abs().flatten(1).sum(1),
-                             numpy_out)
+            E = 0.5 * batch_dot(r, r) + self.lam * Z.abs().flatten(1).sum(1)
+            return to_output(finite_result(E, "energies"), numpy_out)
 
     # ----------------------------------------------------------------- learning
     @with_fit_options(epochs=1, batch_size=16, n="n_images", checkpoint_every=100,
@@ -612,6 +619,7 @@ class ConvSparseAutoencoder(LatentModel):
     def _images(self, Y: Any) -> tuple[torch.Tensor, bool]:
         Y_t, numpy_out = self.check_input(Y, "Y", ndim=4)
         self.decoder_operator().check_signal(Y_t, "Y")
+        refuse_underflow(Y_t)  # its energies and gaps would read zero: any code "converged"
         return Y_t, numpy_out
 
 

@@ -54,7 +54,7 @@ from .._validation import (
     resolve_device,
 )
 from ..operators import DenseDictionary
-from ..problem import to_output
+from ..problem import refuse_underflow, to_output
 from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
@@ -903,6 +903,7 @@ class LISTA(LatentModel):
                 f"Y must have shape (batch, {self.n_features}) to match W of shape "
                 f"({self.n_features}, {self.n_atoms}), got {tuple(Y_t.shape)}"
             )
+        refuse_underflow(Y_t)  # the optimal codes' certificate would read zero
         return Y_t, numpy_out
 
     def extra_repr(self) -> str:

@@ -37,7 +37,14 @@ from ..training import distributed as dist
 from ..training.fit_options import FitOptions, with_fit_options
 from ..training.history import MeanRecord
 from ..training.schedules import cosine_factor, cosine_schedule
-from ._base import MODEL_DOCS, DenseLassoConfig, LatentModel, codes_only, dtype_name
+from ._base import (
+    MODEL_DOCS,
+    DenseLassoConfig,
+    LatentModel,
+    codes_only,
+    dtype_name,
+    finite_result,
+)
 from .lista import FINAL_LR_FRACTION, LISTA, VARIANTS
 
 ENCODERS = ("tanh", "lista")
@@ -180,7 +187,7 @@ class PSD(LatentModel):
         numpy_out = not isinstance(Y, torch.Tensor)
         with torch.no_grad():
             P = self(self._check_signals(Y))
-        return to_output(P, numpy_out)
+        return to_output(finite_result(P, "predicted codes"), numpy_out)
 
     def energy(self, Y: Any, Z: Any) -> Any:
         """Per-sample ``½‖y − Wz‖² + λ‖z‖₁ + (β/2)‖z − Enc(y)‖²``.
@@ -205,7 +212,7 @@ class PSD(LatentModel):
             d = Z_t - P
             prediction = 0.5 * self.beta * batch_dot(d, d)
             E = 0.5 * batch_dot(r, r) + self.lam * Z_t.abs().sum(1) + prediction
-        return to_output(E, numpy_out)
+        return to_output(finite_result(E, "energies"), numpy_out)
 
     def infer(self, Y: Any, *, tol: float | None = None, max_iter: int = 1000) -> SolverResult:
         """``argmin_z E(y, z)`` by FISTA on the stacked problem, warm-started from ``Enc(y)``.

@@ -268,3 +268,22 @@ def test_models_that_solve_for_codes_themselves_refuse_underflowing_images():
     net = le.LISTA(torch.tensor(rng.standard_normal((8, 5)), dtype=torch.float32), 1e-24)
     with pytest.raises(FloatingPointError, match="too small for float32"):
         net.targets(rng.standard_normal((3, 8)).astype(np.float32) * 1e-23)
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-170])
+def test_atoms_far_from_unit_scale_normalise_to_unit_norm(scale):
+    """normalize_ divided by a norm that overflowed (atoms of 1e200 became zeros, and a model
+    built from them coded everything as zero, "converged") or underflowed (1e-170 read as an
+    all-zero kernel)."""
+    rng = np.random.default_rng(0)
+    W, K = rng.standard_normal((8, 5)) * scale, rng.standard_normal((3, 1, 3, 3)) * scale
+    norms = [
+        le.DenseDictionary(W.copy()).normalize_().W.norm(dim=0),
+        le.ConvDictionary(K.copy()).normalize_().kernels.flatten(1).norm(dim=1),
+        le.ConvDictionaryLearning(3, 3, 1, 0.1, init=K, dtype=torch.float64
+                                  ).kernels.flatten(1).norm(dim=1),
+        le.SparseCoding(8, 5, 0.1, init=W, dtype=torch.float64).W.norm(dim=0),
+        le.ConditionalLinearDecoder(W).W.detach().norm(dim=0),
+    ]
+    for n in norms:
+        torch.testing.assert_close(n, torch.ones_like(n))

@@ -68,7 +68,7 @@ def initial_atoms(init: Any, n_features: int, n_atoms: int, seed: int
     W = as_tensor(init, "init", ndim=2).detach().to("cpu", torch.float64).clone()
     if tuple(W.shape) != (n_features, n_atoms):
         raise ValueError(f"init must have shape {(n_features, n_atoms)}, got {tuple(W.shape)}")
-    if bool((W.norm(dim=0) == 0).any()):
+    if bool((W == 0).all(0).any()):
         raise ValueError("init has an all-zero column; atoms must be non-zero")
     return normalize_columns_(W), False
 

@@ -156,7 +156,7 @@ class ConditionalLinearDecoder(LinearInZDecoder):
     def __init__(self, W: Any, *, offset: Any = "identity", normalize: bool = True) -> None:
         super().__init__(offset)
         W_t = as_tensor(W, "W", ndim=2).detach().clone()
-        if normalize and bool((W_t.norm(dim=0) == 0).any()):
+        if normalize and bool((W_t == 0).all(0).any()):
             raise ValueError("W has an all-zero column; atoms must be non-zero")
         self.W = nn.Parameter(W_t)
         if normalize:
@@ -239,7 +239,7 @@ class ConditionalConvDecoder(LinearInZDecoder):
         super().__init__(offset)
         K = as_tensor(kernels, "kernels", ndim=4).detach().clone()
         ConvDictionary(K, boundary=boundary)  # validates ``boundary``
-        if normalize and bool((K.flatten(1).norm(dim=1) == 0).any()):
+        if normalize and bool((K.flatten(1) == 0).all(1).any()):
             raise ValueError("kernels has an all-zero kernel; kernels must be non-zero")
         self.boundary = boundary
         self.kernels = nn.Parameter(K)

@@ -28,7 +28,7 @@ from .._validation import (
 )
 from ..data.image_shards import ShardedImages
 from ..data.patches import random_windows
-from ..operators import ConvDictionary
+from ..operators import ConvDictionary, unit_norm
 from ..operators.conv import BOUNDARIES
 from ..regularizers import UnitBall
 from ..solvers.smooth import JointObjective, smooth_proximal_gradient
@@ -156,9 +156,9 @@ class ConvDictionaryLearning(DictionaryModel):
             K = as_tensor(init, "init", ndim=4).to(torch.float64).cpu().clone()
             if tuple(K.shape) != shape:
                 raise ValueError(f"init must have shape {shape}, got {tuple(K.shape)}")
-            if bool((K.flatten(1).norm(dim=1) == 0).any()):
+            if bool((K.flatten(1) == 0).all(1).any()):
                 raise ValueError("init has an all-zero kernel; kernels must be non-zero")
-        K = K / K.flatten(1).norm(dim=1)[:, None, None, None]
+        K = unit_norm(K.flatten(1), dim=1).view_as(K)  # overflow-safe (kernels of 1e200)
         self.register_buffer("kernels", K.to(device=device, dtype=dtype))
         self.register_buffer(
             "last_used", torch.zeros(self.n_atoms, dtype=torch.long, device=device)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .._docs import fill_doc
 from .._validation import as_tensor, check_choice
-from .base import LinearOperator
+from .base import LinearOperator, unit_norm
 
 BOUNDARIES = ("full", "circular")
 
@@ -474,8 +474,8 @@ class ConvDictionary(LinearOperator):
         return self.kernels.flatten(1).norm(dim=1)
 
     def normalize_(self) -> ConvDictionary:
-        norms = self.atom_norms().clamp_min(torch.finfo(self.dtype).tiny)
-        self.kernels.div_(norms[:, None, None, None])
+        flat = self.kernels.flatten(1)  # overflow-safe: kernels of 1e200 stay kernels
+        self.kernels.copy_(unit_norm(flat, dim=1).view_as(self.kernels))
         self.invalidate()
         return self
 

@@ -8,7 +8,7 @@ import torch
 
 from .._docs import fill_doc
 from .._validation import as_tensor
-from .base import LinearOperator
+from .base import LinearOperator, unit_norm
 
 
 @fill_doc
@@ -128,7 +128,6 @@ class DenseDictionary(LinearOperator):
         self._gram_matrix = None
 
     def normalize_(self) -> DenseDictionary:
-        norms = self.W.norm(dim=0, keepdim=True)
-        self.W.div_(norms.clamp_min(torch.finfo(self.dtype).tiny))
+        self.W.copy_(unit_norm(self.W, dim=0))  # overflow-safe: atoms of 1e200 stay atoms
         self.invalidate()
         return self

@@ -160,6 +160,51 @@ def test_psd_is_an_instance_with_x_equal_y():
     assert torch.allclose(ebm.energy(Y, target, z), psd.energy(Y, z), atol=1e-12)
 
 
+def test_an_energy_from_psd_leaves_the_psd_alone_and_refuses_to_train_its_fixed_block():
+    """from_model shared PSD's encoder, and fit trained and renormalised the √β·I block under W:
+    one epoch moved the user's PSD energy by 0.08 and its β from 2 to 0.66."""
+    Y = torch.rand(16, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    psd = le.PSD(8, 10, 0.1, 2.0, init="random", dtype=torch.float64)
+    ebm = le.LatentVariableEBM.from_model(psd)
+    with torch.no_grad():
+        next(ebm.predictor.parameters()).add_(1.0)
+    Z = torch.rand(16, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(ebm.energy(Y, psd.stacked_target(Y), Z), psd.energy(Y, Z))
+    before = [p.clone() for p in psd.encoder.parameters()]
+    with pytest.raises(ValueError, match="fixed block"):
+        ebm.fit(Y, psd.stacked_target(Y), epochs=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, psd.encoder.parameters(), strict=True))
+
+
+def test_energy_at_zero_lam_keeps_the_constraint_and_lam_is_checked_when_set():
+    """0 · inf was NaN: a negative code had energy NaN at λ = 0 with non-negative codes, and a
+    reassigned λ was never checked (λ = -0.1 gave free energies of -3800)."""
+    gen = torch.Generator().manual_seed(0)
+    ebm = le.LatentVariableEBM(torch.nn.Linear(5, 6), le.ConditionalLinearDecoder.random(6, 10),
+                               "nonneg_l1", lam=0.0)
+    x, y = torch.randn(2, 5, generator=gen), torch.randn(2, 6, generator=gen)
+    z = torch.rand(2, 10, generator=gen)
+    z[0, 0] = -0.1
+    E = ebm.energy(x, y, z)
+    assert E[0] == float("inf") and torch.isfinite(E[1])
+    for bad, error in ((-0.1, ValueError), (float("nan"), ValueError), ("0.2", TypeError)):
+        with pytest.raises(error, match="lam"):
+            ebm.lam = bad
+    ebm.lam = 0.3
+    assert ebm.lam == 0.3
+
+
+def test_an_offset_that_would_broadcast_is_refused_by_energy_and_predict():
+    gen = torch.Generator().manual_seed(0)
+    ebm = le.LatentVariableEBM(torch.nn.Linear(5, 1), le.ConditionalLinearDecoder.random(6, 10),
+                               "l1", lam=0.3)
+    x, y = torch.randn(4, 5, generator=gen), torch.randn(4, 6, generator=gen)
+    z = torch.randn(4, 10, generator=gen)
+    for call in (lambda: ebm.energy(x, y, z), lambda: ebm.predict(x, z)):
+        with pytest.raises(ValueError, match=r"offset b\(h\) has shape \(4, 1\)"):
+            call()
+
+
 def test_conv_model_is_an_instance():
     gen = torch.Generator().manual_seed(0)
     Y = torch.randn(3, 1, 10, 10, generator=gen, dtype=D64)

@@ -20,6 +20,7 @@ energy of any of them from what the model exposes.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable
@@ -108,7 +109,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         self.predictor = predictor
         self.decoder = decoder
         self.regularizer = as_regularizer(regularizer)
-        self.lam = check_lam(lam)
+        self._lam = check_lam(lam)
         cost = SquaredError() if cost is None else cost
         if not callable(cost):
             raise TypeError(f"cost must be callable (y, y_hat) -> (batch,), got {cost!r}")
@@ -120,6 +121,15 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         self.n_updates_ = 0
         self.history_: list[dict[str, Any]] = []
         self.energy_trace_: list[float] = []
+
+    @property
+    def lam(self) -> float:
+        """``λ ≥ 0``, the weight of ``R(z)``; may be set (checked like the constructor's)."""
+        return self._lam
+
+    @lam.setter
+    def lam(self, value: float) -> None:
+        self._lam = check_lam(value)
 
     @classmethod
     def from_model(cls, model: Any) -> LatentVariableEBM:
@@ -135,8 +145,11 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
             :class:`~latentebm.operators.LinearOperator`), ``regularizer()`` and ``lam``
             (SparseCoding, ConvDictionaryLearning: no predictor, ``Dec(z) = A z``).
 
-        The decoder holds a copy of the atoms, so training the energy leaves the model alone;
-        inference is the same FISTA over the same operator.
+        The decoder holds a copy of the atoms and the predictor is a copy of the model's, so
+        the energy is the model's at this moment and later changes to either leave the other
+        alone; inference is the same FISTA over the same operator. An energy whose decoder
+        stacks a fixed block (PSD's ``[W; √β I]``) is for inference and evaluation: its
+        :meth:`fit` refuses, since training would change that block.
         """
         if callable(getattr(model, "energy_parts", None)):
             predictor, op, offset, reg, lam = model.energy_parts()
@@ -146,7 +159,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         else:
             raise TypeError(f"cannot build an energy from a {type(model).__name__}: it has "
                             "neither energy_parts() nor operator() and lam")
-        return cls(predictor, decoder_for(op, offset), reg, lam)
+        return cls(copy.deepcopy(predictor), decoder_for(op, offset), reg, lam)
 
     # ----------------------------------------------------------------- description
     @property
@@ -196,7 +209,9 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         """
         x_t, y_t, numpy_out = self._inputs(x, y)
         z_t = self._code(z, "z", y_t)
-        E = self.energy_tensors(self.hidden(x_t), y_t, z_t)
+        h = self.hidden(x_t)
+        self._checked_offset(h, y_t.shape)
+        E = self.energy_tensors(h, y_t, z_t)
         return to_output(E, numpy_out)
 
     def energy_tensors(self, h, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -210,7 +225,11 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         {returns_per_sample}
         """
-        return self._cost(y, self._decode(h, z, y.shape)) + self.lam * self.regularizer_value(z)
+        penalty = self.regularizer_value(z)
+        # λ = 0 keeps a constraint's +inf (0·inf is NaN): a negative z is still infeasible
+        weighted = (self.lam * penalty if self.lam != 0
+                    else torch.where(torch.isinf(penalty), penalty, torch.zeros_like(penalty)))
+        return self._cost(y, self._decode(h, z, y.shape)) + weighted
 
     def forward(self, x: torch.Tensor | None, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Per-sample ``E(x, y, z)`` for validated tensors (differentiable in the predictor's and
@@ -363,6 +382,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
             except RuntimeError as exc:
                 raise ValueError(f"z of shape {tuple(z_t.shape)} does not fit the decoder: {exc}"
                                  ) from exc
+            self._checked_offset(h, y_hat.shape)  # an offset that broadcast into A z
         return to_output(y_hat, numpy_out)
 
     def solve_tensors(self, h, y: torch.Tensor, z0: torch.Tensor | None, *, tol: float,
@@ -385,10 +405,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
             Tensors: ``z`` ``(batch, *code_dims)``, ``energy`` and ``gap`` ``(batch,)``.
         """
         if self.linear_in_z:
-            b = self.decoder.offset(h)
-            if b is not None and b.shape != y.shape:
-                raise ValueError(f"the decoder's offset b(h) has shape {tuple(b.shape)} but y has "
-                                 f"shape {tuple(y.shape)}; the predictor's output must match y")
+            b = self._checked_offset(h, y.shape)
             target = y if b is None else y - b
             op = self.decoder.operator()
             return proximal_gradient(op, target, self.lam, self.regularizer, z0=z0, tol=tol,
@@ -425,6 +442,12 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         """
         from .fit import fit
 
+        offset = getattr(self.decoder, "offset_net", None)
+        if getattr(offset, "FIXED_DECODER_BLOCK", False):
+            raise ValueError(
+                "this energy's decoder stacks a fixed block under its atoms (from_model of a "
+                "PSD: [W; √β I]); fit would train and renormalise that block and change β, so "
+                "train the model itself (PSD.fit) and build the energy again")
         return fit(self, x, y, **kwargs)
 
     @torch.no_grad()
@@ -529,6 +552,17 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         if tuple(z_t.shape) != want:
             raise ValueError(f"{name} must have shape {want}, got {tuple(z_t.shape)}")
         return z_t
+
+    def _checked_offset(self, h, y_shape: torch.Size) -> torch.Tensor | None:
+        """A linear-in-z decoder's offset ``b(h)``, which must have the shape of ``y`` (where it
+        does not, adding it to ``A z`` would broadcast)."""
+        if not self.linear_in_z:
+            return None
+        b = self.decoder.offset(h)
+        if b is not None and b.shape != y_shape:
+            raise ValueError(f"the decoder's offset b(h) has shape {tuple(b.shape)} but y has "
+                             f"shape {tuple(y_shape)}; the predictor's output must match y")
+        return b
 
     def _decode(self, h, z: torch.Tensor, y_shape: torch.Size) -> torch.Tensor:
         y_hat = self.decoder(h, z)

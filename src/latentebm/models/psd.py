@@ -269,8 +269,8 @@ class PSD(LatentModel):
     def energy_parts(self) -> tuple[nn.Module, DenseDictionary, nn.Module, L1, float]:
         """This model as the parts of the general energy ``E(x, y, z) = ½‖y − Dec(Pred(x), z)‖²
         + λ‖z‖₁`` with ``x = y`` (see :meth:`LatentVariableEBM.from_model
-        <latentebm.LatentVariableEBM.from_model>`): the encoder is the predictor (shared, not
-        copied), ``Dec(h, z) = [W; √β I] z + [0; −√β h]``, and the target is ``[y; 0]``
+        <latentebm.LatentVariableEBM.from_model>`, which copies them): the encoder is the
+        predictor, ``Dec(h, z) = [W; √β I] z + [0; −√β h]``, and the target is ``[y; 0]``
         (:meth:`stacked_target`), so the energy is this model's and inference is the same FISTA
         over the same stacked operator. Returns ``(predictor, operator, offset, regularizer,
         lam)``."""
@@ -464,6 +464,9 @@ class PSD(LatentModel):
 
 class _PredictionOffset(nn.Module):
     """``h ↦ [0; −√β h]``: puts the prediction term ``(β/2)‖z − h‖²`` into a stacked cost."""
+
+    FIXED_DECODER_BLOCK = True
+    """The decoder it goes with stacks ``√β I`` under ``W``: not to be trained."""
 
     def __init__(self, n_features: int, root_beta: float) -> None:
         super().__init__()

@@ -219,3 +219,58 @@ def test_torchrun_runs_the_command_and_rank_zero_reports(args: list[str], files:
                 for d in ("one", "two")]
         assert [r["code_error"] for r in rows[0]] == pytest.approx(
             [r["code_error"] for r in rows[1]], rel=0.05)
+
+
+def _tiny_fits() -> dict[str, Any]:
+    """Every model trained on data whose last batch holds one sample (9 signals in batches of
+    4, 5 images in batches of 2), so with two processes one share of it is empty."""
+    from latentebm import (
+        LISTA,
+        PSD,
+        VAE,
+        ConditionalLinearDecoder,
+        ConvDictionaryLearning,
+        ConvSparseAutoencoder,
+        LatentVariableEBM,
+        SparseCoding,
+    )
+
+    X, images = torch.rand(9, 10, generator=_gen(0), dtype=D64), _images(5, 1)
+    quiet = {"epochs": 1, "progress": False}
+    torch.manual_seed(0)
+    ebm = LatentVariableEBM(nn.Linear(4, 10).to(D64),
+                            ConditionalLinearDecoder(torch.randn(10, 6, generator=_gen(2),
+                                                                 dtype=D64)), "l1", 0.1)
+    fits = {
+        "sparse_coding": (SparseCoding(10, 6, 0.1, dtype=D64), (X,), 4),
+        "lista": (LISTA(torch.randn(10, 6, generator=_gen(3), dtype=D64), 0.1, 2), (X,), 4),
+        "psd": (PSD(10, 6, 0.1, dtype=D64), (X,), 4),
+        "vae": (VAE(10, 2, hidden=(8,), dtype=D64), (X,), 4),
+        "ebm": (ebm, (torch.rand(9, 4, generator=_gen(4), dtype=D64), X), 4),
+        "conv_dictionary": (ConvDictionaryLearning(3, 3, 1, 0.1, dtype=D64), (images,), 2),
+        "conv_autoencoder": (ConvSparseAutoencoder(3, 3, 1, lam=0.1, dtype=D64), (images,), 2),
+    }
+    for model, data, batch_size in fits.values():
+        model.fit(*data, batch_size=batch_size, **quiet)
+    return {name: model for name, (model, _, _) in fits.items()}
+
+
+def empty_share_worker(out_dir: str) -> None:
+    dist.init_distributed()
+    for name, model in _tiny_fits().items():
+        _save(model, [], Path(out_dir), f"{name}-rank{dist.rank()}")
+    dist.shutdown()
+
+
+def test_a_last_batch_smaller_than_the_process_count_trains_as_one_process(tmp_path: Path):
+    """A last batch of one sample left one process an empty share: every model but
+    SparseCoding crashed in the soft threshold (an index into the empty batch), and the VAE
+    took its NaN mean over no images for a divergence."""
+    check_ok(launch("test_distributed_models:empty_share_worker", 2, str(tmp_path),
+                    timeout=120.0))
+    for name, single in _tiny_fits().items():
+        for r in range(2):
+            got = load_file(str(tmp_path / f"{name}-rank{r}.st"))
+            for key, want in single.state_dict().items():
+                if isinstance(want, torch.Tensor) and want.is_floating_point():
+                    assert _rel(got[key], want) <= 1e-10, (name, key)

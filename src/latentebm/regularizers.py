@@ -66,7 +66,7 @@ def _per_sample_on_host(v: torch.Tensor, tau: torch.Tensor) -> bool:
     """Whether ``tau`` is one CPU number per large sample of the CPU batch ``v``, outside
     autograd and compilation (where ``softshrink``'s ``out=`` form cannot go)."""
     return (v.device.type == "cpu" and tau.device.type == "cpu" and v.is_floating_point()
-            and v.dim() > 1 and v[0].numel() >= LOOP_MIN_SAMPLE_SIZE
+            and v.dim() > 1 and v.shape[0] > 0 and v[0].numel() >= LOOP_MIN_SAMPLE_SIZE
             and tau.dim() == v.dim() and tau.shape[0] == v.shape[0] and tau.numel() == v.shape[0]
             and not (torch.is_grad_enabled() and (v.requires_grad or tau.requires_grad))
             and not torch.compiler.is_compiling())

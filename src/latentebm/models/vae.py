@@ -729,6 +729,8 @@ class VAE(LatentModel):
         start, stop = dist.shard_bounds(n_global)
         x = x[start:stop]
         out = model(x, beta=beta, k=k, objective=objective, noise=noise[..., start:stop, :])
+        if x.shape[0] == 0:  # an empty share of a small last batch: its means are NaN, its sums 0
+            out = VAEOutput(*(t.nan_to_num(0.0) for t in out))
         opt.zero_grad(set_to_none=True)
         dist.global_mean(out.loss * x.shape[0], n_global).backward()
         opt.step()

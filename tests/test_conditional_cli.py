@@ -49,3 +49,16 @@ def test_one_test_digit_is_refused_before_training(tmp_path, capsys):
     assert main(args) == 2
     assert "--n-test must give at least 2 test digits" in capsys.readouterr().err
     assert not (out / "checkpoint.safetensors").exists()
+
+
+def test_flags_that_cannot_be_evaluated_are_refused_before_training(tmp_path, capsys):
+    """--candidates 1 failed only after both models had trained, and --best-of above the 5000
+    training digits the latents come from ended in a traceback after training."""
+    base = ["conditional", "--task", "mnist-completion", "--sample", "--n-test", "20",
+            "--atoms", "16", "--hidden", "8", "--epochs", "1", "--quiet"]
+    for flags, message in ((["--n-train", "300", "--candidates", "1"], "--candidates must"),
+                           (["--n-train", "5100", "--best-of", "5050"], "latents are drawn")):
+        out = tmp_path / flags[-1]
+        assert main([*base, *flags, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (out / "checkpoint.safetensors").exists()

@@ -70,6 +70,9 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
 
 add_arguments = command_arguments(NAME, _add_flags)
 
+LATENT_BANK = 5000
+"""Training digits whose latents the best-of-N completions draw from (the first ones)."""
+
 
 def halves(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Top and bottom halves ``(n, 392)`` each of 28 × 28 digits, pixels in [0, 1].
@@ -176,8 +179,13 @@ def run(args: argparse.Namespace) -> Run:
                 for a in halves(load_mnist("train", **kw)[0]))
     Xte, Yte = (torch.from_numpy(a[: args.n_test]).to(device)
                 for a in halves(load_mnist("test", **kw)[0]))
-    if args.best_of > Xtr.shape[0]:
-        raise ValueError(f"--best-of {args.best_of} exceeds the {Xtr.shape[0]} training digits")
+    n_bank = min(Xtr.shape[0], LATENT_BANK)
+    if args.best_of > n_bank:
+        raise ValueError(f"--best-of {args.best_of} exceeds the {n_bank} training digits whose "
+                         f"latents are drawn from (the first {LATENT_BANK} at most)")
+    if args.candidates < 2:  # checked before training, like the test size
+        raise ValueError(f"--candidates must be at least 2 (the true bottom half and another), "
+                         f"got {args.candidates}")
     if Xte.shape[0] < 2:  # checked before training: the ranking needs another candidate
         raise ValueError(f"--n-test must give at least 2 test digits (each is ranked against "
                          f"the others' bottom halves), got {Xte.shape[0]}")
@@ -199,7 +207,6 @@ def run(args: argparse.Namespace) -> Run:
         model = models[label]
         rank = ev.ranking(model, Xte, Yte, n_candidates=min(args.candidates, Xte.shape[0]),
                           seed=args.seed, tol=1e-4, max_iter=300)
-        n_bank = min(Xtr.shape[0], 5000)
         Z_bank = model.infer(Xtr[:n_bank], Ytr[:n_bank], tol=1e-4, max_iter=300)
         latents = ev.neighbour_latents(Xte, Xtr[:n_bank], Z_bank, args.best_of)
         completion = ev.best_of_n(model, Xte, Yte, latents)

@@ -353,3 +353,20 @@ def test_a_user_cost_must_return_one_value_per_sample():
     general.cost = lambda y, y_hat: (y - y_hat).pow(2)  # per entry, not per sample
     with pytest.raises(ValueError, match="cost must return one value per sample"):
         general.fit(X, Y, epochs=1, progress=False)
+
+
+def test_constructors_check_their_sizes_and_seeds():
+    """ConditionalLinearDecoder.random truncated 6.7 to 6, took True for 1, raised torch's own
+    error for -3 and took seed -1; VAE refused NumPy's int for input_shape; code_shape=10 was
+    a raw TypeError."""
+    for args, kwargs, error, name in (((6.7, 5), {}, TypeError, "n_features"),
+                                      ((True, 5), {}, TypeError, "n_features"),
+                                      ((6, -3), {}, ValueError, "n_atoms"),
+                                      ((6, 5), {"seed": -1}, ValueError, "seed")):
+        with pytest.raises(error, match=name):
+            le.ConditionalLinearDecoder.random(*args, **kwargs)
+    assert le.VAE(np.prod((4, 4)), 2, hidden=(8,)).input_shape == (16,)
+    ebm = le.LatentVariableEBM(None, le.ConditionalLinearDecoder.random(6, 10), code_shape=10)
+    assert ebm.code_shape((6,)) == (10,)
+    with pytest.raises(TypeError, match="code_shape must be a tuple of ints"):
+        le.LatentVariableEBM(None, le.ConditionalLinearDecoder.random(6, 10), code_shape=3.5)

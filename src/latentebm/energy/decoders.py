@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .._docs import fill_doc
-from .._validation import as_tensor
+from .._validation import as_tensor, check_int, check_seed
 from ..operators import ConvDictionary, DenseDictionary, LinearOperator
 
 
@@ -195,8 +195,10 @@ class ConditionalLinearDecoder(LinearInZDecoder):
         ConditionalLinearDecoder
             With unit-norm columns.
         """
-        gen = torch.Generator().manual_seed(int(seed))
-        W = torch.randn(int(n_features), int(n_atoms), generator=gen, dtype=torch.float64)
+        n_features = check_int(n_features, "n_features", low=1)
+        n_atoms = check_int(n_atoms, "n_atoms", low=1)
+        gen = torch.Generator().manual_seed(check_seed(seed))
+        W = torch.randn(n_features, n_atoms, generator=gen, dtype=torch.float64)
         return cls(W.to(device=device, dtype=dtype), offset=offset)
 
     def atoms(self) -> torch.Tensor:

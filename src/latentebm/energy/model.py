@@ -27,6 +27,7 @@ from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -116,7 +117,14 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         self.cost = cost
         self._cost_checked = False
         if code_shape is not None:
-            code_shape = tuple(check_int(d, "code_shape", low=1) for d in code_shape)
+            if isinstance(code_shape, (int, np.integer)) and not isinstance(code_shape, bool):
+                code_shape = (code_shape,)  # one dimension, as for a dense code
+            try:
+                dims = tuple(code_shape)
+            except TypeError:
+                raise TypeError(f"code_shape must be a tuple of ints, got {code_shape!r}"
+                                ) from None
+            code_shape = tuple(check_int(d, "code_shape", low=1) for d in dims)
         self._code_shape = code_shape
         self.n_updates_ = 0
         self.history_: list[dict[str, Any]] = []

@@ -836,7 +836,7 @@ def _check_objective(objective: Any, k: Any) -> tuple[int, str]:
 
 
 def _check_shape(shape: Any) -> tuple[int, ...]:
-    if isinstance(shape, (int,)) and not isinstance(shape, bool):
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
         shape = (shape,)
     try:
         dims = tuple(shape)

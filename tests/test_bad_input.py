@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -287,3 +289,24 @@ def test_atoms_far_from_unit_scale_normalise_to_unit_norm(scale):
     ]
     for n in norms:
         torch.testing.assert_close(n, torch.ones_like(n))
+
+
+def test_optimal_codes_and_free_energies_cut_short_by_the_cap_warn():
+    """LISTA.targets, PSD.free_energy, ConvSparseAutoencoder.energy and SparseCoding.energy
+    return codes or energies without the converged flag: an iteration cap of 1 gave
+    non-optimal values with no sign."""
+    rng = np.random.default_rng(0)
+    W, Y = rng.standard_normal((8, 5)), rng.standard_normal((3, 8))
+    images = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    calls = [
+        lambda **kw: le.LISTA(W, 0.1).targets(Y, **kw),
+        lambda **kw: le.PSD(8, 5, 0.1, init=W).free_energy(Y, **kw),
+        lambda **kw: le.ConvSparseAutoencoder(3, 3, 1, lam=0.1).energy(images, **kw),
+    ]
+    for call in calls:
+        with pytest.warns(le.NotConvergedWarning, match="stopped at the iteration cap"):
+            call(max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", le.NotConvergedWarning)
+        for call in calls:
+            call()  # the defaults converge

@@ -22,7 +22,7 @@ from .models.vae import VAE
 from .objective import duality_gap, lasso_energy
 from .operators import ConvDictionary, DenseDictionary, LinearOperator
 from .regularizers import L1, NonNegL1, Regularizer, UnitBall
-from .solvers import IterationState, SolverResult, fista, ista, solve
+from .solvers import IterationState, NotConvergedWarning, SolverResult, fista, ista, solve
 
 try:
     __version__ = _metadata.version("latentebm")
@@ -45,6 +45,7 @@ __all__ = [
     "lasso_energy",
     "duality_gap",
     "SolverResult",
+    "NotConvergedWarning",
     "IterationState",
     "LinearOperator",
     "DenseDictionary",

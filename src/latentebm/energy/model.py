@@ -362,7 +362,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         {returns_any_per_sample}
         """
-        return self.solve(x, y, **kwargs).energy
+        return self.solve(x, y, **kwargs).warn_unless_converged("free energies").energy
 
     def predict(self, x: Any, z: Any) -> Any:
         """``Dec(Pred(x), z)``: the prediction for a chosen latent ``z``.

@@ -180,7 +180,7 @@ class DictionaryModel(LatentModel):
         array or tensor ``(batch,)``
         """
         if Z is None:
-            return self.encode(Y).energy
+            return self.encode(Y).warn_unless_converged("free energies").energy
         return lasso_energy(Y, self.operator(), Z, self.lam, nonneg=self.nonneg)
 
 

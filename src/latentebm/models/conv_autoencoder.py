@@ -440,8 +440,8 @@ class ConvSparseAutoencoder(LatentModel):
         """
         Y_t, numpy_out = self._images(Y)
         if self.mode == "psd":
-            return to_output(self.infer(Y_t, **_inference_limits(tol, max_iter)).energy,
-                             numpy_out)
+            result = self.infer(Y_t, **_inference_limits(tol, max_iter))
+            return to_output(result.warn_unless_converged("free energies").energy, numpy_out)
         with torch.no_grad():
             Z = self.predict(Y_t)
             r = Y_t - self.decode_maps(Z)

@@ -643,7 +643,7 @@ class LISTA(LatentModel):
         with torch.no_grad():
             out = proximal_gradient(DenseDictionary(self.W), Y_t, self.lam, self.reg, tol=tol,
                                     max_iter=max_iter)
-        return out.z
+        return out.warn_unless_converged("optimal codes").z
 
     # ----------------------------------------------------------------- training
     @with_fit_options(epochs=50, batch_size=256, checkpoint_every=200, batch="Global mini-batch",

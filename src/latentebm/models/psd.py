@@ -301,7 +301,7 @@ class PSD(LatentModel):
 
         {returns_any_per_sample}
         """
-        return self.infer(Y, **kwargs).energy
+        return self.infer(Y, **kwargs).warn_unless_converged("free energies").energy
 
     def forward(self, Y: torch.Tensor) -> torch.Tensor:
         """The encoder's prediction ``Enc(Y)`` of validated signals (with gradient).

@@ -30,10 +30,11 @@ from . import gram_cd as _gram_cd  # noqa: F401  (registers "gram_cd")
 from .admm_fourier import admm_fourier  # registers "admm"
 from .api import METHODS, Method, fista, ista, register_method, solve
 from .proximal_gradient import proximal_gradient
-from .result import Callback, IterationState, SolverResult
+from .result import Callback, IterationState, NotConvergedWarning, SolverResult
 from .smooth import autograd_proximal_gradient, smooth_proximal_gradient
 
 __all__ = [
+    "NotConvergedWarning",
     "solve",
     "fista",
     "ista",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -56,6 +57,31 @@ class SolverResult:
     def all_converged(self) -> bool:
         """Whether every sample converged."""
         return bool(self.converged.all())
+
+    def warn_unless_converged(self, what: str) -> SolverResult:
+        """Warn (:class:`NotConvergedWarning`) when some sample did not meet its tolerance, for
+        entry points that hand back ``what`` (optimal codes, free energies) without the flag;
+        returns ``self``.
+
+        Parameters
+        ----------
+        what : str
+            What the caller returns from these codes, for the message.
+
+        Returns
+        -------
+        SolverResult
+        """
+        missed = ~torch.as_tensor(self.converged)
+        if bool(missed.any()):
+            worst = float((torch.as_tensor(self.gap) / torch.as_tensor(self.energy).abs())
+                          [missed].max())
+            warnings.warn(
+                f"{int(missed.sum())} of {missed.numel()} sample(s) stopped at the iteration "
+                f"cap above their tolerance (relative gap up to {worst:.2g}): their {what} "
+                "are not the minimum's; raise max_iter (or tol)", NotConvergedWarning,
+                stacklevel=3)
+        return self
 
     def to_output(self, numpy_out: bool) -> SolverResult:
         """This result with every tensor converted to NumPy when ``numpy_out``.
@@ -193,4 +219,9 @@ class BatchOutputs:
             method=method)
 
 
-__all__ = ["SolverResult", "IterationState", "Callback"]
+class NotConvergedWarning(UserWarning):
+    """Codes a method returned as optimal (or an energy as the minimum) that did not reach
+    their tolerance within the iteration cap."""
+
+
+__all__ = ["SolverResult", "IterationState", "Callback", "NotConvergedWarning"]

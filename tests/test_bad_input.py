@@ -310,3 +310,14 @@ def test_optimal_codes_and_free_energies_cut_short_by_the_cap_warn():
         warnings.simplefilter("error", le.NotConvergedWarning)
         for call in calls:
             call()  # the defaults converge
+
+
+def test_messages_name_the_argument_at_fault():
+    Y, W = np.ones((2, 3)), np.eye(3)
+    with pytest.raises(ValueError, match="lam must be finite, got an integer of 401 digits"):
+        le.fista(Y, W, 10**400)
+    with pytest.raises(TypeError, match="nonneg must be True or False, got 1"):
+        le.lasso_energy(Y, W, Y, 0.1, nonneg=1)
+    assert le.duality_gap(Y, W, Y, 0.1, nonneg=np.True_).shape == (2,)
+    with pytest.raises(TypeError, match="besides tol, max_iter"):
+        le.ista(Y, W, 0.1, tolerance=1e-3)

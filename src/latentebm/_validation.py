@@ -183,7 +183,11 @@ def check_scalar(
         shape = getattr(value, "shape", None)
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}"
                         + (f" of shape {tuple(shape)}" if shape is not None else ""))
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float64, e.g. 10**400
+        raise ValueError(f"{name} must be finite, got an integer of {len(str(abs(value)))} "
+                         "digits, beyond float64") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if low is not None and (value < low or (not low_inclusive and value == low)):

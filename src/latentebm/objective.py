@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ._docs import doc_filler, fill_doc
+from ._validation import check_bool
 from .operators import LinearOperator, batch_dot
 from .problem import Problem, prepare, prepare_code, to_output
 from .regularizers import Regularizer, get_regularizer
@@ -89,6 +90,7 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
         The energies; a NumPy array when ``Y`` is not a tensor.
     """
     problem, Z_t = _prepared(Y, W, Z, lam)
+    nonneg = check_bool(nonneg, "nonneg")
     reg = get_regularizer(nonneg)
     r = problem.Y - problem.op.decode(Z_t)
     energy = 0.5 * batch_dot(r, r) + problem.lam * reg.value(Z_t)
@@ -122,6 +124,7 @@ def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> An
         The gaps; a NumPy array when ``Y`` is not a tensor.
     """
     problem, Z_t = _prepared(Y, W, Z, lam)
+    nonneg = check_bool(nonneg, "nonneg")
     if nonneg and bool((Z_t < 0).any()):
         raise ValueError("Z has negative entries but nonneg=True; the gap would be infinite")
     _, gap = energy_and_gap(problem.op, problem.Y, Z_t, problem.lam, get_regularizer(nonneg))

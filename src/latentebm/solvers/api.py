@@ -156,7 +156,8 @@ def solve(
     unknown = set(options) - chosen.options
     if unknown:
         raise TypeError(f"method {chosen.name!r} takes no option(s) {sorted(unknown)}; "
-                        f"it takes {sorted(chosen.options)}")
+                        f"besides tol, max_iter, z0, nonneg, regularizer and callback it takes "
+                        f"{sorted(chosen.options)}")
     return _run(chosen, problem, reg, z0, tol, max_iter, callback, options)
 
 

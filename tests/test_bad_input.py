@@ -321,3 +321,5 @@ def test_messages_name_the_argument_at_fault():
     assert le.duality_gap(Y, W, Y, 0.1, nonneg=np.True_).shape == (2,)
     with pytest.raises(TypeError, match="besides tol, max_iter"):
         le.ista(Y, W, 0.1, tolerance=1e-3)
+    with pytest.raises(ValueError, match="n_iter must be >= 1"):
+        le.DenseDictionary(W).lipschitz((3,), n_iter=0)  # returned 2e-308 as the estimate

@@ -7,6 +7,7 @@ import abc
 import torch
 
 from .._docs import fill_doc
+from .._validation import check_int
 
 
 @fill_doc
@@ -242,7 +243,7 @@ class LinearOperator(abc.ABC):
         torch.Tensor of shape ()
             The estimate, on the operator's device and in its dtype.
         """
-        key = (*tuple(signal_shape), n_iter)
+        key = (*tuple(signal_shape), check_int(n_iter, "n_iter", low=1))
         self._drop_stale_caches()
         if key not in self._lipschitz_cache:
             shape = (1, *self.code_shape(tuple(signal_shape)))

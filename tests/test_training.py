@@ -284,6 +284,51 @@ def test_ctrl_c_on_an_epochs_last_step_lets_the_model_close_that_epoch(tmp_path)
     assert closed == [0] and saved[-1] == (1, 0)
 
 
+def test_a_save_due_on_an_epochs_last_step_waits_for_the_epoch_to_close(tmp_path):
+    """With checkpoint_every a multiple of the steps per epoch the checkpoint was written
+    before the model closed the epoch: a run killed after it resumed with that epoch partial
+    for good (LISTA never scored it and kept worse weights)."""
+    saved, closed = [], []
+    loop = MinibatchLoop(8, 4, 2, seed=0, device="cpu", checkpoint=tmp_path / "c",
+                         save=lambda e, b: saved.append(((e, b), list(closed))),
+                         checkpoint_every=2, progress=False)
+    with loop:
+        for epoch in loop.epochs():
+            for b in epoch:
+                loop.step_done(b, b.step + 1)
+            closed.append(epoch.index)
+    assert saved[0] == ((1, 0), [0])  # written at (1, 0) after epoch 0 had closed
+
+
+def test_a_run_killed_after_an_epoch_end_checkpoint_resumes_to_the_same_lista(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    W = torch.nn.functional.normalize(torch.randn(16, 24, generator=gen), dim=0)
+    Y, Yv = torch.randn(10, 16, generator=gen), torch.randn(30, 16, generator=gen)
+
+    def run(**extra):
+        net = le.LISTA(W, 0.1, 3, seed=1)
+        net.fit(Y, epochs=3, batch_size=2, lr=0.01, validation=(Yv, net.targets(Yv)),
+                checkpoint_every=5, progress=False, **extra)  # 5 steps an epoch
+        return net
+
+    whole = run()
+
+    def stop(n, model):
+        if n == 7:
+            raise RuntimeError("killed")  # after the checkpoint at the end of epoch 0
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run(checkpoint=tmp_path / "c.safetensors", callback=stop)
+    resumed = run(checkpoint=tmp_path / "c.safetensors", resume=True)
+    assert [h["partial"] for h in resumed.history_] == [False] * 3
+    assert [h["val_code_error"] for h in resumed.history_] == [
+        h["val_code_error"] for h in whole.history_]
+    tensors = [(a, b) for a, b in zip(whole.state_dict().values(),
+                                       resumed.state_dict().values(), strict=True)
+               if isinstance(a, torch.Tensor)]  # (the rest is the history, with its timings)
+    assert tensors and all(torch.equal(a, b) for a, b in tensors)
+
+
 @pytest.mark.parametrize("make_model", [
     lambda: le.SparseCoding(10, 12, lam=0.1),
     lambda: le.LISTA(torch.nn.functional.normalize(torch.randn(10, 12), dim=0), 0.1, 2),

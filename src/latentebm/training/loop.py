@@ -225,6 +225,7 @@ class MinibatchLoop:
         self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self._checked = first  # steps before this one are known to be finite
         self._steps_run = first
+        self._save_at_epoch_end = False  # a save due on an epoch's last step waits for its close
         self.last_good: str | None = (
             str(checkpoint) if checkpoint is not None and os.path.exists(checkpoint) and first
             else None
@@ -279,6 +280,9 @@ class MinibatchLoop:
         start_epoch, start_batch = self.start
         for epoch in range(start_epoch, self.n_epochs):
             if epoch > start_epoch:  # the previous epoch has closed (validation, history)
+                if self._save_at_epoch_end:
+                    self._save_at_epoch_end = False
+                    self.save()
                 self._interrupt.raise_if_requested()
             order = epoch_order(self.seed, self.n, epoch, self.device)
             first = start_batch if epoch == start_epoch else 0
@@ -289,7 +293,8 @@ class MinibatchLoop:
                   callback_args: tuple[Any, ...] = ()) -> None:
         """After a step: flag a non-finite ``loss``, step the scheduler, move the position past
         ``batch``, advance the bar, run the callback, check for divergence every
-        ``check_every`` steps, save if ``count`` is a multiple of ``checkpoint_every``, and raise
+        ``check_every`` steps, save if ``count`` is a multiple of ``checkpoint_every`` (on an
+        epoch's last step, once the model has closed the epoch: at the next epoch), and raise
         ``KeyboardInterrupt`` if Ctrl-C was pressed (after an epoch's last step, when the next
         epoch starts instead, so that the model closes the epoch first).
 
@@ -321,7 +326,10 @@ class MinibatchLoop:
         if self.callback is not None:
             self.callback(*(callback_args or (count, self.watch)))
         if count % self.checkpoint_every == 0:
-            self.save()
+            if last:  # saved once the model has closed the epoch (its history, validation)
+                self._save_at_epoch_end = True
+            else:
+                self.save()
         elif self._steps_run - self._checked >= self.check_every:
             self.verify()
         if not last:  # after an epoch's last step, at the next epoch: the model closes it first

@@ -764,8 +764,10 @@ class LISTA(LatentModel):
                                      scheduler=scheduler)
             start, Z_star = state.position, state.extra.get("targets")
             best = {k[len(BEST):]: v for k, v in state.extra.items() if k.startswith(BEST)}
-            done_before = tuple(h["val_code_error"] for h in self.history_
-                                if not h["partial"] and "val_code_error" in h)
+            # the last start[0] closed epochs are this fit's (earlier fits' come before them)
+            closed = [h for h in self.history_ if not h["partial"]]
+            done_before = tuple(h["val_code_error"] for h in closed[len(closed) - start[0]:]
+                                if "val_code_error" in h)
         if Z_star is None:
             Z_star = self._training_targets(Y_t, targets, tol, max_iter)
             self._refuse_zero_targets(Y_t, Z_star)

@@ -78,7 +78,7 @@ class SolverResult:
                           [missed].max())
             warnings.warn(
                 f"{int(missed.sum())} of {missed.numel()} sample(s) stopped at the iteration "
-                f"cap above their tolerance (relative gap up to {worst:.2g}): their {what} "
+                f"cap above their tolerance (relative gap up to {worst:.3g}): their {what} "
                 "are not the minimum's; raise max_iter (or tol)", NotConvergedWarning,
                 stacklevel=3)
         return self

@@ -92,6 +92,7 @@ def rewrite(src, dst, *, drop=None, meta=None, tensors=None, keep_checksum=False
     m = dict(header["__metadata__"])
     if not keep_checksum:
         m.pop("sha256")
+        m.pop("sha256_metadata")
     if drop:
         t.pop(drop)
     t.update(tensors or {})
@@ -124,6 +125,10 @@ def test_loader_names_every_kind_of_damage(saved, tmp_path):
             **json.loads(read_meta(saved)["training"]), "position": [-1, "x"]})}),
         "tensor data do not match the checksum": rewrite(
             saved, tmp_path / "h", tensors={"model.W": torch.zeros((10, 6), dtype=D64)},
+            keep_checksum=True),
+        # one flipped bit in the JSON (λ 0.1 -> 0.3) was loaded as the model's own λ
+        "metadata .* do not match the checksum": rewrite(
+            saved, tmp_path / "i", meta={"config": json.dumps({**config, "lam": 0.3})},
             keep_checksum=True),
     }
     for message, path in cases.items():

@@ -11,8 +11,9 @@ A file holds
   tensors (``extra.*``, e.g. warm-start codes).
 
 The writer refuses non-finite tensors, so a diverged run never overwrites a good file; it writes
-to a temporary name and renames, with a SHA-256 of the tensors (``sha256``) that the loader
-checks, since safetensors checks the header but not the data. :func:`read_checkpoint` is the one
+to a temporary name and renames, with a SHA-256 of the tensors (``sha256``) and one of the
+other metadata (``sha256_metadata``) that the loader checks, since safetensors checks neither
+the data nor the meaning of the header. :func:`read_checkpoint` is the one
 loader: a file it cannot use raises :class:`CheckpointError` saying ``checkpoint PATH is
 damaged: <what>`` (or that it comes from an older, incompatible latentebm, or holds another kind
 of model). Nothing is ever unpickled.
@@ -155,6 +156,7 @@ def write_checkpoint(
         )
     payload = {name: t.to("cpu").contiguous() for name, t in tensors.items()}
     meta["sha256"] = tensor_digest(payload)
+    meta["sha256_metadata"] = metadata_digest(meta)
     try:
         with atomic_path(path, ".safetensors") as tmp:
             save_file(payload, str(tmp), metadata=meta)
@@ -164,6 +166,24 @@ def write_checkpoint(
         raise OSError(exc.errno, f"could not write checkpoint {path} ({exc.strerror or exc}); "
                       f"{kept}") from exc
     return Path(path)
+
+
+def metadata_digest(meta: dict[str, str]) -> str:
+    """SHA-256 of the metadata entries (the tensors' digest among them) but its own: a flipped
+    bit in the configuration, the training position or the fit settings is named as damage.
+
+    Parameters
+    ----------
+    meta : dict of str to str
+        The safetensors header's metadata.
+
+    Returns
+    -------
+    str
+        The hex digest.
+    """
+    entries = {k: v for k, v in meta.items() if k != "sha256_metadata"}
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -242,6 +262,10 @@ def read_checkpoint(
         )
     if fmt != FORMAT:
         raise damaged(f"not a latentebm checkpoint (format {fmt!r}, expected {FORMAT!r})")
+    if "sha256_metadata" in meta and meta["sha256_metadata"] != metadata_digest(meta):
+        raise damaged("its metadata (configuration, training position, settings) do not match "
+                      "the checksum written with them (the file was altered or corrupted after "
+                      "it was saved)")
     if kind is not None and meta.get("kind") != kind:
         raise CheckpointError(
             f"checkpoint {path} holds a {meta.get('kind')!r} model, not a {kind!r} one: load it "
@@ -336,4 +360,4 @@ def _json(meta: dict[str, str], key: str, damaged, *, want: type) -> Any:
 
 
 __all__ = ["FORMAT", "Checkpoint", "CheckpointError", "TrainingState", "check_same_settings",
-           "read_checkpoint", "tensor_digest", "write_checkpoint"]
+           "metadata_digest", "read_checkpoint", "tensor_digest", "write_checkpoint"]

@@ -372,8 +372,9 @@ class MinibatchLoop:
         kept = (f"the last good checkpoint {self.last_good} was kept"
                 if self.last_good is not None else "no checkpoint was written")
         raise FloatingPointError(
-            f"training diverged: {what}; {kept}. Lower the learning rate (or the step size), "
-            "check the data, then resume from the checkpoint or start again."
+            f"training diverged: {what}; {kept}. Lower the learning rate (or the step size) "
+            "and train again from the start, or check the data for extreme values (a resumed "
+            "run keeps the settings it began with and would diverge the same way)."
         )
 
     def save(self) -> None:

@@ -370,3 +370,15 @@ def test_constructors_check_their_sizes_and_seeds():
     assert ebm.code_shape((6,)) == (10,)
     with pytest.raises(TypeError, match="code_shape must be a tuple of ints"):
         le.LatentVariableEBM(None, le.ConditionalLinearDecoder.random(6, 10), code_shape=3.5)
+
+
+def test_a_checkpoint_of_another_precision_is_refused(tmp_path):
+    """A float64 energy's checkpoint loaded and resumed into a float32 one without a word."""
+    def energy(dtype):
+        return le.LatentVariableEBM.from_model(
+            le.SparseCoding(16, 24, 0.2, seed=3, init="random", dtype=dtype))
+
+    energy(torch.float64).save(tmp_path / "e.safetensors")
+    with pytest.raises(ValueError, match="dtype: checkpoint has 'float64', model has 'float32'"):
+        energy(torch.float32).load_state_(tmp_path / "e.safetensors")
+    assert energy(torch.float64).load_state_(tmp_path / "e.safetensors") is not None

@@ -476,6 +476,8 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
             "decoder": type(self.decoder).__name__,
             # a convolutional decoder's kernels have one shape for both boundaries
             "boundary": getattr(self.decoder, "boundary", None),
+            # load_state_dict would convert a float64 checkpoint to float32 without a word
+            "dtype": str(self.reference().dtype).replace("torch.", ""),
         }
 
     def save(self, path: str | os.PathLike) -> None:

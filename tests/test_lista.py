@@ -590,3 +590,25 @@ def test_a_resumed_second_fit_counts_only_its_own_held_out_scores(tmp_path):
     for name, t in whole.state_dict().items():
         if isinstance(t, torch.Tensor):
             assert torch.equal(t, resumed.state_dict()[name]), name
+
+
+def test_resuming_with_another_dictionary_is_refused(tmp_path):
+    """λ was checked but W, a buffer, was overwritten by the checkpoint's: the resumed network
+    belonged to another problem than the one it was built for."""
+    gen = torch.Generator().manual_seed(0)
+    W1, W2 = (torch.nn.functional.normalize(torch.randn(16, 24, generator=gen), dim=0)
+              for _ in range(2))
+    Y = torch.randn(64, 16, generator=gen)
+
+    def interrupt(n, model):
+        if n == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        LISTA(W1, 0.1, 3).fit(Y, epochs=2, batch_size=8, checkpoint=tmp_path / "c.safetensors",
+                              callback=interrupt, progress=False)
+    with pytest.raises(ValueError, match="its W differs from this model's"):
+        LISTA(W2, 0.1, 3).fit(Y, epochs=2, batch_size=8, checkpoint=tmp_path / "c.safetensors",
+                              resume=True, progress=False)
+    LISTA(W1, 0.1, 3).fit(Y, epochs=2, batch_size=8, checkpoint=tmp_path / "c.safetensors",
+                          resume=True, progress=False)

@@ -175,6 +175,9 @@ class LatentModel(TrainingAttributes, nn.Module):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     #: plain attributes saved in ``state_dict()`` as the module's extra state
     TRAINING_STATE: ClassVar[tuple[str, ...]] = ("n_steps_", "history_")
+    #: buffers a model is built from and never trains (LISTA's dictionary): resuming a fit
+    #: from a checkpoint that holds other values is refused
+    RESUME_SAME_BUFFERS: ClassVar[tuple[str, ...]] = ()
 
     config: ModelConfig
 
@@ -399,6 +402,12 @@ class LatentModel(TrainingAttributes, nn.Module):
                              "writes, or load this one with load()")
         check_same_settings(path, {**ckpt.config, **ckpt.training.fit},
                             {**self.config.to_json(), **fit})
+        for name in self.RESUME_SAME_BUFFERS:  # what the model was built from, not trained
+            own, theirs = getattr(self, name), ckpt.state_dict.get(name)
+            if not (isinstance(theirs, torch.Tensor) and theirs.shape == own.shape
+                    and torch.equal(theirs.to(own.device, own.dtype), own)):
+                raise ValueError(f"checkpoint {path} is from another configuration (its {name} "
+                                 f"differs from this model's): a run resumes only as it began")
         self.load_checkpoint_state(ckpt)
         try:
             if optimizer is not None:

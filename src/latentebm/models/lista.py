@@ -401,6 +401,7 @@ class LISTA(LatentModel):
     KIND = "lista"
     Config = LISTAConfig
     TRAINING_STATE = ("n_updates_", "history_")
+    RESUME_SAME_BUFFERS = ("W",)
 
     def __init__(
         self,

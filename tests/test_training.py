@@ -369,3 +369,14 @@ def test_a_model_converted_to_float64_saves_and_reloads_as_float64(make_model, t
         if isinstance(a, torch.Tensor):
             assert a.dtype == b.dtype and torch.equal(a, b), name
     assert model.float().config.dtype == "float32"
+
+
+def test_resuming_with_fewer_epochs_than_the_checkpoint_ran_is_refused(tmp_path):
+    """fit(epochs=3, resume=True) on a finished five-epoch run returned the five-epoch model,
+    and the command recorded epochs 3 beside a five-epoch history."""
+    ckpt = tmp_path / "c.safetensors"
+    le.SparseCoding(10, 6, 0.1, dtype=D64).fit(data(), epochs=3, batch_size=16, progress=False,
+                                               checkpoint=ckpt)
+    with pytest.raises(ValueError, match="has trained 3 epoch.*more than the 2 epoch"):
+        le.SparseCoding(10, 6, 0.1, dtype=D64).fit(data(), epochs=2, batch_size=16,
+                                                   progress=False, checkpoint=ckpt, resume=True)

@@ -221,6 +221,12 @@ class MinibatchLoop:
         self._interrupt = GracefulInterrupt()
         self._bar: tqdm | None = None
         first = start[0] * self.steps_per_epoch + start[1]
+        if first > self.total:  # a resumed run that already went further than asked
+            raise ValueError(
+                f"the checkpoint {checkpoint} has trained {start[0]} epoch(s)"
+                + (f" and {start[1]} batch(es)" if start[1] else "")
+                + f", more than the {epochs} epoch(s) asked for: resume with epochs of at "
+                f"least {start[0] + (start[1] > 0)}, or load() the model it holds")
         # the first step whose loss was not finite (-1: none), kept on the device
         self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self._checked = first  # steps before this one are known to be finite

@@ -204,8 +204,30 @@ class MeanRecord(EpochRecord):
     def values(self) -> dict[str, Any]:
         return {**{self.PREFIX + k: self.mean(k) for k in self.KEYS}, self.COUNT_KEY: self.count}
 
+    def entry(self, partial: bool, seconds: float) -> dict[str, Any]:
+        """As :meth:`EpochRecord.entry`; a partial entry also holds the running sums
+        (``running_sums``), so that a resumed epoch's means are the uninterrupted ones to the
+        bit (mean × count is not always the sum).
+
+        Parameters
+        ----------
+        partial : bool
+            Whether the epoch is still running.
+        seconds : float
+            Time spent in the epoch so far.
+
+        Returns
+        -------
+        dict
+        """
+        entry = super().entry(partial, seconds)
+        if partial:
+            entry["running_sums"] = dict(self.sums)
+        return entry
+
     def restore(self, entry: dict[str, Any]) -> None:
-        """Take the count and the sums (mean × count) back from a partial ``entry``.
+        """Take the count and the sums back from a partial ``entry`` (mean × count for an entry
+        without ``running_sums``).
 
         Parameters
         ----------
@@ -213,7 +235,9 @@ class MeanRecord(EpochRecord):
             A history entry published with ``partial=True``.
         """
         self.count = entry[self.COUNT_KEY]
-        self.sums = {k: entry[self.PREFIX + k] * self.count for k in self.KEYS}
+        saved = entry.get("running_sums", {})
+        self.sums = {k: saved[k] if k in saved else entry[self.PREFIX + k] * self.count
+                     for k in self.KEYS}
 
 
 __all__ = ["EpochRecord", "MeanRecord"]

@@ -404,3 +404,15 @@ def test_a_resumed_epochs_means_are_the_uninterrupted_ones_to_the_bit(tmp_path):
     resumed.fit(Y, checkpoint=tmp_path / "c.safetensors", resume=True, **options)
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in whole.history_]
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history_] == strip
+
+
+def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(tmp_path):
+    """A path whose folder was a file failed only at the first save, after 100 steps, saying
+    "could not write checkpoint ... (File exists)"."""
+    (tmp_path / "afile").write_text("x")
+    for path, message in ((tmp_path / "afile" / "c.safetensors", "afile is a file"),
+                          (tmp_path / "none" / "c.safetensors", "none does not exist"),
+                          (tmp_path, "is a folder")):
+        with pytest.raises(ValueError, match=message):
+            le.SparseCoding(10, 6, 0.1, dtype=D64).fit(data(), batch_size=16, progress=False,
+                                                       checkpoint=path)

@@ -21,10 +21,12 @@ import functools
 import inspect
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import check_bool
+from . import distributed
 from .loop import check_loop_args, resuming
 
 R = TypeVar("R")
@@ -104,6 +106,14 @@ def check_hooks(checkpoint: Any, **callbacks: Any) -> None:
     """
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+    # found out at the first save otherwise, after the first steps (rank 0 alone writes it)
+    if checkpoint is not None and distributed.is_main():
+        folder = Path(checkpoint).parent
+        if not folder.is_dir():
+            raise ValueError(f"checkpoint {checkpoint}: its folder {folder} "
+                             + ("is a file" if folder.exists() else "does not exist"))
+        if Path(checkpoint).is_dir():
+            raise ValueError(f"checkpoint {checkpoint} is a folder; give a file path")
     for name, fn in callbacks.items():
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")

@@ -364,6 +364,17 @@ def test_cli_refuses_iwae_samples_with_the_elbo_before_reading_any_data(command,
     assert not (tmp_path / "run").exists()
 
 
+def test_fuzzy_balls_refuses_betas_that_would_share_a_folder(tmp_path, capsys):
+    """--betas 0.1 0.1000001 trained two models into one folder, the second over the first."""
+    from latentebm.cli import main
+
+    code = main(["vae-fuzzy-balls", "--betas", "0.1", "0.1000001", "--out",
+                 str(tmp_path / "run"), "--data-dir", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 2 and "would share the folder beta_0.1" in err and "MNIST" not in err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv, name", [
     (["sparse-coding", "--lam", "-1"], "lam"),
     (["sparse-coding", "--epochs", "0"], "epochs"),

@@ -114,6 +114,13 @@ def run(args: argparse.Namespace) -> Run:
     runs.set_threads(args)
     if args.latent != 2:
         raise ValueError(f"--latent must be 2 to draw the codes as ellipses, got {args.latent}")
+    seen: dict[str, float] = {}
+    for beta in dict.fromkeys([*args.betas, args.sigma_beta]):
+        other = seen.setdefault(_tag(beta), beta)
+        if other != beta:  # one folder, one checkpoint, for two models
+            raise ValueError(f"β {other!r} and {beta!r} (--betas, --sigma-beta) would share the "
+                             f"folder {_tag(beta)}; give values that differ in six significant "
+                             "digits")
     config = runs.vae_config(NAME, args, betas=args.betas, n_plot=args.n_plot,
                              fixed_sigma=args.fixed_sigma, sigma_beta=args.sigma_beta)
     run = Run(args.out, config, resume=args.resume)

@@ -323,3 +323,17 @@ def test_messages_name_the_argument_at_fault():
         le.ista(Y, W, 0.1, tolerance=1e-3)
     with pytest.raises(ValueError, match="n_iter must be >= 1"):
         le.DenseDictionary(W).lipschitz((3,), n_iter=0)  # returned 2e-308 as the estimate
+
+
+def test_unit_ball_checks_its_atom_dimensions():
+    """UnitBall(1.5) failed in flatten, UnitBall("a") in a comparison, and UnitBall(3) on
+    one-dimensional codes in a broadcast deep inside the solver."""
+    from latentebm.regularizers import UnitBall
+
+    for bad in (1.5, "a"):
+        with pytest.raises(TypeError, match="atom_ndim must be an integer"):
+            UnitBall(bad)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"atom_ndim=3\) needs codes of at least 3"):
+        le.fista(rng.standard_normal((3, 8)), rng.standard_normal((8, 5)), 0.1,
+                 regularizer=UnitBall(3))

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ._docs import DOCS, doc_filler, fill_doc
+from ._validation import check_int
 
 # What an implementation's value, prox and dual_norm take and return (the Parameters entries and
 # the Returns section), documented once for the classes below.
@@ -89,6 +90,16 @@ class Regularizer(abc.ABC):
     is_l1: bool = False
     nonneg: bool = False
     is_constraint: bool = False
+
+    def check_code_shape(self, code_shape: tuple[int, ...]) -> None:  # noqa: B027 - a hook
+        """Refuse codes of one sample ``code_shape`` this penalty cannot apply to (a
+        ``ValueError``); every shape by default.
+
+        Parameters
+        ----------
+        code_shape : tuple of int
+            The shape of one sample's codes.
+        """
 
     @abc.abstractmethod
     def value(self, z: torch.Tensor) -> torch.Tensor:
@@ -221,9 +232,13 @@ class UnitBall(Regularizer):
     is_constraint = True
 
     def __init__(self, atom_ndim: int = 1) -> None:
-        if atom_ndim < 1:
-            raise ValueError(f"atom_ndim must be at least 1, got {atom_ndim}")
-        self.atom_ndim = atom_ndim
+        self.atom_ndim = check_int(atom_ndim, "atom_ndim", low=1)
+
+    def check_code_shape(self, code_shape: tuple[int, ...]) -> None:
+        """Refuse codes of one sample ``code_shape`` with fewer dimensions than an atom."""
+        if len(code_shape) < self.atom_ndim:
+            raise ValueError(f"UnitBall(atom_ndim={self.atom_ndim}) needs codes of at least "
+                             f"{self.atom_ndim} dimension(s) per sample, got {code_shape}")
 
     def _norms(self, z: torch.Tensor) -> torch.Tensor:
         return z.flatten(z.dim() - self.atom_ndim).norm(dim=-1)

@@ -322,6 +322,7 @@ def _run(method: Method, problem: Problem, reg: Regularizer, z0: Any, tol: float
     tol = check_tol(tol, problem.Y.dtype)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    reg.check_code_shape(tuple(problem.op.code_shape(tuple(problem.Y.shape[1:]))))
     z_init = None if z0 is None else prepare_code(z0, "z0", problem)
     if z_init is not None and reg.nonneg:  # a method may take a feasible start as its answer
         z_init = z_init.clamp_min(0)

@@ -205,21 +205,9 @@ class MeanRecord(EpochRecord):
         return {**{self.PREFIX + k: self.mean(k) for k in self.KEYS}, self.COUNT_KEY: self.count}
 
     def entry(self, partial: bool, seconds: float) -> dict[str, Any]:
-        """As :meth:`EpochRecord.entry`; a partial entry also holds the running sums
-        (``running_sums``), so that a resumed epoch's means are the uninterrupted ones to the
-        bit (mean × count is not always the sum).
-
-        Parameters
-        ----------
-        partial : bool
-            Whether the epoch is still running.
-        seconds : float
-            Time spent in the epoch so far.
-
-        Returns
-        -------
-        dict
-        """
+        """:meth:`EpochRecord.entry`, with the running sums (``running_sums``) while partial, so
+        that a resumed epoch's means are the uninterrupted ones to the bit (mean × count is not
+        always the sum)."""
         entry = super().entry(partial, seconds)
         if partial:
             entry["running_sums"] = dict(self.sums)

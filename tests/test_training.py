@@ -411,8 +411,12 @@ def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(tmp
     "could not write checkpoint ... (File exists)"."""
     (tmp_path / "afile").write_text("x")
     for path, message in ((tmp_path / "afile" / "c.safetensors", "afile is a file"),
-                          (tmp_path / "none" / "c.safetensors", "none does not exist"),
+                          (tmp_path / "afile" / "sub" / "c.safetensors", "afile is a file"),
                           (tmp_path, "is a folder")):
         with pytest.raises(ValueError, match=message):
             le.SparseCoding(10, 6, 0.1, dtype=D64).fit(data(), batch_size=16, progress=False,
                                                        checkpoint=path)
+    # a folder that does not exist yet is created at the first save, as before
+    le.SparseCoding(10, 6, 0.1, dtype=D64).fit(data(), batch_size=16, progress=False,
+                                               checkpoint=tmp_path / "new" / "c.safetensors")
+    assert (tmp_path / "new" / "c.safetensors").is_file()

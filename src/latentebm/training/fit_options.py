@@ -108,12 +108,13 @@ def check_hooks(checkpoint: Any, **callbacks: Any) -> None:
         raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
     # found out at the first save otherwise, after the first steps (rank 0 alone writes it)
     if checkpoint is not None and distributed.is_main():
-        folder = Path(checkpoint).parent
-        if not folder.is_dir():
-            raise ValueError(f"checkpoint {checkpoint}: its folder {folder} "
-                             + ("is a file" if folder.exists() else "does not exist"))
-        if Path(checkpoint).is_dir():
+        path = Path(checkpoint)
+        if path.is_dir():
             raise ValueError(f"checkpoint {checkpoint} is a folder; give a file path")
+        # missing folders are created at the first save; a file in their place cannot be
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ValueError(f"checkpoint {checkpoint}: {blocking} is a file, not a folder")
     for name, fn in callbacks.items():
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")

@@ -241,3 +241,24 @@ def test_shards_and_prepared_patches_refuse_what_they_would_misread(tmp_path: Pa
         prepare_patches(tmp_path / "p", 10, size=4, images=[])
     with pytest.raises(TypeError, match="seed"):
         prepare_patches(tmp_path / "q", 10, size=4, images=[np.ones((8, 8))], seed=True)
+
+
+def test_a_copy_or_pickle_reads_its_own_files(tmp_path):
+    """Copies shared the file descriptors: when one was freed, the other read whatever file the
+    system opened next under those numbers (another dataset's rows, without an error)."""
+    import copy
+    import gc
+    import pickle
+
+    A = np.arange(5, dtype=np.float32).reshape(5, 1)
+    write_shards(A, tmp_path / "a")
+    write_shards(-A - 100, tmp_path / "b")
+    data = ShardedArray(tmp_path / "a")
+    for make in (copy.copy, copy.deepcopy, lambda d: pickle.loads(pickle.dumps(d))):
+        other = make(data)
+        del other
+        gc.collect()
+        opened = ShardedArray(tmp_path / "b")
+        np.testing.assert_array_equal(data[:].numpy(), A)
+        np.testing.assert_array_equal(make(data)[:].numpy(), A)
+        opened.close()

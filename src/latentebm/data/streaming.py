@@ -492,6 +492,17 @@ class ShardedArray:
         if getattr(self, "_shards", None):
             self.close()
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # a copy or a pickle (a spawned worker) opens the files again by path: sharing the
+        # descriptors, a copy's close left the other reading whatever file got their numbers
+        return _reopen, (str(self.path),)
+
+
+def _reopen(path: str) -> ShardedArray:
+    """:class:`ShardedArray` ``path`` opened again for a copy or an unpickled one (sizes and
+    headers checked; the checksums were when the original was opened)."""
+    return ShardedArray(path, verify=False)
+
 
 def stream_batches(
     data: ShardedArray,

@@ -262,3 +262,20 @@ def test_a_copy_or_pickle_reads_its_own_files(tmp_path):
         np.testing.assert_array_equal(data[:].numpy(), A)
         np.testing.assert_array_equal(make(data)[:].numpy(), A)
         opened.close()
+
+
+def test_held_out_patches_are_whitened_as_the_prepared_ones(tmp_path: Path) -> None:
+    """sparse-coding --shards cut its held-out patches with 1/f whitening whatever the shards'
+    index said: a model trained on unwhitened patches was scored on whitened ones."""
+    from latentebm.cli import build_parser
+    from latentebm.data import natural_patches
+    from latentebm.experiments.sparse_coding_cmd import load_data
+
+    prepare_patches(tmp_path / "p", 300, size=6, images=None, whiten="none", seed=0)
+    args = build_parser().parse_args(["sparse-coding", "--dataset", "natural", "--shards",
+                                      str(tmp_path / "p"), "--n-test", "40",
+                                      "--out", str(tmp_path / "r")])
+    _, test, shape = load_data(args)
+    assert shape == (6, 6)
+    expected = natural_patches(6, 40, images=None, whiten="none", seed=args.seed + 1)
+    np.testing.assert_array_equal(np.asarray(test), np.asarray(expected))

@@ -111,8 +111,9 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
         if train.n_features != size * size:
             raise ValueError(f"--shards {args.shards} holds {train.n_features} features per "
                              f"row, not grey {size}x{size} patches")
-        test = natural_patches(size, args.n_test, images=args.images, whiten="1f",
-                               seed=args.seed + 1)
+        # held out as the prepared patches were made (their index records the whitening)
+        test = natural_patches(size, args.n_test, images=args.images,
+                               whiten=train.meta.get("whiten", "1f"), seed=args.seed + 1)
         return train, test, (size, size)
     if args.dataset == "mnist":
         kw = {"sample": True} if args.sample else {"data_dir": args.data_dir}

@@ -279,3 +279,20 @@ def test_held_out_patches_are_whitened_as_the_prepared_ones(tmp_path: Path) -> N
     assert shape == (6, 6)
     expected = natural_patches(6, 40, images=None, whiten="none", seed=args.seed + 1)
     np.testing.assert_array_equal(np.asarray(test), np.asarray(expected))
+
+
+def test_a_float64_model_starts_from_the_same_data_atoms_streamed(tmp_path: Path) -> None:
+    """init="data" nudged the streamed float32 rows in float32 (the in-memory fit does it in
+    float64): a float64 model's atoms differed by 1e-7 between the two."""
+    import torch
+
+    from latentebm import SparseCoding
+
+    X = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    write_shards(X, tmp_path / "x")
+    fits = []
+    for data in (X, ShardedArray(tmp_path / "x")):
+        model = SparseCoding(16, 12, lam=0.3, init="data", dtype=torch.float64)
+        model.fit(data, epochs=1, batch_size=64, progress=False)
+        fits.append(model.W)
+    assert torch.equal(*fits)

@@ -73,7 +73,8 @@ def initial_atoms(init: Any, n_features: int, n_atoms: int, seed: int
     return normalize_columns_(W), False
 
 
-def atoms_from_data(Y: torch.Tensor, n_atoms: int, seed: int) -> torch.Tensor:
+def atoms_from_data(Y: Any, n_atoms: int, seed: int, dtype: torch.dtype | None = None
+                    ) -> torch.Tensor:
     """``n_atoms`` unit-norm atoms from samples of ``Y`` drawn by ``seed`` (with replacement once
     all are used), each nudged by a little noise so that repeated samples give distinct atoms.
 
@@ -85,18 +86,22 @@ def atoms_from_data(Y: torch.Tensor, n_atoms: int, seed: int) -> torch.Tensor:
         Number of atoms to draw.
     seed : int
         Seed of the draw and of the noise.
+    dtype : torch.dtype or None
+        The atoms' dtype, taken before the noise (a float64 model's atoms from the float32 rows
+        of a streamed dataset are then those of the same rows in memory); default ``Y``'s.
 
     Returns
     -------
     torch.Tensor of shape (n_features, n_atoms)
-        On ``Y``'s device and in its dtype.
+        On ``Y``'s device.
     """
     gen = torch.Generator().manual_seed(seed)
     n = Y.shape[0]
     pick = torch.randperm(n, generator=gen)[:n_atoms]
     if n < n_atoms:
         pick = torch.cat([pick, torch.randint(n, (n_atoms - n,), generator=gen)])
-    atoms = Y[pick.to(Y.device)].T.clone()
+    rows = Y[pick.to(Y.device)]
+    atoms = rows.T.to(rows.dtype if dtype is None else dtype).clone()
     noise = torch.randn(atoms.shape, generator=gen, dtype=torch.float64).to(atoms)
     atoms += 1e-3 * atoms.norm(dim=0, keepdim=True).clamp_min(1e-3) * noise
     return normalize_columns_(atoms)

@@ -269,7 +269,7 @@ class SparseCoding(DictionaryModel):
 
     # ----------------------------------------------------------------- helpers
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
-        atoms = atoms_from_data(Y, self.n_atoms, self.seed)
+        atoms = atoms_from_data(Y, self.n_atoms, self.seed, dtype=self.dtype)
         self.W.copy_(normalize_columns_(atoms.clamp_min(0)) if self.nonneg_atoms else atoms)
         self._init_from_data = False
 

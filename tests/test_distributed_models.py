@@ -221,9 +221,10 @@ def test_torchrun_runs_the_command_and_rank_zero_reports(args: list[str], files:
             [r["code_error"] for r in rows[1]], rel=0.05)
 
 
-def _tiny_fits() -> dict[str, Any]:
+def _tiny_fits(folder: Path) -> dict[str, Any]:
     """Every model trained on data whose last batch holds one sample (9 signals in batches of
-    4, 5 images in batches of 2), so with two processes one share of it is empty."""
+    4, 5 images in batches of 2), so with two processes one share of it is empty; the images
+    also streamed from shards in ``folder`` and coded cold (no warm start)."""
     from latentebm import (
         LISTA,
         PSD,
@@ -234,9 +235,13 @@ def _tiny_fits() -> dict[str, Any]:
         LatentVariableEBM,
         SparseCoding,
     )
+    from latentebm.data.image_shards import ShardedImages, write_image_shards
 
     X, images = torch.rand(9, 10, generator=_gen(0), dtype=D64), _images(5, 1)
     quiet = {"epochs": 1, "progress": False}
+    if dist.rank() == 0 and not (folder / "images").exists():
+        write_image_shards(images.numpy(), folder / "images")
+    dist.barrier()
     torch.manual_seed(0)
     ebm = LatentVariableEBM(nn.Linear(4, 10).to(D64),
                             ConditionalLinearDecoder(torch.randn(10, 6, generator=_gen(2),
@@ -249,15 +254,20 @@ def _tiny_fits() -> dict[str, Any]:
         "ebm": (ebm, (torch.rand(9, 4, generator=_gen(4), dtype=D64), X), 4),
         "conv_dictionary": (ConvDictionaryLearning(3, 3, 1, 0.1, dtype=D64), (images,), 2),
         "conv_autoencoder": (ConvSparseAutoencoder(3, 3, 1, lam=0.1, dtype=D64), (images,), 2),
+        "conv_dictionary_streamed": (ConvDictionaryLearning(3, 3, 1, 0.1, dtype=D64),
+                                     (ShardedImages(folder / "images"),), 2),
     }
     for model, data, batch_size in fits.values():
         model.fit(*data, batch_size=batch_size, **quiet)
+    cold = ConvDictionaryLearning(3, 3, 1, 0.1, dtype=D64)
+    cold.fit(images, batch_size=2, warm_start=False, **quiet)
+    fits["conv_dictionary_cold"] = (cold, (), 0)
     return {name: model for name, (model, _, _) in fits.items()}
 
 
 def empty_share_worker(out_dir: str) -> None:
     dist.init_distributed()
-    for name, model in _tiny_fits().items():
+    for name, model in _tiny_fits(Path(out_dir)).items():
         _save(model, [], Path(out_dir), f"{name}-rank{dist.rank()}")
     dist.shutdown()
 
@@ -268,7 +278,7 @@ def test_a_last_batch_smaller_than_the_process_count_trains_as_one_process(tmp_p
     took its NaN mean over no images for a divergence."""
     check_ok(launch("test_distributed_models:empty_share_worker", 2, str(tmp_path),
                     timeout=120.0))
-    for name, single in _tiny_fits().items():
+    for name, single in _tiny_fits(tmp_path).items():
         for r in range(2):
             got = load_file(str(tmp_path / f"{name}-rank{r}.st"))
             for key, want in single.state_dict().items():

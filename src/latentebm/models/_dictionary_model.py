@@ -153,6 +153,8 @@ class DictionaryModel(LatentModel):
         ``z0``; no checks, no gradient."""
         problem = Problem(Y, self.operator(), self.lam, numpy_out=False)
         reg = self.regularizer()
+        if Y.shape[0] == 0:  # a process's empty share of a small last batch (FFTs refuse it)
+            return _no_codes(problem)
         with torch.no_grad():
             return resolve_method(method, problem, reg).run(problem, reg, z0, tol=tol,
                                                             max_iter=max_iter, callback=None,
@@ -182,6 +184,16 @@ class DictionaryModel(LatentModel):
         if Z is None:
             return self.encode(Y).warn_unless_converged("free energies").energy
         return lasso_energy(Y, self.operator(), Z, self.lam, nonneg=self.nonneg)
+
+
+def _no_codes(problem: Problem) -> SolverResult:
+    """The result of coding no signals: empty tensors of the problem's code shape."""
+    Y = problem.Y
+    empty = Y.new_zeros(0)
+    return SolverResult(
+        z=Y.new_zeros((0, *problem.op.code_shape(tuple(Y.shape[1:])))), gap=empty,
+        energy=empty, converged=torch.zeros(0, dtype=torch.bool, device=Y.device),
+        n_iter_per_sample=torch.zeros(0, dtype=torch.long, device=Y.device), n_iter=0)
 
 
 __all__ = ["DictionaryModel"]

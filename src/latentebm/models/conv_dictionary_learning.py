@@ -302,7 +302,10 @@ class ConvDictionaryLearning(DictionaryModel):
         checked (the only time they pass an entry point)."""
         if not streaming:
             return Y[idx]
-        return self.check_input(Y[idx].to(self.device, self.dtype), "Y", ndim=4)[0]
+        images = Y[idx].to(self.device, self.dtype)
+        if images.shape[0] == 0:  # a process's empty share of a small last batch
+            return images
+        return self.check_input(images, "Y", ndim=4)[0]
 
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
         gen = torch.Generator().manual_seed(self.seed)

@@ -296,3 +296,17 @@ def test_a_float64_model_starts_from_the_same_data_atoms_streamed(tmp_path: Path
         model.fit(data, epochs=1, batch_size=64, progress=False)
         fits.append(model.W)
     assert torch.equal(*fits)
+
+
+def test_prepare_patches_refuses_to_run_in_several_processes(tmp_path: Path, monkeypatch,
+                                                             capsys) -> None:
+    """Under torchrun every rank wrote the same shards at once: a missing temporary file on one
+    rank, and an index whose shard sizes read 0 on the next try."""
+    from latentebm.cli import main
+    from latentebm.training import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert main(["prepare-patches", "--n-patches", "50", "--patch", "6",
+                 "--out", str(tmp_path / "p")]) == 2
+    assert "not under torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "patches").exists()

@@ -7,6 +7,7 @@ import argparse
 import resource
 
 from ..data.streaming import ShardedArray, prepare_patches
+from ..training import distributed
 from ._args import add_common_arguments, command_arguments, count_argument
 from ._run import Run
 
@@ -48,6 +49,10 @@ def run(args: argparse.Namespace) -> Run:
     Run
         The output folder, with ``patches/`` (shards and ``index.json``) and ``metrics.json``.
     """
+    if distributed.world_size() > 1:  # every process would write the same files at once
+        raise ValueError("prepare-patches writes its shards from one process: run it with "
+                         "`latentebm prepare-patches` (or python -m latentebm), not under "
+                         "torchrun; training on the shards can then use torchrun")
     run_dir = Run.from_args(args)
     folder = run_dir.path("patches")
     prepare_patches(folder, args.n_patches, size=args.patch, images=args.images,

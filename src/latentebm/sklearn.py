@@ -16,6 +16,7 @@ import math
 import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._docs import fill_doc
 from ._validation import MAX_SEED, resolve_device
+from .data.image_shards import ShardedImages
+from .data.streaming import ShardedArray
 from .models import SparseCoding
 from .solvers import solve
 
@@ -47,6 +50,16 @@ _TRANSFORM_CONSTRAINTS: dict = {
     "positive_code": ["boolean"],
     "device": _DEVICE,
 }
+
+
+def _in_memory(X: Any) -> Any:
+    """``X``, unless it is a dataset on disk, which array conversion would read whole, row by
+    row, into an array of the wrong shape."""
+    if isinstance(X, ShardedArray | ShardedImages):
+        raise TypeError(f"X is a {type(X).__name__} on disk; the scikit-learn estimators take "
+                        "arrays in memory (X[:] reads it), and latentebm.SparseCoding.fit "
+                        "streams a ShardedArray")
+    return X
 
 
 def _encode(X: np.ndarray, components: np.ndarray, alpha: float, positive: bool, tol: float,
@@ -114,7 +127,7 @@ class _CertifiedCoder(
         -------
         self
         """
-        self._fit(validate_data(self, X, dtype=_FLOATS))
+        self._fit(validate_data(self, _in_memory(X), dtype=_FLOATS))
         return self
 
     def transform(self, X, y=None):
@@ -167,7 +180,7 @@ class _CertifiedCoder(
         return 1.0 if self.transform_alpha is None else self.transform_alpha
 
     def _check_signals(self, X) -> np.ndarray:
-        return validate_data(self, X, dtype=_FLOATS, reset=False)
+        return validate_data(self, _in_memory(X), dtype=_FLOATS, reset=False)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -291,7 +304,7 @@ class DictionaryLearning(_CertifiedCoder):
         if not first:  # scikit-learn validates a fitted estimator's partial_fit no more
             self._validate_params()
             self._refuse_changes_to_the_model()
-        X = validate_data(self, X, dtype=_FLOATS, reset=first)
+        X = validate_data(self, _in_memory(X), dtype=_FLOATS, reset=first)
         if first:
             self._model = self._new_model(X)
             self.n_iter_ = 0
@@ -407,8 +420,8 @@ class SparseCoder(_CertifiedCoder):
 
     def _check_signals(self, X) -> np.ndarray:
         if hasattr(self, "n_features_in_"):
-            return validate_data(self, X, dtype=_FLOATS, reset=False)
-        return check_array(X, dtype=_FLOATS)
+            return validate_data(self, _in_memory(X), dtype=_FLOATS, reset=False)
+        return check_array(_in_memory(X), dtype=_FLOATS)
 
     def _atoms(self, n_features: int | None) -> np.ndarray:
         D = check_array(self.dictionary, dtype=_FLOATS, input_name="dictionary")

@@ -77,7 +77,10 @@ def write_image_shards(images: np.ndarray | torch.Tensor | Iterable[np.ndarray],
 
 def _flat_rows(images: Iterable[Any], shape: tuple[int, ...]) -> Iterator[np.ndarray]:
     for i, image in enumerate(images):
-        arr = np.asarray(image, dtype=np.float32)
+        given = np.asarray(image)
+        if given.dtype.kind not in "biuf":  # complex would lose its imaginary part, text be read
+            raise TypeError(f"image {i} must hold real numbers, got dtype {given.dtype}")
+        arr = given.astype(np.float32, copy=False)
         if arr.shape != shape:
             raise ValueError(f"image {i} has shape {arr.shape}, not {shape} like the first")
         if not np.isfinite(arr).all():

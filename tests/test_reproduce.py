@@ -256,3 +256,31 @@ def test_lista_claims_read_the_deepest_row():
     r = lista_vs_fista.evaluate({"rows": rows})
     assert r.paths == (("rows", 1, "K"), ("rows", 1, "fista_iterations")) and r.holds
     assert fista_vs_ista.evaluate({"rows": rows}).holds is False  # neither reached: not faster
+
+
+def test_claims_do_not_hold_for_what_an_untrained_or_wrong_model_gives():
+    """A hostile review found claims that held by construction: an edge passed as the single
+    centre-surround filter, two orthogonal orientations as "8 different orientations", chance
+    rankings as the latent's limit, and blobs as Gabor filters."""
+    from latentebm.experiments.claims import CLAIMS
+
+    def judge(experiment, lecture_start, metrics):
+        claim = next(c for c in CLAIMS if c.experiment == experiment
+                     and c.lecture.startswith(lecture_start))
+        return claim.evaluate(metrics).holds
+
+    edge = {"single_filter_centre_surround_score": 0.79, "per_count": {"1": {
+        "oriented_share": 1.0}}}
+    blob = {"single_filter_centre_surround_score": 0.56, "per_count": {"1": {
+        "oriented_share": 0.0}}}
+    assert not judge("conv-filters", "if we impose", edge)
+    assert judge("conv-filters", "if we impose", blob)
+    two = {"per_count": {"8": {"orientation_spread": 1.0, "orientation_coverage": 0.25}}}
+    assert not judge("conv-filters", "With eight", two)
+    chance = {"models": {"λ = 1": {"ranking": {"pairwise_ranking": 0.502}},
+                         "λ = 0": {"ranking": {"pairwise_ranking": 0.493}}}}
+    assert not judge("conditional", "if the latent", chance)
+    blobs = {"gabor": {"median_r2": 0.99, "n_oriented": 0, "n_atoms": 64}}
+    gabors = {"gabor": {"median_r2": 0.95, "n_oriented": 60, "n_atoms": 64}}
+    assert not judge("gabors", "When a sparse", blobs)
+    assert judge("gabors", "When a sparse", gabors)

@@ -98,6 +98,7 @@ def test_partly_done_experiment_resumes(tiny, capsys):
     state_path = out / rc.STATE_NAME
     state = json.loads(state_path.read_text())
     state["experiments"]["pretrain"]["status"] = "interrupted"
+    state["experiments"]["pretrain"]["wall_seconds"] = 1000.0  # the interrupted attempt's
     state_path.write_text(json.dumps(state))
     before = (out / "pretrain" / "metrics.json").stat().st_mtime_ns
     argv = ["reproduce", "--out", str(out), "--budget", "tiny", "--quiet", "--only", "pretrain"]
@@ -107,6 +108,8 @@ def test_partly_done_experiment_resumes(tiny, capsys):
     state = json.loads(state_path.read_text())
     entry = state["experiments"]["pretrain"]
     assert entry["status"] == "done" and entry["resumed"]
+    # the wall time counts the interrupted attempt too (it showed the last attempt's alone)
+    assert entry["wall_seconds"] > 1000.0 and entry["attempts"] == 2 and "git" in entry
     assert entry["command_line"].endswith("--resume")
     assert (out / "pretrain" / "metrics.json").stat().st_mtime_ns > before
 

@@ -91,7 +91,11 @@ def _status(entry: dict[str, Any]) -> str:
         return str(entry.get("status", "unknown"))
     text = f"{entry.get('status', 'unknown')} in {entry['wall_seconds']:.1f} s"
     if entry.get("resumed"):
-        text += " (resumed from an earlier, interrupted run)"
+        attempts = entry.get("attempts")
+        text += (f" over {attempts} attempts (it resumed its earlier run's checkpoints)"
+                 if attempts else " (resumed from an earlier, interrupted run)")
+    if entry.get("git"):
+        text += f"; latentebm at {entry['git']}"
     if entry.get("error"):
         text += f": {entry['error']}"
     return text

@@ -492,9 +492,13 @@ def run(args: argparse.Namespace) -> Run:
         resume = (run_dir.out / exp.key / "config.json").exists()
         say(heading + (", resuming" if resume else ""))
         argv = experiment_argv(exp, args, data_flags, resume)
+        earlier = state["experiments"].get(exp.key, {})
+        # an interrupted or failed attempt's time counts in the experiment's wall time
+        before = float(earlier.get("wall_seconds", 0.0)) if resume else 0.0
         entry = {"status": "running", "command_line": command_line(
             exp.command_module().NAME, argv), "resumed": resume, "budget_note":
-            exp.notes.get(args.budget, "")}
+            exp.notes.get(args.budget, ""), "git": state["machine"]["git"],
+            "attempts": int(earlier.get("attempts", 1)) + 1 if resume else 1}
         state["experiments"][exp.key] = entry
         t0 = time.perf_counter()
         try:
@@ -512,7 +516,7 @@ def run(args: argparse.Namespace) -> Run:
             failures.append(exp.key)
             print(f"  {exp.key} failed: {entry['error']}", file=sys.stderr, flush=True)
         finally:
-            entry["wall_seconds"] = round(time.perf_counter() - t0, 2)
+            entry["wall_seconds"] = round(before + time.perf_counter() - t0, 2)
             entry["finished"] = _now()
             entry["load_average_end"] = _load()
             if distributed.is_main():  # under torchrun rank 0 alone keeps the report

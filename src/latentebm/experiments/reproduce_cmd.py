@@ -29,7 +29,7 @@ from .._io import write_json
 from ..data.mnist import mnist_cache_dir
 from ..training import distributed
 from ._args import command_arguments, seed_argument
-from ._run import Run
+from ._run import Run, keep_configs, restore_configs
 from .claims import claims_for
 from .report import write_report
 
@@ -504,6 +504,7 @@ def run(args: argparse.Namespace) -> Run:
         try:
             sub = exp.command_module().run(parse_experiment(exp, argv))
             sub.close()
+            keep_configs()  # this experiment went through: its config.json stands
             entry["status"] = "done"
         except KeyboardInterrupt:
             entry["status"] = "interrupted"
@@ -511,6 +512,8 @@ def run(args: argparse.Namespace) -> Run:
                   file=sys.stderr, flush=True)
             raise
         except Exception as exc:  # one failed experiment must not lose the others
+            if isinstance(exc, ValueError | TypeError):  # refused: its folder keeps its config
+                restore_configs()
             entry["status"] = "failed"
             entry["error"] = f"{type(exc).__name__}: {exc}"
             failures.append(exp.key)

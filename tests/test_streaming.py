@@ -310,3 +310,34 @@ def test_prepare_patches_refuses_to_run_in_several_processes(tmp_path: Path, mon
                  "--out", str(tmp_path / "p")]) == 2
     assert "not under torchrun" in capsys.readouterr().err
     assert not (tmp_path / "p" / "patches").exists()
+
+
+def test_unclear_shard_errors_name_the_problem(tmp_path: Path) -> None:
+    """An index holding a JSON list raised AttributeError, a read after close() an IndexError,
+    and resuming an in-memory fit from a streamed fit's checkpoint a KeyError: 'codes'."""
+    import torch
+
+    from latentebm import SparseCoding
+
+    X = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32)
+    write_shards(X, tmp_path / "x")
+    data = ShardedArray(tmp_path / "x")
+    data.close()
+    with pytest.raises(ValueError, match="was closed"):
+        data[0:2]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "index.json").write_text("[1, 2]")
+    with pytest.raises(ShardError, match="is damaged"):
+        ShardedArray(tmp_path / "bad")
+
+    def interrupt(n, model):
+        if n == 2:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "c.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        SparseCoding(8, 6, 0.1).fit(ShardedArray(tmp_path / "x"), epochs=2, batch_size=16,
+                                    checkpoint=ckpt, callback=interrupt, progress=False)
+    with pytest.raises(ValueError, match="holds no warm-start codes"):
+        SparseCoding(8, 6, 0.1).fit(torch.from_numpy(X), epochs=2, batch_size=16,
+                                    checkpoint=ckpt, resume=True, progress=False)

@@ -394,7 +394,7 @@ class ShardedArray:
                                  "positive number)")
             entries = [(e["file"], int(e["rows"]), int(e["bytes"]), e["sha256"])
                        for e in index["shards"]]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ShardError):
                 raise
             raise ShardError(f"{index_path} is damaged ({exc!r})") from exc
@@ -450,6 +450,8 @@ class ShardedArray:
         ndarray of shape (k, n_features)
             float32 rows, not multiplied by ``scale`` (``data[idx]`` is).
         """
+        if not self._shards and self.n_rows:
+            raise ValueError(f"the dataset {self.path} was closed; open it again to read it")
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_rows):
             raise IndexError(f"row indices must lie in [0, {self.n_rows})")

@@ -83,6 +83,11 @@ class DictionaryModel(LatentModel):
         if options.resuming:
             state = self.resume_from(options.checkpoint, fit_args)
             if codes is not None:
+                if "codes" not in state.extra:
+                    raise ValueError(
+                        f"checkpoint {options.checkpoint} holds no warm-start codes (a streamed "
+                        "fit, or one without warm start, wrote it): resume it the same way, or "
+                        "start again")
                 codes = state.extra["codes"].to(codes.dtype)
             return codes, state.position
         if self._init_from_data and self.n_steps_ == 0:

@@ -337,3 +337,5 @@ def test_unit_ball_checks_its_atom_dimensions():
     with pytest.raises(ValueError, match=r"atom_ndim=3\) needs codes of at least 3"):
         le.fista(rng.standard_normal((3, 8)), rng.standard_normal((8, 5)), 0.1,
                  regularizer=UnitBall(3))
+    with pytest.raises(ValueError, match="beta must be <= 3.4"):
+        le.PSD(3, 2, 0.1, beta=1e300)  # blamed W ("W contains NaN or infinite values")

@@ -146,12 +146,15 @@ class PSD(LatentModel):
         super().__init__()
         check_choice(encoder, "encoder", ENCODERS)
         check_choice(variant, "variant", VARIANTS)
+        precision = dtype_name(dtype)
         self.config = PSDConfig(
             n_features=check_int(n_features, "n_features", low=1),
             n_atoms=check_int(n_atoms, "n_atoms", low=1), lam=check_lam(lam),
-            beta=check_scalar(beta, "beta", low=0.0), encoder=encoder,
+            # √β stands in the stacked operator: beyond the dtype's range it read as a bad W
+            beta=check_scalar(beta, "beta", low=0.0, high=torch.finfo(dtype).max),
+            encoder=encoder,
             n_steps=check_int(n_steps, "n_steps", low=1), variant=variant,
-            seed=seed, dtype=dtype_name(dtype))
+            seed=seed, dtype=precision)
         device = resolve_device(device)
         W, self._init_from_data = initial_atoms(init, self.n_features, self.n_atoms, self.seed)
         self.register_buffer("W", W.to(device=device, dtype=dtype))

@@ -151,6 +151,9 @@ def test_blobs_fit_a_gabor_well_but_have_no_orientation():
     assert similarity[0] > 0.95 and similarity[1] > 0.95
     assert abs(similarity[2]) < 0.1 and similarity[3] < 0.7
     assert [is_oriented(f) for f in fits] == [False, False, True, True]
+    point = np.zeros((12, 12))
+    point[3, 7] = 1.0  # fits at the width bound with some orientation, R² 0.999
+    assert not is_oriented(fit_gabor(point))
     summary = gabor_summary(fits)
     assert summary["n_good"] == 4 and summary["n_oriented"] == 2
     # the spread is that of the edge (θ = 0) and the bar (θ = 0: it varies along x)

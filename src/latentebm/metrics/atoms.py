@@ -32,6 +32,7 @@ __all__ = [
     "LOCALIZED_THRESHOLD",
     "GOOD_GABOR_R2",
     "ORIENTED_MAX_SELF_SIMILARITY",
+    "POINT_WIDTH",
     "DoGFit",
     "GaborFit",
     "STROKE_LEVEL",
@@ -60,6 +61,9 @@ GOOD_GABOR_R2 = 0.8
 #: filters with 2 % noise: blobs and centre-surround 0.97–1.00; edges, steps and odd Gabors
 #: 0.00; even Gabors 0.01–0.74; bars three times longer than wide 0.58–0.60.
 ORIENTED_MAX_SELF_SIMILARITY = 0.9
+#: Largest envelope width (pixels, both axes) of a fit that resolves no shape: a one-pixel atom
+#: fits with both widths at :func:`fit_gabor`'s 0.5-pixel bound and any orientation.
+POINT_WIDTH = 0.6
 
 
 # ----------------------------------------------------------------------------- validation
@@ -584,7 +588,8 @@ def rotation_self_similarity(fit: GaborFit) -> float:
 
 def is_oriented(fit: GaborFit, *, r2_threshold: float = GOOD_GABOR_R2) -> bool:
     """A good Gabor fit (``r2 ≥ r2_threshold``) that is not its own quarter turn
-    (:func:`rotation_self_similarity` at most :data:`ORIENTED_MAX_SELF_SIMILARITY`).
+    (:func:`rotation_self_similarity` at most :data:`ORIENTED_MAX_SELF_SIMILARITY`) and not a
+    point (an envelope wider than :data:`POINT_WIDTH` on some axis).
 
     Parameters
     ----------
@@ -597,7 +602,7 @@ def is_oriented(fit: GaborFit, *, r2_threshold: float = GOOD_GABOR_R2) -> bool:
     -------
     bool
     """
-    return (bool(fit.r2 >= r2_threshold)
+    return (bool(fit.r2 >= r2_threshold) and max(fit.sigma_x, fit.sigma_y) > POINT_WIDTH
             and rotation_self_similarity(fit) <= ORIENTED_MAX_SELF_SIMILARITY)
 
 

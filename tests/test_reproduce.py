@@ -285,5 +285,7 @@ def test_claims_do_not_hold_for_what_an_untrained_or_wrong_model_gives():
     assert not judge("conditional", "if the latent", chance)
     blobs = {"gabor": {"median_r2": 0.99, "n_oriented": 0, "n_atoms": 64}}
     gabors = {"gabor": {"median_r2": 0.95, "n_oriented": 60, "n_atoms": 64}}
+    assert not judge("vae", "Variational", {"kl": 0.105, "reconstruction_nats": 550.3})
+    assert judge("vae", "Variational", {"kl": 27.0, "reconstruction_nats": 71.1})
     assert not judge("gabors", "When a sparse", blobs)
     assert judge("gabors", "When a sparse", gabors)

@@ -170,6 +170,8 @@ def test_psd_command_runs_on_the_bundled_sample(tmp_path):
     assert set(metrics["encoders"]) == {"tanh", "lista"}
     for r in metrics["encoders"].values():
         assert r["lasso_energy_encoder"] >= r["lasso_energy_optimal"] * (1 - 1e-5)
+        # recorded beside the mean, where free_energy would have warned (reproduce printed it)
+        assert 0.0 <= r["psd_free_energy_converged_share"] <= 1.0
     for name in ("filters_tanh.png", "filters_lista.png", "energy_curves.png",
                  "code_quality.png"):
         assert (out / name).is_file()

@@ -339,3 +339,5 @@ def test_unit_ball_checks_its_atom_dimensions():
                  regularizer=UnitBall(3))
     with pytest.raises(ValueError, match="beta must be <= 3.4"):
         le.PSD(3, 2, 0.1, beta=1e300)  # blamed W ("W contains NaN or infinite values")
+    with pytest.raises(FloatingPointError, match="the warm start z0 hold values too large"):
+        le.fista(torch.ones(3, 3), torch.eye(3), 0.1, z0=torch.full((3, 3), 1e30))

@@ -210,7 +210,8 @@ def _raise_diverged(op: LinearOperator, state: _State, finite: torch.Tensor, ite
         )
     raise FloatingPointError(
         f"the solver diverged: {what}, although the step came from the operator's own bound; "
-        "the operator or the signals hold values too large for this precision."
+        "the operator, the signals or the warm start z0 hold values too large for this "
+        "precision."
     )
 
 

@@ -140,7 +140,6 @@ def orientation_frequency(
     else:
         ax.scatter(both, np.concatenate([f, f]), color="C0", **kw)
     ax.set_rlim(0, max(0.5, float(f.max()) * 1.05))
-    ax.set_title("orientation vs frequency (cycles/px)")
     hx = fig.add_subplot(1, 2, 2, projection="polar")
     n_bins = 16
     counts, edges = np.histogram(th, bins=n_bins, range=(0.0, math.pi))
@@ -155,7 +154,9 @@ def orientation_frequency(
             edgecolor="k",
             linewidth=0.5,
         )
-    hx.set_title(f"orientations (n = {th.size})")
+    hx.set_title(f"orientations (n = {th.size})", pad=14)
+    ax.set_title("orientation vs frequency (cycles/px)", pad=14)
     if title:
         fig.suptitle(title)
+        fig.subplots_adjust(top=0.8)  # the panels' titles below the figure's
     return save_png(fig, path)

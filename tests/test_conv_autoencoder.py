@@ -182,6 +182,8 @@ def test_conv_filters_command(tmp_path, capsys, photo_folder):
     assert 0 < one["relative_reconstruction_error"] < 1
     assert 0 < one["code_nonzero_share"] < 1
     assert len(metrics["per_count"]["2"]["encoder_decoder_similarity"]) == 2
+    for m in metrics["per_count"].values():  # the untrained windows' share, beside the trained
+        assert 0 <= m["initial_oriented_share"] <= 1
     assert 0 <= one["orientation_coverage"] <= 1 and 0 <= one["codes_converged_share"] <= 1
     from latentebm.experiments.conv_filters_cmd import result_text
     text = result_text(metrics, out)
@@ -302,6 +304,10 @@ def test_first_fit_starts_the_encoder_at_the_decoders_adjoint():
         enc, dec = model.encoder.detach().numpy(), model.decoder.detach().numpy()
         np.testing.assert_allclose(filter_similarity(enc, dec), 1.0, atol=1e-4)
         assert torch.isfinite(model.gain).all() and (model.gain > 0).all()
+        # the public view of that starting point: what the first fit copied into the decoder
+        start = model.initial_decoder(Y.numpy())
+        assert isinstance(start, np.ndarray) and start.shape == (4, 1, 5, 5)
+        np.testing.assert_allclose(start, dec, atol=1e-6)
     # shrink: the fitted threshold is at least λ and the encoder predicts better than zero
     shrink = le.ConvSparseAutoencoder(4, 5, 1, lam=0.1, nonlinearity="shrink", seed=1)
     shrink.fit(Y, epochs=1, batch_size=8, lr=1e-9, progress=False)

@@ -172,6 +172,9 @@ def test_psd_command_runs_on_the_bundled_sample(tmp_path):
         assert r["lasso_energy_encoder"] >= r["lasso_energy_optimal"] * (1 - 1e-5)
         # recorded beside the mean, where free_energy would have warned (reproduce printed it)
         assert 0.0 <= r["psd_free_energy_converged_share"] <= 1.0
+        # the untrained encoder's warm start, from the same cold start, is the baseline
+        assert r["warm_start_untrained"]["cold_mean"] == r["warm_start"]["cold_mean"]
+        assert r["warm_start_untrained"]["warm_mean"] != r["warm_start"]["warm_mean"]
     for name in ("filters_tanh.png", "filters_lista.png", "energy_curves.png",
                  "code_quality.png"):
         assert (out / name).is_file()

@@ -278,6 +278,20 @@ def test_claims_do_not_hold_for_what_an_untrained_or_wrong_model_gives():
         "oriented_share": 0.0}}}
     assert not judge("conv-filters", "if we impose", edge)
     assert judge("conv-filters", "if we impose", blob)
+    # four image windows are often edges already; ISTA-like untrained encoders save iterations
+    windows = {"per_count": {"4": {"oriented_share": 0.75, "initial_oriented_share": 0.75}}}
+    learned = {"per_count": {"4": {"oriented_share": 1.0, "initial_oriented_share": 0.75}}}
+    assert not judge("conv-filters", "With four", windows)
+    assert judge("conv-filters", "With four", learned)
+
+    def saving(trained, untrained):
+        return {"encoders": {"lista": {"warm_start": {"saved_fraction": trained},
+                                       "warm_start_untrained": {"saved_fraction": untrained}},
+                             "tanh": {"warm_start": {"saved_fraction": 0.2},
+                                      "warm_start_untrained": {"saved_fraction": 0.15}}}}
+    assert not judge("psd", "The trained network", saving(0.16, 0.17))
+    assert not judge("psd", "The trained network", saving(-0.1, -0.2))  # both cost iterations
+    assert judge("psd", "The trained network", saving(0.57, 0.17))
     two = {"per_count": {"8": {"orientation_spread": 1.0, "orientation_coverage": 0.25}}}
     assert not judge("conv-filters", "With eight", two)
     chance = {"models": {"λ = 1": {"ranking": {"pairwise_ranking": 0.502}},

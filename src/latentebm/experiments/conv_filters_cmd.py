@@ -88,6 +88,24 @@ def shape_metrics(encoder: np.ndarray, decoder: np.ndarray) -> dict[str, object]
     }
 
 
+def oriented_share(filters: np.ndarray) -> float:
+    """The share of grey filters that are oriented edges (:func:`~latentebm.metrics.is_oriented`).
+
+    Parameters
+    ----------
+    filters : ndarray of shape (n_filters, 1, k, k)
+        Filters (channel 0 is the one measured).
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    k = filters.shape[-1]
+    fits = fit_gabors(filters[:, 0].reshape(len(filters), -1), (k, k))
+    return float(np.mean([is_oriented(f) for f in fits]))
+
+
 def overview_figure(banks: dict[int, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
     """One row per filter count: encoder filters above, decoder filters below.
 
@@ -166,8 +184,10 @@ def run(args: argparse.Namespace) -> Run:
         viz.filter_bank_pair(encoder, decoder, run_dir.path(f"filters_{count:02d}.png"),
                              title=f"{count} filter{'s' * (count > 1)}, {args.kernel}x"
                              f"{args.kernel}, {args.mode}")
+        initial = runs.make_model(args, count, 1, device).initial_decoder(train)
         per_count[str(count)] = {
             **shape_metrics(encoder, decoder),
+            "initial_oriented_share": oriented_share(initial.cpu().numpy()),
             **runs.evaluate(model, test, args.eval_iter),
             "train_seconds": sum(epoch["seconds"] for epoch in model.history_),
             "seconds_this_invocation": train_wall + run_dir.elapsed() - start,
@@ -202,12 +222,14 @@ def result_text(metrics: dict[str, object], out: Path) -> str:
     -------
     str
     """
-    lines = ["conv-filters: filters | centre-surround (max) | oriented share | orientation "
-             "coverage (8 bins) | encoder~decoder | codes converged | held-out rel. error"]
+    lines = ["conv-filters: filters | centre-surround (max) | oriented share (untrained) | "
+             "orientation coverage (8 bins) | encoder~decoder | codes converged | "
+             "held-out rel. error"]
     for count, m in metrics["per_count"].items():
         lines.append(
             f"  {int(count):3d} | {m['max_centre_surround_score']:.2f} | "
-            f"{m['oriented_share']:.0%} | {m.get('orientation_coverage', float('nan')):.2f} | "
+            f"{m['oriented_share']:.0%} ({m.get('initial_oriented_share', float('nan')):.0%}) | "
+            f"{m.get('orientation_coverage', float('nan')):.2f} | "
             f"{m['encoder_decoder_similarity_mean']:.2f} | {m['codes_converged_share']:.0%} | "
             f"{m['relative_reconstruction_error']:.3f}")
     lines.append("  lecture (fig. 6): 1 filter is centre-surround, 2 'weird shapes', 4 oriented "
@@ -216,6 +238,7 @@ def result_text(metrics: dict[str, object], out: Path) -> str:
                  "decoder filters look very similar")
     lines.append(f"  codes certified to a relative duality gap of {runs.EVAL_TOL:g} on the "
                  "held-out tiles; orientation coverage: share of eight 22.5-degree bins holding "
-                 "an oriented (Gabor R2 >= 0.8) decoder filter")
+                 "an oriented (Gabor R2 >= 0.8) decoder filter; untrained: the image windows "
+                 "the filters start from")
     lines.append(f"  figures: {Path(out) / 'filters_overview.png'}, filters_NN.png")
     return "\n".join(lines)

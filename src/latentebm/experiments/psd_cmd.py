@@ -8,6 +8,7 @@ decoder, against the optimum found by FISTA.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -101,8 +102,9 @@ def evaluate(model: PSD, Yt: torch.Tensor, args) -> dict[str, Any]:
     dict
         ``lasso_energy_encoder``, ``lasso_energy_optimal``, ``energy_excess``,
         ``per_sample_excess`` (ndarray of shape (n_test,)), ``code_error``,
-        ``fista_iterations_same_error``, ``psd_free_energy``, ``warm_start`` and
-        ``optimal_nonzeros``.
+        ``fista_iterations_same_error``, ``psd_free_energy``, ``warm_start`` (from the
+        trained encoder's codes), ``warm_start_untrained`` (from those of
+        :func:`untrained_twin`) and ``optimal_nonzeros``.
     """
     W, lam = model.dictionary(), model.lam
     P = model.predict(Yt)
@@ -113,6 +115,8 @@ def evaluate(model: PSD, Yt: torch.Tensor, args) -> dict[str, Any]:
     trace = ev.solver_trace(Yt, W, lam, opt.z, args.fista_iters, accelerated=True)
     n_cold, _ = ev.iterations_to_gap(Yt[:500], W, lam, tol=1e-4)
     n_warm, _ = ev.iterations_to_gap(Yt[:500], W, lam, tol=1e-4, z0=P[:500])
+    n_untrained, _ = ev.iterations_to_gap(Yt[:500], W, lam, tol=1e-4,
+                                          z0=untrained_twin(model).predict(Yt[:500]))
     return {
         "lasso_energy_encoder": float(E_enc.mean()),
         "lasso_energy_optimal": float(E_opt.mean()),
@@ -122,8 +126,30 @@ def evaluate(model: PSD, Yt: torch.Tensor, args) -> dict[str, Any]:
         "fista_iterations_same_error": ev.iterations_to_reach(trace, err),
         **_free_energy(model, Yt),
         "warm_start": ev.warm_start_report(n_cold, n_warm),
+        "warm_start_untrained": ev.warm_start_report(n_cold, n_untrained),
         "optimal_nonzeros": float((opt.z != 0).sum(1).double().mean()),
     }
+
+
+def untrained_twin(model: PSD) -> PSD:
+    """A PSD of ``model``'s configuration on its learned decoder, the encoder untrained.
+
+    Its encoder is what training starts from, built on the learned atoms: ``tanh(Wᵀy/L)`` (about
+    one ISTA step) or the LISTA network's ``K`` ISTA steps. Warm starts from its codes are the
+    baseline that the trained encoder's must beat: ISTA steps alone already save iterations.
+
+    Parameters
+    ----------
+    model : PSD
+        A trained model.
+
+    Returns
+    -------
+    PSD
+        On ``model``'s device, in its dtype.
+    """
+    settings = dataclasses.asdict(model.config) | {"dtype": model.dtype}
+    return PSD(**settings, init=model.dictionary(), device=model.device)
 
 
 @fill_doc

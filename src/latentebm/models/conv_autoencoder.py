@@ -514,10 +514,8 @@ class ConvSparseAutoencoder(LatentModel):
             start = self.resume_from(options.checkpoint, fit_args, optimizer=optimizer,
                                      scheduler=scheduler).position
         elif self._init_from_data and self.n_steps_ == 0:
-            gen = torch.Generator().manual_seed(self.seed + 1)
             with torch.no_grad():
-                self.decoder.copy_(random_kernel_patches(Y_t, self.n_filters,
-                                                         self.kernel_size, gen))
+                self.decoder.copy_(self._windows(Y_t))
                 self._encoder_from_decoder(Y_t[: min(n, 64)])
             self._init_from_data = False
 
@@ -574,6 +572,29 @@ class ConvSparseAutoencoder(LatentModel):
             "nnz_share": (Z != 0).flatten(1).to(Z.dtype).mean(1).sum(),
             "images": torch.tensor(float(batch)),
         }
+
+    def initial_decoder(self, Y: Any) -> Any:
+        """The decoder kernels a first :meth:`fit` on the images ``Y`` starts from.
+
+        ``n_filters`` windows of ``Y`` drawn from ``seed``, each with its mean removed and
+        scaled to unit norm: untrained filters, for telling what training adds.
+
+        Parameters
+        ----------
+        Y : array-like or torch.Tensor of shape (batch, channels, H, W)
+            Images.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (n_filters, channels, k, k)
+            A NumPy array when ``Y`` is one.
+        """
+        Y_t, numpy_out = self._images(Y)
+        return to_output(self._windows(Y_t), numpy_out)
+
+    def _windows(self, Y: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        return random_kernel_patches(Y, self.n_filters, self.kernel_size, gen)
 
     def _encoder_from_decoder(self, Y: torch.Tensor) -> None:
         """Start the encoder at the decoder's adjoint (under ``no_grad``).

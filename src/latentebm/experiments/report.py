@@ -128,13 +128,20 @@ def _held(results: list[ClaimResult] | None, n_claims: int) -> str:
     return f"{sum(r.holds is True for r in results)} of {n_claims}"
 
 
+THRESHOLDS = (
+    "The lecture states its results in words; each test's numbers are this project's reading "
+    "of them (latentebm/experiments/claims.py), not the lecture's. Where an untrained model, "
+    "raw image windows or a trivial answer would pass a test, the test compares against that "
+    "baseline, measured in the same run.")
+
+
 def _markdown(sections: list[dict[str, Any]], state: dict[str, Any]) -> str:
     lines = [f"# {TITLE}", ""]
     lines += [f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}"
               for k, v in _header_facts(state)]
     lines += ["", "Every measured number is read from the experiment's `metrics.json` (in its "
               "sub-folder) and shown with its key. A claim *holds* when the test beside it "
-              "passes on those numbers.", "", "## Summary", "",
+              f"passes on those numbers. {THRESHOLDS}", "", "## Summary", "",
               "| experiment | claims that hold | wall time (s) | load average at its end | "
               "status |", "|---|---:|---:|---:|---|"]
     for s in sections:
@@ -184,7 +191,8 @@ def _html(sections: list[dict[str, Any]], state: dict[str, Any]) -> str:
         parts.append(f"<tr><th>{esc(k)}</th><td>{value}</td></tr>")
     parts += ["</table>", "<p>Every measured number is read from the experiment's "
               "<code>metrics.json</code> (in its sub-folder) and shown with its key. A claim "
-              "<em>holds</em> when the test beside it passes on those numbers.</p>",
+              f"<em>holds</em> when the test beside it passes on those numbers. "
+              f"{esc(THRESHOLDS)}</p>",
               "<h2>Summary</h2>", "<table><tr><th>experiment</th><th>claims that hold</th>"
               "<th>wall time (s)</th><th>load average at its end</th><th>status</th></tr>"]
     for s in sections:

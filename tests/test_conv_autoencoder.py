@@ -205,6 +205,17 @@ def test_conv_filters_command(tmp_path, capsys, photo_folder):
     assert not (tmp_path / "small" / "model_01.safetensors").exists()
 
 
+@pytest.mark.parametrize("command", ["conv-filters", "conv-colour"])
+def test_a_flat_photograph_is_named_in_the_error(tmp_path, capsys, photo_folder, command):
+    from skimage import io
+
+    io.imsave(photo_folder / "photo1_blank.png", np.full((96, 96, 3), 200, np.uint8),
+              check_contrast=False)
+    assert main([command, "--images", str(photo_folder), "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 2
+    assert "photo1_blank.png: image is constant" in capsys.readouterr().err
+
+
 def test_tiles_are_tapered_at_their_borders():
     from latentebm.experiments.conv_autoencoder_runs import image_tiles, tile_window
 

@@ -568,6 +568,15 @@ def test_natural_patches_sources_and_errors(tmp_path):
         natural_patches(6, 10, images=tmp_path / "missing")
     with pytest.raises(ValueError, match="n_patches"):
         natural_patches(6, 1, images=colour, whiten="zca")
+    # a flat photograph among many: the error names its file (or its index in a list)
+    io.imsave(tmp_path / "y_flat.png", np.full((40, 40), 7, np.uint8), check_contrast=False)
+    with pytest.raises(ValueError, match=r"^y_flat\.png: image is constant"):
+        natural_patches(6, 10, images=tmp_path)
+    with pytest.raises(ValueError, match=r"^images\[1\]: image is constant"):
+        natural_patches(6, 10, images=[colour[0], np.full((30, 30, 3), 0.5)])
+    images, names = load_images(tmp_path, return_names=True)
+    assert names == ["x.png", "y_flat.png"] and len(images) == 2
+    assert load_images(None, return_names=True)[1][0] == "skimage.data.camera"
 
 
 def test_windows_are_crops_and_random_windows_draws_like_before():

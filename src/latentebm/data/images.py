@@ -8,6 +8,7 @@ Patches are rows, ``(n_patches, size*size*C)``, each flattened in C order from
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from .._docs import fill_doc
 from .._validation import check_int, check_scalar
 
 __all__ = [
+    "each_image",
     "load_images",
     "whiten_1f",
     "zca_whiten",
@@ -127,7 +129,8 @@ def load_images(
     *,
     grey: bool = True,
     max_images: int | None = None,
-) -> list[np.ndarray]:
+    return_names: bool = False,
+) -> list[np.ndarray] | tuple[list[np.ndarray], list[str]]:
     """Load natural photographs as float64 arrays in [0, 1].
 
     ``folder=None`` gives scikit-image's bundled photographs (offline): with ``grey=True`` all
@@ -145,23 +148,30 @@ def load_images(
         Return grey ``(H, W)`` images; ``False`` gives colour ``(H, W, 3)``.
     max_images : int or None
         Keep at most this many images (the first by name); ``None`` keeps all.
+    return_names : bool
+        Also return where each image came from (for messages about one of them).
 
     Returns
     -------
-    list of ndarray of shape (H, W) or (H, W, 3)
+    images : list of ndarray of shape (H, W) or (H, W, 3)
         float64 images in [0, 1] (sizes may differ).
+    names : list of str
+        With ``return_names``: the file names (``skimage.data.<name>`` for the bundled ones).
     """
-    if not isinstance(grey, bool):
-        raise TypeError(f"grey must be a bool, got {type(grey).__name__}")
+    for flag, value in (("grey", grey), ("return_names", return_names)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be a bool, got {type(value).__name__}")
     if max_images is not None:
         max_images = check_int(max_images, "max_images", low=1)
 
     if folder is None:
         import skimage.data
 
-        names = SKIMAGE_PHOTOS if grey else SKIMAGE_COLOUR_PHOTOS
-        names = names[:max_images]
-        return [_to_float(getattr(skimage.data, n)(), grey, f"skimage.data.{n}") for n in names]
+        labels = [f"skimage.data.{n}" for n in
+                  (SKIMAGE_PHOTOS if grey else SKIMAGE_COLOUR_PHOTOS)[:max_images]]
+        images = [_to_float(getattr(skimage.data, label.rsplit(".", 1)[1])(), grey, label)
+                  for label in labels]
+        return (images, labels) if return_names else images
 
     if not isinstance(folder, str | os.PathLike):
         raise TypeError(f"folder must be a path or None, got {type(folder).__name__}")
@@ -186,7 +196,36 @@ def load_images(
                 f"folder {str(path)!r}: cannot read image {file.name!r}: {exc}"
             ) from exc
         images.append(_to_float(np.asarray(img), grey, f"folder {str(path)!r}: {file.name!r}"))
-    return images
+    return (images, [f.name for f in files[:max_images]]) if return_names else images
+
+
+def each_image(fn: Callable[[np.ndarray], np.ndarray], images: Sequence[np.ndarray],
+               names: Sequence[str] | None = None) -> list[np.ndarray]:
+    """``fn`` applied to every image, its ``ValueError`` naming the image that raised it.
+
+    Parameters
+    ----------
+    fn : callable
+        From one image to an array (e.g. :func:`whiten_1f`).
+    images : sequence of ndarray of shape (H, W) or (H, W, C)
+        The images.
+    names : sequence of str or None
+        Where each image came from (e.g. the ``names`` of :func:`load_images`); ``None``:
+        ``images[i]``.
+
+    Returns
+    -------
+    list of ndarray
+        ``fn`` of each image, in order.
+    """
+    names = [f"images[{i}]" for i in range(len(images))] if names is None else list(names)
+    out = []
+    for image, name in zip(images, names, strict=True):
+        try:
+            out.append(fn(image))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+    return out
 
 
 # --------------------------------------------------------------------------- whitening

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int, check_seed
-from .images import check_image, load_images, whiten_1f, zca_whiten
+from .images import check_image, each_image, load_images, whiten_1f, zca_whiten
 
 __all__ = ["windows", "random_windows", "extract_patches", "natural_patches"]
 
@@ -197,14 +197,15 @@ def natural_patches(
         raise ValueError(f"whiten must be '1f', 'zca' or 'none', got {whiten!r}")
     if not isinstance(grey, bool):
         raise TypeError(f"grey must be a bool, got {type(grey).__name__}")
+    names = None
     if images is None or isinstance(images, str | os.PathLike):
-        imgs = load_images(images, grey=grey)
+        imgs, names = load_images(images, grey=grey, return_names=True)
     else:
         imgs = _as_image_list(images)
         if grey and imgs[0].ndim == 3:
             imgs = [_rgb_to_grey(im, f"images[{i}]") for i, im in enumerate(imgs)]
     if whiten == "1f":
-        imgs = [whiten_1f(im) for im in imgs]
+        imgs = each_image(whiten_1f, imgs, names)
     x = extract_patches(imgs, size, n_patches, seed=seed, remove_mean=True)
     if whiten == "zca":
         if n_patches < 2:

@@ -41,7 +41,7 @@ from .._io import write_json
 from .._validation import check_bool, check_int, check_seed
 from ..training import distributed as dist
 from ..training.loop import epoch_order
-from .images import load_images, whiten_1f
+from .images import each_image, load_images, whiten_1f
 from .patches import extract_patches
 
 FORMAT = "latentebm-shards-1"
@@ -290,15 +290,16 @@ def prepare_patches(
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     seed = check_seed(seed)
+    names = None
     if images is None or isinstance(images, str | os.PathLike):
-        imgs = load_images(images, grey=True)
+        imgs, names = load_images(images, grey=True, return_names=True)
     else:
         imgs = list(images)
         if not imgs:
             raise ValueError("images is empty: give a folder, None (scikit-image's photographs) "
                              "or at least one array")
     if whiten == "1f":
-        imgs = [whiten_1f(im) for im in imgs]
+        imgs = each_image(whiten_1f, imgs, names)
     rng = np.random.default_rng(seed)
     meta = {"kind": "patches", "size": size, "whiten": whiten, "seed": seed,
             "images": str(images) if isinstance(images, str | os.PathLike) else

@@ -15,6 +15,7 @@ import torch
 
 from .._docs import doc_filler, fill_doc
 from ..data import local_contrast_normalize, whiten_1f
+from ..data.images import each_image
 from ..models.conv_autoencoder import ConvSparseAutoencoder
 from ..training import distributed
 from ._args import (
@@ -120,7 +121,8 @@ def run_doc_filler(command: str, flags: str, written: str) -> Callable[[T], T]:
         f"    The output folder, with ``metrics.json``, {written} and the figures written.")})
 
 
-def preprocess(images: Sequence[np.ndarray], how: str) -> list[np.ndarray]:
+def preprocess(images: Sequence[np.ndarray], how: str,
+               names: Sequence[str] | None = None) -> list[np.ndarray]:
     """Whiten or contrast-normalise every photograph (grey ``(H, W)`` or colour ``(H, W, 3)``).
 
     Parameters
@@ -130,15 +132,15 @@ def preprocess(images: Sequence[np.ndarray], how: str) -> list[np.ndarray]:
     how : {"whiten", "lcn"}
         :func:`~latentebm.data.whiten_1f` or :func:`~latentebm.data.local_contrast_normalize`
         (any value other than ``"whiten"`` means the latter).
+    names : sequence of str or None
+        Where each photograph came from, named in the error about one of them.
 
     Returns
     -------
     list of ndarray of shape (H, W) or (H, W, 3)
         float64 images, each the shape of its input.
     """
-    if how == "whiten":
-        return [whiten_1f(im) for im in images]
-    return [local_contrast_normalize(im) for im in images]
+    return each_image(whiten_1f if how == "whiten" else local_contrast_normalize, images, names)
 
 
 def tile_window(size: int, taper: int) -> np.ndarray:

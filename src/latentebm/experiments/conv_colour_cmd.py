@@ -169,13 +169,14 @@ def run(args: argparse.Namespace) -> Run:
     device = resolve_device(args.device)
     run_dir = Run.from_args(args)
     folder = args.images if args.images is not None else default_photographs()
-    photos = load_images(folder, grey=False)
+    photos, names = load_images(folder, grey=False, return_names=True)
     # The last photograph is held out whole for the code-map figure; tiles come from the rest.
     if len(photos) < 2:
         raise ValueError(f"conv-colour needs at least 2 photographs in --images (one is held "
                          f"out for the code maps), found {len(photos)}")
-    train_images = runs.preprocess(photos[:-1], args.preprocess)
-    show_source = runs.preprocess([downscale(photos[-1], args.show_size)], args.preprocess)[0]
+    train_images = runs.preprocess(photos[:-1], args.preprocess, names[:-1])
+    show_source = runs.preprocess([downscale(photos[-1], args.show_size)], args.preprocess,
+                                  names[-1:])[0]
     train_np, test_np = runs.image_tiles(train_images, args.tile, args.n_tiles, args.n_test,
                                          args.seed, taper=args.taper)
     train = torch.from_numpy(train_np).to(device)

@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> Run:
     counts = sorted(set(args.counts))
     device = resolve_device(args.device)
     run_dir = Run.from_args(args, counts=counts)
-    images = runs.preprocess(load_images(args.images, grey=True), args.preprocess)
+    photos, names = load_images(args.images, grey=True, return_names=True)
+    images = runs.preprocess(photos, args.preprocess, names)
     train_np, test_np = runs.image_tiles(images, args.tile, args.n_tiles, args.n_test, args.seed,
                                          taper=args.taper)
     train = torch.from_numpy(train_np).to(device)

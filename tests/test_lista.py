@@ -230,6 +230,12 @@ def test_targets_are_cached(trained, monkeypatch):
     monkeypatch.setattr(m, "targets", lambda *a, **k: calls.append(1))
     m.fit(Y, epochs=1, progress=False)
     assert calls == []
+    monkeypatch.undo()
+    # other atoms loaded into the same model: the cached codes belong to the old ones
+    other = LISTA(torch.roll(W, 1, dims=0), 0.2, 1)
+    m.load_state_dict(other.state_dict())
+    m.fit(Y, epochs=1, progress=False)
+    torch.testing.assert_close(m._target_cache[1], other.targets(Y))
 
 
 def test_warm_start_never_needs_more_iterations(trained):

@@ -880,9 +880,10 @@ class LISTA(LatentModel):
                     f"targets must have shape ({Y.shape[0]}, {self.n_atoms}), got {tuple(Z.shape)}"
                 )
             return Z
-        # the data's content, not its address: a new array of the same shape often reuses the
-        # old one's memory, and NumPy writes do not bump torch's version counter
-        key = (str(Y.device), tensor_digest({"Y": Y}), tol, max_iter)
+        # the content of the data and of the dictionary, not their addresses: a new array of
+        # the same shape often reuses the old one's memory, NumPy writes do not bump torch's
+        # version counter, and load_state_dict can bring other atoms
+        key = (str(Y.device), tensor_digest({"Y": Y, "W": self.W}), self.lam, tol, max_iter)
         if self._target_cache is None or self._target_cache[0] != key:
             self._target_cache = (key, self.targets(Y, tol=tol, max_iter=max_iter))
         return self._target_cache[1]

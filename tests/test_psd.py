@@ -178,3 +178,19 @@ def test_psd_command_runs_on_the_bundled_sample(tmp_path):
     for name in ("filters_tanh.png", "filters_lista.png", "energy_curves.png",
                  "code_quality.png"):
         assert (out / name).is_file()
+
+
+@pytest.mark.parametrize("encoder", ["tanh", "lista"])
+def test_first_fit_from_data_keeps_the_encoder_module(encoder):
+    """The atoms drawn from the data at the first fit re-initialise the encoder in place: a
+    hook or a frozen parameter the caller set on it still applies."""
+    Y = torch.rand(64, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = PSD(8, 12, 0.05, encoder=encoder, dtype=torch.float64)
+    module, calls = model.encoder, []
+    module.register_forward_hook(lambda *args: calls.append(1))
+    model.fit(Y, epochs=1, batch_size=16, progress=False)
+    assert model.encoder is module and calls
+    untrained = PSD(8, 12, 0.05, encoder=encoder, dtype=torch.float64)
+    untrained._init_atoms_from(Y)  # what the first fit starts from: the data atoms' encoder
+    built = PSD(8, 12, 0.05, encoder=encoder, init=untrained.dictionary(), dtype=torch.float64)
+    torch.testing.assert_close(untrained.encoder.state_dict(), built.encoder.state_dict())

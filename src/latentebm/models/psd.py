@@ -158,17 +158,15 @@ class PSD(LatentModel):
         device = resolve_device(device)
         W, self._init_from_data = initial_atoms(init, self.n_features, self.n_atoms, self.seed)
         self.register_buffer("W", W.to(device=device, dtype=dtype))
-        self._build_encoder()
+        self.encoder = self._new_encoder()
         self.n_updates_ = 0
         self.history_: list[dict[str, float]] = []
 
-    def _build_encoder(self) -> None:
+    def _new_encoder(self) -> nn.Module:
         W = self.W
         if self.config.encoder == "lista":
-            self.encoder = LISTA(W, self.lam, self.n_steps, variant=self.variant, seed=self.seed)
-        else:
-            L = DenseDictionary(W).lipschitz((self.n_features,))
-            self.encoder = TanhEncoder(W, L)
+            return LISTA(W, self.lam, self.n_steps, variant=self.variant, seed=self.seed)
+        return TanhEncoder(W, DenseDictionary(W).lipschitz((self.n_features,)))
 
     # ----------------------------------------------------------------- energy and inference
     def dictionary(self) -> torch.Tensor:
@@ -461,7 +459,8 @@ class PSD(LatentModel):
 
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
         self.W.copy_(atoms_from_data(Y, self.n_atoms, self.seed))
-        self._build_encoder()
+        # in place: the module the caller holds (its hooks, frozen parameters) stays the encoder
+        self.encoder.load_state_dict(self._new_encoder().state_dict())
         self._init_from_data = False
 
 

@@ -207,7 +207,12 @@ class LatentModel(TrainingAttributes, nn.Module):
 
     def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> LatentModel:
         """``nn.Module``'s conversion (``.double()``, ``.to(dtype)``), keeping ``config.dtype``
-        the model's own, so a saved model reloads in the precision it was used in."""
+        the model's own, so a saved model reloads in the precision it was used in; a
+        conversion to another floating dtype (``.half()``) is refused before it happens."""
+        probe = fn(torch.empty(0, dtype=self.reference().dtype))
+        if probe.is_floating_point() and probe.dtype not in DTYPES.values():
+            raise TypeError(f"{type(self).__name__} runs in float32 or float64, not "
+                            f"{str(probe.dtype).replace('torch.', '')}")
         out = super()._apply(fn, *args, **kwargs)
         config = getattr(self, "config", None)
         if dataclasses.is_dataclass(config) and hasattr(config, "dtype"):

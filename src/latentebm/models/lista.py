@@ -782,14 +782,15 @@ class LISTA(LatentModel):
         loop = self.training_loop(n, options, start=start, fit_args=fit_args,
                                   desc=f"LISTA-{self.n_steps} {self.variant}",
                                   optimizer=optimizer, scheduler=scheduler, extra=extra)
+        flags = {name: getattr(self, name).requires_grad for name in frozen}
         for name in frozen:  # before DDP wraps the model, which then leaves them alone
             getattr(self, name).requires_grad_(False)
         try:
             self._train(loop, stopper, optimizer, Y_t, Z_star, held_out, max_grad_norm, basis,
                         layer_weight)
-        finally:
-            for name in frozen:
-                getattr(self, name).requires_grad_(True)
+        finally:  # as the caller had them (a parameter frozen before stays frozen)
+            for name, flag in flags.items():
+                getattr(self, name).requires_grad_(flag)
         return self.history_
 
     def _train(self, loop, stopper, optimizer, Y_t, Z_star, held_out, max_grad_norm, basis,

@@ -34,7 +34,7 @@ from ..problem import to_output
 from ..solvers import SolverResult
 from ..training import distributed as dist
 from ..training.denormals import denormals_flushed
-from ..training.fit_options import check_hooks
+from ..training.fit_options import check_hooks, trains_with_gradients
 from ..training.loop import MinibatchLoop, resuming
 from ..training.schedules import constant_schedule, cosine_schedule
 from ._base import MODEL_DOCS, LatentModel, ModelConfig, codes_only, dtype_name
@@ -190,10 +190,16 @@ class VAE(LatentModel):
             else check_scalar(obs_sigma, "obs_sigma", low=0.0, low_inclusive=False),
             seed=seed, dtype=dtype_name(dtype))
         self.n_features = math.prod(self.input_shape)
+        default = torch.get_default_dtype()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.encoder = Encoder(self.config)
-            self.decoder = Decoder(self.config)
+            # the weights a seed gives are drawn in float32, whatever the global default
+            torch.set_default_dtype(torch.float32)
+            try:
+                self.encoder = Encoder(self.config)
+                self.decoder = Decoder(self.config)
+            finally:
+                torch.set_default_dtype(default)
         self.to(device=resolve_device(device), dtype=dtype)
         self.n_steps_ = 0
         self.history_: list[dict[str, Any]] = []
@@ -499,6 +505,7 @@ class VAE(LatentModel):
             return self.decode(z)
 
     # ------------------------------------------------------------------ learning
+    @trains_with_gradients
     def fit(
         self,
         X: Any,
@@ -650,7 +657,7 @@ class VAE(LatentModel):
             progress=progress and dist.is_main(),
         )
         model = dist.data_parallel(self, find_unused_parameters=True)
-        self.train()
+        self.train()  # the fit's wrapper puts back the caller's mode
         with loop:
             for epoch in loop.epochs():
                 clock["epoch_start"] = time.perf_counter()
@@ -674,7 +681,6 @@ class VAE(LatentModel):
                         if last_nll:
                             postfix["val_nll"] = f"{last_nll[-1]:.2f}"
                     loop.step_done(b, self.n_steps_, loss=loss, postfix=postfix)
-        self.eval()
         return self.history_
 
     # ------------------------------------------------------------------ internals
@@ -800,6 +806,7 @@ class VAE(LatentModel):
             "seconds": clock["before"] + time.perf_counter() - clock["epoch_start"],
         }
         if X_val is not None:
+            was_training = self.training
             self.eval()
             gen = torch.Generator(device=self.device).manual_seed(self.seed + 12345)
             entry["val_neg_elbo"] = float(-self.elbo(X_val, generator=gen).mean())
@@ -809,7 +816,7 @@ class VAE(LatentModel):
                 entry["val_nll"] = ll.summary()["nll"]
                 entry["val_nll_k"] = nll_k
                 entry["val_nll_seconds"] = time.perf_counter() - started  # not in "seconds"
-            self.train()
+            self.train(was_training)
         if on_epoch_end is not None:
             on_epoch_end(self, entry)
         self.history_.append(entry)

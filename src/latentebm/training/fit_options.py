@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from .._docs import doc_filler, fit_batches, fit_options
 from .._validation import check_bool
 from . import distributed
@@ -168,6 +170,7 @@ def with_fit_options(
     # runtime signature, shown by ``help`` and IDEs that inspect, has them all)
     def decorate(fit: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(fit)
+        @trains_with_gradients
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if "options" in kwargs:
                 raise TypeError(f"{fit.__qualname__}() takes the fit options as keyword "
@@ -179,6 +182,43 @@ def with_fit_options(
         return fill(wrapper)
 
     return decorate
+
+
+def trains_with_gradients(fit: Callable[..., R]) -> Callable[..., R]:
+    """Run a model's ``fit`` with gradients on, even when called under ``torch.no_grad()``, and
+    leave the model in the train or eval mode it had; refuse it under ``torch.inference_mode()``
+    (whose tensors cannot join a graph) and for a model whose every parameter is frozen
+    (nothing to train).
+
+    Parameters
+    ----------
+    fit : callable
+        A method whose first argument is the model (a ``torch.nn.Module``).
+
+    Returns
+    -------
+    callable
+        The wrapped method.
+    """
+    @functools.wraps(fit)
+    def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
+        name = type(model).__name__
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(f"{name}.fit trains with gradients, which "
+                               "torch.inference_mode() forbids: call it outside that block")
+        params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
+        if params and not any(p.requires_grad for p in params):
+            raise ValueError(f"every parameter of the {name} has requires_grad=False, so fit "
+                             "has nothing to train; unfreeze the ones to learn")
+        was_training = model.training if isinstance(model, torch.nn.Module) else None
+        try:
+            with torch.enable_grad():
+                return fit(model, *args, **kwargs)
+        finally:
+            if was_training is not None:
+                model.train(was_training)
+
+    return wrapper
 
 
 def _public_signature(sig: inspect.Signature, defaults: FitOptions) -> inspect.Signature:
@@ -193,4 +233,4 @@ def _public_signature(sig: inspect.Signature, defaults: FitOptions) -> inspect.S
     return sig.replace(parameters=[*own[:cut], *first, *own[cut:], *shared.values()])
 
 
-__all__ = ["FitOptions", "check_hooks", "with_fit_options"]
+__all__ = ["FitOptions", "check_hooks", "trains_with_gradients", "with_fit_options"]

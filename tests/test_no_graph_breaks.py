@@ -48,3 +48,26 @@ def test_conv_autoencoder_forward_has_no_graph_break(nonlinearity, boundary):
 def test_vae_forward_has_no_graph_break(encoder):
     model = le.VAE(16, 2, encoder=encoder, hidden=(8,))
     assert graph_breaks(model, torch.rand(4, 16), beta=0.5) == 0
+
+
+@pytest.mark.parametrize("boundary", ["full", "circular"])
+def test_conv_autoencoder_training_terms_have_no_graph_break(boundary):
+    """What ``fit`` differentiates at every step (through DDP): the decoder's reconstruction
+    builds its operator from the live kernels without checking them again."""
+    from latentebm.models.conv_autoencoder import _TrainingTerms
+
+    model = le.ConvSparseAutoencoder(4, 3, 1, boundary=boundary)
+    images = torch.randn(2, 1, 10, 10)
+    codes = model.predict(images).detach()
+    assert graph_breaks(_TrainingTerms(model), images, codes) == 0
+
+
+@pytest.mark.parametrize("source", ["dense", "conv"])
+def test_latent_variable_ebm_forward_has_no_graph_break(source):
+    if source == "dense":
+        model = le.SparseCoding(8, 12, 0.1, init="random")
+        y, z = torch.randn(2, 8), torch.randn(2, 12)
+    else:
+        model = le.ConvDictionaryLearning(3, 3, 1, init="random")
+        y, z = torch.randn(2, 1, 8, 8), torch.randn(2, 3, 10, 10)
+    assert graph_breaks(le.LatentVariableEBM.from_model(model), None, y, z) == 0

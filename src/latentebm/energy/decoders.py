@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .._docs import fill_doc
-from .._validation import as_tensor, check_int, check_seed
+from .._validation import as_tensor, check_finite, check_int, check_seed
 from ..operators import ConvDictionary, DenseDictionary, LinearOperator
 
 
@@ -67,7 +67,8 @@ class LinearInZDecoder(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def make_operator(self, atoms: torch.Tensor) -> LinearOperator:
-        """The library operator over the given atoms tensor (used as is, not copied).
+        """The library operator over the given atoms tensor (used as is, not copied, not
+        checked: :meth:`forward` builds it at every call).
 
         Parameters
         ----------
@@ -80,12 +81,15 @@ class LinearInZDecoder(nn.Module, abc.ABC):
         """
 
     def operator(self) -> LinearOperator:
-        """``A`` as a detached :class:`LinearOperator` snapshot (for the solvers)."""
-        return self.make_operator(self.atoms().detach())
+        """``A`` as a detached :class:`LinearOperator` snapshot (for the solvers), its atoms
+        checked to be finite."""
+        atoms = self.atoms().detach()
+        check_finite(atoms, "the decoder's atoms")
+        return self.make_operator(atoms)
 
     @property
     def n_atoms(self) -> int:
-        return self.operator().n_atoms
+        return self.make_operator(self.atoms().detach()).n_atoms
 
     def offset(self, h: torch.Tensor | None) -> torch.Tensor | None:
         """``b(h)``, or ``None`` where it is zero.
@@ -216,7 +220,7 @@ class ConditionalLinearDecoder(LinearInZDecoder):
         -------
         DenseDictionary
         """
-        return DenseDictionary(atoms)
+        return DenseDictionary(atoms, check_input=False)
 
 
 class ConditionalConvDecoder(LinearInZDecoder):
@@ -263,7 +267,7 @@ class ConditionalConvDecoder(LinearInZDecoder):
         -------
         ConvDictionary
         """
-        return ConvDictionary(atoms, boundary=self.boundary)
+        return ConvDictionary(atoms, boundary=self.boundary, check_input=False)
 
 
 @functools.singledispatch

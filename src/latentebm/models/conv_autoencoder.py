@@ -321,7 +321,7 @@ class ConvSparseAutoencoder(LatentModel):
 
         {returns_images}
         """
-        return ConvDictionary(self.decoder, boundary=self.boundary).decode(Z)
+        return ConvDictionary(self.decoder, boundary=self.boundary, check_input=False).decode(Z)
 
     def decode(self, Z: Any) -> Any:
         """Images ``Σ_i D_i * z_i`` of code maps ``Z``, without gradient.

@@ -329,14 +329,14 @@ class ConvDictionaryLearning(DictionaryModel):
             def value_and_grad(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 with torch.enable_grad():
                     V = V.detach().clone().requires_grad_(True)
-                    r = ConvDictionary(V, boundary=self.boundary).decode(Z) - Y
+                    r = ConvDictionary(V, boundary=self.boundary, check_input=False).decode(Z) - Y
                     f = 0.5 * (r * r).sum()
                     (grad,) = torch.autograd.grad(f, V)
                 return f.detach(), grad
 
             def value(V: torch.Tensor) -> torch.Tensor:
                 with torch.no_grad():
-                    r = ConvDictionary(V, boundary=self.boundary).decode(Z) - Y
+                    r = ConvDictionary(V, boundary=self.boundary, check_input=False).decode(Z) - Y
                     return 0.5 * (r * r).sum()
 
         if dist.world_size() > 1:  # the whole batch's objective: sums over the processes
@@ -386,7 +386,8 @@ class ConvDictionaryLearning(DictionaryModel):
         if n_new == 0:
             return replace
         with torch.no_grad():
-            residual = Y - ConvDictionary(K, boundary=self.boundary).decode(Z)
+            residual = Y - ConvDictionary(K, boundary=self.boundary,
+                                          check_input=False).decode(Z)
             # every rank picks the same windows from the whole batch, in batch order
             residual = dist.all_gather_cat(residual, what="of the residuals (replaced kernels)")
             energy = F.avg_pool2d((residual * residual).sum(1, keepdim=True), k, stride=1)

@@ -109,13 +109,18 @@ class ConvDictionary(LinearOperator):
         Boundary condition (see the module docstring).
     method : {"auto", "direct", "fft"}, default="auto"
         How to compute the convolutions.
+    check_input : bool, default=True
+        Check ``kernels`` (type, rank, finite values: one host synchronisation). ``False``
+        takes a float tensor of the right rank as it is, for a model's own weights inside
+        ``forward`` or an iteration loop, where the entry point has checked them.
     """
 
-    def __init__(self, kernels: Any, *, boundary: str = "full", method: str = "auto") -> None:
+    def __init__(self, kernels: Any, *, boundary: str = "full", method: str = "auto",
+                 check_input: bool = True) -> None:
         super().__init__()
         check_choice(boundary, "boundary", BOUNDARIES)
         check_choice(method, "method", METHODS)
-        self.kernels = as_tensor(kernels, "kernels", ndim=4)
+        self.kernels = as_tensor(kernels, "kernels", ndim=4) if check_input else kernels
         self.boundary = boundary
         self.method = method
         self._spectra: dict[tuple[int, int], torch.Tensor] = {}
@@ -141,7 +146,8 @@ class ConvDictionary(LinearOperator):
         )
 
     def _like(self, atoms: torch.Tensor) -> ConvDictionary:
-        return ConvDictionary(atoms, boundary=self.boundary, method=self.method)
+        return ConvDictionary(atoms, boundary=self.boundary, method=self.method,
+                              check_input=False)
 
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The code shape of one image.

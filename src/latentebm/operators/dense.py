@@ -23,13 +23,17 @@ class DenseDictionary(LinearOperator):
     W : array-like or torch.Tensor of shape (n_features, n_atoms)
         The dictionary, one atom per column (a tensor is used as is, not copied:
         :meth:`normalize_` rescales it in place).
+    check_input : bool, default=True
+        Check ``W`` (type, rank, finite values: one host synchronisation). ``False`` takes a
+        float tensor of the right rank as it is, for a model's own weights inside ``forward``
+        or an iteration loop, where the entry point has checked them.
     """
 
     atom_axis = 1
 
-    def __init__(self, W: Any) -> None:
+    def __init__(self, W: Any, *, check_input: bool = True) -> None:
         super().__init__()
-        self.W = as_tensor(W, "W", ndim=2)
+        self.W = as_tensor(W, "W", ndim=2) if check_input else W
         self._gram_matrix: torch.Tensor | None = None
 
     @property
@@ -41,7 +45,7 @@ class DenseDictionary(LinearOperator):
         return self.W.shape[0]
 
     def _like(self, atoms: torch.Tensor) -> DenseDictionary:
-        return DenseDictionary(atoms)
+        return DenseDictionary(atoms, check_input=False)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``z Wᵀ``.

@@ -4,7 +4,10 @@ convergence."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +277,39 @@ def test_a_unit_ball_constraint_is_solved_and_certified(method):
     z_far = np.full((3, 6), 0.05)  # feasible, far from optimal: the gap must say so
     assert np.all(le.solve(Y, W, 0.1, regularizer=UnitBall(), z0=z_far, max_iter=1,
                            method=method).gap > 1e-3)
+
+
+FORKED_WORKERS = """
+import multiprocessing as mp, numpy as np, torch, latentebm as le
+from latentebm.operators import ConvDictionary
+rng = np.random.default_rng(0)
+W = rng.standard_normal((10, 30)); W /= np.linalg.norm(W, axis=0)
+X = rng.standard_normal((50, 10))
+K = torch.from_numpy(rng.standard_normal((4, 1, 3, 3)))
+images = torch.from_numpy(rng.standard_normal((2, 1, 12, 12)))
+def code(_):
+    dense = le.solve(X, W, 0.1, tol=1e-8)
+    conv = le.solve(images, ConvDictionary(K, boundary="circular"), 0.1, method="admm", tol=1e-8)
+    return dense.method, float(dense.energy.sum()), float(conv.energy.sum())
+if __name__ == "__main__":
+    parent = code(0)
+    with mp.get_context("fork").Pool(2) as pool:
+        children = pool.map_async(code, range(2)).get(timeout=120)
+    assert parent[0] == "gram_cd" and all(c[0] == "fista" for c in children), (parent, children)
+    for child in children:
+        assert abs(child[1] - parent[1]) <= 1e-6 * parent[1], (parent, child)
+        assert abs(child[2] - parent[2]) <= 1e-6 * parent[2], (parent, child)
+    print("ok")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork is the default start method on Linux")
+def test_processes_forked_after_a_compiled_solve_solve_without_numba_threads(tmp_path):
+    """GNU OpenMP does not survive fork: a child forked after the compiled loops ran was killed
+    at its first solve and its parent waited for ever (a hostile review, via scikit-learn's
+    multiprocessing backend). The children now solve the same problems without them."""
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED_WORKERS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -42,10 +42,10 @@ from .._validation import check_bool, check_int, check_scalar
 from ..operators import LinearOperator, batch_dot
 from ..problem import Problem
 from ..regularizers import Regularizer
+from ._numba_threads import parallel_loops_unusable, use_torch_threads
 from .api import Method, register_method
 from .check_schedule import CheckSchedule
 from .dual import DualExtrapolation
-from .gram_cd import use_torch_threads
 from .local_dual import local_rescaling
 from .result import BatchOutputs, Callback, IterationState, SolverResult
 
@@ -363,9 +363,10 @@ def _grid_decode(emb, y: torch.Tensor) -> torch.Tensor:
 
 
 def _fuses(Y: torch.Tensor, masked: bool) -> bool:
-    """Whether the fused step of :mod:`._admm_kernel` runs: CPU tensors, circular boundaries
-    (elsewhere the same step is five torch operations)."""
-    return not masked and Y.device.type == "cpu"
+    """Whether the fused step of :mod:`._admm_kernel` runs: CPU tensors, circular boundaries,
+    a process that may start numba's threads (elsewhere the same step is five torch
+    operations)."""
+    return not masked and Y.device.type == "cpu" and parallel_loops_unusable() is None
 
 
 def _rows(t: torch.Tensor):

@@ -28,6 +28,7 @@ from .._validation import check_int
 from ..operators import LinearOperator
 from ..problem import Problem
 from ..regularizers import Regularizer
+from ._numba_threads import parallel_loops_unusable, use_torch_threads
 from .api import Method, register_method
 from .result import Callback, IterationState, SolverResult
 
@@ -163,21 +164,6 @@ def _rounded_up(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
                        out)
 
 
-def use_torch_threads() -> None:
-    """Run the parallel loop on as many threads as torch uses (the caller's thread budget).
-
-    Starting numba's OpenMP threading layer resets the OpenMP thread count that torch shares
-    with it (``torch.set_num_threads(1)`` read 2 afterwards, so a later torch computation ran
-    on other threads depending on whether a compiled solve had come before): torch's own count
-    is set back once the layer is up."""
-    import numba
-
-    n_threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS)))
-    if torch.get_num_threads() != n_threads:
-        torch.set_num_threads(n_threads)
-
-
 def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
     if op.gram_matrix() is None:
         return "it needs an explicit Gram matrix (op.gram_matrix() is None)"
@@ -187,6 +173,7 @@ def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
         return "it runs on the CPU only (use 'fista' or 'cd' on a GPU)"
     if importlib.util.find_spec("numba") is None:
         return "it needs numba (pip install numba)"
+    return parallel_loops_unusable()
     return None
 
 

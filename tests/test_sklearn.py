@@ -127,6 +127,8 @@ def test_values_scikit_learn_accepts_are_accepted():
     X = np.random.default_rng(2).standard_normal((50, 10))
     DictionaryLearning(n_components=4, positive_code=np.bool_(True), max_iter=1).fit(X)
     DictionaryLearning(n_components=4, alpha=True, max_iter=1).fit(X)
+    one = DictionaryLearning(n_components=True, max_iter=True, batch_size=True).fit(X)
+    assert one.components_.shape == (1, 10) and one.n_iter_ == 1
     D = np.random.default_rng(3).standard_normal((5, 10))
     np.testing.assert_array_equal(SparseCoder(D, transform_alpha=None).transform(X),
                                   SparseCoder(D, transform_alpha=1.0).transform(X))
@@ -193,8 +195,24 @@ def test_transform_warns_about_codes_that_did_not_converge():
     rng = np.random.default_rng(0)
     D, X = rng.standard_normal((32, 64)), rng.standard_normal((50, 64))
     coder = SparseCoder(D, transform_alpha=0.01, transform_max_iter=1, transform_tol=1e-12)
-    with pytest.warns(ConvergenceWarning, match="did not reach"):
+    with pytest.warns(ConvergenceWarning, match="did not reach") as caught:
         coder.transform(X)
+    # at the caller's line, not inside scikit-learn's set_output wrapper of transform
+    assert caught[0].filename == __file__
+
+
+def test_a_failed_fit_or_pass_leaves_the_estimator_as_it_was():
+    X = np.random.default_rng(0).standard_normal((30, 6))
+    fresh = DictionaryLearning(n_components=3, max_iter=1, random_state=0)
+    with pytest.raises(FloatingPointError, match="DictionaryLearning: training diverged.*rescale"):
+        fresh.fit(X * 1e160)
+    assert fresh.partial_fit(X).n_iter_ == 1  # starts afresh, as if fit had not been called
+    fitted = DictionaryLearning(n_components=3, max_iter=1, random_state=0).fit(X)
+    atoms = fitted.components_.copy()
+    with pytest.raises(FloatingPointError, match="rescale X"):
+        fitted.partial_fit(X * 1e160)
+    np.testing.assert_array_equal(fitted.components_, atoms)
+    assert fitted.partial_fit(X).n_iter_ == 2  # continues from the atoms it had
 
 
 def test_sparse_coder_matches_dictionary_learning_and_sklearn():

@@ -12,10 +12,13 @@ a GPU or with ``alpha=0``), stopped on a certified duality gap.
 
 from __future__ import annotations
 
+import copy
 import math
+import sys
 import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,8 +82,21 @@ def _encode(X: np.ndarray, components: np.ndarray, alpha: float, positive: bool,
             f"{unconverged} of {Y.shape[0]} codes did not reach the relative duality gap "
             f"transform_tol={tol:g} within transform_max_iter={max_iter} (method "
             f"{result.method!r}); raise transform_max_iter or transform_tol",
-            ConvergenceWarning, stacklevel=3)
+            ConvergenceWarning, stacklevel=_caller_stacklevel())
     return result.z.cpu().numpy()
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of a warning raised here that points at the caller's own line: the
+    first frame outside latentebm and scikit-learn (which wraps ``transform`` for
+    ``set_output``, so a fixed level would point into it)."""
+    import sklearn
+
+    inside = (str(Path(__file__).parent), str(Path(sklearn.__file__).parent))
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def _decode(estimator, codes, components: np.ndarray) -> np.ndarray:
@@ -282,9 +298,8 @@ class DictionaryLearning(_CertifiedCoder):
                          device=device)
 
     def _fit(self, X: np.ndarray) -> None:
-        self._model = self._new_model(X)
-        self._train(X, epochs=self.max_iter)
-        self.n_iter_ = self.max_iter
+        self._train(self._new_model(X), X, epochs=int(self.max_iter))
+        self.n_iter_ = int(self.max_iter)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
@@ -305,11 +320,9 @@ class DictionaryLearning(_CertifiedCoder):
             self._validate_params()
             self._refuse_changes_to_the_model()
         X = validate_data(self, _in_memory(X), dtype=_FLOATS, reset=first)
-        if first:
-            self._model = self._new_model(X)
-            self.n_iter_ = 0
-        self._train(X, epochs=1)
-        self.n_iter_ += 1
+        # a copy, kept only when its pass succeeds: a diverged pass leaves the estimator as it was
+        self._train(self._new_model(X) if first else copy.deepcopy(self._model), X, epochs=1)
+        self.n_iter_ = 1 if first else self.n_iter_ + 1
         return self
 
     def _refuse_changes_to_the_model(self) -> None:
@@ -344,7 +357,8 @@ class DictionaryLearning(_CertifiedCoder):
         return self.alpha if self.transform_alpha is None else self.transform_alpha
 
     def _new_model(self, X: np.ndarray) -> SparseCoding:
-        n_components = X.shape[1] if self.n_components is None else self.n_components
+        # int(): scikit-learn's Integral intervals let True through, as its own estimators do
+        n_components = X.shape[1] if self.n_components is None else int(self.n_components)
         seed = self.random_state
         if not isinstance(seed, (int, np.integer)):
             seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
@@ -354,12 +368,21 @@ class DictionaryLearning(_CertifiedCoder):
                             nonneg_atoms=bool(self.positive_dict), seed=int(seed),
                             device=self.device, dtype=dtype)
 
-    def _train(self, X: np.ndarray, epochs: int) -> None:
-        self._model.fit(np.array(X, copy=True), epochs=epochs, batch_size=self.batch_size,
-                        method=self.fit_algorithm, tol=self.tol, progress=False)
-        self.components_ = self._model.dictionary().T.cpu().numpy().astype(X.dtype, copy=True)
-        self.n_steps_ = self._model.n_steps_
-        self.error_ = np.array([epoch["mean_energy"] for epoch in self._model.history_])
+    def _train(self, model: SparseCoding, X: np.ndarray, epochs: int) -> None:
+        """Train ``model`` on ``X``; it becomes the estimator's model (atoms in
+        ``components_``) only if training succeeds."""
+        try:
+            model.fit(np.array(X, copy=True), epochs=epochs, batch_size=int(self.batch_size),
+                      method=self.fit_algorithm, tol=self.tol, progress=False)
+        except FloatingPointError as exc:
+            raise FloatingPointError(
+                f"{type(self).__name__}: training diverged (NaN or inf in the dictionary "
+                f"update; X's largest magnitude is {float(np.abs(X).max()):.3g}); rescale X"
+            ) from exc
+        self._model = model
+        self.components_ = model.dictionary().T.cpu().numpy().astype(X.dtype, copy=True)
+        self.n_steps_ = model.n_steps_
+        self.error_ = np.array([epoch["mean_energy"] for epoch in model.history_])
 
     @property
     def _n_features_out(self) -> int:

@@ -18,6 +18,8 @@ from latentebm.cli import build_parser, main
 from latentebm.experiments._lock import LOCK_NAME
 from latentebm.experiments._run import Run
 
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
 
 def run_cli(args: list[str]) -> int:
     return main(args)
@@ -104,6 +106,43 @@ def test_out_not_writable(tmp_path, capsys, monkeypatch):
         assert "cannot create" in one_line_error(capsys)
     finally:
         folder.chmod(0o755)
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_config(tmp_path, capsys):
+    """Its config.json alone made the folder refuse the corrected command as "a run with
+    another configuration" (a hostile review: a typo in --data-dir, a diverging --lr)."""
+    out = tmp_path / "o"
+    mnist = ["sparse-coding", "--n-train", "100", "--n-test", "20", "--atoms", "4",
+             "--epochs", "1", "--quiet", "--out", str(out)]
+    assert run_cli(mnist + ["--data-dir", str(tmp_path / "missing")]) == 2
+    assert not (out / "config.json").exists()
+    capsys.readouterr()
+    if (DATA / "mnist").is_dir():
+        assert run_cli(mnist + ["--data-dir", str(DATA / "mnist")]) == 0
+    # a run that wrote more than its config keeps it: the folder describes its files
+    assert run_cli(SMALL + ["--out", str(tmp_path / "done")]) == 0
+    assert run_cli(SMALL + ["--out", str(tmp_path / "done"), "--lam", "-1"]) == 2
+    assert (tmp_path / "done" / "config.json").exists()
+
+
+def test_running_out_of_memory_is_one_line_and_other_runtime_errors_propagate(
+        tmp_path, capsys, monkeypatch):
+    from latentebm.experiments import sparse_coding_cmd
+
+    def allocate(args):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                           "allocate 627200000000 bytes")
+
+    monkeypatch.setattr(sparse_coding_cmd, "run", allocate)
+    assert run_cli(SMALL + ["--out", str(tmp_path / "o")]) == 2
+    assert "not enough memory" in one_line_error(capsys)
+
+    def bug(args):
+        raise RuntimeError("a bug, not a size")
+
+    monkeypatch.setattr(sparse_coding_cmd, "run", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_cli(SMALL + ["--out", str(tmp_path / "o")])
 
 
 def test_write_failure_mid_run_is_one_line(tmp_path, capsys, monkeypatch):

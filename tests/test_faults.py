@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
 import latentebm as le
 from latentebm.training import checkpoint as checkpoint_module
@@ -74,10 +75,16 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypat
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint_module, "save_file", no_space)
-    with pytest.raises(OSError, match=r"could not write checkpoint .*sc\.safetensors.*intact"):
-        model.fit(Y, epochs=2, batch_size=16, checkpoint=ckpt, resume=True, progress=False)
-    assert ckpt.read_bytes() == before
+    def no_space_in_rust(*args, **kwargs):  # what safetensors raises on a full disk
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    for failure in (no_space, no_space_in_rust):
+        monkeypatch.setattr(checkpoint_module, "save_file", failure)
+        with pytest.raises(OSError, match=r"could not write checkpoint .*sc\.safetensors.*"
+                                          r"No space left on device.*intact"):
+            model.fit(Y, epochs=2, batch_size=16, checkpoint=ckpt, resume=True, progress=False)
+        assert ckpt.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.undo()
     again = le.SparseCoding(n_features=12, n_atoms=10, lam=0.2, seed=0)

@@ -10,7 +10,7 @@ from . import __version__
 from .allocator import keep_large_allocations
 from .experiments import command_modules
 from .experiments._lock import release_all
-from .experiments._run import keep_configs, restore_configs
+from .experiments._run import keep_configs, remove_first_configs, restore_configs
 from .training import distributed
 
 
@@ -58,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed the help, the version or the refusal
         return exc.code if isinstance(exc.code, int) else 2
     keep_large_allocations()  # our own process: large tensors reuse freed pages (allocator.py)
+    finished = False
     try:
         # under torchrun: join the process group (gloo on CPU, NCCL on CUDA) for the command
         with distributed.process_group():
             run = args._run(args)
             report = distributed.is_main()
+        finished = True
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint in --out is usable with --resume", file=sys.stderr)
         return 130
@@ -76,10 +78,18 @@ def main(argv: list[str] | None = None) -> int:
             restore_configs()
         print(f"latentebm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        print(f"latentebm {args.command}: error: not enough memory for these sizes "
+              f"({_one_line(exc) or type(exc).__name__}); choose smaller ones", file=sys.stderr)
+        return 2
     except distributed.DistributedError as exc:
         print(f"latentebm {args.command}: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if not finished:  # a folder with only this run's config.json would refuse the fix
+            remove_first_configs()
         keep_configs()
         release_all()
     if report:
@@ -93,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
 def _silence_stdout() -> None:
     """Send what is left in stdout's buffer nowhere, not into a traceback at exit."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says an allocation failed (NumPy's ``MemoryError``, torch's
+    ``RuntimeError`` from its CPU allocator or CUDA)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or (
+        "out of memory" in text.lower())
 
 
 def _one_line(exc: BaseException) -> str:

@@ -21,6 +21,9 @@ RESUMABLE_CHANGES = {"resume", "epochs", "device", "quiet", "out"}
 _REWRITTEN: dict[Path, bytes] = {}
 """``config.json`` files this process rewrote on ``--resume``, with their earlier content."""
 
+_FIRST: list[Run] = []
+"""Runs whose ``config.json`` this process wrote into a folder that had none."""
+
 
 def prepare_out(out: str | os.PathLike) -> Path:
     """``out`` as an existing, writable folder (created if missing), or a ``ValueError`` that
@@ -120,6 +123,8 @@ class Run:
                 )
             if resume and saved != self.config:
                 _REWRITTEN[saved_path] = saved_bytes
+        else:
+            _FIRST.append(self)
         write_json(saved_path, self.config)
         self.written.append(saved_path)
 
@@ -163,6 +168,20 @@ def restore_configs() -> None:
     _REWRITTEN.clear()
 
 
+def remove_first_configs() -> None:
+    """Delete the ``config.json`` of every run this process began in a folder that had none
+    and that failed before writing anything else there (the CLI calls it when a command
+    fails): the folder would otherwise refuse the corrected command as "a run with another
+    configuration"."""
+    for run in _FIRST:
+        config = run.out / "config.json"
+        if not any(p.exists() for p in run.written if p != config):
+            config.unlink(missing_ok=True)
+    _FIRST.clear()
+
+
 def keep_configs() -> None:
-    """Forget the earlier ``config.json`` contents (the CLI calls it when a command ends)."""
+    """Forget the earlier ``config.json`` contents and the runs begun (the CLI calls it when a
+    command ends)."""
     _REWRITTEN.clear()
+    _FIRST.clear()

@@ -21,6 +21,7 @@ of model). Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -160,11 +161,12 @@ def write_checkpoint(
     try:
         with atomic_path(path, ".safetensors") as tmp:
             save_file(payload, str(tmp), metadata=meta)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own
         kept = ("the previous checkpoint there is intact" if os.path.exists(path)
                 else "no checkpoint was written")
-        raise OSError(exc.errno, f"could not write checkpoint {path} ({exc.strerror or exc}); "
-                      f"{kept}") from exc
+        reason = getattr(exc, "strerror", None) or exc
+        raise OSError(getattr(exc, "errno", None) or errno.EIO,
+                      f"could not write checkpoint {path} ({reason}); {kept}") from exc
     return Path(path)
 
 

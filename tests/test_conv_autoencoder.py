@@ -250,6 +250,7 @@ def test_conv_colour_command(tmp_path, photo_folder):
 
 
 def test_conv_colour_photographs_and_downscale(tmp_path, monkeypatch):
+    from latentebm.experiments import _args
     from latentebm.experiments import conv_colour_cmd as cc
 
     photo = np.arange(7 * 5 * 3, dtype=float).reshape(7, 5, 3)
@@ -263,10 +264,30 @@ def test_conv_colour_photographs_and_downscale(tmp_path, monkeypatch):
     kodak.mkdir(parents=True)
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setattr(cc, "__file__", str(tmp_path / "a" / "b" / "c" / "d" / "e.py"))
-    assert cc.default_photographs() is None  # an empty folder is not Kodak24
+    monkeypatch.setattr(_args, "__file__", str(tmp_path / "a" / "b" / "c" / "d" / "e.py"))
+    assert _args.default_photographs() is None  # an empty folder is not Kodak24
     (kodak / "kodim01.png").write_bytes(b"")
-    assert cc.default_photographs() == kodak
+    assert _args.default_photographs() == kodak
+    # reproduce's report says which photographs conv-colour found
+    import argparse
+
+    from latentebm.experiments.reproduce_cmd import image_source
+    assert str(kodak) in image_source(argparse.Namespace(images=None))[1]
+
+
+def test_conv_colour_records_the_photographs_it_found(tmp_path, photo_folder, monkeypatch):
+    """Without --images the folder depends on where the command runs: config.json records
+    the one used, so a resumption that would find other photographs is refused."""
+    from latentebm.experiments import conv_colour_cmd as cc
+
+    monkeypatch.setattr(cc, "default_photographs", lambda: photo_folder)
+    out = tmp_path / "colour"
+    args = ["conv-colour", "--filters", "3", "--n-tiles", "16", "--n-test", "4", "--tile", "16",
+            "--kernel", "5", "--epochs", "1", "--show-size", "32", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["images"] == str(photo_folder)
+    monkeypatch.setattr(cc, "default_photographs", lambda: None)  # elsewhere: scikit-image's
+    assert main(args + ["--resume"]) == 2
 
 
 def test_filter_similarity_is_one_exactly_when_the_encoder_is_the_decoders_adjoint():

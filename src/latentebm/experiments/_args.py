@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .._docs import DOCS
@@ -157,3 +158,18 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,
     parser.add_argument("--data-dir", default=os.environ.get("LATENTEBM_DATA"),
                         help=data_dir_help)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def default_photographs() -> Path | None:
+    """Kodak24's folder when ``../shared/data/kodak24`` exists beside the working folder or
+    the source checkout, else ``None`` (scikit-image's bundled photographs).
+
+    Returns
+    -------
+    pathlib.Path or None
+    """
+    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        folder = root.parent / "shared" / "data" / "kodak24"
+        if folder.is_dir() and any(folder.glob("*.png")):
+            return folder
+    return None

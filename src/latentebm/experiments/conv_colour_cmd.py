@@ -19,7 +19,7 @@ from ..data import load_images
 from ..training import distributed
 from ..viz._figure import new_figure, save_png
 from . import conv_autoencoder_runs as runs
-from ._args import command_arguments, count_argument
+from ._args import command_arguments, count_argument, default_photographs
 from ._run import Run
 
 NAME = "conv-colour"
@@ -41,21 +41,6 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 add_arguments = command_arguments(NAME, _add_flags)
-
-
-def default_photographs() -> Path | None:
-    """Kodak24's folder when ``../shared/data/kodak24`` exists beside the working folder or
-    the source checkout, else ``None`` (scikit-image's bundled photographs).
-
-    Returns
-    -------
-    pathlib.Path or None
-    """
-    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        folder = root.parent / "shared" / "data" / "kodak24"
-        if folder.is_dir() and any(folder.glob("*.png")):
-            return folder
-    return None
 
 
 def downscale(photo: np.ndarray, longest: int) -> np.ndarray:
@@ -167,8 +152,9 @@ def run(args: argparse.Namespace) -> Run:
         raise ValueError(f"--show-size must be at least --kernel ({args.kernel}), "
                          f"got {args.show_size}")
     device = resolve_device(args.device)
-    run_dir = Run.from_args(args)
     folder = args.images if args.images is not None else default_photographs()
+    # the folder found, not the flag: the default depends on where the command runs
+    run_dir = Run.from_args(args, images=None if folder is None else str(folder))
     photos, names = load_images(folder, grey=False, return_names=True)
     # The last photograph is held out whole for the code-map figure; tiles come from the rest.
     if len(photos) < 2:

@@ -28,7 +28,7 @@ from typing import Any
 from .._io import write_json
 from ..data.mnist import mnist_cache_dir
 from ..training import distributed
-from ._args import command_arguments, seed_argument
+from ._args import command_arguments, default_photographs, seed_argument
 from ._run import Run, keep_configs, restore_configs
 from .claims import claims_for
 from .report import write_report
@@ -264,7 +264,10 @@ def image_source(args: argparse.Namespace) -> tuple[tuple[str, ...], str]:
         The sentence for the report.
     """
     if args.images is None:
-        return (), "scikit-image's bundled photographs"
+        kodak = default_photographs()
+        return (), "scikit-image's bundled photographs" + (
+            "" if kodak is None else f"; conv-colour's colour photographs are its default, "
+            f"{kodak}, found beside the working folder or the checkout (--images chooses)")
     folder = Path(args.images).expanduser()
     if not folder.is_dir():
         raise ValueError(f"--images {folder} is not a folder")

@@ -145,6 +145,43 @@ def test_running_out_of_memory_is_one_line_and_other_runtime_errors_propagate(
         run_cli(SMALL + ["--out", str(tmp_path / "o")])
 
 
+def test_an_empty_out_is_refused_not_the_working_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(SMALL + ["--out", ""]) == 2
+    assert "--out is empty" in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_commands_without_training_take_no_device_or_resume_and_say_what_ctrl_c_left():
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["prepare-patches", "--n-patches", "5", "--out", "o", "--resume"])
+    patches = parser.parse_args(["prepare-patches", "--n-patches", "5", "--out", "o"])
+    assert not hasattr(patches, "device") and "incomplete" in patches._interrupted
+    reproduce = parser.parse_args(["reproduce", "--out", "o"])
+    assert "--resume" not in reproduce._interrupted and "again" in reproduce._interrupted
+    assert "--resume" in parser.parse_args(SMALL + ["--out", "o"])._interrupted
+
+
+def test_shards_larger_than_the_free_disk_are_refused_before_writing(tmp_path, capsys,
+                                                                      monkeypatch):
+    from latentebm.data import streaming
+
+    monkeypatch.setattr(streaming, "disk_free", lambda path: 10_000)
+    assert run_cli(["prepare-patches", "--n-patches", "100", "--patch", "8", "--out",
+                    str(tmp_path / "p"), "--quiet"]) == 2
+    assert "GB free" in one_line_error(capsys)
+    assert not (tmp_path / "p" / "patches").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_reproduce_refuses_a_missing_device_before_running_anything(tmp_path, capsys):
+    assert run_cli(["reproduce", "--budget", "tiny", "--device", "cuda", "--out",
+                    str(tmp_path / "r")]) == 2
+    assert "CUDA is not available" in one_line_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
 def test_write_failure_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
     from latentebm.experiments import _run
 

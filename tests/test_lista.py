@@ -435,6 +435,11 @@ def test_lista_command_runs_on_the_bundled_sample(tmp_path):
     assert json.loads((out / "config.json").read_text())["lr"] == {"lista": 3e-3,
                                                                    "hybrid": 3e-3}
     assert main(argv + ["--resume"]) == 0
+    # a dictionary of other atoms than --atoms asks for is refused, as psd refuses it
+    sc = latentebm.SparseCoding(784, 8, 0.1, init="random")
+    sc.save(tmp_path / "d8.safetensors")
+    assert main(["lista", "--sample", "--dictionary", str(tmp_path / "d8.safetensors"),
+                 "--atoms", "16", "--steps", "1", "--out", str(tmp_path / "d"), "--quiet"]) == 2
 
 
 @pytest.mark.parametrize("variant,tied", VARIANT_CASES)

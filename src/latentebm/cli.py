@@ -13,6 +13,9 @@ from .experiments._lock import release_all
 from .experiments._run import keep_configs, remove_first_configs, restore_configs
 from .training import distributed
 
+INTERRUPTED = "interrupted: the last checkpoint in --out is usable with --resume"
+"""What Ctrl-C prints, unless the command's module says otherwise (its ``INTERRUPTED``)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``latentebm`` parser with one subcommand per experiment module.
@@ -32,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     for module in command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run,
+                       _interrupted=getattr(module, "INTERRUPTED", INTERRUPTED))
     return parser
 
 
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             report = distributed.is_main()
         finished = True
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint in --out is usable with --resume", file=sys.stderr)
+        print(args._interrupted, file=sys.stderr)
         return 130
     except BrokenPipeError:  # `latentebm ... | head`: the reader left before the command ended
         _silence_stdout()

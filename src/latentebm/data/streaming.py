@@ -30,6 +30,7 @@ import io
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,15 @@ def _sha256(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- writing
+def disk_free(path: Path) -> int:
+    """Bytes free on the file system that ``path`` (or, where it does not exist yet, its
+    nearest existing parent) is on."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
 class ShardWriter:
     """Write ``n_rows`` rows of ``n_features`` floats into shards of ``rows_per_shard`` rows,
     chunk by chunk (only the chunk in hand is in memory).
@@ -107,6 +117,11 @@ class ShardWriter:
         self._left = 0
 
     def __enter__(self) -> ShardWriter:
+        needed, free = self.n_rows * self.n_features * DTYPE.itemsize, disk_free(self.dir)
+        if needed > free:  # refused before a byte is written, not after hours of writing
+            raise ValueError(f"{self.n_rows} rows of {self.n_features} float32 values need "
+                             f"{needed / 1e9:.3g} GB, and the disk of {self.dir} has "
+                             f"{free / 1e9:.3g} GB free")
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / INDEX_NAME).unlink(missing_ok=True)
         return self

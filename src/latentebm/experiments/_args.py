@@ -127,8 +127,8 @@ def add_choice_flag(parser: argparse.ArgumentParser, flag: str, choices: Sequenc
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,
-                         lam: float | None,
-                         data_dir_help: str = MNIST_DATA_DIR) -> None:
+                         lam: float | None, data_dir_help: str = MNIST_DATA_DIR,
+                         trains: bool = True) -> None:
     """Add ``--out --device --seed --epochs [--lam] --resume --data-dir --quiet`` to ``parser``.
 
     Parameters
@@ -141,10 +141,15 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,
         Default of ``--lam``; ``None`` leaves the flag to the command.
     data_dir_help : str
         What ``--data-dir`` means for this command (:data:`MNIST_DATA_DIR` by default).
+    trains : bool
+        ``False`` for a command that trains nothing on a device and keeps no checkpoint: no
+        ``--device`` and no ``--resume``.
     """
     parser.add_argument("--out", required=True,
                         help="output folder (created if missing; one run at a time)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    if trains:
+        parser.add_argument("--device", default="cpu",
+                            help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--seed", type=seed_argument, default=0,
                         help="random seed in [0, 2**32 - 1] (default: 0)")
     if epochs is not None:
@@ -153,8 +158,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,
     if lam is not None:
         parser.add_argument("--lam", type=non_negative_argument, default=lam,
                             help=f"λ of ½‖y − Wz‖² + λ‖z‖₁ (default: {lam})")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoint in --out")
+    if trains:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue from the checkpoint in --out")
     parser.add_argument("--data-dir", default=os.environ.get("LATENTEBM_DATA"),
                         help=data_dir_help)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

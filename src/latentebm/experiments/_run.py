@@ -28,6 +28,8 @@ _FIRST: list[Run] = []
 def prepare_out(out: str | os.PathLike) -> Path:
     """``out`` as an existing, writable folder (created if missing), or a ``ValueError`` that
     says what is wrong with it."""
+    if not str(out).strip():  # Path("") is the working folder: an unset $OUT, say
+        raise ValueError("--out is empty; name the folder for the run's files")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {path} is a file, not a folder; choose a folder")
@@ -91,7 +93,7 @@ class Run:
         Run
         """
         config = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-        return cls(args.out, {**config, **settings}, resume=args.resume)
+        return cls(args.out, {**config, **settings}, resume=getattr(args, "resume", False))
 
     def _check_and_write_config(self, resume: bool) -> None:
         saved_path = self.out / "config.json"

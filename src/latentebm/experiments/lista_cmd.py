@@ -157,10 +157,10 @@ def dictionary_for(args: argparse.Namespace, run: Run, Y: torch.Tensor) -> Spars
     """
     if args.dictionary:
         sc = SparseCoding.load(args.dictionary, device=Y.device)
-        if sc.n_features != Y.shape[1]:
+        if sc.n_features != Y.shape[1] or sc.n_atoms != args.atoms:
             raise ValueError(
-                f"--dictionary has atoms of {sc.n_features} features but the data has "
-                f"{Y.shape[1]}"
+                f"--dictionary holds {sc.n_atoms} atoms of {sc.n_features} features; the run "
+                f"needs {args.atoms} atoms (--atoms) of {Y.shape[1]}"
             )
         return sc
     sc = SparseCoding(Y.shape[1], args.atoms, args.lam, seed=args.seed, device=Y.device)

@@ -14,6 +14,8 @@ from ._run import Run
 NAME = "prepare-patches"
 HELP = ("write whitened natural-image patches as float32 shards with a checksummed index, for "
         "sparse-coding --shards (datasets larger than memory)")
+INTERRUPTED = ("interrupted: the shards in --out are incomplete (no index.json); run the "
+               "command again to write them anew")
 
 
 def _add_flags(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +29,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
                         help="Olshausen & Field's 1/f whitening of each photograph (default: 1f)")
     parser.add_argument("--rows-per-shard", type=count_argument, default=1_000_000,
                         help="patches per .npy shard (default: 1000000)")
-    add_common_arguments(parser, epochs=None, lam=None,
+    add_common_arguments(parser, epochs=None, lam=None, trains=False,
                          data_dir_help="not read by this command: its photographs come from "
                          "--images")
 

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from .._io import write_json
+from .._validation import resolve_device
 from ..data.mnist import mnist_cache_dir
 from ..training import distributed
 from ._args import command_arguments, default_photographs, seed_argument
@@ -43,6 +44,8 @@ BUDGETS = ("tiny", "fast", "full")
 STATE_NAME = "reproduce.json"
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+INTERRUPTED = ("interrupted: run the same reproduce command again; finished experiments are "
+               "kept and the one under way resumes from its checkpoints")
 
 
 @dataclass(frozen=True)
@@ -460,6 +463,7 @@ def run(args: argparse.Namespace) -> Run:
         The reproduce folder, with ``reproduce.json``, the report files and one sub-folder per
         experiment. Raises ``ValueError`` at the end when any experiment failed.
     """
+    resolve_device(args.device)  # an unusable device is refused before ten experiments fail
     mnist_flags, mnist_text = mnist_source(args)
     image_flags, image_text = image_source(args)
     data_flags = {"mnist": mnist_flags, "images": image_flags}

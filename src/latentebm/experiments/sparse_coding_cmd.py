@@ -120,7 +120,8 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
                              f"row, not grey {size}x{size} patches")
         # held out as the prepared patches were made (their index records the whitening)
         test = natural_patches(size, args.n_test, images=args.images,
-                               whiten=train.meta.get("whiten", "1f"), seed=args.seed + 1)
+                               whiten=train.meta.get("whiten", "1f"),
+                               seed=(args.seed + 1) % 2**32)  # --seed may be the largest
         return train, test, (size, size)
     if args.dataset == "mnist":
         kw = {"sample": True} if args.sample else {"data_dir": args.data_dir}

@@ -1,8 +1,10 @@
 # Two commands on a fresh machine: `make demo` (offline sparse-coding demo) and `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
-# The CPU build of PyTorch, installed before the package so pip never pulls a CUDA build.
-# On a GPU machine install your CUDA build of torch into $(VENV) first; it is kept.
+# The pinned torch, installed before the package so that its requirement never pulls the
+# newest one. TORCH holds pip's arguments: add `--index-url https://download.pytorch.org/whl/cpu`
+# for the CPU-only build where pip sees only PyPI (whose Linux wheel bundles CUDA). On a GPU
+# machine install your CUDA build of torch into $(VENV) first; it is kept.
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
@@ -14,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 

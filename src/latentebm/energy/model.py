@@ -483,7 +483,13 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
     def save(self, path: str | os.PathLike) -> None:
         """Parameters, counters and history (safetensors, written atomically) with
         :meth:`describe` as the config; reload with :meth:`load_state_` into a model built the
-        same way (modules are never pickled)."""
+        same way (modules are never pickled).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file (its folder must exist).
+        """
         write_checkpoint(path, kind=KIND, config=self.describe(), state_dict=self.state_dict())
 
     def load_state_(self, path: str | os.PathLike) -> LatentVariableEBM:

@@ -263,8 +263,14 @@ class LatentModel(TrainingAttributes, nn.Module):
         return cls(**kwargs, device=device)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model (config, weights, training counters and history) to ``path``, a
-        safetensors file, atomically; reload it with :meth:`load`."""
+        """Write the model (config, weights, training counters and history) to a safetensors
+        file, atomically; reload it with :meth:`load`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file (its folder must exist).
+        """
         write_checkpoint(path, kind=self.KIND, config=self.config.to_json(),
                          state_dict=self.state_dict())
 
@@ -273,8 +279,23 @@ class LatentModel(TrainingAttributes, nn.Module):
              ) -> LatentModel:
         """A model saved by :meth:`save` or by a ``fit`` checkpoint.
 
-        Raises ``CheckpointError`` (a ``ValueError``) saying ``checkpoint PATH is damaged:
-        <what>`` when the file cannot be used, and ``FileNotFoundError`` when it is missing.
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The safetensors file.
+        device : str or torch.device or None
+            Where to load it (default: the CPU).
+
+        Returns
+        -------
+        LatentModel
+            A model of this class, in the dtype it was saved in.
+
+        Raises
+        ------
+        CheckpointError
+            A ``ValueError`` saying ``checkpoint PATH is damaged: <what>`` when the file cannot
+            be used (``FileNotFoundError`` when it is missing).
         """
         if device is not None:
             device = resolve_device(device)  # a bad device is the caller's, not the file's

@@ -166,7 +166,18 @@ class DictionaryModel(LatentModel):
                                                             **options)
 
     def decode(self, Z: Any) -> Any:
-        """``A z`` ``(batch, *signal_shape)`` for codes ``Z`` ``(batch, *code_shape)``."""
+        """The signals ``A z`` of codes ``Z``, without gradient.
+
+        Parameters
+        ----------
+        Z : array-like or torch.Tensor of shape (batch, *code_shape)
+            Codes (``(batch, n_atoms)`` dense, ``(batch, n_atoms, H', W')`` convolutional).
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor of shape (batch, *signal_shape)
+            A NumPy array when ``Z`` is not a tensor.
+        """
         Z_t, numpy_out = self.check_input(Z, "Z", ndim=self.SIGNAL_NDIM)
         op = self.operator()
         op.check_code(Z_t, "Z")

@@ -370,7 +370,8 @@ class LISTA(LatentModel):
     Parameters
     ----------
     W : array or tensor, shape (n_features, n_atoms)
-        The dictionary (the module takes its device and dtype).
+        The dictionary (the module takes its dtype, and its device unless ``device`` is
+        given).
     lam : float
         λ ≥ 0.
     n_steps : int
@@ -393,6 +394,8 @@ class LISTA(LatentModel):
         ``"lista"`` (untied) and ``"hybrid"`` only: one input matrix ``W_{e,k}``
         ``(n_atoms, n_features)`` per classic layer instead of one shared ``W_e``; each starts
         as ``Wᵀ/L``, so the untrained network is still K ISTA steps.
+    device : str or torch.device or None
+        Where the module lives (default: ``W``'s device, the CPU for NumPy input).
 
     ``model(Y)`` maps signals ``(batch, n_features)`` to codes ``(batch, n_atoms)`` with
     gradients and no checks; :meth:`encode` is the validated, no-grad entry point.

@@ -473,6 +473,12 @@ def test_vae_command_on_the_bundled_sample_writes_metrics_and_figures(tmp_path):
     _command(vae_cmd, [*argv, "--resume"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["epochs_this_call"] == 1
+    assert metrics["stopped_by_time_limit"] is False
+    # a time limit that ends training before --epochs says so
+    argv[argv.index("--epochs") + 1] = "4"
+    _command(vae_cmd, [*argv, "--resume", "--max-minutes", "0.0001"])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["stopped_by_time_limit"] is True
 
 
 def test_fuzzy_balls_command_on_the_bundled_sample(tmp_path):
@@ -488,6 +494,8 @@ def test_fuzzy_balls_command_on_the_bundled_sample(tmp_path):
         "16",
         "--epochs",
         "1",
+        "--sigma-beta",  # not among --betas: its learned-σ model is reported too
+        "2",
         "--betas",
         "0",
         "1",
@@ -500,10 +508,10 @@ def test_fuzzy_balls_command_on_the_bundled_sample(tmp_path):
     run = _command(fuzzy_balls_cmd, argv)
     # the summary's "wrote:" lists every model's checkpoint
     assert {tmp_path / tag / "checkpoint.safetensors"
-            for tag in ("beta_0", "beta_1", "fixed_sigma_beta_1")} <= set(run.written)
+            for tag in ("beta_0", "beta_1", "beta_2", "fixed_sigma_beta_2")} <= set(run.written)
     summary = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(summary) == {"beta_0", "beta_1", "fixed_sigma_beta_1"}
-    assert summary["fixed_sigma_beta_1"]["mean_sigma_per_dim"] == pytest.approx([1.0, 1.0])
+    assert set(summary) == {"beta_0", "beta_1", "beta_2", "fixed_sigma_beta_2"}
+    assert summary["fixed_sigma_beta_2"]["mean_sigma_per_dim"] == pytest.approx([1.0, 1.0])
     for tag in ("beta_0", "beta_1"):
         per_beta = json.loads((tmp_path / tag / "metrics.json").read_text())
         assert len(per_beta["kl_per_dim"]) == 2 and "plot_e_mu_sq" in per_beta["history"][0]

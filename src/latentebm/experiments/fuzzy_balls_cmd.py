@@ -183,6 +183,9 @@ def run(args: argparse.Namespace) -> Run:
 
     learned, m_learned = models[_tag(args.sigma_beta)], metrics[_tag(args.sigma_beta)]
     fixed, m_fixed = models[fixed_tag], metrics[fixed_tag]
+    # the learned-σ model at --sigma-beta, trained for the comparison even when not in --betas
+    summary.setdefault(_tag(args.sigma_beta),
+                       {k: v for k, v in m_learned.items() if k != "history"})
     summary[fixed_tag] = {k: v for k, v in m_fixed.items() if k != "history"}
     compare = {}
     for label, model, m in (

@@ -176,8 +176,10 @@ def run(args: argparse.Namespace) -> Run:
     metrics["history"] = model.history_
     written = run.write_metrics(metrics)
     figures(model, run, data, args.seed)
+    limit = (f" (of --epochs {args.epochs}: --max-minutes {args.max_minutes:g} stopped it)"
+             if metrics["stopped_by_time_limit"] else "")
     print(
-        f"vae: {metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s "
+        f"vae: {metrics['epochs']} epochs{limit}, {metrics['train_seconds']:.0f} s "
         f"({metrics['images_per_second']:.0f} img/s); test −ELBO {metrics['test_neg_elbo']:.2f}; "
         f"NLL (k={args.k}, {n_nll} digits) {nll['nll']:.2f} ± {nll['se_mc']:.2f} (MC) "
         f"± {nll['se_data']:.2f} (data) nats"

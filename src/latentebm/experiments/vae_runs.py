@@ -270,6 +270,8 @@ def train(
     n = X.shape[0] * len(model.history_)
     return {
         "epochs": len(model.history_),
+        # --max-minutes ended training before --epochs
+        "stopped_by_time_limit": len(model.history_) < args.epochs,
         "epochs_this_call": epochs_done,
         "train_seconds": seconds,
         "images_per_second": n / seconds if seconds > 0 else float("nan"),

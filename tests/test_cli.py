@@ -332,3 +332,16 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
     assert proc.wait() == 1, err
     assert "Traceback" not in err and "its output was closed" in err, err
     assert (tmp_path / "pp" / "patches" / "index.json").exists()
+
+
+def test_a_meta_device_and_a_bad_patch_side_in_a_shard_index_are_named(tmp_path, capsys):
+    import numpy as np
+
+    from latentebm.data.streaming import write_shards
+
+    assert run_cli(SMALL + ["--out", str(tmp_path / "m"), "--device", "meta"]) == 2
+    assert "meta holds no values" in capsys.readouterr().err
+    write_shards(np.ones((10, 16), np.float32), tmp_path / "s", meta={"size": "four"})
+    assert run_cli(["sparse-coding", "--dataset", "natural", "--shards", str(tmp_path / "s"),
+                    "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "index.json: meta.size must be a positive integer" in one_line_error(capsys)

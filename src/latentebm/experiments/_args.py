@@ -83,6 +83,16 @@ non_negative_int_argument = _flag_type(
 fraction_argument = _flag_type(
     "fraction_argument", float, lambda v: check_scalar(v, "value", low=0.0, high=1.0),
     "a number", "argparse ``type`` for a share such as ``--support``: a number in [0, 1].")
+def _data_device(text: str) -> str:
+    if text.strip().lower().startswith("meta"):
+        raise ValueError("meta holds no values to train on or report; choose cpu or cuda")
+    return text
+
+
+device_argument = _flag_type(
+    "device_argument", str, _data_device, "a device",
+    "argparse ``type`` for ``--device``: a torch device that holds values (not ``meta``; "
+    "whether it exists here is checked when the command starts).")
 positive_argument = _flag_type(
     "positive_argument", float,
     lambda v: check_scalar(v, "value", low=0.0, low_inclusive=False), "a number",
@@ -148,7 +158,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,
     parser.add_argument("--out", required=True,
                         help="output folder (created if missing; one run at a time)")
     if trains:
-        parser.add_argument("--device", default="cpu",
+        parser.add_argument("--device", type=device_argument, default="cpu",
                             help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--seed", type=seed_argument, default=0,
                         help="random seed in [0, 2**32 - 1] (default: 0)")

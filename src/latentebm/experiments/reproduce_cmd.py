@@ -29,7 +29,7 @@ from .._io import write_json
 from .._validation import resolve_device
 from ..data.mnist import mnist_cache_dir
 from ..training import distributed
-from ._args import command_arguments, default_photographs, seed_argument
+from ._args import command_arguments, default_photographs, device_argument, seed_argument
 from ._run import Run, keep_configs, restore_configs
 from .claims import claims_for
 from .report import write_report
@@ -210,7 +210,8 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", default=None,
                         help="folder of photographs for the natural-image experiments, e.g. "
                         "Kodak24 (default: scikit-image's bundled photographs)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--device", type=device_argument, default="cpu",
+                        help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars inside the experiments (the k-of-n lines stay)")
 

@@ -12,7 +12,7 @@ import torch
 from .. import viz
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors, natural_patches
-from ..data.streaming import ShardedArray
+from ..data.streaming import INDEX_NAME, ShardedArray
 from ..metrics import (
     fit_gabors,
     gabor_summary,
@@ -89,6 +89,28 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
 add_arguments = command_arguments(NAME, _add_flags)
 
 
+def shard_patch_side(data: ShardedArray, default: int) -> int:
+    """The patch side that prepared shards record in their index (``default`` where they
+    record none), or a ``ValueError`` naming the index when the value is not a side.
+
+    Parameters
+    ----------
+    data : ShardedArray
+        The prepared patches.
+    default : int
+        ``--patch``.
+
+    Returns
+    -------
+    int
+    """
+    size = data.meta.get("size", default)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{data.path / INDEX_NAME}: meta.size must be a positive integer (the "
+                         f"patch side), got {size!r}")
+    return size
+
+
 def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Training and held-out rows ``(n, n_features)`` and the image shape of one row.
 
@@ -114,7 +136,7 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
             raise ValueError("--shards streams natural-image patches: it needs --dataset "
                              "natural and takes every prepared patch (no --n-train)")
         train = ShardedArray(args.shards)
-        size = int(train.meta.get("size", args.patch))
+        size = shard_patch_side(train, args.patch)
         if train.n_features != size * size:
             raise ValueError(f"--shards {args.shards} holds {train.n_features} features per "
                              f"row, not grey {size}x{size} patches")
@@ -159,7 +181,7 @@ def run(args: argparse.Namespace) -> Run:
     atoms_sign = (DEFAULT_ATOMS_SIGN[args.dataset] if args.atoms_sign is None
                   else args.atoms_sign)
     # a prepared dataset fixes the patch side (its index says which), whatever --patch says
-    patch = (int(ShardedArray(args.shards, verify=False).meta.get("size", args.patch))
+    patch = (shard_patch_side(ShardedArray(args.shards, verify=False), args.patch)
              if args.shards is not None else args.patch)
     run_dir = Run.from_args(args, lam=lam, codes=codes, atoms_sign=atoms_sign, patch=patch)
     train, test, image_shape = load_data(args)

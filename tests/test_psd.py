@@ -194,3 +194,15 @@ def test_first_fit_from_data_keeps_the_encoder_module(encoder):
     untrained._init_atoms_from(Y)  # what the first fit starts from: the data atoms' encoder
     built = PSD(8, 12, 0.05, encoder=encoder, init=untrained.dictionary(), dtype=torch.float64)
     torch.testing.assert_close(untrained.encoder.state_dict(), built.encoder.state_dict())
+
+
+def test_energy_is_differentiable_in_the_codes_like_the_other_models():
+    Y = torch.rand(6, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    model = PSD(8, 12, 0.05, init="random", dtype=torch.float64)
+    Z = torch.randn(6, 12, dtype=torch.float64, requires_grad=True)
+    model.energy(Y, Z).sum().backward()
+    W, P = model.dictionary(), model.predict(Y)
+    expected = -(Y - Z.detach() @ W.T) @ W + 0.05 * Z.detach().sign() + model.beta * (
+        Z.detach() - P)
+    torch.testing.assert_close(Z.grad, expected)
+    assert isinstance(model.energy(Y.numpy(), Z.detach().numpy()), np.ndarray)

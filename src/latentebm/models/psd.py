@@ -191,7 +191,8 @@ class PSD(LatentModel):
         return to_output(finite_result(P, "predicted codes"), numpy_out)
 
     def energy(self, Y: Any, Z: Any) -> Any:
-        """Per-sample ``½‖y − Wz‖² + λ‖z‖₁ + (β/2)‖z − Enc(y)‖²``.
+        """Per-sample ``½‖y − Wz‖² + λ‖z‖₁ + (β/2)‖z − Enc(y)‖²``, differentiable in ``Z`` and
+        the encoder's parameters.
 
         Parameters
         ----------
@@ -207,12 +208,11 @@ class PSD(LatentModel):
         numpy_out = not isinstance(Y, torch.Tensor)
         Y_t = self._check_signals(Y)
         Z_t = self._check_codes(Z, Y_t)
-        with torch.no_grad():
-            P = self(Y_t)
-            r = Y_t - Z_t @ self.W.T
-            d = Z_t - P
-            prediction = 0.5 * self.beta * batch_dot(d, d)
-            E = 0.5 * batch_dot(r, r) + self.lam * Z_t.abs().sum(1) + prediction
+        # differentiable in Z and the encoder, as the other models' energy is in Z
+        r = Y_t - Z_t @ self.W.T
+        d = Z_t - self(Y_t)
+        prediction = 0.5 * self.beta * batch_dot(d, d)
+        E = 0.5 * batch_dot(r, r) + self.lam * Z_t.abs().sum(1) + prediction
         return to_output(finite_result(E, "energies"), numpy_out)
 
     def infer(self, Y: Any, *, tol: float | None = None, max_iter: int = 1000) -> SolverResult:

@@ -40,6 +40,7 @@ def as_operator(W: Any, *, like: torch.Tensor | None = None) -> LinearOperator:
         ``W`` itself, or a :class:`~latentebm.operators.DenseDictionary` around it.
     """
     if isinstance(W, LinearOperator):
+        W.drop_caches_if_changed()  # its caches may describe atoms changed behind its back
         return W
     if isinstance(W, torch.Tensor):
         return DenseDictionary(W)

@@ -18,6 +18,12 @@ _fill_gap_doc = doc_filler({"returns_energy_gap": (
     "    The duality gap, clamped at 0.")})
 
 
+CANCELLATION = 1e-6
+"""A ``‖r‖²`` measured in code space (``‖y‖² − 2⟨Aᵀy, z⟩ + ⟨z, AᵀAz⟩``) below this share of
+``‖y‖²`` has lost too many digits to certify anything: solvers that measure it so compute such
+samples' energy and gap again from the residual itself."""
+
+
 @_fill_gap_doc
 def energy_and_gap(
     op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam: float, reg: Regularizer

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int
+from ..objective import CANCELLATION
 from ..operators import LinearOperator
 from ..problem import Problem
 from ..regularizers import Regularizer
@@ -120,11 +121,6 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
                         converged=finite & (gap_t <= tol * energy_t),
                         n_iter_per_sample=n_iter, n_iter=int(n_iter.max()) if batch else 0,
                         method="gram_cd")
-
-
-CANCELLATION = 1e-6
-"""Samples whose ``‖r‖²`` is below this share of ``‖y‖²`` have their energy and gap computed
-again from the residual itself (see :func:`_revalue_cancelled`)."""
 
 
 def _revalue_cancelled(op64: LinearOperator, Y: torch.Tensor, Z: np.ndarray, yy: np.ndarray,

@@ -174,3 +174,44 @@ def test_a_residual_far_below_the_signal_is_measured_from_the_residual(method):
         np.testing.assert_allclose(out.energy, true, rtol=1e-9)
         best = le.solve(Y, W, 1e-12, method="gram_cd", tol=1e-12, max_iter=10000).energy
         assert np.all(true - np.minimum(best, true) <= out.gap * (1 + 1e-6))
+
+
+def test_gram_cd_clears_a_warm_start_on_an_all_zero_atom():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((100, 150))
+    W /= np.linalg.norm(W, axis=0)
+    W[:, 0] = 0.0
+    Y = rng.standard_normal((2, 100))
+    z0 = np.zeros((2, 150))
+    z0[:, 0] = 1.0
+    out = le.solve(Y, W, 0.05, method="gram_cd", z0=z0, tol=1e-8)
+    assert out.converged.all() and np.all(out.z[:, 0] == 0)
+
+
+def test_cd_in_float32_adds_the_rounding_of_its_dual_value():
+    """Two atoms 1e-4 apart, float32: ``cd`` reported gap 0 and converged on a code 1.3e-6
+    above the optimum at tol 1e-6, its extrapolated dual value trusted to the last float32
+    digit (a hostile review's case)."""
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((15, 30))
+    W /= np.linalg.norm(W, axis=0)
+    W[:, 1] = W[:, 0] + 1e-4 * W[:, 1]
+    W[:, 1] /= np.linalg.norm(W[:, 1])
+    W = W.astype(np.float32)
+    Y = rng.standard_normal((6, 15)).astype(np.float32)
+    Y64, W64 = Y.astype(np.float64), W.astype(np.float64)
+    lam = float(0.01 * np.abs(Y64 @ W64).max(1).min())
+    best = le.solve(Y64, W64, lam, method="gram_cd", tol=0.0, max_iter=200).energy
+    out = le.solve(Y, W, lam, method="cd", tol=1e-6, max_iter=2000)
+    true = le.lasso_energy(Y64, W64, out.z.astype(np.float64), lam)
+    assert np.all(true - best <= out.gap.astype(np.float64) + 1e-7 * best)
+
+
+def test_a_very_wide_dictionary_never_builds_its_gram_matrix_in_fista_or_auto():
+    rng = np.random.default_rng(0)
+    W = torch.from_numpy(rng.standard_normal((20, 5000)))
+    W /= W.norm(dim=0)
+    op = le.DenseDictionary(W)
+    out = le.fista(rng.standard_normal((2, 20)), op, 0.5, tol=1e-6)
+    assert out.converged.all() and op._gram_matrix is None
+    assert le.solve(rng.standard_normal((2, 20)), op, 0.5).method == "fista"

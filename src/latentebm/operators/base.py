@@ -225,6 +225,11 @@ class LinearOperator(abc.ABC):
         finishes on a support, coordinate descent, per-sample step sizes), never from types."""
         return None
 
+    @property
+    def has_gram_matrix(self) -> bool:
+        """Whether :meth:`gram_matrix` gives a matrix, answered without building it."""
+        return False
+
     def gram(self, z: torch.Tensor) -> torch.Tensor:
         """``AᵀA z``; operators override this when a cheaper route exists.
 

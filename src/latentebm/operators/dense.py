@@ -70,6 +70,10 @@ class DenseDictionary(LinearOperator):
         """
         return r @ self.W
 
+    @property
+    def has_gram_matrix(self) -> bool:
+        return True
+
     def gram_matrix(self) -> torch.Tensor:
         """``WᵀW``, ``(n_atoms, n_atoms)``, cached."""
         self._drop_stale_caches()

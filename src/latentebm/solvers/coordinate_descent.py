@@ -28,7 +28,7 @@ from ..problem import Problem
 from ..regularizers import Regularizer
 from .active_set import active_set_rounds, new_sign_rows
 from .api import Method, register_method
-from .dual import DualExtrapolation
+from .dual import DualExtrapolation, gap_to_dual
 from .result import BatchOutputs, Callback, IterationState, SolverResult
 
 BLOCK = 16
@@ -189,9 +189,9 @@ def _certify(op: LinearOperator, work: _Working, lam: float, reg: Regularizer,
     r = work.Y - op.decode(z)
     c = work.ct.T
     energy, gap = energy_and_gap_from((r * r).sum(1), c, z, lam, reg)
-    if dual is not None:
+    if dual is not None:  # below float64 with the rounding of its inputs added
         best = dual.update(z, c, work.idx)
-        gap = torch.minimum(gap, (energy - best.to(energy.dtype)).clamp_min(0))
+        gap = torch.minimum(gap, gap_to_dual(energy, best, dual.yy[work.idx]))
     return energy, gap
 
 
@@ -227,7 +227,7 @@ def _finish(op: LinearOperator, work: _Working, G: torch.Tensor, lam: float,
 
 
 def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
-    if op.gram_matrix() is None:
+    if not op.has_gram_matrix:
         return "coordinate descent needs an explicit Gram matrix (op.gram_matrix() is None)"
     if not reg.is_l1:
         return "coordinate descent here solves L1 penalties only (reg.is_l1 is False)"

@@ -350,4 +350,14 @@ class DualExtrapolation:
         return value.masked_fill(~ok, -float("inf")), X, C
 
 
-__all__ = ["DualExtrapolation", "DEFAULT_K", "rescaled_dual_value"]
+def gap_to_dual(energy: torch.Tensor, best: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+    """``P(z) − D``, the certificate against the best dual value ``D`` (float64). Below float64
+    that value comes from codes and ``Aᵀr`` held in the working precision, so its rounding, of
+    order ``eps·‖y‖²``, is added rather than trusted."""
+    gap = energy.double() - best
+    if energy.dtype != torch.float64:
+        gap = gap + torch.finfo(energy.dtype).eps * yy
+    return gap.clamp_min(0).to(energy.dtype)
+
+
+__all__ = ["DualExtrapolation", "DEFAULT_K", "gap_to_dual", "rescaled_dual_value"]

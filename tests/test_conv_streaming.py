@@ -115,10 +115,13 @@ def test_peak_memory_of_a_streamed_run_does_not_grow_with_the_images(tmp_path):
         return held[1] - held[0] > 300 and streamed[1] - streamed[0] < 100
 
     streamed, held = measure()
-    if not holds(streamed, held):
+    for _ in range(2):
+        if holds(streamed, held):
+            break
         # a peak only errs upwards (the fresh-clone CI, its other tests running beside it, has
-        # seen 16 images held peak at 955 MB where 495 MB is usual, and 256 at 1450 MB, a growth
-        # of 497 MB instead of ~890): measure again and keep each run's lower peak
+        # seen 16 images held peak at 955 and 1181 MB where 495-533 MB is usual, and 256 at
+        # 1438-1450 MB, a growth of 257-497 MB instead of ~840): measure again and keep each
+        # run's lower peak
         again = measure()
         streamed = [min(a, b) for a, b in zip(streamed, again[0], strict=True)]
         held = [min(a, b) for a, b in zip(held, again[1], strict=True)]

@@ -11,10 +11,11 @@ crops (as in B4):
   bundled 500x500 images; the largest local photographs, two thirds of a 720x480 frame),
   batches of 2, one epoch (ADMM ≤ 10 iterations, 2 kernel steps).
 
-Every run is a fresh process (``run`` below) that prints its peak resident set size
-(``ru_maxrss``) and wall time; the in-memory run holds the images as one tensor and, with the
-default ``warm_start``, the codes of every image. The 100-image in-memory run is not started:
-its code buffer alone (100 × 32 × 480 × 480 float64, 5.9 GB) is reported instead.
+Every run is a fresh process (``run`` below) that prints its own peak resident set size
+(``VmHWM``: :func:`_common.own_peak_rss_mb`) and wall time; the in-memory run holds the images
+as one tensor and, with the default ``warm_start``, the codes of every image. The 100-image
+in-memory run is not started: its code buffer alone (100 × 32 × 480 × 480 float64, 5.9 GB) is
+reported instead.
 
     .venv/bin/python benchmarks/conv_streaming.py [--threads 2] [--only B4|100]
 
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import own_peak_rss_mb
 from b3_conv_sparse_coding import load_image, tikhonov_highpass
 from b4_conv_dictionary_learning import CROP, N_IMAGES, initial_dictionary
 
@@ -80,8 +82,6 @@ def prepare(key: str) -> Path:
 
 def run(folder: str, key: str, mode: str, threads: int) -> None:
     """One run in this process; prints a JSON line with the peak RSS and the wall time."""
-    import resource
-
     import torch
 
     import latentebm as le
@@ -96,7 +96,7 @@ def run(folder: str, key: str, mode: str, threads: int) -> None:
     start = time.perf_counter()
     model.fit(Y, tol=0.0, replace_threshold=None, progress=False, **SETTINGS[key])
     seconds = time.perf_counter() - start
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    print(json.dumps({"peak_rss_mb": own_peak_rss_mb(),
                       "seconds": seconds, "energy": model.history_[-1]["mean_energy"]}))
 
 
@@ -146,8 +146,9 @@ def write_report(rows, threads, load_before, load_after) -> None:
         f"{le.__version__}, torch {torch.__version__}, {threads} threads, {os.cpu_count()} "
         f"logical CPUs; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
         "- Reproduce: `.venv/bin/python benchmarks/conv_streaming.py`; each row is a fresh "
-        "process, peak resident set size from `ru_maxrss` (it includes the Python "
-        "interpreter and torch, about 300 MB).",
+        "process, its own peak resident set size (`VmHWM`; it includes the Python "
+        "interpreter and torch, about 300 MB; `ru_maxrss`, used before 2026-12-07, also "
+        "counted the parent's resident size at the fork).",
         f"- 32 filters 8x8, λ = {LAM}, circular boundaries, float64. B4: 10 images 128x128, "
         "batch 10, 20 epochs, ADMM codes (`method=\"auto\"`) ≤ 10 iterations, 5 kernel "
         f"steps. 100: Kodak24 repeated to {BIG_COUNT} images of {w}x{h}, batch 2, one epoch, "

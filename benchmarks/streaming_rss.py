@@ -7,17 +7,18 @@ million 12×12 patches, 5.8 GB in float32, under 2 GB per process).
 
 ``measure`` reads one whole epoch through :func:`stream_batches` (every row once), then runs
 one epoch of ``SparseCoding.fit`` on the :class:`ShardedArray`, and prints this process's peak
-resident set size (``ru_maxrss``) after each part as one JSON line per rank.
+resident set size (``VmHWM``: :func:`_common.own_peak_rss_mb`) after each part as one JSON line
+per rank.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import torch
+from _common import own_peak_rss_mb
 
 from latentebm import SparseCoding
 from latentebm.data.streaming import ShardedArray, prepare_patches, stream_batches
@@ -25,7 +26,7 @@ from latentebm.training import distributed as dist
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return own_peak_rss_mb()
 
 
 def prepare(args: argparse.Namespace) -> None:

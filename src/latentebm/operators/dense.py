@@ -72,6 +72,7 @@ class DenseDictionary(LinearOperator):
 
     @property
     def has_gram_matrix(self) -> bool:
+        """True: ``WᵀW`` can always be built (:meth:`gram_matrix`; ``n_atoms²`` values)."""
         return True
 
     def gram_matrix(self) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 
 from .._validation import check_int
 from ..objective import CANCELLATION
-from ..operators import LinearOperator
+from ..operators import GRAM_MAX_ATOMS, LinearOperator
 from ..problem import Problem
 from ..regularizers import Regularizer
 from ._numba_threads import parallel_loops_unusable, use_torch_threads
@@ -176,16 +176,11 @@ def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
     return None
 
 
-AUTO_MAX_ATOMS = 4096
-"""``"auto"`` leaves dictionaries of more atoms to FISTA: the method builds the float64 Gram
-matrix whole, 134 MB at this bound and 2 GB at 16 000 atoms."""
-
-
 def _preferred(problem: Problem, reg: Regularizer) -> bool:
     """On the CPU, whenever it applies, ``λ > 0`` and the Gram matrix is not huge
-    (:data:`AUTO_MAX_ATOMS`): on B1 (10 000 MNIST digits, 256 atoms, 2 threads) it reached 1e-4
+    (:data:`~latentebm.operators.GRAM_MAX_ATOMS`): on B1 (10 000 MNIST digits, 256 atoms, 2 threads) it reached 1e-4
     and 1e-6 several times sooner than FISTA and than scikit-learn."""
-    return problem.lam > 0 and problem.op.n_atoms <= AUTO_MAX_ATOMS
+    return problem.lam > 0 and problem.op.n_atoms <= GRAM_MAX_ATOMS
 
 
 def _run(problem: Problem, reg: Regularizer, z0: torch.Tensor | None, *, tol: float,

@@ -20,7 +20,7 @@ import torch
 
 from .._docs import fill_doc
 from ..objective import CANCELLATION, energy_and_gap, energy_and_gap_from
-from ..operators import LinearOperator, batch_dot, per_sample
+from ..operators import GRAM_MAX_ATOMS, LinearOperator, batch_dot, per_sample
 from ..regularizers import Regularizer
 from .active_set import ATTEMPT_BELOW, support_solve
 from .dual import DualExtrapolation, gap_to_dual
@@ -133,7 +133,7 @@ def proximal_gradient(
     b = op.adjoint(Y)
     # the finish builds the n_atoms² Gram matrix: not for very wide dictionaries (16 000 atoms
     # of 50 features took 2.2 GB for a batch of 4)
-    explicit_gram = op.has_gram_matrix and op.n_atoms <= FINISH_MAX_ATOMS
+    explicit_gram = op.has_gram_matrix and op.n_atoms <= GRAM_MAX_ATOMS
     if backtracking is None:
         backtracking = lipschitz is None and Y.device.type == "cpu"
     if backtracking:
@@ -197,11 +197,6 @@ def proximal_gradient(
     if lam > 0:
         out.converged = out.gap <= tol * out.energy
     return out.result("fista" if accelerated else "ista")
-
-
-FINISH_MAX_ATOMS = 4096
-"""Above this many atoms the finish's Gram matrix (134 MB in float64 at the bound) is not built
-and FISTA runs without the active-set finish."""
 
 
 def _revalue_cancelled(op: LinearOperator, Y: torch.Tensor, out: BatchOutputs, lam: float,

@@ -10,14 +10,13 @@ from .._docs import fill_doc
 from .._validation import as_tensor
 from .base import LinearOperator, unit_norm
 
-
-@fill_doc
 GRAM_MAX_ATOMS = 4096
 """The most atoms whose Gram matrix a solver builds unasked (134 MB in float64 at the bound;
 16 000 atoms would take 2 GB): above it FISTA skips its active-set finish and ``"auto"`` leaves
 ``"gram_cd"`` aside."""
 
 
+@fill_doc
 class DenseDictionary(LinearOperator):
     """``decode(z) = z Wᵀ`` for codes ``(batch, n_atoms)`` and signals ``(batch, n_features)``.
 

@@ -178,8 +178,9 @@ def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
 
 def _preferred(problem: Problem, reg: Regularizer) -> bool:
     """On the CPU, whenever it applies, ``λ > 0`` and the Gram matrix is not huge
-    (:data:`~latentebm.operators.GRAM_MAX_ATOMS`): on B1 (10 000 MNIST digits, 256 atoms, 2 threads) it reached 1e-4
-    and 1e-6 several times sooner than FISTA and than scikit-learn."""
+    (:data:`~latentebm.operators.GRAM_MAX_ATOMS`): on B1 (10 000 MNIST digits, 256 atoms,
+    2 threads) it reached 1e-4 and 1e-6 several times sooner than FISTA and than
+    scikit-learn."""
     return problem.lam > 0 and problem.op.n_atoms <= GRAM_MAX_ATOMS
 
 

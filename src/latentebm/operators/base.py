@@ -156,6 +156,21 @@ class LinearOperator(abc.ABC):
         """
         return self._like(self.atoms.to(device=device, dtype=dtype))
 
+    def scaled(self, factor: float) -> LinearOperator:
+        """This operator with every atom multiplied by ``factor``.
+
+        Parameters
+        ----------
+        factor : float
+            The factor (codes ``z / factor`` give the same signals).
+
+        Returns
+        -------
+        LinearOperator
+            A new operator of the same type and settings.
+        """
+        return self._like(self.atoms * factor)
+
     @abc.abstractmethod
     def _like(self, atoms: torch.Tensor) -> LinearOperator:
         """An operator like this one with the atoms ``atoms`` (what :meth:`to` returns)."""

@@ -22,17 +22,26 @@ Boundaries:
   ``½‖M y₀‖²`` on the image region ``M`` and ``y₁`` held to the code region, so ``σ = 1``
   and the factorisation never changes with ρ.
 
-Certificate (the only host synchronisation): the energy of the sparse iterate ``y`` and the
-best dual value seen, over the dual points built from the residual ``y − D x`` at ``x`` (for
-circular boundaries ``Dᵀ(y − Dx) = ρ(x − y + u)`` costs nothing), its dual extrapolation
-(:mod:`.dual`, whose history is recorded every ``check_every`` iterations) and the better of
-the two rescaled pixel by pixel (:mod:`.local_dual`). The certificate itself is evaluated when
+Kernel scale: the splitting weighs ``Dx`` against ``x``, so kernels far from unit norm slow it
+(two 3×3 kernels of norms 1 and 100, ``"full"`` boundary: a relative error of 0.19 after 3000
+iterations in float64, divergence in float32). Kernels whose root-mean-square norm ``c`` is not 1
+are therefore solved as the equivalent problem ``D/c``, ``λ/c``, codes ``c·z`` (same energies,
+same dual values), which reaches 2e-6 in 1000 iterations there, in float32 too.
+
+Certificate (the only host synchronisation besides reading the kernel scale once): the energy
+of the sparse iterate ``y`` and the best dual value seen, over the dual points built from the
+residual ``y − D x`` at ``x`` (for circular boundaries ``Dᵀ(y − Dx) = ρ(x − y + u)`` costs
+nothing), its dual extrapolation (:mod:`.dual`, whose history is recorded every
+``check_every`` iterations) and the better of the two rescaled pixel by pixel
+(:mod:`.local_dual`). The certificate itself is evaluated when
 :class:`~.check_schedule.CheckSchedule` predicts a crossing of ``tol`` from each image's gaps:
 on B3 eleven evaluations in 200 iterations instead of twenty
 (``benchmarks/results/check_schedule.md``). Converged samples retire from the working batch.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -57,6 +66,8 @@ REBALANCE_EVERY = 10
 """Iterations between two rebalancings of ρ (independent of the certificate checks)."""
 DEFAULT_RHO_PER_LAM = 10.0
 """The default initial penalty is ``DEFAULT_RHO_PER_LAM · λ + 1``."""
+UNIT_SCALE_TOLERANCE = 1e-6
+"""Kernels whose root-mean-square norm is within this of 1 are solved as given."""
 
 
 class _Factor:
@@ -152,7 +163,8 @@ def admm_fourier(
     z0 : torch.Tensor or None, shape (batch, n_atoms, H', W')
         Warm start of the sparse codes.
     rho : float or None
-        Initial penalty of every image; by default ``cλ/s + 1`` with ``c = rho_per_lam``,
+        Initial penalty of every image (in the problem with unit-scale kernels, see the
+        module's description); by default ``cλ/s + 1`` with ``c = rho_per_lam``,
         ``s`` the image's largest magnitude where it exceeds 1 (else 1). SPORCO's default
         ``50λ + 1`` (Wohlberg's) is residual-balanced too, yet on three Kodak images at three λ
         it needed 1.05–1.65× the iterations of ``c = 10`` to reach a relative error of 1e-4 and
@@ -170,6 +182,40 @@ def admm_fourier(
     SolverResult
         ``z`` the sparse iterate ``y``; ``gap`` an upper bound on ``E(z) − min E``.
     """
+    options = dict(max_iter=max_iter, tol=tol, rho=rho, rho_per_lam=rho_per_lam, relax=relax,
+                   adaptive=adaptive, check_every=check_every)
+    scale = _kernel_scale(op)
+    if scale == 1.0:
+        return _admm(op, Y, lam, reg, z0=z0, callback=callback, **options)
+    result = _admm(op.scaled(1 / scale), Y, lam / scale, reg,
+                   z0=None if z0 is None else z0 * scale,
+                   callback=None if callback is None else _rescaled_callback(callback, scale),
+                   **options)
+    return replace(result, z=result.z / scale)
+
+
+def _kernel_scale(op: LinearOperator) -> float:
+    """The root-mean-square norm ``c`` of the kernels, or 1 where it is within
+    :data:`UNIT_SCALE_TOLERANCE` of 1, zero or not finite."""
+    atoms = op.atoms
+    scale = float(atoms.detach().square().sum().div(op.n_atoms).sqrt())
+    if not (0 < scale < float("inf")) or abs(scale - 1) <= UNIT_SCALE_TOLERANCE:
+        return 1.0
+    return scale
+
+
+def _rescaled_callback(callback: Callback, scale: float) -> Callback:
+    """``callback`` seeing the caller's codes ``z / scale`` instead of the rescaled problem's."""
+    def rescaled(iteration: int, state: IterationState) -> None:
+        callback(iteration, replace(state, z=state.z / scale))
+    return rescaled
+
+
+def _admm(op: LinearOperator, Y: torch.Tensor, lam: float, reg: Regularizer, *, max_iter: int,
+          tol: float, z0: torch.Tensor | None, rho: float | None, rho_per_lam: float,
+          relax: float, adaptive: bool, check_every: int,
+          callback: Callback | None) -> SolverResult:
+    """:func:`admm_fourier` for kernels as given."""
     batch = Y.shape[0]
     emb = op.fourier_embedding(tuple(Y.shape[-2:]))
     grid, codes = emb.grid, emb.code_region

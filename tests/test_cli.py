@@ -50,9 +50,13 @@ def test_sparse_coding_mnist_sample(tmp_path, capsys):
     assert len(metrics["history"]) == 2
 
     # resuming with more epochs continues; resuming with another λ is refused
+    first_seconds = metrics["train_seconds"]
     assert run_cli(args + ["--epochs", "3", "--resume"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2]
+    # the training time counts the epochs of both invocations
+    assert metrics["train_seconds"] == pytest.approx(
+        first_seconds + metrics["history"][2]["seconds"])
     assert run_cli(args + ["--resume", "--lam", "0.9"]) == 2
     assert "lam" in capsys.readouterr().err
 

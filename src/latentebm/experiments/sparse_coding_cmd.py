@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> Run:
     history = model.fit(train, epochs=args.epochs, batch_size=args.batch_size,
                         method=args.method, checkpoint=run_dir.checkpoint, resume=args.resume,
                         progress=not args.quiet)
-    train_seconds = run_dir.elapsed()
+    train_seconds = sum(epoch["seconds"] for epoch in history)  # resumed epochs included
     if not distributed.is_main():  # the model is the same on every rank: rank 0 reports
         return run_dir
 

@@ -364,6 +364,19 @@ def test_cli_refuses_iwae_samples_with_the_elbo_before_reading_any_data(command,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["vae", "vae-fuzzy-balls"])
+def test_cli_refuses_mlp_layers_for_the_conv_encoder_before_reading_any_data(command, tmp_path,
+                                                                           capsys):
+    """--encoder conv --hidden 50 trained the conv network and recorded hidden [50]."""
+    from latentebm.cli import main
+
+    code = main([command, "--encoder", "conv", "--hidden", "50", "--out",
+                 str(tmp_path / "run"), "--data-dir", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--hidden 50 sets the MLP" in err and "MNIST" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_fuzzy_balls_refuses_betas_that_would_share_a_folder(tmp_path, capsys):
     """--betas 0.1 0.1000001 trained two models into one folder, the second over the first."""
     from latentebm.cli import main

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> Run:
             (28, 28),
             args.latent,
             encoder=args.encoder,
-            hidden=tuple(args.hidden),
+            hidden=tuple(runs.mlp_hidden(args)),
             beta=beta,
             learn_variance=learn_variance,
             fixed_sigma=args.fixed_sigma,

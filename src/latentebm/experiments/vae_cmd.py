@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> Run:
         (28, 28),
         args.latent,
         encoder=args.encoder,
-        hidden=tuple(args.hidden),
+        hidden=tuple(runs.mlp_hidden(args)),
         seed=args.seed,
         device=args.device,
     )

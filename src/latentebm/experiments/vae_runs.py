@@ -26,6 +26,8 @@ from ._args import (
 
 DEFAULT_IWAE_K = 5
 """Samples per digit of ``--objective iwae`` when ``--iwae-k`` is not given."""
+DEFAULT_HIDDEN = 400
+"""The MLP encoder's one hidden layer when ``--hidden`` is not given (784-400-20)."""
 
 
 @fill_doc
@@ -49,8 +51,9 @@ def add_vae_arguments(parser: argparse.ArgumentParser, *, epochs: int, latent: i
         "--hidden",
         type=count_argument,
         nargs="+",
-        default=[400],
-        help="hidden layer sizes of the MLP encoder (decoder mirrored; default: 400)",
+        default=None,
+        help="hidden layer sizes of the MLP encoder (decoder mirrored; default: 400); the "
+             "conv encoder has none",
     )
     add_choice_flag(parser, "--encoder", ("mlp", "conv"), "encoder/decoder networks")
     parser.add_argument("--batch-size", type=count_argument, default=128,
@@ -111,6 +114,32 @@ def samples_per_digit(args: argparse.Namespace) -> int:
     return DEFAULT_IWAE_K if args.iwae_k is None else args.iwae_k
 
 
+def mlp_hidden(args: argparse.Namespace) -> list[int]:
+    """The MLP's hidden layer sizes: ``--hidden``, by default ``[400]``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's flags; reads ``hidden`` and ``encoder``.
+
+    Returns
+    -------
+    list of int
+        Layer sizes (recorded for the conv encoder too, which does not use them).
+
+    Raises
+    ------
+    ValueError
+        ``--hidden`` was given with ``--encoder conv``, where it would be ignored.
+    """
+    if args.hidden is None:
+        return [DEFAULT_HIDDEN]
+    if args.encoder == "conv":
+        raise ValueError(f"--hidden {' '.join(map(str, args.hidden))} sets the MLP encoder's "
+                         "layers; --encoder conv has a fixed convolutional network")
+    return list(args.hidden)
+
+
 def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """The run's ``config.json``: the command ``name``, the flags of :func:`add_vae_arguments`
     and the common ones, and the command's own settings ``extra``.
@@ -134,7 +163,7 @@ def vae_config(name: str, args: argparse.Namespace, **extra: Any) -> dict[str, A
     return {
         "command": name,
         "latent": args.latent,
-        "hidden": args.hidden,
+        "hidden": mlp_hidden(args),
         "encoder": args.encoder,
         "batch_size": args.batch_size,
         "lr": args.lr,

@@ -124,11 +124,13 @@ def test_resume_with_other_epochs_is_refused(small_run, capsys):
     (["--steps", "0"], "--steps"),
     (["--classifier-lr", "0"], "--classifier-lr"),
     (["--threads", "0"], "--threads"),
+    (["--kernel", "29"], "--kernel 29"),  # it named an internal "Y" after loading the data
 ])
 def test_bad_flags_are_named(tmp_path, capsys, flags, named):
     argv = ["pretrain", "--sample", "--out", str(tmp_path / "bad"), "--quiet", *flags]
     assert main(argv) == 2
     assert named in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_unknown_first_layer_mode(tmp_path, capsys):

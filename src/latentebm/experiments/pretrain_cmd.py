@@ -59,6 +59,8 @@ HELP = ("MNIST with few labels or few classes: a convnet whose first layer start
 DEFAULT_CLASSES = [10]
 DEFAULT_FIRST_LAYER = "both"
 DEFAULT_LABELS = [1, 100]
+MNIST_SIDE = 28
+"""Height and width of an MNIST digit (the largest first-layer kernel)."""
 AUTOENCODER_BATCH = 32
 """Mini-batch of the first layer's auto-encoder (its steps per epoch follow from it)."""
 
@@ -431,6 +433,9 @@ def run(args: argparse.Namespace) -> Run:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.kernel > MNIST_SIDE:
+        raise ValueError(f"--kernel {args.kernel} is larger than MNIST's {MNIST_SIDE}x"
+                         f"{MNIST_SIDE} digits")
     settings = settings_grid(args.classes, args.labels_per_class, args.first_layer)
     run_dir = Run.from_args(args)
     unlabelled, data = _mnist(args, device, args.classes)

@@ -174,7 +174,8 @@ def test_conv_filters_command(tmp_path, capsys, photo_folder):
             "--tile", "16", "--kernel", "5", "--epochs", "1", "--out", str(out), "--quiet"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    for name in ("filters_01.png", "filters_02.png", "filters_overview.png", "metrics.json"):
+    for name in ("filters_01.png", "filters_02.png", "filters_overview.png", "metrics.json",
+                 "checkpoint_01.safetensors", "model_01.safetensors"):
         assert (out / name).stat().st_size > 0 and name in printed
     metrics = json.loads((out / "metrics.json").read_text())
     one = metrics["per_count"]["1"]

@@ -329,7 +329,7 @@ def train_or_load(args: argparse.Namespace, run_dir: Run, n_filters: int, channe
     model = make_model(args, n_filters, channels, train.device)
     model.fit(train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               lr_schedule="cosine", max_iter=args.fista_iter,
-              checkpoint=run_dir.out / f"checkpoint_{tag}.safetensors",
+              checkpoint=run_dir.path(f"checkpoint_{tag}.safetensors"),
               resume=args.resume, progress=not args.quiet)
     distributed.on_main(model.save)(run_dir.path(f"model_{tag}.safetensors"))
     return model

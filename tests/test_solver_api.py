@@ -313,3 +313,23 @@ def test_processes_forked_after_a_compiled_solve_solve_without_numba_threads(tmp
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_fista_reports_the_step_it_ended_with():
+    """``SolverResult.lipschitz`` was None for FISTA, backtracking included."""
+    gen = torch.Generator().manual_seed(5)
+    W = torch.randn(20, 40, generator=gen, dtype=torch.float64)
+    Y = torch.randn(6, 20, generator=gen, dtype=torch.float64)
+    top = float(torch.linalg.matrix_norm(W, 2) ** 2)
+    backtracked = le.fista(Y, W, 0.5, tol=1e-8)  # on the CPU: a step per sample
+    assert backtracked.lipschitz.shape == (6,)
+    assert bool((backtracked.lipschitz > 0).all())
+    assert bool((backtracked.lipschitz <= 2 * top * (1 + 1e-6)).all())
+    assert len(set(backtracked.lipschitz.tolist())) > 1
+    fixed = le.fista(Y, W, 0.5, tol=1e-8, backtracking=False)
+    assert fixed.lipschitz.shape == () and float(fixed.lipschitz) >= top * (1 - 1e-6)
+    given = le.ista(Y, W, 0.5, tol=1e-8, lipschitz=2 * top, max_iter=50)
+    assert float(given.lipschitz) == 2 * top
+    # it warm-starts the next run with the same codes
+    again = le.fista(Y, W, 0.5, tol=1e-8, backtracking=False, lipschitz=float(fixed.lipschitz))
+    assert torch.equal(again.z, fixed.z)

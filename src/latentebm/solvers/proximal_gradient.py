@@ -16,6 +16,8 @@ and the gap against the best dual value is kept where it is smaller.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from .._docs import fill_doc
@@ -120,7 +122,9 @@ def proximal_gradient(
     Returns
     -------
     SolverResult
-        Tensors; ``converged`` is false wherever the energy or gap is not finite.
+        Tensors; ``converged`` is false wherever the energy or gap is not finite;
+        ``lipschitz`` the step-size inverse each sample ended with ``(batch,)`` with
+        backtracking, else the fixed one ``()``.
 
     Raises
     ------
@@ -147,6 +151,7 @@ def proximal_gradient(
     can_polish = polish and lam > 0 and explicit_gram and reg.is_l1 and tol < ATTEMPT_BELOW
     out = BatchOutputs(z)
     state = _State(Y, b, z, op.gram(z), L)
+    final_L = L.clone()
     local = local_rescaling(op, lam, reg)
     dual = DualExtrapolation(Y, lam, reg, Aty=b, local=local, adjoint=op.adjoint,
                              decode=op.decode) if (
@@ -183,6 +188,8 @@ def proximal_gradient(
         if callback is not None:
             callback(k, IterationState(k, batch, state.z, state.idx, energy, gap))
         out.record(k, state.idx, state.z, done, energy, gap)
+        if state.L.dim() > 0:  # backtracking: each sample's step as it retires
+            final_L[state.idx] = state.L
         if all_done:
             break
         if any_done:
@@ -196,7 +203,7 @@ def proximal_gradient(
         _revalue_cancelled(op, Y, out, lam, reg)
     if lam > 0:
         out.converged = out.gap <= tol * out.energy
-    return out.result("fista" if accelerated else "ista")
+    return replace(out.result("fista" if accelerated else "ista"), lipschitz=final_L)
 
 
 def _revalue_cancelled(op: LinearOperator, Y: torch.Tensor, out: BatchOutputs, lam: float,

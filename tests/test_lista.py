@@ -623,3 +623,25 @@ def test_resuming_with_another_dictionary_is_refused(tmp_path):
                               resume=True, progress=False)
     LISTA(W1, 0.1, 3).fit(Y, epochs=2, batch_size=8, checkpoint=tmp_path / "c.safetensors",
                           resume=True, progress=False)
+
+
+def test_float32_targets_on_real_digits_are_certified_without_warnings():
+    """FISTA in float32 stopped at the iteration cap above the default 1e-5 on most MNIST
+    digits with data atoms (a coherent dictionary); the targets now solve in float64."""
+    import warnings
+
+    from latentebm.data import load_mnist, mnist_vectors
+
+    X = mnist_vectors(load_mnist("train", sample=True)[0][:300])
+    rng = np.random.default_rng(0)
+    W = X[rng.choice(len(X), 64, replace=False)].T.copy()
+    W /= np.linalg.norm(W, axis=0)
+    model = latentebm.LISTA(torch.from_numpy(W), 0.05, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Z = model.targets(torch.from_numpy(X))
+    assert Z.dtype == torch.float32
+    ref = latentebm.solve(X.astype(np.float64), W.astype(np.float64), 0.05, tol=1e-12)
+    energy = latentebm.lasso_energy(X.astype(np.float64), W.astype(np.float64),
+                                    Z.double().numpy(), 0.05)
+    assert float(((energy - ref.energy) / ref.energy).max()) <= 1e-5

@@ -54,9 +54,10 @@ from .._validation import (
     resolve_device,
 )
 from ..operators import DenseDictionary
-from ..problem import refuse_underflow, to_output
+from ..problem import Problem, refuse_underflow, to_output
 from ..regularizers import Regularizer, get_regularizer
-from ..solvers import SolverResult, proximal_gradient
+from ..solvers import SolverResult
+from ..solvers.api import resolve_method
 from ..training import distributed as dist
 from ..training.checkpoint import tensor_digest
 from ..training.early_stopping import EarlyStopping
@@ -625,7 +626,10 @@ class LISTA(LatentModel):
         return self.W
 
     def targets(self, Y: Any, *, tol: float | None = None, max_iter: int = 5000) -> torch.Tensor:
-        """Optimal codes ``z*`` of ``Y`` by the library's FISTA to a relative duality gap ``tol``.
+        """Optimal codes ``z*`` of ``Y`` to a relative duality gap ``tol``, by the solver
+        ``solve(method="auto")`` picks (on the CPU the compiled coordinate descent, which solves
+        float32 signals in float64; FISTA in float32 stopped at the iteration cap above 1e-5
+        on most MNIST digits at λ = 0.05).
 
         Parameters
         ----------
@@ -633,7 +637,7 @@ class LISTA(LatentModel):
         tol : float or None, default=None
             Relative duality gap; default 1e-5 in float32, 1e-10 in float64.
         max_iter : int, default=5000
-            Iteration cap.
+            Iteration cap (of the method's iterations or rounds, ``result.n_iter``).
 
         Returns
         -------
@@ -644,9 +648,11 @@ class LISTA(LatentModel):
             tol = 1e-10 if Y_t.dtype == torch.float64 else 1e-5
         tol = check_scalar(tol, "tol", low=0.0)
         max_iter = check_int(max_iter, "max_iter", low=1)
+        problem = Problem(Y_t, DenseDictionary(self.W.detach(), check_input=False), self.lam,
+                          numpy_out=False)
         with torch.no_grad():
-            out = proximal_gradient(DenseDictionary(self.W), Y_t, self.lam, self.reg, tol=tol,
-                                    max_iter=max_iter)
+            out = resolve_method("auto", problem, self.reg).run(
+                problem, self.reg, None, tol=tol, max_iter=max_iter, callback=None)
         return out.warn_unless_converged("optimal codes").z
 
     # ----------------------------------------------------------------- training

@@ -148,6 +148,16 @@ def test_running_out_of_memory_is_one_line_and_other_runtime_errors_propagate(
     with pytest.raises(RuntimeError, match="a bug"):
         run_cli(SMALL + ["--out", str(tmp_path / "o")])
 
+    # a lost process of a torchrun job (a RuntimeError too) is one line, not a traceback
+    from latentebm.training.distributed import DistributedError
+
+    def lost(args):
+        raise DistributedError("rank 0 of 2: the collective all_reduce failed")
+
+    monkeypatch.setattr(sparse_coding_cmd, "run", lost)
+    assert run_cli(SMALL + ["--out", str(tmp_path / "o")]) == 1
+    assert "the collective all_reduce failed" in one_line_error(capsys)
+
 
 def test_an_empty_out_is_refused_not_the_working_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

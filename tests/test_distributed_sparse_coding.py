@@ -117,3 +117,75 @@ def test_streamed_fit_resumes_to_the_uninterrupted_result(tmp_path: Path) -> Non
         return [{k: v for k, v in e.items() if k != "seconds"} for e in h]
 
     assert drop_time(again.history_) == drop_time(straight.history_)
+
+
+def ctrl_c_on_one_rank_worker(out: str) -> None:
+    """Rank 1 alone gets Ctrl-C during step 4; writes what each rank saw."""
+    import os
+    import signal
+
+    dist.init_distributed()
+
+    def ctrl_c(step: int, model: SparseCoding) -> None:
+        if step == 4 and dist.rank() == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    model = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    try:
+        model.fit(problem(), epochs=3, checkpoint=Path(out) / "ckpt.safetensors",
+                  checkpoint_every=100, callback=ctrl_c, **FIT)
+        ended = "finished"
+    except KeyboardInterrupt:
+        ended = "interrupted"
+    (Path(out) / f"rank{dist.rank()}.json").write_text(
+        json.dumps({"ended": ended, "n_steps": model.n_steps_}))
+    dist.shutdown()
+
+
+def test_ctrl_c_on_one_process_stops_every_process_at_the_same_step(tmp_path: Path) -> None:
+    """Each process acted on its own Ctrl-C: the one interrupted went into the checkpoint's
+    barrier while the other waited in the next step's collectives, until the timeout, and no
+    checkpoint was written."""
+    check_ok(launch("test_distributed_sparse_coding:ctrl_c_on_one_rank_worker", 2,
+                    str(tmp_path), timeout=90, env={"LATENTEBM_DIST_TIMEOUT": "30"}))
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert seen[0] == seen[1] == {"ended": "interrupted", "n_steps": 4}
+    saved = SparseCoding.load(tmp_path / "ckpt.safetensors")
+    assert saved.n_steps_ == 4
+    # and it resumes, on one process, to the uninterrupted run
+    resumed = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    resumed.fit(problem(), epochs=3, checkpoint=tmp_path / "ckpt.safetensors", resume=True,
+                **FIT)
+    straight = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
+    straight.fit(problem(), epochs=3, **FIT)
+    assert close(resumed.W, straight.W)
+
+
+def cli_worker(out: str, rank_1_extra: str) -> None:
+    """``latentebm sparse-coding`` on the bundled sample, rank 1 with extra flags; exits with
+    the command's status."""
+    import os
+    import sys
+
+    from latentebm.cli import main
+
+    argv = ["sparse-coding", "--sample", "--n-train", "64", "--n-test", "8", "--atoms", "8",
+            "--epochs", "1", "--out", out, "--quiet"]
+    if os.environ["RANK"] == "1":
+        argv += rank_1_extra.split()
+    sys.exit(main(argv))
+
+
+@pytest.mark.parametrize("extra, named", [
+    ("--lam 0.3", "lam: rank 0 0.1, rank 1 0.3"),   # coded with another λ, silently
+    ("--seed 5", "seed: rank 0 0, rank 1 5"),       # shares of other permutations
+    ("--epochs 2", "epochs: rank 0 1, rank 1 2"),   # waited for rank 0 until the timeout
+])
+def test_processes_started_with_other_settings_are_refused(tmp_path: Path, extra: str,
+                                                           named: str) -> None:
+    runs = launch("test_distributed_sparse_coding:cli_worker", 2, str(tmp_path / "run"), extra,
+                  timeout=90, env={"LATENTEBM_DIST_TIMEOUT": "30"})
+    for run in runs:
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert named in run.stderr and "same command" in run.stderr
+    assert not (tmp_path / "run").exists()

@@ -289,6 +289,47 @@ def test_ctrl_c_on_an_epochs_last_step_lets_the_model_close_that_epoch(tmp_path)
     assert closed == [0] and saved[-1] == (1, 0)
 
 
+def _ctrl_c_twice_mid_step(tmp_path, saved: list):
+    """Two SIGINTs during step 1 (of 2 epochs × 2 steps); the positions saved go to ``saved``."""
+    import os
+    import signal
+
+    loop = MinibatchLoop(8, 4, 2, seed=0, device="cpu", checkpoint=tmp_path / "c",
+                         save=lambda e, b: saved.append((e, b)), progress=False)
+    with loop:
+        for epoch in loop.epochs():
+            for b in epoch:
+                if b.step == 1:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    os.kill(os.getpid(), signal.SIGINT)
+                loop.step_done(b, b.step + 1)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_saves_nothing(tmp_path, monkeypatch):
+    """A second SIGINT raised in the middle of a step, and the loop saved that half-done step
+    under the previous step's position: the resumed run silently differed (W by 3 %)."""
+    from latentebm.training import interrupt
+
+    monkeypatch.setattr(interrupt, "REPEAT_AFTER_S", 0.0)
+    saved = []
+    with pytest.raises(interrupt.ImmediateInterrupt):
+        _ctrl_c_twice_mid_step(tmp_path, saved)
+    assert saved == []
+
+
+def test_two_ctrl_c_within_a_second_count_as_one(tmp_path):
+    """Under torchrun started from a terminal every process gets Ctrl-C twice at once (the
+    terminal's and the agent's copy): that is one request, honoured after the step."""
+    from latentebm.training import interrupt
+
+    assert interrupt.REPEAT_AFTER_S >= 0.5
+    saved = []
+    with pytest.raises(KeyboardInterrupt) as raised:
+        _ctrl_c_twice_mid_step(tmp_path, saved)
+    assert not isinstance(raised.value, interrupt.ImmediateInterrupt)
+    assert saved == [(1, 0)]  # after step 1, the last of epoch 0: at the next epoch's start
+
+
 def test_a_save_due_on_an_epochs_last_step_waits_for_the_epoch_to_close(tmp_path):
     """With checkpoint_every a multiple of the steps per epoch the checkpoint was written
     before the model closed the epoch: a run killed after it resumed with that epoch partial

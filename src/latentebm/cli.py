@@ -82,15 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             restore_configs()
         print(f"latentebm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except distributed.DistributedError as exc:  # a RuntimeError: before the next clause
+        print(f"latentebm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except (MemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
             raise
         print(f"latentebm {args.command}: error: not enough memory for these sizes "
               f"({_one_line(exc) or type(exc).__name__}); choose smaller ones", file=sys.stderr)
         return 2
-    except distributed.DistributedError as exc:
-        print(f"latentebm {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     finally:
         if not finished:  # a folder with only this run's config.json would refuse the fix
             remove_first_configs()

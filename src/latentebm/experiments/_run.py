@@ -13,16 +13,36 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_bytes, write_json
+from ..training import distributed
 from ._lock import RunLock
 
 # Keys that may change between a run and its resumption without invalidating the checkpoint.
 RESUMABLE_CHANGES = {"resume", "epochs", "device", "quiet", "out"}
+PER_PROCESS_KEYS = {"out", "device", "quiet", "data_dir", "images", "shards"}
+"""Settings the processes of a ``torchrun`` job may give differently (paths as each machine
+mounts them, the device each process picks); every other setting must agree."""
 
 _REWRITTEN: dict[Path, bytes] = {}
 """``config.json`` files this process rewrote on ``--resume``, with their earlier content."""
 
 _FIRST: list[Run] = []
 """Runs whose ``config.json`` this process wrote into a folder that had none."""
+
+
+def _refuse_processes_that_differ(config: dict[str, Any]) -> None:
+    """A ``ValueError``, on every process of a ``torchrun`` job alike, naming the settings in
+    which some process differs from rank 0 (one collective; nothing on a single process)."""
+    if distributed.world_size() == 1:
+        return
+    shared = {k: v for k, v in config.items() if k not in PER_PROCESS_KEYS}
+    everyone = distributed.all_gather_object(shared, what="of the run's settings")
+    diffs = [f"{k}: rank 0 {everyone[0].get(k)!r}, rank {r} {other.get(k)!r}"
+             for r, other in enumerate(everyone[1:], start=1)
+             for k in sorted(set(everyone[0]) | set(other))
+             if everyone[0].get(k) != other.get(k)]
+    if diffs:
+        raise ValueError("the processes of this torchrun job were started with other settings ("
+                         + "; ".join(diffs) + "); start every process with the same command")
 
 
 def prepare_out(out: str | os.PathLike) -> Path:
@@ -59,18 +79,26 @@ class Run:
     resumable : iterable of str
         The command's own keys that may change on ``--resume`` (evaluation settings, time
         budgets), besides :data:`RESUMABLE_CHANGES`.
+
+    Under ``torchrun`` the processes' settings are compared first (all but
+    :data:`PER_PROCESS_KEYS`): a process started with another λ, seed or number of epochs
+    would train on other batches or code with another λ, or wait for the others until the
+    timeout. Rank 0 alone locks the folder and writes ``config.json``.
     """
 
     def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False,
                  resumable: Iterable[str] = ()) -> None:
+        _refuse_processes_that_differ(config)
         self.out = prepare_out(out)
         self.config = dict(config)
         self.resumable = RESUMABLE_CHANGES | set(resumable)
         self.started = time.perf_counter()
         self.written: list[Path] = []
-        self._lock = RunLock(self.out) if os.environ.get("RANK", "0") == "0" else None
+        main = distributed.is_main()
+        self._lock = RunLock(self.out) if main else None
         try:
-            self._check_and_write_config(resume)
+            if main:
+                self._check_and_write_config(resume)
         except BaseException:
             self.close()
             raise

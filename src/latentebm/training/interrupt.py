@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from types import FrameType
+
+from . import distributed
+
+REPEAT_AFTER_S = 1.0
+"""A second SIGINT counts (and interrupts at once) only this long after the first: under
+``torchrun`` started from a terminal each process receives Ctrl-C twice within milliseconds,
+from the terminal and forwarded by torchrun's agent."""
+
+
+class ImmediateInterrupt(KeyboardInterrupt):
+    """The second Ctrl-C: raised wherever the program is, so the step in flight may be half
+    done and nothing is saved (the last checkpoint stays)."""
 
 
 class GracefulInterrupt:
     """Context manager: the first SIGINT sets a flag that :meth:`raise_if_requested` turns into
-    ``KeyboardInterrupt`` at the next safe point; a second SIGINT interrupts at once."""
+    ``KeyboardInterrupt`` at the next safe point (under ``torchrun``, on every process at the
+    same point, once any of them has the flag); a second SIGINT, :data:`REPEAT_AFTER_S` or
+    more later, raises :class:`ImmediateInterrupt` at once."""
 
     def __init__(self) -> None:
         self.requested = False
+        self._requested_at = 0.0
         self._previous = None
 
     def __enter__(self) -> GracefulInterrupt:
@@ -26,10 +42,19 @@ class GracefulInterrupt:
             self._previous = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        now = time.monotonic()
+        if not self.requested:
+            self.requested, self._requested_at = True, now
+        elif now - self._requested_at >= REPEAT_AFTER_S:
+            raise ImmediateInterrupt
 
     def raise_if_requested(self) -> None:
-        if self.requested:
+        """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed here or, under ``torchrun``, in any
+        process of the job (one small collective: every process calls this at the same
+        points)."""
+        requested = self.requested
+        if distributed.world_size() > 1:
+            requested = distributed.any_rank(requested, what="that shares a Ctrl-C")
+            self.requested = requested
+        if requested:
             raise KeyboardInterrupt

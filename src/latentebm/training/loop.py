@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .._validation import check_int
 from .denormals import denormals_flushed
-from .interrupt import GracefulInterrupt
+from .interrupt import GracefulInterrupt, ImmediateInterrupt
 
 
 def epoch_order(seed: int, n: int, epoch: int, device: torch.device | str) -> torch.Tensor:
@@ -265,7 +265,8 @@ class MinibatchLoop:
             self._interrupt.raise_if_requested()
         elif issubclass(exc_type, KeyboardInterrupt):
             try:
-                self.save()
+                if not issubclass(exc_type, ImmediateInterrupt):  # else a step may be half done
+                    self.save()
                 self._bar.close()
             finally:
                 self._interrupt.__exit__(exc_type, exc, tb)

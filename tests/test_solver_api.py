@@ -333,17 +333,3 @@ def test_fista_reports_the_step_it_ended_with():
     # it warm-starts the next run with the same codes
     again = le.fista(Y, W, 0.5, tol=1e-8, backtracking=False, lipschitz=float(fixed.lipschitz))
     assert torch.equal(again.z, fixed.z)
-
-
-def test_two_numpy_inputs_meet_at_the_wider_precision():
-    """float32 signals with float64 atoms were solved in float32: the atoms lost their digits."""
-    rng = np.random.default_rng(3)
-    W = rng.standard_normal((20, 40))
-    Y = rng.standard_normal((4, 20)).astype(np.float32)
-    mixed = le.solve(Y, W, 0.3, tol=1e-10)
-    wide = le.solve(Y.astype(np.float64), W, 0.3, tol=1e-10)
-    assert mixed.z.dtype == np.float64 and np.array_equal(mixed.z, wide.z)
-    assert le.fista(Y, W.astype(np.float32), 0.3).z.dtype == np.float32
-    assert le.fista(Y.astype(np.float64), W.astype(np.float32), 0.3).z.dtype == np.float64
-    energy = le.lasso_energy(Y, W, wide.z, 0.3)
-    assert energy.dtype == np.float64 and np.allclose(energy, wide.energy, rtol=1e-12)

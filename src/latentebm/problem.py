@@ -54,9 +54,7 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
     """Validate ``Y``, ``W`` and ``lam`` together.
 
     NumPy ``Y`` with a tensor or operator ``W`` is moved to ``W``'s device and dtype; a tensor
-    ``Y`` must already match them (no silent transfers between devices or precisions). Two
-    NumPy arrays meet at the wider precision (float32 signals with float64 atoms solve in
-    float64, as NumPy's own arithmetic would).
+    ``Y`` must already match them (no silent transfers between devices or precisions).
 
     Parameters
     ----------
@@ -85,8 +83,9 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
         elif isinstance(W, torch.Tensor):
             as_tensor(W, "W", ndim=2)
     else:
-        if numpy_out and np.asarray(W).dtype == np.float64:
-            Y_t = Y_t.double()  # float32 or integer signals take float64 atoms' precision
+        if numpy_out and np.asarray(Y).dtype.kind in "biu" and (
+                np.asarray(W).dtype == np.float64):
+            Y_t = Y_t.double()  # integer signals take the float64 atoms' precision
         op = as_operator(W, like=Y_t)
     check_same_device_dtype(Y_t, "Y", W=_probe(op))
     op.check_signal(Y_t, "Y")

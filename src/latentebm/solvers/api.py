@@ -125,8 +125,7 @@ def solve(
     Y : array or tensor, shape (batch, n_features) or (batch, C, H, W)
         Signals (images with a convolutional operator).
     W : array, tensor or LinearOperator
-        Dictionary ``(n_features, n_atoms)`` or an operator. A NumPy ``Y`` takes a tensor's or
-        operator's device and dtype; with a NumPy ``W`` both take the wider precision.
+        Dictionary ``(n_features, n_atoms)`` or an operator.
     lam : float
         ``λ ≥ 0`` (the ½ convention of scikit-learn's ``sparse_encode`` and SPAMS; the
         lecture's λ is twice this one).

@@ -54,7 +54,9 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
     """Validate ``Y``, ``W`` and ``lam`` together.
 
     NumPy ``Y`` with a tensor or operator ``W`` is moved to ``W``'s device and dtype; a tensor
-    ``Y`` must already match them (no silent transfers between devices or precisions).
+    ``Y`` must already match them (no silent transfers between devices or precisions). With
+    two NumPy arrays ``W`` takes ``Y``'s precision, as scikit-learn's transformers keep ``X``'s
+    dtype (integer ``Y`` takes a float64 ``W``'s).
 
     Parameters
     ----------

@@ -125,7 +125,8 @@ def solve(
     Y : array or tensor, shape (batch, n_features) or (batch, C, H, W)
         Signals (images with a convolutional operator).
     W : array, tensor or LinearOperator
-        Dictionary ``(n_features, n_atoms)`` or an operator.
+        Dictionary ``(n_features, n_atoms)`` or an operator. A NumPy ``Y`` takes a tensor's or
+        operator's device and dtype; a NumPy ``W`` takes a NumPy ``Y``'s precision.
     lam : float
         ``λ ≥ 0`` (the ½ convention of scikit-learn's ``sparse_encode`` and SPAMS; the
         lecture's λ is twice this one).

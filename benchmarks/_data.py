@@ -77,10 +77,11 @@ def _local_patches(folder: Path, n: int, size: int, seed: int) -> np.ndarray:
 
 
 def _whiten(img: np.ndarray, f0_ratio: float = 0.4) -> np.ndarray:
-    """Zero-phase filter ``R(f) = f exp(-(f/f0)^4)`` on the mirror-padded image."""
+    """Zero-phase filter ``R(f) = f exp(-(f/f0)^4)`` on the mirror-padded image, ``f`` and
+    ``f0`` in cycles per pixel (Olshausen & Field's ``0.4 N`` cycles per picture)."""
     h, w = img.shape
     x = np.pad(img - img.mean(), ((0, h), (0, w)), mode="symmetric")
     f = np.hypot(np.fft.fftfreq(x.shape[0])[:, None], np.fft.rfftfreq(x.shape[1])[None, :])
-    filt = f * np.exp(-((f / (0.5 * f0_ratio)) ** 4))
+    filt = f * np.exp(-((f / f0_ratio) ** 4))
     out = np.fft.irfft2(np.fft.rfft2(x) * filt, s=x.shape)[:h, :w]
     return (out - out.mean()) / out.std()

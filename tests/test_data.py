@@ -414,13 +414,25 @@ def _radial_power(img: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def test_whiten_1f_flattens_spectrum(photos):
     camera = photos[0]
-    edges = np.geomspace(0.01, 0.15, 8)  # cycles/pixel, below the cut-off f0 = 0.2
+    edges = np.geomspace(0.01, 0.15, 8)  # cycles/pixel, well below the cut-off f0 = 0.4
     centres = np.log(np.sqrt(edges[:-1] * edges[1:]))
     raw, white = _radial_power(camera, edges), _radial_power(whiten_1f(camera), edges)
     raw_slope = np.polyfit(centres, np.log(raw), 1)[0]
     white_slope = np.polyfit(centres, np.log(white), 1)[0]
     assert raw_slope < -2.0 and abs(white_slope) < 0.8  # ~1/f^2 power -> nearly flat
     assert (raw.max() / raw.min()) / (white.max() / white.min()) > 20
+
+
+def test_whiten_1f_is_olshausen_and_fields_filter(photos):
+    """Their sparsenet filter on an N×N image, in cycles per picture: ``ρ·exp(−(ρ/f0)⁴)``,
+    ``f0 = 0.4 N`` (200 cycles/picture at 512 pixels). The library's cut at half of it."""
+    n = 128
+    image = photos[0][:n, :n]
+    rho = np.hypot(*np.meshgrid(np.fft.fftfreq(n) * n, np.fft.fftfreq(n) * n, indexing="ij"))
+    theirs = np.real(np.fft.ifft2(np.fft.fft2(image - image.mean())
+                                  * rho * np.exp(-(rho / (0.4 * n)) ** 4)))
+    theirs = (theirs - theirs.mean()) / (theirs - theirs.mean()).std()
+    np.testing.assert_allclose(whiten_1f(image, pad=False), theirs, atol=1e-9)
 
 
 def test_whiten_1f_properties(photos):

@@ -234,9 +234,11 @@ def each_image(fn: Callable[[np.ndarray], np.ndarray], images: Sequence[np.ndarr
 def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> np.ndarray:
     """Olshausen & Field's zero-phase whitening filter, applied in the Fourier domain.
 
-    ``R(f) = f · exp(−(f / f0)^4)`` with ``f`` the radial spatial frequency and
-    ``f0 = f0_ratio × Nyquist`` (0.4 × Nyquist is their 200 cycles/picture at 512 pixels).
-    The ramp flattens the ~1/f amplitude spectrum of natural images; the exponential cuts
+    ``R(f) = f · exp(−(f / f0)^4)`` with ``f`` the radial spatial frequency in cycles per
+    pixel (Nyquist is 0.5) and ``f0 = f0_ratio`` cycles per pixel, i.e. ``f0_ratio · N`` cycles
+    per picture for an ``N``-pixel side: their ``f0 = 0.4 N``, 200 cycles/picture at 512
+    pixels (Olshausen & Field, Vision Research 1997, and their sparsenet code). The ramp
+    flattens the ~1/f amplitude spectrum of natural images; the exponential cuts
     the noisy corners near Nyquist. ``image`` is ``(H, W)`` or ``(H, W, C)`` (each channel
     filtered alike). ``pad=True`` mirrors the image to twice its size first so the periodic
     FFT sees no edge discontinuity.
@@ -246,7 +248,8 @@ def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> 
     image : array_like of shape (H, W) or (H, W, C)
         The image, at least 2x2 pixels.
     f0_ratio : float
-        Cut-off frequency ``f0`` as a fraction of Nyquist (> 0).
+        Cut-off frequency ``f0`` in cycles per pixel, the fraction of the side length in
+        cycles per picture (> 0; 0.4 is Olshausen & Field's, 0.8 × Nyquist).
     pad : bool
         Mirror-pad to ``(2H, 2W)`` before filtering.
 
@@ -271,7 +274,7 @@ def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> 
     fy = np.fft.fftfreq(ph)[:, None]  # cycles per pixel; Nyquist is 0.5
     fx = np.fft.rfftfreq(pw)[None, :]
     f = np.hypot(fy, fx)
-    filt = f * np.exp(-((f / (0.5 * f0_ratio)) ** 4))
+    filt = f * np.exp(-((f / f0_ratio) ** 4))
     spectrum = np.fft.rfft2(chans, axes=(0, 1)) * filt[..., None]
     out = np.fft.irfft2(spectrum, s=(ph, pw), axes=(0, 1))[:h, :w]
 

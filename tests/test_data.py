@@ -435,6 +435,13 @@ def test_whiten_1f_is_olshausen_and_fields_filter(photos):
     np.testing.assert_allclose(whiten_1f(image, pad=False), theirs, atol=1e-9)
 
 
+def test_whiten_1f_does_not_depend_on_the_images_scale(photos):
+    """An image times 1e160 came back all zeros (its variance overflowed)."""
+    image = photos[0][:64, :64]
+    for scale in (1e160, 1e-160):
+        np.testing.assert_allclose(whiten_1f(image * scale), whiten_1f(image), atol=1e-9)
+
+
 def test_whiten_1f_properties(photos):
     w = whiten_1f(photos[0])
     assert w.shape == photos[0].shape and w.dtype == np.float64
@@ -608,6 +615,28 @@ def test_windows_are_crops_and_random_windows_draws_like_before():
                             for i, r, c in zip(which, rows, cols, strict=True)])
     got = random_windows(images, 6, 4, torch.Generator().manual_seed(5))
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_photographs_load_as_displayed_and_hidden_files_are_skipped(tmp_path):
+    """A camera JPEG stored sideways with EXIF Orientation=6 loaded sideways; a macOS
+    "._photo.jpg" resource fork beside it aborted the whole folder."""
+    from PIL import Image, ImageOps
+
+    stored = np.zeros((40, 80, 3), np.uint8)
+    stored[:, :40] = 255  # the left half white, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90° clockwise to display
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=95)
+    Image.fromarray(stored).convert("CMYK").save(tmp_path / "print.jpg", exif=exif.tobytes())
+    (tmp_path / "._photo.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    images, names = load_images(tmp_path, grey=False, return_names=True)
+    assert names == ["photo.jpg", "print.jpg"]
+    with Image.open(tmp_path / "photo.jpg") as im:
+        shown = np.asarray(ImageOps.exif_transpose(im)) / 255.0
+    for image in images:
+        assert image.shape == (80, 40, 3)
+        assert float(image[:38].mean()) > 0.9 and float(image[42:].mean()) < 0.1  # top white
+    np.testing.assert_allclose(images[0], shown, atol=1e-12)
 
 
 def test_image_files_are_read_in_their_own_range_or_refused(tmp_path):

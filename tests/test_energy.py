@@ -276,7 +276,7 @@ def test_bad_input_is_a_clear_error():
         model.free_energy(X, Y[0])
     with pytest.raises(ValueError, match="lam must be >= 0"):
         le.LatentVariableEBM(None, le.ConditionalLinearDecoder(dictionary(4, 6)), "l1", -0.1)
-    with pytest.raises(TypeError, match="regularizer"):
+    with pytest.raises(ValueError, match="unknown regularizer 'l2'"):
         le.LatentVariableEBM(None, le.ConditionalLinearDecoder(dictionary(4, 6)), "l2", 0.1)
     with pytest.raises(TypeError, match="decoder must be an nn.Module"):
         le.LatentVariableEBM(None, lambda h, z: z, "l1", 0.1)
@@ -382,3 +382,19 @@ def test_a_checkpoint_of_another_precision_is_refused(tmp_path):
     with pytest.raises(ValueError, match="dtype: checkpoint has 'float64', model has 'float32'"):
         energy(torch.float32).load_state_(tmp_path / "e.safetensors")
     assert energy(torch.float64).load_state_(tmp_path / "e.safetensors") is not None
+
+
+def test_infer_warns_at_the_iteration_cap_and_fit_checks_normalize():
+    """infer returned latents that stopped at the cap without a word (free_energy warned); for
+    a non-linear decoder the warning read "relative gap up to nan"; fit(normalize="no")
+    normalised the atoms."""
+    from latentebm.solvers import NotConvergedWarning
+
+    X, Y = synthetic(6)
+    with pytest.warns(NotConvergedWarning, match="latents"):
+        conditional_model(0.3).infer(X, Y, max_iter=2, tol=1e-12)
+    with pytest.warns(NotConvergedWarning, match="no duality gap") as seen:
+        conditional_model(0.3, general=True).infer(X, Y, max_iter=2, tol=1e-12)
+    assert "nan" not in str(seen[0].message)
+    with pytest.raises(TypeError, match="normalize"):
+        conditional_model(0.3).fit(X, Y, epochs=1, normalize="no", progress=False)

@@ -222,8 +222,10 @@ def test_one_regularizer_factory():
     assert get_regularizer("l1").is_l1
     reg = UnitBall()
     assert get_regularizer(reg) is reg
-    with pytest.raises(TypeError, match="regularizer"):
+    with pytest.raises(ValueError, match="unknown regularizer 'l2'.*'l1'"):
         get_regularizer("l2")
+    with pytest.raises(TypeError, match="regularizer"):
+        get_regularizer(2.0)
 
 
 def test_smooth_solver_never_steps_into_non_finite_values():

@@ -114,6 +114,14 @@ def test_vertical_stripes_have_theta_zero_not_just_under_pi():
     assert fit_gabor(np.cos(2 * math.pi * 0.125 * xx)).theta == 0.0
 
 
+def test_gabor_fit_takes_numpy_integers_and_refuses_other_counts():
+    image = gabor((12, 12), 5.3, 6.1, 0.7, 0.18, 0.4, 1.8, 2.6)
+    assert fit_gabor(image, n_starts=np.int64(2)).r2 > 0.99  # was a ValueError
+    for bad in (0, 1.5, True):
+        with pytest.raises((ValueError, TypeError), match="n_starts"):
+            fit_gabor(image, n_starts=bad)
+
+
 def test_gabor_fit_on_noise_is_poor():
     rng = np.random.default_rng(2)
     r2 = [fit_gabor(rng.normal(size=(12, 12))).r2 for _ in range(5)]

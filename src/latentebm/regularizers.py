@@ -308,6 +308,8 @@ def get_regularizer(spec: Regularizer | str | bool) -> Regularizer:
         return NonNegL1() if spec else L1()
     if isinstance(spec, str) and spec in REGULARIZERS:
         return REGULARIZERS[spec]()
+    if isinstance(spec, str):
+        raise ValueError(f"unknown regularizer {spec!r}; the names are {sorted(REGULARIZERS)}")
     raise TypeError(
         f"regularizer must be a Regularizer or one of {sorted(REGULARIZERS)}, got {spec!r}"
     )

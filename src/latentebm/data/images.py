@@ -33,6 +33,8 @@ SKIMAGE_COLOUR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 SKIMAGE_PHOTOS = SKIMAGE_GREY_PHOTOS + SKIMAGE_COLOUR_PHOTOS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+EXIF_ORIENTATION = 0x0112
+"""The EXIF tag that says how a stored image is turned (1: upright)."""
 
 
 # --------------------------------------------------------------------------- validation
@@ -113,14 +115,17 @@ def _to_float(img: np.ndarray, grey: bool, source: str) -> np.ndarray:
 
 
 def _read_image(file: Path) -> np.ndarray:
-    """The pixels of ``file``; a CMYK JPEG as RGB (read as it is stored, its C, M, Y channels
-    passed for R, G, B: an inverted image)."""
-    from PIL import Image
+    """The pixels of ``file`` as displayed: turned upright by its EXIF orientation (a phone
+    photograph is stored sideways with a tag that says so), a CMYK JPEG converted to RGB by
+    Pillow."""
+    from PIL import Image, ImageOps
     from skimage import io
 
     with Image.open(file) as im:
-        if im.mode == "CMYK":
-            return np.asarray(im.convert("RGB"))
+        turned = im.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
+        if im.mode == "CMYK" or turned:
+            upright = ImageOps.exif_transpose(im)
+            return np.asarray(upright.convert("RGB") if upright.mode == "CMYK" else upright)
     return np.asarray(io.imread(file))
 
 
@@ -136,9 +141,10 @@ def load_images(
     ``folder=None`` gives scikit-image's bundled photographs (offline): with ``grey=True`` all
     of :data:`SKIMAGE_PHOTOS` converted to grey ``(H, W)``; with ``grey=False`` only the colour
     ones, ``(H, W, 3)``. Otherwise every PNG/JPEG/TIFF file in ``folder`` (sorted by name) is
-    read; with ``grey=False`` grey files are repeated over three channels and alpha dropped.
-    A CMYK file is converted to RGB; a signed-integer file, or a float one with values outside
-    [0, 1], is refused (its range is unknown).
+    read (hidden ones, whose names start with a dot, are skipped), turned upright by its EXIF
+    orientation; with ``grey=False`` grey files are repeated over three channels and alpha
+    dropped. A CMYK file is converted to RGB; a signed-integer file, or a float one with
+    values outside [0, 1], is refused (its range is unknown).
 
     Parameters
     ----------
@@ -180,8 +186,10 @@ def load_images(
         raise FileNotFoundError(f"folder {str(path)!r} does not exist")
     if not path.is_dir():
         raise NotADirectoryError(f"folder {str(path)!r} is not a directory")
+    # hidden files (macOS's "._name.png" resource forks, editors' backups) are not images
     files = sorted(
-        p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p for p in path.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
     if not files:
         raise FileNotFoundError(
@@ -268,6 +276,12 @@ def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> 
 
     chans = img[..., None] if img.ndim == 2 else img
     chans = chans - chans.mean(axis=(0, 1))
+    # the filter is linear and the result normalised: at unit peak, images of 1e160 or 1e-160
+    # keep their variance finite and normal
+    peak = float(np.abs(chans).max())
+    if peak == 0:
+        raise ValueError("image is constant; cannot whiten")
+    chans = chans / peak
     if pad:
         chans = np.pad(chans, ((0, h), (0, w), (0, 0)), mode="symmetric")
     ph, pw = chans.shape[:2]
@@ -280,7 +294,7 @@ def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> 
 
     out = out - out.mean(axis=(0, 1))
     std = out.std()
-    if std <= FLAT * np.abs(img).max():
+    if std <= FLAT * np.abs(img).max() / peak:
         raise ValueError("image is constant (or has no content below the cut-off); cannot whiten")
     out /= std
     return out[..., 0] if img.ndim == 2 else out

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._validation import check_int, check_scalar, check_seed
+from .._validation import check_bool, check_int, check_scalar, check_seed
 from ..training import distributed as dist
 from ..training.checkpoint import (
     TrainingState,
@@ -95,11 +95,12 @@ def fit(
     tol = check_scalar(tol, "tol", low=0.0)
     max_iter = check_int(max_iter, "max_iter", low=1)
     seed = check_seed(seed)
+    normalize = check_bool(normalize, "normalize")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
     fit_args = {"batch_size": options.batch_size, "lr": lr, "tol": tol, "max_iter": max_iter,
-                "seed": seed, "n_samples": n, "normalize": bool(normalize)}
+                "seed": seed, "n_samples": n, "normalize": normalize}
     optimizer = torch.optim.Adam(params, lr=lr)
     codes = y_t.new_zeros((n, *model.code_shape(tuple(y_t.shape[1:]))))
     start = (0, 0)

@@ -343,7 +343,8 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
         return out.to_output(numpy_out)
 
     def infer(self, x: Any, y: Any, **kwargs: Any) -> Any:
-        """``z* = argmin_z E(x, y, z)``; see :meth:`solve`.
+        """``z* = argmin_z E(x, y, z)``; see :meth:`solve` (a ``NotConvergedWarning`` where some
+        sample stopped at the iteration cap).
 
         Parameters
         ----------
@@ -351,7 +352,7 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
 
         {returns_any_codes}
         """
-        return self.solve(x, y, **kwargs).z
+        return self.solve(x, y, **kwargs).warn_unless_converged("latents").z
 
     def free_energy(self, x: Any, y: Any, **kwargs: Any) -> Any:
         """``F(x, y) = min_z E(x, y, z)`` per sample; see :meth:`solve`.

@@ -506,8 +506,7 @@ def fit_gabor(atom_2d: Any, *, n_starts: int = 3) -> GaborFit:
         The best fit (all NaN for a constant atom).
     """
     img = _image_2d(atom_2d, "atom_2d")
-    if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
-        raise ValueError(f"n_starts must be a positive integer, got {n_starts!r}")
+    n_starts = check_int(n_starts, "n_starts", low=1)
     h, w = img.shape
     nan = float("nan")
     scale = float(img.std())

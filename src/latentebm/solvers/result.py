@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -76,9 +77,11 @@ class SolverResult:
         if bool(missed.any()):
             worst = float((torch.as_tensor(self.gap) / torch.as_tensor(self.energy).abs())
                           [missed].max())
+            how_far = (f"relative gap up to {worst:.3g}" if math.isfinite(worst)
+                       else "no duality gap for this energy")
             warnings.warn(
                 f"{int(missed.sum())} of {missed.numel()} sample(s) stopped at the iteration "
-                f"cap above their tolerance (relative gap up to {worst:.3g}): their {what} "
+                f"cap above their tolerance ({how_far}): their {what} "
                 "are not the minimum's; raise max_iter (or tol)", NotConvergedWarning,
                 stacklevel=3)
         return self

@@ -184,6 +184,15 @@ def test_prepare_patches_command_then_sparse_coding_streams_the_shards(tmp_path:
     # --shards needs natural patches, all of them
     assert main(["sparse-coding", "--dataset", "mnist", "--shards", str(shards), "--out",
                  str(tmp_path / "bad"), "--quiet"]) == 2
+    # shards whitened before whiten_1f took Olshausen & Field's cut-off (their index has no
+    # cut-off) would be scored on held-out patches whitened otherwise
+    index = json.loads((shards / "index.json").read_text())
+    assert index["meta"]["whiten_cutoff"] == 0.4
+    del index["meta"]["whiten_cutoff"]
+    (shards / "index.json").write_text(json.dumps(index))
+    assert main(["sparse-coding", "--dataset", "natural", "--shards", str(shards), "--out",
+                 str(tmp_path / "old"), "--quiet"]) == 2
+    assert not (tmp_path / "old").exists()
 
 
 MODELS_IN_MEMORY = {

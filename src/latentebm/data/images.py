@@ -33,6 +33,9 @@ SKIMAGE_COLOUR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 SKIMAGE_PHOTOS = SKIMAGE_GREY_PHOTOS + SKIMAGE_COLOUR_PHOTOS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+OLSHAUSEN_FIELD_CUTOFF = 0.4
+"""``whiten_1f``'s default cut-off in cycles per pixel: Olshausen & Field's ``0.4 N`` cycles
+per picture (recorded in prepared patch datasets, whose held-out patches must match it)."""
 EXIF_ORIENTATION = 0x0112
 """The EXIF tag that says how a stored image is turned (1: upright)."""
 
@@ -239,7 +242,8 @@ def each_image(fn: Callable[[np.ndarray], np.ndarray], images: Sequence[np.ndarr
 # --------------------------------------------------------------------------- whitening
 
 
-def whiten_1f(image: np.ndarray, f0_ratio: float = 0.4, *, pad: bool = True) -> np.ndarray:
+def whiten_1f(image: np.ndarray, f0_ratio: float = OLSHAUSEN_FIELD_CUTOFF, *,
+              pad: bool = True) -> np.ndarray:
     """Olshausen & Field's zero-phase whitening filter, applied in the Fourier domain.
 
     ``R(f) = f · exp(−(f / f0)^4)`` with ``f`` the radial spatial frequency in cycles per

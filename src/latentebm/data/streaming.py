@@ -42,7 +42,7 @@ from .._io import write_json
 from .._validation import check_bool, check_int, check_seed
 from ..training import distributed as dist
 from ..training.loop import epoch_order
-from .images import each_image, load_images, whiten_1f
+from .images import OLSHAUSEN_FIELD_CUTOFF, each_image, load_images, whiten_1f
 from .patches import extract_patches
 
 FORMAT = "latentebm-shards-1"
@@ -317,6 +317,7 @@ def prepare_patches(
         imgs = each_image(whiten_1f, imgs, names)
     rng = np.random.default_rng(seed)
     meta = {"kind": "patches", "size": size, "whiten": whiten, "seed": seed,
+            **({"whiten_cutoff": OLSHAUSEN_FIELD_CUTOFF} if whiten == "1f" else {}),
             "images": str(images) if isinstance(images, str | os.PathLike) else
             ("skimage" if images is None else f"{len(imgs)} arrays")}
     n_features = size * size * (1 if imgs[0].ndim == 2 else imgs[0].shape[2])

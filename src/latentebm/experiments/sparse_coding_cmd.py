@@ -12,6 +12,7 @@ import torch
 from .. import viz
 from .._validation import resolve_device
 from ..data import load_mnist, mnist_vectors, natural_patches
+from ..data.images import OLSHAUSEN_FIELD_CUTOFF
 from ..data.streaming import INDEX_NAME, ShardedArray
 from ..metrics import (
     fit_gabors,
@@ -158,6 +159,27 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
     return patches[:n_train], patches[n_train:], (args.patch, args.patch)
 
 
+def _refuse_other_whitening(prepared: ShardedArray, shards: str) -> None:
+    """A ``ValueError`` where the prepared patches were 1/f-whitened at another cut-off than
+    the held-out patches would be (datasets prepared before ``whiten_1f`` took Olshausen &
+    Field's cut-off record none).
+
+    Parameters
+    ----------
+    prepared : ShardedArray
+        The dataset of ``--shards``.
+    shards : str
+        Its folder, for the message.
+    """
+    meta = prepared.meta
+    if meta.get("whiten", "1f") == "1f" and meta.get("whiten_cutoff") != OLSHAUSEN_FIELD_CUTOFF:
+        raise ValueError(
+            f"--shards {shards} were whitened at another cut-off "
+            f"({meta.get('whiten_cutoff', '0.2 cycles/pixel, before 2026-12-07')}) than the "
+            f"held-out patches would be ({OLSHAUSEN_FIELD_CUTOFF}, Olshausen & Field's); "
+            "prepare them again with latentebm prepare-patches")
+
+
 def run(args: argparse.Namespace) -> Run:
     """Learn the dictionary, measure held-out codes and atom shapes, write metrics and figures.
 
@@ -181,8 +203,11 @@ def run(args: argparse.Namespace) -> Run:
     atoms_sign = (DEFAULT_ATOMS_SIGN[args.dataset] if args.atoms_sign is None
                   else args.atoms_sign)
     # a prepared dataset fixes the patch side (its index says which), whatever --patch says
-    patch = (shard_patch_side(ShardedArray(args.shards, verify=False), args.patch)
-             if args.shards is not None else args.patch)
+    patch = args.patch
+    if args.shards is not None:
+        prepared = ShardedArray(args.shards, verify=False)
+        _refuse_other_whitening(prepared, args.shards)
+        patch = shard_patch_side(prepared, args.patch)
     run_dir = Run.from_args(args, lam=lam, codes=codes, atoms_sign=atoms_sign, patch=patch)
     train, test, image_shape = load_data(args)
 

@@ -160,9 +160,9 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[i
 
 
 def _refuse_other_whitening(prepared: ShardedArray, shards: str) -> None:
-    """A ``ValueError`` where the prepared patches were 1/f-whitened at another cut-off than
-    the held-out patches would be (datasets prepared before ``whiten_1f`` took Olshausen &
-    Field's cut-off record none).
+    """A ``ValueError`` where ``prepare-patches`` 1/f-whitened the patches at another cut-off
+    than the held-out patches would be (datasets it prepared before ``whiten_1f`` took Olshausen
+    & Field's cut-off record none; others, written by ``write_shards``, say nothing of it).
 
     Parameters
     ----------
@@ -172,7 +172,7 @@ def _refuse_other_whitening(prepared: ShardedArray, shards: str) -> None:
         Its folder, for the message.
     """
     meta = prepared.meta
-    if meta.get("whiten", "1f") == "1f" and meta.get("whiten_cutoff") != OLSHAUSEN_FIELD_CUTOFF:
+    if meta.get("whiten") == "1f" and meta.get("whiten_cutoff") != OLSHAUSEN_FIELD_CUTOFF:
         raise ValueError(
             f"--shards {shards} were whitened at another cut-off "
             f"({meta.get('whiten_cutoff', '0.2 cycles/pixel, before 2026-12-07')}) than the "
@@ -206,8 +206,8 @@ def run(args: argparse.Namespace) -> Run:
     patch = args.patch
     if args.shards is not None:
         prepared = ShardedArray(args.shards, verify=False)
-        _refuse_other_whitening(prepared, args.shards)
         patch = shard_patch_side(prepared, args.patch)
+        _refuse_other_whitening(prepared, args.shards)
     run_dir = Run.from_args(args, lam=lam, codes=codes, atoms_sign=atoms_sign, patch=patch)
     train, test, image_shape = load_data(args)
 

@@ -119,7 +119,14 @@ def test_streamed_fit_resumes_to_the_uninterrupted_result(tmp_path: Path) -> Non
     assert drop_time(again.history_) == drop_time(straight.history_)
 
 
-def ctrl_c_on_one_rank_worker(out: str) -> None:
+def _ctrl_c_fit(batch_size: int) -> dict:
+    """FIT at ``batch_size``, without dead-atom re-initialisation: with batches of 8 and atoms
+    dead after 2 steps, two processes part from one at step 5, where a code is exactly zero in
+    one and a rounding above it in the other, and another atom is replaced."""
+    return {**FIT, "batch_size": batch_size, "dead_after": 10_000}
+
+
+def ctrl_c_on_one_rank_worker(out: str, batch_size: str) -> None:
     """Rank 1 alone gets Ctrl-C during step 4; writes what each rank saw."""
     import os
     import signal
@@ -133,7 +140,7 @@ def ctrl_c_on_one_rank_worker(out: str) -> None:
     model = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
     try:
         model.fit(problem(), epochs=3, checkpoint=Path(out) / "ckpt.safetensors",
-                  checkpoint_every=100, callback=ctrl_c, **FIT)
+                  checkpoint_every=100, callback=ctrl_c, **_ctrl_c_fit(int(batch_size)))
         ended = "finished"
     except KeyboardInterrupt:
         ended = "interrupted"
@@ -142,22 +149,29 @@ def ctrl_c_on_one_rank_worker(out: str) -> None:
     dist.shutdown()
 
 
-def test_ctrl_c_on_one_process_stops_every_process_at_the_same_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_size, stopped_after", [
+    (37, 5),  # 5 steps per epoch: agreed at the next epoch's start
+    (8, 8),   # 19 steps per epoch: at the 8th step, the AGREE_EVERY-th safe point
+])
+def test_ctrl_c_on_one_process_stops_every_process_at_the_same_step(
+        tmp_path: Path, batch_size: int, stopped_after: int) -> None:
     """Each process acted on its own Ctrl-C: the one interrupted went into the checkpoint's
     barrier while the other waited in the next step's collectives, until the timeout, and no
     checkpoint was written."""
     check_ok(launch("test_distributed_sparse_coding:ctrl_c_on_one_rank_worker", 2,
-                    str(tmp_path), timeout=90, env={"LATENTEBM_DIST_TIMEOUT": "30"}))
+                    str(tmp_path), str(batch_size), timeout=90,
+                    env={"LATENTEBM_DIST_TIMEOUT": "30"}))
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    assert seen[0] == seen[1] == {"ended": "interrupted", "n_steps": 4}
+    assert seen[0] == seen[1] == {"ended": "interrupted", "n_steps": stopped_after}
     saved = SparseCoding.load(tmp_path / "ckpt.safetensors")
-    assert saved.n_steps_ == 4
+    assert saved.n_steps_ == stopped_after
     # and it resumes, on one process, to the uninterrupted run
+    options = _ctrl_c_fit(batch_size)
     resumed = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
     resumed.fit(problem(), epochs=3, checkpoint=tmp_path / "ckpt.safetensors", resume=True,
-                **FIT)
+                **options)
     straight = SparseCoding(16, 24, 3.0, seed=1, dtype=torch.float64)
-    straight.fit(problem(), epochs=3, **FIT)
+    straight.fit(problem(), epochs=3, **options)
     assert close(resumed.W, straight.W)
 
 

@@ -262,7 +262,7 @@ class MinibatchLoop:
             self.save()
             # Ctrl-C after the last step (during a final validation, say) is still honoured,
             # now that the finished state is saved
-            self._interrupt.raise_if_requested()
+            self._interrupt.raise_if_requested(force=True)
         elif issubclass(exc_type, KeyboardInterrupt):
             try:
                 if not issubclass(exc_type, ImmediateInterrupt):  # else a step may be half done
@@ -290,7 +290,7 @@ class MinibatchLoop:
                 if self._save_at_epoch_end:
                     self._save_at_epoch_end = False
                     self.save()
-                self._interrupt.raise_if_requested()
+                self._interrupt.raise_if_requested(force=True)
             order = epoch_order(self.seed, self.n, epoch, self.device)
             first = start_batch if epoch == start_epoch else 0
             yield Epoch(epoch, first, order, self.batch_size, self.steps_per_epoch)

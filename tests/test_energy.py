@@ -398,3 +398,12 @@ def test_infer_warns_at_the_iteration_cap_and_fit_checks_normalize():
     assert "nan" not in str(seen[0].message)
     with pytest.raises(TypeError, match="normalize"):
         conditional_model(0.3).fit(X, Y, epochs=1, normalize="no", progress=False)
+
+
+def test_predict_blames_the_predictor_when_its_output_does_not_fit():
+    """A predictor with two outputs too many: the error said "z of shape (3, 8) does not fit
+    the decoder" although z was right."""
+    model = le.LatentVariableEBM(nn.Linear(5, 14).double(), le.ConditionalLinearDecoder(
+        dictionary(12, 8)), "l1", 0.1)
+    with pytest.raises(ValueError, match=r"the predictor's output \(shape \(3, 14\)\)"):
+        model.predict(torch.randn(3, 5, dtype=D64), torch.randn(3, 8, dtype=D64))

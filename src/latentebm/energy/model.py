@@ -389,7 +389,10 @@ class LatentVariableEBM(TrainingAttributes, nn.Module):
             try:
                 y_hat = self.decoder(h, z_t)
             except RuntimeError as exc:
-                raise ValueError(f"z of shape {tuple(z_t.shape)} does not fit the decoder: {exc}"
+                h_shape = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+                culprit = ("the predictor's output" if self.linear_in_z  # z was checked above
+                           else f"z of shape {tuple(z_t.shape)} or the predictor's output")
+                raise ValueError(f"{culprit} (shape {h_shape}) does not fit the decoder: {exc}"
                                  ) from exc
             self._checked_offset(h, y_hat.shape)  # an offset that broadcast into A z
         return to_output(y_hat, numpy_out)

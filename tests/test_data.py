@@ -637,6 +637,11 @@ def test_photographs_load_as_displayed_and_hidden_files_are_skipped(tmp_path):
         assert image.shape == (80, 40, 3)
         assert float(image[:38].mean()) > 0.9 and float(image[42:].mean()) < 0.1  # top white
     np.testing.assert_allclose(images[0], shown, atol=1e-12)
+    # a multi-page TIFF loaded its first page without a word
+    pages = [Image.fromarray(stored), Image.fromarray(255 - stored)]
+    pages[0].save(tmp_path / "scan.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(ValueError, match="scan.tif.*2 pages"):
+        load_images(tmp_path)
 
 
 def test_image_files_are_read_in_their_own_range_or_refused(tmp_path):

@@ -120,11 +120,15 @@ def _to_float(img: np.ndarray, grey: bool, source: str) -> np.ndarray:
 def _read_image(file: Path) -> np.ndarray:
     """The pixels of ``file`` as displayed: turned upright by its EXIF orientation (a phone
     photograph is stored sideways with a tag that says so), a CMYK JPEG converted to RGB by
-    Pillow."""
+    Pillow; a multi-page file is refused."""
     from PIL import Image, ImageOps
     from skimage import io
 
     with Image.open(file) as im:
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:  # which page is the photograph is not for us to guess
+            raise ValueError(f"it holds {frames} pages (a multi-page TIFF); save the one "
+                             "photograph of each page as its own file")
         turned = im.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
         if im.mode == "CMYK" or turned:
             upright = ImageOps.exif_transpose(im)
@@ -144,10 +148,11 @@ def load_images(
     ``folder=None`` gives scikit-image's bundled photographs (offline): with ``grey=True`` all
     of :data:`SKIMAGE_PHOTOS` converted to grey ``(H, W)``; with ``grey=False`` only the colour
     ones, ``(H, W, 3)``. Otherwise every PNG/JPEG/TIFF file in ``folder`` (sorted by name) is
-    read (hidden ones, whose names start with a dot, are skipped), turned upright by its EXIF
-    orientation; with ``grey=False`` grey files are repeated over three channels and alpha
-    dropped. A CMYK file is converted to RGB; a signed-integer file, or a float one with
-    values outside [0, 1], is refused (its range is unknown).
+    read (hidden ones, whose names start with a dot, are skipped; a multi-page one is
+    refused), turned upright by its EXIF orientation; with ``grey=False`` grey files are
+    repeated over three channels and alpha dropped. A CMYK file is converted to RGB; a
+    signed-integer file, or a float one with values outside [0, 1], is refused (its range is
+    unknown).
 
     Parameters
     ----------

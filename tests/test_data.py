@@ -248,6 +248,11 @@ def test_bad_files_in_data_dir_rejected(tmp_path):
     write_idx(d / "t10k-labels-idx1-ubyte.gz", np.full(4, 12, np.uint8))
     with pytest.raises(ValueError, match="t10k-labels.*0-9"):
         load_mnist("test", data_dir=d)
+    write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))
+    with pytest.raises(ValueError, match="t10k-images.*holds no images"):  # loaded as empty
+        load_mnist("test", data_dir=d)
+    write_idx(d / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28), np.uint8))
     (d / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
     with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz"):
         load_mnist("test", data_dir=d)

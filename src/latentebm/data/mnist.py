@@ -395,6 +395,8 @@ def load_mnist(
     labels = read_idx(label_path, ndim=1)
     if images.shape[1:] != (28, 28):
         raise ValueError(f"{image_path}: expected 28x28 images, got shape {images.shape}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{image_path} holds no images")
     if labels.shape[0] != images.shape[0]:
         raise ValueError(
             f"{label_path} has {labels.shape[0]} labels but {image_path} has "

@@ -700,3 +700,24 @@ def test_lista_hybrid_without_tail_layers_cannot_train_the_tail_alone():
     model = le.LISTA(GOOD_W.astype(np.float32), 0.1, 2, variant="hybrid", head=3)
     with pytest.raises(ValueError, match="nothing to train"):
         model.fit(Y, train_head=False, progress=False)
+
+
+def test_cli_refuses_the_bundled_sample_with_an_explicit_data_folder(tmp_path, capsys,
+                                                                     monkeypatch):
+    """--sample --data-dir DIR trained on the sample and ignored DIR without a word."""
+    from latentebm.cli import main
+
+    monkeypatch.delenv("LATENTEBM_DATA", raising=False)
+    code = main(["sparse-coding", "--sample", "--data-dir", str(tmp_path), "--out",
+                 str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--sample" in err and f"--data-dir {tmp_path} would be ignored" in err
+    assert not (tmp_path / "run").exists()
+    # $LATENTEBM_DATA, the flag's default, is what --sample overrides
+    monkeypatch.setenv("LATENTEBM_DATA", str(tmp_path))
+    from latentebm.experiments import sparse_coding_cmd
+
+    monkeypatch.setattr(sparse_coding_cmd, "run", lambda args: (_ for _ in ()).throw(
+        ValueError("reached the command")))
+    assert main(["sparse-coding", "--sample", "--out", str(tmp_path / "run")]) == 2
+    assert "reached the command" in capsys.readouterr().err

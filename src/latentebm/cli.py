@@ -8,6 +8,7 @@ import sys
 
 from . import __version__
 from .allocator import keep_large_allocations
+from .data.mnist import DATA_ENV
 from .experiments import command_modules
 from .experiments._lock import release_all
 from .experiments._run import keep_configs, remove_first_configs, restore_configs
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed the help, the version or the refusal
         return exc.code if isinstance(exc.code, int) else 2
+    ignored = _ignored_data_dir(args)
+    if ignored is not None:
+        print(f"latentebm {args.command}: error: {ignored}", file=sys.stderr)
+        return 2
     keep_large_allocations()  # our own process: large tensors reuse freed pages (allocator.py)
     finished = False
     try:
@@ -102,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:  # `latentebm ... | head`: the reader has gone, the run is saved
             _silence_stdout()
     return 0
+
+
+def _ignored_data_dir(args: argparse.Namespace) -> str | None:
+    """Why ``--sample`` with an explicit ``--data-dir`` is refused (the bundled sample would be
+    used and the folder ignored), or None. ``--data-dir``'s default is ``$LATENTEBM_DATA``,
+    which ``--sample`` may override."""
+    data_dir = getattr(args, "data_dir", None)
+    if not getattr(args, "sample", False) or data_dir in (None, os.environ.get(DATA_ENV)):
+        return None
+    return (f"--sample trains on the MNIST sample bundled with the package; --data-dir "
+            f"{data_dir} would be ignored: give one of them")
 
 
 def _silence_stdout() -> None:

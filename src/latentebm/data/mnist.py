@@ -67,6 +67,9 @@ SHA256: dict[str, str] = _parse_sums("""
 f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6  t10k-labels-idx1-ubyte.gz
 """)
 
+#: The environment variable that names a folder of the MNIST files (after ``data_dir``).
+DATA_ENV = "LATENTEBM_DATA"
+
 #: The bundled sample (regenerate with scripts/make_mnist_sample.py).
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_SHA256: dict[str, str] = _parse_sums("""
@@ -232,7 +235,7 @@ def mnist_cache_dir() -> Path:
 
 
 def _how_to_get(name: str, source: str = "data_dir") -> str:
-    other = "unset LATENTEBM_DATA" if source == "LATENTEBM_DATA" else "leave data_dir out"
+    other = f"unset {DATA_ENV}" if source == DATA_ENV else "leave data_dir out"
     return (
         f"download it from {MIRRORS[0]}{name} (sha256 {SHA256[name]}), "
         f"or {other} and load_mnist() will download it into the cache"
@@ -337,9 +340,9 @@ def _resolve(name: str, data_dir, download: bool, sample: bool) -> Path:
         return _sample_file(name)
     if data_dir is not None:
         return _find_in_user_dir(Path(os.fspath(data_dir)).expanduser(), name, "data_dir")
-    env = os.environ.get("LATENTEBM_DATA")
+    env = os.environ.get(DATA_ENV)
     if env:
-        return _find_in_user_dir(Path(env).expanduser(), name, "LATENTEBM_DATA")
+        return _find_in_user_dir(Path(env).expanduser(), name, DATA_ENV)
     return _cached_file(name, download)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from .._docs import DOCS
 from .._validation import check_int, check_scalar, check_seed
+from ..data.mnist import DATA_ENV
 
 #: What adds a command's flags to its parser.
 AddFlags = Callable[[argparse.ArgumentParser], None]
@@ -171,7 +172,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int | None,
     if trains:
         parser.add_argument("--resume", action="store_true",
                             help="continue from the checkpoint in --out")
-    parser.add_argument("--data-dir", default=os.environ.get("LATENTEBM_DATA"),
+    parser.add_argument("--data-dir", default=os.environ.get(DATA_ENV),
                         help=data_dir_help)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

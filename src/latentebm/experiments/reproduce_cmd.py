@@ -27,7 +27,7 @@ from typing import Any
 
 from .._io import write_json
 from .._validation import resolve_device
-from ..data.mnist import mnist_cache_dir
+from ..data.mnist import DATA_ENV, mnist_cache_dir
 from ..training import distributed
 from ._args import command_arguments, default_photographs, device_argument, seed_argument
 from ._run import Run, keep_configs, restore_configs
@@ -203,7 +203,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_argument, default=0,
                         help="random seed in [0, 2**32 - 1], passed to every experiment "
                         "(default: 0)")
-    parser.add_argument("--data-dir", default=os.environ.get("LATENTEBM_DATA"),
+    parser.add_argument("--data-dir", default=os.environ.get(DATA_ENV),
                         help="folder with the four MNIST IDX .gz files (default: "
                         "$LATENTEBM_DATA, then the cache; the bundled sample when none has "
                         "them; --budget tiny always uses the sample)")

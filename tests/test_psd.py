@@ -206,3 +206,20 @@ def test_energy_is_differentiable_in_the_codes_like_the_other_models():
         Z.detach() - P)
     torch.testing.assert_close(Z.grad, expected)
     assert isinstance(model.energy(Y.numpy(), Z.detach().numpy()), np.ndarray)
+
+
+@pytest.mark.parametrize("variant", ["cp", "step", "hybrid"])
+def test_a_lista_encoder_that_reads_the_dictionary_follows_the_decoder(variant):
+    """Its W (and G = WᵀW) stayed the initial atoms while the decoder learned: the step and
+    hybrid rules ran ISTA-like steps on a dictionary the model no longer had."""
+    Y = np.random.default_rng(0).standard_normal((64, 12))
+    model = PSD(12, 10, 0.1, encoder="lista", variant=variant, n_steps=4, seed=0,
+                   dtype=torch.float64)
+    model.fit(Y, epochs=2, batch_size=16, progress=False)
+    initial = PSD(12, 10, 0.1, encoder="lista", variant=variant, n_steps=4, seed=0,
+                     dtype=torch.float64)
+    initial._init_atoms_from(torch.from_numpy(Y))
+    assert not torch.allclose(model.W, initial.W)  # the decoder learned
+    assert torch.equal(model.encoder.W, model.W)
+    if hasattr(model.encoder, "G"):
+        assert torch.allclose(model.encoder.G, model.W.T @ model.W, rtol=1e-12, atol=1e-12)

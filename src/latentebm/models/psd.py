@@ -110,8 +110,9 @@ class PSD(LatentModel):
         The predictor: a :class:`TanhEncoder` or a :class:`LISTA`.
     n_steps : int, default=3
         Depth of the :class:`LISTA` encoder.
-    variant : {"lista", "cp", "step"}, default="lista"
-        Step rule of the :class:`LISTA` encoder.
+    variant : {"lista", "cp", "step", "hybrid"}, default="lista"
+        Step rule of the :class:`LISTA` encoder. Those that read the dictionary (all but
+        ``"lista"``) follow the decoder's atoms after every step.
     init : {"data", "random"} or array of shape (n_features, n_atoms), default="data"
         ``"data"``: atoms drawn from the training samples at the first :meth:`fit`;
         ``"random"``: Gaussian atoms from ``seed``; an array such as a
@@ -427,6 +428,7 @@ class PSD(LatentModel):
             grad = dist.all_reduce_(sgd_gradient_sum(self.W, Yb, Z),
                                     what="of the decoder gradient")
             sgd_step_(self.W, grad, n_global, lr_decoder)
+            self._encoder_follows_decoder()
         optimizer.zero_grad(set_to_none=True)
         loss = 0.5 * self.beta * (Z - encoder(Yb)).pow(2).sum(1)
         dist.global_mean(loss.sum(), n_global).backward()
@@ -437,6 +439,18 @@ class PSD(LatentModel):
         }
 
     # ----------------------------------------------------------------- helpers
+    def _encoder_follows_decoder(self) -> None:
+        """A LISTA encoder whose steps read the dictionary (``cp``, ``step``, ``hybrid``: its
+        ``W`` and ``G = WᵀW``) codes for the decoder's current atoms, not the initial ones (its
+        learned weights and its step normaliser ``L`` stay)."""
+        encoder = self.encoder
+        if not isinstance(encoder, LISTA) or encoder.variant == "lista":
+            return
+        encoder.W.copy_(self.W)
+        gram = getattr(encoder, "G", None)
+        if gram is not None:
+            torch.matmul(self.W.T, self.W, out=gram)
+
     def _check_signals(self, Y: Any) -> torch.Tensor:
         Y_t, _ = self.check_input(Y, "Y", ndim=2)
         if Y_t.shape[1] != self.n_features:

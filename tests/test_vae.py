@@ -520,3 +520,24 @@ def test_fuzzy_balls_command_on_the_bundled_sample(tmp_path):
         assert (tmp_path / f"{name}.png").is_file(), name
     with pytest.raises(SystemExit):  # refused by the flag's type, before any data is read
         _command(fuzzy_balls_cmd, [*argv[:-6], "--betas", "-1"])
+
+
+def test_the_importance_sampling_standard_error_survives_float32():
+    """1000 log-weights within 1e-3 of each other around −90: the float32 standard error of
+    log(mean w) read exactly 0 (the ratio mean w² / (mean w)² − 1 cancelled)."""
+    from latentebm.models.vae_parts import LogMeanExp
+
+    gen = torch.Generator().manual_seed(0)
+    for spread in (1e-2, 1e-3):
+        log_w = -90 + spread * torch.randn(1000, 3, generator=gen, dtype=torch.float64)
+        w = torch.exp(log_w + 90)  # the reference, in float64 around e^0
+        want = (w.std(0) / w.mean(0)) / math.sqrt(1000)
+        acc = LogMeanExp()
+        for chunk in log_w.float().split(250):
+            acc.add(chunk)
+        log_mean, se = acc.result()
+        assert log_mean.dtype == se.dtype == torch.float32
+        torch.testing.assert_close(log_mean.double(), torch.logsumexp(log_w, 0) - math.log(1000),
+                                   rtol=0, atol=1e-5)
+        assert bool((se > 0).all())
+        torch.testing.assert_close(se.double(), want, rtol=0.05, atol=0)

@@ -24,9 +24,10 @@ Variants (``variant``):
 - ``"hybrid"``: classic LISTA for the first ``head`` layers, which find the support, then
   layers that take a learned share ``c_k`` of a conjugate-gradient step on the current support
   and a proximal gradient step with learned per-atom step sizes ``γ_k`` whose threshold is
-  ``λγ_k``: each of these layers keeps the lasso's solution as its fixed point, so depth keeps
-  paying (Ablin, Moreau, Massias & Gramfort 2019 learn scalar steps; the conjugate-gradient
-  move is computed per sample).
+  ``λγ_k``: each of these layers keeps the lasso's solution as its fixed point (without
+  support selection, whose bypassed entries skip the threshold), so depth keeps paying
+  (Ablin, Moreau, Massias & Gramfort 2019 learn scalar steps; the conjugate-gradient move is
+  computed per sample).
 
 Support selection (``support=p``, any variant; "LISTA-CPSS" of Chen et al. 2018 for ``"cp"``): at
 step ``k`` (1-based) the ``min(k·p, p_max)·n_atoms`` entries of largest magnitude of each sample
@@ -275,7 +276,8 @@ class _HybridRule(_StepRule):
     are computed, not learned.
 
     The threshold is tied to the step and the conjugate-gradient move vanishes at the lasso's
-    solution, so every tail layer keeps that solution as its fixed point. The parameters are
+    solution, so every tail layer keeps that solution as its fixed point (with ``support > 0``
+    the bypassed entries skip the ``λγ`` threshold and move off it by ``λγ``). The parameters are
     the classic ones of the first ``min(K, head)`` layers, ``step`` (``s``,
     ``(max(K − head, 1), n_atoms)``) and ``cg`` (``c``, ``(max(K − head, 1),)``); ``s = 1``
     (ISTA's step) and ``c = 0`` initially, so the untrained network is K ISTA steps, and

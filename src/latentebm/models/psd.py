@@ -64,8 +64,10 @@ class PSDConfig(DenseLassoConfig):
 class TanhEncoder(nn.Module):
     """``g ⊙ tanh(W_e y + b)``: ``(batch, n_features)`` → ``(batch, n_atoms)``.
 
-    Initialised from a decoder ``W`` with ``W_e = Wᵀ/L``, ``b = 0``, ``g = 1`` so that the first
-    predictions are close to one ISTA step from zero.
+    Initialised from a decoder ``W`` with ``W_e = Wᵀ/L``, ``b = 0``, ``g = 1``: for small λ the
+    first predictions are close to one ISTA step from zero (``tanh`` of the step's input,
+    which is dense where the step's threshold zeroes small entries: on MNIST with 64 atoms
+    17 % apart at λ = 0.05, 108 % at λ = 0.2).
 
     Parameters
     ----------
@@ -231,7 +233,9 @@ class PSD(LatentModel):
         -------
         SolverResult
             ``z`` ``(batch, n_atoms)``; ``energy`` is the PSD energy and ``gap`` its certified
-            duality gap, ``(batch,)``. NumPy when ``Y`` is not a tensor.
+            duality gap, ``(batch,)`` (at λ = 0 the dual is degenerate: the gap is the energy
+            itself, and convergence is judged by the gradient mapping). NumPy when ``Y`` is not
+            a tensor.
         """
         numpy_out = not isinstance(Y, torch.Tensor)
         Y_t = self._check_signals(Y)

@@ -329,12 +329,15 @@ class LogMeanExp:
     """Streaming ``log mean exp`` of log-weights ``(chunk, batch)`` with the delta-method
     standard error of ``log(mean w)`` from the unbiased variance of the ``k`` weights:
     ``SE ≈ sqrt((mean w² / (mean w)² − 1) / (k − 1))``; NaN for one weight, whose spread is
-    unknown (it is not 0)."""
+    unknown (it is not 0). The sums run in float64 and the ratio minus one is an ``expm1``:
+    in float32 weights within 1e-3 of each other around ``e^−90`` gave a standard error of
+    exactly 0. Results come back in the log-weights' dtype."""
 
     def __init__(self) -> None:
         self.lse: torch.Tensor | None = None
         self.lse2: torch.Tensor | None = None
         self.count = 0
+        self.dtype: torch.dtype | None = None
 
     def add(self, log_w: torch.Tensor) -> None:
         """Add a chunk of log-weights.
@@ -344,6 +347,8 @@ class LogMeanExp:
         log_w : torch.Tensor of shape (chunk, batch)
             Log importance weights of ``chunk`` samples for each image.
         """
+        self.dtype = log_w.dtype
+        log_w = log_w.double()
         a = torch.logsumexp(log_w, 0)
         b = torch.logsumexp(2.0 * log_w, 0)
         self.lse = a if self.lse is None else torch.logaddexp(self.lse, a)
@@ -357,9 +362,11 @@ class LogMeanExp:
         log_k = math.log(self.count)
         log_mean = self.lse - log_k
         if self.count == 1:
-            return log_mean, torch.full_like(log_mean, float("nan"))
-        rel_var = torch.exp(self.lse2 - log_k - 2.0 * log_mean) - 1.0
-        return log_mean, torch.sqrt(rel_var.clamp_min(0.0) / (self.count - 1))
+            unknown = torch.full_like(log_mean, float("nan"), dtype=self.dtype)
+            return log_mean.to(self.dtype), unknown
+        rel_var = torch.expm1(self.lse2 - log_k - 2.0 * log_mean)
+        se = torch.sqrt(rel_var.clamp_min(0.0) / (self.count - 1))
+        return log_mean.to(self.dtype), se.to(self.dtype)
 
 
 __all__ = [

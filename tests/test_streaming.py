@@ -146,6 +146,7 @@ def test_an_incomplete_dataset_is_refused(tmp_path: Path, rows: np.ndarray) -> N
     ds = write_shards(rows, tmp_path / "ds", rows_per_shard=50)
     index = json.loads((ds / "index.json").read_text())
     index["n_rows"] = 200
+    index.pop("sha256_index")  # an older version's index: no checksum of its own
     (ds / "index.json").write_text(json.dumps(index))
     with pytest.raises(ShardError, match="do not add up"):
         ShardedArray(ds)
@@ -162,7 +163,8 @@ def test_writer_checks_its_input(tmp_path: Path) -> None:
     assert list((tmp_path / "y").iterdir()) == []  # no index, no half-written shard
 
 
-def test_prepare_patches_command_then_sparse_coding_streams_the_shards(tmp_path: Path) -> None:
+def test_prepare_patches_command_then_sparse_coding_streams_the_shards(tmp_path: Path,
+                                                                     capsys) -> None:
     from latentebm.cli import main
 
     prep = tmp_path / "prep"
@@ -188,10 +190,11 @@ def test_prepare_patches_command_then_sparse_coding_streams_the_shards(tmp_path:
     # cut-off) would be scored on held-out patches whitened otherwise
     index = json.loads((shards / "index.json").read_text())
     assert index["meta"]["whiten_cutoff"] == 0.4
-    del index["meta"]["whiten_cutoff"]
+    del index["meta"]["whiten_cutoff"], index["sha256_index"]  # as an older version wrote it
     (shards / "index.json").write_text(json.dumps(index))
     assert main(["sparse-coding", "--dataset", "natural", "--shards", str(shards), "--out",
                  str(tmp_path / "old"), "--quiet"]) == 2
+    assert "whitened at another cut-off" in capsys.readouterr().err
     assert not (tmp_path / "old").exists()
 
 
@@ -218,12 +221,31 @@ def test_models_that_do_not_stream_refuse_a_sharded_dataset_without_reading_it(
 
 
 def test_an_index_with_a_bad_scale_is_damaged(shards: Path) -> None:
-    """The scale is outside the checksums: NaN, -3 or 0 gave NaN, negated or zero rows."""
+    """In an index without its own checksum (an older version's) the scale is outside the
+    shards' checksums: NaN, -3 or 0 gave NaN, negated or zero rows."""
     index = json.loads((shards / "index.json").read_text())
+    index.pop("sha256_index")
     for scale in (float("nan"), -3.0, 0.0):
         (shards / "index.json").write_text(json.dumps({**index, "scale": scale}))
         with pytest.raises(ShardError, match="scale"):
             ShardedArray(shards)
+
+
+def test_an_edited_index_is_damaged(shards: Path) -> None:
+    """A scale ×10 read every row 10× too large, and a dropped shard (rows adjusted) or two
+    swapped entries opened without a word: the index had no checksum of its own."""
+    path = shards / "index.json"
+    index = json.loads(path.read_text())
+    scaled = {**index, "scale": 10 * index["scale"]}
+    dropped = {**index, "shards": index["shards"][:-1],
+               "n_rows": index["n_rows"] - index["shards"][-1]["rows"]}
+    swapped = {**index, "shards": index["shards"][::-1]}
+    for edited in (scaled, dropped, swapped):
+        path.write_text(json.dumps(edited))
+        with pytest.raises(ShardError, match="does not match the checksum"):
+            ShardedArray(shards, verify=False)
+    path.write_text(json.dumps(index, indent=2))  # the same content, laid out otherwise
+    assert ShardedArray(shards).shape == (index["n_rows"], index["n_features"])
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

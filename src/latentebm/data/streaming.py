@@ -47,6 +47,26 @@ from .patches import extract_patches
 
 FORMAT = "latentebm-shards-1"
 INDEX_NAME = "index.json"
+INDEX_DIGEST = "sha256_index"
+"""The key of the index's own checksum (every index this version writes has one; an index
+without it, from before, is read as it is)."""
+
+
+def index_digest(index: dict[str, Any]) -> str:
+    """SHA-256 of ``index`` without its own checksum, as canonical JSON (sorted keys).
+
+    Parameters
+    ----------
+    index : dict
+        An index as :meth:`ShardWriter.index` returns it (or read back).
+
+    Returns
+    -------
+    str
+        The hex digest.
+    """
+    content = {k: v for k, v in index.items() if k != INDEX_DIGEST}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 DTYPE = np.dtype("<f4")
 DEFAULT_ROWS_PER_SHARD = 1 << 20
 _HASH_BLOCK = 1 << 23
@@ -136,7 +156,8 @@ class ShardWriter:
             return
         if incomplete:
             raise ValueError(f"ShardWriter got {self._written} rows but n_rows={self.n_rows}")
-        write_json(self.dir / INDEX_NAME, self.index())
+        index = self.index()
+        write_json(self.dir / INDEX_NAME, {**index, INDEX_DIGEST: index_digest(index)})
 
     def index(self) -> dict[str, Any]:
         """The index as written to ``index.json``.
@@ -401,6 +422,12 @@ class ShardedArray:
                              "the prepare step did not finish?)")
         try:
             index = json.loads(index_path.read_text())
+            if not isinstance(index, dict):
+                raise ShardError(f"{index_path} is damaged (not a JSON object)")
+            if INDEX_DIGEST in index and index[INDEX_DIGEST] != index_digest(index):
+                raise ShardError(f"{index_path} is damaged: its content (sizes, scale, shard "
+                                 "list, settings) does not match the checksum written with it; "
+                                 "run the prepare step again")
             if index.get("format") != FORMAT:
                 raise ShardError(f"{index_path} has format {index.get('format')!r}, not "
                                  f"{FORMAT!r}")

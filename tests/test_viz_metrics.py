@@ -371,3 +371,19 @@ def test_figure_path_must_be_a_file(tmp_path):
         viz.image_grid(np.zeros((2, 3, 3)), tmp_path)
     with pytest.raises(TypeError, match="path"):
         viz.image_grid(np.zeros((2, 3, 3)), 3)
+
+
+def test_gabor_and_dog_fits_do_not_depend_on_the_filters_scale():
+    """A real Gabor times 1e-12 was called constant (r2 NaN), a DoG times 1e-30 too: the
+    flatness tests were absolute."""
+    from latentebm.metrics import fit_dog
+
+    atom = gabor((12, 12), 5.3, 6.1, 0.7, 0.18, 0.4, 1.8, 2.6)
+    yy, xx = np.mgrid[0:15, 0:15] - 7.0
+    rr = xx**2 + yy**2
+    dog = np.exp(-rr / (2 * 1.5**2)) - 0.5 * np.exp(-rr / (2 * 3.0**2))
+    for scale in (1e-12, 1e-30, 1e160):
+        assert fit_gabor(atom * scale).r2 == pytest.approx(fit_gabor(atom).r2, abs=1e-9)
+        assert fit_dog(dog * scale).r2 == pytest.approx(fit_dog(dog).r2, abs=1e-9)
+    assert math.isnan(fit_gabor(np.full((8, 8), 0.3)).r2)
+    assert math.isnan(fit_dog(np.zeros((8, 8))).r2)

@@ -509,9 +509,12 @@ def fit_gabor(atom_2d: Any, *, n_starts: int = 3) -> GaborFit:
     n_starts = check_int(n_starts, "n_starts", low=1)
     h, w = img.shape
     nan = float("nan")
-    scale = float(img.std())
-    if scale <= 1e-12 * max(1.0, float(np.abs(img).max())):
+    # judged at unit peak: an atom of 1e-12 (or 1e160) is fitted like the same atom of 1
+    peak = float(np.abs(img).max())
+    spread = float((img / peak).std()) if peak > 0 else 0.0
+    if spread <= 1e-12:
         return GaborFit(nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+    scale = spread * peak
     t = (img / scale).ravel()
     yy, xx = np.mgrid[0:h, 0:w]
     x, y = xx.ravel().astype(np.float64), yy.ravel().astype(np.float64)
@@ -791,12 +794,12 @@ def fit_dog(filter_2d: Any) -> DoGFit:
     img = _image_2d(filter_2d, "filter_2d")
     h, w = img.shape
     nan = float("nan")
-    t = img.ravel()
+    # judged at unit peak: a filter of 1e-30 (or 1e160) is fitted like the same filter of 1
+    scale = float(np.abs(img).max())
+    t = img.ravel() / (scale if scale > 0 else 1.0)
     ss_tot = float(((t - t.mean()) ** 2).sum())
-    if ss_tot <= 1e-24 * max(1.0, float((t**2).sum())):
+    if ss_tot <= 1e-24 * float((t**2).sum()) or scale == 0:
         return DoGFit(nan, nan, nan, nan, nan, nan, nan)
-    scale = float(np.abs(t).max())
-    t = t / scale
     yy, xx = np.mgrid[0:h, 0:w]
     x, y = xx.ravel().astype(np.float64), yy.ravel().astype(np.float64)
     e = t**2
@@ -813,7 +816,7 @@ def fit_dog(filter_2d: Any) -> DoGFit:
     best = _best_least_squares(_dog_residual, _dog_jacobian, starts, (lo, hi), (x, y, t),
                                max_nfev=100)
     x0, y0, a, sc, ratio, bal = (float(v) for v in best.x)
-    r2 = 1.0 - 2.0 * float(best.cost) * scale**2 / ss_tot
+    r2 = 1.0 - 2.0 * float(best.cost) / ss_tot
     return DoGFit(x0, y0, a * scale, sc, sc * ratio, bal, r2)
 
 

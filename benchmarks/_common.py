@@ -243,7 +243,8 @@ def environment_lines(env: dict) -> list[str]:
         f"{env['threads']}, OMP_WAIT_POLICY={env['thread_env'].get('OMP_WAIT_POLICY')}, "
         f"torch.set_num_threads({env['torch_threads']}), threadpoolctl "
         f"limit {env['threads']} ({pools}), scikit-learn n_jobs as stated, SPAMS "
-        f"numThreads={env['threads']} (in its own process, same env variables)",
+        f"numThreads={env['threads']} (in its own process, its BLAS on 1 thread under each of "
+        "its OpenMP threads)",
         f"- Versions: latentebm {v['latentebm']} (commit {v['latentebm_commit']}, "
         f"source sha1 {env.get('latentebm_src_sha1', '?')}), torch {v['torch']}, "
         f"numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn {v['scikit-learn']}, "

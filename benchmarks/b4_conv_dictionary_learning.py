@@ -81,13 +81,25 @@ def sporco_worker(iterations: int, xmethod: str, dmethod: str, out: str) -> None
     S = np.load(RAW / "b4_images.npy")
     D0 = np.load(RAW / "b4_D0.npy")
     s_arr = S.transpose(1, 2, 0)  # (H, W, N)
-    # ρ exists only for the ADMM sub-solvers (the PGM ones take their step from L).
-    xopt = {"rho": 50.0 * LAM + 0.5} if xmethod == "admm" else {}
-    dopt = {"rho": 10.0, "ZeroMean": False} if dmethod == "cns" else {"ZeroMean": False}
-    opt = cbpdndl.ConvBPDNDictLearn.Options({
-        "MaxMainIter": iterations, "Verbose": False, "IterTimer": "solve_wo_eval",
-        "CBPDN": xopt, "CCMOD": dopt,
-    }, xmethod=xmethod, dmethod=dmethod)
+    # ρ exists only for the ADMM sub-solvers (the PGM ones take their step from L); FastSolve
+    # skips their iteration statistics, which nothing here reads (as B3 does)
+    xopt = {"rho": 50.0 * LAM + 0.5, "FastSolve": True} if xmethod == "admm" else {}
+    dopt = ({"rho": 10.0, "ZeroMean": False, "FastSolve": True} if dmethod == "cns"
+            else {"ZeroMean": False})
+
+    def options(n: int):
+        return cbpdndl.ConvBPDNDictLearn.Options({
+            "MaxMainIter": n, "Verbose": False, "IterTimer": "solve_wo_eval",
+            "CBPDN": dict(xopt), "CCMOD": dict(dopt),
+        }, xmethod=xmethod, dmethod=dmethod)
+
+    # untimed: one outer iteration plans SPORCO's FFTs (FFTW_MEASURE, once per shape and
+    # process), a one-off cost (it took the first timed iteration to 6.1 s where the others
+    # took 0.28 s); latentebm's one-off cost, numba's compilation, is cached on disk, and its
+    # first timed iteration took no longer than the others
+    cbpdndl.ConvBPDNDictLearn(D0.transpose(1, 2, 0).copy(), s_arr, LAM, options(1),
+                              xmethod=xmethod, dmethod=dmethod).solve()
+    opt = options(iterations)
     trace = []
     excluded = [0.0]
 

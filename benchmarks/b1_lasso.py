@@ -643,7 +643,8 @@ def render(res: dict) -> str:
     for key, s in settings.items():
         lines += [f"## {key}: {s['title']}", ""]
         lines += [
-            f"- {s['data']}; mean non-zeros of the exact codes {s['mean_nnz']:.1f}; "
+            f"- {s['data']}; mean non-zeros of the exact codes {s['mean_nnz']:.1f} (first "
+            f"2000 signals); "
             f"Σ F* = {s['Fstar_sum']:.10g}; timings: best of {s['repeats']} for runs under "
             f"{s['budget_s'] / 4:g} s, else one; effort sweeps stop after a run over "
             f"{s['budget_s']:g} s; run {s['env']['date']}, latentebm source sha1 "

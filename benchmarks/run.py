@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--n-signals",
         type=int,
         default=None,
-        help="B1: number of MNIST test digits (default 10000; 1000 with --quick)",
+        help="B1: number of MNIST test digits (default 10000; 300 with --quick)",
     )
     ap.add_argument(
         "--quick", action="store_true", help="small smoke run (< 2 min); writes to OUT/quick/"
@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--repeats",
         type=int,
         default=None,
-        help="B1: timings per qualifying run, best kept (default 2; 1 with --quick)",
+        help="B1: timings per qualifying run, best kept (default 3; 1 with --quick)",
     )
     ap.add_argument(
         "--budget",

@@ -171,9 +171,9 @@ class SparseCoding(DictionaryModel):
             overstates the energy error by orders of magnitude (whitened patches: codes at gap
             0.1 are within 0.7 % of the optimal energy), and the atoms do not need more:
             measured against ``tol=1e-3``, the same held-out energy after the same number of
-            steps (0.2 % apart on the B2 patches, the MNIST demo's slightly lower), at 0.86× the
-            time per step with ``"gram_cd"`` (B2: 5.7 against 6.6 ms) and about half with
-            ``"fista"``.
+            steps (0.24 % apart on the B2 patches, the MNIST demo's slightly lower), at 0.9× the
+            time per step with ``"gram_cd"`` (B2, 2026-12-07: 6.3 against 7.0 ms) and about half
+            with ``"fista"``.
         max_iter : int, default=200
             Iteration cap of the coding step.
         dead_after : int or None, default=None

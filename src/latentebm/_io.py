@@ -8,6 +8,7 @@ into a shared folder can be read by the people it is shared with.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -104,6 +105,26 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[Path], Any], suffix:
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path``."""
     return write_atomic(path, lambda p: p.write_bytes(data))
+
+
+def json_digest(entries: dict[str, Any], *, excluding: str) -> str:
+    """SHA-256 of ``entries`` but the one named ``excluding`` (where a file keeps its own
+    checksum), as canonical JSON (sorted keys).
+
+    Parameters
+    ----------
+    entries : dict
+        JSON-ready entries (a checkpoint's metadata, a shard index).
+    excluding : str
+        The key left out.
+
+    Returns
+    -------
+    str
+        The hex digest.
+    """
+    content = {k: v for k, v in entries.items() if k != excluding}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

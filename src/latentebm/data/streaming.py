@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import write_json
+from .._io import json_digest, write_json
 from .._validation import check_bool, check_int, check_seed
 from ..training import distributed as dist
 from ..training.loop import epoch_order
@@ -50,23 +50,6 @@ INDEX_NAME = "index.json"
 INDEX_DIGEST = "sha256_index"
 """The key of the index's own checksum (every index this version writes has one; an index
 without it, from before, is read as it is)."""
-
-
-def index_digest(index: dict[str, Any]) -> str:
-    """SHA-256 of ``index`` without its own checksum, as canonical JSON (sorted keys).
-
-    Parameters
-    ----------
-    index : dict
-        An index as :meth:`ShardWriter.index` returns it (or read back).
-
-    Returns
-    -------
-    str
-        The hex digest.
-    """
-    content = {k: v for k, v in index.items() if k != INDEX_DIGEST}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 DTYPE = np.dtype("<f4")
 DEFAULT_ROWS_PER_SHARD = 1 << 20
 _HASH_BLOCK = 1 << 23
@@ -157,7 +140,8 @@ class ShardWriter:
         if incomplete:
             raise ValueError(f"ShardWriter got {self._written} rows but n_rows={self.n_rows}")
         index = self.index()
-        write_json(self.dir / INDEX_NAME, {**index, INDEX_DIGEST: index_digest(index)})
+        digest = json_digest(index, excluding=INDEX_DIGEST)
+        write_json(self.dir / INDEX_NAME, {**index, INDEX_DIGEST: digest})
 
     def index(self) -> dict[str, Any]:
         """The index as written to ``index.json``.
@@ -424,7 +408,8 @@ class ShardedArray:
             index = json.loads(index_path.read_text())
             if not isinstance(index, dict):
                 raise ShardError(f"{index_path} is damaged (not a JSON object)")
-            if INDEX_DIGEST in index and index[INDEX_DIGEST] != index_digest(index):
+            if INDEX_DIGEST in index and index[INDEX_DIGEST] != json_digest(
+                    index, excluding=INDEX_DIGEST):
                 raise ShardError(f"{index_path} is damaged: its content (sizes, scale, shard "
                                  "list, settings) does not match the checksum written with it; "
                                  "run the prepare step again")

@@ -34,7 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .._io import atomic_path
+from .._io import atomic_path, json_digest
 from .flatten import SkeletonError, flatten, unflatten
 
 FORMAT = "latentebm-checkpoint-2"
@@ -184,8 +184,7 @@ def metadata_digest(meta: dict[str, str]) -> str:
     str
         The hex digest.
     """
-    entries = {k: v for k, v in meta.items() if k != "sha256_metadata"}
-    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+    return json_digest(meta, excluding="sha256_metadata")
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:

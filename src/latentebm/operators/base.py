@@ -245,6 +245,12 @@ class LinearOperator(abc.ABC):
         """Whether :meth:`gram_matrix` gives a matrix, answered without building it."""
         return False
 
+    def matrix(self) -> torch.Tensor | None:
+        """The operator as an explicit matrix ``(n_features, n_atoms)`` (signal = matrix @
+        code) where it is stored as one (a dense dictionary), else ``None``; a solver reads
+        from it what a product cannot tell, e.g. which rows a sparse signal touches."""
+        return None
+
     def gram(self, z: torch.Tensor) -> torch.Tensor:
         """``AᵀA z``; operators override this when a cheaper route exists.
 

@@ -80,6 +80,10 @@ class DenseDictionary(LinearOperator):
         """True: ``WᵀW`` can always be built (:meth:`gram_matrix`; ``n_atoms²`` values)."""
         return True
 
+    def matrix(self) -> torch.Tensor:
+        """``W`` itself, ``(n_features, n_atoms)``."""
+        return self.W
+
     def gram_matrix(self) -> torch.Tensor:
         """``WᵀW``, ``(n_atoms, n_atoms)``, cached."""
         self._drop_stale_caches()

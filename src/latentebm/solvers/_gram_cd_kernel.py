@@ -3,8 +3,9 @@
 One sample per parallel iteration, everything in float64. For ``min_z ½zᵀGz − bᵀz + λ‖z‖₁``
 (``G = WᵀW``, ``b = Wᵀy``) each sample keeps its gradient ``q = b − Gz`` and repeats:
 
-1. the working set: while the codes are all zero, a full coordinate-descent sweep over every
-   atom (an atom that changes updates all of ``q``) and the atoms non-zero after it; once some
+1. the working set: while the codes are all zero, the graded first sweep of
+   :func:`_first_sweep` (an atom that changes updates all of ``q``) and the atoms non-zero
+   after it; once some
    code is non-zero, no full sweep: the non-zero atoms and those whose ``|q_j|`` exceeds ``λ``
    (on B1's random dictionary, ~124 non-zeros, this took the run to a relative error of 1e-4
    from 283 to 193 ms: the full sweep of the later rounds moved every active atom against all
@@ -37,9 +38,14 @@ NEWTON_MAX = 64
 coordinate descent alone converges in a few sweeps)."""
 CHUNKS = 64
 """Parts the batch is cut into for the threads (each allocates its workspace once)."""
-INNER_TOL = 1e-2
+GRADE_RATIO = 0.7
+"""The first sweep's thresholds fall by this factor from one pass to the next
+(:func:`_first_sweep`)."""
+INNER_TOL = 3e-2
 """First inner stopping rule: the largest scaled change of a sweep below this fraction of the
-largest code; divided by ten after each outer round."""
+largest code; divided by ten after each outer round. (1e-2 until 0.2.0: the first round's
+sweeps over a wide working set then refined codes the next round's working set replaces; on
+B1's learned dictionary at ~40 non-zeros, 3e-2 took the solve to 1e-6 about 7 % sooner.)"""
 
 
 @njit(cache=True, inline="always", fastmath=FAST)
@@ -53,23 +59,55 @@ def shrink(g: float, lam: float, nonneg: bool) -> float:  # pragma: no cover - c
 
 
 @njit(cache=True, fastmath=FAST)
-def _sweep(Ga, qa, za, m, lam, nonneg):  # pragma: no cover - compiled
+def _sweep(Ga, qa, za, m, lam, nonneg, inv_diag, root_diag):  # pragma: no cover - compiled
     """One cyclic sweep over the first ``m`` coordinates of ``za`` with Gram matrix ``Ga`` and
     gradient ``qa`` (both updated); returns the largest change scaled by ``sqrt(Ga_jj)``.
-    The full sweep is this on ``G`` itself."""
+    ``inv_diag`` and ``root_diag`` hold ``1/Ga_jj`` and ``sqrt(Ga_jj)`` (0 for an all-zero
+    atom, whose code stays zero): a division and a root out of the chain of dependent updates
+    (about 10 % of the time on B1's learned dictionary). The full sweep is this on ``G``."""
     largest = 0.0
     for j in range(m):
-        gjj = Ga[j, j]
-        if gjj <= 0.0:  # an all-zero atom: its code stays zero
+        inv = inv_diag[j]
+        if inv == 0.0:
             continue
         zj = za[j]
-        step = shrink(qa[j] + gjj * zj, lam, nonneg) / gjj - zj
+        step = shrink(qa[j] + Ga[j, j] * zj, lam, nonneg) * inv - zj
         if step != 0.0:
             za[j] = zj + step
             for k in range(m):
                 qa[k] -= step * Ga[j, k]
-            largest = max(largest, abs(step) * np.sqrt(gjj))
+            largest = max(largest, abs(step) * root_diag[j])
     return largest
+
+
+@njit(cache=True, fastmath=FAST)
+def _first_sweep(G, q, z, lam, nonneg, inv_diag, root_diag):  # pragma: no cover - compiled
+    """The first sweep from all-zero codes ``z`` (``q = b``; both updated): passes over the
+    atoms whose correlation (``|q_j|``, or ``q_j`` for non-negative codes) exceeds a threshold
+    that starts at :data:`GRADE_RATIO` times the largest and falls by that factor down to
+    ``λ``, each minimising over those coordinates, then one full :func:`_sweep`. Strong
+    correlations go first, as on a path of decreasing ``λ``, so fewer atoms become non-zero
+    only for later sweeps to remove them: on B1's learned dictionary at ~40 non-zeros, 51
+    atoms instead of 122 after the first sweep, and the solve to 1e-6 took a third less time
+    (at ~10 non-zeros a tenth less; on the random dictionary, whose atoms hardly overlap, it
+    changes little)."""
+    n_atoms = q.shape[0]
+    top = 0.0
+    for j in range(n_atoms):
+        top = max(top, q[j] if nonneg else abs(q[j]))
+    threshold = GRADE_RATIO * top
+    while threshold > lam:
+        for j in range(n_atoms):
+            inv = inv_diag[j]
+            if inv != 0.0 and (q[j] if nonneg else abs(q[j])) > threshold:
+                step = shrink(q[j] + G[j, j] * z[j], lam, nonneg) * inv - z[j]
+                if step != 0.0:
+                    z[j] += step
+                    row = G[j]
+                    for k in range(n_atoms):
+                        q[k] -= step * row[k]
+        threshold *= GRADE_RATIO
+    _sweep(G, q, z, n_atoms, lam, nonneg, inv_diag, root_diag)
 
 
 @njit(cache=True, fastmath=FAST)
@@ -175,10 +213,12 @@ def _energy_and_gap(b, q, z, yy, lam, nonneg):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=FAST)
-def _solve_one(G, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
-               q, active, qa, za, x, ga_buf, chol_buf, dropped):  # pragma: no cover - compiled
-    """One sample, in place in ``z``; returns ``(energy, gap, inner_tol, rounds)``. The other
-    arrays are the caller's workspace (``n_atoms`` and ``n_atoms²`` long)."""
+def _solve_one(G, inv_diag, root_diag, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
+               q, active, qa, za, x, ga_buf, chol_buf, dropped, inv_a, root_a,
+               ):  # pragma: no cover - compiled
+    """One sample, in place in ``z``; returns ``(energy, gap, inner_tol, rounds)``.
+    ``inv_diag`` and ``root_diag`` are ``G``'s as :func:`_sweep` takes them; the other arrays
+    are the caller's workspace (``n_atoms`` and ``n_atoms²`` long)."""
     n_atoms = b.shape[0]
     q[:] = b
     for j in range(n_atoms):
@@ -190,7 +230,7 @@ def _solve_one(G, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
     while rounds < max_rounds and gap > tol * energy:
         rounds += 1
         if not z.any():
-            _sweep(G, q, z, n_atoms, lam, nonneg)
+            _first_sweep(G, q, z, lam, nonneg, inv_diag, root_diag)
         m = 0
         z_max = 0.0
         for j in range(n_atoms):
@@ -203,12 +243,14 @@ def _solve_one(G, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
         for a in range(m):
             qa[a] = q[active[a]]
             za[a] = z[active[a]]
+            inv_a[a] = inv_diag[active[a]]
+            root_a[a] = root_diag[active[a]]
             row = G[active[a]]
             for c in range(m):
                 Ga[a, c] = row[active[c]]
         next_newton = 2
         for inner in range(1, ACTIVE_SWEEPS + 1):
-            change = _sweep(Ga, qa, za, m, lam, nonneg)
+            change = _sweep(Ga, qa, za, m, lam, nonneg, inv_a, root_a)
             if inner == next_newton and m <= NEWTON_MAX:
                 next_newton = 2 * next_newton + 2
                 if _newton(Ga, qa, za, m, lam, chol, x, dropped):
@@ -250,6 +292,33 @@ def _round_to_single(G, b, z, q, yy, lam, nonneg, energy, gap):  # pragma: no co
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
+def sparse_signal_correlations(Y, W, B, yy):  # pragma: no cover - compiled
+    """``B = Y W`` and ``yy = ‖y‖²`` per row, adding only the rows of ``W`` that a signal's
+    non-zero entries select: ``Y`` (n, n_features), ``W`` (n_features, n_atoms), ``B``
+    (n, n_atoms) and ``yy`` (n,), float64, the last two overwritten. For mostly-zero signals
+    (MNIST digits: 81 % of the pixels are 0) this does a fifth of a dense product's work; on
+    B1's 10 000 digits and 256 atoms it took 28–33 ms where the BLAS product took 46–50 ms
+    (:data:`~.gram_cd.SPARSE_SIGNAL_DENSITY`)."""
+    n, n_features = Y.shape
+    n_atoms = W.shape[1]
+    n_chunks = min(n, CHUNKS)
+    for c in prange(n_chunks):
+        row = np.empty(n_atoms)
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            row[:] = 0.0
+            squares = 0.0
+            for k in range(n_features):
+                v = Y[i, k]
+                if v != 0.0:
+                    squares += v * v
+                    atoms_k = W[k]
+                    for a in range(n_atoms):
+                        row[a] += v * atoms_k[a]
+            B[i] = row
+            yy[i] = squares
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
 def lasso_gram_cd(G, B, Z, yy, lam, tol, max_rounds, nonneg, inner_tols, rounds,
                   energy_out, gap_out, single):  # pragma: no cover - compiled
     """Solve every row of ``Z`` (warm start, overwritten) in parallel, until its relative gap
@@ -265,6 +334,12 @@ def lasso_gram_cd(G, B, Z, yy, lam, tol, max_rounds, nonneg, inner_tols, rounds,
     workspace, shared by the samples it solves one after the other.
     """
     n, n_atoms = B.shape
+    inv_diag = np.zeros(n_atoms)
+    root_diag = np.zeros(n_atoms)
+    for j in range(n_atoms):
+        if G[j, j] > 0.0:
+            inv_diag[j] = 1.0 / G[j, j]
+            root_diag[j] = np.sqrt(G[j, j])
     n_chunks = min(n, CHUNKS)
     for c in prange(n_chunks):
         q = np.empty(n_atoms)
@@ -275,11 +350,14 @@ def lasso_gram_cd(G, B, Z, yy, lam, tol, max_rounds, nonneg, inner_tols, rounds,
         ga_buf = np.empty(n_atoms * n_atoms)
         chol_buf = np.empty(n_atoms * n_atoms)
         dropped = np.empty(n_atoms, dtype=np.bool_)
+        inv_a = np.empty(n_atoms)
+        root_a = np.empty(n_atoms)
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             z = Z[i].copy()
             energy, gap, inner_tol, done = _solve_one(
-                G, B[i], z, yy[i], lam, tol, max_rounds, nonneg, inner_tols[i], rounds[i],
-                q, active, qa, za, x, ga_buf, chol_buf, dropped)
+                G, inv_diag, root_diag, B[i], z, yy[i], lam, tol, max_rounds, nonneg,
+                inner_tols[i], rounds[i], q, active, qa, za, x, ga_buf, chol_buf, dropped,
+                inv_a, root_a)
             if single:
                 energy, gap = _round_to_single(G, B[i], z, q, yy[i], lam, nonneg, energy, gap)
             Z[i] = z

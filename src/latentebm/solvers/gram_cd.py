@@ -33,6 +33,13 @@ from ._numba_threads import parallel_loops_unusable, use_torch_threads
 from .api import Method, register_method
 from .result import Callback, IterationState, SolverResult
 
+SPARSE_SIGNAL_DENSITY = 0.25
+"""Signals with at most this share of non-zero entries get their correlations ``Wᵀy`` from a
+loop over those entries instead of a dense BLAS product. Measured on B1's 10 000 × 784 MNIST
+digits and 256 atoms, float64, 2 threads, with random pixels made non-zero to raise the
+density: 28–33 ms against 46–50 ms at MNIST's 19 %, 36–44 against 46–51 at 25 %, the same
+time near 30 %, 94 against 48 at 50 %."""
+
 
 def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, *,
             tol: float, max_iter: int, callback: Callback | None = None,
@@ -77,7 +84,7 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     # float32 inputs are exact in float64, so the float64 solve is of the caller's own problem
     op64 = op.to(dtype=torch.float64) if single else op
     G64 = op64.gram_matrix().numpy()
-    B = op64.adjoint(Y.double()).numpy()
+    B, yy = _correlations(op64, Y)
     if not (np.isfinite(G64).all() and np.isfinite(B).all()):
         raise FloatingPointError(
             "method 'gram_cd': the Gram matrix WᵀW or the correlations Wᵀy overflow float64 "
@@ -86,10 +93,6 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     # an all-zero atom's code is 0 at the optimum, and the loop skips such atoms: a warm start
     # there would stay, its λ|z| in the gap for ever
     Z[:, np.diag(G64) <= 0] = 0.0
-    # one pass with float64 accumulation and no temporary (torch's (Y * Y).sum(1) on B1's
-    # 10 000 × 784 float64 digits took 28 ms, mostly page faults on the product; this, 2 ms)
-    Y_np = Y.numpy()
-    yy = np.einsum("ij,ij->i", Y_np, Y_np, dtype=np.float64)
     energy, gap = np.empty(batch), np.empty(batch)
     rounds = np.zeros(batch, dtype=np.int64)
     inner_tols = np.full(batch, INNER_TOL)
@@ -124,6 +127,35 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
                         converged=finite & (gap_t <= tol * energy_t),
                         n_iter_per_sample=n_iter, n_iter=int(n_iter.max()) if batch else 0,
                         method="gram_cd")
+
+
+def _correlations(op64: LinearOperator, Y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``B = Wᵀy`` ``(batch, n_atoms)`` and ``‖y‖²`` ``(batch,)`` in float64 for signals ``Y``
+    ``(batch, n_features)``: by the compiled loop that skips zero entries when the operator is
+    an explicit matrix and a sample of the rows is at most :data:`SPARSE_SIGNAL_DENSITY`
+    non-zero, else by one BLAS product."""
+    from ._gram_cd_kernel import sparse_signal_correlations
+
+    matrix = op64.matrix()
+    Y64 = Y.double().numpy()
+    if matrix is not None and _mostly_zero(Y64):
+        B = np.empty((Y64.shape[0], op64.n_atoms))
+        yy = np.empty(Y64.shape[0])
+        sparse_signal_correlations(np.ascontiguousarray(Y64), np.ascontiguousarray(matrix.numpy()),
+                                   B, yy)
+        return B, yy
+    # one pass with float64 accumulation and no temporary (torch's (Y * Y).sum(1) on B1's
+    # 10 000 × 784 float64 digits took 28 ms, mostly page faults on the product; this, 2 ms)
+    Y_np = Y.numpy()
+    return (op64.adjoint(Y.double()).numpy(),
+            np.einsum("ij,ij->i", Y_np, Y_np, dtype=np.float64))
+
+
+def _mostly_zero(Y: np.ndarray) -> bool:
+    """Whether about 64 evenly spaced rows of ``Y`` ``(batch, n_features)`` are at most
+    :data:`SPARSE_SIGNAL_DENSITY` non-zero."""
+    rows = Y[::max(1, Y.shape[0] // 64)]
+    return np.count_nonzero(rows) <= SPARSE_SIGNAL_DENSITY * rows.size
 
 
 def _revalue_cancelled(op64: LinearOperator, Y: torch.Tensor, Z: np.ndarray, yy: np.ndarray,
@@ -173,7 +205,6 @@ def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
     if importlib.util.find_spec("numba") is None:
         return "it needs numba (pip install numba)"
     return parallel_loops_unusable()
-    return None
 
 
 def _preferred(problem: Problem, reg: Regularizer) -> bool:

@@ -296,11 +296,12 @@ def test_optimal_codes_and_free_energies_cut_short_by_the_cap_warn():
     return codes or energies without the converged flag: an iteration cap of 1 gave
     non-optimal values with no sign."""
     rng = np.random.default_rng(0)
-    W, Y = rng.standard_normal((8, 5)), rng.standard_normal((3, 8))
+    # 40 atoms in 20 dimensions: one round of "gram_cd" solves 5 atoms in 8 exactly
+    W, Y = rng.standard_normal((20, 40)), rng.standard_normal((3, 20))
     images = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
     calls = [
         lambda **kw: le.LISTA(W, 0.1).targets(Y, **kw),
-        lambda **kw: le.PSD(8, 5, 0.1, init=W).free_energy(Y, **kw),
+        lambda **kw: le.PSD(20, 40, 0.1, init=W).free_energy(Y, **kw),
         lambda **kw: le.ConvSparseAutoencoder(3, 3, 1, lam=0.1).energy(images, **kw),
     ]
     for call in calls:

@@ -191,3 +191,64 @@ def test_a_compiled_solve_leaves_torchs_thread_count_alone():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "1"
+
+
+def mostly_zero_problem(seed: int, density: float = 0.15):
+    """Signals with most entries exactly zero, like MNIST's background pixels."""
+    Y, W, _ = problem(seed, n=40, features=50, atoms=70, coherent=True)
+    Y *= np.random.default_rng(seed + 100).random(Y.shape) < density
+    Y[0] = 0  # an all-zero signal among them
+    return Y, W, 0.05 * float(np.abs(Y @ W).max())
+
+
+def test_correlations_of_mostly_zero_signals_skip_the_zeros_and_are_exact():
+    from latentebm.operators import DenseDictionary
+    from latentebm.solvers import gram_cd as gram_cd_module
+
+    Y, W, _ = mostly_zero_problem(9)
+    assert gram_cd_module._mostly_zero(Y) and not gram_cd_module._mostly_zero(problem(9)[0])
+    for dtype in (torch.float64, torch.float32):
+        Yt = torch.from_numpy(Y).to(dtype)
+        B, yy = gram_cd_module._correlations(DenseDictionary(torch.from_numpy(W)), Yt)
+        Y64 = Yt.double().numpy()
+        np.testing.assert_allclose(B, Y64 @ W, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(yy, (Y64 * Y64).sum(1), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_mostly_zero_signals_reach_the_dense_paths_optimum(positive, monkeypatch):
+    from latentebm.solvers import gram_cd as gram_cd_module
+
+    Y, W, lam = mostly_zero_problem(10)
+    through_zeros = solve(Y, W, lam, method="gram_cd", tol=1e-12, nonneg=positive)
+    monkeypatch.setattr(gram_cd_module, "SPARSE_SIGNAL_DENSITY", -1.0)
+    dense = solve(Y, W, lam, method="gram_cd", tol=1e-12, nonneg=positive)
+    ref = reference(Y, W, lam, positive)
+    for res in (through_zeros, dense):
+        assert res.converged.all()
+        np.testing.assert_allclose(res.energy, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(through_zeros.z, dense.z, atol=1e-7)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_the_graded_first_sweep_keeps_the_gradient_and_lowers_the_energy(positive):
+    from latentebm.solvers._gram_cd_kernel import _first_sweep
+
+    Y, W, lam = problem(11, n=1, coherent=True, frac=0.02)
+    G = W.T @ W
+    b = Y[0] @ W
+    z, q = np.zeros_like(b), b.copy()
+    diag = np.diag(G)
+    _first_sweep(G, q, z, lam, positive, 1 / diag, np.sqrt(diag))
+    np.testing.assert_allclose(q, b - G @ z, atol=1e-12)
+    assert np.count_nonzero(z) > 1 and (z.min() >= 0 or not positive)
+    energy = 0.5 * np.sum((Y[0] - W @ z) ** 2) + lam * np.abs(z).sum()
+    assert energy < 0.5 * np.sum(Y[0] ** 2)
+
+
+def test_only_a_dense_dictionary_reports_its_matrix():
+    from latentebm.operators import DenseDictionary
+
+    W = torch.randn(5, 7, dtype=torch.float64)
+    assert torch.equal(DenseDictionary(W).matrix(), W)
+    assert ConvDictionary(torch.randn(2, 1, 3, 3)).matrix() is None

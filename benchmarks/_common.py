@@ -70,6 +70,19 @@ def clock() -> float:
     return time.perf_counter()
 
 
+SETTLE_SECONDS = 0.3
+"""Pause before each timed run (:func:`settle`)."""
+
+
+def settle() -> None:
+    """Sleep until the threads the harness's own NumPy work woke have gone idle: OpenBLAS keeps
+    its threads spinning for about 0.1 s after a call, and a run started meanwhile shares the
+    cores with them. Measured here (B1a-10, 10 000 digits, 2 threads): ``solve(method=
+    "gram_cd")`` took 109–127 ms right after the harness scored the previous run's codes and
+    85–89 ms after this pause; a peer in its own process (SPAMS) never paid it."""
+    time.sleep(SETTLE_SECONDS)
+
+
 class PausableClock:
     """Wall clock that can be paused (while snapshots are taken or energies evaluated)."""
 

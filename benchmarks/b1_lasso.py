@@ -34,6 +34,7 @@ from _common import (
     log,
     markdown_table,
     save_npy_atomic,
+    settle,
     write_atomic,
     write_json,
 )
@@ -419,6 +420,7 @@ def measure(
     stopped_by_budget = False
     n_used = len(range(*rows.indices(n)))
     for effort in c.efforts:
+        settle()
         Z, t = c.solve(effort, rows)
         rel, nnz = _score(p, Z, F, rows)
         runs.append(Run(c.effort_str(effort), t * scale, rel, nnz, n_used, extrapolated))
@@ -439,6 +441,7 @@ def measure(
         effort = c.efforts[i]
         # Long runs are timed once: their relative noise is smaller and they dominate the cost.
         for _ in range(repeats - 1 if runs[i].seconds / scale < budget / 4 else 0):
+            settle()
             Z, t = c.solve(effort, rows)
             rel, _ = _score(p, Z, F, rows)
             if rel <= runs[i].rel_gap * (1 + 1e-6) + 1e-15:
@@ -470,6 +473,7 @@ def self_stopped(c: Contender, p: Problem, F: np.ndarray, repeats: int) -> dict:
     know F*): its time (best of ``repeats``) and the true relative error it reaches."""
     best, rel = float("inf"), None
     for _ in range(max(1, repeats)):
+        settle()
         Z, t = c.solve(CERTIFIED_TOL)
         best = min(best, t)
         rel, _ = _score(p, Z, F)
@@ -611,7 +615,10 @@ def render(res: dict) -> str:
         "repeats). Ratios: time / best latentebm time (lower is faster); the headline "
         "**peer / latentebm** is the fastest peer's time over the best latentebm time "
         "(above 1: latentebm is faster). Inputs are cast to each contender's dtype outside "
-        "the timed region; SPAMS is timed inside its own process around the solver call only.",
+        "the timed region; SPAMS is timed inside its own process around the solver call only. "
+        "Every timed run starts after a 0.3 s pause, so that the BLAS threads woken by the "
+        "harness's scoring of the previous run are idle (they slowed the next in-process run "
+        "by up to 40 % before 2026-12-07 13:20).",
         "",
     ]
     settings = res["settings"]

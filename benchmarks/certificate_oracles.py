@@ -35,6 +35,7 @@ from _common import (
     log,
     markdown_table,
     pin_threads,
+    settle,
     write_atomic,
 )
 
@@ -55,6 +56,7 @@ def sweep(contender, p, F: np.ndarray, repeats: int) -> list[dict]:
     for tol in TOLERANCES:
         best, Z = float("inf"), None
         for _ in range(repeats):
+            settle()
             Z, seconds = contender.solve(tol)
             best = min(best, seconds)
         summed, worst = errors(p, Z, F)

@@ -618,7 +618,7 @@ def render(res: dict) -> str:
         "the timed region; SPAMS is timed inside its own process around the solver call only. "
         "Every timed run starts after a 0.3 s pause, so that the BLAS threads woken by the "
         "harness's scoring of the previous run are idle (they slowed the next in-process run "
-        "by up to 40 % before 2026-12-07 13:20).",
+        "by up to 40 % in runs before 2026-12-07 13:15 UTC).",
         "",
     ]
     settings = res["settings"]

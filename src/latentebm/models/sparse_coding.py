@@ -161,9 +161,9 @@ class SparseCoding(DictionaryModel):
         solver : str, default="auto"
             The coding step's method, a name :func:`latentebm.solve` takes. ``"auto"`` picks
             the compiled Gram coordinate descent (``"gram_cd"``) on the CPU and FISTA on a GPU;
-            on B2 (whitened patches, 256 atoms, 2 threads) a minibatch took 5.7 ms with
-            ``"gram_cd"`` against 29.6 ms with ``"fista"``, for the same held-out energy
-            after the same number of steps.
+            on B2 (whitened patches, 256 atoms, 2 threads, 2026-12-07) a minibatch took
+            5.7 ms with ``"gram_cd"`` against 25.6 ms with ``"fista"``, for the same held-out
+            energy after the same number of steps.
         lr : float, default=1.0
             Step of ``"sgd"``.
         tol : float, default=0.1
@@ -171,9 +171,9 @@ class SparseCoding(DictionaryModel):
             overstates the energy error by orders of magnitude (whitened patches: codes at gap
             0.1 are within 0.7 % of the optimal energy), and the atoms do not need more:
             measured against ``tol=1e-3``, the same held-out energy after the same number of
-            steps (0.24 % apart on the B2 patches, the MNIST demo's slightly lower), at 0.9× the
-            time per step with ``"gram_cd"`` (B2, 2026-12-07: 6.3 against 7.0 ms) and about half
-            with ``"fista"``.
+            steps (0.17 % apart on the B2 patches, the MNIST demo's slightly lower), at 0.9× the
+            time per step with ``"gram_cd"`` (B2, 2026-12-07 13:00: 5.7 against 6.4 ms) and
+            about half with ``"fista"``.
         max_iter : int, default=200
             Iteration cap of the coding step.
         dead_after : int or None, default=None

@@ -2,8 +2,8 @@
 
 For a dense dictionary and an L1 penalty on the CPU, each sample is solved on its own, in
 parallel across ``torch.get_num_threads()`` threads, by the numba-compiled loop of
-:mod:`._gram_cd_kernel`: a full coordinate-descent sweep finds a first support, cheap sweeps
-on the Gram block of the working set (the support and the atoms that violate the optimality
+:mod:`._gram_cd_kernel`: a coordinate-descent sweep graded by correlation (the strongest
+atoms first) finds a first support, cheap sweeps on the Gram block of the working set (the support and the atoms that violate the optimality
 condition) refine it, and a sign-checked Newton step on that block lands on the
 exact minimiser. It does what scikit-learn's ``sparse_encode(algorithm="lasso_cd")`` does, but
 without a Python call per sample and with the exact finish, so it is the ``"auto"`` choice on
@@ -59,9 +59,9 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     tol : float
         Relative duality gap at which a sample stops.
     max_iter : int
-        Most outer rounds per sample (the first a full sweep over every atom, each then up to
-        :data:`~._gram_cd_kernel.ACTIVE_SWEEPS` sweeps over the working set); they are what
-        ``n_iter`` counts.
+        Most outer rounds per sample (each up to :data:`~._gram_cd_kernel.ACTIVE_SWEEPS`
+        sweeps over the working set, the first from zero codes after a graded sweep over every
+        atom); they are what ``n_iter`` counts.
     callback : callable or None
         ``callback(iteration, IterationState)`` with energies and gaps.
     check_every : int or None

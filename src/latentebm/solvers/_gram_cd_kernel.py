@@ -43,9 +43,9 @@ GRADE_RATIO = 0.7
 (:func:`_first_sweep`)."""
 INNER_TOL = 3e-2
 """First inner stopping rule: the largest scaled change of a sweep below this fraction of the
-largest code; divided by ten after each outer round. (1e-2 until 0.2.0: the first round's
-sweeps over a wide working set then refined codes the next round's working set replaces; on
-B1's learned dictionary at ~40 non-zeros, 3e-2 took the solve to 1e-6 about 7 % sooner.)"""
+largest code; divided by ten after each outer round. (1e-2 before 2026-12-07: finer sweeps
+in the first round refine codes on a working set that the next round replaces; on B1's learned
+dictionary at ~40 non-zeros, 3e-2 took the solve to 1e-6 about 7 % sooner.)"""
 
 
 @njit(cache=True, inline="always", fastmath=FAST)

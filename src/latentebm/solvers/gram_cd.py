@@ -3,11 +3,12 @@
 For a dense dictionary and an L1 penalty on the CPU, each sample is solved on its own, in
 parallel across ``torch.get_num_threads()`` threads, by the numba-compiled loop of
 :mod:`._gram_cd_kernel`: a coordinate-descent sweep graded by correlation (the strongest
-atoms first) finds a first support, cheap sweeps on the Gram block of the working set (the support and the atoms that violate the optimality
-condition) refine it, and a sign-checked Newton step on that block lands on the
-exact minimiser. It does what scikit-learn's ``sparse_encode(algorithm="lasso_cd")`` does, but
-without a Python call per sample and with the exact finish, so it is the ``"auto"`` choice on
-the CPU (measured in ``benchmarks/results/B1.md``). The first call on a machine compiles the
+atoms first) finds a first support, cheap sweeps on the Gram block of the working set (the
+support and the atoms that violate the optimality condition) refine it, and a sign-checked
+Newton step on that block lands on the exact minimiser. It does what scikit-learn's
+``sparse_encode(algorithm="lasso_cd")`` does, but without a Python call per sample and with
+the exact finish, so it is the ``"auto"`` choice on the CPU (measured in
+``benchmarks/results/B1.md``). The first call on a machine compiles the
 loop (a few seconds; cached on disk afterwards).
 
 Everything runs in float64. Float32 signals and atoms are exact in float64, so the loop solves

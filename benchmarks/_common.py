@@ -79,7 +79,8 @@ def settle() -> None:
     its threads spinning for about 0.1 s after a call, and a run started meanwhile shares the
     cores with them. Measured here (B1a-10, 10 000 digits, 2 threads): ``solve(method=
     "gram_cd")`` took 109–127 ms right after the harness scored the previous run's codes and
-    85–89 ms after this pause; a peer in its own process (SPAMS) never paid it."""
+    85–89 ms after this pause. SPAMS' worker shares the same cores, so the pause comes before
+    its runs too (its effect on SPAMS was not measured)."""
     time.sleep(SETTLE_SECONDS)
 
 

@@ -252,3 +252,23 @@ def test_only_a_dense_dictionary_reports_its_matrix():
     W = torch.randn(5, 7, dtype=torch.float64)
     assert torch.equal(DenseDictionary(W).matrix(), W)
     assert ConvDictionary(torch.randn(2, 1, 3, 3)).matrix() is None
+
+
+def test_an_atom_of_subnormal_gram_diagonal_is_solved():
+    """1/G_jj overflows for a column of norm 1e-155 (G_jj ≈ 1e-310): the precomputed inverse
+    made 0 · inf = NaN and the solve stopped with a FloatingPointError."""
+    Y, W, lam = problem(12, n=4, features=50, atoms=20)
+    W[:, 3] *= 1e-155
+    res = solve(Y, W, lam, method="gram_cd", tol=1e-12)
+    assert res.converged.all()
+    np.testing.assert_allclose(res.energy, reference(Y, W, lam), rtol=1e-9)
+
+
+def test_the_density_check_is_not_fooled_by_alternating_rows():
+    from latentebm.solvers import gram_cd as gram_cd_module
+
+    Y = np.random.default_rng(13).standard_normal((10_000, 20))
+    Y[::2] = 0  # half the rows empty, the others dense: 50 % non-zero in all
+    assert not gram_cd_module._mostly_zero(Y)
+    Y[1::2] *= np.random.default_rng(14).random((5000, 20)) < 0.2
+    assert gram_cd_module._mostly_zero(Y)

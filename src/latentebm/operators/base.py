@@ -246,9 +246,10 @@ class LinearOperator(abc.ABC):
         return False
 
     def matrix(self) -> torch.Tensor | None:
-        """The operator as an explicit matrix ``(n_features, n_atoms)`` (signal = matrix @
-        code) where it is stored as one (a dense dictionary), else ``None``; a solver reads
-        from it what a product cannot tell, e.g. which rows a sparse signal touches."""
+        """The operator as an explicit matrix ``(n_features, n_atoms)`` where it is stored as
+        one (a dense dictionary), else ``None``; a solver reads from it what a product cannot
+        tell, e.g. which rows a sparse signal touches. A subclass whose :meth:`decode` is not
+        ``z @ matrix().T`` or whose :meth:`adjoint` is not ``r @ matrix()`` returns ``None``."""
         return None
 
     def gram(self, z: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,13 @@ def shrink(g: float, lam: float, nonneg: bool) -> float:  # pragma: no cover - c
     return 0.0
 
 
+@njit(cache=True, inline="always", fastmath=FAST)
+def _minimiser(g: float, gjj: float, inv: float) -> float:  # pragma: no cover - compiled
+    """``g / gjj`` through the precomputed ``inv = 1/gjj``, except where that overflowed (an
+    atom of norm below ~1e-154, whose ``gjj`` is subnormal: ``0 · inf`` would be NaN)."""
+    return g * inv if inv < np.inf else g / gjj
+
+
 @njit(cache=True, fastmath=FAST)
 def _sweep(Ga, qa, za, m, lam, nonneg, inv_diag, root_diag):  # pragma: no cover - compiled
     """One cyclic sweep over the first ``m`` coordinates of ``za`` with Gram matrix ``Ga`` and
@@ -71,7 +78,8 @@ def _sweep(Ga, qa, za, m, lam, nonneg, inv_diag, root_diag):  # pragma: no cover
         if inv == 0.0:
             continue
         zj = za[j]
-        step = shrink(qa[j] + Ga[j, j] * zj, lam, nonneg) * inv - zj
+        gjj = Ga[j, j]
+        step = _minimiser(shrink(qa[j] + gjj * zj, lam, nonneg), gjj, inv) - zj
         if step != 0.0:
             za[j] = zj + step
             for k in range(m):
@@ -100,7 +108,8 @@ def _first_sweep(G, q, z, lam, nonneg, inv_diag, root_diag):  # pragma: no cover
         for j in range(n_atoms):
             inv = inv_diag[j]
             if inv != 0.0 and (q[j] if nonneg else abs(q[j])) > threshold:
-                step = shrink(q[j] + G[j, j] * z[j], lam, nonneg) * inv - z[j]
+                gjj = G[j, j]
+                step = _minimiser(shrink(q[j] + gjj * z[j], lam, nonneg), gjj, inv) - z[j]
                 if step != 0.0:
                     z[j] += step
                     row = G[j]

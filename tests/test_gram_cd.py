@@ -272,3 +272,69 @@ def test_the_density_check_is_not_fooled_by_alternating_rows():
     assert not gram_cd_module._mostly_zero(Y)
     Y[1::2] *= np.random.default_rng(14).random((5000, 20)) < 0.2
     assert gram_cd_module._mostly_zero(Y)
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_the_strong_convexity_bound_certifies_near_the_true_error(positive):
+    """With no more atoms than dimensions and a large batch, the certificate is the smaller of
+    the duality gap and ‖g‖²/(2μ): still an upper bound on the true error, and far below the
+    duality gap of the same codes (which falls only like the distance to the optimum)."""
+    Y, W, lam = problem(3, n=200, features=40, atoms=20, frac=0.1)
+    res = solve(Y, W, lam, method="gram_cd", tol=1e-4, nonneg=positive)
+    ref = reference(Y, W, lam, positive)
+    energy = energies(Y, W, res.z, lam)
+    assert res.converged.all()
+    assert np.all(res.gap >= energy - ref - 1e-12 * ref)
+    dual_gap = le.duality_gap(Y, W, res.z, lam, nonneg=positive)
+    unfinished = dual_gap > 1e-8 * res.energy  # the others the Newton step solved exactly
+    assert unfinished.sum() >= 20
+    assert np.median(res.gap[unfinished] / dual_gap[unfinished]) < 0.1
+
+
+def test_the_strong_convexity_bound_needs_a_large_batch_and_a_definite_gram_matrix():
+    """A small batch does not pay for the eigenvalues, and a dictionary with more atoms than
+    dimensions has none above zero: there the certificate is the duality gap of the codes."""
+    for n, atoms in ((20, 20), (200, 60)):
+        Y, W, lam = problem(4, n=n, features=40, atoms=atoms, frac=0.1)
+        res = solve(Y, W, lam, method="gram_cd", tol=1e-4)
+        np.testing.assert_allclose(res.gap, le.duality_gap(Y, W, res.z, lam), rtol=1e-6,
+                                   atol=1e-12)
+
+
+def test_the_smallest_eigenvalue_is_bounded_from_below():
+    from latentebm.solvers.gram_cd import _strong_convexity
+
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((40, 20))
+    G = W.T @ W
+    mu = _strong_convexity(G, 40, 1000)
+    assert 0 < mu <= np.linalg.eigvalsh(G)[0]
+    assert mu > 0.99 * np.linalg.eigvalsh(G)[0]
+    singular = np.column_stack([W, W[:, :1]])
+    assert _strong_convexity(singular.T @ singular, 40, 1000) == 0.0
+    assert _strong_convexity(G, 19, 1000) == 0.0  # more atoms than dimensions
+    assert _strong_convexity(G, 40, 159) == 0.0  # fewer than 8 samples per atom
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_exactly_represented_signals_are_certified_by_the_bound_from_their_residual(single):
+    """Signals that the atoms represent exactly, at a tiny λ: the residual is below the share
+    of ``‖y‖²`` that code-space arithmetic resolves, so the energy and certificate come from
+    the residual itself, the strong-convexity bound included. The optimum is known in closed
+    form (the signs of the planted codes hold)."""
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((30, 10))
+    W /= np.linalg.norm(W, axis=0)
+    Z = rng.uniform(1, 2, size=(100, 10)) * rng.choice([-1.0, 1.0], size=(100, 10))
+    Y, lam = Z @ W.T, 1e-9
+    G = W.T @ W
+    Z_star = Z - lam * np.linalg.solve(G, np.sign(Z).T).T
+    optimum = energies(Y, W, Z_star, lam)
+    dtype = np.float32 if single else np.float64
+    res = solve(Y.astype(dtype), W.astype(dtype), lam, method="gram_cd", tol=1e-3)
+    energy = energies(Y.astype(dtype).astype(np.float64), W.astype(dtype).astype(np.float64),
+                      res.z.astype(np.float64), lam)
+    if not single:
+        np.testing.assert_allclose(res.energy, energy, rtol=1e-9)
+        assert np.all(res.gap >= energy - optimum - 1e-9 * optimum)
+    assert res.converged.all()

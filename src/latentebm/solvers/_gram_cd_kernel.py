@@ -18,9 +18,11 @@ One sample per parallel iteration, everything in float64. For ``min_z ½zᵀGz �
    every sign it is the exact minimiser on that sign
    pattern and ends the inner loop; where some sign flips, the codes move to the first sign
    change along the segment (the energy decreases on it) and that code becomes zero;
-3. ``q`` recomputed from the codes, then the energy and duality gap (the dual point is the
-   residual scaled optimally within the dual constraint); stop when ``gap ≤ tol·energy``,
-   else the inner tolerance shrinks tenfold and the loop repeats.
+3. ``q`` recomputed from the codes, then the energy and its certificate, the duality gap (the
+   dual point is the residual scaled optimally within the dual constraint) or, where ``G`` is
+   positive definite, the strong-convexity bound if smaller (:func:`_energy_and_gap`); stop
+   when ``certificate ≤ tol·energy``, else the inner tolerance shrinks tenfold and the loop
+   repeats.
 """
 
 from __future__ import annotations
@@ -199,18 +201,39 @@ def _newton(Ga, qa, za, m, lam, chol, x, dropped):  # pragma: no cover - compile
 
 
 @njit(cache=True, fastmath=FAST)
-def _energy_and_gap(b, q, z, yy, lam, nonneg):  # pragma: no cover - compiled
-    """``‖r‖² = ‖y‖² − bᵀz − zᵀq`` and ``yᵀr = ‖y‖² − bᵀz``; the dual point ``s·r`` with the
-    best ``s`` such that ``‖s·Wᵀr‖∞ ≤ λ`` (one-sided for non-negative codes)."""
+def _energy_and_gap(b, q, z, yy, lam, nonneg, mu):  # pragma: no cover - compiled
+    """The energy, a dual value and a strong-convexity bound, ``(energy, dual, bound)``:
+
+    - the dual value: ``‖r‖² = ‖y‖² − bᵀz − zᵀq`` and ``yᵀr = ‖y‖² − bᵀz``, the dual point
+      ``s·r`` with the best ``s`` such that ``‖s·Wᵀr‖∞ ≤ λ`` (one-sided for non-negative
+      codes);
+    - with ``mu > 0``, a lower bound on the smallest eigenvalue of ``G`` (the energy is then
+      ``mu``-strongly convex), ``‖g‖² / (2·mu)`` for the subgradient ``g`` of least norm
+      (``λ·sign(z_j) − q_j`` on the support, ``max(|q_j| − λ, 0)`` off it, ``max(q_j − λ,
+      0)`` for non-negative codes); ``inf`` without ``mu``.
+
+    Both ``energy − dual`` and ``bound`` are upper bounds on ``E(z) − min E``
+    (:func:`_certificate` takes the smaller). Near the optimum the first falls like the
+    distance to it and the second like its square: on B1's random dictionary (``mu`` = 0.19)
+    the bound stayed within 3–5× of the true error where the gap was 10³–10⁴× above it."""
     bz = 0.0
     zq = 0.0
     l1 = 0.0
     q_max = 0.0
+    g_sq = 0.0
     for k in range(q.shape[0]):
         bz += b[k] * z[k]
         zq += z[k] * q[k]
         l1 += abs(z[k])
-        q_max = max(q_max, q[k] if nonneg else abs(q[k]))
+        correlation = q[k] if nonneg else abs(q[k])
+        q_max = max(q_max, correlation)
+        if z[k] > 0.0:
+            g = lam - q[k]
+        elif z[k] < 0.0:
+            g = lam + q[k]
+        else:
+            g = max(correlation - lam, 0.0)
+        g_sq += g * g
     rr = max(yy - bz - zq, 0.0)
     yr = yy - bz
     energy = 0.5 * rr + lam * l1
@@ -218,14 +241,22 @@ def _energy_and_gap(b, q, z, yy, lam, nonneg):  # pragma: no cover - compiled
     if q_max * s > lam:
         s = lam / q_max
     s = max(s, 0.0)
-    return energy, max(energy - (s * yr - 0.5 * s * s * rr), 0.0)
+    bound = g_sq / (2.0 * mu) if mu > 0.0 else np.inf
+    return energy, s * yr - 0.5 * s * s * rr, bound
+
+
+@njit(cache=True, inline="always", fastmath=FAST)
+def _certificate(energy, dual, bound):  # pragma: no cover - compiled
+    """The smaller of the duality gap ``energy − dual`` and the strong-convexity bound."""
+    return min(max(energy - dual, 0.0), bound)
 
 
 @njit(cache=True, fastmath=FAST)
-def _solve_one(G, inv_diag, root_diag, b, z, yy, lam, tol, max_rounds, nonneg, inner_tol, rounds,
-               q, active, qa, za, x, ga_buf, chol_buf, dropped, inv_a, root_a,
+def _solve_one(G, inv_diag, root_diag, b, z, yy, lam, mu, tol, max_rounds, nonneg, inner_tol,
+               rounds, q, active, qa, za, x, ga_buf, chol_buf, dropped, inv_a, root_a,
                ):  # pragma: no cover - compiled
-    """One sample, in place in ``z``; returns ``(energy, gap, inner_tol, rounds)``.
+    """One sample, in place in ``z``; returns ``(energy, gap, dual, inner_tol, rounds)`` (see
+    :func:`_energy_and_gap`).
     ``inv_diag`` and ``root_diag`` are ``G``'s as :func:`_sweep` takes them; the other arrays
     are the caller's workspace (``n_atoms`` and ``n_atoms²`` long)."""
     n_atoms = b.shape[0]
@@ -235,7 +266,8 @@ def _solve_one(G, inv_diag, root_diag, b, z, yy, lam, tol, max_rounds, nonneg, i
             row = G[j]
             for k in range(n_atoms):
                 q[k] -= z[j] * row[k]
-    energy, gap = _energy_and_gap(b, q, z, yy, lam, nonneg)
+    energy, dual, bound = _energy_and_gap(b, q, z, yy, lam, nonneg, mu)
+    gap = _certificate(energy, dual, bound)
     while rounds < max_rounds and gap > tol * energy:
         rounds += 1
         if not z.any():
@@ -274,20 +306,21 @@ def _solve_one(G, inv_diag, root_diag, b, z, yy, lam, tol, max_rounds, nonneg, i
                 row = G[active[a]]
                 for k in range(n_atoms):
                     q[k] -= za[a] * row[k]
-        energy, gap = _energy_and_gap(b, q, z, yy, lam, nonneg)
+        energy, dual, bound = _energy_and_gap(b, q, z, yy, lam, nonneg, mu)
+        gap = _certificate(energy, dual, bound)
         inner_tol *= 0.1
-    return energy, gap, inner_tol, rounds
+    return energy, gap, dual, inner_tol, rounds
 
 
 @njit(cache=True, fastmath=FAST)
-def _round_to_single(G, b, z, q, yy, lam, nonneg, energy, gap):  # pragma: no cover - compiled
+def _round_to_single(G, b, z, q, yy, lam, nonneg, mu, dual):  # pragma: no cover - compiled
     """Round the codes ``z`` to float32 values in place (``q`` follows) and return the energy
-    of the rounded codes and their gap to the dual value ``energy − gap`` of the unrounded
-    ones. Measuring the rounded codes against their own residual instead would lose the
-    rounding's first-order effect on ``‖Wᵀr‖∞`` (about 1e-5 of the energy): the dual point
-    that certified the float64 codes certifies the rounded ones to within their energy
-    change, which is second order."""
-    dual = energy - gap
+    of the rounded codes and their certificate: their gap to ``dual``, the dual value that
+    certified the unrounded codes, or their own strong-convexity bound where smaller.
+    Measuring the rounded codes against their own residual instead would lose the rounding's
+    first-order effect on ``‖Wᵀr‖∞`` (about 1e-5 of the energy): the dual point that
+    certified the float64 codes certifies the rounded ones to within their energy change,
+    which is second order."""
     for j in range(z.shape[0]):
         if z[j] != 0.0:
             step = np.float64(np.float32(z[j])) - z[j]
@@ -296,8 +329,8 @@ def _round_to_single(G, b, z, q, yy, lam, nonneg, energy, gap):  # pragma: no co
                 row = G[j]
                 for k in range(q.shape[0]):
                     q[k] -= step * row[k]
-    rounded, _ = _energy_and_gap(b, q, z, yy, lam, nonneg)
-    return rounded, max(rounded - dual, 0.0)
+    rounded, _, bound = _energy_and_gap(b, q, z, yy, lam, nonneg, mu)
+    return rounded, _certificate(rounded, dual, bound)
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
@@ -328,19 +361,21 @@ def sparse_signal_correlations(Y, W, B, yy):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
-def lasso_gram_cd(G, B, Z, yy, lam, tol, max_rounds, nonneg, inner_tols, rounds,
+def lasso_gram_cd(G, B, Z, yy, lam, mu, tol, max_rounds, nonneg, inner_tols, rounds,
                   energy_out, gap_out, single):  # pragma: no cover - compiled
-    """Solve every row of ``Z`` (warm start, overwritten) in parallel, until its relative gap
-    is at most ``tol`` or it has run ``max_rounds`` outer rounds in all.
+    """Solve every row of ``Z`` (warm start, overwritten) in parallel, until its relative
+    certificate is at most ``tol`` or it has run ``max_rounds`` outer rounds in all.
 
     ``G`` (n_atoms, n_atoms), ``B`` (n, n_atoms), ``Z`` (n, n_atoms) and ``yy`` (n,) are
-    float64. ``inner_tols`` (n,) float64 and ``rounds`` (n,) int64 carry each sample's inner
-    tolerance and its rounds so far from one call to the next, so that a run split into several
-    calls does exactly what one call does; ``energy_out`` and ``gap_out`` (n,) float64 receive
-    each sample's energy and duality gap. With ``single``, the codes are finally rounded to
-    float32 values and the energies and gaps are those of the rounded codes
-    (:func:`_round_to_single`). The batch is cut into :data:`CHUNKS` parts, each with its own
-    workspace, shared by the samples it solves one after the other.
+    float64; ``mu`` is a lower bound on ``G``'s smallest eigenvalue, or 0 (no
+    strong-convexity bound, :func:`_energy_and_gap`). ``inner_tols`` (n,) float64 and
+    ``rounds`` (n,) int64 carry each sample's inner tolerance and its rounds so far from one
+    call to the next, so that a run split into several calls does exactly what one call does;
+    ``energy_out`` and ``gap_out`` (n,) float64 receive each sample's energy and certificate.
+    With ``single``, the codes are finally rounded to float32 values and the energies and
+    certificates are those of the rounded codes (:func:`_round_to_single`). The batch is cut
+    into :data:`CHUNKS` parts, each with its own workspace, shared by the samples it solves
+    one after the other.
     """
     n, n_atoms = B.shape
     inv_diag = np.zeros(n_atoms)
@@ -363,12 +398,12 @@ def lasso_gram_cd(G, B, Z, yy, lam, tol, max_rounds, nonneg, inner_tols, rounds,
         root_a = np.empty(n_atoms)
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             z = Z[i].copy()
-            energy, gap, inner_tol, done = _solve_one(
-                G, inv_diag, root_diag, B[i], z, yy[i], lam, tol, max_rounds, nonneg,
+            energy, gap, dual, inner_tol, done = _solve_one(
+                G, inv_diag, root_diag, B[i], z, yy[i], lam, mu, tol, max_rounds, nonneg,
                 inner_tols[i], rounds[i], q, active, qa, za, x, ga_buf, chol_buf, dropped,
                 inv_a, root_a)
             if single:
-                energy, gap = _round_to_single(G, B[i], z, q, yy[i], lam, nonneg, energy, gap)
+                energy, gap = _round_to_single(G, B[i], z, q, yy[i], lam, nonneg, mu, dual)
             Z[i] = z
             inner_tols[i], rounds[i] = inner_tol, done
             energy_out[i], gap_out[i] = energy, gap

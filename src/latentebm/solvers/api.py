@@ -135,8 +135,10 @@ def solve(
         method, by priority, that supports the operator and regularizer and prefers this
         problem (size, structure); the choice is reported as ``result.method``.
     tol : float or None
-        Relative duality gap per sample at which a sample stops; by default 1e-8 in float64
-        and 1e-5 in float32.
+        Relative certificate per sample at which a sample stops (the duality gap; for
+        ``"gram_cd"`` the smaller of it and a strong-convexity bound, see
+        :func:`~latentebm.solvers.gram_cd.gram_cd`); by default 1e-8 in float64 and 1e-5 in
+        float32.
     {max_iter_cap}
     z0 : array or tensor or None, shape (batch, *code_dims)
         Warm start (its negative entries set to zero with non-negative codes).

@@ -55,8 +55,9 @@ STRONG_CONVEXITY_MIN_BATCH = 8
 many samples per atom: its eigenvalues cost about as much as coding ``n_atoms`` samples
 (4 ms for 256 atoms), 5 % of a 10 000-digit B1 solve but most of a 256-sample minibatch's."""
 EIGENVALUE_MARGIN = 16
-"""The smallest eigenvalue LAPACK reports is lowered by this many times ``n_atoms·ε·λ_max``
-(its backward error is a small multiple of ``ε·‖G‖``), so that it bounds the true one."""
+"""The smallest eigenvalue LAPACK reports is lowered by this many times
+``(n_atoms + n_features)·ε·λ_max``, which covers its own backward error (a small multiple of
+``ε·‖G‖``) and the rounding of ``G = WᵀW`` itself, so that it bounds the true one."""
 
 
 def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, *,
@@ -187,10 +188,12 @@ def _strong_convexity(G64: np.ndarray, n_features: int, batch: int) -> float:
     With ``μ > 0`` the energy is ``μ``-strongly convex, so ``E(z) − min E ≤ ‖g‖²/(2μ)`` for any
     subgradient ``g`` at ``z``: a certificate that falls like the square of the distance to
     the optimum where the duality gap falls like the distance. On B1's random dictionary
-    (784 × 256, ``μ`` = 0.19) a solve that stops itself at 1e-4 took 348 ms instead of 657 ms
-    (the run an oracle stops: 301 ms). It needs ``n_atoms ≤ n_features`` (else ``G`` is
-    singular) and a batch of at least :data:`STRONG_CONVEXITY_MIN_BATCH` samples per atom to
-    pay for the eigenvalues."""
+    (784 × 256, ``μ`` = 0.19) a solve that stops itself at 1e-4 took 455 ms where the run an
+    oracle stops took 440 ms (2.03× before), and on the learned one (``μ`` = 1.4e-3) at ~10
+    non-zeros 1.22× (1.14× before, within the noise), in
+    ``benchmarks/results/certificate_oracles.md``. It needs ``n_atoms ≤ n_features`` (else
+    ``G`` is singular) and a batch of at least :data:`STRONG_CONVEXITY_MIN_BATCH` samples per
+    atom to pay for the eigenvalues."""
     n_atoms = G64.shape[0]
     if n_atoms > n_features or batch < STRONG_CONVEXITY_MIN_BATCH * n_atoms:
         return 0.0
@@ -199,7 +202,8 @@ def _strong_convexity(G64: np.ndarray, n_features: int, batch: int) -> float:
     # 140–180 ms)
     with threadpool_limits(1, user_api="blas"):
         eigenvalues = np.linalg.eigvalsh(G64)
-    margin = EIGENVALUE_MARGIN * n_atoms * np.finfo(np.float64).eps * max(eigenvalues[-1], 0.0)
+    margin = (EIGENVALUE_MARGIN * (n_atoms + n_features) * np.finfo(np.float64).eps
+              * max(eigenvalues[-1], 0.0))
     return max(float(eigenvalues[0] - margin), 0.0)
 
 

@@ -26,9 +26,10 @@ class SolverResult:
     z : array or tensor, shape (batch, *code_dims)
         The codes.
     gap : array or tensor, shape (batch,)
-        Duality gap per sample, an upper bound on ``E(z) − min E``; NaN where a method has no
-        certificate (a non-convex decoder). A feed-forward encoder's result holds only ``z``
-        and ``n_iter``; its other fields are ``None``.
+        Certificate per sample, an upper bound on ``E(z) − min E``: the duality gap (for
+        ``"gram_cd"`` on a strongly convex problem, a strong-convexity bound where smaller);
+        NaN where a method has no certificate (a non-convex decoder). A feed-forward
+        encoder's result holds only ``z`` and ``n_iter``; its other fields are ``None``.
     energy : array or tensor, shape (batch,)
         Energy ``E(z)`` per sample.
     converged : array or tensor, shape (batch,)

@@ -301,21 +301,6 @@ def test_the_strong_convexity_bound_needs_a_large_batch_and_a_definite_gram_matr
                                    atol=1e-12)
 
 
-def test_the_smallest_eigenvalue_is_bounded_from_below():
-    from latentebm.solvers.gram_cd import _strong_convexity
-
-    rng = np.random.default_rng(5)
-    W = rng.standard_normal((40, 20))
-    G = W.T @ W
-    mu = _strong_convexity(G, 40, 1000)
-    assert 0 < mu <= np.linalg.eigvalsh(G)[0]
-    assert mu > 0.99 * np.linalg.eigvalsh(G)[0]
-    singular = np.column_stack([W, W[:, :1]])
-    assert _strong_convexity(singular.T @ singular, 40, 1000) == 0.0
-    assert _strong_convexity(G, 19, 1000) == 0.0  # more atoms than dimensions
-    assert _strong_convexity(G, 40, 159) == 0.0  # fewer than 8 samples per atom
-
-
 @pytest.mark.parametrize("single", [False, True])
 def test_exactly_represented_signals_are_certified_by_the_bound_from_their_residual(single):
     """Signals that the atoms represent exactly, at a tiny λ: the residual is below the share

@@ -135,10 +135,11 @@ def solve(
         method, by priority, that supports the operator and regularizer and prefers this
         problem (size, structure); the choice is reported as ``result.method``.
     tol : float or None
-        Relative certificate per sample at which a sample stops (the duality gap; for
-        ``"gram_cd"`` the smaller of it and a strong-convexity bound, see
-        :func:`~latentebm.solvers.gram_cd.gram_cd`); by default 1e-8 in float64 and 1e-5 in
-        float32.
+        Relative certificate per sample at which a sample stops: the duality gap or, for an
+        L1 penalty on a dictionary with ``WᵀW`` positive definite and a batch of at least 8
+        samples per atom (``"gram_cd"``, and ``"fista"``/``"ista"`` in float64), the
+        strong-convexity bound of :mod:`~latentebm.solvers.strong_convexity` where smaller;
+        by default 1e-8 in float64 and 1e-5 in float32.
     {max_iter_cap}
     z0 : array or tensor or None, shape (batch, *code_dims)
         Warm start (its negative entries set to zero with non-negative codes).

@@ -19,10 +19,12 @@ energy by a second-order amount; the rounded codes' own residual, rescaled, woul
 
 The certificate is the duality gap or, for a large batch on a dictionary whose Gram matrix is
 positive definite (no more atoms than dimensions), the strong-convexity bound where smaller
-(:func:`_strong_convexity`); both bound ``E(z) − min E``. Dual extrapolation (Massias et al.
-2020, :mod:`.dual`) was tried in this loop and left out: on B1's random dictionary the sweeps
-cut the error tenfold each, so the extrapolated dual point gained at most one sweep and the
-self-stopped run was as slow (641 against 657 ms).
+(:mod:`.strong_convexity`; on B1's random dictionary a solve that stops itself at 1e-4 took
+455 ms where the run an oracle stops took 440 ms, 2.03× before); both bound
+``E(z) − min E``. Dual extrapolation (Massias et al. 2020, :mod:`.dual`) was tried in this
+loop and left out: on B1's random dictionary the sweeps cut the error tenfold each, so the
+extrapolated dual point gained at most one sweep and the self-stopped run was as slow (641
+against 657 ms).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import importlib.util
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from .._validation import check_int
 from ..objective import CANCELLATION
@@ -41,6 +42,7 @@ from ..regularizers import Regularizer
 from ._numba_threads import parallel_loops_unusable, use_torch_threads
 from .api import Method, register_method
 from .result import Callback, IterationState, SolverResult
+from .strong_convexity import strong_convexity, strong_convexity_bound
 
 SPARSE_SIGNAL_DENSITY = 0.25
 """Signals with at most this share of non-zero entries get their correlations ``Wᵀy`` from a
@@ -48,16 +50,6 @@ loop over those entries instead of a dense BLAS product. Measured on B1's 10 000
 digits and 256 atoms, float64, 2 threads, with random pixels made non-zero to raise the
 density: 28–33 ms against 46–50 ms at MNIST's 19 %, 36–44 against 46–51 at 25 %, the same
 time near 30 %, 94 against 48 at 50 %."""
-
-
-STRONG_CONVEXITY_MIN_BATCH = 8
-"""The strong-convexity bound (:func:`_strong_convexity`) is used for batches of at least this
-many samples per atom: its eigenvalues cost about as much as coding ``n_atoms`` samples
-(4 ms for 256 atoms), 5 % of a 10 000-digit B1 solve but most of a 256-sample minibatch's."""
-EIGENVALUE_MARGIN = 16
-"""The smallest eigenvalue LAPACK reports is lowered by this many times
-``(n_atoms + n_features)·ε·λ_max``, which covers its own backward error (a small multiple of
-``ε·‖G‖``) and the rounding of ``G = WᵀW`` itself, so that it bounds the true one."""
 
 
 def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, *,
@@ -78,7 +70,7 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     tol : float
         Relative certificate at which a sample stops: the duality gap or, where it is smaller
         and ``G`` is positive definite, the strong-convexity bound of
-        :func:`._gram_cd_kernel._energy_and_gap` (see :func:`_strong_convexity`).
+        :mod:`.strong_convexity` (computed by :func:`._gram_cd_kernel._energy_and_gap`).
     max_iter : int
         Most outer rounds per sample (each up to :data:`~._gram_cd_kernel.ACTIVE_SWEEPS`
         sweeps over the working set, the first from zero codes after a graded sweep over every
@@ -115,7 +107,7 @@ def gram_cd(problem: Problem, reg: Regularizer, z0: torch.Tensor | None = None, 
     # an all-zero atom's code is 0 at the optimum, and the loop skips such atoms: a warm start
     # there would stay, its λ|z| in the gap for ever
     Z[:, np.diag(G64) <= 0] = 0.0
-    mu = _strong_convexity(G64, int(np.prod(Y.shape[1:])), batch)
+    mu = strong_convexity(G64, int(np.prod(Y.shape[1:])), batch)
     energy, gap = np.empty(batch), np.empty(batch)
     rounds = np.zeros(batch, dtype=np.int64)
     inner_tols = np.full(batch, INNER_TOL)
@@ -181,32 +173,6 @@ def _mostly_zero(Y: np.ndarray) -> bool:
     return np.count_nonzero(rows) <= SPARSE_SIGNAL_DENSITY * rows.size
 
 
-def _strong_convexity(G64: np.ndarray, n_features: int, batch: int) -> float:
-    """A lower bound on the smallest eigenvalue of ``G64`` ``(n_atoms, n_atoms)``, or 0 where
-    none is computed or it is not positive.
-
-    With ``μ > 0`` the energy is ``μ``-strongly convex, so ``E(z) − min E ≤ ‖g‖²/(2μ)`` for any
-    subgradient ``g`` at ``z``: a certificate that falls like the square of the distance to
-    the optimum where the duality gap falls like the distance. On B1's random dictionary
-    (784 × 256, ``μ`` = 0.19) a solve that stops itself at 1e-4 took 455 ms where the run an
-    oracle stops took 440 ms (2.03× before), and on the learned one (``μ`` = 1.4e-3) at ~10
-    non-zeros 1.22× (1.14× before, within the noise), in
-    ``benchmarks/results/certificate_oracles.md``. It needs ``n_atoms ≤ n_features`` (else
-    ``G`` is singular) and a batch of at least :data:`STRONG_CONVEXITY_MIN_BATCH` samples per
-    atom to pay for the eigenvalues."""
-    n_atoms = G64.shape[0]
-    if n_atoms > n_features or batch < STRONG_CONVEXITY_MIN_BATCH * n_atoms:
-        return 0.0
-    # one BLAS thread: a multithreaded call leaves OpenBLAS's threads spinning for ~0.1 s,
-    # taking a core from the compiled loop that follows (B1a-10 took 220–260 ms instead of
-    # 140–180 ms)
-    with threadpool_limits(1, user_api="blas"):
-        eigenvalues = np.linalg.eigvalsh(G64)
-    margin = (EIGENVALUE_MARGIN * (n_atoms + n_features) * np.finfo(np.float64).eps
-              * max(eigenvalues[-1], 0.0))
-    return max(float(eigenvalues[0] - margin), 0.0)
-
-
 def _revalue_cancelled(op64: LinearOperator, Y: torch.Tensor, Z: np.ndarray, yy: np.ndarray,
                        lam: float, mu: float, nonneg: bool, energy: np.ndarray,
                        gap: np.ndarray) -> None:
@@ -215,7 +181,7 @@ def _revalue_cancelled(op64: LinearOperator, Y: torch.Tensor, Z: np.ndarray, yy:
     ``y`` at λ = 1e-8: an energy 4e-5 below the true minimum). Where ``‖r‖²`` is below
     :data:`CANCELLATION` ``‖y‖²``, ``energy`` and ``gap`` (``(n,)``, overwritten) are those of
     the residual ``y − Wz`` itself: its dual point ``s·r`` scaled into the dual constraint or,
-    with ``mu > 0`` (:func:`_strong_convexity`), the strong-convexity bound where smaller.
+    with ``mu > 0`` (:func:`.strong_convexity`), the strong-convexity bound where smaller.
     ``Y`` ``(n, n_features)`` are the signals, ``Z`` ``(n, n_atoms)`` the final codes (float64)
     and ``yy`` ``(n,)`` the squared signal norms."""
     rr_code_space = 2 * (energy - lam * np.abs(Z).sum(1))
@@ -237,9 +203,8 @@ def _revalue_cancelled(op64: LinearOperator, Y: torch.Tensor, Z: np.ndarray, yy:
     dual = scale * yr - 0.5 * scale * scale * rr
     certificate = (value - dual).clamp_min(0)
     if mu > 0:
-        least_subgradient = torch.where(z != 0, lam * z.sign() - correlations,
-                                        (one_sided - lam).clamp_min(0))
-        certificate = torch.minimum(certificate, (least_subgradient ** 2).sum(1) / (2 * mu))
+        certificate = torch.minimum(
+            certificate, strong_convexity_bound(correlations, z, lam, nonneg, mu))
     energy[rows] = value.numpy()
     gap[rows] = certificate.numpy()
 

@@ -16,6 +16,7 @@ and the gap against the best dual value is kept where it is smaller.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -28,6 +29,7 @@ from .active_set import ATTEMPT_BELOW, support_solve
 from .dual import DualExtrapolation, gap_to_dual
 from .local_dual import LocalRescaling, local_rescaling
 from .result import BatchOutputs, Callback, IterationState, SolverResult
+from .strong_convexity import MIN_BATCH_PER_ATOM, strong_convexity, strong_convexity_bound
 
 STEP_SHRINK = 0.9
 """With backtracking, ``L`` is multiplied by this every step, so the step follows the local
@@ -138,6 +140,11 @@ def proximal_gradient(
     # the finish builds the n_atoms² Gram matrix: not for very wide dictionaries (16 000 atoms
     # of 50 features took 2.2 GB for a batch of 4)
     explicit_gram = op.has_gram_matrix and op.n_atoms <= GRAM_MAX_ATOMS
+    # the strong-convexity bound, in float64 only: in lower precision the least-norm
+    # subgradient near the optimum is rounding noise, too coarse to bound the error with
+    mu = (strong_convexity(op.gram_matrix(), math.prod(Y.shape[1:]), batch)
+          if explicit_gram and lam > 0 and reg.is_l1 and Y.dtype == torch.float64
+          and batch >= MIN_BATCH_PER_ATOM * op.n_atoms else 0.0)
     if backtracking is None:
         backtracking = lipschitz is None and Y.device.type == "cpu"
     if backtracking:
@@ -173,7 +180,8 @@ def proximal_gradient(
             finite = torch.isfinite(state.z).flatten(1).all(1)
             done = _gradient_mapping_small(state, reg, tol) & finite
         else:
-            energy, gap = _running_energy_and_gap(op, state, lam, reg, dual, local, local_best)
+            energy, gap = _running_energy_and_gap(op, state, lam, reg, mu, dual, local,
+                                                  local_best)
             finite = torch.isfinite(energy) & torch.isfinite(gap)
             if can_polish:
                 jumped = support_solve(op, state, lam, reg, energy, gap, tol)
@@ -200,23 +208,30 @@ def proximal_gradient(
         out.gap = plain_gap if best is None else torch.minimum(
             plain_gap, gap_to_dual(out.energy, best, batch_dot(Y, Y)))
     elif lam > 0:
-        _revalue_cancelled(op, Y, out, lam, reg)
+        _revalue_cancelled(op, Y, out, lam, reg, mu)
     if lam > 0:
         out.converged = out.gap <= tol * out.energy
     return replace(out.result("fista" if accelerated else "ista"), lipschitz=final_L)
 
 
 def _revalue_cancelled(op: LinearOperator, Y: torch.Tensor, out: BatchOutputs, lam: float,
-                       reg: Regularizer) -> None:
+                       reg: Regularizer, mu: float) -> None:
     """In float64 the loop measures ``‖r‖²`` in code space, which loses the digits of a
     residual much smaller than the signal (a signal on one atom times 300 at λ = 1e-12: an energy
     reported 0.5 % below the codes' own, certified to 1e-6). Samples whose ``‖r‖²`` is below
     :data:`~latentebm.objective.CANCELLATION` ``‖y‖²`` get the energy and gap of the residual
-    itself (``out``'s ``(batch,)`` entries, overwritten; one host synchronisation)."""
+    itself, or its strong-convexity bound where ``mu > 0`` and smaller (``out``'s ``(batch,)``
+    entries, overwritten; one host synchronisation)."""
     rr = 2 * (out.energy - lam * reg.value(out.z))
     rows = (rr < CANCELLATION * batch_dot(Y, Y)).nonzero().flatten()
     if rows.numel():
-        out.energy[rows], out.gap[rows] = energy_and_gap(op, Y[rows], out.z[rows], lam, reg)
+        z = out.z[rows]
+        r = Y[rows] - op.decode(z)
+        c = op.adjoint(r)
+        energy, gap = energy_and_gap_from(batch_dot(r, r), c, z, lam, reg)
+        if mu > 0:
+            gap = torch.minimum(gap, strong_convexity_bound(c, z, lam, reg.nonneg, mu))
+        out.energy[rows], out.gap[rows] = energy, gap
 
 
 def _raise_diverged(op: LinearOperator, state: _State, finite: torch.Tensor, iteration: int,
@@ -240,7 +255,7 @@ def _raise_diverged(op: LinearOperator, state: _State, finite: torch.Tensor, ite
 
 
 def _running_energy_and_gap(
-    op: LinearOperator, state: _State, lam: float, reg: Regularizer,
+    op: LinearOperator, state: _State, lam: float, reg: Regularizer, mu: float,
     dual: DualExtrapolation | None, local: LocalRescaling | None,
     local_best: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,7 +265,8 @@ def _running_energy_and_gap(
     in lower precision, where that expansion would cancel too many digits. With ``dual`` the gap
     is the smaller of the plain one and ``P(z)`` minus the best dual value seen; without it but
     with ``local`` (convolutions), against the best value ``local_best`` ``(batch,)`` (updated
-    in place) of the residuals rescaled pixel by pixel.
+    in place) of the residuals rescaled pixel by pixel. With ``mu > 0``
+    (:func:`~.strong_convexity.strong_convexity`), the strong-convexity bound where smaller.
     """
     c = state.b - state.Gz
     r = None
@@ -260,6 +276,8 @@ def _running_energy_and_gap(
         r = state.Y - op.decode(state.z)
         rr = batch_dot(r, r)
     energy, gap = energy_and_gap_from(rr.clamp_min(0), c, state.z, lam, reg)
+    if mu > 0:
+        gap = torch.minimum(gap, strong_convexity_bound(c, state.z, lam, reg.nonneg, mu))
     if dual is not None:
         best = dual.update(state.z, c, state.idx)
         gap = torch.minimum(gap, gap_to_dual(energy, best, dual.yy[state.idx]))

@@ -26,8 +26,9 @@ class SolverResult:
     z : array or tensor, shape (batch, *code_dims)
         The codes.
     gap : array or tensor, shape (batch,)
-        Certificate per sample, an upper bound on ``E(z) − min E``: the duality gap (for
-        ``"gram_cd"`` on a strongly convex problem, a strong-convexity bound where smaller);
+        Certificate per sample, an upper bound on ``E(z) − min E``: the duality gap (on a
+        strongly convex L1 problem, a strong-convexity bound where smaller, see
+        :mod:`~latentebm.solvers.strong_convexity`);
         NaN where a method has no certificate (a non-convex decoder). A feed-forward
         encoder's result holds only ``z`` and ``n_iter``; its other fields are ``None``.
     energy : array or tensor, shape (batch,)

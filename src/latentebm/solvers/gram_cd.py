@@ -20,7 +20,7 @@ energy by a second-order amount; the rounded codes' own residual, rescaled, woul
 The certificate is the duality gap or, for a large batch on a dictionary whose Gram matrix is
 positive definite (no more atoms than dimensions), the strong-convexity bound where smaller
 (:mod:`.strong_convexity`; on B1's random dictionary a solve that stops itself at 1e-4 took
-455 ms where the run an oracle stops took 440 ms, 2.03× before); both bound
+446 ms where the run an oracle stops took 429 ms, 2.03× before); both bound
 ``E(z) − min E``. Dual extrapolation (Massias et al. 2020, :mod:`.dual`) was tried in this
 loop and left out: on B1's random dictionary the sweeps cut the error tenfold each, so the
 extrapolated dual point gained at most one sweep and the self-stopped run was as slow (641

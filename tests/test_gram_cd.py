@@ -305,21 +305,22 @@ def test_the_strong_convexity_bound_needs_a_large_batch_and_a_definite_gram_matr
 def test_exactly_represented_signals_are_certified_by_the_bound_from_their_residual(single):
     """Signals that the atoms represent exactly, at a tiny λ: the residual is below the share
     of ``‖y‖²`` that code-space arithmetic resolves, so the energy and certificate come from
-    the residual itself, the strong-convexity bound included. The optimum is known in closed
-    form (the signs of the planted codes hold)."""
+    the residual itself, the strong-convexity bound included. The optimum of the problem as
+    given (in float32, of the rounded signals and atoms) is known in closed form: every atom is
+    active and the signs of the planted codes hold."""
     rng = np.random.default_rng(6)
     W = rng.standard_normal((30, 10))
     W /= np.linalg.norm(W, axis=0)
     Z = rng.uniform(1, 2, size=(100, 10)) * rng.choice([-1.0, 1.0], size=(100, 10))
-    Y, lam = Z @ W.T, 1e-9
-    G = W.T @ W
-    Z_star = Z - lam * np.linalg.solve(G, np.sign(Z).T).T
-    optimum = energies(Y, W, Z_star, lam)
+    lam = 1e-9
     dtype = np.float32 if single else np.float64
-    res = solve(Y.astype(dtype), W.astype(dtype), lam, method="gram_cd", tol=1e-3)
-    energy = energies(Y.astype(dtype).astype(np.float64), W.astype(dtype).astype(np.float64),
-                      res.z.astype(np.float64), lam)
-    if not single:
-        np.testing.assert_allclose(res.energy, energy, rtol=1e-9)
-        assert np.all(res.gap >= energy - optimum - 1e-9 * optimum)
+    Y_given, W_given = (Z @ W.T).astype(dtype), W.astype(dtype)
+    Y, W = Y_given.astype(np.float64), W_given.astype(np.float64)
+    Z_star = np.linalg.solve(W.T @ W, W.T @ Y.T - lam * np.sign(Z).T).T
+    assert np.array_equal(np.sign(Z_star), np.sign(Z))
+    optimum = energies(Y, W, Z_star, lam)
+    res = solve(Y_given, W_given, lam, method="gram_cd", tol=1e-3)
+    energy = energies(Y, W, res.z.astype(np.float64), lam)
+    np.testing.assert_allclose(res.energy, energy, rtol=1e-6 if single else 1e-9)
+    assert np.all(res.gap >= energy - optimum - 1e-9 * optimum)
     assert res.converged.all()

@@ -6,8 +6,9 @@ guess: atoms whose solved coefficient has the wrong sign leave ``S``; once the s
 outside ``S`` that violate the optimality condition ``|(Aᵀr)_j| ≤ λ`` enter it with the sign of
 ``(Aᵀr)_j``. When a round changes nothing, the candidate satisfies every optimality condition:
 it is the solution, exact to rounding. (The rounds are a heuristic that can stall on very
-coherent atoms.) A candidate replaces the iterate only where its duality gap is smaller, so the
-finish can help but never hurt. A sign pattern is tried once: until proximal gradient
+coherent atoms.) A candidate replaces the iterate only where its certificate (the duality gap,
+or the strong-convexity bound where the loop uses it) is smaller, so the finish can help but
+never hurt. A sign pattern is tried once: until proximal gradient
 changes it, the same rounds would give the same candidate.
 """
 
@@ -16,9 +17,9 @@ from __future__ import annotations
 import torch
 
 from .._docs import fill_doc
-from ..objective import energy_and_gap_from
 from ..operators import LinearOperator, batch_dot
 from ..regularizers import Regularizer
+from .strong_convexity import energy_and_certificate
 
 MAX_SUPPORT = 64
 """Larger supports are left to proximal gradient: a factorisation costs ``O(k³)`` per sample."""
@@ -37,6 +38,7 @@ def support_solve(
     energy: torch.Tensor,
     gap: torch.Tensor,
     tol: float,
+    mu: float = 0.0,
 ) -> torch.Tensor:
     """Run the active-set finish on the working samples of ``state`` whose sign pattern is new and
     whose gap is not yet small; updates ``state``, ``energy`` and ``gap`` in place where the
@@ -60,6 +62,10 @@ def support_solve(
         Their duality gaps, updated in place.
     tol : float
         Relative gap below which a sample is left alone.
+    mu : float
+        The strong-convexity constant the loop certifies with
+        (:func:`~.strong_convexity.lasso_strong_convexity`; 0: the duality gap alone), so a
+        candidate is judged by the same certificate as the iterate it would replace.
 
     Returns
     -------
@@ -83,8 +89,8 @@ def support_solve(
     else:
         r = state.Y[rows] - op.decode(candidate)
         rr = batch_dot(r, r)
-    cand_energy, cand_gap = energy_and_gap_from(rr.clamp_min(0), state.b[rows] - G_cand,
-                                                candidate, lam, reg)
+    cand_energy, cand_gap = energy_and_certificate(rr.clamp_min(0), state.b[rows] - G_cand,
+                                                   candidate, lam, reg, mu)
     better = cand_gap < gap[rows]
     rows = rows[better]
     state.z[rows] = candidate[better]

@@ -137,7 +137,7 @@ def solve(
     tol : float or None
         Relative certificate per sample at which a sample stops: the duality gap or, for an
         L1 penalty on a dictionary with ``WᵀW`` positive definite and a batch of at least 8
-        samples per atom (``"gram_cd"``, and ``"fista"``/``"ista"`` in float64), the
+        samples per atom (``"gram_cd"``, and ``"fista"``/``"ista"``/``"cd"`` in float64), the
         strong-convexity bound of :mod:`~latentebm.solvers.strong_convexity` where smaller;
         by default 1e-8 in float64 and 1e-5 in float32.
     {max_iter_cap}

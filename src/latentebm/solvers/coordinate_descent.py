@@ -9,11 +9,13 @@ iteration, but converges like scikit-learn's per-sample coordinate descent.
 
 Every ``check_every`` sweeps each sample's energy and certificate are evaluated: the dual point
 is the best of the rescaled residual and its extrapolation over the last sweeps
-(:class:`~latentebm.solvers.dual.DualExtrapolation`), so the certificate tracks the true gap.
-Samples whose sign pattern has settled get the exact active-set finish
-(:func:`~latentebm.solvers.active_set.active_set_rounds`), kept only where it certifies a
-smaller gap. Finished samples leave the working batch. Nothing in the loop reads a tensor on
-the host, so on a GPU the sweeps queue without synchronisation until the stopping test.
+(:class:`~latentebm.solvers.dual.DualExtrapolation`), so the certificate tracks the true gap;
+in float64, for a large batch on a positive definite Gram matrix, the strong-convexity bound
+of :mod:`.strong_convexity` where smaller, as in FISTA. Samples whose sign pattern has settled
+get the exact active-set finish (:func:`~latentebm.solvers.active_set.active_set_rounds`), kept
+only where it certifies a smaller gap. Finished samples leave the working batch. Nothing in the
+loop reads a tensor on the host, so on a GPU the sweeps queue without synchronisation until the
+stopping test.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import torch
 
 from .._docs import fill_doc
 from .._validation import check_bool, check_int
-from ..objective import energy_and_gap_from
 from ..operators import LinearOperator
 from ..problem import Problem
 from ..regularizers import Regularizer
@@ -30,6 +31,7 @@ from .active_set import active_set_rounds, new_sign_rows
 from .api import Method, register_method
 from .dual import DualExtrapolation, gap_to_dual
 from .result import BatchOutputs, Callback, IterationState, SolverResult
+from .strong_convexity import energy_and_certificate, lasso_strong_convexity
 
 BLOCK = 16
 """Atoms per block: the inner updates touch ``n × BLOCK`` numbers, the block's closing product
@@ -158,6 +160,7 @@ def coordinate_descent(
         z.clamp_min_(0)
     dual = (DualExtrapolation(Y, lam, reg, Aty=b, adjoint=op.adjoint, decode=op.decode)
             if extrapolate else None)
+    mu = lasso_strong_convexity(op, Y, lam, reg)
     work = _Working(Y, b, z, G)
     out = BatchOutputs(z)
 
@@ -167,9 +170,9 @@ def coordinate_descent(
             if callback is not None:
                 callback(k, IterationState(k, batch, work.zt.T, work.idx))
             continue
-        energy, gap = _certify(op, work, lam, reg, dual)
+        energy, gap = _certify(op, work, lam, reg, mu, dual)
         if polish:
-            _finish(op, work, G, lam, reg, dual, energy, gap, tol)
+            _finish(op, work, G, lam, reg, mu, dual, energy, gap, tol)
         done = (gap <= tol * energy) & torch.isfinite(gap)
         if callback is not None:
             callback(k, IterationState(k, batch, work.zt.T, work.idx, energy, gap))
@@ -181,14 +184,14 @@ def coordinate_descent(
     return out.result("cd")
 
 
-def _certify(op: LinearOperator, work: _Working, lam: float, reg: Regularizer,
+def _certify(op: LinearOperator, work: _Working, lam: float, reg: Regularizer, mu: float,
              dual: DualExtrapolation | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Energy and certificate ``(n,)`` of the working samples (residual from the operator, so
-    the energy is exact in any precision)."""
+    the energy is exact in any precision; the strong-convexity bound where ``mu > 0``)."""
     z = work.zt.T
     r = work.Y - op.decode(z)
     c = work.ct.T
-    energy, gap = energy_and_gap_from((r * r).sum(1), c, z, lam, reg)
+    energy, gap = energy_and_certificate((r * r).sum(1), c, z, lam, reg, mu)
     if dual is not None:  # below float64 with the rounding of its inputs added
         best = dual.update(z, c, work.idx)
         gap = torch.minimum(gap, gap_to_dual(energy, best, dual.yy[work.idx]))
@@ -196,12 +199,12 @@ def _certify(op: LinearOperator, work: _Working, lam: float, reg: Regularizer,
 
 
 def _finish(op: LinearOperator, work: _Working, G: torch.Tensor, lam: float,
-            reg: Regularizer, dual: DualExtrapolation | None, energy: torch.Tensor,
+            reg: Regularizer, mu: float, dual: DualExtrapolation | None, energy: torch.Tensor,
             gap: torch.Tensor, tol: float) -> None:
     """The exact active-set finish on samples whose sign pattern is new and whose gap is
     between ``tol`` and :data:`~.active_set.ATTEMPT_BELOW` (relative): see
     :func:`~.active_set.new_sign_rows`. Updates ``work``, ``energy`` and ``gap`` in place where
-    the candidate certifies a smaller gap."""
+    the candidate certifies a smaller gap (with the same certificate as the loop's)."""
     signs = torch.sign(work.zt).to(torch.int8)
     rows = new_sign_rows(signs, work.signs, work.tried, energy, gap, tol, atom_dim=0)
     work.signs = signs
@@ -214,7 +217,7 @@ def _finish(op: LinearOperator, work: _Working, G: torch.Tensor, lam: float,
     rows, candidate, G_cand = rows[ok], candidate[ok], G_cand[ok]
     r = work.Y[rows] - op.decode(candidate)
     c = work.bt[:, rows].T - G_cand
-    cand_energy, cand_gap = energy_and_gap_from((r * r).sum(1), c, candidate, lam, reg)
+    cand_energy, cand_gap = energy_and_certificate((r * r).sum(1), c, candidate, lam, reg, mu)
     better = cand_gap < gap[rows]
     rows = rows[better]
     work.zt[:, rows] = candidate[better].T

@@ -16,20 +16,19 @@ and the gap against the best dual value is kept where it is smaller.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
 
 from .._docs import fill_doc
-from ..objective import CANCELLATION, energy_and_gap, energy_and_gap_from
+from ..objective import CANCELLATION, energy_and_gap
 from ..operators import GRAM_MAX_ATOMS, LinearOperator, batch_dot, per_sample
 from ..regularizers import Regularizer
 from .active_set import ATTEMPT_BELOW, support_solve
 from .dual import DualExtrapolation, gap_to_dual
 from .local_dual import LocalRescaling, local_rescaling
 from .result import BatchOutputs, Callback, IterationState, SolverResult
-from .strong_convexity import MIN_BATCH_PER_ATOM, strong_convexity, strong_convexity_bound
+from .strong_convexity import energy_and_certificate, lasso_strong_convexity
 
 STEP_SHRINK = 0.9
 """With backtracking, ``L`` is multiplied by this every step, so the step follows the local
@@ -140,11 +139,7 @@ def proximal_gradient(
     # the finish builds the n_atoms² Gram matrix: not for very wide dictionaries (16 000 atoms
     # of 50 features took 2.2 GB for a batch of 4)
     explicit_gram = op.has_gram_matrix and op.n_atoms <= GRAM_MAX_ATOMS
-    # the strong-convexity bound, in float64 only: in lower precision the least-norm
-    # subgradient near the optimum is rounding noise, too coarse to bound the error with
-    mu = (strong_convexity(op.gram_matrix(), math.prod(Y.shape[1:]), batch)
-          if explicit_gram and lam > 0 and reg.is_l1 and Y.dtype == torch.float64
-          and batch >= MIN_BATCH_PER_ATOM * op.n_atoms else 0.0)
+    mu = lasso_strong_convexity(op, Y, lam, reg)
     if backtracking is None:
         backtracking = lipschitz is None and Y.device.type == "cpu"
     if backtracking:
@@ -184,7 +179,7 @@ def proximal_gradient(
                                                   local_best)
             finite = torch.isfinite(energy) & torch.isfinite(gap)
             if can_polish:
-                jumped = support_solve(op, state, lam, reg, energy, gap, tol)
+                jumped = support_solve(op, state, lam, reg, energy, gap, tol, mu)
                 if dual is not None:
                     dual.restart(state.idx[jumped])
             done = (gap <= tol * energy) & torch.isfinite(gap)
@@ -228,10 +223,8 @@ def _revalue_cancelled(op: LinearOperator, Y: torch.Tensor, out: BatchOutputs, l
         z = out.z[rows]
         r = Y[rows] - op.decode(z)
         c = op.adjoint(r)
-        energy, gap = energy_and_gap_from(batch_dot(r, r), c, z, lam, reg)
-        if mu > 0:
-            gap = torch.minimum(gap, strong_convexity_bound(c, z, lam, reg.nonneg, mu))
-        out.energy[rows], out.gap[rows] = energy, gap
+        out.energy[rows], out.gap[rows] = energy_and_certificate(batch_dot(r, r), c, z, lam,
+                                                                 reg, mu)
 
 
 def _raise_diverged(op: LinearOperator, state: _State, finite: torch.Tensor, iteration: int,
@@ -275,9 +268,7 @@ def _running_energy_and_gap(
     else:
         r = state.Y - op.decode(state.z)
         rr = batch_dot(r, r)
-    energy, gap = energy_and_gap_from(rr.clamp_min(0), c, state.z, lam, reg)
-    if mu > 0:
-        gap = torch.minimum(gap, strong_convexity_bound(c, state.z, lam, reg.nonneg, mu))
+    energy, gap = energy_and_certificate(rr.clamp_min(0), c, state.z, lam, reg, mu)
     if dual is not None:
         best = dual.update(state.z, c, state.idx)
         gap = torch.minimum(gap, gap_to_dual(energy, best, dual.yy[state.idx]))

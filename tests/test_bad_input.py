@@ -248,7 +248,7 @@ def test_models_refuse_inputs_their_dtype_cannot_hold_and_results_that_overflow(
         psd.predict(Y * 1e200)
     with pytest.raises(FloatingPointError, match="energies of 3 sample"):
         psd.energy(Y, np.full((3, 5), 1e20))
-    with pytest.raises(FloatingPointError, match="energies of 2 sample"):
+    with pytest.raises(FloatingPointError, match="2 signal.s. are too large for float32"):
         ae.energy(images * 1e20)
     with pytest.raises(FloatingPointError, match="decoded signals"):
         sc.decode(np.full((2, 5), 3e38))
@@ -342,3 +342,26 @@ def test_unit_ball_checks_its_atom_dimensions():
         le.PSD(3, 2, 0.1, beta=1e300)  # blamed W ("W contains NaN or infinite values")
     with pytest.raises(FloatingPointError, match="the warm start z0 hold values too large"):
         le.fista(torch.ones(3, 3), torch.eye(3), 0.1, z0=torch.full((3, 3), 1e30))
+
+
+@pytest.mark.parametrize("scale, words", [(1e20, "too large for float32"),
+                                          (1e-23, "too small for float32")])
+def test_fits_refuse_signals_whose_squared_norms_leave_the_dtype(scale, words):
+    """Three ``fit``s skipped the scale check of ``encode``: signals of 1e-23 in float32
+    trained SparseCoding, PSD and ConvDictionaryLearning without an error (every energy and gap
+    zero); signals of 1e20 stopped every fit at its first step with advice to lower the learning
+    rate, or (PSD) a complaint about NaN atoms the user never gave."""
+    rng = np.random.default_rng(2)
+    Y = rng.random((16, 8)).astype(np.float32) * scale
+    images = rng.random((2, 1, 12, 12)).astype(np.float32) * scale
+    W = torch.tensor(rng.standard_normal((8, 4)), dtype=torch.float32)
+    fits = [
+        lambda: le.SparseCoding(8, 4, lam=0.1).fit(Y, epochs=1, progress=False),
+        lambda: le.PSD(8, 4, 0.1).fit(Y, epochs=1, progress=False),
+        lambda: le.LISTA(W, 0.1).fit(Y, epochs=1, progress=False),
+        lambda: le.ConvDictionaryLearning(2, 3, 1, 0.1).fit(images, epochs=1, progress=False),
+        lambda: le.ConvSparseAutoencoder(2, 3, 1).fit(images, epochs=1, progress=False),
+    ]
+    for fit in fits:
+        with pytest.raises(FloatingPointError, match=words):
+            fit()

@@ -91,24 +91,47 @@ def prepare(Y: Any, W: Any, lam: Any, *, signal_ndim: int | tuple[int, ...] = (2
         op = as_operator(W, like=Y_t)
     check_same_device_dtype(Y_t, "Y", W=_probe(op))
     op.check_signal(Y_t, "Y")
-    refuse_underflow(Y_t)
+    check_signal_scale(Y_t)
     return Problem(Y=Y_t, op=op, lam=lam, numpy_out=numpy_out)
 
 
-def refuse_underflow(Y: torch.Tensor) -> None:
-    """Signals so small that their squared norms are not normal numbers: every energy and gap
-    would round to zero and any code would pass as converged."""
-    # ‖y‖² < tiny ⟺ ‖y‖ < √tiny, whether or not the norm itself underflows (one fast pass;
-    # (Y * Y).sum(1) took 23 ms on B1's 10 000 digits, a tenth of the solve)
-    small = torch.linalg.vector_norm(Y.flatten(1), dim=1) < torch.finfo(Y.dtype).tiny ** 0.5
-    if not bool(small.any()):
+def check_signal_scale(Y: torch.Tensor) -> None:
+    """Refuse signals ``Y`` ``(batch, ...)`` whose squared norms are not normal numbers of
+    their dtype: so small that every energy and gap rounds to zero (any code would pass as
+    converged), or so large that they overflow (energies, gaps and training losses would be
+    infinite, and a model's atoms learned from them NaN).
+
+    Parameters
+    ----------
+    Y : torch.Tensor of shape (batch, *signal_dims)
+        Finite signals.
+
+    Raises
+    ------
+    FloatingPointError
+        Naming how many signals are out of range and how to fix it.
+    """
+    # ‖y‖² < tiny ⟺ ‖y‖ < √tiny and ‖y‖² > max ⟺ ‖y‖ > √max, whether or not the norm itself
+    # under- or overflows (one fast pass; (Y * Y).sum(1) took 23 ms on B1's 10 000 digits, a
+    # tenth of the solve)
+    info = torch.finfo(Y.dtype)
+    norms = torch.linalg.vector_norm(Y.flatten(1), dim=1)
+    small, large = norms < info.tiny ** 0.5, norms > info.max ** 0.5
+    if not bool((small | large).any()):
         return
+    dtype = str(Y.dtype).replace("torch.", "")
+    if bool(large.any()):
+        wider = "" if Y.dtype == torch.float64 else ", or use float64"
+        raise FloatingPointError(
+            f"Y: {int(large.sum())} signal(s) are too large for {dtype} (their squared norms "
+            f"overflow, so energies and duality gaps would be infinite); rescale Y and λ "
+            f"together{wider}")
     bad = small & (Y.flatten(1) != 0).any(1)
     if bool(bad.any()):
         raise FloatingPointError(
-            f"Y: {int(bad.sum())} signal(s) are too small for "
-            f"{str(Y.dtype).replace('torch.', '')} (their squared norms underflow, so energies "
-            "and duality gaps would read zero); rescale Y and λ together")
+            f"Y: {int(bad.sum())} signal(s) are too small for {dtype} (their squared norms "
+            "underflow, so energies and duality gaps would read zero); rescale Y and λ "
+            "together")
 
 
 @fill_doc
@@ -163,4 +186,4 @@ def _probe(op: LinearOperator) -> torch.Tensor:
     return torch.empty(0, device=op.device, dtype=op.dtype)
 
 
-__all__ = ["Problem", "prepare", "prepare_code", "as_operator", "refuse_underflow", "to_output"]
+__all__ = ["Problem", "prepare", "prepare_code", "as_operator", "check_signal_scale", "to_output"]

@@ -39,6 +39,7 @@ from .._docs import DOCS
 from .._validation import as_tensor, check_bool, check_seed, resolve_device
 from ..data.image_shards import ShardedImages
 from ..data.streaming import ShardedArray
+from ..problem import check_signal_scale
 from ..solvers import SolverResult
 from ..training import distributed as dist
 from ..training.checkpoint import (
@@ -222,12 +223,15 @@ class LatentModel(TrainingAttributes, nn.Module):
         return out
 
     # ----------------------------------------------------------------- input checks
-    def check_input(self, x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None
-                    ) -> tuple[torch.Tensor, bool]:
+    def check_input(self, x: Any, name: str, *, ndim: int | tuple[int, ...] | None = None,
+                    signals: bool = False) -> tuple[torch.Tensor, bool]:
         """``x`` as a validated tensor on the model's device and dtype, and whether results go
         back as NumPy. A tensor must already be on the model's device (checked before its
-        values) and of its dtype; anything else is converted. Finite, non-empty, rank ``ndim``.
-        A sharded dataset on disk is refused (reading it whole here would defeat it).
+        values) and of its dtype; anything else is converted. Finite, non-empty, rank ``ndim``;
+        with ``signals``, signals whose energies the model computes, so their squared norms
+        must neither underflow nor overflow the dtype
+        (:func:`~latentebm.problem.check_signal_scale`). A sharded dataset on disk is refused
+        (reading it whole here would defeat it).
         """
         if isinstance(x, ShardedArray | ShardedImages):
             raise TypeError(
@@ -242,15 +246,18 @@ class LatentModel(TrainingAttributes, nn.Module):
                 raise ValueError(f"{name} is on {x.device} but the model is on {ref.device}")
             if x.is_floating_point() and x.dtype != ref.dtype:
                 raise TypeError(f"{name} has dtype {x.dtype} but the model uses {ref.dtype}")
-            return as_tensor(x, name, ndim=ndim), False
-        t = as_tensor(x, name, ndim=ndim)
-        converted = t.to(ref.device, ref.dtype)
-        if converted.dtype != t.dtype and not bool(torch.isfinite(converted).all()):
-            raise ValueError(
-                f"{name} holds values beyond the range of {str(ref.dtype).replace('torch.', '')}, "
-                f"the model's dtype (largest magnitude {float(t.abs().max()):.3g}); rescale it, "
-                "or use a float64 model")
-        return converted, True
+            checked, numpy_out = as_tensor(x, name, ndim=ndim), False
+        else:
+            t = as_tensor(x, name, ndim=ndim)
+            checked, numpy_out = t.to(ref.device, ref.dtype), True
+            if checked.dtype != t.dtype and not bool(torch.isfinite(checked).all()):
+                raise ValueError(
+                    f"{name} holds values beyond the range of "
+                    f"{str(ref.dtype).replace('torch.', '')}, the model's dtype (largest "
+                    f"magnitude {float(t.abs().max()):.3g}); rescale it, or use a float64 model")
+        if signals:
+            check_signal_scale(checked)
+        return checked, numpy_out
 
     # ----------------------------------------------------------------- checkpoints
     @classmethod

@@ -34,7 +34,7 @@ from .._validation import check_choice, check_int, check_lam, check_scalar, reso
 from ..operators import ConvDictionary, LinearOperator
 from ..operators.base import batch_dot
 from ..operators.conv import BOUNDARIES, correlate
-from ..problem import refuse_underflow, to_output
+from ..problem import to_output
 from ..regularizers import L1, soft_threshold
 from ..solvers import SolverResult, proximal_gradient
 from ..training import distributed as dist
@@ -638,9 +638,8 @@ class ConvSparseAutoencoder(LatentModel):
 
     # ----------------------------------------------------------------- helpers
     def _images(self, Y: Any) -> tuple[torch.Tensor, bool]:
-        Y_t, numpy_out = self.check_input(Y, "Y", ndim=4)
+        Y_t, numpy_out = self.check_input(Y, "Y", ndim=4, signals=True)
         self.decoder_operator().check_signal(Y_t, "Y")
-        refuse_underflow(Y_t)  # its energies and gaps would read zero: any code "converged"
         return Y_t, numpy_out
 
 

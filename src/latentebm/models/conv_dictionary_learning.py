@@ -245,7 +245,7 @@ class ConvDictionaryLearning(DictionaryModel):
                              "streamed images (ShardedImages) leave it None or False")
         warm_start = (not streaming if warm_start is None
                       else check_bool(warm_start, "warm_start"))
-        Y_t = Y if streaming else self.check_input(Y, "Y", ndim=4)[0]
+        Y_t = Y if streaming else self.check_input(Y, "Y", ndim=4, signals=True)[0]
         self.operator().check_signal(torch.empty((0, *Y.image_shape)) if streaming else Y_t, "Y")
         n = Y_t.shape[0]
         options = options.checked(n)
@@ -305,7 +305,7 @@ class ConvDictionaryLearning(DictionaryModel):
         images = Y[idx].to(self.device, self.dtype)
         if images.shape[0] == 0:  # a process's empty share of a small last batch
             return images
-        return self.check_input(images, "Y", ndim=4)[0]
+        return self.check_input(images, "Y", ndim=4, signals=True)[0]
 
     def _init_atoms_from(self, Y: torch.Tensor) -> None:
         gen = torch.Generator().manual_seed(self.seed)

@@ -55,7 +55,7 @@ from .._validation import (
     resolve_device,
 )
 from ..operators import DenseDictionary
-from ..problem import Problem, refuse_underflow, to_output
+from ..problem import Problem, to_output
 from ..regularizers import Regularizer, get_regularizer
 from ..solvers import SolverResult
 from ..solvers.api import resolve_method
@@ -913,13 +913,12 @@ class LISTA(LatentModel):
 
     # ----------------------------------------------------------------- helpers
     def _check_signals(self, Y: Any) -> tuple[torch.Tensor, bool]:
-        Y_t, numpy_out = self.check_input(Y, "Y", ndim=2)
+        Y_t, numpy_out = self.check_input(Y, "Y", ndim=2, signals=True)
         if Y_t.shape[1] != self.n_features:
             raise ValueError(
                 f"Y must have shape (batch, {self.n_features}) to match W of shape "
                 f"({self.n_features}, {self.n_atoms}), got {tuple(Y_t.shape)}"
             )
-        refuse_underflow(Y_t)  # the optimal codes' certificate would read zero
         return Y_t, numpy_out
 
     def extra_repr(self) -> str:

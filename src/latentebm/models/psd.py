@@ -456,7 +456,7 @@ class PSD(LatentModel):
             torch.matmul(self.W.T, self.W, out=gram)
 
     def _check_signals(self, Y: Any) -> torch.Tensor:
-        Y_t, _ = self.check_input(Y, "Y", ndim=2)
+        Y_t, _ = self.check_input(Y, "Y", ndim=2, signals=True)
         if Y_t.shape[1] != self.n_features:
             raise ValueError(
                 f"Y must have shape (batch, {self.n_features}) to match the decoder of shape "

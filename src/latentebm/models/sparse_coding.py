@@ -187,7 +187,7 @@ class SparseCoding(DictionaryModel):
             The per-epoch history (mean energy, mean non-zeros, seconds, re-initialised atoms).
         """
         streaming = isinstance(Y, ShardedArray)
-        Y_t = Y if streaming else self.check_input(Y, "Y", ndim=2)[0]
+        Y_t = Y if streaming else self.check_input(Y, "Y", ndim=2, signals=True)[0]
         if Y_t.shape[1] != self.n_features:
             raise ValueError(
                 f"Y must have {self.n_features} features (columns), got {Y_t.shape[1]}"

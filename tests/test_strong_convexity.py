@@ -1,4 +1,4 @@
-"""The strong-convexity certificate ‖g‖²/(2μ) shared by ``"gram_cd"`` and FISTA."""
+"""The strong-convexity certificate ‖g‖²/(2μ) shared by ``"gram_cd"``, FISTA and ``"cd"``."""
 
 import numpy as np
 import pytest
@@ -45,13 +45,23 @@ def test_the_bound_is_the_least_norm_subgradient(positive):
     assert float(strong_convexity_bound(c, z, lam, positive, mu)) == pytest.approx(expected)
 
 
+SOLVERS = {
+    "fista": lambda Y, W, lam, **kw: le.fista(Y, W, lam, max_iter=20000, **kw),
+    # without its dual extrapolation and exact finish, "cd"'s certificate is the gap or the bound
+    "cd": lambda Y, W, lam, **kw: solve(Y, W, lam, method="cd", polish=False,
+                                        extrapolate=False, max_iter=5000, **kw),
+}
+
+
 @pytest.mark.parametrize("positive", [False, True])
-def test_fista_certifies_with_the_bound_in_float64(positive):
+@pytest.mark.parametrize("method", SOLVERS)
+def test_the_torch_solvers_certify_with_the_bound_in_float64(method, positive):
     Y, W, lam = undercomplete(7)
-    res = le.fista(Y, W, lam, tol=1e-4, nonneg=positive, max_iter=20000)
+    res = SOLVERS[method](Y, W, lam, tol=1e-4, nonneg=positive)
     ref = le.fista(Y, W, lam, tol=1e-13, nonneg=positive, max_iter=200000).energy
     energy = le.lasso_energy(Y, W, res.z, lam, nonneg=positive)
     assert res.converged.all()
+    np.testing.assert_allclose(res.energy, energy, rtol=1e-12)
     assert np.all(res.gap >= energy - ref - 1e-12 * ref)
     dual_gap = le.duality_gap(Y, W, res.z, lam, nonneg=positive)
     unfinished = dual_gap > 1e-8 * res.energy
@@ -59,11 +69,12 @@ def test_fista_certifies_with_the_bound_in_float64(positive):
     assert np.median(res.gap[unfinished] / dual_gap[unfinished]) < 0.1
 
 
-def test_fista_keeps_the_duality_gap_in_float32_and_on_small_batches():
+@pytest.mark.parametrize("method", SOLVERS)
+def test_the_torch_solvers_keep_the_duality_gap_in_float32_and_on_small_batches(method):
     for n, dtype in ((200, np.float32), (20, np.float64)):
         Y, W, lam = undercomplete(8, n=n)
         Y, W = Y.astype(dtype), W.astype(dtype)
-        res = le.fista(Y, W, lam, tol=1e-4, max_iter=20000)
+        res = SOLVERS[method](Y, W, lam, tol=1e-4)
         plain = le.duality_gap(Y, W, res.z, lam)
         np.testing.assert_allclose(res.gap, plain, rtol=1e-3, atol=1e-6 * float(res.energy.max()))
 
@@ -85,30 +96,3 @@ def test_fista_certifies_exactly_represented_signals_from_their_residual():
     assert np.all(res.gap >= energy - optimum - 1e-9 * optimum)
     assert res.converged.all()
 
-
-@pytest.mark.parametrize("positive", [False, True])
-def test_cd_certifies_with_the_bound_in_float64(positive):
-    """Without its dual extrapolation and exact finish, ``"cd"``'s certificate is the duality
-    gap or the bound; the bound bounds the true error and falls far below the gap."""
-    Y, W, lam = undercomplete(10)
-    res = solve(Y, W, lam, method="cd", tol=1e-4, nonneg=positive, polish=False,
-                extrapolate=False, max_iter=5000)
-    ref = le.fista(Y, W, lam, tol=1e-13, nonneg=positive, max_iter=200000).energy
-    energy = le.lasso_energy(Y, W, res.z, lam, nonneg=positive)
-    assert res.converged.all()
-    np.testing.assert_allclose(res.energy, energy, rtol=1e-12)
-    assert np.all(res.gap >= energy - ref - 1e-12 * ref)
-    dual_gap = le.duality_gap(Y, W, res.z, lam, nonneg=positive)
-    unfinished = dual_gap > 1e-8 * res.energy
-    assert unfinished.sum() >= 20
-    assert np.median(res.gap[unfinished] / dual_gap[unfinished]) < 0.1
-
-
-def test_cd_keeps_the_duality_gap_in_float32_and_on_small_batches():
-    for n, dtype in ((200, np.float32), (20, np.float64)):
-        Y, W, lam = undercomplete(11, n=n)
-        Y, W = Y.astype(dtype), W.astype(dtype)
-        res = solve(Y, W, lam, method="cd", tol=1e-4, polish=False, extrapolate=False,
-                    max_iter=5000)
-        plain = le.duality_gap(Y, W, res.z, lam)
-        np.testing.assert_allclose(res.gap, plain, rtol=1e-3, atol=1e-6 * float(res.energy.max()))

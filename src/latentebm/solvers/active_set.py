@@ -59,7 +59,8 @@ def support_solve(
     energy : torch.Tensor of shape (n,)
         Energies of the working samples, updated in place.
     gap : torch.Tensor of shape (n,)
-        Their duality gaps, updated in place.
+        Their certificates (duality gaps, or the strong-convexity bound where smaller), updated
+        in place.
     tol : float
         Relative gap below which a sample is left alone.
     mu : float

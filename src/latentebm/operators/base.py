@@ -240,6 +240,14 @@ class LinearOperator(abc.ABC):
         finishes on a support, coordinate descent, per-sample step sizes), never from types."""
         return None
 
+    def local_kernels(self) -> tuple[torch.Tensor, bool] | None:
+        """For an operator whose atoms are convolution kernels (a code coefficient touches one
+        ``kh × kw`` window of the image), the kernels ``(n_atoms, channels, kh, kw)`` and whether
+        the windows wrap around (circular boundaries); else ``None``. Coefficient ``(m, i, j)``
+        weighs pixel ``(i + a − o_h, j + b − o_w)`` by ``kernels[m, :, a, b]``, with ``o = 0``
+        (wrapped) or ``o = k − 1`` (``"full"``, clipped to the image)."""
+        return None
+
     @property
     def has_gram_matrix(self) -> bool:
         """Whether :meth:`gram_matrix` gives a matrix, answered without building it."""

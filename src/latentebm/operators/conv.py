@@ -405,6 +405,11 @@ class ConvDictionary(LinearOperator):
             return self._to_codes(image_f, grid)
         return self.adjoint(self.decode(z))
 
+    def local_kernels(self) -> tuple[torch.Tensor, bool]:
+        """The kernels ``(n_atoms, channels, kh, kw)`` and whether the boundary is circular (see
+        :meth:`LinearOperator.local_kernels`)."""
+        return self.kernels, self.boundary == "circular"
+
     def footprint_max(self, v: torch.Tensor) -> torch.Tensor:
         """For every pixel, the largest value among the code positions whose kernel covers it
         (the code positions that :meth:`decode` mixes into that pixel).

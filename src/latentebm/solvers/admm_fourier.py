@@ -54,6 +54,7 @@ from ..regularizers import Regularizer
 from ._numba_threads import parallel_loops_unusable, use_torch_threads
 from .api import Method, register_method
 from .check_schedule import CheckSchedule
+from .conv_working_set import WorkingSetFinish
 from .dual import DualExtrapolation
 from .local_dual import local_rescaling
 from .result import BatchOutputs, Callback, IterationState, SolverResult
@@ -272,6 +273,7 @@ def _admm(op: LinearOperator, Y: torch.Tensor, lam: float, reg: Regularizer, *, 
     extrapolation = DualExtrapolation(Y, lam, reg, adjoint=op.adjoint,
                                       local=local_rescaling(op, lam, reg))
     out = BatchOutputs(y[(..., *codes)])
+    finish = WorkingSetFinish.when_applicable(op, Y, lam, reg, tol)
     schedule = CheckSchedule(batch, tol, check_every, max_iter)
 
     for k in range(1, max_iter + 1):
@@ -367,6 +369,8 @@ def _admm(op: LinearOperator, Y: torch.Tensor, lam: float, reg: Regularizer, *, 
         energy = 0.5 * batch_dot(r, r) + lam * reg.value(z)
         dual = extrapolation.evaluate(rows).to(energy.dtype)
         gap = (energy - dual).clamp_min(0)
+        if finish is not None:
+            z, energy, gap = finish(rows, z, energy, gap)
         finite = torch.isfinite(energy) & torch.isfinite(gap)
         done = (gap <= tol * energy) & finite
         flags = torch.stack([finite, done, gap / energy]).double().cpu().numpy()

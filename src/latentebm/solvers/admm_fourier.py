@@ -369,8 +369,11 @@ def _admm(op: LinearOperator, Y: torch.Tensor, lam: float, reg: Regularizer, *, 
         energy = 0.5 * batch_dot(r, r) + lam * reg.value(z)
         dual = extrapolation.evaluate(rows).to(energy.dtype)
         gap = (energy - dual).clamp_min(0)
-        if finish is not None:
-            z, energy, gap = finish(rows, z, energy, gap)
+        candidates = None if finish is None else finish(rows, z, energy, gap)
+        if candidates is not None:  # the state keeps its own codes; the output takes these
+            into, z_new, energy_new, gap_new = candidates
+            z, energy, gap = z.clone(), energy.clone(), gap.clone()
+            z[into], energy[into], gap[into] = z_new, energy_new.to(energy), gap_new.to(gap)
         finite = torch.isfinite(energy) & torch.isfinite(gap)
         done = (gap <= tol * energy) & finite
         flags = torch.stack([finite, done, gap / energy]).double().cpu().numpy()

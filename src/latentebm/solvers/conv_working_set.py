@@ -72,27 +72,39 @@ class WorkingSetFinish:
         return cls(op, Y, lam, reg, tol)
 
     def __call__(self, rows: torch.Tensor, z: torch.Tensor, energy: torch.Tensor,
-                 gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The codes ``(n, n_atoms, H', W')``, energies and gaps ``(n,)`` of the batch rows
-        ``rows`` ``(n,)``, with the finish's candidates where they certify a smaller gap."""
+                 gap: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Try the finish on the working images.
+
+        Parameters
+        ----------
+        rows : torch.Tensor, shape (n,)
+            The working images' rows in the batch.
+        z : torch.Tensor, shape (n, n_atoms, H', W')
+            Their codes.
+        energy, gap : torch.Tensor, shape (n,)
+            Their energies and certified gaps.
+
+        Returns
+        -------
+        None, or ``(into, z, energy, gap)``
+            ``into`` ``(m,)`` the positions among the ``n`` whose candidate certifies a smaller
+            relative gap, with those candidates' codes ``(m, n_atoms, H', W')``, energies and
+            gaps ``(m,)`` (float64).
+        """
         relative = (gap.double() / energy.double()).cpu()
         attempt = ((relative > self.tol) & (relative <= ATTEMPT_BELOW)
                    & (relative * RETRY_FACTOR <= self.last_attempt[rows]))
         if not bool(attempt.any()):
-            return z, energy, gap
+            return None
         picked = attempt.nonzero().flatten()
         self.last_attempt[rows[picked]] = relative[picked]
         z_new, energy_new, gap_new = working_set_finish(
             self.op, self.Y[rows[picked]], z[picked], self.lam, self.reg, self.tol)
         better = gap_new / energy_new < relative[picked]
         if not bool(better.any()):
-            return z, energy, gap
-        into = picked[better]
-        z, energy, gap = z.clone(), energy.clone(), gap.clone()
-        z[into] = z_new[better]
-        energy[into] = energy_new[better].to(energy.dtype)
-        gap[into] = gap_new[better].to(gap.dtype)
-        return z, energy, gap
+            return None
+        return picked[better], z_new[better], energy_new[better], gap_new[better]
 
 
 def working_set_finish(op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam: float,

@@ -25,6 +25,7 @@ from ..objective import CANCELLATION, energy_and_gap
 from ..operators import GRAM_MAX_ATOMS, LinearOperator, batch_dot, per_sample
 from ..regularizers import Regularizer
 from .active_set import ATTEMPT_BELOW, support_solve
+from .conv_working_set import WorkingSetFinish
 from .dual import DualExtrapolation, gap_to_dual
 from .local_dual import LocalRescaling, local_rescaling
 from .result import BatchOutputs, Callback, IterationState, SolverResult
@@ -151,6 +152,9 @@ def proximal_gradient(
     # the finish solves the L1 optimality system, so other penalties skip it; it is tried only
     # on gaps between tol and ATTEMPT_BELOW, so a looser tol never reaches it
     can_polish = polish and lam > 0 and explicit_gram and reg.is_l1 and tol < ATTEMPT_BELOW
+    # convolutions: coordinate descent on a working set (:mod:`.conv_working_set`)
+    finish = (WorkingSetFinish.when_applicable(op, Y, lam, reg, tol)
+              if polish and not can_polish else None)
     out = BatchOutputs(z)
     state = _State(Y, b, z, op.gram(z), L)
     final_L = L.clone()
@@ -182,6 +186,8 @@ def proximal_gradient(
                 jumped = support_solve(op, state, lam, reg, energy, gap, tol, mu)
                 if dual is not None:
                     dual.restart(state.idx[jumped])
+            elif finish is not None:
+                _take_finish(finish, op, state, energy, gap, dual, local_best)
             done = (gap <= tol * energy) & torch.isfinite(gap)
         # the one host synchronisation of a check
         all_finite, all_done, any_done = torch.stack(
@@ -207,6 +213,29 @@ def proximal_gradient(
     if lam > 0:
         out.converged = out.gap <= tol * out.energy
     return replace(out.result("fista" if accelerated else "ista"), lipschitz=final_L)
+
+
+def _take_finish(finish: WorkingSetFinish, op: LinearOperator, state: _State,
+                 energy: torch.Tensor, gap: torch.Tensor, dual: DualExtrapolation | None,
+                 local_best: torch.Tensor | None) -> None:
+    """Where the working-set finish certifies a smaller gap, its codes become the iterate (the
+    momentum restarts) and its dual value the best seen; ``energy`` and ``gap`` ``(n,)`` are
+    updated in place."""
+    candidates = finish(state.idx, state.z, energy, gap)
+    if candidates is None:
+        return
+    into, z_new, energy_new, gap_new = candidates
+    z_new = z_new.to(state.z)
+    G = op.gram(z_new)
+    state.z[into], state.x[into], state.Gz[into], state.Gx[into] = z_new, z_new, G, G
+    state.t[into] = 1
+    energy[into], gap[into] = energy_new.to(energy), gap_new.to(gap)
+    rows = state.idx[into]
+    best = dual.best if dual is not None else local_best
+    if dual is not None:
+        dual.restart(rows)
+    if best is not None:
+        best[rows] = torch.maximum(best[rows], (energy_new - gap_new).to(best))
 
 
 def _revalue_cancelled(op: LinearOperator, Y: torch.Tensor, out: BatchOutputs, lam: float,

@@ -35,7 +35,7 @@ def test_finish_reaches_the_optimum_and_its_gap_bounds_the_error(boundary, chann
     reference = le.fista(Y, op, LAM, tol=1e-14, max_iter=100000, nonneg=nonneg)
     rough = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=8, nonneg=nonneg)
     assert float(((rough.energy - reference.energy) / reference.energy).min()) > 1e-4
-    z, energy, gap = working_set_finish(op, Y, rough.z, LAM, reg, tol=1e-12)
+    z, energy, gap, _ = working_set_finish(op, Y, rough.z, LAM, reg, tol=1e-12)
     direct = le.lasso_energy(Y, op, z, LAM, nonneg=nonneg)
     assert torch.allclose(energy, direct.double(), rtol=1e-12)
     error = energy - reference.energy
@@ -63,7 +63,7 @@ def test_on_dense_codes_the_finish_gives_up_early_with_a_valid_certificate(monke
 
     compiled = kernel_module.working_set_cd
     monkeypatch.setattr(kernel_module, "working_set_cd", counted)
-    z, energy, gap = working_set_finish(op, Y, rough.z, lam, L1(), tol=1e-12)
+    z, energy, gap, _ = working_set_finish(op, Y, rough.z, lam, L1(), tol=1e-12)
     assert sum(sweeps) < 0.5 * MAX_SWEEPS * len(Y)
     assert bool((energy <= rough.energy).all())
     assert bool((energy - reference.energy <= gap + 1e-12 * reference.energy).all())
@@ -74,7 +74,7 @@ def test_finish_leaves_its_input_alone_and_keeps_codes_where_the_optimum_is_zero
     op, Y = _problem("circular")
     rough = solve(Y, op, LAM, method="admm", tol=0.0, max_iter=8)
     before = rough.z.clone()
-    z, _, _ = working_set_finish(op, Y, rough.z, LAM, L1(), tol=1e-10)
+    z, _, _, _ = working_set_finish(op, Y, rough.z, LAM, L1(), tol=1e-10)
     assert torch.equal(rough.z, before)
     zero = working_set_finish(op, Y, torch.zeros_like(rough.z), 1e3, L1(), tol=1e-10)
     assert not bool(zero[0].any()) and float(zero[2].max()) == 0.0
@@ -92,6 +92,24 @@ def test_admm_certifies_sooner_with_the_finish(monkeypatch):
     for result in (finished, plain):
         assert bool(result.converged.all())
         assert bool((result.energy - reference.energy <= result.gap + 1e-12).all())
+    assert finished.n_iter < plain.n_iter
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fista_certifies_sooner_with_the_finish(dtype):
+    """FISTA on convolutions takes the finish's codes into its iterate (``polish``, on by
+    default); in float32 too, the flag it reports after its final revaluation agrees with the
+    stop, and every certificate bounds the true error."""
+    op, Y = _problem("full", n_atoms=6, k=5, hw=(40, 36), batch=2, seed=5)
+    reference = le.fista(Y, op, LAM, tol=1e-14, max_iter=100000)
+    op, Y = ConvDictionary(op.kernels.to(dtype)), Y.to(dtype)
+    tol = 1e-6 if dtype == torch.float64 else 1e-4
+    finished = le.fista(Y, op, LAM, tol=tol, max_iter=5000)
+    plain = le.fista(Y, op, LAM, tol=tol, max_iter=5000, polish=False)
+    for result in (finished, plain):
+        assert bool(result.converged.all())
+        error = result.energy.double() - reference.energy
+        assert bool((error <= result.gap.double() + 1e-6 * reference.energy).all())
     assert finished.n_iter < plain.n_iter
 
 

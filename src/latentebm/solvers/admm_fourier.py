@@ -34,9 +34,13 @@ residual ``y − D x`` at ``x`` (for circular boundaries ``Dᵀ(y − Dx) = ρ(x
 nothing), its dual extrapolation (:mod:`.dual`, whose history is recorded every
 ``check_every`` iterations) and the better of the two rescaled pixel by pixel
 (:mod:`.local_dual`). The certificate itself is evaluated when
-:class:`~.check_schedule.CheckSchedule` predicts a crossing of ``tol`` from each image's gaps:
-on B3 eleven evaluations in 200 iterations instead of twenty
-(``benchmarks/results/check_schedule.md``). Converged samples retire from the working batch.
+:class:`~.check_schedule.CheckSchedule` predicts a crossing of ``tol`` from each image's gaps
+(``benchmarks/results/check_schedule.md``). Once an image's gap is below
+:data:`~.conv_working_set.ATTEMPT_BELOW`, coordinate descent on the working set of its codes
+(:mod:`.conv_working_set`) finishes it on the CPU: on B3 the run certifies 1e-4 after 50
+iterations and the finish, 0.84× the time of the run stopped by an oracle at the true error
+1e-4 (96 iterations), where the certificate alone needed 200. Converged samples retire from the
+working batch.
 """
 
 from __future__ import annotations
@@ -371,7 +375,7 @@ def _admm(op: LinearOperator, Y: torch.Tensor, lam: float, reg: Regularizer, *, 
         gap = (energy - dual).clamp_min(0)
         candidates = None if finish is None else finish(rows, z, energy, gap)
         if candidates is not None:  # the state keeps its own codes; the output takes these
-            into, z_new, energy_new, gap_new = candidates
+            into, z_new, energy_new, gap_new, _ = candidates
             z, energy, gap = z.clone(), energy.clone(), gap.clone()
             z[into], energy[into], gap[into] = z_new, energy_new.to(energy), gap_new.to(gap)
         finite = torch.isfinite(energy) & torch.isfinite(gap)

@@ -209,6 +209,8 @@ def fista(
         Where the operator has an explicit Gram matrix and the penalty is L1: active-set rounds
         on the identified support (solve exactly on it, drop atoms whose sign flips, add atoms
         that violate optimality); a result is kept only where its duality gap is smaller.
+        For convolutions on the CPU: coordinate descent on the working set of each image's
+        codes once its gap is below 3e-2 (:mod:`~latentebm.solvers.conv_working_set`).
     extrapolate : bool
         Certify against the best dual point seen, including points extrapolated from the
         iterates just before each check (Massias et al. 2020), so the stop at ``tol`` may come

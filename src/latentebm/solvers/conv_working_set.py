@@ -93,10 +93,10 @@ class WorkingSetFinish:
 
         Returns
         -------
-        None, or ``(into, z, energy, gap)``
+        None, or ``(into, z, energy, gap, dual)``
             ``into`` ``(m,)`` the positions among the ``n`` whose candidate certifies a smaller
-            relative gap, with those candidates' codes ``(m, n_atoms, H', W')``, energies and
-            gaps ``(m,)`` (float64).
+            relative gap, with those candidates' codes ``(m, n_atoms, H', W')``, energies,
+            gaps and dual values ``(m,)`` (float64).
         """
         relative = (gap.double() / energy.double()).cpu()
         attempt = ((relative > self.tol) & (relative <= ATTEMPT_BELOW)
@@ -105,12 +105,13 @@ class WorkingSetFinish:
             return None
         picked = attempt.nonzero().flatten()
         self.last_attempt[rows[picked]] = relative[picked]
-        z_new, energy_new, gap_new = working_set_finish(
+        z_new, energy_new, gap_new, dual_new = working_set_finish(
             self.op, self.Y[rows[picked]], z[picked], self.lam, self.reg, self.tol)
         better = gap_new / energy_new < relative[picked]
         if not bool(better.any()):
             return None
-        return picked[better], z_new[better], energy_new[better], gap_new[better]
+        return (picked[better], z_new[better], energy_new[better], gap_new[better],
+                dual_new[better])
 
 
 def working_set_finish(op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam: float,
@@ -137,8 +138,10 @@ def working_set_finish(op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam
     -------
     z : torch.Tensor, shape (n, n_atoms, H', W')
         The refined codes.
-    energy, gap : torch.Tensor, shape (n,), float64
-        Their energies and certified duality gaps.
+    energy, gap, dual : torch.Tensor, shape (n,), float64
+        Their energies, certified duality gaps and the dual values that certify them (the
+        gap is ``energy − dual``, plus the rounding allowance of
+        :func:`~.dual.gap_to_dual` below float64).
     """
     from ._conv_cd_kernel import working_set_cd  # numba: compiled on first use
 
@@ -147,13 +150,14 @@ def working_set_finish(op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam
     squared_norms = (kernels.reshape(kernels.shape[0], -1) ** 2).sum(1)
     local = LocalRescaling(op, lam, reg)
     z = z.clone()
-    energies, gaps = [], []
+    energies, gaps, duals = [], [], []
     for i in range(z.shape[0]):
-        energy, gap = _refine(working_set_cd, op, local, Y[i : i + 1], z[i : i + 1], kernels,
+        energy, gap, dual = _refine(working_set_cd, op, local, Y[i : i + 1], z[i : i + 1], kernels,
                               squared_norms, circular, lam, reg, tol)
         energies.append(energy)
         gaps.append(gap)
-    return z, torch.stack(energies), torch.stack(gaps)
+        duals.append(dual)
+    return z, torch.stack(energies), torch.stack(gaps), torch.stack(duals)
 
 
 def _refine(working_set_cd, op, local, y, z, kernels, squared_norms, circular, lam, reg, tol):
@@ -162,7 +166,8 @@ def _refine(working_set_cd, op, local, y, z, kernels, squared_norms, circular, l
     r = y - op.decode(z)
     c = op.adjoint(r)
     working = (z != 0) | (_excess(c, reg) > lam)
-    best_dual = torch.tensor(-math.inf, dtype=torch.float64)
+    yy = batch_dot(y, y).double()
+    best_dual = torch.full((1,), -math.inf, dtype=torch.float64)
     energy = gap = torch.tensor(math.inf, dtype=torch.float64)
     previous, chunk, sweeps = None, CHUNK, 0
     while chunk > 0:
@@ -177,10 +182,11 @@ def _refine(working_set_cd, op, local, y, z, kernels, squared_norms, circular, l
         z[0][tuple(coords.T)] = values
         r = y - op.decode(z)
         c = op.adjoint(r)
-        energy, gap = _certificate(local, y, z, r, c, lam, reg)
+        energy, dual = _energy_and_dual(local, y, z, r, c, lam, reg)
         # sweeps only lower the energy: the best dual value seen certifies the latest codes
-        best_dual = torch.maximum(best_dual, energy - gap)
-        gap = (energy - best_dual).clamp_min(0)
+        best_dual = torch.maximum(best_dual, dual)
+        gap = gap_to_dual(energy, best_dual, yy).double()[0]
+        energy = energy.double()[0]
         outside = (_excess(c, reg) > lam) & ~working
         working |= outside
         if gap <= tol * energy or not bool(torch.isfinite(gap)):
@@ -190,7 +196,7 @@ def _refine(working_set_cd, op, local, y, z, kernels, squared_norms, circular, l
             break
         chunk = math.ceil(min(max(needed, MIN_CHUNK), MAX_CHUNK, MAX_SWEEPS - sweeps))
         previous = gap
-    return energy, gap
+    return energy, gap, best_dual[0]
 
 
 def _sweeps_needed(previous: torch.Tensor | None, gap: torch.Tensor, chunk: int,
@@ -206,15 +212,13 @@ def _sweeps_needed(previous: torch.Tensor | None, gap: torch.Tensor, chunk: int,
     return chunk * math.log(target / float(gap)) / math.log(rate)
 
 
-def _certificate(local: LocalRescaling, y, z, r, c, lam, reg):
-    """Energy and duality gap ``()`` (float64) of one image's codes: the better of the residual
-    rescaled globally and pixel by pixel."""
+def _energy_and_dual(local: LocalRescaling, y, z, r, c, lam, reg):
+    """One image's energy ``(1,)`` (working precision) and dual value ``(1,)`` (float64): the
+    better of the residual rescaled globally and pixel by pixel."""
     energy = 0.5 * batch_dot(r, r) + lam * reg.value(z)
     plain = rescaled_dual_value(c.flatten(1).double(), batch_dot(y, r).double(),
                                 batch_dot(r, r).double(), lam, reg)
-    dual = torch.maximum(plain, local.dual_value(y, r, c))
-    gap = gap_to_dual(energy, dual, batch_dot(y, y).double())
-    return energy.double()[0], gap.double()[0]
+    return energy, torch.maximum(plain, local.dual_value(y, r, c))
 
 
 def _excess(c: torch.Tensor, reg: Regularizer) -> torch.Tensor:

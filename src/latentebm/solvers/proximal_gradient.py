@@ -113,7 +113,8 @@ def proximal_gradient(
         Adaptive restart of the momentum.
     polish : bool
         The exact active-set finish, where the operator has an explicit Gram matrix and the
-        penalty is an L1 norm.
+        penalty is an L1 norm; for convolutions on the CPU, coordinate descent on the codes'
+        working set (:mod:`.conv_working_set`).
     extrapolate : bool
         Certify the gap against the best dual value seen, including points extrapolated from
         the iterates just before each check (tighter than the current residual alone, so the
@@ -224,7 +225,7 @@ def _take_finish(finish: WorkingSetFinish, op: LinearOperator, state: _State,
     candidates = finish(state.idx, state.z, energy, gap)
     if candidates is None:
         return
-    into, z_new, energy_new, gap_new = candidates
+    into, z_new, energy_new, gap_new, dual_new = candidates
     z_new = z_new.to(state.z)
     G = op.gram(z_new)
     state.z[into], state.x[into], state.Gz[into], state.Gx[into] = z_new, z_new, G, G
@@ -235,7 +236,7 @@ def _take_finish(finish: WorkingSetFinish, op: LinearOperator, state: _State,
     if dual is not None:
         dual.restart(rows)
     if best is not None:
-        best[rows] = torch.maximum(best[rows], (energy_new - gap_new).to(best))
+        best[rows] = torch.maximum(best[rows], dual_new.to(best))
 
 
 def _revalue_cancelled(op: LinearOperator, Y: torch.Tensor, out: BatchOutputs, lam: float,

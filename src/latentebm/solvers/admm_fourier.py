@@ -489,14 +489,14 @@ def _unsupported(op: LinearOperator, reg: Regularizer) -> str | None:
 
 
 def _preferred(problem: Problem, reg: Regularizer) -> bool:
-    """Circular boundaries, or off the CPU. B3 (circular, CPU): 0.35× FISTA's time at the oracle
-    stop, 0.28× when both certify themselves. With the ``"full"`` boundary on the CPU, masked
-    ADMM certified B3's image sooner at 1e-3 (4.6 s against 5.8 s) but FISTA's per-image
-    backtracking sooner at 1e-4 (12.1 s against 14.5 s;
-    ``benchmarks/results/conv_full_boundary.md``), and on a trained colour auto-encoder's codes
-    FISTA certified all in 7–8 s where ADMM certified 0–17 % in 1000 iterations
-    (``benchmarks/results/conv_ae_inference.md``); on a GPU FISTA runs a fixed step and ADMM
-    needs fewer iterations."""
+    """Circular boundaries, or off the CPU. B3 (circular, CPU): 0.31× FISTA's time at the oracle
+    stop, 0.39× when both certify themselves with the working-set finish. With the ``"full"``
+    boundary on the CPU masked ADMM certifies single large images first (B3's image at 1e-4:
+    2.8 s against 4.2 s, ``benchmarks/results/conv_full_boundary.md``; a trained colour
+    auto-encoder's held-out photograph at 1e-3: 4.7 s against 5.9 s), but on 100 colour tiles
+    of 32×32 FISTA certified all in 7.7 s where ADMM left one uncertified after 1000 iterations
+    (11.9 s; ``benchmarks/results/conv_ae_inference.md``), so FISTA stays; on a GPU FISTA runs a
+    fixed step and ADMM needs fewer iterations."""
     if problem.lam <= 0:
         return False
     embedding = problem.op.fourier_embedding(tuple(problem.Y.shape[-2:]))

@@ -26,3 +26,15 @@ class TanhDecoder(nn.Module):
 
     def code_shape(self, signal_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (self.W.shape[1],)
+
+
+def conv_problem(boundary: str, channels: int = 1, n_atoms: int = 3, k: int = 3,
+                 hw: tuple[int, int] = (7, 6), batch: int = 2, seed: int = 0):
+    """Unit-norm random ``k × k`` kernels as a ``ConvDictionary`` and random images, float64."""
+    from latentebm.operators import ConvDictionary
+
+    gen = torch.Generator().manual_seed(seed)
+    K = torch.randn(n_atoms, channels, k, k, generator=gen, dtype=torch.float64)
+    op = ConvDictionary(K, boundary=boundary).normalize_()
+    Y = torch.randn(batch, channels, *hw, generator=gen, dtype=torch.float64)
+    return op, Y

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import conv_problem as _problem
 
 import latentebm as le
 from latentebm.operators import ConvDictionary
@@ -10,14 +11,6 @@ from latentebm.regularizers import UnitBall
 from latentebm.solvers import solve
 
 LAM = 0.1
-
-
-def _problem(boundary, channels=1, n_atoms=3, k=3, hw=(7, 6), batch=2, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    K = torch.randn(n_atoms, channels, k, k, generator=gen, dtype=torch.float64)
-    op = ConvDictionary(K, boundary=boundary).normalize_()
-    Y = torch.randn(batch, channels, *hw, generator=gen, dtype=torch.float64)
-    return op, Y
 
 
 def _toeplitz(op, signal_shape):

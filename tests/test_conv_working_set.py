@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import torch
+from helpers import conv_problem
 
 import latentebm as le
 import latentebm.solvers._conv_cd_kernel  # noqa: F401  (the compiled sweeps, patched below)
@@ -17,11 +18,7 @@ LAM = 1.0
 
 
 def _problem(boundary, channels=1, n_atoms=4, k=3, hw=(12, 11), batch=2, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    K = torch.randn(n_atoms, channels, k, k, generator=gen, dtype=torch.float64)
-    op = ConvDictionary(K, boundary=boundary).normalize_()
-    Y = torch.randn(batch, channels, *hw, generator=gen, dtype=torch.float64)
-    return op, Y
+    return conv_problem(boundary, channels, n_atoms, k, hw, batch, seed)
 
 
 @pytest.mark.parametrize("boundary", ["circular", "full"])

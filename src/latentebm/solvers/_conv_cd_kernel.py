@@ -63,7 +63,7 @@ def working_set_cd(kernels, residual, atoms, rows, cols, values, squared_norms, 
                         for b in range(kw):
                             corr += kernels[m, c, a, b] * residual[c, top + a, left + b]
             else:
-                corr = _edge_correlation(kernels, residual, m, top, left, circular)
+                corr = _edge_window(kernels, residual, m, top, left, circular, 0.0)
             old = values[k]
             step = old + corr / norm2
             threshold = lam / norm2
@@ -86,51 +86,37 @@ def working_set_cd(kernels, residual, atoms, rows, cols, values, squared_norms, 
                         for b in range(kw):
                             residual[c, top + a, left + b] -= kernels[m, c, a, b] * delta
             else:
-                _edge_update(kernels, residual, m, top, left, circular, delta)
+                _edge_window(kernels, residual, m, top, left, circular, delta)
         if largest <= tol:
             break
     return sweeps
 
 
 @njit(cache=True)
-def _edge_correlation(kernels, residual, m, top, left, circular):  # pragma: no cover
-    """``⟨K_m, footprint⟩`` of a coefficient whose footprint wraps or leaves the image."""
+def _edge_window(kernels, residual, m, top, left, circular, delta):  # pragma: no cover
+    """``⟨K_m, window⟩`` of a coefficient whose window wraps or leaves the image, read before
+    ``window −= δ·K_m`` (nothing is written when ``δ = 0``)."""
     channels, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
     height, width = residual.shape[1], residual.shape[2]
     corr = 0.0
     for c in range(channels):
         for a in range(kh):
-            p = top + a
-            if circular:
-                p = p % height
-            elif p < 0 or p >= height:
+            p = _place(top + a, height, circular)
+            if p < 0:
                 continue
             for b in range(kw):
-                q = left + b
-                if circular:
-                    q = q % width
-                elif q < 0 or q >= width:
+                q = _place(left + b, width, circular)
+                if q < 0:
                     continue
                 corr += kernels[m, c, a, b] * residual[c, p, q]
+                if delta != 0.0:
+                    residual[c, p, q] -= kernels[m, c, a, b] * delta
     return corr
 
 
 @njit(cache=True)
-def _edge_update(kernels, residual, m, top, left, circular, delta):  # pragma: no cover
-    """``footprint −= δ·K_m`` for a coefficient whose footprint wraps or leaves the image."""
-    channels, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
-    height, width = residual.shape[1], residual.shape[2]
-    for c in range(channels):
-        for a in range(kh):
-            p = top + a
-            if circular:
-                p = p % height
-            elif p < 0 or p >= height:
-                continue
-            for b in range(kw):
-                q = left + b
-                if circular:
-                    q = q % width
-                elif q < 0 or q >= width:
-                    continue
-                residual[c, p, q] -= kernels[m, c, a, b] * delta
+def _place(index, size, circular):  # pragma: no cover - compiled
+    """``index`` wrapped into ``[0, size)`` (circular), or −1 where it leaves it (clipped)."""
+    if circular:
+        return index % size
+    return index if 0 <= index < size else -1

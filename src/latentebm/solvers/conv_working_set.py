@@ -78,8 +78,7 @@ class WorkingSetFinish:
         return cls(op, Y, lam, reg, tol)
 
     def __call__(self, rows: torch.Tensor, z: torch.Tensor, energy: torch.Tensor,
-                 gap: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+                 gap: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
         """Try the finish on the working images.
 
         Parameters
@@ -116,7 +115,7 @@ class WorkingSetFinish:
 
 def working_set_finish(op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam: float,
                        reg: Regularizer, tol: float
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Refine each image's codes by coordinate descent on its working set and certify them.
 
     Parameters
@@ -152,8 +151,8 @@ def working_set_finish(op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam
     z = z.clone()
     energies, gaps, duals = [], [], []
     for i in range(z.shape[0]):
-        energy, gap, dual = _refine(working_set_cd, op, local, Y[i : i + 1], z[i : i + 1], kernels,
-                              squared_norms, circular, lam, reg, tol)
+        energy, gap, dual = _refine(working_set_cd, op, local, Y[i : i + 1], z[i : i + 1],
+                                    kernels, squared_norms, circular, lam, reg, tol)
         energies.append(energy)
         gaps.append(gap)
         duals.append(dual)
@@ -162,7 +161,7 @@ def working_set_finish(op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam
 
 def _refine(working_set_cd, op, local, y, z, kernels, squared_norms, circular, lam, reg, tol):
     """:func:`working_set_finish` for one image: ``z`` ``(1, n_atoms, H', W')`` refined in
-    place; returns its energy and gap ``()`` in float64."""
+    place; returns its energy, gap and best dual value ``()`` in float64."""
     r = y - op.decode(z)
     c = op.adjoint(r)
     working = (z != 0) | (_excess(c, reg) > lam)

@@ -55,7 +55,7 @@ def test_on_dense_codes_the_finish_gives_up_early_with_a_valid_certificate(monke
     sweeps = []
 
     def counted(*args):
-        sweeps.append(args[-2])
+        sweeps.append(args[-1])
         return compiled(*args)
 
     compiled = kernel_module.working_set_cd

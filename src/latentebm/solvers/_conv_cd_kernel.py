@@ -9,14 +9,15 @@ a working set of ``n`` coefficients costs ``O(n · channels · kh · kw)`` whate
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
+
+from ._gram_cd_kernel import shrink
 
 
 @njit(cache=True)
 def working_set_cd(kernels, residual, atoms, rows, cols, values, squared_norms, lam,
-                   nonneg, circular, max_sweeps, tol):  # pragma: no cover - compiled
-    """Sweep the working set until no coefficient moves the residual by more than ``tol``.
+                   nonneg, circular, max_sweeps):  # pragma: no cover - compiled
+    """Sweep the working set ``max_sweeps`` times, or until a sweep changes nothing.
 
     Parameters
     ----------
@@ -33,8 +34,6 @@ def working_set_cd(kernels, residual, atoms, rows, cols, values, squared_norms, 
     nonneg : bool
     circular : bool
     max_sweeps : int
-    tol : float
-        Stop when a sweep's largest ``|Δz|·‖K_m‖`` is at most this.
 
     Returns
     -------
@@ -48,7 +47,7 @@ def working_set_cd(kernels, residual, atoms, rows, cols, values, squared_norms, 
     sweeps = 0
     while sweeps < max_sweeps:
         sweeps += 1
-        largest = 0.0
+        changed = False
         for k in range(atoms.shape[0]):
             m = atoms[k]
             norm2 = squared_norms[m]
@@ -64,22 +63,12 @@ def working_set_cd(kernels, residual, atoms, rows, cols, values, squared_norms, 
                             corr += kernels[m, c, a, b] * residual[c, top + a, left + b]
             else:
                 corr = _edge_window(kernels, residual, m, top, left, circular, 0.0)
-            old = values[k]
-            step = old + corr / norm2
-            threshold = lam / norm2
-            if step > threshold:
-                new = step - threshold
-            elif step < -threshold and not nonneg:
-                new = step + threshold
-            else:
-                new = 0.0
-            delta = new - old
+            new = shrink(values[k] + corr / norm2, lam / norm2, nonneg)
+            delta = new - values[k]
             if delta == 0.0:
                 continue
             values[k] = new
-            moved = abs(delta) * np.sqrt(norm2)
-            if moved > largest:
-                largest = moved
+            changed = True
             if inside:
                 for c in range(channels):
                     for a in range(kh):
@@ -87,7 +76,7 @@ def working_set_cd(kernels, residual, atoms, rows, cols, values, squared_norms, 
                             residual[c, top + a, left + b] -= kernels[m, c, a, b] * delta
             else:
                 _edge_window(kernels, residual, m, top, left, circular, delta)
-        if largest <= tol:
+        if not changed:
             break
     return sweeps
 

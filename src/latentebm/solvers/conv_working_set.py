@@ -176,7 +176,7 @@ def _refine(working_set_cd, op, local, y, z, kernels, squared_norms, circular, l
         coords_np = coords.numpy()
         working_set_cd(kernels, residual.numpy(), coords_np[:, 0].copy(), coords_np[:, 1].copy(),
                        coords_np[:, 2].copy(), values.numpy(), squared_norms, float(lam),
-                       bool(reg.nonneg), bool(circular), chunk, 0.0)
+                       bool(reg.nonneg), bool(circular), chunk)
         sweeps += chunk
         z[0][tuple(coords.T)] = values
         r = y - op.decode(z)

@@ -95,13 +95,11 @@ def lasso_energy(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> A
     numpy.ndarray or torch.Tensor of shape (batch,)
         The energies; a NumPy array when ``Y`` is not a tensor.
     """
-    problem, Z_t = _prepared(Y, W, Z, lam)
-    nonneg = check_bool(nonneg, "nonneg")
-    reg = get_regularizer(nonneg)
+    problem, Z_t, reg = _prepared(Y, W, Z, lam, nonneg)
     r = problem.Y - problem.op.decode(Z_t)
     energy = 0.5 * batch_dot(r, r) + problem.lam * reg.value(Z_t)
     _refuse_overflow(energy, "energy", problem.Y.dtype)
-    if nonneg:
+    if reg.nonneg:
         negative = (Z_t < 0).flatten(1).any(1)
         energy = torch.where(negative, torch.full_like(energy, float("inf")), energy)
     return to_output(energy, problem.numpy_out)
@@ -129,11 +127,10 @@ def duality_gap(Y: Any, W: Any, Z: Any, lam: Any, *, nonneg: bool = False) -> An
     numpy.ndarray or torch.Tensor of shape (batch,)
         The gaps; a NumPy array when ``Y`` is not a tensor.
     """
-    problem, Z_t = _prepared(Y, W, Z, lam)
-    nonneg = check_bool(nonneg, "nonneg")
-    if nonneg and bool((Z_t < 0).any()):
+    problem, Z_t, reg = _prepared(Y, W, Z, lam, nonneg)
+    if reg.nonneg and bool((Z_t < 0).any()):
         raise ValueError("Z has negative entries but nonneg=True; the gap would be infinite")
-    _, gap = energy_and_gap(problem.op, problem.Y, Z_t, problem.lam, get_regularizer(nonneg))
+    _, gap = energy_and_gap(problem.op, problem.Y, Z_t, problem.lam, reg)
     _refuse_overflow(gap, "duality gap", problem.Y.dtype)
     return to_output(gap, problem.numpy_out)
 
@@ -147,7 +144,9 @@ def _refuse_overflow(values: torch.Tensor, what: str, dtype: torch.dtype) -> Non
             f"{str(dtype).replace('torch.', '')} (their products overflow); rescale them")
 
 
-def _prepared(Y: Any, W: Any, Z: Any, lam: Any) -> tuple[Problem, torch.Tensor]:
-    """The validated problem of the public functions and their codes ``Z`` as a tensor."""
+def _prepared(Y: Any, W: Any, Z: Any, lam: Any, nonneg: Any
+              ) -> tuple[Problem, torch.Tensor, Regularizer]:
+    """The validated problem of the public functions, their codes ``Z`` as a tensor and the
+    penalty ``nonneg`` names."""
     problem = prepare(Y, W, lam)
-    return problem, prepare_code(Z, "Z", problem)
+    return problem, prepare_code(Z, "Z", problem), get_regularizer(check_bool(nonneg, "nonneg"))

@@ -914,11 +914,7 @@ class LISTA(LatentModel):
     # ----------------------------------------------------------------- helpers
     def _check_signals(self, Y: Any) -> tuple[torch.Tensor, bool]:
         Y_t, numpy_out = self.check_input(Y, "Y", ndim=2, signals=True)
-        if Y_t.shape[1] != self.n_features:
-            raise ValueError(
-                f"Y must have shape (batch, {self.n_features}) to match W of shape "
-                f"({self.n_features}, {self.n_atoms}), got {tuple(Y_t.shape)}"
-            )
+        DenseDictionary(self.W, check_input=False).check_signal(Y_t)
         return Y_t, numpy_out
 
     def extra_repr(self) -> str:

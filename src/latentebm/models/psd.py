@@ -188,9 +188,9 @@ class PSD(LatentModel):
         numpy.ndarray or torch.Tensor of shape (batch, n_atoms)
             NumPy when ``Y`` is not a tensor.
         """
-        numpy_out = not isinstance(Y, torch.Tensor)
+        Y_t, numpy_out = self._check_signals(Y)
         with torch.no_grad():
-            P = self(self._check_signals(Y))
+            P = self(Y_t)
         return to_output(finite_result(P, "predicted codes"), numpy_out)
 
     def energy(self, Y: Any, Z: Any) -> Any:
@@ -208,8 +208,7 @@ class PSD(LatentModel):
         numpy.ndarray or torch.Tensor of shape (batch,)
             NumPy when ``Y`` is not a tensor.
         """
-        numpy_out = not isinstance(Y, torch.Tensor)
-        Y_t = self._check_signals(Y)
+        Y_t, numpy_out = self._check_signals(Y)
         Z_t = self._check_codes(Z, Y_t)
         # differentiable in Z and the encoder, as the other models' energy is in Z
         r = Y_t - Z_t @ self.W.T
@@ -237,8 +236,7 @@ class PSD(LatentModel):
             itself, and convergence is judged by the gradient mapping). NumPy when ``Y`` is not
             a tensor.
         """
-        numpy_out = not isinstance(Y, torch.Tensor)
-        Y_t = self._check_signals(Y)
+        Y_t, numpy_out = self._check_signals(Y)
         with torch.no_grad():
             P = self(Y_t)
             Y_aug, op = self._stacked(Y_t, P)
@@ -376,7 +374,7 @@ class PSD(LatentModel):
         process gets on the same batches. Rank 0 alone writes the checkpoint; every rank
         resumes from it.
         """
-        Y_t = self._check_signals(Y)
+        Y_t, _ = self._check_signals(Y)
         n = Y_t.shape[0]
         options = options.checked(n)
         epochs, batch_size = options.epochs, options.batch_size
@@ -455,14 +453,10 @@ class PSD(LatentModel):
         if gram is not None:
             torch.matmul(self.W.T, self.W, out=gram)
 
-    def _check_signals(self, Y: Any) -> torch.Tensor:
-        Y_t, _ = self.check_input(Y, "Y", ndim=2, signals=True)
-        if Y_t.shape[1] != self.n_features:
-            raise ValueError(
-                f"Y must have shape (batch, {self.n_features}) to match the decoder of shape "
-                f"({self.n_features}, {self.n_atoms}), got {tuple(Y_t.shape)}"
-            )
-        return Y_t
+    def _check_signals(self, Y: Any) -> tuple[torch.Tensor, bool]:
+        Y_t, numpy_out = self.check_input(Y, "Y", ndim=2, signals=True)
+        DenseDictionary(self.W, check_input=False).check_signal(Y_t)
+        return Y_t, numpy_out
 
     def _check_codes(self, Z: Any, Y: torch.Tensor) -> torch.Tensor:
         Z_t = as_tensor(Z, "Z", ndim=2)

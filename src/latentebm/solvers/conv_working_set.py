@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from ..operators import LinearOperator, batch_dot
@@ -142,8 +141,6 @@ def working_set_finish(op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam
         gap is ``energy − dual``, plus the rounding allowance of
         :func:`~.dual.gap_to_dual` below float64).
     """
-    from ._conv_cd_kernel import working_set_cd  # numba: compiled on first use
-
     kernels, circular = op.local_kernels()
     kernels = kernels.detach().contiguous().numpy()
     squared_norms = (kernels.reshape(kernels.shape[0], -1) ** 2).sum(1)
@@ -151,17 +148,19 @@ def working_set_finish(op: LinearOperator, Y: torch.Tensor, z: torch.Tensor, lam
     z = z.clone()
     energies, gaps, duals = [], [], []
     for i in range(z.shape[0]):
-        energy, gap, dual = _refine(working_set_cd, op, local, Y[i : i + 1], z[i : i + 1],
-                                    kernels, squared_norms, circular, lam, reg, tol)
+        energy, gap, dual = _refine(op, local, Y[i : i + 1], z[i : i + 1], kernels,
+                                    squared_norms, circular, lam, reg, tol)
         energies.append(energy)
         gaps.append(gap)
         duals.append(dual)
     return z, torch.stack(energies), torch.stack(gaps), torch.stack(duals)
 
 
-def _refine(working_set_cd, op, local, y, z, kernels, squared_norms, circular, lam, reg, tol):
+def _refine(op, local, y, z, kernels, squared_norms, circular, lam, reg, tol):
     """:func:`working_set_finish` for one image: ``z`` ``(1, n_atoms, H', W')`` refined in
     place; returns its energy, gap and best dual value ``()`` in float64."""
+    from ._conv_cd_kernel import working_set_cd  # numba: compiled on first use
+
     r = y - op.decode(z)
     c = op.adjoint(r)
     working = (z != 0) | (_excess(c, reg) > lam)
@@ -231,7 +230,7 @@ def _spatial_order(mask: torch.Tensor) -> torch.Tensor:
     coords = mask.nonzero()
     width = mask.shape[2]
     key = (coords[:, 1] * width + coords[:, 2]) * mask.shape[0] + coords[:, 0]
-    return coords[torch.from_numpy(np.argsort(key.numpy(), kind="stable"))]
+    return coords[torch.argsort(key, stable=True)]
 
 
 __all__ = ["WorkingSetFinish", "working_set_finish"]
